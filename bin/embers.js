@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// The embers command. Runs the compiled CLI (npm install builds it via `prepare`).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const main = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(main))) {
+  console.error('embers is not built yet: run `npm install` (or `npm run build`) in the checkout first.');
+  process.exit(70);
+}
+await import(main.href);

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for embers, idempotently: Debian packages, npm
+# dependencies, the TypeScript build and the guest kit (kernel + initramfs, cached in
+# /var/cache/embers). Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: embers needs root (network namespaces, tap devices, loop mounts): run with sudo" >&2
+  exit 77
+fi
+
+PACKAGES=(
+  qemu-system-x86 busybox-static e2fsprogs nftables iproute2 rsync xfsprogs kmod xz-utils
+  cpio coreutils util-linux gcc libc6-dev skopeo docker-registry curl ca-certificates
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # docker-registry starts a system service on install; embers' tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies" >&2
+  npm ci --no-audit --no-fund --ignore-scripts >/dev/null
+fi
+echo "setup: building" >&2
+npm run --silent build
+
+echo "setup: guest kit (built once, then cached)" >&2
+node bin/embers.js guest build --json >/dev/null
+echo "setup: done" >&2

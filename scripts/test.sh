@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: set everything up, then run every test tier (unit,
+# integration against real components, end-to-end with real guests). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec node scripts/run-tests.mjs "$@"

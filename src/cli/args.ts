@@ -1,0 +1,28 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { EmbersError } from '../errors.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Options every command takes. */
+export const GLOBAL_OPTIONS = {
+  home: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  accel: { type: 'string' },
+  'net-pool-size': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const satisfies Options;
+
+export function parse<T extends Options>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...options }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new EmbersError('EMB_USAGE', (err as Error).message, { argv });
+  }
+}
+
+export function intOption(value: string | undefined, name: string, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new EmbersError('EMB_USAGE', `--${name} must be an integer ≥ ${min}, not "${value}"`, { [name]: value });
+  return n;
+}

@@ -1,0 +1,101 @@
+/**
+ * The one error catalogue of embers. Every failure the system reports has a stable
+ * `code` (EMB_<AREA>_<WHAT>): callers branch on the code, never on message text.
+ * Each entry says what failed and, in `hint`, what to do next.
+ */
+
+export interface ErrorSpec {
+  /** One-line description of the failure, used in docs and `embers errors`. */
+  readonly summary: string;
+  /** What the user can do about it. */
+  readonly hint: string;
+  /** Process exit code used by the CLI. */
+  readonly exit: number;
+}
+
+export const ERRORS = {
+  // configuration and usage
+  EMB_USAGE: { summary: 'bad command-line usage', hint: 'run `embers --help`', exit: 64 },
+  EMB_CONFIG_INVALID: { summary: 'an option has an invalid value', hint: 'check the option against `embers --help`', exit: 64 },
+  EMB_NOT_ROOT: { summary: 'embers needs root for netns, tap devices and mounts', hint: 'run as root (sudo)', exit: 77 },
+  EMB_HOST_TOOL_MISSING: { summary: 'a host program embers needs is not installed', hint: 'run `scripts/setup.sh` (installs the Debian packages embers uses)', exit: 69 },
+  EMB_HOST_COMMAND_FAILED: { summary: 'a host command failed', hint: 'see the command output in the error details', exit: 70 },
+
+  // guest kit
+  EMB_GUEST_KERNEL_MISSING: { summary: 'the guest kernel is missing or not an ELF vmlinux', hint: 'run `embers guest build` to (re)build the guest kit, or pass --kernel with a vmlinux path', exit: 66 },
+  EMB_GUEST_BUILD_FAILED: { summary: 'building the guest kit (kernel, initramfs) failed', hint: 'check that Debian packages can be downloaded (`apt-get update`), then run `embers guest build` again', exit: 70 },
+  EMB_GUEST_RUN_CONFIG_INVALID: { summary: 'the run configuration of a function (argv, env, user, working dir, hostname) cannot be passed to the guest', hint: 'check the image config (Entrypoint, Cmd, Env, User, WorkingDir) and the overrides given on the command line', exit: 65 },
+
+  // images
+  EMB_IMAGE_NOT_FOUND: { summary: 'the image reference does not name an existing image', hint: 'check the path or reference; local images are OCI layout directories or `docker save` archives', exit: 66 },
+  EMB_IMAGE_MANIFEST_INVALID: { summary: 'the image index, manifest or config is not valid JSON of the expected schema', hint: 'rebuild or re-export the image; embers reads OCI image layouts (oci-layout, index.json, blobs/sha256)', exit: 65 },
+  EMB_IMAGE_DIGEST_MISMATCH: { summary: 'a blob does not match its digest', hint: 'the image is corrupt or was tampered with: re-export or re-pull it', exit: 65 },
+  EMB_IMAGE_LAYER_UNSAFE: { summary: 'a layer holds an entry that would escape the root filesystem', hint: 'the image is malicious or broken; embers refuses it. Rebuild it without path traversal, absolute-link escapes or out-of-tree hard links', exit: 65 },
+  EMB_IMAGE_LAYER_UNSUPPORTED: { summary: 'a layer uses a media type or tar feature embers does not read', hint: 'use gzip, zstd or uncompressed tar layers', exit: 65 },
+  EMB_IMAGE_PLATFORM_MISSING: { summary: 'the image index has no linux/amd64 entry', hint: 'build or pull an image for linux/amd64', exit: 65 },
+  EMB_IMAGE_FLATTEN_FAILED: { summary: 'building the ext4 rootfs from the image failed', hint: 'see the details; check free disk space under the embers home', exit: 70 },
+
+  // disks
+  EMB_DISK_CLONE_FAILED: { summary: 'creating the instance disk failed', hint: 'check free disk space under the embers home', exit: 70 },
+
+  // network
+  EMB_NET_SETUP_FAILED: { summary: 'creating a network slot (netns, tap, veth, nftables) failed', hint: 'check that iproute2 and nftables are installed and that the kernel has tun, veth and nf_tables', exit: 70 },
+  EMB_NET_EXHAUSTED: { summary: 'no free network slot is left on this node', hint: 'stop instances or raise --max-slots', exit: 75 },
+
+  // hypervisor
+  EMB_VMM_NOT_FOUND: { summary: 'the hypervisor binary is not installed', hint: 'install qemu-system-x86 (Debian) or set the firecracker binary path', exit: 69 },
+  EMB_VMM_START_FAILED: { summary: 'the hypervisor process exited while starting', hint: 'see the tail of its output in the error details', exit: 70 },
+  EMB_VMM_COMMAND_FAILED: { summary: 'the hypervisor refused a command', hint: 'see the details; the VM may be in the wrong state for this operation', exit: 70 },
+  EMB_VMM_TIMEOUT: { summary: 'the hypervisor did not answer in time', hint: 'the host may be overloaded; retry, or raise the timeout', exit: 75 },
+
+  // instances
+  EMB_INSTANCE_NOT_FOUND: { summary: 'no instance has that name', hint: 'list instances with `embers ps`', exit: 66 },
+  EMB_INSTANCE_EXISTS: { summary: 'an instance with that name already exists', hint: 'pick another --name or stop the existing instance', exit: 73 },
+  EMB_INSTANCE_NOT_READY: { summary: 'the function did not answer on its port before the timeout', hint: 'check the guest console with `embers logs <instance>`; raise --ready-timeout if the function starts slowly', exit: 75 },
+  EMB_INSTANCE_INVOKE_FAILED: { summary: 'the request to the function failed', hint: 'check the guest console with `embers logs <instance>`', exit: 70 },
+
+  // snapshots
+  EMB_SNAPSHOT_NOT_FOUND: { summary: 'no snapshot has that id', hint: 'list snapshots with `embers snapshot ls`', exit: 66 },
+  EMB_SNAPSHOT_CORRUPT: { summary: 'a snapshot file is missing, truncated or does not match its digest', hint: 'the snapshot cannot be restored safely; delete it and create or pull it again', exit: 65 },
+  EMB_SNAPSHOT_INCOMPATIBLE: { summary: 'the snapshot was made for another hypervisor, format or machine', hint: 'restore it with the hypervisor and version named in its manifest', exit: 65 },
+  EMB_SNAPSHOT_DISK_MISMATCH: { summary: 'the restored disk is not bit-identical to the disk at pause', hint: 'the rootfs or the delta differs from the one the snapshot was made from; the restore was refused to protect the guest filesystem', exit: 65 },
+
+  EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The base class of every error embers reports. */
+export class EmbersError extends Error {
+  override readonly name = 'EmbersError';
+  readonly code: ErrorCode;
+  readonly hint: string;
+  /** Structured context: the input that failed, paths, command output tails. */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown; hint?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.hint = options?.hint ?? ERRORS[code].hint;
+    this.details = details;
+  }
+
+  get exitCode(): number {
+    return ERRORS[this.code].exit;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, hint: this.hint, details: this.details };
+  }
+}
+
+export function isEmbersError(err: unknown, code?: ErrorCode): err is EmbersError {
+  return err instanceof EmbersError && (code === undefined || err.code === code);
+}
+
+/** Wraps an unknown thrown value as an EmbersError, keeping EmbersErrors as they are. */
+export function asEmbersError(err: unknown, code: ErrorCode = 'EMB_INTERNAL', message?: string): EmbersError {
+  if (err instanceof EmbersError) return err;
+  const text = err instanceof Error ? err.message : String(err);
+  return new EmbersError(code, message ? `${message}: ${text}` : text, {}, { cause: err });
+}

@@ -1,0 +1,55 @@
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../errors.js';
+import { exists } from '../util/fs.js';
+import { MAX_NODES } from './addressing.js';
+
+/**
+ * Each embers home on a machine is a node with its own index k (0..31), which picks its
+ * netns names, veth names and address ranges. Claims live in a tmpfs registry (/run), so
+ * they vanish on reboot together with the namespaces they name.
+ */
+export const RUN_DIR = process.env.EMBERS_RUN_DIR ?? '/run/embers';
+const NODES_DIR = join(RUN_DIR, 'nodes');
+
+export interface NodeClaim {
+  index: number;
+  /** True when a stale claim (its home is gone) was taken over: its leftovers must be swept. */
+  tookOverStale: boolean;
+}
+
+export async function claimNodeIndex(home: string): Promise<NodeClaim> {
+  await mkdir(NODES_DIR, { recursive: true });
+  const owners = new Map<number, string>();
+  for (const name of await readdir(NODES_DIR)) {
+    const index = Number(name);
+    if (!Number.isInteger(index)) continue;
+    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
+    if (owner === home) return { index, tookOverStale: false };
+    owners.set(index, owner);
+  }
+  // Prefer a never-used index; take over a stale one (its home was deleted) only if needed.
+  for (let index = 0; index < MAX_NODES; index++) {
+    if (owners.has(index)) continue;
+    try {
+      await writeFile(join(NODES_DIR, String(index)), `${home}\n`, { flag: 'wx' });
+      return { index, tookOverStale: false };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  for (const [index, owner] of owners) {
+    if (owner && (await exists(owner))) continue;
+    await writeFile(join(NODES_DIR, String(index)), `${home}\n`);
+    return { index, tookOverStale: true };
+  }
+  throw new EmbersError('EMB_NET_EXHAUSTED', `all ${MAX_NODES} node indexes of this machine are in use by other embers homes`, { registry: NODES_DIR }, {
+    hint: `run \`embers down\` in homes no longer needed, or remove stale entries from ${NODES_DIR}`,
+  });
+}
+
+export async function releaseNodeIndex(home: string, index: number): Promise<void> {
+  const path = join(NODES_DIR, String(index));
+  const owner = (await readFile(path, 'utf8').catch(() => '')).trim();
+  if (owner === home) await rm(path, { force: true });
+}

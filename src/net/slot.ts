@@ -1,0 +1,75 @@
+import { run } from '../util/exec.js';
+import { EmbersError } from '../errors.js';
+import { GUEST_NET, type SlotAddressing } from './addressing.js';
+
+/**
+ * One network slot: a netns holding the guest's tap (same name, IP and MACs in every slot),
+ * a veth pair to the host, and nftables NAT inside the netns mapping the slot's clone IP
+ * to the guest IP — Firecracker's network-for-clones design. The netns has no default
+ * route, so a guest can reach the host side of its slot and nothing else.
+ */
+export async function createSlot(a: SlotAddressing): Promise<void> {
+  const g = GUEST_NET;
+  const script = `set -eu
+ip netns add ${a.netns}
+ip -n ${a.netns} link set lo up
+ip -n ${a.netns} tuntap add dev ${g.tapName} mode tap
+ip -n ${a.netns} link set ${g.tapName} address ${g.gatewayMac}
+ip -n ${a.netns} addr add ${g.gatewayIp}/${g.prefixLen} dev ${g.tapName}
+ip -n ${a.netns} link set ${g.tapName} up
+ip link add ${a.hostVeth} type veth peer name ${g.nsVethName} netns ${a.netns}
+ip addr add ${a.hostIp}/30 dev ${a.hostVeth}
+ip link set ${a.hostVeth} up
+ip -n ${a.netns} addr add ${a.nsIp}/30 dev ${g.nsVethName}
+ip -n ${a.netns} link set ${g.nsVethName} up
+ip route add ${a.cloneIp}/32 via ${a.nsIp} dev ${a.hostVeth}
+ip netns exec ${a.netns} sysctl -qw net.ipv4.ip_forward=1
+ip netns exec ${a.netns} nft -f - <<'NFT'
+table ip embers {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "${g.nsVethName}" ip daddr ${a.cloneIp} dnat to ${g.guestIp}
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "${g.nsVethName}" ip saddr ${g.guestIp} snat to ${a.cloneIp}
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    iifname "${g.nsVethName}" oifname "${g.tapName}" ip daddr ${g.guestIp} accept
+    iifname "${g.tapName}" oifname "${g.nsVethName}" ip saddr ${g.guestIp} ip daddr ${a.hostIp} accept
+  }
+}
+NFT
+`;
+  try {
+    await run('sh', ['-c', script], { timeoutMs: 30_000 });
+  } catch (err) {
+    await destroySlot(a).catch(() => undefined);
+    throw new EmbersError('EMB_NET_SETUP_FAILED', `could not create network slot ${a.netns}: ${(err as Error).message}`, { slot: a }, { cause: err });
+  }
+}
+
+/** Removes a slot; idempotent. Deleting the netns removes the tap, both veth ends, the NAT table and the host route. */
+export async function destroySlot(a: SlotAddressing): Promise<void> {
+  await run('ip', ['netns', 'del', a.netns], { okCodes: [1] });
+  await run('ip', ['link', 'del', a.hostVeth], { okCodes: [1] });
+}
+
+/** Names of netns that exist on this machine. */
+export async function listNetns(): Promise<string[]> {
+  const { stdout } = await run('ip', ['netns', 'list']);
+  return stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter((n): n is string => !!n);
+}
+
+/** Host links (name only) on this machine. */
+export async function listLinks(): Promise<string[]> {
+  const { stdout } = await run('ip', ['-o', 'link', 'show']);
+  return stdout
+    .split('\n')
+    .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
+    .filter((n): n is string => !!n);
+}

@@ -1,0 +1,99 @@
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../errors.js';
+import { writeJsonAtomic } from '../util/fs.js';
+import type { SlotAddressing } from '../net/addressing.js';
+import type { VmHandle } from '../vmm/driver.js';
+
+/** What a function is: an image plus its run config. */
+export interface FunctionSpec {
+  image: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** The guest port the function serves HTTP on. */
+  port: number;
+  /** Extra environment, "K=V", added to the image's. */
+  env: string[];
+  /** Replaces the image's Cmd when given. */
+  cmd?: string[];
+}
+
+export interface BootTimings {
+  /** Each phase in ms. */
+  phases: Record<string, number>;
+  /** ms from the start of `run` until the function first answered. */
+  readyMs: number;
+}
+
+/** One running microVM of a function, persisted as `instances/<name>/instance.json`. */
+export interface InstanceRecord {
+  name: string;
+  createdAt: string;
+  function: FunctionSpec;
+  image: { reference: string; manifestDigest: string; rootfsSha256: string };
+  slot: SlotAddressing;
+  cloneIp: string;
+  diskPath: string;
+  diskMethod: string;
+  vm: VmHandle;
+  /** 'boot' or the snapshot id it was restored from. */
+  origin: string;
+  timings: BootTimings;
+}
+
+const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+
+export function validateInstanceName(name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `instance name "${name}" is invalid: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit`, { name });
+  }
+}
+
+/** The instance records of one node. */
+export class InstanceStore {
+  constructor(private readonly dir: string) {}
+
+  dirOf(name: string): string {
+    return join(this.dir, name);
+  }
+
+  /** Reserves the name by creating its dir (fails if it exists). */
+  async reserve(name: string): Promise<string> {
+    validateInstanceName(name);
+    await mkdir(this.dir, { recursive: true });
+    const dir = this.dirOf(name);
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EmbersError('EMB_INSTANCE_EXISTS', `instance ${name} already exists`, { name });
+      throw err;
+    }
+    return dir;
+  }
+
+  async save(record: InstanceRecord): Promise<void> {
+    await writeJsonAtomic(join(this.dirOf(record.name), 'instance.json'), record);
+  }
+
+  async get(name: string): Promise<InstanceRecord> {
+    validateInstanceName(name);
+    const raw = await readFile(join(this.dirOf(name), 'instance.json'), 'utf8').catch(() => undefined);
+    if (!raw) throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `no instance named ${name}`, { name });
+    return JSON.parse(raw) as InstanceRecord;
+  }
+
+  /** All names with a dir, and the record if it was completed. */
+  async scan(): Promise<{ name: string; record?: InstanceRecord }[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const out: { name: string; record?: InstanceRecord }[] = [];
+    for (const name of names.sort()) {
+      const raw = await readFile(join(this.dirOf(name), 'instance.json'), 'utf8').catch(() => undefined);
+      out.push({ name, record: raw ? (JSON.parse(raw) as InstanceRecord) : undefined });
+    }
+    return out;
+  }
+
+  async remove(name: string): Promise<void> {
+    await rm(this.dirOf(name), { recursive: true, force: true });
+  }
+}

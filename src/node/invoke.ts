@@ -1,0 +1,80 @@
+import { request } from 'node:http';
+import { EmbersError } from '../errors.js';
+
+export interface InvokeRequest {
+  path?: string;
+  method?: string;
+  data?: string | Buffer;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+}
+
+export interface InvokeResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  /** ms from sending the request to the last byte of the answer. */
+  latencyMs: number;
+}
+
+/** One HTTP request to a function at ip:port. */
+export function httpRequest(ip: string, port: number, req: InvokeRequest = {}): Promise<InvokeResponse> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const r = request(
+      {
+        host: ip,
+        port,
+        path: req.path ?? '/',
+        method: req.method ?? (req.data === undefined ? 'GET' : 'POST'),
+        headers: { connection: 'close', ...(req.headers ?? {}) },
+        timeout: req.timeoutMs ?? 30_000,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), latencyMs: performance.now() - t0 }),
+        );
+        res.on('error', reject);
+      },
+    );
+    r.on('timeout', () => r.destroy(new Error(`no answer within ${req.timeoutMs ?? 30_000} ms`)));
+    r.on('error', (err) => reject(err));
+    if (req.data !== undefined) r.end(req.data);
+    else r.end();
+  });
+}
+
+/**
+ * Polls the function until it answers HTTP on its port (any status counts: the function is
+ * serving), racing `died` (the VMM process exited). Resolves with the first answer.
+ */
+export async function waitUntilServing(
+  ip: string,
+  port: number,
+  opts: { timeoutMs: number; died?: () => Promise<string | undefined>; path?: string },
+): Promise<InvokeResponse> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let lastError = '';
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await httpRequest(ip, port, { path: opts.path ?? '/', timeoutMs: Math.max(200, Math.min(2000, deadline - Date.now())) });
+    } catch (err) {
+      lastError = (err as Error).message;
+    }
+    if (opts.died && attempt % 5 === 0) {
+      const why = await opts.died();
+      if (why) throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, { ip, port });
+    }
+    if (Date.now() > deadline) {
+      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the function did not answer on ${ip}:${port} within ${opts.timeoutMs} ms (last error: ${lastError})`, {
+        ip,
+        port,
+        timeoutMs: opts.timeoutMs,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

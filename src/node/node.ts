@@ -1,0 +1,318 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
+import { EmbersError } from '../errors.js';
+import { withCleanup } from '../util/cleanup.js';
+import { which } from '../util/exec.js';
+import { cloneDisk } from '../disk/clone.js';
+import { ensureGuestKit, type GuestKit } from '../guest/kit.js';
+import { kernelCmdline } from '../guest/kernel-cmdline.js';
+import { buildInstanceInitrd } from '../guest/run-config.js';
+import { ImageStore } from '../image/store.js';
+import type { FlattenedImage } from '../image/types.js';
+import { GUEST_NET } from '../net/addressing.js';
+import { SlotPool } from '../net/pool.js';
+import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
+import { QemuDriver } from '../vmm/qemu/driver.js';
+import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
+import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
+import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
+
+export interface NodeOptions extends ConfigOptions {
+  /** Free network slots kept ready. @default 10 */
+  netPoolSize?: number;
+  /** Progress lines (image pulls, kit builds). */
+  onProgress?: (msg: string) => void;
+}
+
+export interface RunOptions {
+  /** Instance name. @default fn-<random> */
+  name?: string;
+  /** Ready timeout in ms. @default config.readyTimeoutMs */
+  readyTimeoutMs?: number;
+}
+
+export type InstanceStatus = 'running' | 'paused' | 'exited' | 'unknown';
+
+export interface InstanceSummary {
+  name: string;
+  status: InstanceStatus;
+  cloneIp: string;
+  port: number;
+  image: string;
+  origin: string;
+  createdAt: string;
+}
+
+const OWNER_FILE = 'owner.pid';
+
+/** Host programs embers runs, with the Debian package that has each. */
+const HOST_TOOLS: Record<string, string> = {
+  'qemu-system-x86_64': 'qemu-system-x86',
+  ip: 'iproute2',
+  nft: 'nftables',
+  'mkfs.ext4': 'e2fsprogs',
+  debugfs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
+  rsync: 'rsync',
+  cp: 'coreutils',
+};
+
+/**
+ * One embers node: its home, images, network slots and instances. Every resource a step
+ * creates is owned by the instance (released by `stop`) or, while the step runs, by a
+ * Cleanup that releases it on failure; `open()` reconciles leftovers of a crash.
+ */
+export class EmbersNode {
+  readonly config: Config;
+  readonly images: ImageStore;
+  readonly pool: SlotPool;
+  readonly instances: InstanceStore;
+  readonly driver: HypervisorDriver;
+  private readonly kits = new Map<GuestKit['kind'], GuestKit>();
+
+  private constructor(private readonly opts: NodeOptions) {
+    this.config = resolveConfig(opts);
+    this.images = new ImageStore(this.config.paths.images, join(this.config.paths.tmp, 'images'));
+    this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
+    this.instances = new InstanceStore(this.config.paths.instances);
+    this.driver = new QemuDriver({ accel: this.config.accel });
+  }
+
+  static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
+    if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
+    const node = new EmbersNode(opts);
+    for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });
+    await node.reconcile();
+    return node;
+  }
+
+  private progress(msg: string): void {
+    this.opts.onProgress?.(msg);
+  }
+
+  /** The guest kernel and initramfs (built once, then cached outside the home). */
+  async guestKit(kind: GuestKit['kind'] = 'debian'): Promise<GuestKit> {
+    let kit = this.kits.get(kind);
+    if (!kit) {
+      kit = await ensureGuestKit({ cacheDir: this.config.paths.guestCache, kind, onProgress: (m) => this.progress(m) });
+      this.kits.set(kind, kit);
+    }
+    return kit;
+  }
+
+  /** What this host offers: accelerator and why, hypervisors, host tools. */
+  async doctor(): Promise<Record<string, unknown>> {
+    const accel = await this.driver.accelerator();
+    const tools: Record<string, string> = {};
+    for (const [tool, pkg] of Object.entries(HOST_TOOLS)) tools[tool] = (await which(tool)) ?? `missing (apt-get install ${pkg})`;
+    let qemu: string;
+    try {
+      qemu = await this.driver.version();
+    } catch (err) {
+      qemu = `unavailable: ${(err as Error).message}`;
+    }
+    return {
+      home: this.config.home,
+      accelerator: accel.accelerator,
+      acceleratorReason: accel.reason,
+      vmm: this.driver.kind,
+      qemu,
+      firecracker: (await which('firecracker')) ?? 'not found (the QEMU driver is used)',
+      network: await this.pool.stats(),
+      tools,
+    };
+  }
+
+  /** Boots a function microVM and waits until it answers on its port. */
+  async run(fn: FunctionSpec, opts: RunOptions = {}): Promise<InstanceRecord> {
+    const name = opts.name ?? `fn-${randomBytes(3).toString('hex')}`;
+    validateInstanceName(name);
+    const phases: Record<string, number> = {};
+    const t0 = performance.now();
+    const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
+
+    let t = performance.now();
+    const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progress(m) });
+    mark('imageMs', t);
+    t = performance.now();
+    const kit = await this.guestKit();
+    mark('guestKitMs', t);
+
+    return withCleanup(async (cleanup) => {
+      const dir = await this.instances.reserve(name);
+      cleanup.add(`remove ${dir}`, () => this.instances.remove(name));
+      await writeFile(join(dir, OWNER_FILE), `${process.pid}\n`);
+
+      t = performance.now();
+      const lease = await this.pool.acquire(name);
+      cleanup.add(`release slot ${lease.slot.netns}`, () => this.pool.release(lease));
+      mark('slotMs', t);
+
+      t = performance.now();
+      const diskPath = join(dir, 'disk.img');
+      const diskMethod = await cloneDisk(image.rootfsPath, diskPath);
+      mark('diskMs', t);
+
+      t = performance.now();
+      const initrdPath = join(dir, 'initrd.img');
+      await buildInstanceInitrd(kit.initrdPath, runConfigFor(image, fn, name), initrdPath);
+      mark('initrdMs', t);
+
+      const spec: VmSpec = {
+        name,
+        dir,
+        kernelPath: kit.kernelPath,
+        initrdPath,
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }),
+        diskPath,
+        vcpus: fn.vcpus,
+        memoryMiB: fn.memoryMiB,
+        network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
+      };
+      t = performance.now();
+      const { vm } = await this.driver.boot(spec);
+      cleanup.add(`stop VM ${name}`, () => this.driver.stop(vm));
+      mark('vmmStartMs', t);
+
+      t = performance.now();
+      await waitUntilServing(lease.slot.cloneIp, fn.port, {
+        timeoutMs: opts.readyTimeoutMs ?? this.config.readyTimeoutMs,
+        died: async () => ((await pidAlive(vm.pid)) ? undefined : `QEMU exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`),
+      });
+      mark('bootToReadyMs', t);
+      const readyMs = Math.round((performance.now() - t0) * 10) / 10;
+
+      const record: InstanceRecord = {
+        name,
+        createdAt: new Date().toISOString(),
+        function: fn,
+        image: { reference: image.reference, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256 },
+        slot: lease.slot,
+        cloneIp: lease.slot.cloneIp,
+        diskPath,
+        diskMethod,
+        vm,
+        origin: 'boot',
+        timings: { phases, readyMs },
+      };
+      await this.instances.save(record);
+      await rm(join(dir, OWNER_FILE), { force: true });
+      return record;
+    });
+  }
+
+  /** One HTTP request to an instance's function. */
+  async invoke(name: string, req: InvokeRequest = {}): Promise<InvokeResponse> {
+    const rec = await this.instances.get(name);
+    try {
+      return await httpRequest(rec.cloneIp, rec.function.port, req);
+    } catch (err) {
+      throw new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to ${name} (${rec.cloneIp}:${rec.function.port}${req.path ?? '/'}) failed: ${(err as Error).message}`, {
+        name,
+      });
+    }
+  }
+
+  async list(): Promise<InstanceSummary[]> {
+    const out: InstanceSummary[] = [];
+    for (const { record } of await this.instances.scan()) {
+      if (!record) continue;
+      const state = await this.driver.status(record.vm);
+      out.push({
+        name: record.name,
+        status: state === 'stopped' ? 'exited' : state,
+        cloneIp: record.cloneIp,
+        port: record.function.port,
+        image: record.image.reference,
+        origin: record.origin,
+        createdAt: record.createdAt,
+      });
+    }
+    return out;
+  }
+
+  async logs(name: string): Promise<string> {
+    const rec = await this.instances.get(name);
+    return readFile(rec.vm.consoleLog, 'utf8').catch(() => '');
+  }
+
+  /** Stops the VM and releases everything the instance owns: process, slot, disk, files. */
+  async stop(name: string): Promise<void> {
+    const rec = await this.instances.get(name);
+    await this.driver.stop(rec.vm);
+    await this.pool.release({ slot: rec.slot, owner: name });
+    await this.instances.remove(name);
+  }
+
+  async stopAll(): Promise<string[]> {
+    const names: string[] = [];
+    for (const { name, record } of await this.instances.scan()) {
+      if (!record) continue;
+      await this.stop(name);
+      names.push(name);
+    }
+    return names;
+  }
+
+  /** Stops every instance, tears the slot pool down and gives the node's index back. */
+  async down(): Promise<void> {
+    await this.stopAll();
+    await this.pool.teardown();
+  }
+
+  /**
+   * Repairs what a crash left: instance dirs without a record whose creating process is gone
+   * (their VMM, if any, is killed and their slot released), temp files of dead processes,
+   * slot leases nobody holds, and netns/veths that no slot record explains.
+   */
+  async reconcile(): Promise<void> {
+    const live = new Set<string>();
+    for (const { name, record } of await this.instances.scan()) {
+      if (record) {
+        live.add(name);
+        continue;
+      }
+      const dir = this.instances.dirOf(name);
+      const owner = Number((await readFile(join(dir, OWNER_FILE), 'utf8').catch(() => '')).trim());
+      if (owner && owner !== process.pid && (await pidAlive(owner))) {
+        live.add(name); // still being created by another embers process
+        continue;
+      }
+      await killProcessesMentioning(dir);
+      await this.instances.remove(name);
+    }
+    await this.pool.reconcile(live);
+    await this.images.reconcile();
+  }
+
+  private async consoleTail(path: string): Promise<string> {
+    const text = await readFile(path, 'utf8').catch(() => '');
+    return text.split('\n').slice(-25).join('\n');
+  }
+}
+
+/** The guest's run config: the image's entrypoint/cmd/env/user/workdir with the function's overrides. */
+export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: string) {
+  const env = new Map<string, string>();
+  for (const kv of [...image.config.env, ...fn.env]) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) env.set(kv.slice(0, eq), kv);
+  }
+  const argv = [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
+  if (argv.length === 0) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
+  }
+  return { argv, env: [...env.values()], workingDir: image.config.workingDir || '/', user: image.config.user, hostname };
+}
+
+/** Kills every process whose command line mentions `path` (a VMM left by a crashed run). */
+async function killProcessesMentioning(path: string): Promise<void> {
+  for (const entry of await readdir('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const cmd = await pidCmdline(pid);
+    if (cmd?.some((a) => a.includes(`${path}/`))) await terminate(pid).catch(() => undefined);
+  }
+}

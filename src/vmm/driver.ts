@@ -1,0 +1,81 @@
+/**
+ * The one hypervisor interface. Nothing above vmm/ knows which VMM runs; nothing in vmm/
+ * knows about functions, images or stores. A VM handle is plain JSON, so a VM outlives the
+ * process that started it and any later `embers` process can drive it.
+ */
+
+export type VmmKind = 'qemu' | 'firecracker';
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface VmNetwork {
+  /** The netns the VMM process runs in. */
+  netns: string;
+  /** Tap device inside that netns. */
+  tapName: string;
+  /** The guest NIC's MAC (same in every slot). */
+  guestMac: string;
+}
+
+export interface VmSpec {
+  /** Unique name, used in process titles. */
+  name: string;
+  /** Private runtime dir of this VM: sockets, logs, memory file. Created by the caller. */
+  dir: string;
+  kernelPath: string;
+  initrdPath: string;
+  cmdline: string;
+  /** The VM's writable disk (raw). */
+  diskPath: string;
+  vcpus: number;
+  memoryMiB: number;
+  network: VmNetwork;
+}
+
+export interface VmHandle {
+  kind: VmmKind;
+  name: string;
+  pid: number;
+  dir: string;
+  accelerator: Accelerator;
+  /** Control socket (QMP or Firecracker API). */
+  controlSocket: string;
+  /** Guest serial console log. */
+  consoleLog: string;
+  /** VMM's own stdout/stderr log. */
+  vmmLog: string;
+  /** Guest RAM file of this VM (for snapshots). */
+  memoryFile: string;
+  spec: VmSpec;
+}
+
+export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
+
+/** The files of a VMM snapshot (device/CPU state and guest memory). */
+export interface VmSnapshotFiles {
+  stateFile: string;
+  memoryFile: string;
+}
+
+export interface VmTimings {
+  /** ms from process spawn until the control socket answered. */
+  spawnMs: number;
+  /** ms spent in the VMM's own boot or state load calls. */
+  loadMs: number;
+}
+
+export interface HypervisorDriver {
+  readonly kind: VmmKind;
+  /** What accelerator this driver will use on this host, and why. */
+  accelerator(): Promise<{ accelerator: Accelerator; reason: string }>;
+  version(): Promise<string>;
+  boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }>;
+  pause(vm: VmHandle): Promise<void>;
+  resume(vm: VmHandle): Promise<void>;
+  /** Writes state + memory into `outDir` (the VM must be paused). */
+  snapshot(vm: VmHandle, outDir: string): Promise<VmSnapshotFiles>;
+  /** Starts a new VM from snapshot files; its memory file is mapped, not copied, where the VMM allows. */
+  restore(spec: VmSpec, files: VmSnapshotFiles, opts?: { resume?: boolean }): Promise<{ vm: VmHandle; timings: VmTimings }>;
+  /** Stops the VM and waits for its process to exit; escalates, never de-escalates. */
+  stop(vm: VmHandle): Promise<void>;
+  status(vm: VmHandle): Promise<VmState>;
+}

@@ -1,0 +1,96 @@
+import { spawn } from 'node:child_process';
+import { open, readFile, access } from 'node:fs/promises';
+import { EmbersError } from '../errors.js';
+import { tail } from '../util/exec.js';
+
+/** True while a process with this pid exists (and is not a zombie). */
+export async function pidAlive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const state = /\)\s+(\S)/.exec(stat)?.[1];
+  return state !== 'Z' && state !== undefined;
+}
+
+/** The command line of a live process, or undefined. */
+export async function pidCmdline(pid: number): Promise<string[] | undefined> {
+  const raw = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+  if (!raw || raw.length === 0) return undefined;
+  return raw.toString('utf8').replace(/\0$/, '').split('\0');
+}
+
+/**
+ * Starts a long-lived process, detached from ours, with stdout/stderr appended to `logPath`.
+ * Returns its pid and a promise that settles when it exits (while we are its parent).
+ */
+export async function spawnDetached(cmd: string, args: string[], logPath: string): Promise<{ pid: number; exited: Promise<number | null> }> {
+  const log = await open(logPath, 'a');
+  try {
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid!));
+      child.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'ENOENT'
+            ? new EmbersError('EMB_VMM_NOT_FOUND', `${cmd} is not installed`, { cmd })
+            : new EmbersError('EMB_VMM_START_FAILED', `could not start ${cmd}: ${err.message}`, { cmd }),
+        ),
+      );
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.unref();
+    return { pid, exited };
+  } finally {
+    await log.close();
+  }
+}
+
+/** Waits for a path to exist, failing early if `exited` settles first. */
+export async function waitForPath(path: string, exited: Promise<unknown>, timeoutMs: number, what: string, logPath: string): Promise<void> {
+  let dead = false;
+  void exited.then(() => (dead = true));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await access(path).then(() => true, () => false)) return;
+    if (dead) {
+      const log = await readFile(logPath, 'utf8').catch(() => '');
+      throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, { log: logPath, tail: tail(log) });
+    }
+    if (Date.now() > deadline) throw new EmbersError('EMB_VMM_TIMEOUT', `${what} did not create ${path} within ${timeoutMs} ms`, { path, log: logPath });
+    await sleep(5);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits until the pid is gone; true if it went within the time. */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!(await pidAlive(pid))) return true;
+    await sleep(10);
+  }
+  return !(await pidAlive(pid));
+}
+
+/** SIGTERM, then SIGKILL: escalates, never de-escalates. */
+export async function terminate(pid: number, graceMs = 3000): Promise<void> {
+  if (!(await pidAlive(pid))) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  if (await waitForExit(pid, graceMs)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  if (!(await waitForExit(pid, 5000))) throw new EmbersError('EMB_VMM_TIMEOUT', `process ${pid} did not exit after SIGKILL`, { pid });
+}

@@ -1,0 +1,199 @@
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../../errors.js';
+import { run, which } from '../../util/exec.js';
+import { detectAccelerator } from '../accel.js';
+import type { Accelerator, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import { pidAlive, pidCmdline, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
+import { qemuArgs } from './args.js';
+import { QmpClient } from './qmp.js';
+
+export interface QemuDriverOptions {
+  /** 'auto' picks KVM when hardware-backed, TCG otherwise. @default 'auto' */
+  accel?: 'auto' | Accelerator;
+  /** The QEMU binary. @default 'qemu-system-x86_64' */
+  binary?: string;
+  /** How long to wait for QEMU's QMP socket. @default 15000 */
+  startTimeoutMs?: number;
+}
+
+const STATE_FILE = 'vmstate.bin';
+const MEMORY_FILE = 'memory.bin';
+
+/**
+ * The QEMU driver: `-M microvm`, QMP, guest RAM in a file. Snapshots follow Firecracker's
+ * model: device state in a small file (`x-ignore-shared` leaves the RAM out of the stream),
+ * guest memory in a file of its own; restores map that file privately (copy-on-write), so
+ * clones share its page cache.
+ */
+export class QemuDriver implements HypervisorDriver {
+  readonly kind = 'qemu' as const;
+  private readonly binary: string;
+  private readonly startTimeoutMs: number;
+  private accelChoice: Promise<{ accelerator: Accelerator; reason: string }> | undefined;
+
+  constructor(private readonly opts: QemuDriverOptions = {}) {
+    this.binary = opts.binary ?? 'qemu-system-x86_64';
+    this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
+  }
+
+  accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
+    this.accelChoice ??= detectAccelerator(this.opts.accel ?? 'auto');
+    return this.accelChoice;
+  }
+
+  async version(): Promise<string> {
+    const bin = await this.resolveBinary();
+    const { stdout } = await run(bin, ['--version']);
+    return /version\s+(\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0];
+  }
+
+  async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const vm = await this.handle(spec, join(spec.dir, 'guest-memory'));
+    const { accelerator } = await this.accelerator();
+    const args = qemuArgs(spec, { accelerator, controlSocket: vm.controlSocket, consoleLog: vm.consoleLog, memoryFile: vm.memoryFile, shareMemory: true, incoming: false });
+    return this.start(vm, args, async () => undefined);
+  }
+
+  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: { resume?: boolean } = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const vm = await this.handle(spec, files.memoryFile);
+    const { accelerator } = await this.accelerator();
+    const args = qemuArgs(spec, { accelerator, controlSocket: vm.controlSocket, consoleLog: vm.consoleLog, memoryFile: files.memoryFile, shareMemory: false, incoming: true });
+    return this.start(vm, args, async (qmp) => {
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }, { capability: 'events', state: true }] });
+      await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(files.stateFile)}` });
+      await waitMigration(qmp, 60_000);
+      if (opts.resume !== false) await qmp.execute('cont');
+    });
+  }
+
+  async pause(vm: VmHandle): Promise<void> {
+    await this.withQmp(vm, (qmp) => qmp.execute('stop'));
+  }
+
+  async resume(vm: VmHandle): Promise<void> {
+    await this.withQmp(vm, (qmp) => qmp.execute('cont'));
+  }
+
+  async snapshot(vm: VmHandle, outDir: string): Promise<VmSnapshotFiles> {
+    const stateFile = join(outDir, STATE_FILE);
+    const memoryFile = join(outDir, MEMORY_FILE);
+    await this.withQmp(vm, async (qmp) => {
+      const status = await qmp.execute<{ status: string }>('query-status');
+      if (status.status === 'running') {
+        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, { vm: vm.name });
+      }
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }, { capability: 'events', state: true }] });
+      await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
+      await waitMigration(qmp, 60_000);
+    });
+    // The memory file is the live RAM: copy it while the VM is still paused.
+    await run('cp', ['--reflink=auto', '--sparse=always', vm.memoryFile, memoryFile]);
+    return { stateFile, memoryFile };
+  }
+
+  async stop(vm: VmHandle): Promise<void> {
+    if (await this.isOurs(vm)) {
+      // Ask QEMU to quit, then escalate.
+      try {
+        await this.withQmp(vm, (qmp) => qmp.execute('quit', undefined, 3000), 2000);
+      } catch {
+        /* escalate below */
+      }
+      if (!(await waitForExit(vm.pid, 3000))) await terminate(vm.pid);
+    }
+    await rm(vm.controlSocket, { force: true });
+  }
+
+  async status(vm: VmHandle): Promise<VmState> {
+    if (!(await this.isOurs(vm))) return 'stopped';
+    try {
+      const s = await this.withQmp(vm, (qmp) => qmp.execute<{ status: string; running: boolean }>('query-status'), 3000);
+      return s.running ? 'running' : 'paused';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  /** True if the handle's pid is alive and still this VM's QEMU (pids are reused). */
+  async isOurs(vm: VmHandle): Promise<boolean> {
+    if (!(await pidAlive(vm.pid))) return false;
+    const cmdline = await pidCmdline(vm.pid);
+    return !!cmdline && cmdline.some((a) => a.includes(vm.controlSocket));
+  }
+
+  private async handle(spec: VmSpec, memoryFile: string): Promise<VmHandle> {
+    const { accelerator } = await this.accelerator();
+    return {
+      kind: 'qemu',
+      name: spec.name,
+      pid: 0,
+      dir: spec.dir,
+      accelerator,
+      controlSocket: join(spec.dir, 'qmp.sock'),
+      consoleLog: join(spec.dir, 'console.log'),
+      vmmLog: join(spec.dir, 'vmm.log'),
+      memoryFile,
+      spec,
+    };
+  }
+
+  private async start(vm: VmHandle, args: string[], afterConnect: (qmp: QmpClient) => Promise<void>): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const bin = await this.resolveBinary();
+    await rm(vm.controlSocket, { force: true });
+    const t0 = performance.now();
+    const proc = await spawnDetached('ip', ['netns', 'exec', vm.spec.network.netns, bin, ...args], vm.vmmLog);
+    vm.pid = proc.pid;
+    try {
+      await waitForPath(vm.controlSocket, proc.exited, this.startTimeoutMs, `QEMU for ${vm.name}`, vm.vmmLog);
+      const qmp = await QmpClient.connect(vm.controlSocket);
+      const spawnMs = performance.now() - t0;
+      try {
+        const t1 = performance.now();
+        await afterConnect(qmp);
+        return { vm, timings: { spawnMs, loadMs: performance.now() - t1 } };
+      } finally {
+        qmp.close();
+      }
+    } catch (err) {
+      await terminate(proc.pid).catch(() => undefined);
+      await rm(vm.controlSocket, { force: true });
+      throw err;
+    }
+  }
+
+  private async withQmp<T>(vm: VmHandle, fn: (qmp: QmpClient) => Promise<T>, timeoutMs = 10_000): Promise<T> {
+    const qmp = await QmpClient.connect(vm.controlSocket, timeoutMs);
+    try {
+      return await fn(qmp);
+    } finally {
+      qmp.close();
+    }
+  }
+
+  private async resolveBinary(): Promise<string> {
+    const found = this.binary.includes('/') ? this.binary : await which(this.binary);
+    if (!found || !(await stat(found).then(() => true, () => false))) {
+      throw new EmbersError('EMB_VMM_NOT_FOUND', `QEMU binary ${this.binary} not found`, { binary: this.binary }, { hint: 'install it: `apt-get install qemu-system-x86`' });
+    }
+    return found;
+  }
+}
+
+async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+    if (info.status === 'completed') return;
+    if (info.status === 'failed' || info.status === 'cancelled') {
+      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU migration ${info.status}: ${info['error-desc'] ?? 'no reason given'}`, { migrate: info });
+    }
+    if (Date.now() > deadline) throw new EmbersError('EMB_VMM_TIMEOUT', `QEMU migration did not complete in ${timeoutMs} ms`, { migrate: info });
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
