@@ -17,6 +17,11 @@ usage: embers <command> [options]
   logs <instance>         the guest console
   stop <instance> | --all stop instances and release what they hold
   down                    stop everything and tear down this node's network pool
+  snapshot create <instance> [--disk-diff block|rsync] [--stop]
+                          pause, snapshot (state, memory, disk delta), resume (or stop)
+  snapshot restore <id> [--count N] [--name N]...
+                          restore N clones concurrently; each answers before this returns
+  snapshot ls | inspect <id> [--verify] | rm <id>
   guest build             build (or find cached) the guest kernel and initramfs
   guest build-kernel      build a kernel from Debian's linux-source with Firecracker's guest config
   demo [--clones N]       boot the test function, call it and show the timings
@@ -139,6 +144,8 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       out.result(`kernel ${kit.kernelPath}\ninitrd ${kit.initrdPath}\nversion ${kit.kernelVersion} (${kit.kind})`, kit);
       return 0;
     }
+    case 'snapshot':
+      return snapshotCommand(argv, out);
     case 'demo': {
       const { values } = parse(argv, { clones: { type: 'string' } });
       return runDemo(nodeOptions(values, out), out, { clones: intOption(values.clones, 'clones', 3) });
@@ -157,6 +164,74 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
     }
     default:
       throw new EmbersError('EMB_USAGE', `unknown command "${command}"; run \`embers --help\``);
+  }
+}
+
+
+async function snapshotCommand(argv: string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    'disk-diff': { type: 'string' },
+    stop: { type: 'boolean', default: false },
+    count: { type: 'string' },
+    name: { type: 'string', multiple: true },
+    verify: { type: 'boolean', default: false },
+    'allow-unverified-disk': { type: 'boolean', default: false },
+    'ready-timeout': { type: 'string' },
+  });
+  const [sub, arg] = positionals;
+  const need = (what: string) => {
+    if (!arg) throw new EmbersError('EMB_USAGE', `usage: embers snapshot ${sub} <${what}>`);
+    return arg;
+  };
+  const node = await EmbersNode.open(nodeOptions(values, out));
+  const snaps = node.snapshots;
+  switch (sub) {
+    case 'create': {
+      const diff = values['disk-diff'] ?? 'block';
+      if (diff !== 'block' && diff !== 'rsync') throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
+      const r = await snaps.create(need('instance'), { diskDiff: diff, stop: values.stop });
+      const mem = r.manifest.files.find((f) => f.name === 'memory.bin')?.sizeBytes ?? 0;
+      out.result(
+        `${r.manifest.id}\tcreated in ${r.timings.createMs} ms (VM paused ${r.timings.pausedMs} ms), memory ${mem} bytes, disk changes ${r.manifest.disk.changedBytes} bytes (${diff})`,
+        { id: r.manifest.id, timings: r.timings, memoryBytes: mem, deltaBytes: r.manifest.disk.changedBytes, manifest: r.manifest },
+      );
+      return 0;
+    }
+    case 'restore': {
+      const r = await snaps.restore(need('snapshot'), {
+        count: intOption(values.count, 'count', 1),
+        names: values.name,
+        allowUnverifiedDisk: values['allow-unverified-disk'],
+        readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
+      });
+      const clones = r.clones.map((c) => ({ name: c.record.name, cloneIp: c.record.cloneIp, port: c.record.function.port, readyMs: c.record.timings.readyMs, phases: c.record.timings.phases, diskVerified: c.diskVerified }));
+      out.result(
+        [`prepared in ${r.prepareMs} ms`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
+        { id: r.manifest.id, prepareMs: r.prepareMs, clones },
+      );
+      return 0;
+    }
+    case 'ls': {
+      const list = await snaps.store.list();
+      out.result(
+        ['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'),
+        { snapshots: list.map((m) => ({ id: m.id, createdAt: m.createdAt, image: m.image.reference, diskDiff: m.disk.diff, vmm: m.vmm })) },
+      );
+      return 0;
+    }
+    case 'inspect': {
+      const m = await snaps.store.get(need('snapshot'));
+      if (values.verify) await snaps.store.verify(m);
+      out.result(JSON.stringify(m, null, 2) + (values.verify ? '\nverified: every file matches its size and sha256' : ''), { manifest: m, verified: values.verify });
+      return 0;
+    }
+    case 'rm': {
+      await snaps.remove(need('snapshot'));
+      out.result(`removed ${arg}`, { removed: arg });
+      return 0;
+    }
+    default:
+      throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|ls|inspect|rm');
   }
 }
 

@@ -14,6 +14,8 @@ export interface FunctionSpec {
   port: number;
   /** Extra environment, "K=V", added to the image's. */
   env: string[];
+  /** Replaces the image's Entrypoint (and drops its Cmd) when given, as `docker run --entrypoint` does. */
+  entrypoint?: string[];
   /** Replaces the image's Cmd when given. */
   cmd?: string[];
 }

@@ -17,6 +17,7 @@ import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
 import { QemuDriver } from '../vmm/qemu/driver.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
+import { SnapshotService } from './snapshots.js';
 import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
 
 export interface NodeOptions extends ConfigOptions {
@@ -70,6 +71,7 @@ export class EmbersNode {
   readonly pool: SlotPool;
   readonly instances: InstanceStore;
   readonly driver: HypervisorDriver;
+  readonly snapshots: SnapshotService;
   private readonly kits = new Map<GuestKit['kind'], GuestKit>();
 
   private constructor(private readonly opts: NodeOptions) {
@@ -78,6 +80,7 @@ export class EmbersNode {
     this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(this.config.paths.instances);
     this.driver = new QemuDriver({ accel: this.config.accel });
+    this.snapshots = new SnapshotService(this);
   }
 
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
@@ -88,7 +91,7 @@ export class EmbersNode {
     return node;
   }
 
-  private progress(msg: string): void {
+  progressLine(msg: string): void {
     this.opts.onProgress?.(msg);
   }
 
@@ -96,7 +99,7 @@ export class EmbersNode {
   async guestKit(kind: GuestKit['kind'] = 'debian'): Promise<GuestKit> {
     let kit = this.kits.get(kind);
     if (!kit) {
-      kit = await ensureGuestKit({ cacheDir: this.config.paths.guestCache, kind, onProgress: (m) => this.progress(m) });
+      kit = await ensureGuestKit({ cacheDir: this.config.paths.guestCache, kind, onProgress: (m) => this.progressLine(m) });
       this.kits.set(kind, kit);
     }
     return kit;
@@ -134,7 +137,7 @@ export class EmbersNode {
     const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
 
     let t = performance.now();
-    const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progress(m) });
+    const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
     mark('imageMs', t);
     t = performance.now();
     const kit = await this.guestKit();
@@ -256,6 +259,13 @@ export class EmbersNode {
     return names;
   }
 
+  /** Tears the slot pool down if no instance (running or being created) is left. */
+  async downIfIdle(): Promise<boolean> {
+    if ((await this.instances.scan()).length > 0) return false;
+    await this.pool.teardown();
+    return true;
+  }
+
   /** Stops every instance, tears the slot pool down and gives the node's index back. */
   async down(): Promise<void> {
     await this.stopAll();
@@ -285,6 +295,7 @@ export class EmbersNode {
     }
     await this.pool.reconcile(live);
     await this.images.reconcile();
+    await this.snapshots.reconcile();
   }
 
   private async consoleTail(path: string): Promise<string> {
@@ -300,7 +311,7 @@ export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: 
     const eq = kv.indexOf('=');
     if (eq > 0) env.set(kv.slice(0, eq), kv);
   }
-  const argv = [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
+  const argv = fn.entrypoint ? [...fn.entrypoint, ...(fn.cmd ?? [])] : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
   if (argv.length === 0) {
     throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
   }

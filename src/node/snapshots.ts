@@ -1,0 +1,358 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../errors.js';
+import { withCleanup } from '../util/cleanup.js';
+import { run } from '../util/exec.js';
+import { fsyncPath, sha256File, writeJsonAtomic } from '../util/fs.js';
+import { cloneDisk } from '../disk/clone.js';
+import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
+import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
+import { kernelCmdline } from '../guest/kernel-cmdline.js';
+import { GUEST_NET } from '../net/addressing.js';
+import { LocalSnapshotStore, type FileStamp } from '../snapshot/local-store.js';
+import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
+import type { VmSpec } from '../vmm/driver.js';
+import { pidAlive } from '../vmm/process.js';
+import type { InstanceRecord } from './instances.js';
+import { waitUntilServing } from './invoke.js';
+import type { EmbersNode } from './node.js';
+
+export interface CreateSnapshotOptions {
+  /** How disk changes are captured. @default 'block' */
+  diskDiff?: 'block' | 'rsync';
+  /** Stop the instance after the snapshot instead of resuming it. @default false */
+  stop?: boolean;
+}
+
+export interface CreateSnapshotResult {
+  manifest: SnapshotManifest;
+  timings: { createMs: number; pausedMs: number; phases: Record<string, number> };
+}
+
+export interface RestoreOptions {
+  /** Clones to restore concurrently. @default 1 */
+  count?: number;
+  /** Names for the clones; default <snapshot>-<random>. */
+  names?: string[];
+  readyTimeoutMs?: number;
+  /**
+   * Restore an rsync-mode snapshot although its disk cannot be proven bit-identical
+   * (for comparisons only: the guest's filesystem state may not match its disk).
+   */
+  allowUnverifiedDisk?: boolean;
+}
+
+export interface RestoredClone {
+  record: InstanceRecord;
+  diskVerified: boolean;
+}
+
+/**
+ * Snapshot lifecycle of a node: create (pause → VMM snapshot → flush → disk delta →
+ * resume → manifest → atomic publish) and restore (verify → rootfs → disk = rootfs + delta,
+ * digest-checked → N clones, each with its own slot and copy-on-write disk, memory mapped
+ * from the snapshot).
+ */
+export class SnapshotService {
+  readonly store: LocalSnapshotStore;
+  private readonly restoreDir: string;
+
+  constructor(private readonly node: EmbersNode) {
+    this.store = new LocalSnapshotStore(node.config.paths.snapshots);
+    this.restoreDir = join(node.config.home, 'restore');
+  }
+
+  async create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
+    const diff = opts.diskDiff ?? 'block';
+    const rec = await this.node.instances.get(instance);
+    const image = await this.node.images.get(rec.image.manifestDigest);
+    if (!image) {
+      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`, { instance }, {
+        hint: `pull the image again (embers run ${rec.image.reference} would), then retry`,
+      });
+    }
+    const kit = await this.node.guestKit();
+    const phases: Record<string, number> = {};
+    const t0 = performance.now();
+    const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
+    const staging = await this.store.staging();
+    let paused = false;
+    let pausedAt = 0;
+    let pausedMs = 0;
+    try {
+      let t = performance.now();
+      await this.node.driver.pause(rec.vm);
+      paused = true;
+      pausedAt = performance.now();
+      mark('pauseMs', t);
+
+      t = performance.now();
+      await this.node.driver.snapshot(rec.vm, staging);
+      mark('vmmSnapshotMs', t);
+
+      // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
+      // flushes its block devices on stop); fsync makes it durable before we read it.
+      t = performance.now();
+      await fsyncPath(rec.diskPath);
+      const diskSha = await sha256File(rec.diskPath);
+      const diskSize = (await stat(rec.diskPath)).size;
+      mark('diskHashMs', t);
+
+      t = performance.now();
+      let changedBytes: number;
+      if (diff === 'block') {
+        const runs = await diffByComparison(image.rootfsPath, rec.diskPath);
+        const stats = await writeDelta(rec.diskPath, runs, join(staging, SNAPSHOT_FILES.blockDelta));
+        changedBytes = stats.changedBytes;
+      } else {
+        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+        try {
+          changedBytes = (await writeRsyncBatch(image.rootfsPath, rec.diskPath, join(staging, SNAPSHOT_FILES.rsyncBatch), work)).batchBytes;
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+      }
+      mark('diskDiffMs', t);
+
+      t = performance.now();
+      if (opts.stop) await this.node.stop(instance);
+      else await this.node.driver.resume(rec.vm);
+      paused = false;
+      pausedMs = performance.now() - pausedAt;
+      mark(opts.stop ? 'stopMs' : 'resumeMs', t);
+
+      t = performance.now();
+      const accel = await this.node.driver.accelerator();
+      const manifest = await this.store.publish(staging, {
+        createdAt: new Date().toISOString(),
+        function: rec.function,
+        image: { ...rec.image, flattenerVersion: image.flattenerVersion },
+        disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
+        vmm: { kind: this.node.driver.kind, version: await this.node.driver.version(), accelerator: accel.accelerator },
+        machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
+        guestNetwork: { ...GUEST_NET },
+        guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
+      });
+      mark('publishMs', t);
+      return { manifest, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
+    } catch (err) {
+      if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Checks that this node can restore `m` at all (hypervisor, accelerator, network identity). */
+  async checkCompatible(m: SnapshotManifest): Promise<void> {
+    const driver = this.node.driver;
+    const accel = await driver.accelerator();
+    const foreign = (why: string) =>
+      new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, { id: m.id, vmm: m.vmm, here: { kind: driver.kind, accelerator: accel.accelerator } });
+    if (m.vmm.kind !== driver.kind) throw foreign(`it was made by ${m.vmm.kind}, this node runs ${driver.kind}`);
+    if (m.vmm.accelerator !== accel.accelerator) throw foreign(`it was made under ${m.vmm.accelerator}, this node uses ${accel.accelerator} (CPU state differs)`);
+    for (const [k, v] of Object.entries(GUEST_NET)) {
+      if ((m.guestNetwork as Record<string, unknown>)[k] !== v) throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
+    }
+  }
+
+  /**
+   * The restored disk of a snapshot, materialised once: rootfs + delta, proven bit-identical
+   * to the disk at pause by its sha256. Cached in <home>/restore/<id>/ for later restores.
+   */
+  async restoredDisk(m: SnapshotManifest, opts: { allowUnverifiedDisk?: boolean } = {}): Promise<{ path: string; verified: boolean }> {
+    const dir = join(this.restoreDir, m.id);
+    const disk = join(dir, 'disk.img');
+    const stampsPath = join(dir, 'verified.json');
+    const cached = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as { snapshot: Record<string, FileStamp>; disk: FileStamp; verified: boolean } | null;
+
+    // the bundle itself: sizes always, digests unless unchanged since last verified
+    const snapshotStamps = await this.store.verify(m, cached?.snapshot);
+    if (cached && (await stampOf(disk)) && JSON.stringify(await stampOf(disk)) === JSON.stringify(cached.disk)) {
+      if (!cached.verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
+      return { path: disk, verified: cached.verified };
+    }
+
+    const image = await this.node.images.ensure(m.image.reference, { onProgress: (msg) => this.node.progressLine(msg) });
+    if (image.manifestDigest !== m.image.manifestDigest) {
+      throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`, {
+        id: m.id,
+        which: 'image manifest digest',
+      });
+    }
+    if (image.rootfsSha256 !== m.image.rootfsSha256) {
+      throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `the rootfs built here for ${m.image.manifestDigest} has sha256 ${image.rootfsSha256}, the snapshot's was ${m.image.rootfsSha256}`, {
+        id: m.id,
+        which: 'rootfs sha256',
+      });
+    }
+
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `.disk-${process.pid}-${randomBytes(3).toString('hex')}.img`);
+    try {
+      await run('cp', ['--sparse=always', image.rootfsPath, tmp]);
+      const snapDir = this.store.pathOf(m.id);
+      let verified: boolean;
+      if (m.disk.diff === 'block') {
+        await applyDelta(join(snapDir, SNAPSHOT_FILES.blockDelta), tmp);
+      } else {
+        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+        try {
+          await applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work);
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+        await truncateTo(tmp, m.disk.sizeBytes);
+      }
+      const digest = await sha256File(tmp);
+      verified = digest === m.disk.sha256AtPause;
+      if (!verified && m.disk.diff === 'block') {
+        throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `restored disk of ${m.id} has sha256 ${digest}, the disk at pause had ${m.disk.sha256AtPause}`, {
+          id: m.id,
+          which: 'disk sha256',
+          expected: m.disk.sha256AtPause,
+          actual: digest,
+        });
+      }
+      await rename(tmp, disk);
+      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampOf(disk), verified });
+      if (!verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
+      return { path: disk, verified };
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  private unverified(m: SnapshotManifest): EmbersError {
+    return new EmbersError(
+      'EMB_SNAPSHOT_DISK_MISMATCH',
+      `snapshot ${m.id} captured its disk with rsync: the patched disk has the same files but not the same bytes as the disk at pause, so the guest's cached filesystem state would not match it`,
+      { id: m.id, which: 'disk sha256', diff: m.disk.diff },
+      { hint: 'create the snapshot with --disk-diff block (the default); pass --allow-unverified-disk only to study the rsync method' },
+    );
+  }
+
+  /** Restores `count` clones of a snapshot concurrently; each answers before this resolves. */
+  async restore(id: string, opts: RestoreOptions = {}): Promise<{ manifest: SnapshotManifest; clones: RestoredClone[]; prepareMs: number }> {
+    const count = opts.count ?? 1;
+    const t0 = performance.now();
+    const m = await this.store.get(id);
+    await this.checkCompatible(m);
+    if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
+      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
+    }
+    const disk = await this.restoredDisk(m, opts);
+    await this.node.guestKit();
+    const prepareMs = round(performance.now() - t0);
+    const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
+    const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // all or nothing: stop the clones that did come up
+      for (const r of results) if (r.status === 'fulfilled') await this.node.stop(r.value.record.name).catch(() => undefined);
+      throw failed.reason;
+    }
+    return { manifest: m, clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value), prepareMs };
+  }
+
+  private async restoreOne(m: SnapshotManifest, name: string, disk: { path: string; verified: boolean }, opts: RestoreOptions): Promise<RestoredClone> {
+    const node = this.node;
+    const kit = await node.guestKit();
+    const phases: Record<string, number> = {};
+    const t0 = performance.now();
+    const mark = (phase: string, since: number) => (phases[phase] = round(performance.now() - since));
+    return withCleanup(async (cleanup) => {
+      const dir = await node.instances.reserve(name);
+      cleanup.add(`remove ${dir}`, () => node.instances.remove(name));
+      await writeFile(join(dir, 'owner.pid'), `${process.pid}\n`);
+
+      let t = performance.now();
+      const lease = await node.pool.acquire(name);
+      cleanup.add(`release slot ${lease.slot.netns}`, () => node.pool.release(lease));
+      mark('slotMs', t);
+
+      t = performance.now();
+      const diskPath = join(dir, 'disk.img');
+      const diskMethod = await cloneDisk(disk.path, diskPath);
+      mark('diskMs', t);
+
+      const spec: VmSpec = {
+        name,
+        dir,
+        kernelPath: kit.kernelPath,
+        initrdPath: kit.initrdPath,
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }),
+        diskPath,
+        vcpus: m.machine.vcpus,
+        memoryMiB: m.machine.memoryMiB,
+        network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
+      };
+      const snapDir = this.store.pathOf(m.id);
+      t = performance.now();
+      const { vm, timings } = await node.driver.restore(spec, {
+        stateFile: join(snapDir, SNAPSHOT_FILES.state),
+        memoryFile: join(snapDir, SNAPSHOT_FILES.memory),
+      });
+      cleanup.add(`stop VM ${name}`, () => node.driver.stop(vm));
+      mark('vmmRestoreMs', t);
+      phases.vmmSpawnMs = round(timings.spawnMs);
+      phases.vmmLoadMs = round(timings.loadMs);
+
+      t = performance.now();
+      await waitUntilServing(lease.slot.cloneIp, m.function.port, {
+        timeoutMs: opts.readyTimeoutMs ?? node.config.readyTimeoutMs,
+        died: async () => ((await pidAlive(vm.pid)) ? undefined : 'QEMU exited after the restore'),
+      });
+      mark('resumeToReadyMs', t);
+      const record: InstanceRecord = {
+        name,
+        createdAt: new Date().toISOString(),
+        function: m.function,
+        image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
+        slot: lease.slot,
+        cloneIp: lease.slot.cloneIp,
+        diskPath,
+        diskMethod,
+        vm,
+        origin: m.id,
+        timings: { phases, readyMs: round(performance.now() - t0) },
+      };
+      await node.instances.save(record);
+      await rm(join(dir, 'owner.pid'), { force: true });
+      return { record, diskVerified: disk.verified };
+    });
+  }
+
+  /** Removes a snapshot and its materialised restore disk. */
+  async remove(id: string): Promise<void> {
+    await this.store.remove(id);
+    await rm(join(this.restoreDir, id), { recursive: true, force: true });
+  }
+
+  /** Drops staging leftovers, and restore disks of snapshots that no longer exist. */
+  async reconcile(): Promise<void> {
+    await this.store.reconcile();
+    for (const id of await readdir(this.restoreDir).catch(() => [] as string[])) {
+      if (!(await this.store.has(id).catch(() => false))) await rm(join(this.restoreDir, id), { recursive: true, force: true });
+    }
+  }
+}
+
+async function stampOf(path: string): Promise<FileStamp | undefined> {
+  const st = await stat(path, { bigint: true }).catch(() => undefined);
+  if (!st) return undefined;
+  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+}
+
+async function truncateTo(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.truncate(size);
+  } finally {
+    await fh.close();
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

@@ -1,0 +1,162 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../errors.js';
+import { fsyncPath, sha256, sha256File, writeFileAtomic } from '../util/fs.js';
+import { pidAlive } from '../vmm/process.js';
+import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+
+const STAGING = '.staging-';
+const TRASH = '.trash-';
+
+/** A file's identity: if any of these change, its digest must be checked again. */
+interface FileStamp {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+/**
+ * The local snapshot store: one directory per snapshot under `dir`, published whole by an
+ * atomic rename of a staging dir, never modified afterwards. Readers verify sizes and
+ * sha256 digests against the manifest before anything is restored.
+ */
+export class LocalSnapshotStore {
+  constructor(readonly dir: string) {}
+
+  pathOf(id: string): string {
+    if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+    return join(this.dir, id);
+  }
+
+  /** A fresh staging dir on the store's filesystem, owned by this process until published or dropped. */
+  async staging(): Promise<string> {
+    await mkdir(this.dir, { recursive: true });
+    const path = join(this.dir, `${STAGING}${process.pid}-${randomBytes(4).toString('hex')}`);
+    await mkdir(path);
+    return path;
+  }
+
+  /**
+   * Hashes every file of `stagingDir`, writes the manifest, fsyncs, and renames the dir into
+   * place as the snapshot. A crash before the rename leaves only a staging dir, which
+   * `reconcile` removes; after it, a whole snapshot.
+   */
+  async publish(stagingDir: string, meta: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'>): Promise<SnapshotManifest> {
+    const files: SnapshotFile[] = [];
+    for (const name of (await readdir(stagingDir)).sort()) {
+      const path = join(stagingDir, name);
+      const [st, digest] = await Promise.all([stat(path), sha256File(path)]);
+      await fsyncPath(path);
+      files.push({ name, sizeBytes: st.size, sha256: digest });
+    }
+    const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;
+    const manifest: SnapshotManifest = { formatVersion: MANIFEST_FORMAT, id, ...meta, files };
+    await writeFileAtomic(join(stagingDir, MANIFEST_NAME), `${JSON.stringify(manifest, null, 2)}\n`);
+    await fsyncPath(stagingDir);
+    await rename(stagingDir, join(this.dir, id));
+    await fsyncPath(this.dir);
+    return manifest;
+  }
+
+  async get(id: string): Promise<SnapshotManifest> {
+    const dir = this.pathOf(id);
+    const text = await readFile(join(dir, MANIFEST_NAME), 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (text === undefined) {
+      const dirExists = await stat(dir).then(() => true, () => false);
+      if (dirExists) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
+      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.dir}`, { id });
+    }
+    const m = parseManifest(text, `${id}/${MANIFEST_NAME}`);
+    if (m.id !== id) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot dir ${id} holds the manifest of ${m.id}`, { id, manifestId: m.id });
+    return m;
+  }
+
+  async has(id: string): Promise<boolean> {
+    return stat(join(this.pathOf(id), MANIFEST_NAME)).then(() => true, () => false);
+  }
+
+  async list(): Promise<SnapshotManifest[]> {
+    const out: SnapshotManifest[] = [];
+    for (const name of (await readdir(this.dir).catch(() => [] as string[])).sort()) {
+      if (!isSnapshotId(name)) continue;
+      try {
+        out.push(await this.get(name));
+      } catch {
+        /* a corrupt one shows up in `inspect`, not in the list */
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Proves the bundle matches its manifest: no file missing, extra, truncated or altered.
+   * Digests are computed in full unless `stamps` holds an identical stamp for the file
+   * (same inode, size, mtime and ctime as when it was last hashed).
+   */
+  async verify(m: SnapshotManifest, stamps?: Record<string, FileStamp>): Promise<Record<string, FileStamp>> {
+    const dir = this.pathOf(m.id);
+    const present = new Set((await readdir(dir)).filter((n) => n !== MANIFEST_NAME));
+    for (const name of present) {
+      if (!m.files.some((f) => f.name === name)) {
+        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} holds a file its manifest does not list: ${name}`, { id: m.id, file: name });
+      }
+    }
+    const out: Record<string, FileStamp> = {};
+    await Promise.all(
+      m.files.map(async (f) => {
+        const path = join(dir, f.name);
+        const st = await stat(path, { bigint: true }).catch(() => undefined);
+        if (!st) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} is missing ${f.name}`, { id: m.id, file: f.name });
+        if (Number(st.size) !== f.sizeBytes) {
+          throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes} (truncated or replaced)`, {
+            id: m.id,
+            file: f.name,
+          });
+        }
+        const stamp: FileStamp = { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+        const known = stamps?.[f.name];
+        if (!known || JSON.stringify(known) !== JSON.stringify(stamp)) {
+          const digest = await sha256File(path);
+          if (digest !== f.sha256) {
+            throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id}: ${f.name} does not match its sha256 (corrupt or tampered)`, {
+              id: m.id,
+              file: f.name,
+              expected: f.sha256,
+              actual: digest,
+            });
+          }
+        }
+        out[f.name] = stamp;
+      }),
+    );
+    return out;
+  }
+
+  /** Removes a snapshot: renamed away first, so it disappears whole. */
+  async remove(id: string): Promise<void> {
+    const dir = this.pathOf(id);
+    if (!(await stat(dir).then(() => true, () => false))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
+    const trash = join(this.dir, `${TRASH}${id}-${randomBytes(4).toString('hex')}`);
+    await rename(dir, trash);
+    await rm(trash, { recursive: true, force: true });
+  }
+
+  /** Drops staging dirs of dead processes and half-removed snapshots. */
+  async reconcile(): Promise<void> {
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      if (name.startsWith(TRASH)) await rm(join(this.dir, name), { recursive: true, force: true });
+      if (name.startsWith(STAGING)) {
+        const pid = Number(name.slice(STAGING.length).split('-')[0]);
+        if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, name), { recursive: true, force: true });
+      }
+    }
+  }
+}
+
+export type { FileStamp };

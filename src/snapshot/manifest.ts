@@ -1,0 +1,93 @@
+import { EmbersError } from '../errors.js';
+
+export const MANIFEST_FORMAT = 1;
+export const MANIFEST_NAME = 'manifest.json';
+
+export interface SnapshotFile {
+  name: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
+/** Everything needed to restore a snapshot on any node, and to prove the restore is exact. */
+export interface SnapshotManifest {
+  formatVersion: number;
+  id: string;
+  createdAt: string;
+  function: {
+    image: string;
+    vcpus: number;
+    memoryMiB: number;
+    port: number;
+    env: string[];
+    entrypoint?: string[];
+    cmd?: string[];
+  };
+  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number };
+  disk: {
+    /** How the disk changes were captured. */
+    diff: 'block' | 'rsync';
+    /** sha256 of the whole instance disk at pause: a restored disk must hash to this. */
+    sha256AtPause: string;
+    sizeBytes: number;
+    /** Bytes of disk that differ from the rootfs (block mode) or the batch size (rsync). */
+    changedBytes: number;
+  };
+  vmm: { kind: 'qemu' | 'firecracker'; version: string; accelerator: 'kvm' | 'tcg' };
+  machine: { vcpus: number; memoryMiB: number };
+  guestNetwork: { tapName: string; guestIp: string; gatewayIp: string; prefixLen: number; guestMac: string; gatewayMac: string };
+  guestKit: { kind: string; kernelVersion: string; cacheKey: string };
+  /** Every file of the bundle but the manifest, with its size and digest. */
+  files: SnapshotFile[];
+}
+
+/** The role of each bundle file. */
+export const SNAPSHOT_FILES = {
+  state: 'vmstate.bin',
+  memory: 'memory.bin',
+  blockDelta: 'disk.delta',
+  rsyncBatch: 'disk.rsync-batch',
+} as const;
+
+const ID_RE = /^snap-[0-9a-f]{16,64}$/;
+
+export function isSnapshotId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
+/** Parses and checks a manifest's shape; anything off is EMB_SNAPSHOT_CORRUPT (or _INCOMPATIBLE for a newer format). */
+export function parseManifest(text: string, source: string): SnapshotManifest {
+  let m: SnapshotManifest;
+  try {
+    m = JSON.parse(text) as SnapshotManifest;
+  } catch (err) {
+    throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is not valid JSON`, { source }, { cause: err });
+  }
+  const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is invalid: ${why}`, { source });
+  if (typeof m !== 'object' || m === null) throw bad('not an object');
+  if (m.formatVersion !== MANIFEST_FORMAT) {
+    throw new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${source} has format ${String(m.formatVersion)}; this embers reads format ${MANIFEST_FORMAT}`, {
+      source,
+      formatVersion: m.formatVersion,
+    });
+  }
+  if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
+  if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
+  for (const f of m.files) {
+    if (typeof f?.name !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
+    if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
+    if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
+  }
+  if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
+  if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
+  if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind)) throw bad('vmm');
+  if (!m.machine || !Number.isInteger(m.machine.vcpus) || !Number.isInteger(m.machine.memoryMiB)) throw bad('machine');
+  for (const role of [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory]) {
+    if (!m.files.some((f) => f.name === role)) throw bad(`no ${role}`);
+  }
+  return m;
+}
+
+export function fileEntry(m: SnapshotManifest, name: string): SnapshotFile | undefined {
+  return m.files.find((f) => f.name === name);
+}

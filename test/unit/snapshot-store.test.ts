@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile, appendFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isEmbersError } from '../../src/errors.js';
+import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
+import { parseManifest, type SnapshotManifest } from '../../src/snapshot/manifest.js';
+
+const META: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'> = {
+  createdAt: '2026-01-01T00:00:00.000Z',
+  function: { image: '/img', vcpus: 1, memoryMiB: 128, port: 8080, env: [] },
+  image: { reference: '/img', manifestDigest: `sha256:${'a'.repeat(64)}`, rootfsSha256: 'b'.repeat(64), flattenerVersion: 1 },
+  disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 4096, changedBytes: 0 },
+  vmm: { kind: 'qemu', version: '7.2', accelerator: 'tcg' },
+  machine: { vcpus: 1, memoryMiB: 128 },
+  guestNetwork: { tapName: 'tap0', guestIp: '172.16.0.2', gatewayIp: '172.16.0.1', prefixLen: 30, guestMac: '06:00:ac:10:00:02', gatewayMac: '06:00:ac:10:00:01' },
+  guestKit: { kind: 'debian', kernelVersion: 'x', cacheKey: 'y' },
+};
+
+async function withStore(fn: (store: LocalSnapshotStore, dir: string) => Promise<void>) {
+  const dir = await mkdtemp(join(tmpdir(), 'embers-store-'));
+  try {
+    await fn(new LocalSnapshotStore(join(dir, 'snapshots')), dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function publishOne(store: LocalSnapshotStore): Promise<SnapshotManifest> {
+  const staging = await store.staging();
+  await writeFile(join(staging, 'vmstate.bin'), 'state');
+  await writeFile(join(staging, 'memory.bin'), Buffer.alloc(8192, 7));
+  await writeFile(join(staging, 'disk.delta'), 'delta');
+  return store.publish(staging, META);
+}
+
+test('local store: publish is atomic and complete; get, list, verify, remove', async () => {
+  await withStore(async (store) => {
+    const m = await publishOne(store);
+    assert.match(m.id, /^snap-[0-9a-f]{24}$/);
+    assert.deepEqual(m.files.map((f) => f.name), ['disk.delta', 'memory.bin', 'vmstate.bin']);
+    assert.deepEqual(await readdir(store.dir), [m.id], 'no staging dir left');
+    assert.deepEqual(await store.get(m.id), m);
+    assert.deepEqual((await store.list()).map((x) => x.id), [m.id]);
+    const stamps = await store.verify(m);
+    assert.deepEqual(Object.keys(stamps).sort(), ['disk.delta', 'memory.bin', 'vmstate.bin']);
+    await store.remove(m.id);
+    assert.deepEqual(await readdir(store.dir), []);
+    await assert.rejects(store.get(m.id), (e) => isEmbersError(e, 'EMB_SNAPSHOT_NOT_FOUND'));
+  });
+});
+
+test('local store: tampering is caught even when a stamp from an earlier verification is offered', async () => {
+  await withStore(async (store) => {
+    const m = await publishOne(store);
+    const stamps = await store.verify(m);
+    await appendFile(join(store.pathOf(m.id), 'vmstate.bin'), 'x');
+    await assert.rejects(store.verify(m, stamps), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message));
+  });
+});
+
+test('local store: staging dirs of dead processes are reconciled away', async () => {
+  await withStore(async (store) => {
+    await store.staging(); // ours: alive, kept
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(store.dir, '.staging-999999999-dead'));
+    await store.reconcile();
+    const left = await readdir(store.dir);
+    assert.equal(left.length, 1);
+    assert.ok(left[0].startsWith(`.staging-${process.pid}-`));
+  });
+});
+
+test('manifest: malformed, wrong-format and unsafe manifests are refused', () => {
+  const good = { formatVersion: 1, id: `snap-${'1'.repeat(24)}`, ...META, files: [{ name: 'vmstate.bin', sizeBytes: 1, sha256: 'd'.repeat(64) }, { name: 'memory.bin', sizeBytes: 1, sha256: 'e'.repeat(64) }] };
+  assert.equal(parseManifest(JSON.stringify(good), 'x').id, good.id);
+  assert.throws(() => parseManifest('{', 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+  assert.throws(() => parseManifest(JSON.stringify({ ...good, formatVersion: 2 }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_INCOMPATIBLE'));
+  assert.throws(() => parseManifest(JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+  assert.throws(() => parseManifest(JSON.stringify({ ...good, files: good.files.slice(0, 1) }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+});
