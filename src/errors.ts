@@ -31,6 +31,8 @@ export const ERRORS = {
   EMB_IMAGE_MANIFEST_INVALID: { summary: 'the image index, manifest or config is not valid JSON of the expected schema', hint: 'rebuild or re-export the image; embers reads OCI image layouts (oci-layout, index.json, blobs/sha256)', exit: 65 },
   EMB_IMAGE_DIGEST_MISMATCH: { summary: 'a blob does not match its digest', hint: 'the image is corrupt or was tampered with: re-export or re-pull it', exit: 65 },
   EMB_IMAGE_LAYER_UNSAFE: { summary: 'a layer holds an entry that would escape the root filesystem', hint: 'the image is malicious or broken; embers refuses it. Rebuild it without path traversal, absolute-link escapes or out-of-tree hard links', exit: 65 },
+  EMB_IMAGE_LAYER_INVALID: { summary: 'a layer is not a valid tar archive (bad header, truncated, or a tree it cannot apply to)', hint: 'the layer is corrupt or was produced by a broken tool: rebuild or re-export the image', exit: 65 },
+  EMB_IMAGE_BLOB_MISSING: { summary: 'a blob the image index or manifest names is not in the image', hint: 'the image layout is incomplete: re-export it with all its blobs (foreign or non-distributable layers must be included)', exit: 65 },
   EMB_IMAGE_LAYER_UNSUPPORTED: { summary: 'a layer uses a media type or tar feature embers does not read', hint: 'use gzip, zstd or uncompressed tar layers', exit: 65 },
   EMB_IMAGE_PLATFORM_MISSING: { summary: 'the image index has no linux/amd64 entry', hint: 'build or pull an image for linux/amd64', exit: 65 },
   EMB_IMAGE_FLATTEN_FAILED: { summary: 'building the ext4 rootfs from the image failed', hint: 'see the details; check free disk space under the embers home', exit: 70 },
@@ -47,6 +49,10 @@ export const ERRORS = {
   EMB_VMM_START_FAILED: { summary: 'the hypervisor process exited while starting', hint: 'see the tail of its output in the error details', exit: 70 },
   EMB_VMM_COMMAND_FAILED: { summary: 'the hypervisor refused a command', hint: 'see the details; the VM may be in the wrong state for this operation', exit: 70 },
   EMB_VMM_TIMEOUT: { summary: 'the hypervisor did not answer in time', hint: 'the host may be overloaded; retry, or raise the timeout', exit: 75 },
+  EMB_VMM_API_FAULT: { summary: 'the hypervisor API refused a request (Firecracker answered with a fault_message)', hint: 'see method, path and fault_message in the details; the VM may be in the wrong state for this call', exit: 70 },
+  EMB_VMM_API_UNREACHABLE: { summary: 'the hypervisor API socket could not be reached, or the connection broke before an answer', hint: 'the VMM process may have exited: see the VMM log named in the details', exit: 70 },
+  EMB_VMM_KVM_UNAVAILABLE: { summary: 'the hypervisor needs hardware-backed KVM, which this host lacks', hint: 'run on a host whose CPU has vmx/svm with /dev/kvm from kvm_intel or kvm_amd, or use the QEMU driver (--vmm qemu)', exit: 69 },
+  EMB_VMM_CLEANUP_FAILED: { summary: 'stopping a VM left resources behind', hint: 'the details list the steps that failed and the paths leaked; remove them by hand', exit: 70 },
 
   // instances
   EMB_INSTANCE_NOT_FOUND: { summary: 'no instance has that name', hint: 'list instances with `embers ps`', exit: 66 },
@@ -58,7 +64,18 @@ export const ERRORS = {
   EMB_SNAPSHOT_NOT_FOUND: { summary: 'no snapshot has that id', hint: 'list snapshots with `embers snapshot ls`', exit: 66 },
   EMB_SNAPSHOT_CORRUPT: { summary: 'a snapshot file is missing, truncated or does not match its digest', hint: 'the snapshot cannot be restored safely; delete it and create or pull it again', exit: 65 },
   EMB_SNAPSHOT_INCOMPATIBLE: { summary: 'the snapshot was made for another hypervisor, format or machine', hint: 'restore it with the hypervisor and version named in its manifest', exit: 65 },
+  EMB_SNAPSHOT_VERSION_MISMATCH: { summary: 'the snapshot data format is not one this hypervisor binary can load', hint: 'restore it with a Firecracker whose `--snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary', exit: 65 },
+  EMB_SNAPSHOT_LOAD_FAILED: { summary: 'the hypervisor failed to load the snapshot, and the process that tried was stopped', hint: 'see fault_message and the VMM log tail in the details; a Firecracker process cannot be reused after a failed load', exit: 70 },
   EMB_SNAPSHOT_DISK_MISMATCH: { summary: 'the restored disk is not bit-identical to the disk at pause', hint: 'the rootfs or the delta differs from the one the snapshot was made from; the restore was refused to protect the guest filesystem', exit: 65 },
+  EMB_SNAPSHOT_TRANSFER_BUSY: { summary: 'another process is already pushing or pulling this snapshot with the same local store', hint: 'wait for that transfer to finish (the lock file named in the details holds its pid); a transfer whose process died is taken over automatically', exit: 75 },
+
+  // remote stores (S3-compatible services) and peers (other embers nodes)
+  EMB_REMOTE_UNREACHABLE: { summary: 'the remote store or peer could not be reached (connection refused, reset or timed out), after retries', hint: 'check that the endpoint named in the details is up and reachable from this node; run the transfer again and it resumes where it stopped', exit: 69 },
+  EMB_REMOTE_UNAVAILABLE: { summary: 'the remote store or peer kept answering with a server error or throttling (5xx, 429, SlowDown), after retries', hint: 'the service is failing or overloaded: retry later; the transfer resumes where it stopped', exit: 75 },
+  EMB_REMOTE_AUTH: { summary: 'the remote store refused the credentials (unknown access key, wrong secret, or access denied)', hint: 'check the access key id and secret (EMBERS_S3_ACCESS_KEY_ID, EMBERS_S3_SECRET_ACCESS_KEY) and that they may read and write the bucket', exit: 77 },
+  EMB_REMOTE_NOT_FOUND: { summary: 'the remote store or peer has no snapshot with that id, or the bucket does not exist', hint: 'check the id, the bucket and the prefix (EMBERS_S3_BUCKET, EMBERS_S3_PREFIX); list what the remote holds', exit: 66 },
+  EMB_REMOTE_REQUEST_FAILED: { summary: 'the remote store or peer refused a request for a reason embers does not expect', hint: 'see the status and the service error code in the details; the service may lack an S3 feature embers uses (multipart upload, ListParts, ranged GET)', exit: 70 },
+  EMB_PEER_AUTH: { summary: 'the peer refused the token (HTTP 401)', hint: 'give the pulling node the same peer token the serving node was started with (sent as `Authorization: Bearer <token>`)', exit: 77 },
 
   EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
 } as const satisfies Record<string, ErrorSpec>;

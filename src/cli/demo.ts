@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
-import { buildExampleFunction, expectedFileSha256 } from '../examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256 } from '../examples/test-function.js';
 import type { Output } from './output.js';
 
 /**
@@ -15,7 +15,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
   const started: string[] = [];
   let snapshotId: string | undefined;
   try {
-    const imageDir = await buildExampleFunction(join(node.config.home, 'examples', 'test-function'));
+    const imageDir = await buildTestFunctionImage(join(node.config.home, 'examples', 'test-function'));
     await node.guestKit();
     const accel = await node.driver.accelerator();
     say(`accelerator: ${accel.accelerator} (${accel.reason})`);

@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { fsyncPath, sha256, sha256File, writeFileAtomic } from '../util/fs.js';
-import { pidAlive } from '../vmm/process.js';
+import { pidAlive } from '../util/pid.js';
 import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const STAGING = '.staging-';
@@ -59,6 +59,52 @@ export class LocalSnapshotStore {
     await rename(stagingDir, join(this.dir, id));
     await fsyncPath(this.dir);
     return manifest;
+  }
+
+  /**
+   * Publishes a snapshot fetched from another store, under the id its manifest gives.
+   * `stagingDir` (from `staging()`) must hold exactly the files `manifest` lists, at their
+   * sizes; their digests must already have been checked against the manifest (the transfer
+   * code hashes every file before it gets here). Writes the manifest, fsyncs, and renames the
+   * dir into place, as `publish` does: readers see the whole snapshot or nothing. If the
+   * snapshot is already in the store (ids name immutable content), the staging dir is dropped
+   * and the stored snapshot kept.
+   */
+  async publishFetched(stagingDir: string, manifest: SnapshotManifest): Promise<SnapshotManifest> {
+    const text = `${JSON.stringify(manifest, null, 2)}\n`;
+    const m = parseManifest(text, `${String(manifest.id)}/${MANIFEST_NAME} (fetched)`);
+    const target = this.pathOf(m.id);
+    const staged = (await readdir(stagingDir)).sort();
+    const listed = m.files.map((f) => f.name).sort();
+    if (staged.join('/') !== listed.join('/')) {
+      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: the staged files (${staged.join(', ')}) are not the files its manifest lists (${listed.join(', ')})`, {
+        id: m.id,
+        staged,
+        listed,
+      });
+    }
+    for (const f of m.files) {
+      const path = join(stagingDir, f.name);
+      const st = await stat(path);
+      if (st.size !== f.sizeBytes) {
+        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`, { id: m.id, file: f.name });
+      }
+      await fsyncPath(path);
+    }
+    await writeFileAtomic(join(stagingDir, MANIFEST_NAME), text);
+    await fsyncPath(stagingDir);
+    try {
+      await rename(stagingDir, target);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && (await this.has(m.id))) {
+        await rm(stagingDir, { recursive: true, force: true });
+        return this.get(m.id);
+      }
+      throw err;
+    }
+    await fsyncPath(this.dir);
+    return m;
   }
 
   async get(id: string): Promise<SnapshotManifest> {

@@ -1,35 +1,24 @@
 import { spawn } from 'node:child_process';
 import { open, readFile, access } from 'node:fs/promises';
+import { pidAlive } from '../util/pid.js';
 import { EmbersError } from '../errors.js';
 import { tail } from '../util/exec.js';
 
-/** True while a process with this pid exists (and is not a zombie). */
-export async function pidAlive(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const state = /\)\s+(\S)/.exec(stat)?.[1];
-  return state !== 'Z' && state !== undefined;
-}
-
-/** The command line of a live process, or undefined. */
-export async function pidCmdline(pid: number): Promise<string[] | undefined> {
-  const raw = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
-  if (!raw || raw.length === 0) return undefined;
-  return raw.toString('utf8').replace(/\0$/, '').split('\0');
-}
+export { pidAlive, pidCmdline } from '../util/pid.js';
 
 /**
- * Starts a long-lived process, detached from ours, with stdout/stderr appended to `logPath`.
- * Returns its pid and a promise that settles when it exits (while we are its parent).
+ * Starts a long-lived process, detached from ours, with stdout/stderr appended to `logPath`
+ * (stdout to `opts.stdoutPath` instead, when given). Returns its pid and a promise that
+ * settles when it exits (while we are its parent).
  */
-export async function spawnDetached(cmd: string, args: string[], logPath: string): Promise<{ pid: number; exited: Promise<number | null> }> {
+export async function spawnDetached(cmd: string, args: string[], logPath: string, opts: { stdoutPath?: string } = {}): Promise<{ pid: number; exited: Promise<number | null> }> {
   const log = await open(logPath, 'a');
+  const out = opts.stdoutPath === undefined ? undefined : await open(opts.stdoutPath, 'a').catch(async (err: unknown) => {
+    await log.close();
+    throw err;
+  });
   try {
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', (out ?? log).fd, log.fd] });
     const pid = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
       child.once('error', (err: NodeJS.ErrnoException) =>
@@ -45,6 +34,7 @@ export async function spawnDetached(cmd: string, args: string[], logPath: string
     return { pid, exited };
   } finally {
     await log.close();
+    await out?.close();
   }
 }
 

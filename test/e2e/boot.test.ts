@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { buildExampleFunction, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
 import { filesBelow, leaked, readHostResources } from '../helpers/leaks.js';
 import { openTestNode } from '../helpers/node.js';
 
@@ -35,7 +35,7 @@ test('CLI: run boots the function from its OCI image, invoke/ps/logs work, stop 
   const before = await readHostResources();
   const home = await mkdtemp(join(tmpdir(), 'embers-cli-'));
   try {
-    const image = await buildExampleFunction(join(home, 'fn'));
+    const image = await buildTestFunctionImage(join(home, 'fn'));
     const run = await cli(home, ['run', image, '--name', 'hello', '--memory', '128']);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.json.name, 'hello');
@@ -76,7 +76,7 @@ test('CLI: run boots the function from its OCI image, invoke/ps/logs work, stop 
 test('a guest that never answers: EMB_INSTANCE_NOT_READY after the timeout, and nothing is left behind', async () => {
   const t = await openTestNode();
   try {
-    const image = await buildExampleFunction(join(t.home, 'fn'));
+    const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await assert.rejects(
       t.node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'sleep', '600'] }, { name: 'silent', readyTimeoutMs: 8000 }),
       (err) => isEmbersError(err, 'EMB_INSTANCE_NOT_READY'),
@@ -91,7 +91,7 @@ test('a guest that never answers: EMB_INSTANCE_NOT_READY after the timeout, and 
 test('a function that exits at once: the error says the VM stopped, and nothing is left behind', async () => {
   const t = await openTestNode();
   try {
-    const image = await buildExampleFunction(join(t.home, 'fn'));
+    const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await assert.rejects(
       t.node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'false'] }, { name: 'exits' }),
       (err) => isEmbersError(err, 'EMB_INSTANCE_NOT_READY') && /stopped|exited/.test((err as Error).message),

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { cp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { buildExampleFunction, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
 import { run } from '../../src/util/exec.js';
 import { sha256File } from '../../src/util/fs.js';
 import type { EmbersNode } from '../../src/node/node.js';
@@ -24,7 +24,7 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
   const t = await openTestNode();
   const { node } = t;
   try {
-    const image = await buildExampleFunction(join(t.home, 'fn'));
+    const image = await buildTestFunctionImage(join(t.home, 'fn'));
     const rec = await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     // one file synced to disk, one only in the guest's page cache at snapshot time
     assert.equal(shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body), expectedFileSha256('a', 300000));
@@ -67,7 +67,7 @@ test('rsync disk diff (the seed method): its restored disk is NOT bit-identical,
   const t = await openTestNode();
   const { node } = t;
   try {
-    const image = await buildExampleFunction(join(t.home, 'fn'));
+    const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' });
     const snap = await node.snapshots.create('origin', { diskDiff: 'rsync', stop: true });
@@ -88,7 +88,7 @@ test('corrupt, truncated, missing, extra or foreign snapshot files are refused b
   const t = await openTestNode();
   const { node } = t;
   try {
-    const image = await buildExampleFunction(join(t.home, 'fn'));
+    const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     const snap = await node.snapshots.create('origin', { stop: true });
     const dir = node.snapshots.store.pathOf(snap.manifest.id);

@@ -1,0 +1,26 @@
+/**
+ * Benchmarks: `npm run bench -- NAME [options]`. Each prints ratios measured side by side in
+ * one run, plus the absolute figures for context (and, with --json, one JSON object last).
+ * Timings never live in tests: this machine is shared and noisy.
+ */
+import { benchDiskDiff } from './disk-diff.js';
+import { benchRestore } from './restore.js';
+
+const BENCHES: Record<string, { about: string; run: (args: string[]) => Promise<Record<string, unknown>> }> = {
+  'disk-diff': { about: 'block delta vs rsync batch: capture time, apply time, patch bytes, for several change sizes', run: benchDiskDiff },
+  restore: { about: 'cold boot vs snapshot restore to first response; 1 vs N concurrent clones; pool on vs off; memory per extra clone', run: benchRestore },
+};
+
+async function main(): Promise<number> {
+  const [name, ...args] = process.argv.slice(2);
+  const bench = name ? BENCHES[name] : undefined;
+  if (!bench) {
+    process.stderr.write(`usage: npm run bench -- NAME [--json]\n\n${Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`).join('\n')}\n`);
+    return 64;
+  }
+  const result = await bench.run(args);
+  if (args.includes('--json')) process.stdout.write(`${JSON.stringify(result)}\n`);
+  return 0;
+}
+
+process.exitCode = await main();

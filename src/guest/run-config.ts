@@ -1,0 +1,99 @@
+/**
+ * The per-instance part of the guest boot: an initramfs made of the shared base initramfs
+ * (kernel modules, busybox, init, the exec helper) followed by a tiny uncompressed newc
+ * archive holding /embers/exec.conf, the function's argv, env, user and working directory.
+ * The kernel unpacks concatenated archives in order, so the base is never rebuilt.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFile, open, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { EmbersError } from '../errors.js';
+import { writeCpio } from './cpio.js';
+import { encodeExecConf, EXEC_CONF_PATH } from './exec-conf.js';
+
+export interface GuestRunConfig {
+  /** Entrypoint + cmd, already combined; argv[0] is resolved inside the rootfs (PATH lookup using env PATH if not absolute). */
+  argv: string[];
+  /** "K=V" entries: exactly the function's environment (the guest adds PATH if none is given, and HOME from /etc/passwd if none is given). */
+  env: string[];
+  /** Default "/". Must exist in the rootfs. */
+  workingDir: string;
+  /** "" | "name" | "uid" | "uid:gid" | "name:group" — resolved against the rootfs's /etc/passwd and /etc/group inside the guest. */
+  user: string;
+  hostname?: string;
+}
+
+function invalid(message: string, details: Record<string, unknown>): EmbersError {
+  return new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', message, details);
+}
+
+/** Checks a run configuration; returns it with defaults filled in (workingDir "/"). */
+export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
+  if (!Array.isArray(config.argv) || config.argv.length === 0 || typeof config.argv[0] !== 'string' || config.argv[0] === '') {
+    throw invalid('the function has no command: argv is empty (the image has neither Entrypoint nor Cmd?)', { argv: config.argv });
+  }
+  for (const a of config.argv) {
+    if (typeof a !== 'string') throw invalid('argv holds a non-string', { argv: config.argv });
+    if (a.includes('\0')) throw invalid(`argument ${JSON.stringify(a)} contains a NUL byte`, { arg: a });
+  }
+  for (const e of config.env ?? []) {
+    if (typeof e !== 'string' || e.indexOf('=') < 1) throw invalid(`environment entry ${JSON.stringify(e)} is not KEY=VALUE`, { env: e });
+    if (e.includes('\0')) throw invalid(`environment entry ${JSON.stringify(e)} contains a NUL byte`, { env: e });
+  }
+  const workingDir = config.workingDir === undefined || config.workingDir === '' ? '/' : config.workingDir;
+  if (!workingDir.startsWith('/') || workingDir.includes('\0') || /[\n\r]/.test(workingDir)) {
+    throw invalid(`working directory ${JSON.stringify(workingDir)} must be an absolute path`, { workingDir });
+  }
+  const user = config.user ?? '';
+  if (!/^[^:\s\0]*(:[^:\s\0]+)?$/.test(user)) {
+    throw invalid(`user ${JSON.stringify(user)} must be "", "name", "uid", "uid:gid" or "name:group"`, { user });
+  }
+  for (const part of user.split(':')) {
+    if (/^\d+$/.test(part) && Number(part) > 0xfffffffe) throw invalid(`user ${JSON.stringify(user)}: id ${part} is out of range`, { user });
+  }
+  if (config.hostname !== undefined && config.hostname !== '') {
+    if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(config.hostname)) {
+      throw invalid(`hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`, { hostname: config.hostname });
+    }
+  }
+  return { argv: [...config.argv], env: [...(config.env ?? [])], workingDir, user, ...(config.hostname ? { hostname: config.hostname } : {}) };
+}
+
+/** The uncompressed newc archive carrying /embers/exec.conf for `config`. */
+export function instanceArchive(config: GuestRunConfig): Buffer {
+  const conf = encodeExecConf(validateRunConfig(config));
+  return writeCpio([
+    { type: 'dir', name: 'embers', mode: 0o755 },
+    { type: 'file', name: EXEC_CONF_PATH, mode: 0o600, data: conf },
+  ]);
+}
+
+/**
+ * Writes `outPath` = the bytes of `baseInitrd`, zero padding to a 4-byte boundary (the
+ * kernel looks for an uncompressed archive only at aligned offsets), then the instance
+ * archive. Written to a temp file and renamed, so `outPath` is never seen half-written.
+ */
+export async function buildInstanceInitrd(baseInitrd: string, config: GuestRunConfig, outPath: string): Promise<void> {
+  const archive = instanceArchive(config);
+  let baseSize: number;
+  try {
+    baseSize = (await stat(baseInitrd)).size;
+  } catch (err) {
+    throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `base initramfs ${baseInitrd} is missing`, { baseInitrd }, { cause: err, hint: 'run `embers guest build` to (re)build the guest kit' });
+  }
+  const tmp = join(dirname(outPath), `.${basename(outPath)}.tmp-${randomBytes(6).toString('hex')}`);
+  try {
+    await copyFile(baseInitrd, tmp);
+    const fh = await open(tmp, 'r+');
+    try {
+      const pad = Buffer.alloc((4 - (baseSize % 4)) % 4);
+      await fh.write(Buffer.concat([pad, archive]), 0, pad.length + archive.length, baseSize);
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, outPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,79 @@
+/** Retries of transient failures, with exponential backoff and full jitter. */
+
+import { EmbersError } from '../errors.js';
+
+export interface RetryOptions {
+  /** Attempts in all, the first included (1 = no retry).
+   * @default 5 */
+  attempts?: number;
+  /** Delay before the first retry, in ms; doubles on each further retry (before jitter).
+   * @default 200 */
+  baseDelayMs?: number;
+  /** Upper bound of one delay, in ms.
+   * @default 5000 */
+  maxDelayMs?: number;
+}
+
+/** RetryOptions after defaults: nothing is undefined. */
+export type RetryPolicy = Required<RetryOptions>;
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 };
+
+export function retryPolicy(opts: RetryOptions = {}): RetryPolicy {
+  const p = { ...DEFAULT_RETRY, ...stripUndefined(opts) };
+  if (!Number.isInteger(p.attempts) || p.attempts < 1) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `retry attempts must be an integer >= 1, not ${p.attempts}`, { attempts: p.attempts });
+  }
+  if (!(p.baseDelayMs >= 0) || !(p.maxDelayMs >= 0)) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `retry delays must be >= 0 ms (base ${p.baseDelayMs}, max ${p.maxDelayMs})`, { ...p });
+  }
+  return p;
+}
+
+/**
+ * Runs `fn` until it succeeds, it throws an error `isTransient` rejects, or the attempts are
+ * spent; then throws the last error. The delay before retry n (n >= 1) is a random duration in
+ * [0, min(maxDelayMs, baseDelayMs * 2^(n-1))] ("full jitter"), so clients that failed together
+ * do not retry together. An aborted `signal` stops the waiting and throws its reason.
+ */
+export async function retry<T>(
+  fn: (attempt: number) => Promise<T>,
+  isTransient: (err: unknown) => boolean,
+  policy: RetryPolicy,
+  signal?: AbortSignal,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    signal?.throwIfAborted();
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      if (attempt >= policy.attempts || !isTransient(err)) throw err;
+      const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+      await delay(Math.random() * ceiling, signal);
+    }
+  }
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason once it is aborted. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

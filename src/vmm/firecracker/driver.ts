@@ -1,0 +1,274 @@
+import { access, constants, rm } from 'node:fs/promises';
+import { EmbersError, isEmbersError } from '../../errors.js';
+import { which } from '../../util/exec.js';
+import { detectAccelerator } from '../accel.js';
+import type { Accelerator, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import { pidAlive, pidCmdline, terminate } from '../process.js';
+import type { SnapshotLoadParams } from './api-types.js';
+import { FirecrackerClient } from './client.js';
+import { vmLayout, type VmLayout } from './layout.js';
+import { resolveFirecrackerOptions, type FirecrackerDriverOptions, type FirecrackerRestoreOptions, type FirecrackerSnapshotOptions, type ResolvedFirecrackerOptions } from './options.js';
+import { failureTail, startFirecracker, stopFirecracker, type RunningFirecracker, type StopStep } from './process.js';
+import { binarySnapshotVersion, binaryVersion, checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
+
+export type { FirecrackerDriverOptions, FirecrackerRestoreOptions, FirecrackerSnapshotOptions } from './options.js';
+
+/** The guest NIC and drive ids: one of each per VM, as in the QEMU driver. */
+export const IFACE_ID = 'eth0';
+export const DRIVE_ID = 'vda';
+
+/**
+ * The Firecracker driver: one Firecracker process per VM, configured over its REST API
+ * (types generated from the vendored spec), in the slot's netns and a private mount
+ * namespace (or the jailer). Guest RAM is anonymous after a boot; snapshots are Firecracker
+ * snapshots (state file + memory file); restores load them into a fresh process.
+ */
+export class FirecrackerDriver implements HypervisorDriver {
+  readonly kind = 'firecracker' as const;
+  readonly options: ResolvedFirecrackerOptions;
+  private binaryPath: Promise<string> | undefined;
+  private versions: Promise<{ binary: string; snapshot: string }> | undefined;
+
+  constructor(opts: FirecrackerDriverOptions = {}) {
+    this.options = resolveFirecrackerOptions(opts);
+  }
+
+  /** Firecracker runs only on KVM; the reason says whether this host's KVM is hardware-backed. */
+  async accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
+    const probe = await detectAccelerator('auto');
+    return { accelerator: 'kvm', reason: probe.accelerator === 'kvm' ? probe.reason : `Firecracker needs hardware-backed KVM, but ${probe.reason}` };
+  }
+
+  /** The binary's version, "1.16.1" (`firecracker --version`). */
+  async version(): Promise<string> {
+    return (await this.readVersions()).binary;
+  }
+
+  /** The snapshot data format this binary writes and loads, "8.0.0" (`--snapshot-version`). Record it in snapshot manifests. */
+  async snapshotVersion(): Promise<string> {
+    return (await this.readVersions()).snapshot;
+  }
+
+  /**
+   * Refuses (EMB_SNAPSHOT_VERSION_MISMATCH, naming both) a snapshot whose recorded data
+   * format version this binary cannot load. For the orchestrator, before it fetches or
+   * prepares anything; `restore` checks the state file's own header again.
+   */
+  async checkSnapshotVersion(recordedSnapshotVersion: string, source?: string): Promise<void> {
+    const v = await this.readVersions();
+    checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, { binary: await this.resolveBinary(), binaryVersion: v.binary, source });
+  }
+
+  async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const o = this.options;
+    const layout = this.layoutFor(spec, await this.resolveBinary());
+    const vm = this.handle(spec, layout, '');
+    return this.start(vm, layout, 'boot', async (fc) => {
+      await configureLogging(fc, layout, o);
+      await fc.client.call('PUT /machine-config', { body: { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMiB, smt: false, track_dirty_pages: o.diffSnapshots } });
+      await fc.client.call('PUT /boot-source', { body: { kernel_image_path: layout.fc.kernel, initrd_path: layout.fc.initrd, boot_args: spec.cmdline } });
+      // The guest init mounts /dev/vda itself (no root= on the command line, as with QEMU).
+      await fc.client.call('PUT /drives/{drive_id}', {
+        params: { drive_id: DRIVE_ID },
+        body: { drive_id: DRIVE_ID, path_on_host: layout.fc.drive, is_root_device: false, is_read_only: false, cache_type: 'Writeback' },
+      });
+      await fc.client.call('PUT /network-interfaces/{iface_id}', {
+        params: { iface_id: IFACE_ID },
+        body: { iface_id: IFACE_ID, host_dev_name: spec.network.tapName, guest_mac: spec.network.guestMac },
+      });
+      if (o.vsockCid !== undefined) await fc.client.call('PUT /vsock', { body: { guest_cid: o.vsockCid, uds_path: layout.fc.vsock } });
+      await fc.client.call('PUT /actions', { body: { action_type: 'InstanceStart' } });
+    });
+  }
+
+  /** Loads a snapshot into a fresh Firecracker process (only the logger and metrics are configured before the load). */
+  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: FirecrackerRestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const o = this.options;
+    // Refuse a format this binary cannot load before any process starts: a failed load is fatal to it.
+    await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
+    const backend = opts.memoryBackend ?? { type: 'File' as const };
+    const layout = this.layoutFor(spec, await this.resolveBinary());
+    const vm = this.handle(spec, layout, backend.type === 'File' ? files.memoryFile : '');
+    return this.start(vm, layout, 'restore', async (fc) => {
+      await configureLogging(fc, layout, o);
+      const exposed = await layout.exposeSnapshot(files, backend.type === 'Uffd' ? backend.socketPath : undefined);
+      const body: SnapshotLoadParams = {
+        snapshot_path: exposed.stateFile,
+        mem_backend: backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
+        resume_vm: opts.resume !== false,
+      };
+      if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
+      if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
+      if (opts.vsockOverride ?? (o.vsockCid !== undefined)) body.vsock_override = { uds_path: layout.fc.vsock };
+      try {
+        await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
+      } catch (err) {
+        // Firecracker treats a failed load as fatal: make sure the process is gone, then say why.
+        await terminate(fc.pid, 1000).catch(() => undefined);
+        const fault = isEmbersError(err) ? ((err.details.faultMessage as string | undefined) ?? err.message) : String(err);
+        const t = await failureTail(layout.launch);
+        throw new EmbersError('EMB_SNAPSHOT_LOAD_FAILED', `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`, {
+          stateFile: files.stateFile,
+          memoryBackend: backend,
+          faultMessage: fault,
+          method: 'PUT',
+          path: '/snapshot/load',
+          tail: t,
+        }, { cause: err });
+      }
+    });
+  }
+
+  async pause(vm: VmHandle): Promise<void> {
+    await this.client(vm).call('PATCH /vm', { body: { state: 'Paused' } });
+  }
+
+  async resume(vm: VmHandle): Promise<void> {
+    await this.client(vm).call('PATCH /vm', { body: { state: 'Resumed' } });
+  }
+
+  /** Writes vmstate.bin + memory.bin into `outDir` (the VM must be paused). */
+  async snapshot(vm: VmHandle, outDir: string, opts: FirecrackerSnapshotOptions = {}): Promise<VmSnapshotFiles> {
+    const type = opts.type ?? 'Full';
+    if (type === 'Diff' && !this.options.diffSnapshots) {
+      throw new EmbersError('EMB_CONFIG_INVALID', `a Diff snapshot of ${vm.name} needs dirty page tracking: enable diffSnapshots in the Firecracker driver options`, { vm: vm.name });
+    }
+    const api = this.client(vm);
+    const info = await api.call('GET /', {});
+    if (info.state !== 'Paused') {
+      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`, { vm: vm.name, state: info.state });
+    }
+    const layout = this.layoutFor(vm.spec);
+    const targets = layout.snapshotTargets(outDir);
+    await api.call('PUT /snapshot/create', { body: { snapshot_type: type, snapshot_path: targets.stateFile, mem_file_path: targets.memoryFile }, timeoutMs: this.options.snapshotTimeoutMs });
+    return targets.collect();
+  }
+
+  async stop(vm: VmHandle): Promise<void> {
+    await this.stopWithSteps(vm);
+  }
+
+  /** `stop`, returning the escalation steps it took. */
+  async stopWithSteps(vm: VmHandle): Promise<StopStep[]> {
+    const layout = this.layoutFor(vm.spec);
+    const steps = (await this.isOurs(vm))
+      ? await stopFirecracker(vm.pid, this.client(vm), { ctrlAltDelGraceMs: this.options.ctrlAltDelGraceMs, sigtermGraceMs: this.options.sigtermGraceMs })
+      : (['already-exited'] as StopStep[]);
+    await rm(vm.controlSocket, { force: true });
+    await rm(layout.vsockHost, { force: true });
+    const leaked = await layout.cleanup();
+    if (leaked.length > 0) throw new EmbersError('EMB_VMM_CLEANUP_FAILED', `stopping ${vm.name} left ${leaked.join(', ')}`, { vm: vm.name, leaked, steps });
+    return steps;
+  }
+
+  async status(vm: VmHandle): Promise<VmState> {
+    if (!(await this.isOurs(vm))) return 'stopped';
+    try {
+      const info = await this.client(vm).call('GET /', { timeoutMs: 3000 });
+      return info.state === 'Running' ? 'running' : info.state === 'Paused' ? 'paused' : 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  /** True if the handle's pid is alive and still this VM's Firecracker (pids are reused). */
+  async isOurs(vm: VmHandle): Promise<boolean> {
+    if (vm.pid <= 0 || !(await pidAlive(vm.pid))) return false;
+    const cmdline = await pidCmdline(vm.pid);
+    const id = this.layoutFor(vm.spec).id;
+    return !!cmdline && cmdline.some((a) => a.includes(id));
+  }
+
+  /**
+   * The VM's layout: paths as the host and as Firecracker see them, and its command line
+   * (built with `binary`; stopping or inspecting a VM does not need the binary to exist).
+   */
+  layoutFor(spec: VmSpec, binary = this.options.binary): VmLayout {
+    const o = this.options;
+    return vmLayout(spec, { binary, netns: o.netns, mountNamespace: o.mountNamespace, jailer: o.jailer });
+  }
+
+  private handle(spec: VmSpec, layout: VmLayout, memoryFile: string): VmHandle {
+    return {
+      kind: 'firecracker',
+      name: spec.name,
+      pid: 0,
+      dir: spec.dir,
+      accelerator: 'kvm',
+      controlSocket: layout.launch.apiSocket,
+      consoleLog: layout.launch.stdoutPath,
+      vmmLog: layout.launch.stderrPath,
+      memoryFile,
+      spec,
+    };
+  }
+
+  private async start(vm: VmHandle, layout: VmLayout, mode: 'boot' | 'restore', configure: (fc: RunningFirecracker) => Promise<void>): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    await layout.prepare(mode);
+    let fc: RunningFirecracker;
+    try {
+      fc = await startFirecracker(layout.launch, { startTimeoutMs: this.options.startTimeoutMs, apiTimeoutMs: this.options.apiTimeoutMs });
+    } catch (err) {
+      await layout.cleanup();
+      throw err;
+    }
+    vm.pid = fc.pid;
+    try {
+      const t1 = performance.now();
+      await configure(fc);
+      return { vm, timings: { spawnMs: fc.spawnMs, loadMs: performance.now() - t1 } };
+    } catch (err) {
+      await terminate(fc.pid, 1000).catch(() => undefined);
+      await rm(layout.launch.apiSocket, { force: true });
+      await rm(layout.vsockHost, { force: true });
+      await layout.cleanup();
+      if (err instanceof EmbersError && err.code !== 'EMB_SNAPSHOT_LOAD_FAILED' && err.details.tail === undefined) {
+        err.details.tail = await failureTail(layout.launch);
+      }
+      throw err;
+    }
+  }
+
+  private client(vm: VmHandle): FirecrackerClient {
+    return new FirecrackerClient(vm.controlSocket, { timeoutMs: this.options.apiTimeoutMs });
+  }
+
+  private readVersions(): Promise<{ binary: string; snapshot: string }> {
+    this.versions ??= (async () => {
+      const bin = await this.resolveBinary();
+      return { binary: await binaryVersion(bin), snapshot: await binarySnapshotVersion(bin) };
+    })();
+    this.versions.catch(() => (this.versions = undefined));
+    return this.versions;
+  }
+
+  private resolveBinary(): Promise<string> {
+    this.binaryPath ??= findFirecracker(this.options.binary).then((found) => {
+      if (!found) {
+        throw new EmbersError('EMB_VMM_NOT_FOUND', `Firecracker binary ${this.options.binary} not found`, { binary: this.options.binary }, {
+          hint: 'download a release from https://github.com/firecracker-microvm/firecracker/releases and pass its path (--firecracker-bin or EMBERS_FIRECRACKER_BIN)',
+        });
+      }
+      return found;
+    });
+    this.binaryPath.catch(() => (this.binaryPath = undefined));
+    return this.binaryPath;
+  }
+}
+
+/** PUT /logger and /metrics: the only calls Firecracker accepts before a snapshot load. */
+async function configureLogging(fc: RunningFirecracker, layout: VmLayout, o: ResolvedFirecrackerOptions): Promise<void> {
+  await fc.client.call('PUT /logger', { body: { log_path: layout.fc.log, level: o.logLevel, show_level: true, show_log_origin: false } });
+  await fc.client.call('PUT /metrics', { body: { metrics_path: layout.fc.metrics } });
+}
+
+/** The absolute path of an executable Firecracker: `binary` as a path, or looked up on PATH. */
+export async function findFirecracker(binary: string): Promise<string | undefined> {
+  const candidate = binary.includes('/') ? binary : await which(binary);
+  if (!candidate) return undefined;
+  return access(candidate, constants.X_OK).then(
+    () => candidate,
+    () => undefined,
+  );
+}
+

@@ -1,0 +1,99 @@
+/**
+ * The Firecracker driver's options, every one with its default, and the compiled form in
+ * which nothing is undefined.
+ */
+import type { Logger } from './api-types.js';
+import type { JailerOptions } from './jailer.js';
+import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
+
+export interface FirecrackerDriverOptions {
+  /** The firecracker binary (a path, or a name looked up on PATH).
+   * @default process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker' */
+  binary?: string;
+  /** Run Firecracker inside the VM's netns (`ip netns exec <VmSpec.network.netns>`). Off only
+   * to run a stand-in VMM directly in tests. @default true */
+  netns?: boolean;
+  /** The private mount namespace that makes every clone open its own disk at one fixed path
+   * (see mount-namespace.ts); `false` runs Firecracker in the host's mount namespace with the
+   * drive at the disk's own path (restores then reopen the booted VM's disk path).
+   * @default { fixedDir: '/run/embers/fc' } */
+  mountNamespace?: false | { fixedDir?: string };
+  /** Start Firecracker through the jailer (chroot, uid/gid, cgroup v2); replaces the mount
+   * namespace. @default undefined (no jailer) */
+  jailer?: JailerOptions;
+  /** Track dirty pages from boot (and after restores) so Diff snapshots can be taken.
+   * @default false */
+  diffSnapshots?: boolean;
+  /** Give every VM a vsock device with this guest CID (host side: `<dir>/vsock.sock`).
+   * @default undefined (no vsock) */
+  vsockCid?: number;
+  /** Firecracker's log level. @default 'Info' */
+  logLevel?: NonNullable<Logger['level']>;
+  /** How long to wait for the API socket and its first answer, in ms. @default 10000 */
+  startTimeoutMs?: number;
+  /** Timeout of one API call, in ms. @default 10000 */
+  apiTimeoutMs?: number;
+  /** Timeout of PUT /snapshot/create and /snapshot/load, in ms. @default 120000 */
+  snapshotTimeoutMs?: number;
+  /** How long a running guest gets to reboot after SendCtrlAltDel, in ms. @default 3000 */
+  ctrlAltDelGraceMs?: number;
+  /** How long after SIGTERM before SIGKILL, in ms. @default 3000 */
+  sigtermGraceMs?: number;
+}
+
+/** The options with every default applied. */
+export interface ResolvedFirecrackerOptions {
+  binary: string;
+  netns: boolean;
+  mountNamespace: false | { fixedDir: string };
+  jailer: JailerOptions | undefined;
+  diffSnapshots: boolean;
+  vsockCid: number | undefined;
+  logLevel: NonNullable<Logger['level']>;
+  startTimeoutMs: number;
+  apiTimeoutMs: number;
+  snapshotTimeoutMs: number;
+  ctrlAltDelGraceMs: number;
+  sigtermGraceMs: number;
+}
+
+export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): ResolvedFirecrackerOptions {
+  const mountNs = opts.mountNamespace === false || opts.jailer ? false : { fixedDir: opts.mountNamespace?.fixedDir ?? DEFAULT_FIXED_DIR };
+  return {
+    binary: opts.binary ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker',
+    netns: opts.netns ?? true,
+    mountNamespace: mountNs,
+    jailer: opts.jailer,
+    diffSnapshots: opts.diffSnapshots ?? false,
+    vsockCid: opts.vsockCid,
+    logLevel: opts.logLevel ?? 'Info',
+    startTimeoutMs: opts.startTimeoutMs ?? 10_000,
+    apiTimeoutMs: opts.apiTimeoutMs ?? 10_000,
+    snapshotTimeoutMs: opts.snapshotTimeoutMs ?? 120_000,
+    ctrlAltDelGraceMs: opts.ctrlAltDelGraceMs ?? 3000,
+    sigtermGraceMs: opts.sigtermGraceMs ?? 3000,
+  };
+}
+
+export interface FirecrackerSnapshotOptions {
+  /** Full: all guest memory. Diff: only pages dirtied since the last snapshot (needs
+   * `diffSnapshots`); the memory file is sparse and must be layered on the previous one.
+   * @default 'Full' */
+  type?: 'Full' | 'Diff';
+}
+
+export interface FirecrackerRestoreOptions {
+  /** Resume the VM once loaded. @default true */
+  resume?: boolean;
+  /** How guest memory is served: mapped from the memory file (File), or by the page-fault
+   * handler listening on `socketPath` (Uffd; the memory file is then not used by
+   * Firecracker). @default { type: 'File' } */
+  memoryBackend?: { type: 'File' } | { type: 'Uffd'; socketPath: string };
+  /** The tap the snapshot was taken with (the manifest's guestNetwork.tapName). A network
+   * override is sent unless it is known to equal VmSpec.network.tapName. @default unknown */
+  snapshotTapName?: string;
+  /** Re-point the snapshot's vsock device at this VM's socket. @default true when the driver has `vsockCid` */
+  vsockOverride?: boolean;
+  /** Track dirty pages after the load (for a later Diff snapshot). @default `diffSnapshots` */
+  trackDirtyPages?: boolean;
+}

@@ -1,0 +1,54 @@
+/**
+ * Picks the hypervisor driver for this host. Firecracker by default where it can run — its
+ * binary exists and KVM is hardware-backed — QEMU otherwise (QEMU also runs under TCG).
+ * An explicit request for Firecracker on a host that cannot run it is an error that says
+ * what is missing.
+ */
+import { EmbersError } from '../errors.js';
+import { detectAccelerator } from './accel.js';
+import type { Accelerator, HypervisorDriver } from './driver.js';
+import { FirecrackerDriver, findFirecracker, type FirecrackerDriverOptions } from './firecracker/driver.js';
+import { QemuDriver } from './qemu/driver.js';
+
+export interface SelectDriverOptions {
+  /** Which VMM: 'auto' prefers Firecracker where it can run. @default 'auto' */
+  vmm?: 'auto' | 'qemu' | 'firecracker';
+  /** The firecracker binary. @default process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker' (on PATH) */
+  firecrackerBin?: string;
+  /** Accelerator for QEMU; 'tcg' also rules Firecracker out under 'auto'. @default 'auto' */
+  accel?: 'auto' | Accelerator;
+  /** Further options for the Firecracker driver, if it is chosen. @default {} */
+  firecracker?: Omit<FirecrackerDriverOptions, 'binary'>;
+}
+
+export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ driver: HypervisorDriver; reason: string }> {
+  const vmm = opts.vmm ?? 'auto';
+  const accel = opts.accel ?? 'auto';
+  if (!['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_CONFIG_INVALID', `vmm must be auto, qemu or firecracker, not "${vmm}"`, { vmm });
+  const qemu = () => new QemuDriver({ accel });
+  if (vmm === 'qemu') return { driver: qemu(), reason: 'QEMU requested' };
+
+  const wanted = opts.firecrackerBin ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker';
+  const from = opts.firecrackerBin ? 'the --firecracker-bin option' : process.env.EMBERS_FIRECRACKER_BIN ? 'EMBERS_FIRECRACKER_BIN' : 'PATH';
+  const binary = await findFirecracker(wanted);
+  const probe = await detectAccelerator('auto');
+  const hardwareKvm = probe.accelerator === 'kvm';
+  const missing: string[] = [];
+  if (!binary) missing.push(`no executable Firecracker binary (${wanted}, from ${from})`);
+  if (!hardwareKvm) missing.push(`no hardware-backed KVM (${probe.reason})`);
+  if (accel === 'tcg') missing.push('TCG was requested and Firecracker runs only on KVM');
+
+  if (vmm === 'firecracker') {
+    if (missing.length > 0) {
+      const code = !binary ? 'EMB_VMM_NOT_FOUND' : 'EMB_VMM_KVM_UNAVAILABLE';
+      throw new EmbersError(code, `Firecracker was requested but this host has ${missing.join(' and ')}`, { binary: wanted, binaryFound: !!binary, hardwareKvm, kvm: probe.reason, accel }, {
+        hint: !binary
+          ? 'download a Firecracker release and pass its path with --firecracker-bin or EMBERS_FIRECRACKER_BIN, on a host with hardware KVM; or use --vmm qemu'
+          : 'run on a host whose CPU has vmx/svm and /dev/kvm from kvm_intel or kvm_amd, or use --vmm qemu',
+      });
+    }
+    return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker requested: ${binary}, ${probe.reason}` };
+  }
+  if (missing.length === 0) return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker at ${binary} and ${probe.reason}` };
+  return { driver: qemu(), reason: `QEMU, since Firecracker cannot run here: ${missing.join(' and ')}` };
+}

@@ -1,0 +1,374 @@
+/**
+ * The Firecracker driver against its API contract. The driver starts the fake `firecracker`
+ * executable (test/fixtures/fake-firecracker.mjs) through its real supervision path (spawn,
+ * wait for the socket racing death, stale socket removal, escalation) and talks to it over a
+ * real Unix socket; the fake checks every request against the vendored Swagger spec and
+ * answers as the spec says. Each flow then asserts that every request was valid, and what
+ * the requests were. The netns wrapper is off (the fake runs directly); the mount-namespace
+ * wrapper is exercised for real by its own tests below.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EmbersError, isEmbersError } from '../../src/errors.js';
+import type { VmHandle, VmSnapshotFiles } from '../../src/vmm/driver.js';
+import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
+import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
+import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
+import { pidAlive } from '../../src/vmm/process.js';
+import { ensureFakeExecutable, find, makeSpec, operations, recorded, setKnobs, type RecordedRequest } from '../helpers/fake-firecracker.js';
+import { loadSpec, SpecValidator } from '../helpers/swagger-validator.js';
+import { repoPath } from '../helpers/repo.js';
+
+let root: string;
+let fake: string;
+const started: number[] = [];
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'embers-fc-contract-'));
+  fake = await ensureFakeExecutable();
+});
+
+after(async () => {
+  for (const pid of started) if (await pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  await rm(root, { recursive: true, force: true });
+});
+
+function driver(opts: FirecrackerDriverOptions = {}): FirecrackerDriver {
+  return new FirecrackerDriver({ binary: fake, netns: false, mountNamespace: false, ctrlAltDelGraceMs: 2000, sigtermGraceMs: 1000, ...opts });
+}
+
+function track<T extends { vm: VmHandle }>(r: T): T {
+  started.push(r.vm.pid);
+  return r;
+}
+
+/** Every request the fake received conformed to the spec and was accepted. */
+function assertAllValid(reqs: RecordedRequest[]): void {
+  const bad = reqs.filter((r) => r.method && (r.ok !== true || (r.status !== 200 && r.status !== 204)));
+  assert.deepEqual(bad, [], 'every request conforms to the spec and is accepted');
+}
+
+const BOOT_SEQUENCE = ['PUT /logger', 'PUT /metrics', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/{drive_id}', 'PUT /network-interfaces/{iface_id}', 'PUT /vsock', 'PUT /actions'];
+
+test('boot configures every device kind with spec-valid requests; pause, Full and Diff snapshots, resume, shutdown via SendCtrlAltDel', async () => {
+  const d = driver({ vsockCid: 3, diffSnapshots: true });
+  const spec = await makeSpec(root, 'boot');
+  // Stale sockets from a crashed run: Firecracker refuses to start on an existing path.
+  await writeFile(join(spec.dir, 'api.sock'), 'stale');
+  await writeFile(join(spec.dir, 'vsock.sock'), 'stale');
+
+  const { vm, timings } = track(await d.boot(spec));
+  assert.ok(vm.pid > 0 && (await pidAlive(vm.pid)));
+  assert.ok(timings.spawnMs > 0 && timings.loadMs >= 0);
+  assert.equal(vm.kind, 'firecracker');
+  assert.equal(await d.status(vm), 'running');
+  assert.match(await readFile(vm.consoleLog, 'utf8'), /fake guest: booting/);
+
+  let reqs = await recorded(spec.dir);
+  assertAllValid(reqs);
+  assert.deepEqual(operations(reqs).filter((o) => o !== 'GET /'), BOOT_SEQUENCE);
+  assert.deepEqual(find(reqs, 'PUT /machine-config')[0].body, { vcpu_count: 2, mem_size_mib: 64, smt: false, track_dirty_pages: true });
+  assert.deepEqual(find(reqs, 'PUT /boot-source')[0].body, { kernel_image_path: spec.kernelPath, initrd_path: spec.initrdPath, boot_args: spec.cmdline });
+  assert.equal(find(reqs, 'PUT /drives/{drive_id}')[0].url, '/drives/vda');
+  assert.deepEqual(find(reqs, 'PUT /drives/{drive_id}')[0].body, { drive_id: 'vda', path_on_host: spec.diskPath, is_root_device: false, is_read_only: false, cache_type: 'Writeback' });
+  assert.deepEqual(find(reqs, 'PUT /network-interfaces/{iface_id}')[0].body, { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'AA:FC:00:00:00:01' });
+  assert.deepEqual(find(reqs, 'PUT /vsock')[0].body, { guest_cid: 3, uds_path: join(spec.dir, 'vsock.sock') });
+  assert.deepEqual(find(reqs, 'PUT /logger')[0].body, { log_path: join(spec.dir, 'firecracker.log'), level: 'Info', show_level: true, show_log_origin: false });
+  assert.deepEqual(find(reqs, 'PUT /metrics')[0].body, { metrics_path: join(spec.dir, 'metrics.json') });
+  assert.deepEqual(find(reqs, 'PUT /actions')[0].body, { action_type: 'InstanceStart' });
+
+  // A snapshot of a running VM is refused before Firecracker is asked.
+  await assert.rejects(d.snapshot(vm, join(root, 'never')), (e) => isEmbersError(e, 'EMB_VMM_COMMAND_FAILED') && /must be paused/.test((e as Error).message));
+
+  await d.pause(vm);
+  assert.equal(await d.status(vm), 'paused');
+  const full = join(root, 'snap-full');
+  const diff = join(root, 'snap-diff');
+  await mkdir(full);
+  await mkdir(diff);
+  const files = await d.snapshot(vm, full);
+  assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin') });
+  assert.equal(await readSnapshotFormatVersion(files.stateFile), '8.0.0');
+  assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
+  await d.snapshot(vm, diff, { type: 'Diff' });
+  await d.resume(vm);
+  assert.equal(await d.status(vm), 'running');
+
+  const steps = await d.stopWithSteps(vm);
+  assert.deepEqual(steps, ['SendCtrlAltDel']);
+  assert.equal(await pidAlive(vm.pid), false);
+  await assert.rejects(access(vm.controlSocket), 'the API socket is removed');
+  assert.equal(await d.status(vm), 'stopped');
+
+  reqs = await recorded(spec.dir);
+  assertAllValid(reqs);
+  assert.deepEqual(find(reqs, 'PATCH /vm').map((r) => r.body), [{ state: 'Paused' }, { state: 'Resumed' }]);
+  assert.deepEqual(find(reqs, 'PUT /snapshot/create').map((r) => r.body), [
+    { snapshot_type: 'Full', snapshot_path: join(full, 'vmstate.bin'), mem_file_path: join(full, 'memory.bin') },
+    { snapshot_type: 'Diff', snapshot_path: join(diff, 'vmstate.bin'), mem_file_path: join(diff, 'memory.bin') },
+  ]);
+  assert.deepEqual(find(reqs, 'PUT /actions').at(-1)!.body, { action_type: 'SendCtrlAltDel' });
+});
+
+/** A booted VM's Full snapshot (its VM stopped), for the restore tests. */
+async function snapshotOf(name: string, opts: FirecrackerDriverOptions = {}): Promise<VmSnapshotFiles> {
+  const d = driver(opts);
+  const spec = await makeSpec(root, name);
+  const { vm } = track(await d.boot(spec));
+  await d.pause(vm);
+  const out = join(root, `${name}-snapshot`);
+  await mkdir(out);
+  const files = await d.snapshot(vm, out);
+  await d.stop(vm);
+  return files;
+}
+
+test('restore (File backend): a fresh process gets only logger and metrics before the load; network and vsock overrides; resume_vm', async () => {
+  const files = await snapshotOf('src-file', { vsockCid: 3, diffSnapshots: true });
+  const d = driver({ vsockCid: 3, diffSnapshots: true });
+  const spec = await makeSpec(root, 'clone-file', { network: { netns: 'embers-test-x', tapName: 'tap-slot7', guestMac: 'AA:FC:00:00:00:01' } });
+  const { vm, timings } = track(await d.restore(spec, files, { snapshotTapName: 'tap0' }));
+  assert.ok(timings.loadMs >= 0);
+  assert.equal(vm.memoryFile, files.memoryFile);
+  assert.equal(await d.status(vm), 'running');
+
+  const reqs = await recorded(spec.dir);
+  assertAllValid(reqs);
+  assert.deepEqual(operations(reqs).filter((o) => o !== 'GET /'), ['PUT /logger', 'PUT /metrics', 'PUT /snapshot/load']);
+  assert.deepEqual(find(reqs, 'PUT /snapshot/load')[0].body, {
+    snapshot_path: files.stateFile,
+    mem_backend: { backend_type: 'File', backend_path: files.memoryFile },
+    resume_vm: true,
+    track_dirty_pages: true,
+    network_overrides: [{ iface_id: 'eth0', host_dev_name: 'tap-slot7' }],
+    vsock_override: { uds_path: join(spec.dir, 'vsock.sock') },
+  });
+  // What the restored VM now uses, as Firecracker reports it.
+  const config = await new FirecrackerClient(vm.controlSocket).call('GET /vm/config', {});
+  assert.equal(config['network-interfaces']?.[0].host_dev_name, 'tap-slot7');
+  assert.equal(config.vsock?.uds_path, join(spec.dir, 'vsock.sock'));
+  assert.equal(config['machine-config']?.mem_size_mib, 64);
+  await d.stop(vm);
+});
+
+test('restore: no network override when the slot tap is the snapshot tap; resume_vm false leaves it paused until resume', async () => {
+  const files = await snapshotOf('src-same');
+  const d = driver();
+  const spec = await makeSpec(root, 'clone-same');
+  const { vm } = track(await d.restore(spec, files, { snapshotTapName: 'tap0', resume: false }));
+  const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
+  assert.deepEqual(load.body, { snapshot_path: files.stateFile, mem_backend: { backend_type: 'File', backend_path: files.memoryFile }, resume_vm: false });
+  assert.equal(await d.status(vm), 'paused');
+  await d.resume(vm);
+  assert.equal(await d.status(vm), 'running');
+  assertAllValid(await recorded(spec.dir));
+  await d.stop(vm);
+});
+
+test('restore (Uffd backend): the load names the page-fault handler socket, and Firecracker connects to it', async () => {
+  const files = await snapshotOf('src-uffd');
+  const uffdSocket = join(root, 'uffd.sock');
+  const handshake = new Promise<string>((resolve) => {
+    const server = createServer((conn) => {
+      let text = '';
+      conn.on('data', (c) => (text += c.toString()));
+      conn.on('end', () => {
+        server.close();
+        resolve(text);
+      });
+    });
+    server.listen(uffdSocket);
+  });
+  const d = driver();
+  const spec = await makeSpec(root, 'clone-uffd');
+  const { vm } = track(await d.restore(spec, files, { memoryBackend: { type: 'Uffd', socketPath: uffdSocket } }));
+  const mappings = JSON.parse(await handshake) as { size: number; page_size: number }[];
+  assert.equal(mappings[0].size, 64 * 1024 * 1024);
+  assert.equal(vm.memoryFile, '', 'memory is served by the handler, not mapped from a file');
+  const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
+  assert.deepEqual(load.body?.mem_backend, { backend_type: 'Uffd', backend_path: uffdSocket });
+  assertAllValid(await recorded(spec.dir));
+  await d.stop(vm);
+});
+
+test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes back to the API', async () => {
+  const d = driver({ ctrlAltDelGraceMs: 300, sigtermGraceMs: 300 });
+  const a = await makeSpec(root, 'stubborn-term');
+  await setKnobs(a.dir, { ignoreCtrlAltDel: true });
+  const vmA = track(await d.boot(a)).vm;
+  assert.deepEqual(await d.stopWithSteps(vmA), ['SendCtrlAltDel', 'SIGTERM+SIGKILL']);
+  assert.equal(await pidAlive(vmA.pid), false);
+  let reqs = await recorded(a.dir);
+  const tail = reqs.slice(reqs.findIndex((r) => r.body?.action_type === 'SendCtrlAltDel'));
+  assert.deepEqual(
+    tail.map((r) => r.signal ?? r.event ?? `${r.method} ${r.template}`),
+    ['PUT /actions', 'SIGTERM', 'exit'],
+    'after SendCtrlAltDel only signals follow',
+  );
+
+  const b = await makeSpec(root, 'stubborn-kill');
+  await setKnobs(b.dir, { ignoreCtrlAltDel: true, ignoreSigterm: true });
+  const vmB = track(await d.boot(b)).vm;
+  assert.deepEqual(await d.stopWithSteps(vmB), ['SendCtrlAltDel', 'SIGTERM+SIGKILL']);
+  assert.equal(await pidAlive(vmB.pid), false);
+  reqs = await recorded(b.dir);
+  assert.deepEqual(
+    reqs.slice(reqs.findIndex((r) => r.body?.action_type === 'SendCtrlAltDel')).map((r) => r.signal ?? r.event ?? `${r.method} ${r.template}`),
+    ['PUT /actions', 'SIGTERM'],
+    'SIGTERM was ignored, SIGKILL ended it (no exit record), no API call after the signal',
+  );
+
+  // A paused guest cannot act on Ctrl+Alt+Del: straight to signals.
+  const c = await makeSpec(root, 'paused-stop');
+  const vmC = track(await d.boot(c)).vm;
+  await d.pause(vmC);
+  assert.deepEqual(await d.stopWithSteps(vmC), ['SIGTERM+SIGKILL']);
+  assert.equal(find(await recorded(c.dir), 'PUT /actions').length, 1, 'only InstanceStart');
+});
+
+test('the spec validator refuses a missing required field, a wrong enum, an unknown field, a wrong type, a value below its minimum', () => {
+  const v = new SpecValidator(loadSpec(repoPath('src/vmm/firecracker/firecracker-api.yaml')));
+  const check = (method: string, url: string, body: unknown) => v.validateRequest(method, url, body);
+  assert.deepEqual(check('PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 128 }).ok, true);
+  const cases: [string, string, unknown, RegExp][] = [
+    ['PUT', '/machine-config', { vcpu_count: 2 }, /body\.mem_size_mib is required/],
+    ['PATCH', '/vm', { state: 'Stopped' }, /body\.state: "Stopped" is not one of "Paused", "Resumed"/],
+    ['PUT', '/drives/vda', { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false, readonly: true }, /body\.readonly is not a field/],
+    ['PUT', '/machine-config', { vcpu_count: '2', mem_size_mib: 128 }, /body\.vcpu_count: expected an integer/],
+    ['PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 128 }, /below the minimum 1/],
+    ['PUT', '/machine-config', { vcpu_count: 33, mem_size_mib: 128 }, /above the maximum 32/],
+    ['PUT', '/vsock', { guest_cid: 2, uds_path: '/v' }, /below the minimum 3/],
+    ['PUT', '/snapshot/load', { snapshot_path: '/s', mem_backend: { backend_type: 'Anonymous', backend_path: '/m' } }, /backend_type: "Anonymous" is not one of/],
+    ['PUT', '/snapshot/load', { snapshot_path: '/s', network_overrides: [{ iface_id: 'eth0' }] }, /network_overrides\[0\]\.host_dev_name is required/],
+    ['PUT', '/actions', undefined, /needs a body/],
+    ['GET', '/', { x: 1 }, /takes no body/],
+  ];
+  for (const [method, url, body, expected] of cases) {
+    const r = check(method, url, body);
+    assert.equal(r.ok, false, `${method} ${url} ${JSON.stringify(body)}`);
+    assert.match(!r.ok ? r.errors.join('; ') : '', expected);
+  }
+  const notFound = check('PUT', '/no-such-thing', {});
+  assert.ok(!notFound.ok && notFound.status === 404);
+  const badMethod = check('DELETE', '/vm', undefined);
+  assert.ok(!badMethod.ok && badMethod.status === 405);
+});
+
+test('an invalid request on the wire is refused with 400 and surfaces as EMB_VMM_API_FAULT with method, path and fault_message', async () => {
+  const d = driver();
+  const spec = await makeSpec(root, 'wire');
+  const { vm } = track(await d.boot(spec));
+  const client = new FirecrackerClient(vm.controlSocket);
+  await assert.rejects(client.call('PATCH /vm', { body: { state: 'Sleeping' } as never }), (e) => {
+    assert.ok(isEmbersError(e, 'EMB_VMM_API_FAULT'));
+    assert.equal(e.details.method, 'PATCH');
+    assert.equal(e.details.path, '/vm');
+    assert.equal(e.details.statusCode, 400);
+    assert.match(String(e.details.faultMessage), /"Sleeping" is not one of/);
+    assert.match(e.message, /Firecracker refused PATCH \/vm \(HTTP 400\)/);
+    return true;
+  });
+  await d.stop(vm);
+});
+
+test('a 400 during boot fails the boot with the fault_message, method and path; the process is stopped and its socket removed', async () => {
+  const d = driver();
+  const spec = await makeSpec(root, 'fault');
+  await setKnobs(spec.dir, { faults: { 'PUT /machine-config': 'Invalid Memory Configuration: cannot allocate 64 MiB' } });
+  let pid = 0;
+  await assert.rejects(d.boot(spec), (e) => {
+    assert.ok(e instanceof EmbersError && e.code === 'EMB_VMM_API_FAULT', String(e));
+    assert.equal(e.details.method, 'PUT');
+    assert.equal(e.details.path, '/machine-config');
+    assert.equal(e.details.faultMessage, 'Invalid Memory Configuration: cannot allocate 64 MiB');
+    assert.match(String(e.details.tail), /Invalid Memory Configuration/, 'the log tail is attached');
+    return true;
+  });
+  pid = (await recorded(spec.dir))[0].pid;
+  started.push(pid);
+  assert.equal(await pidAlive(pid), false);
+  await assert.rejects(access(join(spec.dir, 'api.sock')));
+});
+
+test('a Firecracker that dies at start: the error carries its stderr tail', async () => {
+  const d = driver();
+  const spec = await makeSpec(root, 'dies');
+  await setKnobs(spec.dir, { dieAtStart: 'Failed to open /dev/kvm: No such file or directory (os error 2)' });
+  await assert.rejects(d.boot(spec), (e) => {
+    assert.ok(isEmbersError(e, 'EMB_VMM_START_FAILED'), String(e));
+    assert.match(e.message, /Firecracker for dies exited with code 1 before its API was ready/);
+    assert.match(e.message, /Failed to open \/dev\/kvm: No such file or directory/);
+    assert.match(String(e.details.tail), /\[stderr .*vmm\.log\]/);
+    return true;
+  });
+});
+
+test('a missing binary is EMB_VMM_NOT_FOUND', async () => {
+  const d = new FirecrackerDriver({ binary: join(root, 'no-firecracker-here'), netns: false, mountNamespace: false });
+  await assert.rejects(d.version(), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
+  await assert.rejects(d.boot(await makeSpec(root, 'nobin')), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
+});
+
+test('versions: version() is the binary version; a snapshot whose format major differs is refused before any process starts', async () => {
+  const files = await snapshotOf('src-version');
+  const d = driver();
+  assert.equal(await d.version(), '1.16.1');
+  assert.equal(await d.snapshotVersion(), '8.0.0');
+  await d.checkSnapshotVersion('8.0.0');
+  await assert.rejects(d.checkSnapshotVersion('7.2.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'));
+
+  // A newer Firecracker whose snapshot format has another major.
+  const wrapper = join(root, 'firecracker-v2');
+  await writeFile(wrapper, `#!/bin/sh\nFAKE_FC_VERSION=2.0.0 FAKE_FC_SNAPSHOT_VERSION=9.0.0 exec ${fake} "$@"\n`);
+  await chmod(wrapper, 0o755);
+  const newer = driver({ binary: wrapper });
+  assert.equal(await newer.version(), '2.0.0');
+  const spec = await makeSpec(root, 'clone-version');
+  await assert.rejects(newer.restore(spec, files), (e) => {
+    assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'), String(e));
+    assert.match(e.message, /snapshot format v8\.0\.0 .* has major version 8, but .*firecracker-v2 v2\.0\.0 loads snapshot format v9\.0\.0 \(major 9\): refused before load/);
+    return true;
+  });
+  assert.deepEqual(await recorded(spec.dir), [], 'no Firecracker process was started');
+});
+
+test('a failed load is fatal: the process is gone and the error says why (firecracker#4014 without a mount namespace)', async () => {
+  // Without the mount namespace the snapshot records the booted VM's own disk path...
+  const d = driver();
+  const src = await makeSpec(root, 'src-gone');
+  const { vm } = track(await d.boot(src));
+  await d.pause(vm);
+  const out = join(root, 'src-gone-snapshot');
+  await mkdir(out);
+  const files = await d.snapshot(vm, out);
+  await d.stop(vm);
+  // ... so once that VM's disk is gone, no clone can load it.
+  await rm(src.diskPath);
+  const spec = await makeSpec(root, 'clone-gone');
+  await assert.rejects(d.restore(spec, files), (e) => {
+    assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_LOAD_FAILED'), String(e));
+    assert.ok(String(e.details.faultMessage).includes(src.diskPath), `the fault names the recorded drive path: ${String(e.details.faultMessage)}`);
+    assert.equal(e.details.path, '/snapshot/load');
+    assert.match(e.message, /could not load snapshot/);
+    return true;
+  });
+  const reqs = await recorded(spec.dir);
+  assert.equal(await pidAlive(reqs[0].pid), false, 'the process that failed the load is gone');
+  assertAllValid(reqs.filter((r) => r.template !== '/snapshot/load'));
+});
+
+test('every request the driver sent in this file conformed to the spec', async () => {
+  let n = 0;
+  for (const entry of await readdir(root)) {
+    if (entry === 'wire') continue; // that test sent an invalid request on purpose
+    const reqs = await recorded(join(root, entry));
+    const invalid = reqs.filter((r) => r.method && r.ok === false);
+    assert.deepEqual(invalid, [], `${entry}: requests that do not conform to the spec`);
+    n += reqs.filter((r) => r.method).length;
+  }
+  assert.ok(n > 50, `checked ${n} requests`);
+});
