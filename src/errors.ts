@@ -36,6 +36,15 @@ export const ERRORS = {
   EMB_IMAGE_LAYER_UNSUPPORTED: { summary: 'a layer uses a media type or tar feature embers does not read', hint: 'use gzip, zstd or uncompressed tar layers', exit: 65 },
   EMB_IMAGE_PLATFORM_MISSING: { summary: 'the image index has no linux/amd64 entry', hint: 'build or pull an image for linux/amd64', exit: 65 },
   EMB_IMAGE_FLATTEN_FAILED: { summary: 'building the ext4 rootfs from the image failed', hint: 'see the details; check free disk space under the embers home', exit: 70 },
+  EMB_IMAGE_REFERENCE_INVALID: { summary: 'the image reference is neither a local image nor a valid registry reference', hint: 'write REGISTRY[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST] (lowercase repository; docker.io and library/ are implied for short names), or a local image as a path, oci:PATH or docker-archive:PATH', exit: 64 },
+  EMB_IMAGE_CACHE_BUSY: { summary: 'the image cache stayed locked by another process (a pull, or `embers image gc`) for longer than embers waits', hint: 'wait for the other `embers image` command to finish (the lock file and its pid are in the details); a lock whose process died is taken over automatically', exit: 75 },
+
+  // registries (the OCI distribution API: Docker Hub, GHCR, Harbor, `registry`…)
+  EMB_REGISTRY_UNREACHABLE: { summary: 'the registry could not be reached, or the connection broke before the answer was complete (refused, reset, timed out), after retries', hint: 'check that the registry named in the details is up and reachable from this node; pull again: blob downloads resume where they stopped', exit: 69 },
+  EMB_REGISTRY_UNAVAILABLE: { summary: 'the registry kept answering with a server error or throttling (5xx, 429), after retries', hint: 'the registry is failing or rate-limiting this node: retry later', exit: 75 },
+  EMB_REGISTRY_AUTH: { summary: 'the registry or its token service refused the credentials, or asked for credentials embers does not have (HTTP 401/403)', hint: 'add an `auths` entry for the registry to the credentials file (EMBERS_REGISTRY_AUTH_FILE, default ~/.docker/config.json; docker config.json format) and check the user name, the password and the access to the repository', exit: 77 },
+  EMB_REGISTRY_TLS: { summary: 'the TLS connection to the registry failed (it serves plain HTTP, or its certificate is not trusted)', hint: 'for a registry serving plain HTTP on a trusted network, list it in EMBERS_INSECURE_REGISTRIES (host or host:port, comma-separated); for a private CA, pass it with NODE_EXTRA_CA_CERTS', exit: 69 },
+  EMB_REGISTRY_REQUEST_FAILED: { summary: 'the registry answered in a way embers does not expect (status, headers or body)', hint: 'see the status and the registry error code in the details; the server may not implement the OCI distribution API', exit: 70 },
 
   // disks
   EMB_DISK_CLONE_FAILED: { summary: 'creating the instance disk failed', hint: 'check free disk space under the embers home', exit: 70 },

@@ -89,6 +89,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
           .join(', ')})\taccelerator ${rec.vm.accelerator}`,
         { name: rec.name, cloneIp: rec.cloneIp, port: rec.function.port, accelerator: rec.vm.accelerator, timings: rec.timings },
       );
+      await node.pool.fill(); // refill the slot pool off the cold-start path
       return 0;
     }
     case 'invoke': {
@@ -209,6 +210,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         [`prepared in ${r.prepareMs} ms`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
         { id: r.manifest.id, prepareMs: r.prepareMs, clones },
       );
+      await node.pool.fill(); // refill the slot pool off the restore path
       return 0;
     }
     case 'ls': {

@@ -16,7 +16,7 @@
  * and the second rename loses harmlessly.
  */
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
 import { exists, fsyncPath, makeTempDir, sha256, sha256File, writeJsonAtomic } from '../util/fs.js';
@@ -347,6 +347,13 @@ async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; 
   try {
     r = await resolveInputs(kind, cacheDir);
   } catch (err) {
+    // apt cannot tell the current inputs (no package lists, e.g. after `apt-get clean`):
+    // a kit built earlier still boots, so use the newest one rather than fail
+    const newest = await newestKit(cacheDir, kind);
+    if (newest) {
+      progress(`cannot resolve the guest kit inputs (${err instanceof Error ? err.message : String(err)}); using the cached kit ${newest.cacheKey}`);
+      return newest;
+    }
     throw wrap(err);
   }
   const dir = join(cacheDir, `${kind}-${r.key}`);
@@ -404,6 +411,20 @@ async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; 
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+async function newestKit(cacheDir: string, kind: GuestKitKind): Promise<GuestKit | undefined> {
+  let best: { kit: GuestKit; builtAt: string } | undefined;
+  for (const kit of await listGuestKits(cacheDir)) {
+    if (kit.kind !== kind) continue;
+    try {
+      const { builtAt } = JSON.parse(await readFile(join(dirname(kit.kernelPath), MANIFEST), 'utf8')) as KitManifest;
+      if (!best || builtAt > best.builtAt) best = { kit, builtAt };
+    } catch {
+      /* vanished meanwhile */
+    }
+  }
+  return best?.kit;
 }
 
 /** The published kits under `cacheDir` (for `embers guest ls`). */

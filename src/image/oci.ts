@@ -34,9 +34,9 @@ export const MEDIA = {
   dockerLayerTar: 'application/vnd.docker.image.rootfs.diff.tar',
 } as const;
 
-const INDEX_TYPES = new Set<string>([MEDIA.ociIndex, MEDIA.dockerList]);
-const MANIFEST_TYPES = new Set<string>([MEDIA.ociManifest, MEDIA.dockerManifest]);
-const LAYER_TYPES = new Set<string>([
+export const INDEX_TYPES: ReadonlySet<string> = new Set<string>([MEDIA.ociIndex, MEDIA.dockerList]);
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set<string>([MEDIA.ociManifest, MEDIA.dockerManifest]);
+export const LAYER_TYPES: ReadonlySet<string> = new Set<string>([
   MEDIA.ociLayerTar,
   MEDIA.ociLayerGzip,
   MEDIA.ociLayerZstd,
@@ -49,7 +49,8 @@ const LAYER_TYPES = new Set<string>([
 ]);
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
-const MAX_JSON_BYTES = 8 * 1024 * 1024;
+/** Largest index, manifest or config embers reads. */
+export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 
 export interface Descriptor {
   mediaType?: string;
@@ -91,7 +92,7 @@ function manifestInvalid(message: string, details: Record<string, unknown> = {})
   return new EmbersError('EMB_IMAGE_MANIFEST_INVALID', message, details);
 }
 
-function parseJson(buf: Buffer, what: string, where: string): unknown {
+export function parseJson(buf: Buffer, what: string, where: string): unknown {
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (err) {
@@ -103,7 +104,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function checkDescriptor(v: unknown, what: string, where: string): Descriptor {
+export function checkDescriptor(v: unknown, what: string, where: string): Descriptor {
   if (!isObject(v)) throw manifestInvalid(`${what} is not a descriptor object (${where})`, { where });
   const { digest, size, mediaType, annotations, platform } = v;
   if (typeof digest !== 'string') throw manifestInvalid(`${what} has no digest (${where})`, { where });
@@ -368,7 +369,7 @@ function isAttestation(desc: Descriptor): boolean {
   return desc.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest';
 }
 
-function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' | 'manifest' {
+export function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' | 'manifest' {
   const mt = desc.mediaType ?? (typeof doc.mediaType === 'string' ? doc.mediaType : undefined);
   if (mt && INDEX_TYPES.has(mt)) return 'index';
   if (mt && MANIFEST_TYPES.has(mt)) return 'manifest';
@@ -381,7 +382,7 @@ function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' | 'mani
   throw manifestInvalid(`${desc.digest} is neither an image index nor a manifest`, { digest: desc.digest });
 }
 
-function checkIndex(doc: unknown, where: string): Descriptor[] {
+export function checkIndex(doc: unknown, where: string): Descriptor[] {
   if (!isObject(doc)) throw manifestInvalid(`image index is not a JSON object (${where})`, { where });
   if (doc.schemaVersion !== 2) throw manifestInvalid(`image index has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2 (${where})`, { where });
   if (!Array.isArray(doc.manifests)) throw manifestInvalid(`image index has no manifests array (${where})`, { where });
@@ -389,7 +390,7 @@ function checkIndex(doc: unknown, where: string): Descriptor[] {
 }
 
 /** Picks linux/amd64 among index entries (or the only entry when none says its platform). */
-function pickPlatform(entries: Descriptor[], where: string): Descriptor {
+export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
   const usable = entries.filter((d) => !isAttestation(d));
   const withPlatform = usable.filter((d) => d.platform);
   if (withPlatform.length > 0) {
@@ -425,7 +426,7 @@ async function resolveToManifest(source: ByteSource, desc: Descriptor, depth: nu
   return { desc, doc };
 }
 
-function parseConfig(doc: unknown, digest: string): { config: ImageConfig; diffIds?: string[]; os?: unknown; architecture?: unknown } {
+export function parseConfig(doc: unknown, digest: string): { config: ImageConfig; diffIds?: string[]; os?: unknown; architecture?: unknown } {
   if (!isObject(doc)) throw manifestInvalid(`image config ${digest} is not a JSON object`, { digest });
   const where = `config ${digest}`;
   const c = doc.config ?? {};
@@ -460,7 +461,7 @@ function parseConfig(doc: unknown, digest: string): { config: ImageConfig; diffI
   };
 }
 
-function checkPlatform(os: unknown, architecture: unknown, digest: string): void {
+export function checkPlatform(os: unknown, architecture: unknown, digest: string): void {
   if ((os !== undefined && os !== 'linux') || (architecture !== undefined && architecture !== 'amd64')) {
     throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`, { digest, os, architecture });
   }
@@ -630,6 +631,11 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
   }
 
   const { desc, doc } = await resolveToManifest(source, chosen, 0);
+  return resolveManifestDoc(ref, source, desc, doc);
+}
+
+/** The manifest → config → layers part of a resolution, shared by layouts and the pulled-blob store. */
+async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descriptor, doc: Record<string, unknown>): Promise<ResolvedImage> {
   const where = `manifest ${desc.digest}`;
   if (doc.schemaVersion !== 2) throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, { digest: desc.digest });
   const configDesc = checkDescriptor(doc.config, 'config', where);
@@ -727,5 +733,25 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
     await source.close();
     if (isEmbersError(err)) throw err;
     throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `reading ${ref} failed: ${err instanceof Error ? err.message : String(err)}`, { ref }, { cause: err });
+  }
+}
+
+/**
+ * Resolves an image whose blobs sit in a content-addressed store laid out like an OCI layout
+ * (`<root>/blobs/sha256/<hex>`), starting from a manifest (or index) digest: the registry pull
+ * path, so that pulled images are verified and flattened exactly as local layouts are.
+ */
+export async function resolveFromBlobs(reference: string, root: string, manifestDigest: string): Promise<ResolvedImage> {
+  if (!DIGEST_RE.test(manifestDigest)) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { reference, manifestDigest });
+  const source = new DirSource(root);
+  try {
+    const size = await source.size(blobName(manifestDigest));
+    if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `manifest ${manifestDigest} of ${reference} is not in the blob store ${root}`, { reference, manifestDigest, location: root }, { hint: 'pull the image again' });
+    const { desc, doc } = await resolveToManifest(source, { digest: manifestDigest, size }, 0);
+    return await resolveManifestDoc(reference, source, desc, doc);
+  } catch (err) {
+    await source.close();
+    if (isEmbersError(err)) throw err;
+    throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `reading ${reference} from ${root} failed: ${err instanceof Error ? err.message : String(err)}`, { reference }, { cause: err });
   }
 }

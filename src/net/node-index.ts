@@ -48,6 +48,15 @@ export async function claimNodeIndex(home: string): Promise<NodeClaim> {
   });
 }
 
+/** The index this home holds, if it holds one (claims nothing). */
+export async function lookupNodeIndex(home: string): Promise<number | undefined> {
+  for (const name of await readdir(NODES_DIR).catch(() => [] as string[])) {
+    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
+    if (owner === home && Number.isInteger(Number(name))) return Number(name);
+  }
+  return undefined;
+}
+
 export async function releaseNodeIndex(home: string, index: number): Promise<void> {
   const path = join(NODES_DIR, String(index));
   const owner = (await readFile(path, 'utf8').catch(() => '')).trim();

@@ -2,7 +2,7 @@ import { mkdir, readdir, rm, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { MAX_SLOTS, netnsPrefix, slotAddressing, vethPrefix, type SlotAddressing } from './addressing.js';
-import { claimNodeIndex, releaseNodeIndex } from './node-index.js';
+import { claimNodeIndex, lookupNodeIndex, releaseNodeIndex } from './node-index.js';
 import { createSlot, destroySlot, listLinks, listNetns } from './slot.js';
 
 export interface SlotPoolOptions {
@@ -136,6 +136,8 @@ export class SlotPool {
    * netns or veth of this node's naming that no recorded slot explains is removed.
    */
   async reconcile(liveOwners: Set<string>): Promise<void> {
+    // a home that holds no index and records no slot has nothing to reconcile: claim nothing
+    if ((await lookupNodeIndex(this.opts.home)) === undefined && (await this.createdIndexes()).length === 0) return;
     await this.nodeIndex();
     for (const index of await this.leasedIndexes()) {
       const owner = (await readFile(join(this.leasesDir, String(index)), 'utf8').catch(() => '')).trim();

@@ -76,7 +76,7 @@ export class EmbersNode {
 
   private constructor(private readonly opts: NodeOptions) {
     this.config = resolveConfig(opts);
-    this.images = new ImageStore(this.config.paths.images, join(this.config.paths.tmp, 'images'));
+    this.images = new ImageStore(this.config.paths.images, this.config.paths.tmp);
     this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(this.config.paths.instances);
     this.driver = new QemuDriver({ accel: this.config.accel });
@@ -249,13 +249,12 @@ export class EmbersNode {
     await this.instances.remove(name);
   }
 
+  /** Stops every instance, concurrently. */
   async stopAll(): Promise<string[]> {
-    const names: string[] = [];
-    for (const { name, record } of await this.instances.scan()) {
-      if (!record) continue;
-      await this.stop(name);
-      names.push(name);
-    }
+    const names = (await this.instances.scan()).filter((e) => e.record).map((e) => e.name);
+    const results = await Promise.allSettled(names.map((name) => this.stop(name)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     return names;
   }
 

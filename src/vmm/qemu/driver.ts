@@ -15,6 +15,8 @@ export interface QemuDriverOptions {
   binary?: string;
   /** How long to wait for QEMU's QMP socket. @default 15000 */
   startTimeoutMs?: number;
+  /** How long a running guest gets to power off cleanly before QEMU is told to quit. @default 15000 */
+  powerdownTimeoutMs?: number;
 }
 
 const STATE_FILE = 'vmstate.bin';
@@ -30,11 +32,13 @@ export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
   private readonly binary: string;
   private readonly startTimeoutMs: number;
+  private readonly powerdownTimeoutMs: number;
   private accelChoice: Promise<{ accelerator: Accelerator; reason: string }> | undefined;
 
   constructor(private readonly opts: QemuDriverOptions = {}) {
     this.binary = opts.binary ?? 'qemu-system-x86_64';
     this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
+    this.powerdownTimeoutMs = opts.powerdownTimeoutMs ?? 15_000;
   }
 
   accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
@@ -92,15 +96,21 @@ export class QemuDriver implements HypervisorDriver {
     return { stateFile, memoryFile };
   }
 
+  /**
+   * Stops the VM: a running guest is asked to power off (ACPI; its init stops the function
+   * and unmounts the disk cleanly), then QEMU is told to quit, then SIGTERM, then SIGKILL —
+   * each step only if the one before did not end the process.
+   */
   async stop(vm: VmHandle): Promise<void> {
     if (await this.isOurs(vm)) {
-      // Ask QEMU to quit, then escalate.
-      try {
-        await this.withQmp(vm, (qmp) => qmp.execute('quit', undefined, 3000), 2000);
-      } catch {
-        /* escalate below */
+      const running = (await this.status(vm)) === 'running';
+      if (running) {
+        await this.withQmp(vm, (qmp) => qmp.execute('system_powerdown', undefined, 2000), 2000).catch(() => undefined);
       }
-      if (!(await waitForExit(vm.pid, 3000))) await terminate(vm.pid);
+      if (!running || !(await waitForExit(vm.pid, this.powerdownTimeoutMs))) {
+        await this.withQmp(vm, (qmp) => qmp.execute('quit', undefined, 2000), 2000).catch(() => undefined);
+        if (!(await waitForExit(vm.pid, 3000))) await terminate(vm.pid);
+      }
     }
     await rm(vm.controlSocket, { force: true });
   }

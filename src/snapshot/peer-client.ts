@@ -1,0 +1,186 @@
+/**
+ * Pulls snapshots from a peer node (its `peer-server`), through the shared downloader: the same
+ * ranges, resume, verification and atomic publish as a pull from S3.
+ */
+import { EmbersError } from '../errors.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import type { LocalSnapshotStore } from './local-store.js';
+import { MANIFEST_NAME, isSnapshotId, type SnapshotFile } from './manifest.js';
+import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
+import { fetchSnapshot, isTransientTransferError, type RangeSource, type TransferOptions, type TransferResult } from './transfer.js';
+
+export interface PeerClientOptions {
+  /** The peer's base URL, e.g. `http://10.0.0.2:7070`. */
+  url: string;
+  /** The token the peer was started with. */
+  token: string;
+  /** Retry policy for `list` and `has` (a pull takes its own, in TransferOptions).
+   * @default { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 } */
+  retry?: RetryOptions;
+}
+
+export class PeerClient {
+  /** The peer's base URL, without a trailing slash. */
+  readonly url: string;
+  private readonly token: string;
+  private readonly retry: RetryPolicy;
+  private readonly source: RangeSource;
+
+  constructor(opts: PeerClientOptions) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(opts.url);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !['http:', 'https:'].includes(parsed.protocol)) {
+      throw new EmbersError('EMB_CONFIG_INVALID', `peer URL "${opts.url}" is not an http(s) URL`, { url: opts.url });
+    }
+    this.url = opts.url.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.retry = retryPolicy(opts.retry);
+    this.source = {
+      location: `peer ${this.url}`,
+      readManifest: (id, signal) => this.readManifest(id, signal),
+      readRange: (id, file, start, end, signal) => this.readRange(id, file, start, end, signal),
+    };
+  }
+
+  /** The snapshots the peer holds. */
+  async list(): Promise<PeerSnapshotList['snapshots']> {
+    return retry(
+      async () => {
+        const res = await this.request(PEER_API_PATH, 'GET', {}, undefined);
+        if (res.status !== 200) throw await this.unexpected(res, 'list snapshots');
+        try {
+          return ((await res.json()) as PeerSnapshotList).snapshots;
+        } catch (err) {
+          throw this.broken('the snapshot list', err);
+        }
+      },
+      isTransientTransferError,
+      this.retry,
+    );
+  }
+
+  /** True when the peer holds snapshot `id`. */
+  async has(id: string): Promise<boolean> {
+    checkId(id);
+    return retry(
+      async () => {
+        const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'HEAD', {}, undefined);
+        if (res.status === 200) return true;
+        if (res.status === 404) return false;
+        throw await this.unexpected(res, `HEAD ${id}/${MANIFEST_NAME}`);
+      },
+      isTransientTransferError,
+      this.retry,
+    );
+  }
+
+  /** Pulls snapshot `id` from the peer into `store`, under the same id (see `fetchSnapshot`). */
+  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+    return fetchSnapshot(store, this.source, id, options);
+  }
+
+  private async readManifest(id: string, signal: AbortSignal | undefined): Promise<string> {
+    checkId(id);
+    const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'GET', {}, signal);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `the peer ${this.url} has no snapshot ${id}`, { id, endpoint: this.url });
+    }
+    if (res.status !== 200) throw await this.unexpected(res, `GET ${id}/${MANIFEST_NAME}`);
+    try {
+      return await res.text();
+    } catch (err) {
+      throw this.broken(`${id}/${MANIFEST_NAME}`, err);
+    }
+  }
+
+  private async readRange(id: string, f: SnapshotFile, start: number, end: number, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
+    const path = `${PEER_API_PATH}/${id}/${f.name}`;
+    const mismatch = (what: string) =>
+      new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} at the peer ${this.url}: ${f.name} ${what}`, { id, file: f.name, endpoint: this.url });
+    const empty = start === end;
+    const res = await this.request(path, empty ? 'HEAD' : 'GET', empty ? {} : { Range: `bytes=${start}-${end - 1}` }, signal);
+    const fail = async (err: EmbersError): Promise<never> => {
+      await res.body?.cancel().catch(() => {});
+      throw err;
+    };
+    if (res.status === 404) return fail(mismatch(`is listed in its manifest but the peer does not serve it (${await errorCode(res)})`));
+    if (res.status === 416) return fail(mismatch(`is shorter there than the ${f.sizeBytes} bytes the manifest says`));
+    const sha = res.headers.get(PEER_SHA256_HEADER);
+    if (sha !== null && sha !== f.sha256) return fail(mismatch(`has sha256 ${sha} there, the manifest says ${f.sha256}`));
+    if (empty) {
+      if (res.status !== 200) return fail(await this.unexpected(res, `HEAD ${path}`));
+      const size = Number(res.headers.get('content-length'));
+      if (size !== f.sizeBytes) return fail(mismatch(`is ${size} bytes there, the manifest says ${f.sizeBytes}`));
+      return emptyBody();
+    }
+    if (res.status !== 206) return fail(await this.unexpected(res, `GET ${path} bytes=${start}-${end - 1}`));
+    const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+    if (!cr) return fail(new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`, { endpoint: this.url, path }));
+    if (Number(cr[3]) !== f.sizeBytes) return fail(mismatch(`is ${cr[3]} bytes there, the manifest says ${f.sizeBytes}`));
+    if (Number(cr[1]) !== start || Number(cr[2]) !== end - 1) {
+      return fail(new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`, { endpoint: this.url, path }));
+    }
+    if (!res.body) return fail(this.broken(path, undefined));
+    return res.body as unknown as AsyncIterable<Uint8Array>;
+  }
+
+  /** One HTTP request; network failures become EMB_REMOTE_UNREACHABLE, 401 EMB_PEER_AUTH, 5xx/429 EMB_REMOTE_UNAVAILABLE. */
+  private async request(path: string, method: 'GET' | 'HEAD', headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.url}${path}`, { method, headers: { ...headers, Authorization: `Bearer ${this.token}` }, signal });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      const code = causeCode(err);
+      throw new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`, { endpoint: this.url, path, cause: code ?? null }, { cause: err });
+    }
+    if (res.status === 401) {
+      await res.body?.cancel();
+      throw new EmbersError('EMB_PEER_AUTH', `the peer ${this.url} refused the token (401) for ${method} ${path}`, { endpoint: this.url, path });
+    }
+    if (res.status >= 500 || res.status === 429) {
+      const code = await errorCode(res);
+      throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`, { endpoint: this.url, path, status: res.status, serviceCode: code });
+    }
+    return res;
+  }
+
+  private async unexpected(res: Response, what: string): Promise<EmbersError> {
+    const code = await errorCode(res);
+    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} refused ${what} (${res.status} ${code})`, { endpoint: this.url, status: res.status, serviceCode: code });
+  }
+
+  private broken(what: string, cause: unknown): EmbersError {
+    return new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to the peer ${this.url} broke while reading ${what}`, { endpoint: this.url }, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** The `code` of a peer's JSON error body, or the status text. */
+async function errorCode(res: Response): Promise<string> {
+  try {
+    const body = (await res.json()) as { code?: unknown };
+    return typeof body.code === 'string' ? body.code : res.statusText;
+  } catch {
+    return res.statusText;
+  }
+}
+
+function causeCode(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string') return e.code;
+  }
+  return undefined;
+}
+
+function checkId(id: string): void {
+  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+}
+
+async function* emptyBody(): AsyncIterable<Uint8Array> {
+  /* nothing */
+}

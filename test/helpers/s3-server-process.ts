@@ -1,0 +1,209 @@
+/**
+ * An S3-compatible server for tests: s3rver (a file-backed S3 emulator from npm) behind a thin
+ * wrapper that fills the gaps of s3rver 3.7.1 that matter to embers:
+ *
+ * - SigV4 is not verified by s3rver (it checks only that the access key id is known, and then
+ *   accepts any signature; unsigned requests are served too). The wrapper verifies every
+ *   request's AWS4-HMAC-SHA256 Authorization header against the one key pair it was given:
+ *   unknown key → 403 InvalidAccessKeyId, bad signature → 403 SignatureDoesNotMatch, no
+ *   Authorization → 403 AccessDenied. Presigned URLs are refused.
+ * - ListParts (GET <key>?uploadId=) and AbortMultipartUpload (DELETE <key>?uploadId=) answer
+ *   405 MethodNotAllowed in s3rver; the wrapper implements both over s3rver's own upload
+ *   directory (`<dir>/<bucket>/._S3rver_uploads/<uploadId>/<partNumber>` + `.md5`). A part
+ *   is listed only once s3rver has written its `.md5` (i.e. received it whole), with its size
+ *   on disk, as S3 does.
+ *
+ * Everything else goes to s3rver unchanged. Run as a process (tests kill it mid-transfer):
+ *   node s3-server-process.js --dir D --port P --bucket B --access-key-id K --secret-access-key S
+ * It prints one JSON line `{"port":N}` once it listens, and exits when its stdin closes (its
+ * parent is gone) or on SIGTERM.
+ */
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+interface S3rverApp {
+  configureBuckets(): Promise<unknown>;
+  callback(): (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+const require = createRequire(import.meta.url);
+const S3rver = require('s3rver') as new (opts: Record<string, unknown>) => S3rverApp;
+
+export interface S3TestServerArgs {
+  dir: string;
+  port: number;
+  bucket: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: number; close(): Promise<void> }> {
+  const app = new S3rver({ directory: args.dir, silent: true, configureBuckets: [{ name: args.bucket }], resetOnClose: false });
+  await app.configureBuckets();
+  const s3rver = app.callback();
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) s3Error(res, 500, 'InternalError', err instanceof Error ? err.message : String(err));
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const auth = verifySigV4(req, args);
+    if (auth) return s3Error(res, auth.status, auth.code, auth.message);
+    delete req.headers.authorization; // verified here; s3rver would only look the key id up
+    const url = new URL(req.url ?? '/', 'http://s3');
+    const uploadId = url.searchParams.get('uploadId');
+    const [, bucket, ...keyParts] = url.pathname.split('/');
+    const key = keyParts.map(decodeURIComponent).join('/');
+    if (uploadId !== null && key && (req.method === 'GET' || req.method === 'DELETE')) {
+      const uploadDir = join(args.dir, bucket ?? '', '._S3rver_uploads', /^[0-9a-f]+$/.test(uploadId) ? uploadId : 'invalid');
+      const storedKey = await readFile(join(uploadDir, 'key'), 'utf8').catch(() => undefined);
+      if (storedKey !== key) return s3Error(res, 404, 'NoSuchUpload', 'The specified upload does not exist.');
+      if (req.method === 'DELETE') {
+        await rm(uploadDir, { recursive: true, force: true });
+        res.writeHead(204).end();
+        return;
+      }
+      return listParts(res, uploadDir, bucket, key, uploadId, url.searchParams);
+    }
+    s3rver(req, res);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(args.port, '127.0.0.1', () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function listParts(res: ServerResponse, uploadDir: string, bucket: string, key: string, uploadId: string, q: URLSearchParams): Promise<void> {
+  const marker = Number(q.get('part-number-marker') ?? 0);
+  const maxParts = Math.min(Number(q.get('max-parts') ?? 1000), 1000);
+  const names = await readdir(uploadDir);
+  const parts: { n: number; size: number; etag: string; mtime: Date }[] = [];
+  for (const name of names) {
+    if (!/^\d+$/.test(name) || !names.includes(`${name}.md5`)) continue;
+    const n = Number(name);
+    if (n <= marker) continue;
+    const [st, md5] = await Promise.all([stat(join(uploadDir, name)), readFile(join(uploadDir, `${name}.md5`), 'utf8')]);
+    parts.push({ n, size: st.size, etag: md5.trim(), mtime: st.mtime });
+  }
+  parts.sort((a, b) => a.n - b.n);
+  const page = parts.slice(0, maxParts);
+  const truncated = parts.length > page.length;
+  const xml = [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+    `<Bucket>${esc(bucket)}</Bucket><Key>${esc(key)}</Key><UploadId>${esc(uploadId)}</UploadId>`,
+    `<PartNumberMarker>${marker}</PartNumberMarker><NextPartNumberMarker>${page.at(-1)?.n ?? marker}</NextPartNumberMarker>`,
+    `<MaxParts>${maxParts}</MaxParts><IsTruncated>${truncated}</IsTruncated><StorageClass>STANDARD</StorageClass>`,
+    ...page.map((p) => `<Part><PartNumber>${p.n}</PartNumber><LastModified>${p.mtime.toISOString()}</LastModified><ETag>"${p.etag}"</ETag><Size>${p.size}</Size></Part>`),
+    '</ListPartsResult>',
+  ].join('');
+  res.writeHead(200, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml) });
+  res.end(xml);
+}
+
+/** Checks an AWS4-HMAC-SHA256 Authorization header; returns the S3 error to answer, or undefined. */
+export function verifySigV4(
+  req: IncomingMessage,
+  creds: { accessKeyId: string; secretAccessKey: string },
+): { status: number; code: string; message: string } | undefined {
+  const auth = req.headers.authorization;
+  if (!auth) return { status: 403, code: 'AccessDenied', message: 'Anonymous requests are not allowed.' };
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/,]+)\/([^/,]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/.exec(auth);
+  if (!m) return { status: 400, code: 'AuthorizationHeaderMalformed', message: 'The authorization header is malformed (only AWS4-HMAC-SHA256 is accepted).' };
+  const [, keyId, date, region, service, signedHeaders, signature] = m;
+  if (keyId !== creds.accessKeyId) return { status: 403, code: 'InvalidAccessKeyId', message: 'The AWS Access Key Id you provided does not exist in our records.' };
+  const rawUrl = req.url ?? '/';
+  const q = rawUrl.indexOf('?');
+  const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
+  const rawQuery = q < 0 ? '' : rawUrl.slice(q + 1);
+  const query = rawQuery
+    .split('&')
+    .filter(Boolean)
+    .map((p) => {
+      const i = p.indexOf('=');
+      return [rfc3986(decodeURIComponent(i < 0 ? p : p.slice(0, i))), rfc3986(decodeURIComponent(i < 0 ? '' : p.slice(i + 1)))] as const;
+    })
+    .sort((a, b) => (a[0] === b[0] ? cmp(a[1], b[1]) : cmp(a[0], b[0])))
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&');
+  const headers = signedHeaders
+    .split(';')
+    .map((h) => `${h}:${String(req.headers[h] ?? '').trim().replace(/\s+/g, ' ')}\n`)
+    .join('');
+  const payloadHash = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
+  const canonical = [req.method, rawPath, query, headers, signedHeaders, payloadHash].join('\n');
+  const stringToSign = ['AWS4-HMAC-SHA256', String(req.headers['x-amz-date'] ?? ''), `${date}/${region}/${service}/aws4_request`, createHash('sha256').update(canonical).digest('hex')].join('\n');
+  let key: Buffer = hmac(`AWS4${creds.secretAccessKey}`, date);
+  for (const part of [region, service, 'aws4_request']) key = hmac(key, part);
+  const expected = hmac(key, stringToSign);
+  const given = Buffer.from(signature, 'hex');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    return { status: 403, code: 'SignatureDoesNotMatch', message: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.' };
+  }
+  return undefined;
+}
+
+function hmac(key: string | Buffer, data: string): Buffer {
+  return createHmac('sha256', key).update(data).digest();
+}
+
+function rfc3986(s: string): string {
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
+  const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${esc(message)}</Message></Error>`;
+  res.writeHead(status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml), 'x-amz-error-code': code });
+  res.end(xml);
+}
+
+function parseArgs(argv: string[]): S3TestServerArgs {
+  const get = (name: string, fallback?: string) => {
+    const i = argv.indexOf(`--${name}`);
+    const v = i >= 0 ? argv[i + 1] : fallback;
+    if (v === undefined) throw new Error(`s3-server-process: --${name} is required`);
+    return v;
+  };
+  return {
+    dir: get('dir'),
+    port: Number(get('port', '0')),
+    bucket: get('bucket', 'embers'),
+    region: get('region', 'us-east-1'),
+    accessKeyId: get('access-key-id'),
+    secretAccessKey: get('secret-access-key'),
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const server = await runS3TestServer(parseArgs(process.argv.slice(2)));
+  process.stdout.write(`${JSON.stringify({ port: server.port })}\n`);
+  const quit = () => void server.close().finally(() => process.exit(0));
+  process.on('SIGTERM', quit);
+  process.stdin.on('end', quit);
+  process.stdin.resume();
+}
