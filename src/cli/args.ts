@@ -8,6 +8,8 @@ export const GLOBAL_OPTIONS = {
   home: { type: 'string' },
   json: { type: 'boolean', default: false },
   accel: { type: 'string' },
+  vmm: { type: 'string' },
+  'firecracker-bin': { type: 'string' },
   'net-pool-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies Options;

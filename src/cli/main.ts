@@ -30,6 +30,10 @@ usage: embers <command> [options]
 global options:
   --home DIR              the node's data directory (EMBERS_HOME, default /var/lib/embers)
   --accel auto|kvm|tcg    accelerator (default auto: KVM only when hardware-backed)
+  --vmm auto|qemu|firecracker
+                          hypervisor (default auto: Firecracker where its binary and
+                          hardware KVM exist, else QEMU); see: embers doctor
+  --firecracker-bin PATH  the Firecracker binary (EMBERS_FIRECRACKER_BIN)
   --net-pool-size N       free network slots kept ready (default 10)
   --json                  print one JSON object as the last line
 `;
@@ -52,9 +56,13 @@ async function main(argv: string[]): Promise<number> {
 function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions {
   const accel = values.accel as string | undefined;
   if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel)) throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
+  const vmm = values.vmm as string | undefined;
+  if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
   return {
     home: values.home as string | undefined,
     accel: accel as NodeOptions['accel'],
+    vmm: vmm as NodeOptions['vmm'],
+    firecrackerBin: values['firecracker-bin'] as string | undefined,
     netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0),
     onProgress: (m) => out.progress(m),
   };

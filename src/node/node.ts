@@ -14,13 +14,17 @@ import type { FlattenedImage } from '../image/types.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
 import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
-import { QemuDriver } from '../vmm/qemu/driver.js';
+import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
 import { SnapshotService } from './snapshots.js';
 import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
 
 export interface NodeOptions extends ConfigOptions {
+  /** Which VMM: 'auto' prefers Firecracker where its binary and hardware KVM exist. @default 'auto' */
+  vmm?: 'auto' | 'qemu' | 'firecracker';
+  /** The Firecracker binary. @default EMBERS_FIRECRACKER_BIN, else `firecracker` on PATH */
+  firecrackerBin?: string;
   /** Free network slots kept ready. @default 10 */
   netPoolSize?: number;
   /** Progress lines (image pulls, kit builds). */
@@ -58,6 +62,9 @@ const HOST_TOOLS: Record<string, string> = {
   e2fsck: 'e2fsprogs',
   rsync: 'rsync',
   cp: 'coreutils',
+  unshare: 'util-linux',
+  mount: 'mount',
+  losetup: 'mount',
 };
 
 /**
@@ -70,8 +77,10 @@ export class EmbersNode {
   readonly images: ImageStore;
   readonly pool: SlotPool;
   readonly instances: InstanceStore;
-  readonly driver: HypervisorDriver;
   readonly snapshots: SnapshotService;
+  /** Why this node's VMM was chosen. */
+  driverReason = '';
+  private driverRef: HypervisorDriver | undefined;
   private readonly kits = new Map<GuestKit['kind'], GuestKit>();
 
   private constructor(private readonly opts: NodeOptions) {
@@ -79,13 +88,21 @@ export class EmbersNode {
     this.images = new ImageStore(this.config.paths.images, this.config.paths.tmp);
     this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(this.config.paths.instances);
-    this.driver = new QemuDriver({ accel: this.config.accel });
     this.snapshots = new SnapshotService(this);
+  }
+
+  /** The hypervisor driver this node uses (chosen in `open`). */
+  get driver(): HypervisorDriver {
+    if (!this.driverRef) throw new EmbersError('EMB_INTERNAL', 'the node has no driver yet: use EmbersNode.open()');
+    return this.driverRef;
   }
 
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
     if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
     const node = new EmbersNode(opts);
+    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: node.config.accel });
+    node.driverRef = chosen.driver;
+    node.driverReason = chosen.reason;
     for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });
     await node.reconcile();
     return node;
@@ -110,19 +127,19 @@ export class EmbersNode {
     const accel = await this.driver.accelerator();
     const tools: Record<string, string> = {};
     for (const [tool, pkg] of Object.entries(HOST_TOOLS)) tools[tool] = (await which(tool)) ?? `missing (apt-get install ${pkg})`;
-    let qemu: string;
+    let vmmVersion: string;
     try {
-      qemu = await this.driver.version();
+      vmmVersion = await this.driver.version();
     } catch (err) {
-      qemu = `unavailable: ${(err as Error).message}`;
+      vmmVersion = `unavailable: ${(err as Error).message}`;
     }
     return {
       home: this.config.home,
       accelerator: accel.accelerator,
       acceleratorReason: accel.reason,
       vmm: this.driver.kind,
-      qemu,
-      firecracker: (await which('firecracker')) ?? 'not found (the QEMU driver is used)',
+      vmmReason: this.driverReason,
+      vmmVersion,
       network: await this.pool.stats(),
       tools,
     };
@@ -168,7 +185,7 @@ export class EmbersNode {
         dir,
         kernelPath: kit.kernelPath,
         initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }),
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...this.driver.guestKernelArgs]),
         diskPath,
         vcpus: fn.vcpus,
         memoryMiB: fn.memoryMiB,
@@ -182,7 +199,7 @@ export class EmbersNode {
       t = performance.now();
       await waitUntilServing(lease.slot.cloneIp, fn.port, {
         timeoutMs: opts.readyTimeoutMs ?? this.config.readyTimeoutMs,
-        died: async () => ((await pidAlive(vm.pid)) ? undefined : `QEMU exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`),
+        died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${this.driver.kind} process exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`),
       });
       mark('bootToReadyMs', t);
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;

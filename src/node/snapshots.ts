@@ -77,6 +77,8 @@ export class SnapshotService {
     const t0 = performance.now();
     const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
     const staging = await this.store.staging();
+    // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
+    const diskCopy = join(this.node.config.paths.tmp, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
     let paused = false;
     let pausedAt = 0;
     let pausedMs = 0;
@@ -92,28 +94,11 @@ export class SnapshotService {
       mark('vmmSnapshotMs', t);
 
       // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
-      // flushes its block devices on stop); fsync makes it durable before we read it.
+      // flushes its block devices on stop); fsync makes it durable, the copy freezes it.
       t = performance.now();
       await fsyncPath(rec.diskPath);
-      const diskSha = await sha256File(rec.diskPath);
-      const diskSize = (await stat(rec.diskPath)).size;
-      mark('diskHashMs', t);
-
-      t = performance.now();
-      let changedBytes: number;
-      if (diff === 'block') {
-        const runs = await diffByComparison(image.rootfsPath, rec.diskPath);
-        const stats = await writeDelta(rec.diskPath, runs, join(staging, SNAPSHOT_FILES.blockDelta));
-        changedBytes = stats.changedBytes;
-      } else {
-        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
-        try {
-          changedBytes = (await writeRsyncBatch(image.rootfsPath, rec.diskPath, join(staging, SNAPSHOT_FILES.rsyncBatch), work)).batchBytes;
-        } finally {
-          await rm(work, { recursive: true, force: true });
-        }
-      }
-      mark('diskDiffMs', t);
+      await cloneDisk(rec.diskPath, diskCopy);
+      mark('diskCopyMs', t);
 
       t = performance.now();
       if (opts.stop) await this.node.stop(instance);
@@ -123,13 +108,39 @@ export class SnapshotService {
       mark(opts.stop ? 'stopMs' : 'resumeMs', t);
 
       t = performance.now();
+      const diskSha = await sha256File(diskCopy);
+      const diskSize = (await stat(diskCopy)).size;
+      mark('diskHashMs', t);
+
+      t = performance.now();
+      let changedBytes: number;
+      if (diff === 'block') {
+        const runs = await diffByComparison(image.rootfsPath, diskCopy);
+        const stats = await writeDelta(diskCopy, runs, join(staging, SNAPSHOT_FILES.blockDelta));
+        changedBytes = stats.changedBytes;
+      } else {
+        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+        try {
+          changedBytes = (await writeRsyncBatch(image.rootfsPath, diskCopy, join(staging, SNAPSHOT_FILES.rsyncBatch), work)).batchBytes;
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+      }
+      mark('diskDiffMs', t);
+
+      t = performance.now();
       const accel = await this.node.driver.accelerator();
       const manifest = await this.store.publish(staging, {
         createdAt: new Date().toISOString(),
         function: rec.function,
         image: { ...rec.image, flattenerVersion: image.flattenerVersion },
         disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
-        vmm: { kind: this.node.driver.kind, version: await this.node.driver.version(), accelerator: accel.accelerator },
+        vmm: {
+          kind: this.node.driver.kind,
+          version: await this.node.driver.version(),
+          snapshotFormat: await this.node.driver.snapshotFormat(),
+          accelerator: accel.accelerator,
+        },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
         guestNetwork: { ...GUEST_NET },
         guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
@@ -140,6 +151,8 @@ export class SnapshotService {
       if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
       throw err;
+    } finally {
+      await rm(diskCopy, { force: true });
     }
   }
 
@@ -151,6 +164,7 @@ export class SnapshotService {
       new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, { id: m.id, vmm: m.vmm, here: { kind: driver.kind, accelerator: accel.accelerator } });
     if (m.vmm.kind !== driver.kind) throw foreign(`it was made by ${m.vmm.kind}, this node runs ${driver.kind}`);
     if (m.vmm.accelerator !== accel.accelerator) throw foreign(`it was made under ${m.vmm.accelerator}, this node uses ${accel.accelerator} (CPU state differs)`);
+    await driver.checkSnapshotFormat(m.vmm.snapshotFormat, `snapshot ${m.id}`);
     for (const [k, v] of Object.entries(GUEST_NET)) {
       if ((m.guestNetwork as Record<string, unknown>)[k] !== v) throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
     }
@@ -281,7 +295,7 @@ export class SnapshotService {
         dir,
         kernelPath: kit.kernelPath,
         initrdPath: kit.initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }),
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...node.driver.guestKernelArgs]),
         diskPath,
         vcpus: m.machine.vcpus,
         memoryMiB: m.machine.memoryMiB,
@@ -292,7 +306,7 @@ export class SnapshotService {
       const { vm, timings } = await node.driver.restore(spec, {
         stateFile: join(snapDir, SNAPSHOT_FILES.state),
         memoryFile: join(snapDir, SNAPSHOT_FILES.memory),
-      });
+      }, { snapshotTapName: m.guestNetwork.tapName });
       cleanup.add(`stop VM ${name}`, () => node.driver.stop(vm));
       mark('vmmRestoreMs', t);
       phases.vmmSpawnMs = round(timings.spawnMs);
@@ -301,7 +315,7 @@ export class SnapshotService {
       t = performance.now();
       await waitUntilServing(lease.slot.cloneIp, m.function.port, {
         timeoutMs: opts.readyTimeoutMs ?? node.config.readyTimeoutMs,
-        died: async () => ((await pidAlive(vm.pid)) ? undefined : 'QEMU exited after the restore'),
+        died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${node.driver.kind} process exited after the restore`),
       });
       mark('resumeToReadyMs', t);
       const record: InstanceRecord = {

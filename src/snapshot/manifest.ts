@@ -33,7 +33,8 @@ export interface SnapshotManifest {
     /** Bytes of disk that differ from the rootfs (block mode) or the batch size (rsync). */
     changedBytes: number;
   };
-  vmm: { kind: 'qemu' | 'firecracker'; version: string; accelerator: 'kvm' | 'tcg' };
+  /** The VMM that wrote the snapshot; `snapshotFormat` is its state-file format (Firecracker's snapshot version, or the QEMU release). */
+  vmm: { kind: 'qemu' | 'firecracker'; version: string; snapshotFormat: string; accelerator: 'kvm' | 'tcg' };
   machine: { vcpus: number; memoryMiB: number };
   guestNetwork: { tapName: string; guestIp: string; gatewayIp: string; prefixLen: number; guestMac: string; gatewayMac: string };
   guestKit: { kind: string; kernelVersion: string; cacheKey: string };
@@ -80,7 +81,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   }
   if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
   if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
-  if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind)) throw bad('vmm');
+  if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind) || typeof m.vmm.snapshotFormat !== 'string') throw bad('vmm');
   if (!m.machine || !Number.isInteger(m.machine.vcpus) || !Number.isInteger(m.machine.memoryMiB)) throw bad('machine');
   for (const role of [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory]) {
     if (!m.files.some((f) => f.name === role)) throw bad(`no ${role}`);

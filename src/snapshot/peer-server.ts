@@ -106,8 +106,8 @@ export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'toke
       if (path === PEER_API_PATH || path === `${PEER_API_PATH}/`) return await serveList(store, req, res);
       if (!path.startsWith(`${PEER_API_PATH}/`) || segments.length !== 5) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', 'no such resource');
       const [, , , id, name] = segments;
-      if (!isSnapshotId(id)) return reply(res, 400, 'EMB_SNAPSHOT_NOT_FOUND', 'not a snapshot id (snap-<hex>)');
-      if (!FILE_NAME_RE.test(name)) return reply(res, 400, 'EMB_SNAPSHOT_NOT_FOUND', 'not a snapshot file name');
+      if (!isSnapshotId(id)) return reply(res, 400, 'EMB_USAGE', 'not a snapshot id (snap-<hex>)');
+      if (!FILE_NAME_RE.test(name)) return reply(res, 400, 'EMB_USAGE', 'not a snapshot file name');
       await serveFile(store, id, name, req, res);
     } catch (err) {
       if (!res.headersSent) {
@@ -121,9 +121,12 @@ export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'toke
 }
 
 async function serveList(store: LocalSnapshotStore, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const list: PeerSnapshotList = {
-    snapshots: (await store.list()).map((m) => ({ id: m.id, createdAt: m.createdAt, sizeBytes: m.files.reduce((n, f) => n + f.sizeBytes, 0) })),
-  };
+  const list: PeerSnapshotList = { snapshots: [] };
+  for (const m of await store.list()) {
+    // Only what serveFile would serve: a real directory, not a symlink to one.
+    if (!(await lstat(join(store.dir, m.id)).catch(() => undefined))?.isDirectory()) continue;
+    list.snapshots.push({ id: m.id, createdAt: m.createdAt, sizeBytes: m.files.reduce((n, f) => n + f.sizeBytes, 0) });
+  }
   const body = Buffer.from(`${JSON.stringify(list)}\n`);
   res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.length, 'Cache-Control': 'no-store' });
   res.end(req.method === 'HEAD' ? undefined : body);

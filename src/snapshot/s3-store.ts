@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open, readFile, rm } from 'node:fs/promises';
+import { STATUS_CODES } from 'node:http';
 import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
@@ -679,7 +680,10 @@ function httpStatus(err: unknown): number | undefined {
 
 function errorName(err: unknown): string {
   const e = err as { name?: string; Code?: string } | undefined;
-  return e?.Code ?? e?.name ?? 'Error';
+  const name = e?.Code ?? e?.name ?? 'Error';
+  const status = httpStatus(err);
+  // An error answer without a body (to a HEAD) has no service code: name it by its status.
+  return name === 'Unknown' && status !== undefined ? (STATUS_CODES[status] ?? name) : name;
 }
 
 function networkCode(err: unknown): string | undefined {

@@ -5,10 +5,11 @@
  * any `RangeSource`, resumes interrupted downloads, proves every file against the manifest and
  * publishes atomically. Nothing partial is ever visible in the local store.
  */
+import { createHash } from 'node:crypto';
 import { open, readFile, rename, rm, stat, mkdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
-import { sha256, sha256File, writeJsonAtomic } from '../util/fs.js';
+import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { pidAlive } from '../vmm/process.js';
 import type { LocalSnapshotStore } from './local-store.js';
@@ -368,16 +369,20 @@ class SnapshotFetch {
     type Task = { file: SnapshotFile; index: number } | { file: SnapshotFile; verify: true };
     const tasks: Task[] = [];
     const pending = new Map<string, number>();
+    const hashers = new Map<string, OrderedHasher>();
     let resumedBytes = 0;
     for (const f of manifest.files) {
       await this.preparePart(f, journal);
       const ranges = Math.max(1, Math.ceil(f.sizeBytes / partSize));
+      const hasher = new OrderedHasher(() => this.handle(f), f, partSize, ranges);
+      hashers.set(f.name, hasher);
       let left = 0;
       for (let index = 0; index < ranges; index++) {
         if (journal.isDone(f.name, index)) {
-          const bytes = rangeOf(f, index, partSize)[1] - rangeOf(f, index, partSize)[0];
-          resumedBytes += bytes;
-          tracker.add(f.name, bytes, false);
+          const [start, end] = rangeOf(f, index, partSize);
+          resumedBytes += end - start;
+          tracker.add(f.name, end - start, false);
+          hasher.completed(index);
         } else {
           left++;
           tasks.push({ file: f, index });
@@ -392,19 +397,22 @@ class SnapshotFetch {
         tasks,
         o.concurrency,
         async (task, signal) => {
+          const hasher = hashers.get(task.file.name)!;
           if ('verify' in task) {
-            await this.verifyPart(task.file, journal);
+            await this.verifyPart(task.file, journal, await hasher.digest());
             return;
           }
           await retry(() => this.fetchRange(task.file, task.index, partSize, tracker, signal), isTransientTransferError, o.retry, signal);
           await journal.markDone(task.file.name, task.index);
+          hasher.completed(task.index); // hashed in file order, overlapping the downloads still running
           const left = pending.get(task.file.name)! - 1;
           pending.set(task.file.name, left);
-          if (left === 0) await this.verifyPart(task.file, journal);
+          if (left === 0) await this.verifyPart(task.file, journal, await hasher.digest());
         },
         o.signal,
       );
     } finally {
+      await Promise.all([...hashers.values()].map((h) => h.settled()));
       await this.closeHandles();
     }
 
@@ -508,18 +516,73 @@ class SnapshotFetch {
   }
 
   /** Proves a complete part file against the manifest; a mismatch drops it, so a retry fetches it again. */
-  private async verifyPart(f: SnapshotFile, journal: PullJournal): Promise<void> {
+  private async verifyPart(f: SnapshotFile, journal: PullJournal, digest: string): Promise<void> {
     const path = this.partPath(f);
     const st = await stat(path);
-    const digest = st.size === f.sizeBytes ? await sha256File(path) : undefined;
-    if (digest === f.sha256) return;
+    if (st.size === f.sizeBytes && digest === f.sha256) return;
     await journal.forget(f.name);
     await rm(path, { force: true });
     throw new EmbersError(
       'EMB_SNAPSHOT_CORRUPT',
       `snapshot ${this.id} from ${this.source.location}: ${f.name} does not match the sha256 in its manifest (corrupt or tampered at the source); nothing was published`,
-      { id: this.id, file: f.name, source: this.source.location, expected: f.sha256, actual: digest ?? null, sizeBytes: st.size },
+      { id: this.id, file: f.name, source: this.source.location, expected: f.sha256, actual: digest, sizeBytes: st.size },
     );
+  }
+}
+
+/**
+ * The sha256 of a file written in ranges, in any order: each range is hashed (read back from
+ * the file, so what is on disk is what gets proved) once every range before it is, so hashing
+ * overlaps the downloads instead of following them. One hashing run per file at a time.
+ */
+class OrderedHasher {
+  private readonly hash = createHash('sha256');
+  private next = 0;
+  private readonly complete = new Set<number>();
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly file: () => Promise<FileHandle>,
+    private readonly f: SnapshotFile,
+    private readonly partSize: number,
+    private readonly ranges: number,
+  ) {}
+
+  /** Range `index` is written: hash it, and the ranges after it that wait, once its turn comes. */
+  completed(index: number): void {
+    this.complete.add(index);
+    this.chain = this.chain.then(() => this.advance());
+    this.chain.catch(() => {}); // reported by digest()
+  }
+
+  /** The digest of the whole file, once every range is written. */
+  async digest(): Promise<string> {
+    this.chain = this.chain.then(() => this.advance());
+    await this.chain;
+    if (this.next !== this.ranges) throw new EmbersError('EMB_INTERNAL', `${this.f.name}: ranges ${this.next} to ${this.ranges - 1} were never hashed`, { file: this.f.name });
+    return this.hash.digest('hex');
+  }
+
+  /** Resolves once no hashing runs (whatever its outcome). */
+  settled(): Promise<void> {
+    return this.chain.catch(() => {});
+  }
+
+  private async advance(): Promise<void> {
+    if (!this.complete.has(this.next)) return;
+    const fh = await this.file();
+    const buf = Buffer.allocUnsafe(Math.min(this.partSize, MiB));
+    while (this.complete.has(this.next)) {
+      const [start, end] = rangeOf(this.f, this.next, this.partSize);
+      for (let pos = start; pos < end; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
+        if (bytesRead === 0) throw new EmbersError('EMB_INTERNAL', `${this.f.name}: the partial file ends at ${pos}, before ${end}`, { file: this.f.name });
+        this.hash.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      this.complete.delete(this.next);
+      this.next++;
+    }
   }
 }
 

@@ -63,18 +63,32 @@ export interface VmTimings {
   loadMs: number;
 }
 
+/** Options every driver's restore takes; drivers may take more. */
+export interface RestoreOptions {
+  /** Resume the VM once loaded. @default true */
+  resume?: boolean;
+  /** The tap name recorded in the snapshot (drivers that record it re-point it when the slot's differs). */
+  snapshotTapName?: string;
+}
+
 export interface HypervisorDriver {
   readonly kind: VmmKind;
+  /** Extra guest kernel arguments this VMM needs (e.g. how the guest should halt). */
+  readonly guestKernelArgs: readonly string[];
   /** What accelerator this driver will use on this host, and why. */
   accelerator(): Promise<{ accelerator: Accelerator; reason: string }>;
   version(): Promise<string>;
+  /** The snapshot data format this VMM writes; recorded in manifests. */
+  snapshotFormat(): Promise<string>;
+  /** Refuses (before anything starts) a snapshot whose recorded format this VMM cannot load. */
+  checkSnapshotFormat(recorded: string, source?: string): Promise<void>;
   boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }>;
   pause(vm: VmHandle): Promise<void>;
   resume(vm: VmHandle): Promise<void>;
   /** Writes state + memory into `outDir` (the VM must be paused). */
   snapshot(vm: VmHandle, outDir: string): Promise<VmSnapshotFiles>;
   /** Starts a new VM from snapshot files; its memory file is mapped, not copied, where the VMM allows. */
-  restore(spec: VmSpec, files: VmSnapshotFiles, opts?: { resume?: boolean }): Promise<{ vm: VmHandle; timings: VmTimings }>;
+  restore(spec: VmSpec, files: VmSnapshotFiles, opts?: RestoreOptions): Promise<{ vm: VmHandle; timings: VmTimings }>;
   /** Stops the VM and waits for its process to exit; escalates, never de-escalates. */
   stop(vm: VmHandle): Promise<void>;
   status(vm: VmHandle): Promise<VmState>;

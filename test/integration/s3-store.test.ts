@@ -27,6 +27,7 @@ interface Env {
 
 /** An S3 server, a remote store on it, and two local stores in their own dirs; all released after the test. */
 async function setup(t: TestContext): Promise<Env> {
+  diagnostic = (msg) => t.diagnostic(msg);
   const dir = await tempDir('s3-test');
   t.after(() => dir.dispose());
   const s3 = await startS3Server();
@@ -36,9 +37,12 @@ async function setup(t: TestContext): Promise<Env> {
   return { s3, remote, a: new LocalSnapshotStore(join(dir.path, 'a')), b: new LocalSnapshotStore(join(dir.path, 'b')) };
 }
 
+let diagnostic: (msg: string) => void = () => {};
+
 function code(c: string, ...inMessage: string[]) {
   return (err: unknown) => {
     assert.ok(isEmbersError(err), `expected an EmbersError, got ${String(err)}`);
+    diagnostic(`${err.code}: ${err.message}`);
     assert.equal(err.code, c, err.message);
     for (const text of inMessage) assert.ok(err.message.includes(text), `"${err.message}" should name ${text}`);
     return true;
@@ -126,6 +130,7 @@ test('s3: the server dies mid-upload: the push fails clearly, no manifest is eve
     },
   });
   assert.equal(manifestSeenEarly, false, 'the manifest object appeared only after every file was complete');
+  t.diagnostic(`second push: sent ${resumed.bytes}, kept ${resumed.resumedBytes} of ${resumed.totalBytes} bytes`);
   assert.ok(resumed.resumedBytes >= 2 * PART, `the parts already uploaded were kept (resumed ${resumed.resumedBytes})`);
   assert.ok(resumed.bytes < resumed.totalBytes, `the second push sent ${resumed.bytes} of ${resumed.totalBytes} bytes`);
   assert.equal(resumed.bytes + resumed.resumedBytes, resumed.totalBytes);
@@ -160,6 +165,7 @@ test('s3: the server dies mid-download: the pull fails clearly, nothing shows in
 
   await s3.restart();
   const resumed = await remote.pull(b, m.id, { partSizeBytes: MiB, concurrency: 2 });
+  t.diagnostic(`second pull: fetched ${resumed.bytes}, kept ${resumed.resumedBytes} of ${resumed.totalBytes} bytes`);
   assert.ok(resumed.resumedBytes >= 6 * MiB, `completed ranges were kept (resumed ${resumed.resumedBytes})`);
   assert.ok(resumed.bytes < resumed.totalBytes, `the retry fetched ${resumed.bytes} of ${resumed.totalBytes} bytes`);
   assert.deepEqual(await snapshotBytes(b, m.id), await snapshotBytes(a, m.id));

@@ -25,6 +25,8 @@ export const DRIVE_ID = 'vda';
  */
 export class FirecrackerDriver implements HypervisorDriver {
   readonly kind = 'firecracker' as const;
+  /** Firecracker exits when the guest reboots (i8042 reset): the guest halts that way. */
+  readonly guestKernelArgs: readonly string[] = ['embers.halt=reboot'];
   readonly options: ResolvedFirecrackerOptions;
   private binaryPath: Promise<string> | undefined;
   private versions: Promise<{ binary: string; snapshot: string }> | undefined;
@@ -54,6 +56,14 @@ export class FirecrackerDriver implements HypervisorDriver {
    * format version this binary cannot load. For the orchestrator, before it fetches or
    * prepares anything; `restore` checks the state file's own header again.
    */
+  async snapshotFormat(): Promise<string> {
+    return this.snapshotVersion();
+  }
+
+  async checkSnapshotFormat(recorded: string, source?: string): Promise<void> {
+    return this.checkSnapshotVersion(recorded, source);
+  }
+
   async checkSnapshotVersion(recordedSnapshotVersion: string, source?: string): Promise<void> {
     const v = await this.readVersions();
     checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, { binary: await this.resolveBinary(), binaryVersion: v.binary, source });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { run, which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
-import type { Accelerator, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type { Accelerator, HypervisorDriver, RestoreOptions, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
 import { pidAlive, pidCmdline, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
 import { qemuArgs } from './args.js';
 import { QmpClient } from './qmp.js';
@@ -30,6 +30,8 @@ const MEMORY_FILE = 'memory.bin';
  */
 export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
+  /** The guest powers off (ACPI) when asked to stop; QEMU exits on power-off (-no-reboot). */
+  readonly guestKernelArgs: readonly string[] = [];
   private readonly binary: string;
   private readonly startTimeoutMs: number;
   private readonly powerdownTimeoutMs: number;
@@ -52,6 +54,24 @@ export class QemuDriver implements HypervisorDriver {
     return /version\s+(\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0];
   }
 
+  /**
+   * QEMU's migration stream format follows the QEMU release; embers restores only with the
+   * same major.minor release that wrote the snapshot (microvm has no versioned machine type).
+   */
+  async snapshotFormat(): Promise<string> {
+    return `qemu-${await this.version()}`;
+  }
+
+  async checkSnapshotFormat(recorded: string, source = 'the snapshot'): Promise<void> {
+    const here = await this.snapshotFormat();
+    const series = (v: string) => /^qemu-(\d+\.\d+)/.exec(v)?.[1];
+    if (!series(recorded) || series(recorded) !== series(here)) {
+      throw new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `${source} was written by ${recorded}; this host runs ${here}`, { recorded, here }, {
+        hint: 'restore it on a host with the same QEMU release series, or create a new snapshot here',
+      });
+    }
+  }
+
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const vm = await this.handle(spec, join(spec.dir, 'guest-memory'));
     const { accelerator } = await this.accelerator();
@@ -59,7 +79,7 @@ export class QemuDriver implements HypervisorDriver {
     return this.start(vm, args, async () => undefined);
   }
 
-  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: { resume?: boolean } = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const vm = await this.handle(spec, files.memoryFile);
     const { accelerator } = await this.accelerator();
     const args = qemuArgs(spec, { accelerator, controlSocket: vm.controlSocket, consoleLog: vm.consoleLog, memoryFile: files.memoryFile, shareMemory: false, incoming: true });
@@ -156,7 +176,7 @@ export class QemuDriver implements HypervisorDriver {
     vm.pid = proc.pid;
     try {
       await waitForPath(vm.controlSocket, proc.exited, this.startTimeoutMs, `QEMU for ${vm.name}`, vm.vmmLog);
-      const qmp = await QmpClient.connect(vm.controlSocket);
+      const qmp = await this.connectWhileStarting(vm, proc.exited, performance.now() + this.startTimeoutMs);
       const spawnMs = performance.now() - t0;
       try {
         const t1 = performance.now();
@@ -169,6 +189,20 @@ export class QemuDriver implements HypervisorDriver {
       await terminate(proc.pid).catch(() => undefined);
       await rm(vm.controlSocket, { force: true });
       throw err;
+    }
+  }
+
+  /** The socket file exists from bind() on; QEMU listens a moment later: retry until then. */
+  private async connectWhileStarting(vm: VmHandle, exited: Promise<unknown>, deadline: number): Promise<QmpClient> {
+    let dead = false;
+    void exited.then(() => (dead = true));
+    for (;;) {
+      try {
+        return await QmpClient.connect(vm.controlSocket, Math.max(500, deadline - performance.now()));
+      } catch (err) {
+        if (dead || performance.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 10));
+      }
     }
   }
 

@@ -1,0 +1,37 @@
+/**
+ * Tells local image references from registry ones, by their form:
+ *   `oci:PATH[:TAG|@DIGEST]`, `docker-archive:PATH[:TAG]`  local, explicitly
+ *   `docker://REF`                                          registry, explicitly
+ *   a path that exists (whole, or before its last `:` or `@`), or that starts with
+ *   `/`, `./`, `../` or `~/`                                local (see oci.ts)
+ *   anything else                                           a registry reference (reference.ts)
+ */
+import { stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseImageReference, type ImageReference } from './registry/reference.js';
+
+export type ImageLocation = { kind: 'local'; path: string } | { kind: 'registry'; ref: ImageReference };
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(resolve(path));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function locateImage(ref: string): Promise<ImageLocation> {
+  if (ref.startsWith('oci:')) return { kind: 'local', path: ref.slice('oci:'.length) };
+  if (ref.startsWith('docker-archive:')) return { kind: 'local', path: ref.slice('docker-archive:'.length) };
+  if (ref.startsWith('docker://')) return { kind: 'registry', ref: parseImageReference(ref) };
+  if (ref.startsWith('~/')) return { kind: 'local', path: join(homedir(), ref.slice(2)) };
+  if (ref === '' || ref === '.' || ref === '..' || /^(\/|\.\.?\/)/.test(ref)) return { kind: 'local', path: ref };
+  if (await exists(ref)) return { kind: 'local', path: ref };
+  const at = ref.lastIndexOf('@');
+  if (at > 0 && (await exists(ref.slice(0, at)))) return { kind: 'local', path: ref };
+  const colon = ref.lastIndexOf(':');
+  if (colon > 0 && (await exists(ref.slice(0, colon)))) return { kind: 'local', path: ref };
+  return { kind: 'registry', ref: parseImageReference(ref) };
+}

@@ -1,0 +1,170 @@
+/**
+ * Downloads one blob into the blob store: into `.partial/<hex>.part`, resumed with a Range
+ * request after an interruption (in this call's retries or in a later pull), hashed as it
+ * arrives, and published by rename only when its size and sha256 match the descriptor.
+ *
+ * Outcomes: a broken connection keeps the `.part` for the next attempt (EMB_REGISTRY_UNREACHABLE,
+ * retried); bytes that cannot be the blob (more than its size, a complete answer that is short,
+ * a wrong sha256) delete it (EMB_IMAGE_DIGEST_MISMATCH, not retried, except that a mismatch
+ * after a resume is tried once more from byte 0, since the old prefix may be the culprit).
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rm, stat, truncate } from 'node:fs/promises';
+import { EmbersError, isEmbersError } from '../../errors.js';
+import { retry, type RetryPolicy } from '../../util/retry.js';
+import type { Descriptor } from '../oci.js';
+import type { BlobStore } from './blob-store.js';
+import type { RegistryClient } from './client.js';
+import { isTransientRegistryError, transportError } from './http.js';
+import { acquireLock } from './lock.js';
+
+export interface BlobProgress {
+  /** Bytes of the blob on disk (resumed bytes included). */
+  bytesDone: number;
+  bytesTotal: number;
+  /** Bytes that were already in the `.part` file when this call started. */
+  resumedFrom: number;
+}
+
+export interface DownloadOptions {
+  retry: RetryPolicy;
+  signal?: AbortSignal;
+  onProgress?: (p: BlobProgress) => void;
+}
+
+export interface DownloadResult {
+  /** True when the blob was already stored: nothing was requested. */
+  cached: boolean;
+  /** Bytes received over the network by this call. */
+  bytesReceived: number;
+  /** Bytes reused from an interrupted earlier download. */
+  resumedFrom: number;
+  /** Range requests sent (resumes). */
+  rangeRequests: number;
+}
+
+interface PartState {
+  hash: Hash;
+  offset: number;
+}
+
+async function hashPrefix(path: string): Promise<PartState> {
+  const hash = createHash('sha256');
+  let offset = 0;
+  try {
+    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+      hash.update(chunk as Buffer);
+      offset += (chunk as Buffer).length;
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return { hash, offset };
+}
+
+function mismatch(message: string, details: Record<string, unknown>): EmbersError {
+  return new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', message, details, { hint: 'the blob on the registry is corrupt or was tampered with: push the image again' });
+}
+
+/** Downloads `desc` of `repository` into `store` (see the file comment). */
+export async function downloadBlob(client: RegistryClient, repository: string, desc: Descriptor, store: BlobStore, opts: DownloadOptions): Promise<DownloadResult> {
+  if (await store.has(desc.digest, desc.size)) return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+  await store.ensureDirs();
+  const release = await acquireLock(store.lockPath(desc.digest), `the download of ${desc.digest}`, { signal: opts.signal });
+  try {
+    // Another process may have finished it while we waited for the lock.
+    if (await store.has(desc.digest, desc.size)) return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+    return await fetchWithResume(client, repository, desc, store, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function fetchWithResume(client: RegistryClient, repository: string, desc: Descriptor, store: BlobStore, opts: DownloadOptions): Promise<DownloadResult> {
+  const part = store.partPath(desc.digest);
+  const where = `${client.registry}/${repository}`;
+  let state: PartState | undefined;
+  let received = 0;
+  let rangeRequests = 0;
+  let restartedAfterResume = false;
+  const initial = (await stat(part).catch(() => undefined))?.size ?? 0;
+  const resumedFrom = initial <= desc.size ? initial : 0;
+  const report = (offset: number) => opts.onProgress?.({ bytesDone: offset, bytesTotal: desc.size, resumedFrom });
+
+  const attempt = async (): Promise<void> => {
+    // Where the .part stands now: reuse the running hash when the file is as we left it.
+    const onDisk = (await stat(part).catch(() => undefined))?.size ?? 0;
+    if (onDisk > desc.size) {
+      await rm(part, { force: true });
+      state = undefined;
+    }
+    if (!state || state.offset !== onDisk) state = await hashPrefix(part);
+    if (state.offset < desc.size) {
+      const { res, start } = await client.getBlob(repository, desc.digest, state.offset);
+      if (state.offset > 0) rangeRequests++;
+      if (start !== state.offset) {
+        // The registry ignored the Range (200) or answered another one: start over.
+        await truncate(part, 0).catch(async () => rm(part, { force: true }));
+        state = { hash: createHash('sha256'), offset: 0 };
+        if (start !== 0) {
+          res.destroy();
+          throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${where} answered a range request for ${desc.digest} from byte ${start}`, { digest: desc.digest, start });
+        }
+      }
+      const fh = await open(part, 'a', 0o644);
+      let broke: unknown;
+      try {
+        for await (const chunk of res) {
+          const buf = chunk as Buffer;
+          if (state.offset + buf.length > desc.size) {
+            res.destroy();
+            await fh.close().catch(() => {});
+            await rm(part, { force: true });
+            state = undefined;
+            throw mismatch(`${where} sent more than the ${desc.size} bytes of blob ${desc.digest}`, { digest: desc.digest, expectedSize: desc.size });
+          }
+          await fh.write(buf);
+          state.hash.update(buf);
+          state.offset += buf.length;
+          received += buf.length;
+          report(state.offset);
+        }
+      } catch (err) {
+        if (isEmbersError(err)) throw err;
+        broke = err;
+      } finally {
+        await fh.close().catch(() => {});
+      }
+      if (state.offset < desc.size) {
+        if (broke !== undefined || !res.complete) {
+          const cause = broke ?? Object.assign(new Error('connection closed early'), { code: 'ECONNRESET' });
+          const e = transportError(cause, new URL(`${client.baseUrl}/v2/${repository}/blobs/${desc.digest}`), `registry ${client.registry}`);
+          if (isEmbersError(e)) {
+            throw new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${state.offset} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got: state.offset, want: desc.size }, { cause: e });
+          }
+          throw e;
+        }
+        await rm(part, { force: true });
+        const got = state.offset;
+        state = undefined;
+        throw mismatch(`blob ${desc.digest} on ${where} is ${got} bytes, but its descriptor says ${desc.size}`, { digest: desc.digest, size: got, expectedSize: desc.size });
+      }
+    }
+    const actual = `sha256:${state.hash.copy().digest('hex')}`;
+    if (actual !== desc.digest) {
+      await rm(part, { force: true });
+      state = undefined;
+      if (resumedFrom > 0 && !restartedAfterResume) {
+        restartedAfterResume = true;
+        return attempt();
+      }
+      throw mismatch(`blob ${desc.digest} from ${where} does not match its digest (sha256 ${actual})`, { digest: desc.digest, actual, size: desc.size });
+    }
+  };
+
+  await retry(attempt, isTransientRegistryError, opts.retry, opts.signal);
+  await store.commitPart(desc.digest);
+  report(desc.size);
+  return { cached: false, bytesReceived: received, resumedFrom, rangeRequests };
+}

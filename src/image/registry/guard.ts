@@ -1,0 +1,89 @@
+/**
+ * Keeps `gc` and the operations that add to the image cache (ensure, pull) apart, across the
+ * processes of a node. An operation holds a pin file `<imagesDir>/.pin-<pid>-<rand>` while it
+ * runs; gc holds `<imagesDir>/.gc.lock` and starts only once no live pin remains. An
+ * operation that finds gc running withdraws its pin and waits, so the two never deadlock, and
+ * gc never deletes a blob or rootfs that a running pull has fetched but not yet recorded.
+ * Pins and locks of dead processes are ignored and cleaned up.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../../errors.js';
+import { pidAlive } from '../../util/pid.js';
+import { delay } from '../../util/retry.js';
+import { acquireLock, lockHeld, lockOwner } from './lock.js';
+
+const PIN_RE = /^\.pin-(\d+)-[0-9a-f]+$/;
+
+export class CacheGuard {
+  constructor(
+    readonly imagesDir: string,
+    /** How long an operation waits for gc, and gc for operations, in ms. */
+    private readonly waitMs = 600_000,
+  ) {}
+
+  get gcLockPath(): string {
+    return join(this.imagesDir, '.gc.lock');
+  }
+
+  /** Pins the cache for one operation; returns the release function. */
+  async pin(signal?: AbortSignal): Promise<() => Promise<void>> {
+    await mkdir(this.imagesDir, { recursive: true });
+    const path = join(this.imagesDir, `.pin-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const started = Date.now();
+    for (;;) {
+      await writeFile(path, `${process.pid}\n`);
+      if (!(await lockHeld(this.gcLockPath))) return () => rm(path, { force: true });
+      await rm(path, { force: true });
+      if (Date.now() - started > this.waitMs) {
+        throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `the image cache ${this.imagesDir} is being garbage-collected by process ${(await lockOwner(this.gcLockPath)) ?? '?'}`, { lock: this.gcLockPath });
+      }
+      await delay(100, signal);
+    }
+  }
+
+  /** Live pins, by file name. */
+  private async livePins(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.imagesDir);
+    } catch {
+      return [];
+    }
+    const live: string[] = [];
+    for (const name of names) {
+      const m = PIN_RE.exec(name);
+      if (!m) continue;
+      const pid = Number(m[1]);
+      if (pid === process.pid || (await pidAlive(pid))) live.push(name);
+      else await rm(join(this.imagesDir, name), { force: true });
+    }
+    return live;
+  }
+
+  /** Takes the cache for gc: no operation runs until the release function is called. */
+  async exclusive(): Promise<() => Promise<void>> {
+    await mkdir(this.imagesDir, { recursive: true });
+    const release = await acquireLock(this.gcLockPath, `the image cache ${this.imagesDir}`, { waitMs: this.waitMs });
+    const started = Date.now();
+    try {
+      for (;;) {
+        const pins = await this.livePins();
+        if (pins.length === 0) return release;
+        if (Date.now() - started > this.waitMs) {
+          throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `the image cache ${this.imagesDir} is in use by ${pins.length} running pull(s) or ensure(s)`, { pins });
+        }
+        await delay(100);
+      }
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  /** Removes pins of dead processes (reconcile). */
+  async cleanStale(): Promise<void> {
+    await this.livePins();
+  }
+}

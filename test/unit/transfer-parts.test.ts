@@ -1,0 +1,139 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EmbersError, isEmbersError } from '../../src/errors.js';
+import { parseRange } from '../../src/snapshot/peer-server.js';
+import { resolveS3StoreOptions, s3StoreOptionsFromEnv } from '../../src/snapshot/s3-store.js';
+import { compileTransferOptions, isTransientTransferError, runPool } from '../../src/snapshot/transfer.js';
+import { retry, retryPolicy } from '../../src/util/retry.js';
+
+const transient = () => new EmbersError('EMB_REMOTE_UNREACHABLE', 'down', {});
+const policy = retryPolicy({ attempts: 4, baseDelayMs: 1, maxDelayMs: 2 });
+
+test('retry: transient errors are retried up to the attempts, others are thrown at once', async () => {
+  let calls = 0;
+  assert.equal(
+    await retry(async () => {
+      if (++calls < 3) throw transient();
+      return 'ok';
+    }, isTransientTransferError, policy),
+    'ok',
+  );
+  assert.equal(calls, 3);
+
+  calls = 0;
+  await assert.rejects(
+    retry(async () => {
+      calls++;
+      throw transient();
+    }, isTransientTransferError, policy),
+    (e) => isEmbersError(e, 'EMB_REMOTE_UNREACHABLE'),
+  );
+  assert.equal(calls, 4);
+
+  calls = 0;
+  await assert.rejects(
+    retry(async () => {
+      calls++;
+      throw new EmbersError('EMB_REMOTE_AUTH', 'no', {});
+    }, isTransientTransferError, policy),
+    (e) => isEmbersError(e, 'EMB_REMOTE_AUTH'),
+  );
+  assert.equal(calls, 1, 'an auth failure is not retried');
+
+  const ac = new AbortController();
+  ac.abort(new Error('stop'));
+  await assert.rejects(retry(async () => 1, isTransientTransferError, policy, ac.signal), /stop/);
+  assert.throws(() => retryPolicy({ attempts: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+});
+
+test('runPool: bounded concurrency; the first failure stops the rest and is thrown after every worker stopped', async () => {
+  let running = 0;
+  let peak = 0;
+  const seen: number[] = [];
+  await runPool([1, 2, 3, 4, 5, 6, 7], 3, async (n) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, 5));
+    seen.push(n);
+    running--;
+  });
+  assert.equal(peak, 3);
+  assert.deepEqual(seen.sort(), [1, 2, 3, 4, 5, 6, 7]);
+
+  let stillRunning = 0;
+  const started: number[] = [];
+  await assert.rejects(
+    runPool([1, 2, 3, 4, 5, 6], 2, async (n, signal) => {
+      started.push(n);
+      stillRunning++;
+      try {
+        if (n === 1) throw new Error('boom');
+        await new Promise((r) => setTimeout(r, 20));
+        signal.throwIfAborted();
+      } finally {
+        stillRunning--;
+      }
+    }),
+    /boom/,
+  );
+  assert.equal(stillRunning, 0, 'nothing runs once runPool has thrown');
+  assert.ok(started.length < 6, 'no new work starts after a failure');
+});
+
+test('transfer options: defaults and refusals', () => {
+  const o = compileTransferOptions();
+  assert.equal(o.partSizeBytes, 8 * 1024 * 1024);
+  assert.equal(o.concurrency, 4);
+  assert.deepEqual(o.retry, { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 });
+  assert.throws(() => compileTransferOptions({ concurrency: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+  assert.throws(() => compileTransferOptions({ partSizeBytes: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+});
+
+test('peer Range header parsing: one range, suffix, open end, unsatisfiable, ignored forms', () => {
+  assert.equal(parseRange(undefined, 100), undefined);
+  assert.deepEqual(parseRange('bytes=0-9', 100), [0, 10]);
+  assert.deepEqual(parseRange('bytes=90-', 100), [90, 100]);
+  assert.deepEqual(parseRange('bytes=-5', 100), [95, 100]);
+  assert.deepEqual(parseRange('bytes=-500', 100), [0, 100]);
+  assert.deepEqual(parseRange('bytes=50-5000', 100), [50, 100]);
+  assert.equal(parseRange('bytes=100-', 100), 'unsatisfiable');
+  assert.equal(parseRange('bytes=-0', 100), 'unsatisfiable');
+  assert.equal(parseRange('bytes=0-', 0), 'unsatisfiable');
+  assert.equal(parseRange('bytes=9-3', 100), undefined);
+  assert.equal(parseRange('bytes=0-1,4-5', 100), undefined);
+  assert.equal(parseRange('items=0-1', 100), undefined);
+  assert.equal(parseRange('bytes=-', 100), undefined);
+});
+
+test('S3 options: from the environment, with defaults; incomplete or invalid settings are refused', () => {
+  assert.equal(s3StoreOptionsFromEnv({}), undefined);
+  const env = {
+    EMBERS_S3_ENDPOINT: 'http://127.0.0.1:9000',
+    EMBERS_S3_REGION: 'eu-west-1',
+    EMBERS_S3_BUCKET: 'snaps',
+    EMBERS_S3_PREFIX: 'cluster-a/snapshots',
+    EMBERS_S3_ACCESS_KEY_ID: 'key',
+    EMBERS_S3_SECRET_ACCESS_KEY: 'secret',
+  };
+  const o = s3StoreOptionsFromEnv(env)!;
+  assert.deepEqual(o, {
+    endpoint: 'http://127.0.0.1:9000',
+    region: 'eu-west-1',
+    bucket: 'snaps',
+    prefix: 'cluster-a/snapshots',
+    credentials: { accessKeyId: 'key', secretAccessKey: 'secret' },
+  });
+  const c = resolveS3StoreOptions(o);
+  assert.equal(c.forcePathStyle, true, 'path style when an endpoint is given (MinIO, s3rver)');
+  assert.equal(resolveS3StoreOptions({ bucket: 'snaps' }).forcePathStyle, false);
+  assert.equal(resolveS3StoreOptions({ bucket: 'snaps' }).prefix, 'snapshots');
+  assert.equal(resolveS3StoreOptions({ bucket: 'snaps', prefix: '/a/b/' }).prefix, 'a/b');
+  assert.equal(resolveS3StoreOptions({ bucket: 'snaps', prefix: '' }).prefix, '');
+
+  const bad = (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID');
+  assert.throws(() => s3StoreOptionsFromEnv({ EMBERS_S3_ENDPOINT: 'http://x' }), bad);
+  assert.throws(() => s3StoreOptionsFromEnv({ EMBERS_S3_BUCKET: 'b-1', EMBERS_S3_ACCESS_KEY_ID: 'k' }), bad);
+  assert.throws(() => resolveS3StoreOptions({ bucket: 'Bad_Bucket' }), bad);
+  assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', endpoint: 'ftp://x' }), bad);
+  assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', prefix: 'a/../b' }), bad);
+});
