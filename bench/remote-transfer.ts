@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { LocalSnapshotStore } from '../src/snapshot/local-store.js';
 import { S3SnapshotStore, type S3StoreOptions } from '../src/snapshot/s3-store.js';
+import { sha256File } from '../src/util/fs.js';
 import { startS3Server } from '../test/helpers/s3-server.js';
 import { MiB, makeSnapshot, tempDir } from '../test/helpers/snapshots.js';
 import { median, optionValue, printTable } from './table.js';
@@ -49,6 +50,8 @@ export interface RemoteTransferBenchResult {
   getObject: TransferFigures;
   /** pull MiB/s ÷ GetObject MiB/s (> 1: pull is faster). */
   throughputRatio: number;
+  /** For context: one sha256 pass over the memory file from the page cache (pull does one, GetObject none). */
+  sha256Ms: number;
 }
 
 export async function measureRemoteTransfer(opts: RemoteTransferBenchOptions = {}): Promise<RemoteTransferBenchResult> {
@@ -105,7 +108,10 @@ export async function measureRemoteTransfer(opts: RemoteTransferBenchOptions = {
     };
     const pull = figures(pullBytes, pullMs);
     const getObject = figures(getBytes, getMs);
-    return { sizeMiB, partSizeBytes, concurrency, runs, endpoint: remote.endpoint, pull, getObject, throughputRatio: pull.mibPerSec / getObject.mibPerSec };
+    const t0 = performance.now();
+    await sha256File(join(source.pathOf(m.id), 'memory.bin'));
+    const sha256Ms = performance.now() - t0;
+    return { sizeMiB, partSizeBytes, concurrency, runs, endpoint: remote.endpoint, pull, getObject, throughputRatio: pull.mibPerSec / getObject.mibPerSec, sha256Ms };
   } finally {
     remote.close();
     await s3?.dispose();
@@ -129,6 +135,6 @@ export async function benchRemoteTransfer(args: string[]): Promise<Record<string
       ['one GetObject (memory.bin)', r.getObject.bytes / MiB, r.getObject.medianMs, r.getObject.mibPerSec],
     ],
   );
-  process.stdout.write(`pull / GetObject throughput: ${r.throughputRatio.toFixed(2)}× (${r.endpoint})\n`);
+  process.stdout.write(`pull / GetObject throughput: ${r.throughputRatio.toFixed(2)}× (${r.endpoint}); one sha256 pass over memory.bin: ${r.sha256Ms.toFixed(0)} ms\n`);
   return { ...r };
 }

@@ -5,7 +5,8 @@ import { EmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
 import { run } from '../util/exec.js';
 import { fsyncPath, sha256File, writeJsonAtomic } from '../util/fs.js';
-import { cloneDisk } from '../disk/clone.js';
+import { cloneDisk, type CloneMethod } from '../disk/clone.js';
+import { diffByExtents } from '../disk/extents.js';
 import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
 import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
@@ -27,6 +28,8 @@ export interface CreateSnapshotOptions {
 
 export interface CreateSnapshotResult {
   manifest: SnapshotManifest;
+  /** How the changed blocks were found: extent maps (reflink filesystems), block comparison, or an rsync batch. */
+  diffMethod: 'extents' | 'comparison' | 'rsync';
   timings: { createMs: number; pausedMs: number; phases: Record<string, number> };
 }
 
@@ -41,6 +44,15 @@ export interface RestoreOptions {
    * (for comparisons only: the guest's filesystem state may not match its disk).
    */
   allowUnverifiedDisk?: boolean;
+}
+
+/** A snapshot's disk, materialised and checked: rootfs + delta. */
+export interface RestoredDisk {
+  path: string;
+  /** Its sha256 equals the disk's at pause. */
+  verified: boolean;
+  /** How it was made from the rootfs. */
+  method: CloneMethod;
 }
 
 export interface RestoredClone {
@@ -97,7 +109,7 @@ export class SnapshotService {
       // flushes its block devices on stop); fsync makes it durable, the copy freezes it.
       t = performance.now();
       await fsyncPath(rec.diskPath);
-      await cloneDisk(rec.diskPath, diskCopy);
+      const copyMethod = await cloneDisk(rec.diskPath, diskCopy);
       mark('diskCopyMs', t);
 
       t = performance.now();
@@ -114,8 +126,12 @@ export class SnapshotService {
 
       t = performance.now();
       let changedBytes: number;
+      let diffMethod: CreateSnapshotResult['diffMethod'] = 'rsync';
       if (diff === 'block') {
-        const runs = await diffByComparison(image.rootfsPath, diskCopy);
+        // On a reflink filesystem the extent maps say which blocks changed without reading
+        // them (FIEMAP); elsewhere, compare block by block.
+        diffMethod = rec.diskMethod === 'reflink' && copyMethod === 'reflink' ? 'extents' : 'comparison';
+        const runs = diffMethod === 'extents' ? await diffByExtents(image.rootfsPath, diskCopy) : await diffByComparison(image.rootfsPath, diskCopy);
         const stats = await writeDelta(diskCopy, runs, join(staging, SNAPSHOT_FILES.blockDelta));
         changedBytes = stats.changedBytes;
       } else {
@@ -146,7 +162,7 @@ export class SnapshotService {
         guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
       });
       mark('publishMs', t);
-      return { manifest, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
+      return { manifest, diffMethod, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
     } catch (err) {
       if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
@@ -174,17 +190,22 @@ export class SnapshotService {
    * The restored disk of a snapshot, materialised once: rootfs + delta, proven bit-identical
    * to the disk at pause by its sha256. Cached in <home>/restore/<id>/ for later restores.
    */
-  async restoredDisk(m: SnapshotManifest, opts: { allowUnverifiedDisk?: boolean } = {}): Promise<{ path: string; verified: boolean }> {
+  async restoredDisk(m: SnapshotManifest, opts: { allowUnverifiedDisk?: boolean } = {}): Promise<RestoredDisk> {
     const dir = join(this.restoreDir, m.id);
     const disk = join(dir, 'disk.img');
     const stampsPath = join(dir, 'verified.json');
-    const cached = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as { snapshot: Record<string, FileStamp>; disk: FileStamp; verified: boolean } | null;
+    const cached = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as {
+      snapshot: Record<string, FileStamp>;
+      disk: FileStamp;
+      verified: boolean;
+      method: CloneMethod;
+    } | null;
 
     // the bundle itself: sizes always, digests unless unchanged since last verified
     const snapshotStamps = await this.store.verify(m, cached?.snapshot);
     if (cached && (await stampOf(disk)) && JSON.stringify(await stampOf(disk)) === JSON.stringify(cached.disk)) {
       if (!cached.verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
-      return { path: disk, verified: cached.verified };
+      return { path: disk, verified: cached.verified, method: cached.method };
     }
 
     const image = await this.node.images.ensure(m.image.reference, { onProgress: (msg) => this.node.progressLine(msg) });
@@ -204,7 +225,8 @@ export class SnapshotService {
     await mkdir(dir, { recursive: true });
     const tmp = join(dir, `.disk-${process.pid}-${randomBytes(3).toString('hex')}.img`);
     try {
-      await run('cp', ['--sparse=always', image.rootfsPath, tmp]);
+      // a reflink of the rootfs where possible, so clones keep sharing its unchanged blocks
+      const method = await cloneDisk(image.rootfsPath, tmp);
       const snapDir = this.store.pathOf(m.id);
       let verified: boolean;
       if (m.disk.diff === 'block') {
@@ -229,9 +251,9 @@ export class SnapshotService {
         });
       }
       await rename(tmp, disk);
-      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampOf(disk), verified });
+      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampOf(disk), verified, method });
       if (!verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
-      return { path: disk, verified };
+      return { path: disk, verified, method };
     } finally {
       await rm(tmp, { force: true });
     }
@@ -269,7 +291,7 @@ export class SnapshotService {
     return { manifest: m, clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value), prepareMs };
   }
 
-  private async restoreOne(m: SnapshotManifest, name: string, disk: { path: string; verified: boolean }, opts: RestoreOptions): Promise<RestoredClone> {
+  private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
     const node = this.node;
     const kit = await node.guestKit();
     const phases: Record<string, number> = {};
@@ -287,7 +309,8 @@ export class SnapshotService {
 
       t = performance.now();
       const diskPath = join(dir, 'disk.img');
-      const diskMethod = await cloneDisk(disk.path, diskPath);
+      // the clone descends from the rootfs by reflink only if every step was a reflink
+      const diskMethod = (await cloneDisk(disk.path, diskPath)) === 'reflink' && disk.method === 'reflink' ? 'reflink' : 'sparse-copy';
       mark('diskMs', t);
 
       const spec: VmSpec = {

@@ -5,9 +5,18 @@
 import { EmbersError } from '../errors.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, isSnapshotId, type SnapshotFile } from './manifest.js';
+import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
-import { fetchSnapshot, isTransientTransferError, type RangeSource, type TransferOptions, type TransferResult } from './transfer.js';
+import {
+  emptyBody,
+  fetchSnapshot,
+  isTransientTransferError,
+  networkErrorCode,
+  requireSnapshotId,
+  type RangeSource,
+  type TransferOptions,
+  type TransferResult,
+} from './transfer.js';
 
 export interface PeerClientOptions {
   /** The peer's base URL, e.g. `http://10.0.0.2:7070`. */
@@ -65,7 +74,7 @@ export class PeerClient {
 
   /** True when the peer holds snapshot `id`. */
   async has(id: string): Promise<boolean> {
-    checkId(id);
+    requireSnapshotId(id);
     return retry(
       async () => {
         const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'HEAD', {}, undefined);
@@ -84,7 +93,7 @@ export class PeerClient {
   }
 
   private async readManifest(id: string, signal: AbortSignal | undefined): Promise<string> {
-    checkId(id);
+    requireSnapshotId(id);
     const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'GET', {}, signal);
     if (res.status === 404) {
       await res.body?.cancel();
@@ -136,7 +145,7 @@ export class PeerClient {
       res = await fetch(`${this.url}${path}`, { method, headers: { ...headers, Authorization: `Bearer ${this.token}` }, signal });
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
-      const code = causeCode(err);
+      const code = networkErrorCode(err);
       throw new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`, { endpoint: this.url, path, cause: code ?? null }, { cause: err });
     }
     if (res.status === 401) {
@@ -168,19 +177,4 @@ async function errorCode(res: Response): Promise<string> {
   } catch {
     return res.statusText;
   }
-}
-
-function causeCode(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string') return e.code;
-  }
-  return undefined;
-}
-
-function checkId(id: string): void {
-  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
-}
-
-async function* emptyBody(): AsyncIterable<Uint8Array> {
-  /* nothing */
 }

@@ -12,7 +12,7 @@
  * local bytes, and sends only the rest. Pulls go through the shared downloader (transfer.ts).
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { join } from 'node:path';
 import {
@@ -36,11 +36,15 @@ import {
   ProgressTracker,
   TransferLock,
   compileTransferOptions,
+  emptyBody,
   fetchSnapshot,
   isTransientTransferError,
+  networkErrorCode,
+  requireSnapshotId,
   runPool,
   snapshotSizes,
   transfersDir,
+  type CompiledTransferOptions,
   type RangeSource,
   type TransferOptions,
   type TransferResult,
@@ -287,13 +291,13 @@ export class S3SnapshotStore {
 
   /** True when the bucket holds snapshot `id` (its manifest exists). */
   async has(id: string): Promise<boolean> {
-    checkId(id);
+    requireSnapshotId(id);
     return (await this.head(this.keyOf(id, MANIFEST_NAME), undefined)) !== undefined;
   }
 
   /** Removes snapshot `id`: its manifest first (so it stops existing at once), then its files. */
   async remove(id: string): Promise<void> {
-    checkId(id);
+    requireSnapshotId(id);
     const keys: string[] = [];
     let token: string | undefined;
     do {
@@ -331,7 +335,7 @@ export class S3SnapshotStore {
     state: PushState,
     tracker: ProgressTracker,
     counts: { bytes: number; resumedBytes: number },
-    o: ReturnType<typeof compileTransferOptions>,
+    o: CompiledTransferOptions,
   ): Promise<void> {
     const key = this.keyOf(id, f.name);
     const there = await this.head(key, o.signal);
@@ -344,7 +348,7 @@ export class S3SnapshotStore {
     const fh = await open(path, 'r');
     try {
       if (f.sizeBytes <= o.partSizeBytes) {
-        const body = await readAt(fh, 0, f.sizeBytes);
+        const body = await readAt(fh, 0, f.sizeBytes, path);
         await this.call(`PUT ${key}`, o.signal, (signal) =>
           this.client.send(
             new PutObjectCommand({
@@ -364,20 +368,21 @@ export class S3SnapshotStore {
         await state.drop(f.name);
         return;
       }
-      await this.pushMultipart(fh, key, f, state, tracker, counts, o);
+      await this.pushMultipart(fh, path, key, f, state, tracker, counts, o);
     } finally {
       await fh.close();
     }
   }
 
   private async pushMultipart(
-    fh: Awaited<ReturnType<typeof open>>,
+    fh: FileHandle,
+    path: string,
     key: string,
     f: SnapshotFile,
     state: PushState,
     tracker: ProgressTracker,
     counts: { bytes: number; resumedBytes: number },
-    o: ReturnType<typeof compileTransferOptions>,
+    o: CompiledTransferOptions,
   ): Promise<void> {
     const { bucket } = this.config;
     const etags = new Map<number, string>();
@@ -391,7 +396,7 @@ export class S3SnapshotStore {
         for (const p of parts) {
           const [start, end] = partRange(p.number, partSize, f.sizeBytes);
           if (end <= start || p.sizeBytes !== end - start) continue;
-          const local = md5(await readAt(fh, start, end - start)).hex;
+          const local = md5(await readAt(fh, start, end - start, path)).hex;
           if (p.etag === local) {
             etags.set(p.number, `"${local}"`);
             counts.resumedBytes += end - start;
@@ -422,7 +427,7 @@ export class S3SnapshotStore {
       o.concurrency,
       async (n, poolSignal) => {
         const [start, end] = partRange(n, partSizeBytes, f.sizeBytes);
-        const body = await readAt(fh, start, end - start);
+        const body = await readAt(fh, start, end - start, path);
         const sum = md5(body);
         const res = await this.call(`PUT ${key} part ${n}`, poolSignal, async (signal) => {
           const r = await this.client.send(
@@ -479,7 +484,7 @@ export class S3SnapshotStore {
   // ---- pull (the RangeSource) ----
 
   private async readManifest(id: string, signal: AbortSignal | undefined): Promise<string> {
-    checkId(id);
+    requireSnapshotId(id);
     const key = this.keyOf(id, MANIFEST_NAME);
     return this.call(
       `GET ${key}`,
@@ -591,8 +596,8 @@ export class S3SnapshotStore {
     const name = errorName(err);
     const details = { endpoint: this.endpoint, bucket: this.config.bucket, request: what, status: status ?? null, serviceCode: name };
     const text = err instanceof Error ? err.message : String(err);
-    if (status === undefined && (NETWORK_CODES.has(networkCode(err) ?? '') || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))) {
-      return new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the S3 endpoint ${this.endpoint} (${networkCode(err) ?? name}) for ${what}`, { ...details, cause: networkCode(err) ?? name }, { cause: err });
+    if (status === undefined && (NETWORK_CODES.has(networkErrorCode(err) ?? '') || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))) {
+      return new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the S3 endpoint ${this.endpoint} (${networkErrorCode(err) ?? name}) for ${what}`, { ...details, cause: networkErrorCode(err) ?? name }, { cause: err });
     }
     if (name === 'CredentialsProviderError') {
       return new EmbersError('EMB_REMOTE_AUTH', `no S3 credentials for ${this.endpoint}: ${text}`, details, { cause: err });
@@ -686,19 +691,8 @@ function errorName(err: unknown): string {
   return name === 'Unknown' && status !== undefined ? (STATUS_CODES[status] ?? name) : name;
 }
 
-function networkCode(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string') return e.code;
-  }
-  return undefined;
-}
-
 function brokenConnection(endpoint: string, key: string, cause: unknown): EmbersError {
   return new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${endpoint} broke while reading ${key}`, { endpoint, key }, { cause });
-}
-
-function checkId(id: string): void {
-  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
 }
 
 function md5(data: Buffer): { hex: string; base64: string } {
@@ -712,17 +706,16 @@ function partRange(n: number, partSize: number, size: number): [number, number] 
   return [start, Math.min(start + partSize, size)];
 }
 
-async function readAt(fh: Awaited<ReturnType<typeof open>>, position: number, length: number): Promise<Buffer> {
+/** Reads exactly `length` bytes at `position` of the local file `path`. */
+async function readAt(fh: FileHandle, position: number, length: number, path: string): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);
-    if (bytesRead === 0) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `a snapshot file is shorter than its manifest says (read ${done} of ${length} bytes at ${position})`, { position, length });
+    if (bytesRead === 0) {
+      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${path} is shorter than its snapshot manifest says (it ends at ${position + done}, before ${position + length})`, { path, position, length });
+    }
     done += bytesRead;
   }
   return buf;
-}
-
-async function* emptyBody(): AsyncIterable<Uint8Array> {
-  /* nothing */
 }

@@ -13,7 +13,7 @@ import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { pidAlive } from '../vmm/process.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const MiB = 1024 * 1024;
 
@@ -601,4 +601,22 @@ function brokenStream(location: string, f: SnapshotFile, got: number, want: numb
 export async function snapshotSizes(store: LocalSnapshotStore, m: SnapshotManifest): Promise<Map<string, number>> {
   const manifestSize = (await stat(join(store.pathOf(m.id), MANIFEST_NAME))).size;
   return new Map<string, number>([...m.files.map((f) => [f.name, f.sizeBytes] as const), [MANIFEST_NAME, manifestSize]]);
+}
+
+/** Refuses anything that is not a snapshot id before it reaches a key or a URL. */
+export function requireSnapshotId(id: string): void {
+  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+}
+
+/** The errno-style code (ECONNREFUSED, UND_ERR_SOCKET, ...) of a network error or of one of its causes. */
+export function networkErrorCode(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string') return e.code;
+  }
+  return undefined;
+}
+
+/** A body of no bytes, for RangeSource.readRange(start === end). */
+export async function* emptyBody(): AsyncIterable<Uint8Array> {
+  /* nothing */
 }

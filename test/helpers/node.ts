@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ export interface TestNode {
 
 export async function openTestNode(opts: NodeOptions = {}): Promise<TestNode> {
   const before: HostResources = await readHostResources();
-  const home = await mkdtemp(join(tmpdir(), 'embers-test-'));
+  const home = opts.home ?? (await mkdtemp(join(tmpdir(), 'embers-test-')));
   const node = await EmbersNode.open({ home, netPoolSize: 2, ...opts });
   return {
     node,
@@ -30,7 +30,9 @@ export async function openTestNode(opts: NodeOptions = {}): Promise<TestNode> {
         assert.deepEqual(await filesBelow(node.config.paths.instances), [], 'instance dirs left in the home');
         assert.deepEqual(leaked(before, await readHostResources()), {}, 'host resources leaked');
       } finally {
-        await rm(home, { recursive: true, force: true });
+        if (opts.home) {
+          for (const entry of await readdir(home)) await rm(join(home, entry), { recursive: true, force: true });
+        } else await rm(home, { recursive: true, force: true });
       }
     },
   };

@@ -1,10 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../src/errors.js';
+import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { parseRange } from '../../src/snapshot/peer-server.js';
 import { resolveS3StoreOptions, s3StoreOptionsFromEnv } from '../../src/snapshot/s3-store.js';
 import { compileTransferOptions, isTransientTransferError, runPool } from '../../src/snapshot/transfer.js';
+import { exists } from '../../src/util/fs.js';
 import { retry, retryPolicy } from '../../src/util/retry.js';
+import { makeSnapshot, snapshotBytes, tempDir } from '../helpers/snapshots.js';
 
 const transient = () => new EmbersError('EMB_REMOTE_UNREACHABLE', 'down', {});
 const policy = retryPolicy({ attempts: 4, baseDelayMs: 1, maxDelayMs: 2 });
@@ -136,4 +141,37 @@ test('S3 options: from the environment, with defaults; incomplete or invalid set
   assert.throws(() => resolveS3StoreOptions({ bucket: 'Bad_Bucket' }), bad);
   assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', endpoint: 'ftp://x' }), bad);
   assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', prefix: 'a/../b' }), bad);
+});
+
+test('local store: publishFetched publishes exactly the listed files under the manifest id, atomically; refuses a mismatch', async () => {
+  const dir = await tempDir('publish-fetched');
+  try {
+    const a = new LocalSnapshotStore(join(dir.path, 'a'));
+    const b = new LocalSnapshotStore(join(dir.path, 'b'));
+    const m = await makeSnapshot(a, { memoryBytes: 4096, deltaBytes: 0, stateBytes: 100 });
+    const stage = async (skip?: string) => {
+      const staging = await b.staging();
+      for (const f of m.files) if (f.name !== skip) await cp(join(a.pathOf(m.id), f.name), join(staging, f.name));
+      return staging;
+    };
+
+    const missing = await stage('vmstate.bin');
+    await assert.rejects(b.publishFetched(missing, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message));
+    const extra = await stage();
+    await writeFile(join(extra, 'extra.bin'), 'x');
+    await assert.rejects(b.publishFetched(extra, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+    const short = await stage();
+    await writeFile(join(short, 'memory.bin'), 'short');
+    await assert.rejects(b.publishFetched(short, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /memory\.bin/.test((e as Error).message));
+    assert.equal(await b.has(m.id), false, 'nothing was published');
+
+    assert.deepEqual(await b.publishFetched(await stage(), m), m);
+    assert.deepEqual(await snapshotBytes(b, m.id), await snapshotBytes(a, m.id), 'the manifest is written byte for byte as publish writes it');
+    await b.verify(m);
+    const again = await stage();
+    assert.deepEqual(await b.publishFetched(again, m), m, 'already there: kept');
+    assert.equal(await exists(again), false, 'and the second staging dir dropped');
+  } finally {
+    await dir.dispose();
+  }
 });

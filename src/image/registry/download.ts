@@ -100,13 +100,15 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
       state = undefined;
     }
     if (!state || state.offset !== onDisk) state = await hashPrefix(part);
-    if (state.offset < desc.size) {
-      const { res, start } = await client.getBlob(repository, desc.digest, state.offset);
-      if (state.offset > 0) rangeRequests++;
-      if (start !== state.offset) {
+    let cur: PartState = state;
+    if (cur.offset < desc.size) {
+      const { res, start } = await client.getBlob(repository, desc.digest, cur.offset);
+      if (cur.offset > 0) rangeRequests++;
+      if (start !== cur.offset) {
         // The registry ignored the Range (200) or answered another one: start over.
         await truncate(part, 0).catch(async () => rm(part, { force: true }));
-        state = { hash: createHash('sha256'), offset: 0 };
+        cur = { hash: createHash('sha256'), offset: 0 };
+        state = cur;
         if (start !== 0) {
           res.destroy();
           throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${where} answered a range request for ${desc.digest} from byte ${start}`, { digest: desc.digest, start });
@@ -117,7 +119,7 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
       try {
         for await (const chunk of res) {
           const buf = chunk as Buffer;
-          if (state.offset + buf.length > desc.size) {
+          if (cur.offset + buf.length > desc.size) {
             res.destroy();
             await fh.close().catch(() => {});
             await rm(part, { force: true });
@@ -125,10 +127,10 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
             throw mismatch(`${where} sent more than the ${desc.size} bytes of blob ${desc.digest}`, { digest: desc.digest, expectedSize: desc.size });
           }
           await fh.write(buf);
-          state.hash.update(buf);
-          state.offset += buf.length;
+          cur.hash.update(buf);
+          cur.offset += buf.length;
           received += buf.length;
-          report(state.offset);
+          report(cur.offset);
         }
       } catch (err) {
         if (isEmbersError(err)) throw err;
@@ -136,22 +138,22 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
       } finally {
         await fh.close().catch(() => {});
       }
-      if (state.offset < desc.size) {
+      if (cur.offset < desc.size) {
         if (broke !== undefined || !res.complete) {
           const cause = broke ?? Object.assign(new Error('connection closed early'), { code: 'ECONNRESET' });
           const e = transportError(cause, new URL(`${client.baseUrl}/v2/${repository}/blobs/${desc.digest}`), `registry ${client.registry}`);
           if (isEmbersError(e)) {
-            throw new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${state.offset} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got: state.offset, want: desc.size }, { cause: e });
+            throw new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${cur.offset} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got: cur.offset, want: desc.size }, { cause: e });
           }
           throw e;
         }
         await rm(part, { force: true });
-        const got = state.offset;
+        const got = cur.offset;
         state = undefined;
         throw mismatch(`blob ${desc.digest} on ${where} is ${got} bytes, but its descriptor says ${desc.size}`, { digest: desc.digest, size: got, expectedSize: desc.size });
       }
     }
-    const actual = `sha256:${state.hash.copy().digest('hex')}`;
+    const actual = `sha256:${cur.hash.copy().digest('hex')}`;
     if (actual !== desc.digest) {
       await rm(part, { force: true });
       state = undefined;
@@ -165,6 +167,5 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
 
   await retry(attempt, isTransientRegistryError, opts.retry, opts.signal);
   await store.commitPart(desc.digest);
-  report(desc.size);
   return { cached: false, bytesReceived: received, resumedFrom, rangeRequests };
 }

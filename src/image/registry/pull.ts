@@ -161,7 +161,7 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
           signal: opts.signal,
           onProgress: (p) => {
             perLayer[i] = p.bytesDone;
-            if (p.bytesDone - lastReported < MiB && p.bytesDone < p.bytesTotal) return;
+            if (p.bytesDone === lastReported || (p.bytesDone - lastReported < MiB && p.bytesDone < p.bytesTotal)) return;
             lastReported = p.bytesDone;
             emit({ ...base, status: 'downloading', bytesDone: p.bytesDone, resumedFrom: p.resumedFrom, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
           },
