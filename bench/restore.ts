@@ -49,17 +49,6 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
     const id = snap.manifest.id;
     await node.snapshots.restore(id, { count: 1 }).then((r) => node.stop(r.clones[0].record.name)); // materialise the disk once
 
-    // single restores, pool on
-    const single: number[] = [];
-    for (let i = 0; i < repeats; i++) {
-      await node.pool.fill();
-      const r = await node.snapshots.restore(id, { count: 1 });
-      const c = r.clones[0].record;
-      const res = await node.invoke(c.name);
-      single.push(c.timings.readyMs + res.latencyMs);
-      await node.stop(c.name);
-    }
-
     // N concurrent restores, pool on
     await node.pool.fill();
     const t0 = performance.now();
@@ -76,17 +65,23 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
     }
     for (const c of many.clones) await node.stop(c.record.name);
 
-    // single restores, pool off: tear the pool down so every restore creates its slot
+    // single restores, pool on and pool off alternately (so drift on a noisy host hits both):
+    // pool off = the slot is created on the restore path, as a node without a pool would
     const noPool = await EmbersNode.open({ home, netPoolSize: 0 });
-    await noPool.pool.teardown();
+    const single: number[] = [];
     const unpooled: number[] = [];
     const slotMs: number[] = [];
     for (let i = 0; i < repeats; i++) {
-      const r = await noPool.snapshots.restore(id, { count: 1 });
-      const c = r.clones[0].record;
-      unpooled.push(c.timings.readyMs + (await noPool.invoke(c.name)).latencyMs);
-      slotMs.push(c.timings.phases.slotMs ?? 0);
-      await noPool.stop(c.name);
+      await node.pool.fill();
+      const on = (await node.snapshots.restore(id, { count: 1 })).clones[0].record;
+      single.push(on.timings.readyMs + (await node.invoke(on.name)).latencyMs);
+      await node.stop(on.name);
+
+      await noPool.pool.teardown();
+      const off = (await noPool.snapshots.restore(id, { count: 1 })).clones[0].record;
+      unpooled.push(off.timings.readyMs + (await noPool.invoke(off.name)).latencyMs);
+      slotMs.push(off.timings.phases.slotMs ?? 0);
+      await noPool.stop(off.name);
     }
 
     const rows = [
