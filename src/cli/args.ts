@@ -10,6 +10,12 @@ export const GLOBAL_OPTIONS = {
   accel: { type: 'string' },
   vmm: { type: 'string' },
   'firecracker-bin': { type: 'string' },
+  snapshots: { type: 'string' },
+  'cache-snapshots': { type: 'string' },
+  's3-endpoint': { type: 'string' },
+  's3-bucket': { type: 'string' },
+  's3-region': { type: 'string' },
+  's3-prefix': { type: 'string' },
   'net-pool-size': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies Options;

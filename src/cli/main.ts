@@ -4,6 +4,9 @@ import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { intOption, parse } from './args.js';
 import { Output } from './output.js';
 import { runDemo } from './demo.js';
+import { transferProgress } from './progress.js';
+import type { SnapshotSource } from '../node/remote.js';
+import { startPeerServer } from '../snapshot/peer-server.js';
 
 const USAGE = `embers — serverless functions as microVMs, with snapshot restores
 
@@ -19,9 +22,14 @@ usage: embers <command> [options]
   down                    stop everything and tear down this node's network pool
   snapshot create <instance> [--disk-diff block|rsync] [--stop]
                           pause, snapshot (state, memory, disk delta), resume (or stop)
-  snapshot restore <id> [--count N] [--name N]...
+  snapshot restore <id> [--count N] [--name N]... [--from-peer URL]
                           restore N clones concurrently; each answers before this returns
-  snapshot ls | inspect <id> [--verify] | rm <id>
+  snapshot ls [--remote] | inspect <id> [--verify] | rm <id>
+  snapshot push <id>      upload a snapshot to the S3-compatible store
+  snapshot pull <id> [--from-peer URL]
+                          download a snapshot from the store (or a peer node), verified
+  serve [--listen 127.0.0.1] [--port 7070]
+                          serve this node's snapshots to peers (token: EMBERS_PEER_TOKEN)
   guest build             build (or find cached) the guest kernel and initramfs
   guest build-kernel      build a kernel from Debian's linux-source with Firecracker's guest config
   demo [--clones N]       boot the test function, call it and show the timings
@@ -35,6 +43,14 @@ global options:
                           hardware KVM exist, else QEMU); see: embers doctor
   --firecracker-bin PATH  the Firecracker binary (EMBERS_FIRECRACKER_BIN)
   --net-pool-size N       free network slots kept ready (default 10)
+  --snapshots disabled|local|remote
+                          snapshot mode (default local; remote when EMBERS_S3_* is set):
+                          remote uploads after create and downloads before restore
+  --cache-snapshots on|off
+                          keep downloaded snapshots (default on)
+  --s3-endpoint URL --s3-bucket B [--s3-region R] [--s3-prefix P]
+                          the S3-compatible store (or EMBERS_S3_*; credentials only from
+                          EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY)
   --json                  print one JSON object as the last line
 `;
 
@@ -58,13 +74,40 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
   if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel)) throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
   const vmm = values.vmm as string | undefined;
   if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
+  const snapshots = values.snapshots as string | undefined;
+  if (snapshots !== undefined && !['disabled', 'local', 'remote'].includes(snapshots)) {
+    throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
+  }
+  const cache = values['cache-snapshots'] as string | undefined;
+  if (cache !== undefined && !['true', 'false', 'on', 'off'].includes(cache)) throw new EmbersError('EMB_USAGE', `--cache-snapshots must be on or off, not "${cache}"`);
   return {
     home: values.home as string | undefined,
+    snapshots: snapshots as NodeOptions['snapshots'],
+    cacheSnapshots: cache === undefined ? undefined : cache === 'true' || cache === 'on',
+    s3: s3FromFlags(values),
     accel: accel as NodeOptions['accel'],
     vmm: vmm as NodeOptions['vmm'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
     netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0),
     onProgress: (m) => out.progress(m),
+  };
+}
+
+/** S3 options from --s3-* flags (credentials always from EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY), or undefined to use EMBERS_S3_*. */
+function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
+  const flag = (n: string) => values[`s3-${n}`] as string | undefined;
+  if (!['endpoint', 'bucket', 'region', 'prefix'].some((n) => flag(n) !== undefined)) return undefined;
+  const env = process.env;
+  const bucket = flag('bucket') ?? env.EMBERS_S3_BUCKET;
+  if (!bucket) throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
+  const id = env.EMBERS_S3_ACCESS_KEY_ID;
+  const secret = env.EMBERS_S3_SECRET_ACCESS_KEY;
+  return {
+    endpoint: flag('endpoint') ?? env.EMBERS_S3_ENDPOINT,
+    bucket,
+    region: flag('region') ?? env.EMBERS_S3_REGION,
+    prefix: flag('prefix') ?? env.EMBERS_S3_PREFIX,
+    credentials: id && secret ? { accessKeyId: id, secretAccessKey: secret } : undefined,
   };
 }
 
@@ -155,6 +198,8 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
     }
     case 'snapshot':
       return snapshotCommand(argv, out);
+    case 'serve':
+      return serveCommand(argv, out);
     case 'demo': {
       const { values } = parse(argv, { clones: { type: 'string' } });
       return runDemo(nodeOptions(values, out), out, { clones: intOption(values.clones, 'clones', 3) });
@@ -186,8 +231,18 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     verify: { type: 'boolean', default: false },
     'allow-unverified-disk': { type: 'boolean', default: false },
     'ready-timeout': { type: 'string' },
+    remote: { type: 'boolean', default: false },
+    'from-peer': { type: 'string' },
+    token: { type: 'string' },
   });
   const [sub, arg] = positionals;
+  const peerSource = (): SnapshotSource | undefined => {
+    const url = values['from-peer'];
+    if (!url) return undefined;
+    const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
+    if (!token) throw new EmbersError('EMB_USAGE', '--from-peer needs the peer token: --token or EMBERS_PEER_TOKEN');
+    return { kind: 'peer', url, token };
+  };
   const need = (what: string) => {
     if (!arg) throw new EmbersError('EMB_USAGE', `usage: embers snapshot ${sub} <${what}>`);
     return arg;
@@ -198,7 +253,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     case 'create': {
       const diff = values['disk-diff'] ?? 'block';
       if (diff !== 'block' && diff !== 'rsync') throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
-      const r = await snaps.create(need('instance'), { diskDiff: diff, stop: values.stop });
+      const r = await snaps.create(need('instance'), { diskDiff: diff, stop: values.stop, onTransferProgress: transferProgress() });
       const mem = r.manifest.files.find((f) => f.name === 'memory.bin')?.sizeBytes ?? 0;
       out.result(
         `${r.manifest.id}\tcreated in ${r.timings.createMs} ms (VM paused ${r.timings.pausedMs} ms), memory ${mem} bytes, disk changes ${r.manifest.disk.changedBytes} bytes (${diff})`,
@@ -211,17 +266,35 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         count: intOption(values.count, 'count', 1),
         names: values.name,
         allowUnverifiedDisk: values['allow-unverified-disk'],
+        source: peerSource(),
+        onTransferProgress: transferProgress(),
         readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
       });
       const clones = r.clones.map((c) => ({ name: c.record.name, cloneIp: c.record.cloneIp, port: c.record.function.port, readyMs: c.record.timings.readyMs, phases: c.record.timings.phases, diskVerified: c.diskVerified }));
       out.result(
-        [`prepared in ${r.prepareMs} ms`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
-        { id: r.manifest.id, prepareMs: r.prepareMs, clones },
+        [`prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${(r.fetch.bytes / 1048576).toFixed(1)} MiB in ${r.fetch.ms} ms)` : ''}`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
+        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, clones },
       );
       await node.pool.fill(); // refill the slot pool off the restore path
       return 0;
     }
+    case 'push': {
+      const r = await node.remote.push(snaps.store, need('snapshot'), { onProgress: transferProgress() });
+      out.result(`pushed ${r.id}: ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${(r.resumedBytes / 1048576).toFixed(1)} MiB already there, in ${Math.round(r.ms)} ms`, r);
+      return 0;
+    }
+    case 'pull': {
+      const id = need('snapshot');
+      const { fetched } = await node.remote.ensureLocal(snaps.store, id, peerSource() ?? { kind: 's3' }, { onProgress: transferProgress() });
+      out.result(fetched ? `pulled ${id}: ${(fetched.bytes / 1048576).toFixed(1)} MiB in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, { id, fetched });
+      return 0;
+    }
     case 'ls': {
+      if (values.remote) {
+        const ids = await node.remote.s3().list();
+        out.result(ids.join('\n'), { remote: node.remote.s3().location, snapshots: ids });
+        return 0;
+      }
       const list = await snaps.store.list();
       out.result(
         ['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'),
@@ -243,6 +316,22 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     default:
       throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|ls|inspect|rm');
   }
+}
+
+/** Serves this node's snapshots to peers until interrupted (SIGINT/SIGTERM). */
+async function serveCommand(argv: string[], out: Output): Promise<number> {
+  const { values } = parse(argv, { listen: { type: 'string' }, port: { type: 'string' }, token: { type: 'string' } });
+  const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
+  if (!token) throw new EmbersError('EMB_USAGE', 'embers serve needs a shared token: --token or EMBERS_PEER_TOKEN (16 characters or more)');
+  const node = await EmbersNode.open(nodeOptions(values, out));
+  const server = await startPeerServer({ store: node.snapshots.store, token, host: values.listen ?? '127.0.0.1', port: intOption(values.port, 'port', 7070, 0) });
+  out.result(`serving snapshots of ${node.config.home} at ${server.url}`, { url: server.url, port: server.port });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.close();
+  return 0;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -9,7 +9,7 @@
 import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseImageReference, type ImageReference } from './registry/reference.js';
+import { parseImageReference, pinnedReference, type ImageReference } from './registry/reference.js';
 
 export type ImageLocation = { kind: 'local'; path: string } | { kind: 'registry'; ref: ImageReference };
 
@@ -34,4 +34,14 @@ export async function locateImage(ref: string): Promise<ImageLocation> {
   const colon = ref.lastIndexOf(':');
   if (colon > 0 && (await exists(ref.slice(0, colon)))) return { kind: 'local', path: ref };
   return { kind: 'registry', ref: parseImageReference(ref) };
+}
+
+/**
+ * The reference that names exactly the image a manifest digest identifies, for restoring a
+ * snapshot on another node (a tag may have moved there): `registry/repository@<digest>` for
+ * registry references; local references are returned as they are (the layout is local anyway).
+ */
+export async function pinImageReference(ref: string, manifestDigest: string): Promise<string> {
+  const location = await locateImage(ref);
+  return location.kind === 'registry' ? pinnedReference(location.ref, manifestDigest) : ref;
 }

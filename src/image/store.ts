@@ -517,15 +517,14 @@ export class ImageStore {
    */
   async pull(ref: string, opts: PullImageOptions = {}): Promise<ImageInspect> {
     const location = await locateImage(ref);
+    if (location.kind === 'local') {
+      const started = Date.now();
+      const image = await this.ensure(ref, { onProgress: (message) => opts.onProgress?.({ type: 'step', reference: ref, message }) });
+      opts.onProgress?.({ type: 'done', reference: ref, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256, bytesDownloaded: 0, ms: Date.now() - started });
+      return this.inspect(ref);
+    }
     const release = await this.guard.pin(this.registryOptions.signal);
     try {
-      if (location.kind === 'local') {
-        await release();
-        const image = await this.ensure(ref, { onProgress: (message) => opts.onProgress?.({ type: 'step', reference: ref, message }) });
-        const info = await this.inspect(ref);
-        opts.onProgress?.({ type: 'done', reference: ref, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256, bytesDownloaded: 0, ms: 0 });
-        return info;
-      }
       const r = await this.registryImage(ref, location.ref, { pull: 'always', ...(opts.onProgress ? { onPullProgress: opts.onProgress } : {}) }, opts.flatten ?? true);
       const rootfs = r.image ?? (await this.get(r.entry.manifestDigest));
       return {

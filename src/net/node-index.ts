@@ -33,7 +33,7 @@ export async function claimNodeIndex(home: string): Promise<NodeClaim> {
     if (owners.has(index)) continue;
     try {
       await writeFile(join(NODES_DIR, String(index)), `${home}\n`, { flag: 'wx' });
-      return { index, tookOverStale: false };
+      return { index: await settleDuplicateClaims(home, index), tookOverStale: false };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
@@ -46,6 +46,21 @@ export async function claimNodeIndex(home: string): Promise<NodeClaim> {
   throw new EmbersError('EMB_NET_EXHAUSTED', `all ${MAX_NODES} node indexes of this machine are in use by other embers homes`, { registry: NODES_DIR }, {
     hint: `run \`embers down\` in homes no longer needed, or remove stale entries from ${NODES_DIR}`,
   });
+}
+
+/**
+ * Two processes opening the same fresh home at once may each claim an index: both then keep
+ * the lowest one the home holds, and the holder of a higher one gives it back.
+ */
+async function settleDuplicateClaims(home: string, mine: number): Promise<number> {
+  const held: number[] = [];
+  for (const name of await readdir(NODES_DIR)) {
+    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
+    if (owner === home && Number.isInteger(Number(name))) held.push(Number(name));
+  }
+  const lowest = Math.min(mine, ...held);
+  if (lowest !== mine) await rm(join(NODES_DIR, String(mine)), { force: true });
+  return lowest;
 }
 
 /** The index this home holds, if it holds one (claims nothing). */

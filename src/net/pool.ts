@@ -30,6 +30,7 @@ export class SlotPool {
   private readonly leasesDir: string;
   readonly poolSize: number;
   private node: number | undefined;
+  private claiming: Promise<number> | undefined;
 
   constructor(private readonly opts: SlotPoolOptions) {
     this.slotsDir = join(opts.dir, 'slots');
@@ -39,13 +40,21 @@ export class SlotPool {
 
   /** The node index of this home (claimed on first use). Sweeps a stale claim's leftovers. */
   async nodeIndex(): Promise<number> {
-    if (this.node !== undefined) return this.node;
-    await mkdir(this.slotsDir, { recursive: true });
-    await mkdir(this.leasesDir, { recursive: true });
-    const claim = await claimNodeIndex(this.opts.home);
-    this.node = claim.index;
-    if (claim.tookOverStale) await this.sweepOrphans(new Set());
-    return this.node;
+    // one claim per pool even when many acquires race for the first one
+    this.claiming ??= (async () => {
+      await mkdir(this.slotsDir, { recursive: true });
+      await mkdir(this.leasesDir, { recursive: true });
+      const claim = await claimNodeIndex(this.opts.home);
+      this.node = claim.index;
+      if (claim.tookOverStale) await this.sweepOrphans(new Set());
+      return claim.index;
+    })();
+    try {
+      return await this.claiming;
+    } catch (err) {
+      this.claiming = undefined;
+      throw err;
+    }
   }
 
   /** Leases a slot for `owner`: a free pooled one if any, else a new one. */
@@ -129,6 +138,7 @@ export class SlotPool {
     await this.sweepOrphans(new Set());
     await releaseNodeIndex(this.opts.home, node);
     this.node = undefined;
+    this.claiming = undefined;
   }
 
   /**

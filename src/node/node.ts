@@ -17,10 +17,11 @@ import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
+import { RemoteSnapshots, type RemoteOptions } from './remote.js';
 import { SnapshotService } from './snapshots.js';
 import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
 
-export interface NodeOptions extends ConfigOptions {
+export interface NodeOptions extends ConfigOptions, RemoteOptions {
   /** Which VMM: 'auto' prefers Firecracker where its binary and hardware KVM exist. @default 'auto' */
   vmm?: 'auto' | 'qemu' | 'firecracker';
   /** The Firecracker binary. @default EMBERS_FIRECRACKER_BIN, else `firecracker` on PATH */
@@ -78,6 +79,7 @@ export class EmbersNode {
   readonly pool: SlotPool;
   readonly instances: InstanceStore;
   readonly snapshots: SnapshotService;
+  readonly remote: RemoteSnapshots;
   /** Why this node's VMM was chosen. */
   driverReason = '';
   private driverRef: HypervisorDriver | undefined;
@@ -88,6 +90,7 @@ export class EmbersNode {
     this.images = new ImageStore(this.config.paths.images, this.config.paths.tmp);
     this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(this.config.paths.instances);
+    this.remote = new RemoteSnapshots(opts);
     this.snapshots = new SnapshotService(this);
   }
 

@@ -16,6 +16,8 @@ import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/ma
 import type { VmSpec } from '../vmm/driver.js';
 import { pidAlive } from '../vmm/process.js';
 import type { InstanceRecord } from './instances.js';
+import type { SnapshotSource } from './remote.js';
+import type { TransferOptions } from '../snapshot/transfer.js';
 import { waitUntilServing } from './invoke.js';
 import type { EmbersNode } from './node.js';
 
@@ -24,6 +26,8 @@ export interface CreateSnapshotOptions {
   diskDiff?: 'block' | 'rsync';
   /** Stop the instance after the snapshot instead of resuming it. @default false */
   stop?: boolean;
+  /** Upload progress (remote mode). */
+  onTransferProgress?: TransferOptions['onProgress'];
 }
 
 export interface CreateSnapshotResult {
@@ -44,6 +48,19 @@ export interface RestoreOptions {
    * (for comparisons only: the guest's filesystem state may not match its disk).
    */
   allowUnverifiedDisk?: boolean;
+  /** Where to get the snapshot if it is not here: S3 (remote mode's default) or a peer node. */
+  source?: SnapshotSource;
+  /** Download progress. */
+  onTransferProgress?: TransferOptions['onProgress'];
+}
+
+export interface RestoreResult {
+  manifest: SnapshotManifest;
+  clones: RestoredClone[];
+  /** ms from the call to the clones' VMMs starting: fetch, verification, disk. */
+  prepareMs: number;
+  /** Set when the snapshot was downloaded for this restore. */
+  fetch?: { ms: number; bytes: number; resumedBytes: number };
 }
 
 /** A snapshot's disk, materialised and checked: rootfs + delta. */
@@ -76,6 +93,7 @@ export class SnapshotService {
   }
 
   async create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
+    this.node.remote.requireEnabled();
     const diff = opts.diskDiff ?? 'block';
     const rec = await this.node.instances.get(instance);
     const image = await this.node.images.get(rec.image.manifestDigest);
@@ -162,6 +180,12 @@ export class SnapshotService {
         guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
       });
       mark('publishMs', t);
+      if (this.node.remote.mode === 'remote') {
+        // upload after creation (the manifest last, so readers never see a half upload)
+        t = performance.now();
+        await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
+        mark('uploadMs', t);
+      }
       return { manifest, diffMethod, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
     } catch (err) {
       if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
@@ -269,26 +293,43 @@ export class SnapshotService {
   }
 
   /** Restores `count` clones of a snapshot concurrently; each answers before this resolves. */
-  async restore(id: string, opts: RestoreOptions = {}): Promise<{ manifest: SnapshotManifest; clones: RestoredClone[]; prepareMs: number }> {
+  async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
     const t0 = performance.now();
+    this.node.remote.requireEnabled();
+    const { fetched } = await this.node.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
+    const fetchMs = round(performance.now() - t0);
     const m = await this.store.get(id);
     await this.checkCompatible(m);
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
       throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
     }
-    const disk = await this.restoredDisk(m, opts);
+    let disk: RestoredDisk;
+    try {
+      disk = await this.restoredDisk(m, opts);
+    } catch (err) {
+      if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
+      throw err;
+    }
     await this.node.guestKit();
     const prepareMs = round(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
+    // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
+    // (their memory mappings and disks keep what they use)
+    if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // all or nothing: stop the clones that did come up
       for (const r of results) if (r.status === 'fulfilled') await this.node.stop(r.value.record.name).catch(() => undefined);
       throw failed.reason;
     }
-    return { manifest: m, clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value), prepareMs };
+    return {
+      manifest: m,
+      clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
+      prepareMs,
+      fetch: fetched ? { ms: fetchMs, bytes: fetched.bytes, resumedBytes: fetched.resumedBytes } : undefined,
+    };
   }
 
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
-import { pidAlive } from '../vmm/process.js';
+import { pidAlive } from '../util/pid.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 

@@ -23,11 +23,15 @@ export interface ProxyOptions {
    * all. `n` counts the requests for the same path so far (1 for the first).
    */
   cut?: (req: { method: string; url: string; n: number; range?: string }) => number | undefined;
+  /** Milliseconds to hold a request before forwarding it (to make concurrency visible). */
+  delayMs?: (req: { method: string; url: string }) => number;
 }
 
 export interface TestProxy {
   host: string;
   requests: ProxiedRequest[];
+  /** The most blob requests (`/blobs/` in the path) that were open at once. */
+  maxBlobsInFlight(): number;
   stop(): Promise<void>;
 }
 
@@ -35,6 +39,8 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   const requests: ProxiedRequest[] = [];
   const seen = new Map<string, number>();
   const sockets = new Set<Socket>();
+  let blobsInFlight = 0;
+  let maxBlobs = 0;
   const [targetHost, targetPort] = target.split(':');
   const server: Server = createServer((req, res) => {
     const url = req.url ?? '/';
@@ -45,37 +51,53 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     requests.push(entry);
     const limit = opts.cut?.({ method: entry.method, url, n, ...(range ? { range } : {}) });
     const headers: IncomingHttpHeaders = { ...req.headers, host: target };
-    const upstream = request({ host: targetHost, port: Number(targetPort), method: req.method, path: url, headers }, (up) => {
-      entry.status = up.statusCode;
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      if (limit === undefined) {
-        up.on('data', (b: Buffer) => (entry.bytes += b.length));
-        up.pipe(res);
-        return;
-      }
-      let passed = 0;
-      up.on('data', (chunk: Buffer) => {
-        if (entry.cut) return;
-        const room = limit - passed;
-        const part = chunk.subarray(0, Math.max(0, room));
-        if (part.length > 0) {
-          res.write(part);
-          passed += part.length;
-          entry.bytes += part.length;
+    if (url.includes('/blobs/')) {
+      blobsInFlight++;
+      maxBlobs = Math.max(maxBlobs, blobsInFlight);
+      res.on('close', () => blobsInFlight--);
+    }
+    const forward = (): void => {
+      const upstream = request({ host: targetHost, port: Number(targetPort), method: req.method, path: url, headers }, (up) => {
+        entry.status = up.statusCode;
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        if (limit === undefined) {
+          up.on('data', (b: Buffer) => (entry.bytes += b.length));
+          up.pipe(res);
+          return;
         }
-        if (passed >= limit) {
+        res.flushHeaders();
+        if (limit === 0) {
           entry.cut = true;
           up.destroy();
-          // flush what was written, then close the connection mid-body
           res.socket?.end();
+          return;
         }
+        let passed = 0;
+        up.on('data', (chunk: Buffer) => {
+          if (entry.cut) return;
+          const part = chunk.subarray(0, Math.max(0, limit - passed));
+          if (part.length > 0) {
+            res.write(part);
+            passed += part.length;
+            entry.bytes += part.length;
+          }
+          if (passed >= limit) {
+            entry.cut = true;
+            up.destroy();
+            // flush what was written, then close the connection mid-body
+            res.socket?.end();
+          }
+        });
+        up.on('end', () => {
+          if (!entry.cut) res.end();
+        });
       });
-      up.on('end', () => {
-        if (!entry.cut) res.end();
-      });
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    };
+    const wait = opts.delayMs?.({ method: entry.method, url }) ?? 0;
+    if (wait > 0) setTimeout(forward, wait);
+    else forward();
   });
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -85,6 +107,7 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
   return {
     host: `127.0.0.1:${(server.address() as { port: number }).port}`,
     requests,
+    maxBlobsInFlight: () => maxBlobs,
     async stop(): Promise<void> {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -52,7 +52,7 @@ function code(c: string, ...inMessage: string[]) {
 test('s3: push, then pull into another store: byte-identical, manifest identical, verified; list, has, remove', { timeout: 120_000 }, async (t) => {
   const { remote, a, b } = await setup(t);
   const m = await makeSnapshot(a);
-  const small = await makeSnapshot(a, { memoryBytes: 3 * MiB + 1, deltaBytes: 0 }); // single-part objects and an empty file
+  const small = await makeSnapshot(a, { memoryBytes: 3 * MiB + 1, deltaBytes: 0, stateBytes: 1 }); // single-part objects, an empty file, a 1-byte file
 
   const events: TransferProgress[] = [];
   const pushed = await remote.push(a, m.id, { partSizeBytes: PART, concurrency: 3, onProgress: (e) => events.push(e) });

@@ -156,7 +156,13 @@ export class RegistryClient {
     if (status === 404) {
       const err = await errorBody(res, url, this.what);
       const name = `${this.registry}/${repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`;
-      const why = err.code === 'NAME_UNKNOWN' ? 'the repository does not exist' : reference.startsWith('sha256:') ? 'no manifest has that digest' : 'the tag does not exist';
+      const tags = err.code === 'NAME_UNKNOWN' ? undefined : await this.tags(repository);
+      const why =
+        err.code === 'NAME_UNKNOWN' || tags === null
+          ? 'the repository does not exist'
+          : reference.startsWith('sha256:')
+            ? 'no manifest has that digest'
+            : `the tag does not exist${tags?.length ? ` (tags: ${tags.slice(0, 10).join(', ')}${tags.length > 10 ? ', …' : ''})` : ''}`;
       throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${name} is not on the registry: ${why}${err.code ? ` (${err.code})` : ''}`, { registry: this.registry, repository, reference, status, ...(err.code ? { registryCode: err.code } : {}) }, {
         hint: `check the repository and the ${reference.startsWith('sha256:') ? 'digest' : 'tag'} on ${this.registry}`,
       });
@@ -187,6 +193,27 @@ export class RegistryClient {
       }
     }
     return { digest, mediaType, bytes };
+  }
+
+  /**
+   * The tags of a repository (GET /v2/<repo>/tags/list, first page), null when the registry
+   * says the repository does not exist, undefined when it cannot tell. Used to explain a 404.
+   */
+  async tags(repository: string): Promise<string[] | null | undefined> {
+    const path = `${repository}/tags/list`;
+    const url = new URL(`${this.baseUrl}/v2/${path}`);
+    try {
+      const res = await this.request(repository, 'GET', path);
+      if (res.statusCode === 404) return (await errorBody(res, url, this.what)).code === 'NAME_UNKNOWN' ? null : undefined;
+      if (res.statusCode !== 200) {
+        await drain(res);
+        return undefined;
+      }
+      const doc = JSON.parse((await readBody(res, url, this.what, 1 << 20)).toString('utf8')) as { tags?: unknown };
+      return Array.isArray(doc.tags) ? doc.tags.filter((t): t is string => typeof t === 'string') : [];
+    } catch {
+      return undefined;
+    }
   }
 
   private blobNotFound(repository: string, digest: string, status: number, registryCode?: string): EmbersError {

@@ -90,6 +90,8 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
   let restartedAfterResume = false;
   const initial = (await stat(part).catch(() => undefined))?.size ?? 0;
   const resumedFrom = initial <= desc.size ? initial : 0;
+  const broken = (e: EmbersError, got: number) =>
+    new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${got} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got, want: desc.size }, { cause: e });
   const report = (offset: number) => opts.onProgress?.({ bytesDone: offset, bytesTotal: desc.size, resumedFrom });
 
   const attempt = async (): Promise<void> => {
@@ -102,7 +104,13 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
     if (!state || state.offset !== onDisk) state = await hashPrefix(part);
     let cur: PartState = state;
     if (cur.offset < desc.size) {
-      const { res, start } = await client.getBlob(repository, desc.digest, cur.offset);
+      let response: Awaited<ReturnType<RegistryClient['getBlob']>>;
+      try {
+        response = await client.getBlob(repository, desc.digest, cur.offset);
+      } catch (err) {
+        throw isEmbersError(err, 'EMB_REGISTRY_UNREACHABLE') ? broken(err, cur.offset) : err;
+      }
+      const { res, start } = response;
       if (cur.offset > 0) rangeRequests++;
       if (start !== cur.offset) {
         // The registry ignored the Range (200) or answered another one: start over.
@@ -142,10 +150,7 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
         if (broke !== undefined || !res.complete) {
           const cause = broke ?? Object.assign(new Error('connection closed early'), { code: 'ECONNRESET' });
           const e = transportError(cause, new URL(`${client.baseUrl}/v2/${repository}/blobs/${desc.digest}`), `registry ${client.registry}`);
-          if (isEmbersError(e)) {
-            throw new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${cur.offset} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got: cur.offset, want: desc.size }, { cause: e });
-          }
-          throw e;
+          throw isEmbersError(e, 'EMB_REGISTRY_UNREACHABLE') ? broken(e, cur.offset) : e;
         }
         await rm(part, { force: true });
         const got = cur.offset;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { pidAlive } from '../../util/pid.js';
 import { delay } from '../../util/retry.js';
-import { acquireLock, lockHeld, lockOwner } from './lock.js';
+import { acquireLock, heldHere, lockHeld, lockOwner } from './lock.js';
 
 const PIN_RE = /^\.pin-(\d+)-[0-9a-f]+$/;
 
@@ -33,8 +33,15 @@ export class CacheGuard {
     const path = join(this.imagesDir, `.pin-${process.pid}-${randomBytes(6).toString('hex')}`);
     const started = Date.now();
     for (;;) {
+      heldHere.add(path);
       await writeFile(path, `${process.pid}\n`);
-      if (!(await lockHeld(this.gcLockPath))) return () => rm(path, { force: true });
+      if (!(await lockHeld(this.gcLockPath))) {
+        return async () => {
+          heldHere.delete(path);
+          await rm(path, { force: true });
+        };
+      }
+      heldHere.delete(path);
       await rm(path, { force: true });
       if (Date.now() - started > this.waitMs) {
         throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `the image cache ${this.imagesDir} is being garbage-collected by process ${(await lockOwner(this.gcLockPath)) ?? '?'}`, { lock: this.gcLockPath });
@@ -56,8 +63,9 @@ export class CacheGuard {
       const m = PIN_RE.exec(name);
       if (!m) continue;
       const pid = Number(m[1]);
-      if (pid === process.pid || (await pidAlive(pid))) live.push(name);
-      else await rm(join(this.imagesDir, name), { force: true });
+      const path = join(this.imagesDir, name);
+      if (pid === process.pid ? heldHere.has(path) : await pidAlive(pid)) live.push(name);
+      else await rm(path, { force: true });
     }
     return live;
   }

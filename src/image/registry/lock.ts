@@ -18,6 +18,12 @@ export interface LockOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Lock and pin files this process holds. A file naming our pid but not in this set was left
+ * by an earlier process that had the same pid (pids are reused, in containers especially): stale.
+ */
+export const heldHere = new Set<string>();
+
 /** The pid in a lock (or pin) file, or undefined when the file is gone or unreadable. */
 export async function lockOwner(path: string): Promise<number | undefined> {
   const text = await readFile(path, 'utf8').catch(() => undefined);
@@ -28,7 +34,7 @@ export async function lockOwner(path: string): Promise<number | undefined> {
 /** True when the lock file exists and its process is alive. */
 export async function lockHeld(path: string): Promise<boolean> {
   const pid = await lockOwner(path);
-  return pid !== undefined && (pid === process.pid || (await pidAlive(pid)));
+  return pid !== undefined && (pid === process.pid ? heldHere.has(path) : await pidAlive(pid));
 }
 
 /** Creates `path` holding our pid; false when it exists. */
@@ -57,7 +63,13 @@ export async function acquireLock(path: string, what: string, opts: LockOptions 
   const started = Date.now();
   for (;;) {
     opts.signal?.throwIfAborted();
-    if (await tryCreateLock(path)) return () => rm(path, { force: true });
+    if (await tryCreateLock(path)) {
+      heldHere.add(path);
+      return async () => {
+        heldHere.delete(path);
+        await rm(path, { force: true });
+      };
+    }
     const owner = await lockOwner(path);
     if (owner === undefined) {
       // Just created and not yet written, or left empty by a crash: give a writer a moment.
@@ -67,7 +79,7 @@ export async function acquireLock(path: string, what: string, opts: LockOptions 
       if ((await lockOwner(path)) === undefined) await rm(path, { force: true });
       continue;
     }
-    if (owner !== process.pid && !(await pidAlive(owner))) {
+    if (owner === process.pid ? !heldHere.has(path) : !(await pidAlive(owner))) {
       await rm(path, { force: true });
       continue;
     }
