@@ -12,7 +12,7 @@ fi
 
 PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs nftables iproute2 rsync xfsprogs kmod xz-utils
-  cpio coreutils util-linux gcc libc6-dev skopeo docker-registry curl ca-certificates
+  cpio coreutils util-linux mount gcc libc6-dev skopeo docker-registry openssl zstd attr curl ca-certificates
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
