@@ -5,6 +5,7 @@ import { intOption, parse } from './args.js';
 import { Output } from './output.js';
 import { runDemo } from './demo.js';
 import { transferProgress } from './progress.js';
+import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
 import type { SnapshotSource } from '../node/remote.js';
 import { startPeerServer } from '../snapshot/peer-server.js';
 
@@ -30,6 +31,9 @@ usage: embers <command> [options]
                           download a snapshot from the store (or a peer node), verified
   serve [--listen 127.0.0.1] [--port 7070]
                           serve this node's snapshots to peers (token: EMBERS_PEER_TOKEN)
+  image pull <ref>        pull from a registry (or read a local OCI layout / docker save
+                          archive), verify every blob, flatten to a deterministic rootfs
+  image ls | inspect <ref> | rm <ref> | gc
   guest build             build (or find cached) the guest kernel and initramfs
   guest build-kernel      build a kernel from Debian's linux-source with Firecracker's guest config
   demo [--clones N]       boot the test function, call it and show the timings
@@ -200,6 +204,8 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       return snapshotCommand(argv, out);
     case 'serve':
       return serveCommand(argv, out);
+    case 'image':
+      return imageCommand(argv, out);
     case 'demo': {
       const { values } = parse(argv, { clones: { type: 'string' } });
       return runDemo(nodeOptions(values, out), out, { clones: intOption(values.clones, 'clones', 3) });
@@ -315,6 +321,46 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     }
     default:
       throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|ls|inspect|rm');
+  }
+}
+
+async function imageCommand(argv: string[], out: Output): Promise<number> {
+  const { values, positionals } = parse(argv, {});
+  const [sub, ref] = positionals;
+  const need = () => {
+    if (!ref) throw new EmbersError('EMB_USAGE', `usage: embers image ${sub} <reference>`);
+    return ref;
+  };
+  const node = await EmbersNode.open(nodeOptions(values, out));
+  const images = node.images;
+  switch (sub) {
+    case 'pull': {
+      const info = await images.pull(need(), { onProgress: pullProgressDisplay(process.stderr) });
+      out.result(formatImageInspect(info), info);
+      return 0;
+    }
+    case 'ls': {
+      const list = await images.listImages();
+      out.result(formatImageList(list), { images: list });
+      return 0;
+    }
+    case 'inspect': {
+      const info = await images.inspect(need());
+      out.result(formatImageInspect(info), info);
+      return 0;
+    }
+    case 'rm': {
+      const r = await images.remove(need(), { inUse: await node.imageDigestsInUse() });
+      out.result(formatRemoveResult(r), r);
+      return 0;
+    }
+    case 'gc': {
+      const r = await images.gc(await node.imageDigestsInUse());
+      out.result(formatGcResult(r), r);
+      return 0;
+    }
+    default:
+      throw new EmbersError('EMB_USAGE', 'usage: embers image pull|ls|inspect|rm|gc');
   }
 }
 

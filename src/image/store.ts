@@ -408,7 +408,7 @@ export class ImageStore {
       const rootfs = !inUse.has(refOrDigest) && (await this.removeRootfs(refOrDigest)).length > 0 ? [refOrDigest] : [];
       return { references, rootfs };
     }
-    const key = await this.refKey(refOrDigest);
+    const key = (await this.refs.get(refOrDigest)) ? refOrDigest : await this.refKey(refOrDigest);
     const outcome = await this.refs.update((images) => {
       const entry = images[key];
       if (!entry) return undefined;
@@ -557,6 +557,8 @@ export class ImageStore {
     if (DIGEST_RE.test(ref)) {
       const hit = byDigest(ref);
       if (hit) [reference, entry] = hit;
+    } else if (all[ref]) {
+      entry = all[ref];
     } else {
       const location = await locateImage(ref);
       if (location.kind === 'registry') {
@@ -569,8 +571,8 @@ export class ImageStore {
       }
     }
     if (entry?.source === 'local' && localPath === undefined) {
-      const location = await locateImage(reference);
-      if (location.kind === 'local') localPath = location.path;
+      const location = await locateImage(reference).catch(() => undefined);
+      if (location?.kind === 'local') localPath = location.path;
     }
 
     let resolved: ResolvedImage | undefined;

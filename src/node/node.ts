@@ -278,6 +278,14 @@ export class EmbersNode {
     return names;
   }
 
+  /** Manifest digests that instances and snapshots of this node still need (for image rm/gc). */
+  async imageDigestsInUse(): Promise<string[]> {
+    const digests = new Set<string>();
+    for (const { record } of await this.instances.scan()) if (record) digests.add(record.image.manifestDigest);
+    for (const m of await this.snapshots.store.list()) digests.add(m.image.manifestDigest);
+    return [...digests];
+  }
+
   /** Tears the slot pool down if no instance (running or being created) is left. */
   async downIfIdle(): Promise<boolean> {
     if ((await this.instances.scan()).length > 0) return false;

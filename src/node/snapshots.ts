@@ -11,6 +11,7 @@ import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
 import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { GUEST_NET } from '../net/addressing.js';
+import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { VmSpec } from '../vmm/driver.js';
@@ -232,7 +233,9 @@ export class SnapshotService {
       return { path: disk, verified: cached.verified, method: cached.method };
     }
 
-    const image = await this.node.images.ensure(m.image.reference, { onProgress: (msg) => this.node.progressLine(msg) });
+    // the image exactly as the snapshot saw it: a registry tag may have moved since
+    const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
+    const image = await this.node.images.ensure(pinned, { onProgress: (msg) => this.node.progressLine(msg) });
     if (image.manifestDigest !== m.image.manifestDigest) {
       throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`, {
         id: m.id,

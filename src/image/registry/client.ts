@@ -120,7 +120,8 @@ export class RegistryClient {
       const details = { registry: this.registry, repository, url: url.href, status, username: this.credentials?.username, ...(refused.code ? { registryCode: refused.code } : {}) };
       if (status === 403 || answered !== undefined) {
         if (answered === 'bearer' && this.bearer) this.tokens.forget(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
-        throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}`, details);
+        const maybeMissing = answered === 'bearer' ? ' (registries such as Docker Hub also answer so for a repository that does not exist)' : '';
+        throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}${maybeMissing}`, details);
       }
       if (bearer) {
         this.bearer = bearer;

@@ -179,9 +179,11 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   };
   await Promise.all(Array.from({ length: Math.min(opts.concurrency, Math.max(1, queue.length)) }, worker));
   if (failure !== undefined) throw failure;
-  // layers that repeat an earlier digest
+  // layers that repeat an earlier digest: stored once, reported as cached
   layers.forEach((d, i) => {
-    if (unique.get(d.digest) !== i) perLayer[i] = d.size;
+    if (unique.get(d.digest) === i) return;
+    perLayer[i] = d.size;
+    emit({ type: 'layer', reference, index: i, count: layers.length, digest: d.digest, bytesTotal: d.size, status: 'cached', bytesDone: d.size, resumedFrom: 0, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
   });
 
   // 4. the manifest, then the index: stored last, once everything they name is in place
