@@ -4,21 +4,9 @@ import { EmbersError } from '../errors.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
+import type { FunctionSpec } from '../snapshot/manifest.js';
 
-/** What a function is: an image plus its run config. */
-export interface FunctionSpec {
-  image: string;
-  vcpus: number;
-  memoryMiB: number;
-  /** The guest port the function serves HTTP on. */
-  port: number;
-  /** Extra environment, "K=V", added to the image's. */
-  env: string[];
-  /** Replaces the image's Entrypoint (and drops its Cmd) when given, as `docker run --entrypoint` does. */
-  entrypoint?: string[];
-  /** Replaces the image's Cmd when given. */
-  cmd?: string[];
-}
+export type { FunctionSpec } from '../snapshot/manifest.js';
 
 export interface BootTimings {
   /** Each phase in ms. */

@@ -9,20 +9,27 @@ export interface SnapshotFile {
   sha256: string;
 }
 
+/** What a function is: an image plus its run config. */
+export interface FunctionSpec {
+  image: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** The guest port the function serves HTTP on. */
+  port: number;
+  /** Extra environment, "K=V", added to the image's. */
+  env: string[];
+  /** Replaces the image's Entrypoint (and drops its Cmd) when given, as `docker run --entrypoint` does. */
+  entrypoint?: string[];
+  /** Replaces the image's Cmd when given. */
+  cmd?: string[];
+}
+
 /** Everything needed to restore a snapshot on any node, and to prove the restore is exact. */
 export interface SnapshotManifest {
   formatVersion: number;
   id: string;
   createdAt: string;
-  function: {
-    image: string;
-    vcpus: number;
-    memoryMiB: number;
-    port: number;
-    env: string[];
-    entrypoint?: string[];
-    cmd?: string[];
-  };
+  function: FunctionSpec;
   image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number };
   disk: {
     /** How the disk changes were captured. */

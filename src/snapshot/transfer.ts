@@ -12,6 +12,7 @@ import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { pidAlive } from '../util/pid.js';
+import { lockOwner, tryCreateLock } from '../util/lock.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
@@ -153,20 +154,10 @@ export class TransferLock {
     try {
       await mkdir(dir, { recursive: true });
       for (let attempt = 0; attempt < 3; attempt++) {
-        try {
-          const fh = await open(path, 'wx', 0o644);
-          try {
-            await fh.writeFile(`${process.pid}\n`);
-          } finally {
-            await fh.close();
-          }
-          return new TransferLock(path);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-          const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-          if (pid && pid !== process.pid && (await pidAlive(pid))) throw busy(pid);
-          await rm(path, { force: true }); // its owner is gone
-        }
+        if (await tryCreateLock(path)) return new TransferLock(path);
+        const pid = await lockOwner(path);
+        if (pid && pid !== process.pid && (await pidAlive(pid))) throw busy(pid);
+        await rm(path, { force: true }); // its owner is gone
       }
       throw busy(0);
     } catch (err) {

@@ -3,10 +3,13 @@
  * `embers image …` commands): a file created with O_EXCL holding the owner's pid. A lock whose
  * process is gone is taken over; a live one is waited for.
  */
-import { open, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
+import { heldHere, lockOwner, tryCreateLock } from '../../util/lock.js';
 import { pidAlive } from '../../util/pid.js';
 import { delay } from '../../util/retry.js';
+
+export { heldHere, lockHeld, lockOwner, tryCreateLock } from '../../util/lock.js';
 
 export interface LockOptions {
   /** Give up (EMB_IMAGE_CACHE_BUSY) after waiting this long for a live owner, in ms.
@@ -16,41 +19,6 @@ export interface LockOptions {
    * @default 100 */
   pollMs?: number;
   signal?: AbortSignal;
-}
-
-/**
- * Lock and pin files this process holds. A file naming our pid but not in this set was left
- * by an earlier process that had the same pid (pids are reused, in containers especially): stale.
- */
-export const heldHere = new Set<string>();
-
-/** The pid in a lock (or pin) file, or undefined when the file is gone or unreadable. */
-export async function lockOwner(path: string): Promise<number | undefined> {
-  const text = await readFile(path, 'utf8').catch(() => undefined);
-  const pid = Number(text?.trim());
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-}
-
-/** True when the lock file exists and its process is alive. */
-export async function lockHeld(path: string): Promise<boolean> {
-  const pid = await lockOwner(path);
-  return pid !== undefined && (pid === process.pid ? heldHere.has(path) : await pidAlive(pid));
-}
-
-/** Creates `path` holding our pid; false when it exists. */
-export async function tryCreateLock(path: string): Promise<boolean> {
-  try {
-    const fh = await open(path, 'wx', 0o644);
-    try {
-      await fh.writeFile(`${process.pid}\n`);
-    } finally {
-      await fh.close();
-    }
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
 }
 
 /**
