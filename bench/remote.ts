@@ -35,6 +35,7 @@ export async function benchRemote(args: string[]): Promise<Record<string, unknow
     const fetchMs: number[] = [];
     const local: number[] = [];
     for (let i = 0; i < repeats; i++) {
+      await remoteB.settle();
       await remoteB.pool.fill();
       // remote: nothing of the snapshot on node B (dropped after each use)
       const r = await remoteB.snapshots.restore(id, { count: 1 });

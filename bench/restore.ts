@@ -28,6 +28,7 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
   const fn = { vcpus: 1, memoryMiB: 256, port: 8080, env: [] as string[] };
   try {
     const image = await buildTestFunctionImage(join(home, 'fn'));
+    await node.settle();
     await node.pool.fill();
     const accel = await node.driver.accelerator();
     process.stdout.write(`restore: ${node.driver.kind} under ${accel.accelerator}; ${repeats} repeats, ${clones} concurrent clones, 256 MiB guests\n`);
@@ -50,6 +51,7 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
     await node.snapshots.restore(id, { count: 1 }).then((r) => node.stop(r.clones[0].record.name)); // materialise the disk once
 
     // N concurrent restores, pool on
+    await node.settle();
     await node.pool.fill();
     const t0 = performance.now();
     const many = await node.snapshots.restore(id, { count: clones });
@@ -72,11 +74,13 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
     const unpooled: number[] = [];
     const slotMs: number[] = [];
     for (let i = 0; i < repeats; i++) {
+      await node.settle();
       await node.pool.fill();
       const on = (await node.snapshots.restore(id, { count: 1 })).clones[0].record;
       single.push(on.timings.readyMs + (await node.invoke(on.name)).latencyMs);
       await node.stop(on.name);
 
+      await node.settle(); // node's background refill must not race the teardown
       await noPool.pool.teardown();
       const off = (await noPool.snapshots.restore(id, { count: 1 })).clones[0].record;
       unpooled.push(off.timings.readyMs + (await noPool.invoke(off.name)).latencyMs);

@@ -33,7 +33,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     const wrote = await node.invoke(rec.name, { path: `/cgi-bin/write?name=demo.bin&size=${size}&seed=${seed}&sync=0` });
     const expected = expectedFileSha256(seed, size);
 
-    await node.pool.fill(); // a node refills its slot pool in the background, off the start path
+    await node.settle(); // the slot pool refills in the background, off the start path
 
     say('snapshot: pause → state + memory → disk delta → resume → publish …');
     const snap = await node.snapshots.create(rec.name);

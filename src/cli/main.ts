@@ -144,7 +144,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
           .join(', ')})\taccelerator ${rec.vm.accelerator}`,
         { name: rec.name, cloneIp: rec.cloneIp, port: rec.function.port, accelerator: rec.vm.accelerator, timings: rec.timings },
       );
-      await node.pool.fill(); // refill the slot pool off the cold-start path
+      await node.settle(); // the slot pool refills in the background, off the start path
       return 0;
     }
     case 'invoke': {
@@ -281,7 +281,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         [`prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${(r.fetch.bytes / 1048576).toFixed(1)} MiB in ${r.fetch.ms} ms)` : ''}`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
         { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, clones },
       );
-      await node.pool.fill(); // refill the slot pool off the restore path
+      await node.settle(); // the slot pool refills in the background, off the restore path
       return 0;
     }
     case 'push': {

@@ -83,6 +83,8 @@ export class EmbersNode {
   /** Why this node's VMM was chosen. */
   driverReason = '';
   private driverRef: HypervisorDriver | undefined;
+  private refilling: Promise<void> | undefined;
+  private refillAgain = false;
   private readonly kits = new Map<GuestKit['kind'], GuestKit>();
 
   private constructor(private readonly opts: NodeOptions) {
@@ -222,6 +224,7 @@ export class EmbersNode {
       };
       await this.instances.save(record);
       await rm(join(dir, OWNER_FILE), { force: true });
+      this.scheduleRefill();
       return record;
     });
   }
@@ -278,6 +281,28 @@ export class EmbersNode {
     return names;
   }
 
+  /**
+   * Tops the slot pool up in the background, off the start path (after a boot or restore took
+   * slots from it). One refill runs at a time; a request during one runs another after it.
+   */
+  scheduleRefill(): void {
+    if (this.refilling) {
+      this.refillAgain = true;
+      return;
+    }
+    this.refilling = (async () => {
+      do {
+        this.refillAgain = false;
+        await this.pool.fill().catch((err: Error) => this.progressLine(`network pool refill failed: ${err.message}`));
+      } while (this.refillAgain);
+    })().finally(() => (this.refilling = undefined));
+  }
+
+  /** Waits for background work (pool refills) to finish. */
+  async settle(): Promise<void> {
+    while (this.refilling) await this.refilling;
+  }
+
   /** Manifest digests that instances and snapshots of this node still need (for image rm/gc). */
   async imageDigestsInUse(): Promise<string[]> {
     const digests = new Set<string>();
@@ -288,6 +313,7 @@ export class EmbersNode {
 
   /** Tears the slot pool down if no instance (running or being created) is left. */
   async downIfIdle(): Promise<boolean> {
+    await this.settle();
     if ((await this.instances.scan()).length > 0) return false;
     await this.pool.teardown();
     return true;
@@ -295,6 +321,7 @@ export class EmbersNode {
 
   /** Stops every instance, tears the slot pool down and gives the node's index back. */
   async down(): Promise<void> {
+    await this.settle();
     await this.stopAll();
     await this.pool.teardown();
   }

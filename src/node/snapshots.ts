@@ -327,6 +327,7 @@ export class SnapshotService {
       for (const r of results) if (r.status === 'fulfilled') await this.node.stop(r.value.record.name).catch(() => undefined);
       throw failed.reason;
     }
+    this.node.scheduleRefill();
     return {
       manifest: m,
       clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
