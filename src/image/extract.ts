@@ -39,6 +39,15 @@ import {
   type Stats,
 } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
+
+/** Runtime mount points added to every rootfs that lacks them, with their modes. */
+const RUNTIME_MOUNTPOINTS: readonly [string, number][] = [
+  ['dev', 0o755],
+  ['proc', 0o555],
+  ['run', 0o755],
+  ['sys', 0o555],
+  ['tmp', 0o1777],
+];
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { run } from '../util/exec.js';
@@ -348,11 +357,31 @@ export class LayerApplier {
   }
 
   /**
+   * The directories every container runtime mounts on (/proc, /sys, /dev, /tmp, /run), added
+   * empty where the image lacks them, as Docker's runtime does: the guest init mounts only on
+   * existing directories (it never writes the function's disk to boot), and a scratch image
+   * would otherwise run without /proc or /dev. Deterministic: same image, same tree.
+   */
+  private addRuntimeMountpoints(): void {
+    for (const [name, mode] of RUNTIME_MOUNTPOINTS) {
+      const abs = this.abs(name);
+      try {
+        lstatSync(abs);
+      } catch {
+        mkdirSync(abs, { mode });
+        chmodSync(abs, mode); // no umask
+        lchownSync(abs, 0, 0);
+      }
+    }
+  }
+
+  /**
    * After the last layer: verifies the xattrs on the tree are exactly the image's (the host
    * may add some, e.g. inherited default ACLs), sets every object's atime and mtime to its
    * recorded mtime, and measures the tree.
    */
   async finish(): Promise<StagedTree> {
+    this.addRuntimeMountpoints();
     let hasXattrs = false;
     for (const m of this.xattrs.values()) if (m.size > 0) hasXattrs = true;
     if (hasXattrs) await this.verifyXattrs();

@@ -73,7 +73,7 @@ import { normalizeInodes } from './ext4.js';
 import type { StagedTree } from './extract.js';
 
 /** Bump whenever the bytes of the rootfs for a given manifest change. */
-export const FLATTENER_VERSION = 1;
+export const FLATTENER_VERSION = 2;
 
 /** The one timestamp of a rootfs (2000-01-01T00:00:00Z): atime, ctime, crtime, fs times. */
 export const ROOTFS_EPOCH = 946_684_800;

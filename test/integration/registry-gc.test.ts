@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
+import { FLATTENER_VERSION } from '../../src/image/flatten.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import { hasRegistryTools, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
@@ -92,7 +93,7 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
   assert.deepEqual(fourth.removedBlobs.map((x) => x.digest).sort(), [a.manifestDigest, a.configDigest, ...a.layerDigests].sort());
   assert.deepEqual(fourth.removedRootfs.map((x) => x.manifestDigest), [a.manifestDigest]);
   assert.deepEqual(await verifiedBlobs(images), []);
-  assert.deepEqual(await rootfsNames(images), [`${hex(l.manifestDigest)}-v1`]);
+  assert.deepEqual(await rootfsNames(images), [`${hex(l.manifestDigest)}-v${FLATTENER_VERSION}`]);
   assert.equal((await store.inspect(localLayout)).manifestDigest, l.manifestDigest);
   await assert.rejects(store.inspect(refA), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'));
 

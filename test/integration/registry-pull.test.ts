@@ -45,7 +45,7 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
 
   // the tree: whiteouts, opaque dirs, later layers win
   const p = a.rootfsPath!;
-  assert.deepEqual(namesIn(p, '/'), ['a', 'c', 'e', 'etc', 'h', 'lost+found']);
+  assert.deepEqual(namesIn(p, '/'), ['a', 'c', 'dev', 'e', 'etc', 'h', 'lost+found', 'proc', 'run', 'sys', 'tmp']);
   assert.deepEqual(namesIn(p, '/a'), ['b']);
   assert.deepEqual(namesIn(p, '/a/b'), ['new']);
   assert.deepEqual(namesIn(p, '/c'), ['keep']);

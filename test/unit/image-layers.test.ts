@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, stat, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FLATTENER_VERSION } from '../../src/image/flatten.js';
 import { ImageStore } from '../../src/image/store.js';
 import { isEmbersError } from '../../src/errors.js';
 import { writeDockerSave, writeOciLayout, type FixtureImage, type FixtureLayer } from '../../src/examples/oci-layout.js';
@@ -43,7 +44,7 @@ test('whiteouts and opaque directories across layers give the right tree', async
   await writeOciLayout(join(base, 'layout'), { layers });
   const img = await new ImageStore(join(base, 'images'), join(base, 'tmp')).ensure(join(base, 'layout'));
   const p = img.rootfsPath;
-  assert.deepEqual(namesIn(p, '/'), ['a', 'c', 'e', 'g', 'h', 'lost+found']);
+  assert.deepEqual(namesIn(p, '/'), ['a', 'c', 'dev', 'e', 'g', 'h', 'lost+found', 'proc', 'run', 'sys', 'tmp']);
   assert.deepEqual(namesIn(p, '/a'), ['fresh']);
   assert.deepEqual(namesIn(p, '/c'), ['keep', 'sub']);
   assert.equal(catImage(p, '/c/keep').toString(), 'again');
@@ -126,7 +127,7 @@ test('docker save archives (legacy and OCI style) and Docker media types', async
 
   await writeDockerSave(join(base, 'legacy.tar'), image, { repoTags: ['example/app:1.0'] });
   const legacy = await store.ensure(join(base, 'legacy.tar'));
-  assert.deepEqual(namesIn(legacy.rootfsPath, '/'), ['app', 'bin', 'etc', 'lost+found']);
+  assert.deepEqual(namesIn(legacy.rootfsPath, '/'), ['app', 'bin', 'dev', 'etc', 'lost+found', 'proc', 'run', 'sys', 'tmp']);
   assert.deepEqual(namesIn(legacy.rootfsPath, '/etc'), []);
   assert.deepEqual(legacy.config.entrypoint, ['/app']);
   assert.deepEqual(legacy.config.exposedPorts, ['8080/tcp']);
@@ -198,6 +199,6 @@ test('cache: hit without rebuild, list, get, remove, verify, concurrent ensure, 
   await mkdir(join(images, 'rootfs', `${'e'.repeat(64)}-v1`));
   await store.reconcile();
   assert.deepEqual(await listTree(tmp), ['not-ours']);
-  assert.deepEqual(await listTree(join(images, 'rootfs')), [`${hex}-v1`, `${hex}-v1/image.json`, `${hex}-v1/rootfs.ext4`]);
+  assert.deepEqual(await listTree(join(images, 'rootfs')), [`${hex}-v${FLATTENER_VERSION}`, `${hex}-v${FLATTENER_VERSION}/image.json`, `${hex}-v${FLATTENER_VERSION}/rootfs.ext4`]);
   assert.equal((await store.ensure(layout)).rootfsSha256, a.rootfsSha256);
 });
