@@ -18,8 +18,7 @@
  * complete directory: readers see a whole entry or none. `reconcile()` removes what a crash
  * left behind; `gc()` what nothing references.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';

@@ -1,7 +1,8 @@
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { pidAlive } from '../util/pid.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
 import type { FunctionSpec } from '../snapshot/manifest.js';
@@ -31,6 +32,9 @@ export interface InstanceRecord {
   timings: BootTimings;
 }
 
+/** Marks an instance dir whose instance is still being created, with the creating pid. */
+const OWNER_FILE = 'owner.pid';
+
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export function validateInstanceName(name: string): void {
@@ -47,7 +51,10 @@ export class InstanceStore {
     return join(this.dir, name);
   }
 
-  /** Reserves the name by creating its dir (fails if it exists). */
+  /**
+   * Reserves the name by creating its dir (fails if it exists), marked with this process's
+   * pid until `complete`: a crash leaves a dir whose creator is gone, which reconcile removes.
+   */
   async reserve(name: string): Promise<string> {
     validateInstanceName(name);
     await mkdir(this.dir, { recursive: true });
@@ -58,11 +65,20 @@ export class InstanceStore {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EmbersError('EMB_INSTANCE_EXISTS', `instance ${name} already exists`, { name });
       throw err;
     }
+    await writeFile(join(dir, OWNER_FILE), `${process.pid}\n`);
     return dir;
   }
 
-  async save(record: InstanceRecord): Promise<void> {
+  /** Records a started instance: from now on it is owned by its record (released by stop). */
+  async complete(record: InstanceRecord): Promise<void> {
     await writeJsonAtomic(join(this.dirOf(record.name), 'instance.json'), record);
+    await rm(join(this.dirOf(record.name), OWNER_FILE), { force: true });
+  }
+
+  /** True while another live process is still creating this instance. */
+  async beingCreatedElsewhere(name: string): Promise<boolean> {
+    const owner = Number((await readFile(join(this.dirOf(name), OWNER_FILE), 'utf8').catch(() => '')).trim());
+    return Number.isInteger(owner) && owner > 0 && owner !== process.pid && (await pidAlive(owner));
   }
 
   async get(name: string): Promise<InstanceRecord> {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
 import { EmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
 import { which } from '../util/exec.js';
-import { cloneDisk } from '../disk/clone.js';
+import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import { ensureGuestKit, type GuestKit } from '../guest/kit.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { buildInstanceInitrd } from '../guest/run-config.js';
@@ -13,7 +13,7 @@ import { ImageStore } from '../image/store.js';
 import type { FlattenedImage } from '../image/types.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
-import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
+import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
@@ -39,6 +39,26 @@ export interface RunOptions {
   readyTimeoutMs?: number;
 }
 
+/** What differs between a boot and a restore (see `EmbersNode.launch`). */
+export interface LaunchPlan {
+  name: string;
+  fn: FunctionSpec;
+  image: InstanceRecord['image'];
+  /** 'boot' or the snapshot id. */
+  origin: string;
+  /** The disk the instance's own disk is cloned from: the rootfs, or a snapshot's restored disk. */
+  baseDisk: string;
+  /** How the instance's disk relates to the rootfs, given how it was cloned from baseDisk. */
+  diskMethod: (cloned: CloneMethod) => CloneMethod;
+  /** performance.now() when the start was asked for: readyMs counts from there. */
+  startedAt: number;
+  readyTimeoutMs?: number;
+  /** The initramfs for this instance (a boot builds one with its run config). */
+  initrd: (dir: string) => Promise<string>;
+  /** Starts the VMM: boot, or load a snapshot. */
+  start: (spec: VmSpec) => Promise<{ vm: VmHandle; timings: VmTimings }>;
+}
+
 export type InstanceStatus = 'running' | 'paused' | 'exited' | 'unknown';
 
 export interface InstanceSummary {
@@ -50,8 +70,6 @@ export interface InstanceSummary {
   origin: string;
   createdAt: string;
 }
-
-const OWNER_FILE = 'owner.pid';
 
 /** Host programs embers runs, with the Debian package that has each. */
 const HOST_TOOLS: Record<string, string> = {
@@ -154,76 +172,97 @@ export class EmbersNode {
   async run(fn: FunctionSpec, opts: RunOptions = {}): Promise<InstanceRecord> {
     const name = opts.name ?? `fn-${randomBytes(3).toString('hex')}`;
     validateInstanceName(name);
-    const phases: Record<string, number> = {};
     const t0 = performance.now();
-    const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
-
-    let t = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
-    mark('imageMs', t);
-    t = performance.now();
+    const imageMs = round(performance.now() - t0);
     const kit = await this.guestKit();
-    mark('guestKitMs', t);
+    const record = await this.launch({
+      name,
+      fn,
+      image: { reference: image.reference, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256 },
+      origin: 'boot',
+      baseDisk: image.rootfsPath,
+      diskMethod: (method) => method,
+      startedAt: t0,
+      readyTimeoutMs: opts.readyTimeoutMs,
+      initrd: async (dir) => {
+        const initrdPath = join(dir, 'initrd.img');
+        await buildInstanceInitrd(kit.initrdPath, runConfigFor(image, fn, name), initrdPath);
+        return initrdPath;
+      },
+      start: (spec) => this.driver.boot(spec),
+    });
+    record.timings.phases = { imageMs, ...record.timings.phases };
+    return record;
+  }
 
+  /**
+   * The steps every instance start shares, boot or restore: reserve the name, lease a network
+   * slot, clone the disk, start the VMM in the slot, wait until the function answers, record
+   * the instance. Everything is owned by a Cleanup until the record is saved, so a failure at
+   * any step leaves nothing behind.
+   */
+  async launch(plan: LaunchPlan): Promise<InstanceRecord> {
+    const kit = await this.guestKit();
+    const phases: Record<string, number> = {};
+    const mark = (phase: string, since: number) => (phases[phase] = round(performance.now() - since));
     return withCleanup(async (cleanup) => {
-      const dir = await this.instances.reserve(name);
-      cleanup.add(`remove ${dir}`, () => this.instances.remove(name));
-      await writeFile(join(dir, OWNER_FILE), `${process.pid}\n`);
+      const dir = await this.instances.reserve(plan.name);
+      cleanup.add(`remove ${dir}`, () => this.instances.remove(plan.name));
 
-      t = performance.now();
-      const lease = await this.pool.acquire(name);
+      let t = performance.now();
+      const lease = await this.pool.acquire(plan.name);
       cleanup.add(`release slot ${lease.slot.netns}`, () => this.pool.release(lease));
       mark('slotMs', t);
 
       t = performance.now();
       const diskPath = join(dir, 'disk.img');
-      const diskMethod = await cloneDisk(image.rootfsPath, diskPath);
+      const diskMethod = plan.diskMethod(await cloneDisk(plan.baseDisk, diskPath));
       mark('diskMs', t);
 
       t = performance.now();
-      const initrdPath = join(dir, 'initrd.img');
-      await buildInstanceInitrd(kit.initrdPath, runConfigFor(image, fn, name), initrdPath);
+      const initrdPath = await plan.initrd(dir);
       mark('initrdMs', t);
 
       const spec: VmSpec = {
-        name,
+        name: plan.name,
         dir,
         kernelPath: kit.kernelPath,
         initrdPath,
         cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...this.driver.guestKernelArgs]),
         diskPath,
-        vcpus: fn.vcpus,
-        memoryMiB: fn.memoryMiB,
+        vcpus: plan.fn.vcpus,
+        memoryMiB: plan.fn.memoryMiB,
         network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
       };
       t = performance.now();
-      const { vm } = await this.driver.boot(spec);
-      cleanup.add(`stop VM ${name}`, () => this.driver.stop(vm));
-      mark('vmmStartMs', t);
+      const { vm, timings } = await plan.start(spec);
+      cleanup.add(`stop VM ${plan.name}`, () => this.driver.stop(vm));
+      mark('vmmMs', t);
+      phases.vmmSpawnMs = round(timings.spawnMs);
+      phases.vmmLoadMs = round(timings.loadMs);
 
       t = performance.now();
-      await waitUntilServing(lease.slot.cloneIp, fn.port, {
-        timeoutMs: opts.readyTimeoutMs ?? this.config.readyTimeoutMs,
+      await waitUntilServing(lease.slot.cloneIp, plan.fn.port, {
+        timeoutMs: plan.readyTimeoutMs ?? this.config.readyTimeoutMs,
         died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${this.driver.kind} process exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`),
       });
-      mark('bootToReadyMs', t);
-      const readyMs = Math.round((performance.now() - t0) * 10) / 10;
+      mark('toReadyMs', t);
 
       const record: InstanceRecord = {
-        name,
+        name: plan.name,
         createdAt: new Date().toISOString(),
-        function: fn,
-        image: { reference: image.reference, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256 },
+        function: plan.fn,
+        image: plan.image,
         slot: lease.slot,
         cloneIp: lease.slot.cloneIp,
         diskPath,
         diskMethod,
         vm,
-        origin: 'boot',
-        timings: { phases, readyMs },
+        origin: plan.origin,
+        timings: { phases, readyMs: round(performance.now() - plan.startedAt) },
       };
-      await this.instances.save(record);
-      await rm(join(dir, OWNER_FILE), { force: true });
+      await this.instances.complete(record);
       this.scheduleRefill();
       return record;
     });
@@ -338,13 +377,11 @@ export class EmbersNode {
         live.add(name);
         continue;
       }
-      const dir = this.instances.dirOf(name);
-      const owner = Number((await readFile(join(dir, OWNER_FILE), 'utf8').catch(() => '')).trim());
-      if (owner && owner !== process.pid && (await pidAlive(owner))) {
+      if (await this.instances.beingCreatedElsewhere(name)) {
         live.add(name); // still being created by another embers process
         continue;
       }
-      await killProcessesMentioning(dir);
+      await killProcessesMentioning(this.instances.dirOf(name));
       await this.instances.remove(name);
     }
     await this.pool.reconcile(live);
@@ -380,4 +417,8 @@ async function killProcessesMentioning(path: string): Promise<void> {
     const cmd = await pidCmdline(pid);
     if (cmd?.some((a) => a.includes(`${path}/`))) await terminate(pid).catch(() => undefined);
   }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }

@@ -1,25 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
-import { withCleanup } from '../util/cleanup.js';
-import { run } from '../util/exec.js';
 import { fsyncPath, sha256File, writeJsonAtomic } from '../util/fs.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import { diffByExtents } from '../disk/extents.js';
 import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
 import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
-import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { VmSpec } from '../vmm/driver.js';
-import { pidAlive } from '../vmm/process.js';
 import type { InstanceRecord } from './instances.js';
 import type { SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
-import { waitUntilServing } from './invoke.js';
 import type { EmbersNode } from './node.js';
 
 export interface CreateSnapshotOptions {
@@ -339,70 +333,23 @@ export class SnapshotService {
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
     const node = this.node;
     const kit = await node.guestKit();
-    const phases: Record<string, number> = {};
-    const t0 = performance.now();
-    const mark = (phase: string, since: number) => (phases[phase] = round(performance.now() - since));
-    return withCleanup(async (cleanup) => {
-      const dir = await node.instances.reserve(name);
-      cleanup.add(`remove ${dir}`, () => node.instances.remove(name));
-      await writeFile(join(dir, 'owner.pid'), `${process.pid}\n`);
-
-      let t = performance.now();
-      const lease = await node.pool.acquire(name);
-      cleanup.add(`release slot ${lease.slot.netns}`, () => node.pool.release(lease));
-      mark('slotMs', t);
-
-      t = performance.now();
-      const diskPath = join(dir, 'disk.img');
+    const snapDir = this.store.pathOf(m.id);
+    const record = await node.launch({
+      name,
+      fn: { ...m.function, vcpus: m.machine.vcpus, memoryMiB: m.machine.memoryMiB },
+      image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
+      origin: m.id,
+      baseDisk: disk.path,
       // the clone descends from the rootfs by reflink only if every step was a reflink
-      const diskMethod = (await cloneDisk(disk.path, diskPath)) === 'reflink' && disk.method === 'reflink' ? 'reflink' : 'sparse-copy';
-      mark('diskMs', t);
-
-      const spec: VmSpec = {
-        name,
-        dir,
-        kernelPath: kit.kernelPath,
-        initrdPath: kit.initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...node.driver.guestKernelArgs]),
-        diskPath,
-        vcpus: m.machine.vcpus,
-        memoryMiB: m.machine.memoryMiB,
-        network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
-      };
-      const snapDir = this.store.pathOf(m.id);
-      t = performance.now();
-      const { vm, timings } = await node.driver.restore(spec, {
-        stateFile: join(snapDir, SNAPSHOT_FILES.state),
-        memoryFile: join(snapDir, SNAPSHOT_FILES.memory),
-      }, { snapshotTapName: m.guestNetwork.tapName });
-      cleanup.add(`stop VM ${name}`, () => node.driver.stop(vm));
-      mark('vmmRestoreMs', t);
-      phases.vmmSpawnMs = round(timings.spawnMs);
-      phases.vmmLoadMs = round(timings.loadMs);
-
-      t = performance.now();
-      await waitUntilServing(lease.slot.cloneIp, m.function.port, {
-        timeoutMs: opts.readyTimeoutMs ?? node.config.readyTimeoutMs,
-        died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${node.driver.kind} process exited after the restore`),
-      });
-      mark('resumeToReadyMs', t);
-      const record: InstanceRecord = {
-        name,
-        createdAt: new Date().toISOString(),
-        function: m.function,
-        image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
-        slot: lease.slot,
-        cloneIp: lease.slot.cloneIp,
-        diskPath,
-        diskMethod,
-        vm,
-        origin: m.id,
-        timings: { phases, readyMs: round(performance.now() - t0) },
-      };
-      await node.instances.save(record);
-      await rm(join(dir, 'owner.pid'), { force: true });
-      return { record, diskVerified: disk.verified };
+      diskMethod: (cloned) => (cloned === 'reflink' && disk.method === 'reflink' ? 'reflink' : 'sparse-copy'),
+      startedAt: performance.now(),
+      readyTimeoutMs: opts.readyTimeoutMs,
+      // the guest's memory already holds its init and run config: the base initramfs will do
+      initrd: async () => kit.initrdPath,
+      start: (spec) =>
+        node.driver.restore(spec, { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) }, { snapshotTapName: m.guestNetwork.tapName }),
     });
+    return { record, diskVerified: disk.verified };
   }
 
   /** Removes a snapshot and its materialised restore disk. */

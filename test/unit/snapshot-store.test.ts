@@ -6,17 +6,9 @@ import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { parseManifest, type SnapshotManifest } from '../../src/snapshot/manifest.js';
+import { TEST_META } from '../helpers/snapshots.js';
 
-const META: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'> = {
-  createdAt: '2026-01-01T00:00:00.000Z',
-  function: { image: '/img', vcpus: 1, memoryMiB: 128, port: 8080, env: [] },
-  image: { reference: '/img', manifestDigest: `sha256:${'a'.repeat(64)}`, rootfsSha256: 'b'.repeat(64), flattenerVersion: 1 },
-  disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 4096, changedBytes: 0 },
-  vmm: { kind: 'qemu', version: '7.2', snapshotFormat: 'qemu-7.2.22', accelerator: 'tcg' },
-  machine: { vcpus: 1, memoryMiB: 128 },
-  guestNetwork: { tapName: 'tap0', guestIp: '172.16.0.2', gatewayIp: '172.16.0.1', prefixLen: 30, guestMac: '06:00:ac:10:00:02', gatewayMac: '06:00:ac:10:00:01' },
-  guestKit: { kind: 'debian', kernelVersion: 'x', cacheKey: 'y' },
-};
+const META = TEST_META;
 
 async function withStore(fn: (store: LocalSnapshotStore, dir: string) => Promise<void>) {
   const dir = await mkdtemp(join(tmpdir(), 'embers-store-'));
