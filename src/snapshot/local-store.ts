@@ -4,9 +4,13 @@ import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { fsyncPath, sha256, sha256File, writeFileAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
+import { lockHeld } from '../util/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const STAGING = '.staging-';
+/** Interrupted push/pull state (see transfer.ts); dropped by reconcile after a week unused. */
+const TRANSFERS = '.transfers';
+const STALE_TRANSFER_MS = 7 * 24 * 3600_000;
 const TRASH = '.trash-';
 
 /** A file's identity: if any of these change, its digest must be checked again. */
@@ -201,6 +205,16 @@ export class LocalSnapshotStore {
         const pid = Number(name.slice(STAGING.length).split('-')[0]);
         if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, name), { recursive: true, force: true });
       }
+    }
+    // Interrupted transfers are kept so a retry resumes them, but not forever.
+    const transfers = join(this.dir, TRANSFERS);
+    for (const name of await readdir(transfers).catch(() => [] as string[])) {
+      if (name.endsWith('.lock')) continue;
+      const path = join(transfers, name);
+      const st = await stat(path).catch(() => undefined);
+      const owner = /^(?:pull|push)-snap-[0-9a-f]+/.exec(name)?.[0]; // the lock is per direction and snapshot
+      const locked = owner !== undefined && (await lockHeld(join(transfers, `${owner}.lock`)));
+      if (st && !locked && Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
     }
   }
 }

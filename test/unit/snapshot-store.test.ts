@@ -72,3 +72,16 @@ test('manifest: malformed, wrong-format and unsafe manifests are refused', () =>
   assert.throws(() => parseManifest(JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
   assert.throws(() => parseManifest(JSON.stringify({ ...good, files: good.files.slice(0, 1) }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
 });
+
+test('local store: interrupted transfers are kept for a retry, dropped after a week unused', async () => {
+  await withStore(async (store) => {
+    const { mkdir, utimes } = await import('node:fs/promises');
+    const transfers = join(store.dir, '.transfers');
+    await mkdir(join(transfers, `pull-snap-${'a'.repeat(24)}`), { recursive: true });
+    await mkdir(join(transfers, `pull-snap-${'b'.repeat(24)}`), { recursive: true });
+    const weekAgo = new Date(Date.now() - 8 * 24 * 3600_000);
+    await utimes(join(transfers, `pull-snap-${'a'.repeat(24)}`), weekAgo, weekAgo);
+    await store.reconcile();
+    assert.deepEqual(await readdir(transfers), [`pull-snap-${'b'.repeat(24)}`]);
+  });
+});
