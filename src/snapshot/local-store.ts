@@ -2,12 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
-import { fsyncPath, sha256, sha256File, writeFileAtomic } from '../util/fs.js';
+import { fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
 import { lockHeld } from '../util/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const STAGING = '.staging-';
+/** Files from this size whose data is at most this fraction of it get a data map in the manifest. */
+const SPARSE_MIN_BYTES = 4 * 1024 * 1024;
+const SPARSE_MAX_DATA_FRACTION = 0.75;
 /** Interrupted push/pull state (see transfer.ts); dropped by reconcile after a week unused. */
 const TRANSFERS = '.transfers';
 const STALE_TRANSFER_MS = 7 * 24 * 3600_000;
@@ -52,9 +55,12 @@ export class LocalSnapshotStore {
     const files: SnapshotFile[] = [];
     for (const name of (await readdir(stagingDir)).sort()) {
       const path = join(stagingDir, name);
-      const [st, digest] = await Promise.all([stat(path), sha256File(path)]);
+      const scan = await sha256FileWithDataRanges(path);
       await fsyncPath(path);
-      files.push({ name, sizeBytes: st.size, sha256: digest });
+      const entry: SnapshotFile = { name, sizeBytes: scan.size, sha256: scan.sha256 };
+      // a file that is mostly zeros (guest memory) records where its data is, so transfers skip the rest
+      if (scan.size >= SPARSE_MIN_BYTES && scan.dataBytes <= scan.size * SPARSE_MAX_DATA_FRACTION) entry.dataRanges = scan.dataRanges;
+      files.push(entry);
     }
     const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;
     const manifest: SnapshotManifest = { formatVersion: MANIFEST_FORMAT, id, ...meta, files };

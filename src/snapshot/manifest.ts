@@ -7,6 +7,12 @@ export interface SnapshotFile {
   name: string;
   sizeBytes: number;
   sha256: string;
+  /**
+   * Where a sparse file has data, as [offset, length] runs, sorted; everything else is zeros.
+   * Set for files that are mostly zeros (guest memory): transfers fetch only these runs. The
+   * sha256 covers the whole file, zeros included, so a wrong map cannot go unnoticed.
+   */
+  dataRanges?: [number, number][];
 }
 
 /** What a function is: an image plus its run config. */
@@ -85,6 +91,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
     if (typeof f?.name !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
     if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
+    if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes)) throw bad(`data ranges of ${f.name}`);
   }
   if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
   if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
@@ -98,4 +105,16 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
 
 export function fileEntry(m: SnapshotManifest, name: string): SnapshotFile | undefined {
   return m.files.find((f) => f.name === name);
+}
+
+function validDataRanges(ranges: unknown, size: number): boolean {
+  if (!Array.isArray(ranges)) return false;
+  let end = 0;
+  for (const r of ranges) {
+    if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || !Number.isSafeInteger(r[1])) return false;
+    const [offset, length] = r as [number, number];
+    if (offset < end || length <= 0 || offset + length > size) return false;
+    end = offset + length;
+  }
+  return true;
 }

@@ -369,9 +369,14 @@ class SnapshotFetch {
       hashers.set(f.name, hasher);
       let left = 0;
       for (let index = 0; index < ranges; index++) {
+        const [start, end] = rangeOf(f, index, partSize);
         if (journal.isDone(f.name, index)) {
-          const [start, end] = rangeOf(f, index, partSize);
           resumedBytes += end - start;
+          tracker.add(f.name, end - start, false);
+          hasher.completed(index);
+        } else if (spansToFetch(f, start, end).length === 0) {
+          // all zeros (the manifest's data ranges say so): the part file's hole already reads
+          // as zeros, and the file's sha256 proves it once every range is in place
           tracker.add(f.name, end - start, false);
           hasher.completed(index);
         } else {
@@ -455,9 +460,29 @@ class SnapshotFetch {
     await Promise.all(all.map((h) => h.then((fh) => fh.close()).catch(() => {})));
   }
 
-  /** Downloads one range into its place in the part file and syncs it. */
+  /**
+   * Downloads one range into its place in the part file and syncs it: the whole range, or of a
+   * sparse file only the spans with data (the zeros between them stay holes).
+   */
   private async fetchRange(f: SnapshotFile, index: number, partSize: number, tracker: ProgressTracker, signal: AbortSignal): Promise<void> {
     const [start, end] = rangeOf(f, index, partSize);
+    const spans = spansToFetch(f, start, end);
+    let fetched = 0;
+    try {
+      for (const [s, e] of spans) {
+        await this.fetchSpan(f, s, e, tracker, signal);
+        fetched += e - s;
+      }
+    } catch (err) {
+      tracker.add(f.name, -fetched, false); // this range starts over
+      this.moved -= fetched;
+      throw err;
+    }
+    tracker.add(f.name, end - start - fetched, false); // the zeros between the spans
+  }
+
+  /** Downloads [start, end) of a file into its place in the part file and syncs it. */
+  private async fetchSpan(f: SnapshotFile, start: number, end: number, tracker: ProgressTracker, signal: AbortSignal): Promise<void> {
     const body = await this.source.readRange(this.id, f, start, end, signal);
     const fh = await this.handle(f);
     const it = body[Symbol.asyncIterator]();
@@ -578,6 +603,21 @@ class OrderedHasher {
 }
 
 /** The byte range [start, end) of range `index` of a file. */
+/**
+ * The spans of [start, end) a download must fetch: all of it, or, when the manifest records
+ * where the file has data (`dataRanges`, for sparse memory files), only those spans.
+ */
+export function spansToFetch(f: SnapshotFile, start: number, end: number): [number, number][] {
+  if (!f.dataRanges) return [[start, end]];
+  const out: [number, number][] = [];
+  for (const [offset, length] of f.dataRanges) {
+    const s = Math.max(start, offset);
+    const e = Math.min(end, offset + length);
+    if (s < e) out.push([s, e]);
+  }
+  return out;
+}
+
 function rangeOf(f: SnapshotFile, index: number, partSize: number): [number, number] {
   const start = index * partSize;
   return [start, Math.min(start + partSize, f.sizeBytes)];

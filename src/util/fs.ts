@@ -23,6 +23,43 @@ export async function sha256File(path: string): Promise<string> {
   }
 }
 
+/**
+ * sha256 of a file, and in the same pass where it holds data: the [offset, length] runs of
+ * `granularity`-sized blocks that are not all zeros, runs closer than `mergeGap` merged (one
+ * ranged request for a small gap of zeros is cheaper than two requests).
+ */
+export async function sha256FileWithDataRanges(
+  path: string,
+  granularity = 64 * 1024,
+  mergeGap = 1024 * 1024,
+): Promise<{ sha256: string; dataRanges: [number, number][]; dataBytes: number; size: number }> {
+  const fh = await open(path, 'r');
+  try {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(16 * granularity);
+    const zero = Buffer.alloc(granularity);
+    const ranges: [number, number][] = [];
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      for (let off = 0; off < bytesRead; off += granularity) {
+        const len = Math.min(granularity, bytesRead - off);
+        if (buf.subarray(off, off + len).equals(zero.subarray(0, len))) continue;
+        const at = pos + off;
+        const last = ranges[ranges.length - 1];
+        if (last && at - (last[0] + last[1]) < mergeGap) last[1] = at + len - last[0];
+        else ranges.push([at, len]);
+      }
+      pos += bytesRead;
+    }
+    return { sha256: hash.digest('hex'), dataRanges: ranges, dataBytes: ranges.reduce((n, r) => n + r[1], 0), size: pos };
+  } finally {
+    await fh.close();
+  }
+}
+
 export function sha256(data: string | Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
