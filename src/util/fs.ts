@@ -75,12 +75,14 @@ export async function fsyncPath(path: string): Promise<void> {
 }
 
 /**
- * Writes a file atomically: a temp file beside it, fsync, rename, fsync of the directory.
- * A reader sees the old content or the new, never a half-written file.
+ * Writes a file atomically: a temp file (beside it, or in `tmpDir` on the same filesystem),
+ * fsync, rename, fsync of the directory. A reader sees the old content or the new, never a
+ * half-written file.
  */
-export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Buffer, opts: { tmpDir?: string } = {}): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
+  // the temp file must be on the same filesystem as `path` (default: beside it)
+  const tmp = join(opts.tmpDir ?? dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   try {
     const fh = await open(tmp, 'w', 0o644);
     try {

@@ -48,7 +48,7 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
   // an interrupted download and a stray temp file of a dead process
   await mkdir(join(images, 'blobs', '.partial'), { recursive: true });
   await writeFile(join(images, 'blobs', '.partial', `${'f'.repeat(64)}.part`), 'half');
-  await writeFile(join(images, 'blobs', '.partial', `${'e'.repeat(64)}.999999999-ab.tmp`), 'tmp');
+  await writeFile(join(images, 'blobs', '.partial', `.${'e'.repeat(64)}.tmp-999999999-ab`), 'tmp');
 
   const listed = await store.listImages();
   assert.deepEqual(listed.map((e) => [e.reference, e.source]), [[localLayout, 'local'], [refA, 'registry'], [refB, 'registry']]);

@@ -4,17 +4,16 @@
  *   <root>/blobs/sha256/<hex>          complete, verified blobs (indexes, manifests, configs, layers)
  *   <root>/blobs/.partial/<hex>.part   a layer download in progress or interrupted (resumed by Range)
  *   <root>/blobs/.partial/<hex>.lock   the pid downloading it
- *   <root>/blobs/.partial/<hex>.<pid>-<rand>.tmp   a small blob being written
+ *   <root>/blobs/.partial/.<hex>.tmp-<pid>-<rand>  a small blob being written (writeFileAtomic)
  *
  * A blob appears under sha256/ only by a rename of a file whose bytes were hashed to its
  * name and fsynced: a crash never leaves a half-written blob visible. The layout is that of an
  * OCI image layout's blobs/, so oci.ts reads the store as it reads a layout.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
-import { fsyncPath, sha256 } from '../../util/fs.js';
+import { fsyncPath, sha256, writeFileAtomic } from '../../util/fs.js';
 import { pidAlive } from '../../util/pid.js';
 import { lockHeld } from './lock.js';
 
@@ -76,21 +75,7 @@ export class BlobStore {
     if (sha256(bytes) !== hex) throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `refusing to store bytes that do not match ${digest}`, { digest });
     if (await this.has(digest, bytes.length)) return;
     await this.ensureDirs();
-    const tmp = join(this.partialDir, `${hex}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
-    try {
-      const fh = await open(tmp, 'w', 0o644);
-      try {
-        await fh.writeFile(bytes);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.path(digest));
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    await fsyncPath(this.dir);
+    await writeFileAtomic(this.path(digest), bytes, { tmpDir: this.partialDir });
   }
 
   /** Publishes a verified `.part` file as the blob (the caller hashed it). */
@@ -141,7 +126,7 @@ export class BlobStore {
       await rm(path, { force: true });
     };
     for (const name of names) {
-      const tmp = /^[0-9a-f]{64}\.(\d+)-[0-9a-f]+\.tmp$/.exec(name);
+      const tmp = /^\.[0-9a-f]{64}\.tmp-(\d+)-[0-9a-f]+$/.exec(name); // writeFileAtomic's temp files
       if (tmp) {
         const pid = Number(tmp[1]);
         if (pid !== process.pid && !(await pidAlive(pid))) await drop(name);
