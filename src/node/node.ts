@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
 import { EmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
-import { which } from '../util/exec.js';
+import { run, which } from '../util/exec.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import { ensureGuestKit, type GuestKit } from '../guest/kit.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
@@ -387,6 +387,7 @@ export class EmbersNode {
     await this.pool.reconcile(live);
     await this.images.reconcile();
     await this.snapshots.reconcile();
+    await reconcileTmp(this.config.paths.tmp);
   }
 
   private async consoleTail(path: string): Promise<string> {
@@ -407,6 +408,26 @@ export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: 
     throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
   }
   return { argv, env: [...env.values()], workingDir: image.config.workingDir || '/', user: image.config.user, hostname };
+}
+
+/**
+ * Work files in the home's tmp dir are named `<what>-<pid>-…` by the process that owns them;
+ * those of dead processes go, after unmounting anything a crash left mounted inside them
+ * (the rsync disk diff loop-mounts disks there).
+ */
+async function reconcileTmp(tmp: string): Promise<void> {
+  for (const name of await readdir(tmp).catch(() => [] as string[])) {
+    const pid = Number(/^[a-z-]+?-(\d+)-/.exec(name)?.[1]);
+    if (!pid || (await pidAlive(pid))) continue;
+    const path = join(tmp, name);
+    const mounts = (await readFile('/proc/mounts', 'utf8'))
+      .split('\n')
+      .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+      .filter((m): m is string => !!m && m.startsWith(`${path}/`))
+      .sort((a, b) => b.length - a.length); // innermost first
+    for (const m of mounts) await run('umount', [m]).catch(() => run('umount', ['-l', m]));
+    await rm(path, { recursive: true, force: true });
+  }
 }
 
 /** Kills every process whose command line mentions `path` (a VMM left by a crashed run). */
