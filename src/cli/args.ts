@@ -11,6 +11,7 @@ export const GLOBAL_OPTIONS = {
   vmm: { type: 'string' },
   'firecracker-bin': { type: 'string' },
   snapshots: { type: 'string' },
+  'guest-kernel': { type: 'string' },
   'cache-snapshots': { type: 'string' },
   's3-endpoint': { type: 'string' },
   's3-bucket': { type: 'string' },

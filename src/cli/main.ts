@@ -46,6 +46,9 @@ global options:
                           hypervisor (default auto: Firecracker where its binary and
                           hardware KVM exist, else QEMU); see: embers doctor
   --firecracker-bin PATH  the Firecracker binary (EMBERS_FIRECRACKER_BIN)
+  --guest-kernel debian|firecracker-config
+                          the guest kernel (default debian; firecracker-config is built
+                          by: embers guest build-kernel)
   --net-pool-size N       free network slots kept ready (default 10)
   --snapshots disabled|local|remote
                           snapshot mode (default local; remote when EMBERS_S3_* is set):
@@ -78,6 +81,10 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
   if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel)) throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
   const vmm = values.vmm as string | undefined;
   if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
+  const guestKernel = values['guest-kernel'] as string | undefined;
+  if (guestKernel !== undefined && !['debian', 'firecracker-config'].includes(guestKernel)) {
+    throw new EmbersError('EMB_USAGE', `--guest-kernel must be debian or firecracker-config, not "${guestKernel}"`);
+  }
   const snapshots = values.snapshots as string | undefined;
   if (snapshots !== undefined && !['disabled', 'local', 'remote'].includes(snapshots)) {
     throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
@@ -91,6 +98,7 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     s3: s3FromFlags(values),
     accel: accel as NodeOptions['accel'],
     vmm: vmm as NodeOptions['vmm'],
+    guestKernel: guestKernel as NodeOptions['guestKernel'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
     netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0),
     onProgress: (m) => out.progress(m),

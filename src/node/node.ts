@@ -28,6 +28,9 @@ export interface NodeOptions extends ConfigOptions, RemoteOptions {
   firecrackerBin?: string;
   /** Free network slots kept ready. @default 10 */
   netPoolSize?: number;
+  /** The guest kernel: Debian's packaged kernel, or one built with Firecracker's guest config
+   * (`embers guest build-kernel`). @default 'debian' */
+  guestKernel?: GuestKit['kind'];
   /** Progress lines (image pulls, kit builds). */
   onProgress?: (msg: string) => void;
 }
@@ -136,7 +139,7 @@ export class EmbersNode {
   }
 
   /** The guest kernel and initramfs (built once, then cached outside the home). */
-  async guestKit(kind: GuestKit['kind'] = 'debian'): Promise<GuestKit> {
+  async guestKit(kind: GuestKit['kind'] = this.opts.guestKernel ?? 'debian'): Promise<GuestKit> {
     let kit = this.kits.get(kind);
     if (!kit) {
       kit = await ensureGuestKit({ cacheDir: this.config.paths.guestCache, kind, onProgress: (m) => this.progressLine(m) });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, asEmbersError } from '../errors.js';
 import { fsyncPath, sha256File, writeJsonAtomic } from '../util/fs.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import { diffByExtents } from '../disk/extents.js';
@@ -178,7 +178,15 @@ export class SnapshotService {
       if (this.node.remote.mode === 'remote') {
         // upload after creation (the manifest last, so readers never see a half upload)
         t = performance.now();
-        await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
+        try {
+          await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
+        } catch (err) {
+          const e = asEmbersError(err);
+          throw new EmbersError(e.code, `snapshot ${manifest.id} was created here, but its upload failed: ${e.message}`, { ...e.details, id: manifest.id }, {
+            cause: err,
+            hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)`,
+          });
+        }
         mark('uploadMs', t);
       }
       return { manifest, diffMethod, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
