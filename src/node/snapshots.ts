@@ -9,7 +9,7 @@ import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
 import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
-import { LocalSnapshotStore, type FileStamp } from '../snapshot/local-store.js';
+import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { InstanceRecord } from './instances.js';
 import type { SnapshotSource } from './remote.js';
@@ -175,6 +175,7 @@ export class SnapshotService {
         guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
       });
       mark('publishMs', t);
+      await this.trustVerified(manifest);
       if (this.node.remote.mode === 'remote') {
         // upload after creation (the manifest last, so readers never see a half upload)
         t = performance.now();
@@ -223,16 +224,18 @@ export class SnapshotService {
     const stampsPath = join(dir, 'verified.json');
     const cached = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as {
       snapshot: Record<string, FileStamp>;
-      disk: FileStamp;
-      verified: boolean;
-      method: CloneMethod;
+      /** Absent until the disk is materialised (the stamps alone are written after a publish or fetch). */
+      disk?: FileStamp;
+      verified?: boolean;
+      method?: CloneMethod;
     } | null;
 
     // the bundle itself: sizes always, digests unless unchanged since last verified
     const snapshotStamps = await this.store.verify(m, cached?.snapshot);
-    if (cached && (await stampOf(disk)) && JSON.stringify(await stampOf(disk)) === JSON.stringify(cached.disk)) {
+    const diskStamp = await stampFile(disk);
+    if (cached?.disk && diskStamp && JSON.stringify(diskStamp) === JSON.stringify(cached.disk)) {
       if (!cached.verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
-      return { path: disk, verified: cached.verified, method: cached.method };
+      return { path: disk, verified: cached.verified === true, method: cached.method ?? 'sparse-copy' };
     }
 
     // the image exactly as the snapshot saw it: a registry tag may have moved since
@@ -280,7 +283,7 @@ export class SnapshotService {
         });
       }
       await rename(tmp, disk);
-      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampOf(disk), verified, method });
+      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampFile(disk), verified, method });
       if (!verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
       return { path: disk, verified, method };
     } finally {
@@ -305,6 +308,7 @@ export class SnapshotService {
     const { fetched } = await this.node.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = round(performance.now() - t0);
     const m = await this.store.get(id);
+    if (fetched) await this.trustVerified(m); // the download checked every digest
     await this.checkCompatible(m);
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
       throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
@@ -360,6 +364,15 @@ export class SnapshotService {
     return { record, diskVerified: disk.verified };
   }
 
+  /**
+   * Records that this process has just proved every file of `m` against its digest (it
+   * published or downloaded them), so the first restore checks stamps instead of hashing
+   * again; any later change to a file changes its stamp and brings the hashing back.
+   */
+  private async trustVerified(m: SnapshotManifest): Promise<void> {
+    await writeJsonAtomic(join(this.restoreDir, m.id, 'verified.json'), { snapshot: await this.store.stampsOf(m) });
+  }
+
   /** Removes a snapshot and its materialised restore disk. */
   async remove(id: string): Promise<void> {
     await this.store.remove(id);
@@ -373,12 +386,6 @@ export class SnapshotService {
       if (!(await this.store.has(id).catch(() => false))) await rm(join(this.restoreDir, id), { recursive: true, force: true });
     }
   }
-}
-
-async function stampOf(path: string): Promise<FileStamp | undefined> {
-  const st = await stat(path, { bigint: true }).catch(() => undefined);
-  if (!st) return undefined;
-  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
 }
 
 async function truncateTo(path: string, size: number): Promise<void> {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic } from '../util/fs.js';
@@ -175,7 +176,7 @@ export class LocalSnapshotStore {
             file: f.name,
           });
         }
-        const stamp: FileStamp = { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+        const stamp = stampFromStats(st);
         const known = stamps?.[f.name];
         if (!known || JSON.stringify(known) !== JSON.stringify(stamp)) {
           const digest = await sha256File(path);
@@ -191,6 +192,20 @@ export class LocalSnapshotStore {
         out[f.name] = stamp;
       }),
     );
+    return out;
+  }
+
+  /**
+   * Stamps of a snapshot's files as they are now, without hashing: for a snapshot whose
+   * digests this process has just computed or checked (published or fetched here), so the
+   * first restore need not hash them again.
+   */
+  async stampsOf(m: SnapshotManifest): Promise<Record<string, FileStamp>> {
+    const out: Record<string, FileStamp> = {};
+    for (const f of m.files) {
+      const st = await stampFile(join(this.pathOf(m.id), f.name));
+      if (st) out[f.name] = st;
+    }
     return out;
   }
 
@@ -226,3 +241,13 @@ export class LocalSnapshotStore {
 }
 
 export type { FileStamp };
+
+function stampFromStats(st: BigIntStats): FileStamp {
+  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+}
+
+/** A file's identity (inode, size, times), or undefined if it does not exist. */
+export async function stampFile(path: string): Promise<FileStamp | undefined> {
+  const st = await stat(path, { bigint: true }).catch(() => undefined);
+  return st ? stampFromStats(st) : undefined;
+}
