@@ -27,6 +27,8 @@ export interface InstanceRecord {
   diskPath: string;
   diskMethod: string;
   vm: VmHandle;
+  /** The guest kernel and initramfs it runs. */
+  kit: { kind: 'debian' | 'firecracker-config'; kernelVersion: string; cacheKey: string };
   /** 'boot' or the snapshot id it was restored from. */
   origin: string;
   timings: BootTimings;

@@ -60,6 +60,8 @@ export interface LaunchPlan {
   initrd: (dir: string) => Promise<string>;
   /** Starts the VMM: boot, or load a snapshot. */
   start: (spec: VmSpec) => Promise<{ vm: VmHandle; timings: VmTimings }>;
+  /** The guest kit. @default this node's (--guest-kernel) */
+  kit?: GuestKit;
 }
 
 export type InstanceStatus = 'running' | 'paused' | 'exited' | 'unknown';
@@ -206,7 +208,7 @@ export class EmbersNode {
    * any step leaves nothing behind.
    */
   async launch(plan: LaunchPlan): Promise<InstanceRecord> {
-    const kit = await this.guestKit();
+    const kit = plan.kit ?? (await this.guestKit());
     const phases: Record<string, number> = {};
     const mark = (phase: string, since: number) => (phases[phase] = round(performance.now() - since));
     return withCleanup(async (cleanup) => {
@@ -262,6 +264,7 @@ export class EmbersNode {
         diskPath,
         diskMethod,
         vm,
+        kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
         origin: plan.origin,
         timings: { phases, readyMs: round(performance.now() - plan.startedAt) },
       };

@@ -12,6 +12,7 @@ import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { InstanceRecord } from './instances.js';
+import type { GuestKit } from '../guest/kit.js';
 import type { SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
 import type { EmbersNode } from './node.js';
@@ -97,7 +98,6 @@ export class SnapshotService {
         hint: `pull the image again (embers run ${rec.image.reference} would), then retry`,
       });
     }
-    const kit = await this.node.guestKit();
     const phases: Record<string, number> = {};
     const t0 = performance.now();
     const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
@@ -172,7 +172,7 @@ export class SnapshotService {
         },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
         guestNetwork: { ...GUEST_NET },
-        guestKit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
+        guestKit: rec.kit,
       });
       mark('publishMs', t);
       await this.trustVerified(manifest);
@@ -320,7 +320,7 @@ export class SnapshotService {
       if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
       throw err;
     }
-    await this.node.guestKit();
+    await this.node.guestKit(kitKindOf(m));
     const prepareMs = round(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
@@ -344,7 +344,7 @@ export class SnapshotService {
 
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
     const node = this.node;
-    const kit = await node.guestKit();
+    const kit = await node.guestKit(kitKindOf(m)); // the kernel the snapshot's memory holds
     const snapDir = this.store.pathOf(m.id);
     const record = await node.launch({
       name,
@@ -358,6 +358,7 @@ export class SnapshotService {
       readyTimeoutMs: opts.readyTimeoutMs,
       // the guest's memory already holds its init and run config: the base initramfs will do
       initrd: async () => kit.initrdPath,
+      kit,
       start: (spec) =>
         node.driver.restore(spec, { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) }, { snapshotTapName: m.guestNetwork.tapName }),
     });
@@ -386,6 +387,10 @@ export class SnapshotService {
       if (!(await this.store.has(id).catch(() => false))) await rm(join(this.restoreDir, id), { recursive: true, force: true });
     }
   }
+}
+
+function kitKindOf(m: SnapshotManifest): GuestKit['kind'] {
+  return m.guestKit.kind === 'firecracker-config' ? 'firecracker-config' : 'debian';
 }
 
 async function truncateTo(path: string, size: number): Promise<void> {
