@@ -120,7 +120,20 @@ export async function benchDiskDiff(args: string[]): Promise<Record<string, unkn
       await rm(disk, { force: true });
     }
     printTable(
-      ['changeMiB', 'fiemapCapMs', 'cmpCapMs', 'rsyncCapMs', 'rsync/fiemap', 'rsync/cmp', 'deltaApplyMs', 'rsyncApplyMs', 'rsync/delta', 'deltaMiB', 'rsyncMiB', 'identical delta/rsync'],
+      [
+        'changeMiB',
+        'fiemapCapMs',
+        'cmpCapMs',
+        'rsyncCapMs',
+        'rsync/fiemap',
+        'rsync/cmp',
+        'deltaApplyMs',
+        'rsyncApplyMs',
+        'rsync/delta',
+        'deltaMiB',
+        'rsyncMiB',
+        'identical delta/rsync',
+      ],
       rows,
     );
     return { bench: 'disk-diff', repeats, results };

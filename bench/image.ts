@@ -85,7 +85,9 @@ export async function benchImage(args: string[]): Promise<Record<string, unknown
     const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)])) as Record<keyof typeof rows, number>;
     const coldTotal = m.coldPull + m.coldFlatten;
     const mbps = (bytes: number, s: number) => bytes / 1e6 / s;
-    process.stdout.write(`\nimage: ${layerCount} layers, ${fmt(uncompressed / MiB)} MiB uncompressed, ${fmt(compressed / MiB)} MiB gzip; median of ${runs} run(s)\n`);
+    process.stdout.write(
+      `\nimage: ${layerCount} layers, ${fmt(uncompressed / MiB)} MiB uncompressed, ${fmt(compressed / MiB)} MiB gzip; median of ${runs} run(s)\n`,
+    );
     printTable(
       ['phase', 'seconds', 'MB/s', 'x warm ensure'],
       [

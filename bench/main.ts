@@ -19,7 +19,11 @@ async function main(): Promise<number> {
   const [name, ...args] = process.argv.slice(2);
   const bench = name ? BENCHES[name] : undefined;
   if (!bench) {
-    process.stderr.write(`usage: npm run bench -- NAME [--json]\n\n${Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`).join('\n')}\n`);
+    process.stderr.write(
+      `usage: npm run bench -- NAME [--json]\n\n${Object.entries(BENCHES)
+        .map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`)
+        .join('\n')}\n`,
+    );
     return 64;
   }
   const result = await bench.run(args);

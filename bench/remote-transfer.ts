@@ -111,7 +111,17 @@ export async function measureRemoteTransfer(opts: RemoteTransferBenchOptions = {
     const t0 = performance.now();
     await sha256File(join(source.pathOf(m.id), 'memory.bin'));
     const sha256Ms = performance.now() - t0;
-    return { sizeMiB, partSizeBytes, concurrency, runs, endpoint: remote.endpoint, pull, getObject, throughputRatio: pull.mibPerSec / getObject.mibPerSec, sha256Ms };
+    return {
+      sizeMiB,
+      partSizeBytes,
+      concurrency,
+      runs,
+      endpoint: remote.endpoint,
+      pull,
+      getObject,
+      throughputRatio: pull.mibPerSec / getObject.mibPerSec,
+      sha256Ms,
+    };
   } finally {
     remote.close();
     await s3?.dispose();
@@ -135,6 +145,8 @@ export async function benchRemoteTransfer(args: string[]): Promise<Record<string
       ['one GetObject (memory.bin)', r.getObject.bytes / MiB, r.getObject.medianMs, r.getObject.mibPerSec],
     ],
   );
-  process.stdout.write(`pull / GetObject throughput: ${r.throughputRatio.toFixed(2)}× (${r.endpoint}); one sha256 pass over memory.bin: ${r.sha256Ms.toFixed(0)} ms\n`);
+  process.stdout.write(
+    `pull / GetObject throughput: ${r.throughputRatio.toFixed(2)}× (${r.endpoint}); one sha256 pass over memory.bin: ${r.sha256Ms.toFixed(0)} ms\n`,
+  );
   return { ...r };
 }

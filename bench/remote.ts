@@ -29,7 +29,9 @@ export async function benchRemote(args: string[]): Promise<Record<string, unknow
     const snap = await a.snapshots.create('origin', { stop: true });
     const id = snap.manifest.id;
     const bytes = snap.manifest.files.reduce((n, f) => n + f.sizeBytes, 0);
-    process.stdout.write(`remote: snapshot ${id}, ${(bytes / 1048576).toFixed(1)} MiB (memory file is sparse on disk), s3rver on loopback; ${repeats} repeats\n`);
+    process.stdout.write(
+      `remote: snapshot ${id}, ${(bytes / 1048576).toFixed(1)} MiB (memory file is sparse on disk), s3rver on loopback; ${repeats} repeats\n`,
+    );
 
     const remote: number[] = [];
     const fetchMs: number[] = [];

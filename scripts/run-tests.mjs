@@ -12,7 +12,15 @@ const tmp = mkdtempSync(join(tmpdir(), 'embers-tap-'));
 const tap = join(tmp, 'report.tap');
 const r = spawnSync(
   process.execPath,
-  ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...dirs],
+  [
+    '--test',
+    '--test-concurrency=1',
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tap}`,
+    ...dirs,
+  ],
   { stdio: 'inherit' },
 );
 const report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "lint: type-check and formatting" >&2
+npm run --silent lint >/dev/null
 exec node scripts/run-tests.mjs "$@"

@@ -18,73 +18,229 @@ export const ERRORS = {
   EMB_USAGE: { summary: 'bad command-line usage', hint: 'run `embers --help`', exit: 64 },
   EMB_CONFIG_INVALID: { summary: 'an option has an invalid value', hint: 'check the option against `embers --help`', exit: 64 },
   EMB_NOT_ROOT: { summary: 'embers needs root for netns, tap devices and mounts', hint: 'run as root (sudo)', exit: 77 },
-  EMB_HOST_TOOL_MISSING: { summary: 'a host program embers needs is not installed', hint: 'run `scripts/setup.sh` (installs the Debian packages embers uses)', exit: 69 },
+  EMB_HOST_TOOL_MISSING: {
+    summary: 'a host program embers needs is not installed',
+    hint: 'run `scripts/setup.sh` (installs the Debian packages embers uses)',
+    exit: 69,
+  },
   EMB_HOST_COMMAND_FAILED: { summary: 'a host command failed', hint: 'see the command output in the error details', exit: 70 },
 
   // guest kit
-  EMB_GUEST_KERNEL_MISSING: { summary: 'the guest kernel is missing or not an ELF vmlinux', hint: 'run `embers guest build` to (re)build the guest kit, or pass --kernel with a vmlinux path', exit: 66 },
-  EMB_GUEST_BUILD_FAILED: { summary: 'building the guest kit (kernel, initramfs) failed', hint: 'check that Debian packages can be downloaded (`apt-get update`), then run `embers guest build` again', exit: 70 },
-  EMB_GUEST_RUN_CONFIG_INVALID: { summary: 'the run configuration of a function (argv, env, user, working dir, hostname) cannot be passed to the guest', hint: 'check the image config (Entrypoint, Cmd, Env, User, WorkingDir) and the overrides given on the command line', exit: 65 },
+  EMB_GUEST_KERNEL_MISSING: {
+    summary: 'the guest kernel is missing or not an ELF vmlinux',
+    hint: 'run `embers guest build` to (re)build the guest kit, or pass --kernel with a vmlinux path',
+    exit: 66,
+  },
+  EMB_GUEST_BUILD_FAILED: {
+    summary: 'building the guest kit (kernel, initramfs) failed',
+    hint: 'check that Debian packages can be downloaded (`apt-get update`), then run `embers guest build` again',
+    exit: 70,
+  },
+  EMB_GUEST_RUN_CONFIG_INVALID: {
+    summary: 'the run configuration of a function (argv, env, user, working dir, hostname) cannot be passed to the guest',
+    hint: 'check the image config (Entrypoint, Cmd, Env, User, WorkingDir) and the overrides given on the command line',
+    exit: 65,
+  },
 
   // images
-  EMB_IMAGE_NOT_FOUND: { summary: 'the image reference does not name an existing image', hint: 'check the path or reference; local images are OCI layout directories or `docker save` archives', exit: 66 },
-  EMB_IMAGE_MANIFEST_INVALID: { summary: 'the image index, manifest or config is not valid JSON of the expected schema', hint: 'rebuild or re-export the image; embers reads OCI image layouts (oci-layout, index.json, blobs/sha256)', exit: 65 },
-  EMB_IMAGE_DIGEST_MISMATCH: { summary: 'a blob does not match its digest', hint: 'the image is corrupt or was tampered with: re-export or re-pull it', exit: 65 },
-  EMB_IMAGE_LAYER_UNSAFE: { summary: 'a layer holds an entry that would escape the root filesystem', hint: 'the image is malicious or broken; embers refuses it. Rebuild it without path traversal, absolute-link escapes or out-of-tree hard links', exit: 65 },
-  EMB_IMAGE_LAYER_INVALID: { summary: 'a layer is not a valid tar archive (bad header, truncated, or a tree it cannot apply to)', hint: 'the layer is corrupt or was produced by a broken tool: rebuild or re-export the image', exit: 65 },
-  EMB_IMAGE_BLOB_MISSING: { summary: 'a blob the image index or manifest names is not in the image', hint: 'the image layout is incomplete: re-export it with all its blobs (foreign or non-distributable layers must be included)', exit: 65 },
-  EMB_IMAGE_LAYER_UNSUPPORTED: { summary: 'a layer uses a media type or tar feature embers does not read', hint: 'use gzip, zstd or uncompressed tar layers', exit: 65 },
+  EMB_IMAGE_NOT_FOUND: {
+    summary: 'the image reference does not name an existing image',
+    hint: 'check the path or reference; local images are OCI layout directories or `docker save` archives',
+    exit: 66,
+  },
+  EMB_IMAGE_MANIFEST_INVALID: {
+    summary: 'the image index, manifest or config is not valid JSON of the expected schema',
+    hint: 'rebuild or re-export the image; embers reads OCI image layouts (oci-layout, index.json, blobs/sha256)',
+    exit: 65,
+  },
+  EMB_IMAGE_DIGEST_MISMATCH: {
+    summary: 'a blob does not match its digest',
+    hint: 'the image is corrupt or was tampered with: re-export or re-pull it',
+    exit: 65,
+  },
+  EMB_IMAGE_LAYER_UNSAFE: {
+    summary: 'a layer holds an entry that would escape the root filesystem',
+    hint: 'the image is malicious or broken; embers refuses it. Rebuild it without path traversal, absolute-link escapes or out-of-tree hard links',
+    exit: 65,
+  },
+  EMB_IMAGE_LAYER_INVALID: {
+    summary: 'a layer is not a valid tar archive (bad header, truncated, or a tree it cannot apply to)',
+    hint: 'the layer is corrupt or was produced by a broken tool: rebuild or re-export the image',
+    exit: 65,
+  },
+  EMB_IMAGE_BLOB_MISSING: {
+    summary: 'a blob the image index or manifest names is not in the image',
+    hint: 'the image layout is incomplete: re-export it with all its blobs (foreign or non-distributable layers must be included)',
+    exit: 65,
+  },
+  EMB_IMAGE_LAYER_UNSUPPORTED: {
+    summary: 'a layer uses a media type or tar feature embers does not read',
+    hint: 'use gzip, zstd or uncompressed tar layers',
+    exit: 65,
+  },
   EMB_IMAGE_PLATFORM_MISSING: { summary: 'the image index has no linux/amd64 entry', hint: 'build or pull an image for linux/amd64', exit: 65 },
-  EMB_IMAGE_FLATTEN_FAILED: { summary: 'building the ext4 rootfs from the image failed', hint: 'see the details; check free disk space under the embers home', exit: 70 },
-  EMB_IMAGE_REFERENCE_INVALID: { summary: 'the image reference is neither a local image nor a valid registry reference', hint: 'write REGISTRY[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST] (lowercase repository; docker.io and library/ are implied for short names), or a local image as a path, oci:PATH or docker-archive:PATH', exit: 64 },
-  EMB_IMAGE_CACHE_BUSY: { summary: 'the image cache stayed locked by another process (a pull, or `embers image gc`) for longer than embers waits', hint: 'wait for the other `embers image` command to finish (the lock file and its pid are in the details); a lock whose process died is taken over automatically', exit: 75 },
+  EMB_IMAGE_FLATTEN_FAILED: {
+    summary: 'building the ext4 rootfs from the image failed',
+    hint: 'see the details; check free disk space under the embers home',
+    exit: 70,
+  },
+  EMB_IMAGE_REFERENCE_INVALID: {
+    summary: 'the image reference is neither a local image nor a valid registry reference',
+    hint: 'write REGISTRY[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST] (lowercase repository; docker.io and library/ are implied for short names), or a local image as a path, oci:PATH or docker-archive:PATH',
+    exit: 64,
+  },
+  EMB_IMAGE_CACHE_BUSY: {
+    summary: 'the image cache stayed locked by another process (a pull, or `embers image gc`) for longer than embers waits',
+    hint: 'wait for the other `embers image` command to finish (the lock file and its pid are in the details); a lock whose process died is taken over automatically',
+    exit: 75,
+  },
 
   // registries (the OCI distribution API: Docker Hub, GHCR, Harbor, `registry`…)
-  EMB_REGISTRY_UNREACHABLE: { summary: 'the registry could not be reached, or the connection broke before the answer was complete (refused, reset, timed out), after retries', hint: 'check that the registry named in the details is up and reachable from this node; pull again: blob downloads resume where they stopped', exit: 69 },
-  EMB_REGISTRY_UNAVAILABLE: { summary: 'the registry kept answering with a server error or throttling (5xx, 429), after retries', hint: 'the registry is failing or rate-limiting this node: retry later', exit: 75 },
-  EMB_REGISTRY_AUTH: { summary: 'the registry or its token service refused the credentials, or asked for credentials embers does not have (HTTP 401/403)', hint: 'add an `auths` entry for the registry to the credentials file (EMBERS_REGISTRY_AUTH_FILE, default ~/.docker/config.json; docker config.json format) and check the user name, the password and the access to the repository', exit: 77 },
-  EMB_REGISTRY_TLS: { summary: 'the TLS connection to the registry failed (it serves plain HTTP, or its certificate is not trusted)', hint: 'for a registry serving plain HTTP on a trusted network, list it in EMBERS_INSECURE_REGISTRIES (host or host:port, comma-separated); for a private CA, pass it with NODE_EXTRA_CA_CERTS', exit: 69 },
-  EMB_REGISTRY_REQUEST_FAILED: { summary: 'the registry answered in a way embers does not expect (status, headers or body)', hint: 'see the status and the registry error code in the details; the server may not implement the OCI distribution API', exit: 70 },
+  EMB_REGISTRY_UNREACHABLE: {
+    summary: 'the registry could not be reached, or the connection broke before the answer was complete (refused, reset, timed out), after retries',
+    hint: 'check that the registry named in the details is up and reachable from this node; pull again: blob downloads resume where they stopped',
+    exit: 69,
+  },
+  EMB_REGISTRY_UNAVAILABLE: {
+    summary: 'the registry kept answering with a server error or throttling (5xx, 429), after retries',
+    hint: 'the registry is failing or rate-limiting this node: retry later',
+    exit: 75,
+  },
+  EMB_REGISTRY_AUTH: {
+    summary: 'the registry or its token service refused the credentials, or asked for credentials embers does not have (HTTP 401/403)',
+    hint: 'add an `auths` entry for the registry to the credentials file (EMBERS_REGISTRY_AUTH_FILE, default ~/.docker/config.json; docker config.json format) and check the user name, the password and the access to the repository',
+    exit: 77,
+  },
+  EMB_REGISTRY_TLS: {
+    summary: 'the TLS connection to the registry failed (it serves plain HTTP, or its certificate is not trusted)',
+    hint: 'for a registry serving plain HTTP on a trusted network, list it in EMBERS_INSECURE_REGISTRIES (host or host:port, comma-separated); for a private CA, pass it with NODE_EXTRA_CA_CERTS',
+    exit: 69,
+  },
+  EMB_REGISTRY_REQUEST_FAILED: {
+    summary: 'the registry answered in a way embers does not expect (status, headers or body)',
+    hint: 'see the status and the registry error code in the details; the server may not implement the OCI distribution API',
+    exit: 70,
+  },
 
   // disks
   EMB_DISK_CLONE_FAILED: { summary: 'creating the instance disk failed', hint: 'check free disk space under the embers home', exit: 70 },
 
   // network
-  EMB_NET_SETUP_FAILED: { summary: 'creating a network slot (netns, tap, veth, nftables) failed', hint: 'check that iproute2 and nftables are installed and that the kernel has tun, veth and nf_tables', exit: 70 },
+  EMB_NET_SETUP_FAILED: {
+    summary: 'creating a network slot (netns, tap, veth, nftables) failed',
+    hint: 'check that iproute2 and nftables are installed and that the kernel has tun, veth and nf_tables',
+    exit: 70,
+  },
   EMB_NET_EXHAUSTED: { summary: 'no free network slot is left on this node', hint: 'stop instances or raise --max-slots', exit: 75 },
 
   // hypervisor
-  EMB_VMM_NOT_FOUND: { summary: 'the hypervisor binary is not installed', hint: 'install qemu-system-x86 (Debian) or set the firecracker binary path', exit: 69 },
+  EMB_VMM_NOT_FOUND: {
+    summary: 'the hypervisor binary is not installed',
+    hint: 'install qemu-system-x86 (Debian) or set the firecracker binary path',
+    exit: 69,
+  },
   EMB_VMM_START_FAILED: { summary: 'the hypervisor process exited while starting', hint: 'see the tail of its output in the error details', exit: 70 },
-  EMB_VMM_COMMAND_FAILED: { summary: 'the hypervisor refused a command', hint: 'see the details; the VM may be in the wrong state for this operation', exit: 70 },
+  EMB_VMM_COMMAND_FAILED: {
+    summary: 'the hypervisor refused a command',
+    hint: 'see the details; the VM may be in the wrong state for this operation',
+    exit: 70,
+  },
   EMB_VMM_TIMEOUT: { summary: 'the hypervisor did not answer in time', hint: 'the host may be overloaded; retry, or raise the timeout', exit: 75 },
-  EMB_VMM_API_FAULT: { summary: 'the hypervisor API refused a request (Firecracker answered with a fault_message)', hint: 'see method, path and fault_message in the details; the VM may be in the wrong state for this call', exit: 70 },
-  EMB_VMM_API_UNREACHABLE: { summary: 'the hypervisor API socket could not be reached, or the connection broke before an answer', hint: 'the VMM process may have exited: see the VMM log named in the details', exit: 70 },
-  EMB_VMM_KVM_UNAVAILABLE: { summary: 'the hypervisor needs hardware-backed KVM, which this host lacks', hint: 'run on a host whose CPU has vmx/svm with /dev/kvm from kvm_intel or kvm_amd, or use the QEMU driver (--vmm qemu)', exit: 69 },
-  EMB_VMM_CLEANUP_FAILED: { summary: 'stopping a VM left resources behind', hint: 'the details list the steps that failed and the paths leaked; remove them by hand', exit: 70 },
+  EMB_VMM_API_FAULT: {
+    summary: 'the hypervisor API refused a request (Firecracker answered with a fault_message)',
+    hint: 'see method, path and fault_message in the details; the VM may be in the wrong state for this call',
+    exit: 70,
+  },
+  EMB_VMM_API_UNREACHABLE: {
+    summary: 'the hypervisor API socket could not be reached, or the connection broke before an answer',
+    hint: 'the VMM process may have exited: see the VMM log named in the details',
+    exit: 70,
+  },
+  EMB_VMM_KVM_UNAVAILABLE: {
+    summary: 'the hypervisor needs hardware-backed KVM, which this host lacks',
+    hint: 'run on a host whose CPU has vmx/svm with /dev/kvm from kvm_intel or kvm_amd, or use the QEMU driver (--vmm qemu)',
+    exit: 69,
+  },
+  EMB_VMM_CLEANUP_FAILED: {
+    summary: 'stopping a VM left resources behind',
+    hint: 'the details list the steps that failed and the paths leaked; remove them by hand',
+    exit: 70,
+  },
 
   // instances
   EMB_INSTANCE_NOT_FOUND: { summary: 'no instance has that name', hint: 'list instances with `embers ps`', exit: 66 },
   EMB_INSTANCE_EXISTS: { summary: 'an instance with that name already exists', hint: 'pick another --name or stop the existing instance', exit: 73 },
-  EMB_INSTANCE_NOT_READY: { summary: 'the function did not answer on its port before the timeout', hint: 'check the guest console with `embers logs <instance>`; raise --ready-timeout if the function starts slowly', exit: 75 },
+  EMB_INSTANCE_NOT_READY: {
+    summary: 'the function did not answer on its port before the timeout',
+    hint: 'check the guest console with `embers logs <instance>`; raise --ready-timeout if the function starts slowly',
+    exit: 75,
+  },
   EMB_INSTANCE_INVOKE_FAILED: { summary: 'the request to the function failed', hint: 'check the guest console with `embers logs <instance>`', exit: 70 },
 
   // snapshots
   EMB_SNAPSHOT_NOT_FOUND: { summary: 'no snapshot has that id', hint: 'list snapshots with `embers snapshot ls`', exit: 66 },
-  EMB_SNAPSHOT_CORRUPT: { summary: 'a snapshot file is missing, truncated or does not match its digest', hint: 'the snapshot cannot be restored safely; delete it and create or pull it again', exit: 65 },
-  EMB_SNAPSHOT_INCOMPATIBLE: { summary: 'the snapshot was made for another hypervisor, format or machine', hint: 'restore it with the hypervisor and version named in its manifest', exit: 65 },
-  EMB_SNAPSHOT_VERSION_MISMATCH: { summary: 'the snapshot data format is not one this hypervisor binary can load', hint: 'restore it with a Firecracker whose `--snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary', exit: 65 },
-  EMB_SNAPSHOT_LOAD_FAILED: { summary: 'the hypervisor failed to load the snapshot, and the process that tried was stopped', hint: 'see fault_message and the VMM log tail in the details; a Firecracker process cannot be reused after a failed load', exit: 70 },
-  EMB_SNAPSHOT_DISK_MISMATCH: { summary: 'the restored disk is not bit-identical to the disk at pause', hint: 'the rootfs or the delta differs from the one the snapshot was made from; the restore was refused to protect the guest filesystem', exit: 65 },
-  EMB_SNAPSHOT_TRANSFER_BUSY: { summary: 'another process is already pushing or pulling this snapshot with the same local store', hint: 'wait for that transfer to finish (the lock file named in the details holds its pid); a transfer whose process died is taken over automatically', exit: 75 },
+  EMB_SNAPSHOT_CORRUPT: {
+    summary: 'a snapshot file is missing, truncated or does not match its digest',
+    hint: 'the snapshot cannot be restored safely; delete it and create or pull it again',
+    exit: 65,
+  },
+  EMB_SNAPSHOT_INCOMPATIBLE: {
+    summary: 'the snapshot was made for another hypervisor, format or machine',
+    hint: 'restore it with the hypervisor and version named in its manifest',
+    exit: 65,
+  },
+  EMB_SNAPSHOT_VERSION_MISMATCH: {
+    summary: 'the snapshot data format is not one this hypervisor binary can load',
+    hint: 'restore it with a Firecracker whose `--snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary',
+    exit: 65,
+  },
+  EMB_SNAPSHOT_LOAD_FAILED: {
+    summary: 'the hypervisor failed to load the snapshot, and the process that tried was stopped',
+    hint: 'see fault_message and the VMM log tail in the details; a Firecracker process cannot be reused after a failed load',
+    exit: 70,
+  },
+  EMB_SNAPSHOT_DISK_MISMATCH: {
+    summary: 'the restored disk is not bit-identical to the disk at pause',
+    hint: 'the rootfs or the delta differs from the one the snapshot was made from; the restore was refused to protect the guest filesystem',
+    exit: 65,
+  },
+  EMB_SNAPSHOT_TRANSFER_BUSY: {
+    summary: 'another process is already pushing or pulling this snapshot with the same local store',
+    hint: 'wait for that transfer to finish (the lock file named in the details holds its pid); a transfer whose process died is taken over automatically',
+    exit: 75,
+  },
 
   // remote stores (S3-compatible services) and peers (other embers nodes)
-  EMB_REMOTE_UNREACHABLE: { summary: 'the remote store or peer could not be reached (connection refused, reset or timed out), after retries', hint: 'check that the endpoint named in the details is up and reachable from this node; run the transfer again and it resumes where it stopped', exit: 69 },
-  EMB_REMOTE_UNAVAILABLE: { summary: 'the remote store or peer kept answering with a server error or throttling (5xx, 429, SlowDown), after retries', hint: 'the service is failing or overloaded: retry later; the transfer resumes where it stopped', exit: 75 },
-  EMB_REMOTE_AUTH: { summary: 'the remote store refused the credentials (unknown access key, wrong secret, or access denied)', hint: 'check the access key id and secret (EMBERS_S3_ACCESS_KEY_ID, EMBERS_S3_SECRET_ACCESS_KEY) and that they may read and write the bucket', exit: 77 },
-  EMB_REMOTE_NOT_FOUND: { summary: 'the remote store or peer has no snapshot with that id, or the bucket does not exist', hint: 'check the id, the bucket and the prefix (EMBERS_S3_BUCKET, EMBERS_S3_PREFIX); list what the remote holds', exit: 66 },
-  EMB_REMOTE_REQUEST_FAILED: { summary: 'the remote store or peer refused a request for a reason embers does not expect', hint: 'see the status and the service error code in the details; the service may lack an S3 feature embers uses (multipart upload, ListParts, ranged GET)', exit: 70 },
-  EMB_PEER_AUTH: { summary: 'the peer refused the token (HTTP 401)', hint: 'give the pulling node the same peer token the serving node was started with (sent as `Authorization: Bearer <token>`)', exit: 77 },
+  EMB_REMOTE_UNREACHABLE: {
+    summary: 'the remote store or peer could not be reached (connection refused, reset or timed out), after retries',
+    hint: 'check that the endpoint named in the details is up and reachable from this node; run the transfer again and it resumes where it stopped',
+    exit: 69,
+  },
+  EMB_REMOTE_UNAVAILABLE: {
+    summary: 'the remote store or peer kept answering with a server error or throttling (5xx, 429, SlowDown), after retries',
+    hint: 'the service is failing or overloaded: retry later; the transfer resumes where it stopped',
+    exit: 75,
+  },
+  EMB_REMOTE_AUTH: {
+    summary: 'the remote store refused the credentials (unknown access key, wrong secret, or access denied)',
+    hint: 'check the access key id and secret (EMBERS_S3_ACCESS_KEY_ID, EMBERS_S3_SECRET_ACCESS_KEY) and that they may read and write the bucket',
+    exit: 77,
+  },
+  EMB_REMOTE_NOT_FOUND: {
+    summary: 'the remote store or peer has no snapshot with that id, or the bucket does not exist',
+    hint: 'check the id, the bucket and the prefix (EMBERS_S3_BUCKET, EMBERS_S3_PREFIX); list what the remote holds',
+    exit: 66,
+  },
+  EMB_REMOTE_REQUEST_FAILED: {
+    summary: 'the remote store or peer refused a request for a reason embers does not expect',
+    hint: 'see the status and the service error code in the details; the service may lack an S3 feature embers uses (multipart upload, ListParts, ranged GET)',
+    exit: 70,
+  },
+  EMB_PEER_AUTH: {
+    summary: 'the peer refused the token (HTTP 401)',
+    hint: 'give the pulling node the same peer token the serving node was started with (sent as `Authorization: Bearer <token>`)',
+    exit: 77,
+  },
 
   EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
 } as const satisfies Record<string, ErrorSpec>;

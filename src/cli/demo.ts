@@ -57,7 +57,9 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
         fileIntact: fileOk,
       };
       restores.push(entry);
-      say(`  ${entry.name}: ready ${entry.readyMs} ms, first response ${entry.firstResponseMs} ms, disk verified ${entry.diskVerified}, file written before the snapshot ${fileOk ? 'intact' : 'WRONG'}`);
+      say(
+        `  ${entry.name}: ready ${entry.readyMs} ms, first response ${entry.firstResponseMs} ms, disk verified ${entry.diskVerified}, file written before the snapshot ${fileOk ? 'intact' : 'WRONG'}`,
+      );
     }
     const speedup = round(coldBoot.firstResponseMs / median(restores.map((r) => r.firstResponseMs)));
     say(`restore is ${speedup}× faster than a cold boot to first response (median of ${restores.length} clones, restored concurrently)`);

@@ -80,7 +80,8 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
   const accel = values.accel as string | undefined;
   if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel)) throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
   const vmm = values.vmm as string | undefined;
-  if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
+  if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm))
+    throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
   const guestKernel = values['guest-kernel'] as string | undefined;
   if (guestKernel !== undefined && !['debian', 'firecracker-config'].includes(guestKernel)) {
     throw new EmbersError('EMB_USAGE', `--guest-kernel must be debian or firecracker-config, not "${guestKernel}"`);
@@ -90,7 +91,8 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
   }
   const cache = values['cache-snapshots'] as string | undefined;
-  if (cache !== undefined && !['true', 'false', 'on', 'off'].includes(cache)) throw new EmbersError('EMB_USAGE', `--cache-snapshots must be on or off, not "${cache}"`);
+  if (cache !== undefined && !['true', 'false', 'on', 'off'].includes(cache))
+    throw new EmbersError('EMB_USAGE', `--cache-snapshots must be on or off, not "${cache}"`);
   return {
     home: values.home as string | undefined,
     snapshots: snapshots as NodeOptions['snapshots'],
@@ -235,7 +237,6 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
   }
 }
 
-
 async function snapshotCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, {
     'disk-diff': { type: 'string' },
@@ -284,9 +285,19 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         onTransferProgress: transferProgress(),
         readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
       });
-      const clones = r.clones.map((c) => ({ name: c.record.name, cloneIp: c.record.cloneIp, port: c.record.function.port, readyMs: c.record.timings.readyMs, phases: c.record.timings.phases, diskVerified: c.diskVerified }));
+      const clones = r.clones.map((c) => ({
+        name: c.record.name,
+        cloneIp: c.record.cloneIp,
+        port: c.record.function.port,
+        readyMs: c.record.timings.readyMs,
+        phases: c.record.timings.phases,
+        diskVerified: c.diskVerified,
+      }));
       out.result(
-        [`prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${(r.fetch.bytes / 1048576).toFixed(1)} MiB in ${r.fetch.ms} ms)` : ''}`, ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`)].join('\n'),
+        [
+          `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${(r.fetch.bytes / 1048576).toFixed(1)} MiB in ${r.fetch.ms} ms)` : ''}`,
+          ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`),
+        ].join('\n'),
         { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, clones },
       );
       await node.settle(); // the slot pool refills in the background, off the restore path
@@ -294,13 +305,19 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     }
     case 'push': {
       const r = await node.remote.push(snaps.store, need('snapshot'), { onProgress: transferProgress() });
-      out.result(`pushed ${r.id}: ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${(r.resumedBytes / 1048576).toFixed(1)} MiB already there, in ${Math.round(r.ms)} ms`, r);
+      out.result(
+        `pushed ${r.id}: ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${(r.resumedBytes / 1048576).toFixed(1)} MiB already there, in ${Math.round(r.ms)} ms`,
+        r,
+      );
       return 0;
     }
     case 'pull': {
       const id = need('snapshot');
       const { fetched } = await node.remote.ensureLocal(snaps.store, id, peerSource() ?? { kind: 's3' }, { onProgress: transferProgress() });
-      out.result(fetched ? `pulled ${id}: ${(fetched.bytes / 1048576).toFixed(1)} MiB in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, { id, fetched });
+      out.result(fetched ? `pulled ${id}: ${(fetched.bytes / 1048576).toFixed(1)} MiB in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, {
+        id,
+        fetched,
+      });
       return 0;
     }
     case 'ls': {
@@ -310,16 +327,18 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         return 0;
       }
       const list = await snaps.store.list();
-      out.result(
-        ['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'),
-        { snapshots: list.map((m) => ({ id: m.id, createdAt: m.createdAt, image: m.image.reference, diskDiff: m.disk.diff, vmm: m.vmm })) },
-      );
+      out.result(['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'), {
+        snapshots: list.map((m) => ({ id: m.id, createdAt: m.createdAt, image: m.image.reference, diskDiff: m.disk.diff, vmm: m.vmm })),
+      });
       return 0;
     }
     case 'inspect': {
       const m = await snaps.store.get(need('snapshot'));
       if (values.verify) await snaps.store.verify(m);
-      out.result(JSON.stringify(m, null, 2) + (values.verify ? '\nverified: every file matches its size and sha256' : ''), { manifest: m, verified: values.verify });
+      out.result(JSON.stringify(m, null, 2) + (values.verify ? '\nverified: every file matches its size and sha256' : ''), {
+        manifest: m,
+        verified: values.verify,
+      });
       return 0;
     }
     case 'rm': {
@@ -378,7 +397,12 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
   const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
   if (!token) throw new EmbersError('EMB_USAGE', 'embers serve needs a shared token: --token or EMBERS_PEER_TOKEN (16 characters or more)');
   const node = await EmbersNode.open(nodeOptions(values, out));
-  const server = await startPeerServer({ store: node.snapshots.store, token, host: values.listen ?? '127.0.0.1', port: intOption(values.port, 'port', 7070, 0) });
+  const server = await startPeerServer({
+    store: node.snapshots.store,
+    token,
+    host: values.listen ?? '127.0.0.1',
+    port: intOption(values.port, 'port', 7070, 0),
+  });
   out.result(`serving snapshots of ${node.config.home} at ${server.url}`, { url: server.url, port: server.port });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

@@ -125,7 +125,11 @@ function layerMediaType(layer: FixtureLayer, style: 'oci' | 'docker'): string {
     if (c === 'gzip') return 'application/vnd.docker.image.rootfs.diff.tar.gzip';
     if (c === 'none') return 'application/vnd.docker.image.rootfs.diff.tar';
   }
-  return c === 'gzip' ? 'application/vnd.oci.image.layer.v1.tar+gzip' : c === 'zstd' ? 'application/vnd.oci.image.layer.v1.tar+zstd' : 'application/vnd.oci.image.layer.v1.tar';
+  return c === 'gzip'
+    ? 'application/vnd.oci.image.layer.v1.tar+gzip'
+    : c === 'zstd'
+      ? 'application/vnd.oci.image.layer.v1.tar+zstd'
+      : 'application/vnd.oci.image.layer.v1.tar';
 }
 
 function configJson(image: FixtureImage, diffIds: string[]): Buffer {
@@ -207,7 +211,14 @@ function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: Blobs; 
   let entries: unknown[];
   let indexDigest: string | undefined;
   if (opts.otherPlatforms && opts.otherPlatforms.length > 0) {
-    const platformEntries: unknown[] = [{ mediaType: main.manifestMediaType, digest: main.manifestDigest, size: main.manifestSize, platform: { architecture: image.architecture ?? 'amd64', os: image.os ?? 'linux' } }];
+    const platformEntries: unknown[] = [
+      {
+        mediaType: main.manifestMediaType,
+        digest: main.manifestDigest,
+        size: main.manifestSize,
+        platform: { architecture: image.architecture ?? 'amd64', os: image.os ?? 'linux' },
+      },
+    ];
     for (const p of opts.otherPlatforms) {
       const other = buildImage(blobs, { ...(p.image ?? image), os: p.os, architecture: p.architecture });
       const platform: Record<string, string> = { architecture: p.architecture, os: p.os };
@@ -295,7 +306,10 @@ export async function writeDockerSave(file: string, image: FixtureImage, opts: D
     addFile('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
     addFile('index.json', index);
     for (const [name, data] of [...blobs.files].sort(([a], [b]) => (a < b ? -1 : 1))) addFile(name, data);
-    addFile('manifest.json', Buffer.from(JSON.stringify([{ Config: main.configName, RepoTags: repoTags, Layers: main.layerDigests.map((d) => `blobs/sha256/${d.slice(7)}`) }])));
+    addFile(
+      'manifest.json',
+      Buffer.from(JSON.stringify([{ Config: main.configName, RepoTags: repoTags, Layers: main.layerDigests.map((d) => `blobs/sha256/${d.slice(7)}`) }])),
+    );
     result = written(main);
   } else {
     const blobs = new Blobs();

@@ -42,7 +42,14 @@ export function expectedBytes(seed: string | number, size: number): Buffer {
   let x = seedState(seed);
   for (let pos = 0; pos < size; pos += 8) {
     x = (x * 16807) % 2147483647;
-    out.write(x.toString(16).padStart(8, '0').slice(0, Math.min(8, size - pos)), pos, 'latin1');
+    out.write(
+      x
+        .toString(16)
+        .padStart(8, '0')
+        .slice(0, Math.min(8, size - pos)),
+      pos,
+      'latin1',
+    );
   }
   return out;
 }

@@ -74,9 +74,16 @@ export async function resolveKernelPackage(meta = 'linux-image-amd64'): Promise<
 export async function downloadPackages(dir: string, pkgs: { name: string; version: string }[]): Promise<string[]> {
   try {
     // _apt cannot write into a private temp dir: download as root without the sandbox warning
-    await run('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...pkgs.map((p) => `${p.name}=${p.version}`)], { cwd: dir, timeoutMs: 30 * 60_000 });
+    await run('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...pkgs.map((p) => `${p.name}=${p.version}`)], {
+      cwd: dir,
+      timeoutMs: 30 * 60_000,
+    });
   } catch (err) {
-    throw buildFailed(`downloading ${pkgs.map((p) => `${p.name}=${p.version}`).join(' ')} failed`, { pkgs, stderr: isEmbersError(err) ? err.details.stderr : undefined }, err);
+    throw buildFailed(
+      `downloading ${pkgs.map((p) => `${p.name}=${p.version}`).join(' ')} failed`,
+      { pkgs, stderr: isEmbersError(err) ? err.details.stderr : undefined },
+      err,
+    );
   }
   const files = await readdir(dir);
   return pkgs.map((p) => {

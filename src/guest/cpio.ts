@@ -125,9 +125,25 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
     const p = pad4(offset);
     if (p) push(Buffer.alloc(p));
   };
-  const emit = (name: string, mode: number, uid: number, gid: number, nlink: number, mtime: number, data: Buffer, rdevMajor: number, rdevMinor: number, entryIno: number): void => {
+  const emit = (
+    name: string,
+    mode: number,
+    uid: number,
+    gid: number,
+    nlink: number,
+    mtime: number,
+    data: Buffer,
+    rdevMajor: number,
+    rdevMinor: number,
+    entryIno: number,
+  ): void => {
     const nameBytes = Buffer.from(`${name}\0`, 'utf8');
-    push(Buffer.from(header({ ino: entryIno, mode, uid, gid, nlink, mtime, filesize: data.length, rdevMajor, rdevMinor, namesize: nameBytes.length, name }), 'ascii'));
+    push(
+      Buffer.from(
+        header({ ino: entryIno, mode, uid, gid, nlink, mtime, filesize: data.length, rdevMajor, rdevMinor, namesize: nameBytes.length, name }),
+        'ascii',
+      ),
+    );
     push(nameBytes);
     pushPad();
     if (data.length) {

@@ -39,9 +39,14 @@ export async function checkKernelBuildTools(): Promise<void> {
     try {
       await access(header);
     } catch {
-      throw new EmbersError('EMB_HOST_TOOL_MISSING', `${header} is missing (Debian package ${pkg})`, { header, debianPackage: pkg }, {
-        hint: `run \`apt-get install ${KERNEL_BUILD_PACKAGES.join(' ')}\``,
-      });
+      throw new EmbersError(
+        'EMB_HOST_TOOL_MISSING',
+        `${header} is missing (Debian package ${pkg})`,
+        { header, debianPackage: pkg },
+        {
+          hint: `run \`apt-get install ${KERNEL_BUILD_PACKAGES.join(' ')}\``,
+        },
+      );
     }
   }
 }

@@ -20,7 +20,22 @@ import { parseElfHeader } from './vmlinux.js';
  * over MMIO for the disk and the network, ext4, and the ACPI power button with evdev so
  * that QEMU's `system_powerdown` reaches the guest's PID 1 as a stop request.
  */
-export const DEBIAN_MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk', 'failover', 'net_failover', 'virtio_net', 'crc32c_generic', 'jbd2', 'mbcache', 'crc16', 'ext4', 'button', 'evdev'] as const;
+export const DEBIAN_MODULES = [
+  'virtio_ring',
+  'virtio',
+  'virtio_mmio',
+  'virtio_blk',
+  'failover',
+  'net_failover',
+  'virtio_net',
+  'crc32c_generic',
+  'jbd2',
+  'mbcache',
+  'crc16',
+  'ext4',
+  'button',
+  'evdev',
+] as const;
 
 export const INIT_SCRIPT = 'init';
 export const EXEC_HELPER_SOURCE = 'embers-exec.c';
@@ -49,7 +64,14 @@ export function runToBuffer(cmd: string, args: string[], input?: Buffer): Promis
     child.stdin.on('error', () => undefined);
     child.on('close', (code) => {
       if (code === 0) resolve(Buffer.concat(out));
-      else reject(new EmbersError('EMB_HOST_COMMAND_FAILED', `${cmd} ${args.join(' ')} failed (exit code ${code}): ${Buffer.concat(err).toString().trim().slice(-600)}`, { cmd, args, exit: code }));
+      else
+        reject(
+          new EmbersError(
+            'EMB_HOST_COMMAND_FAILED',
+            `${cmd} ${args.join(' ')} failed (exit code ${code}): ${Buffer.concat(err).toString().trim().slice(-600)}`,
+            { cmd, args, exit: code },
+          ),
+        );
     });
     child.stdin.end(input);
   });
@@ -81,7 +103,12 @@ export async function resolveModules(root: string, kernelVersion: string, wanted
     seen.add(path);
     out.push({ name: basename(path).replace(/\.ko(\.(xz|zst|gz))?$/, ''), path });
   }
-  if (out.length === 0) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `modprobe found none of the modules ${wanted.join(' ')} in ${root}`, { root, kernelVersion, output: stdout });
+  if (out.length === 0)
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `modprobe found none of the modules ${wanted.join(' ')} in ${root}`, {
+      root,
+      kernelVersion,
+      output: stdout,
+    });
   return out;
 }
 
@@ -93,7 +120,8 @@ export async function loadModule(path: string): Promise<Buffer> {
   else if (path.endsWith('.ko.zst')) plain = await runToBuffer('zstd', ['-dc', '-q'], data);
   else if (path.endsWith('.ko.gz')) plain = gunzipSync(data);
   else plain = data;
-  if (!parseElfHeader(plain.subarray(0, 64))) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `module ${path} is not an ELF object after decompression`, { path });
+  if (!parseElfHeader(plain.subarray(0, 64)))
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `module ${path} is not an ELF object after decompression`, { path });
   return plain;
 }
 
@@ -118,7 +146,12 @@ export async function compileExecHelper(sourcePath: string, outPath: string): Pr
   try {
     await access('/usr/lib/x86_64-linux-gnu/libc.a');
   } catch {
-    throw new EmbersError('EMB_HOST_TOOL_MISSING', 'the static C library is not installed (Debian package libc6-dev)', { debianPackage: 'libc6-dev' }, { hint: 'run `apt-get install libc6-dev` or `scripts/setup.sh`' });
+    throw new EmbersError(
+      'EMB_HOST_TOOL_MISSING',
+      'the static C library is not installed (Debian package libc6-dev)',
+      { debianPackage: 'libc6-dev' },
+      { hint: 'run `apt-get install libc6-dev` or `scripts/setup.sh`' },
+    );
   }
   await run('gcc', ['-static', '-Os', '-s', '-Wall', '-o', outPath, sourcePath], { timeoutMs: 5 * 60_000 });
 }

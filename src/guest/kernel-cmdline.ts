@@ -133,7 +133,9 @@ export function kernelCmdline(net: GuestNetConfig, extra: string[] = []): string
   }
   const line = parts.join(' ');
   if (Buffer.byteLength(line) >= MAX_CMDLINE) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `kernel command line is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`, { length: Buffer.byteLength(line) });
+    throw new EmbersError('EMB_CONFIG_INVALID', `kernel command line is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`, {
+      length: Buffer.byteLength(line),
+    });
   }
   return line;
 }

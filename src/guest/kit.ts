@@ -247,7 +247,14 @@ async function busyboxBinary(input: BusyboxInput, workDir: string): Promise<{ pa
   return { path, data };
 }
 
-async function buildInitramfs(r: Resolved, workDir: string, modules: { file: string; data: Buffer }[], kernelVersion: string, outPath: string, progress: (m: string) => void): Promise<void> {
+async function buildInitramfs(
+  r: Resolved,
+  workDir: string,
+  modules: { file: string; data: Buffer }[],
+  kernelVersion: string,
+  outPath: string,
+  progress: (m: string) => void,
+): Promise<void> {
   const bb = await busyboxBinary(r.inputs.busybox, workDir);
   const { stdout: applets } = await run(bb.path, ['--list-full']);
   progress('compiling embers-exec (gcc -static)');
@@ -285,7 +292,12 @@ async function buildDebian(r: Resolved, tmp: string, workDir: string, progress: 
   let kernelVersion = pkg.kernelVersion;
   const moduleDirs = await readdir(join(root, 'lib', 'modules')).catch(() => [] as string[]);
   if (!moduleDirs.includes(kernelVersion)) {
-    if (moduleDirs.length !== 1) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `cannot tell the kernel version of ${pkg.name}: lib/modules holds ${moduleDirs.join(', ') || 'nothing'}`, { moduleDirs });
+    if (moduleDirs.length !== 1)
+      throw new EmbersError(
+        'EMB_GUEST_BUILD_FAILED',
+        `cannot tell the kernel version of ${pkg.name}: lib/modules holds ${moduleDirs.join(', ') || 'nothing'}`,
+        { moduleDirs },
+      );
     kernelVersion = moduleDirs[0];
   }
   const vmlinuz = join(root, 'boot', `vmlinuz-${kernelVersion}`);
@@ -302,7 +314,12 @@ async function buildDebian(r: Resolved, tmp: string, workDir: string, progress: 
   return { kernelVersion, modules: refs.map((m) => m.name) };
 }
 
-async function buildFirecrackerConfig(r: Resolved, tmp: string, workDir: string, progress: (m: string) => void): Promise<{ kernelVersion: string; modules: string[] }> {
+async function buildFirecrackerConfig(
+  r: Resolved,
+  tmp: string,
+  workDir: string,
+  progress: (m: string) => void,
+): Promise<{ kernelVersion: string; modules: string[] }> {
   const kernelDir = join(workDir, 'kernel');
   await mkdir(kernelDir, { recursive: true });
   const kernelVersion = await buildFirecrackerKernel({

@@ -53,7 +53,9 @@ export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
   }
   if (config.hostname !== undefined && config.hostname !== '') {
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(config.hostname)) {
-      throw invalid(`hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`, { hostname: config.hostname });
+      throw invalid(`hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`, {
+        hostname: config.hostname,
+      });
     }
   }
   return { argv: [...config.argv], env: [...(config.env ?? [])], workingDir, user, ...(config.hostname ? { hostname: config.hostname } : {}) };
@@ -79,7 +81,12 @@ export async function buildInstanceInitrd(baseInitrd: string, config: GuestRunCo
   try {
     baseSize = (await stat(baseInitrd)).size;
   } catch (err) {
-    throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `base initramfs ${baseInitrd} is missing`, { baseInitrd }, { cause: err, hint: 'run `embers guest build` to (re)build the guest kit' });
+    throw new EmbersError(
+      'EMB_GUEST_KERNEL_MISSING',
+      `base initramfs ${baseInitrd} is missing`,
+      { baseInitrd },
+      { cause: err, hint: 'run `embers guest build` to (re)build the guest kit' },
+    );
   }
   const tmp = join(dirname(outPath), `.${basename(outPath)}.tmp-${randomBytes(6).toString('hex')}`);
   try {

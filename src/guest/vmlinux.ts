@@ -82,7 +82,14 @@ function pipeThrough(cmd: string, args: string[], input: Buffer, outPath: string
       settled = true;
       out.destroy();
       if (err.code === 'ENOENT') {
-        reject(new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: err, hint: 'run `apt-get install xz-utils zstd` or `scripts/setup.sh`' }));
+        reject(
+          new EmbersError(
+            'EMB_HOST_TOOL_MISSING',
+            `host program not found: ${cmd}`,
+            { cmd },
+            { cause: err, hint: 'run `apt-get install xz-utils zstd` or `scripts/setup.sh`' },
+          ),
+        );
       } else reject(err);
     };
     child.on('error', fail);

@@ -29,7 +29,7 @@ export function crc32cUpdate(crc: number, data: Uint8Array): number {
 
 /** The standard crc32c (with inversions); crc32c("123456789") = 0xe3069283. */
 export function crc32c(data: Uint8Array): number {
-  return (~crc32cUpdate(0xffffffff, data)) >>> 0;
+  return ~crc32cUpdate(0xffffffff, data) >>> 0;
 }
 
 // --- superblock ------------------------------------------------------------------------------

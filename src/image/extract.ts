@@ -177,10 +177,17 @@ export class LayerApplier {
         continue;
       }
       if (st.isSymbolicLink()) {
-        throw unsafe(`layer entry ${JSON.stringify(entryName)} would be written through the symlink /${cur}`, this.details({ name: entryName, symlink: `/${cur}` }));
+        throw unsafe(
+          `layer entry ${JSON.stringify(entryName)} would be written through the symlink /${cur}`,
+          this.details({ name: entryName, symlink: `/${cur}` }),
+        );
       }
       if (!st.isDirectory()) {
-        throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `layer entry ${JSON.stringify(entryName)} needs /${cur} to be a directory, but it is not`, this.details({ name: entryName, path: `/${cur}` }));
+        throw new EmbersError(
+          'EMB_IMAGE_LAYER_INVALID',
+          `layer entry ${JSON.stringify(entryName)} needs /${cur} to be a directory, but it is not`,
+          this.details({ name: entryName, path: `/${cur}` }),
+        );
       }
       this.safeDirs.add(cur);
     }
@@ -221,7 +228,7 @@ export class LayerApplier {
     const target = base.slice('.wh.'.length);
     if (target === '' || target === '.' || target === '..') throw unsafe(`invalid whiteout ${JSON.stringify(name)}`, this.details({ name }));
     const targetRel = dir === '' ? target : `${dir}/${target}`;
-    if (!(this.checkParents(targetRel, false, name))) return; // nothing there to hide
+    if (!this.checkParents(targetRel, false, name)) return; // nothing there to hide
     this.hideLower(targetRel);
   }
 
@@ -265,7 +272,10 @@ export class LayerApplier {
       const parentsOk = this.checkParents(target, false, h.linkname);
       const tst = parentsOk ? this.existing(target) : undefined;
       if (!tst || !tst.isFile()) {
-        throw unsafe(`hard link ${JSON.stringify(h.path)} -> ${JSON.stringify(h.linkname)}: the target is not an existing regular file in the image`, this.details({ name: h.path, linkname: h.linkname }));
+        throw unsafe(
+          `hard link ${JSON.stringify(h.path)} -> ${JSON.stringify(h.linkname)}: the target is not an existing regular file in the image`,
+          this.details({ name: h.path, linkname: h.linkname }),
+        );
       }
       if (old) this.removePath(rel);
       linkSync(this.abs(target), abs);
@@ -298,14 +308,16 @@ export class LayerApplier {
         break;
       }
       case 'symlink':
-        if (h.linkname === '') throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `symlink ${JSON.stringify(h.path)} has an empty target`, this.details({ name: h.path }));
+        if (h.linkname === '')
+          throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `symlink ${JSON.stringify(h.path)} has an empty target`, this.details({ name: h.path }));
         symlinkSync(h.linkname, abs);
         lchownSync(abs, h.uid, h.gid);
         break;
       case 'char':
       case 'block':
       case 'fifo': {
-        const kind = h.type === 'char' ? ['c', String(h.devmajor), String(h.devminor)] : h.type === 'block' ? ['b', String(h.devmajor), String(h.devminor)] : ['p'];
+        const kind =
+          h.type === 'char' ? ['c', String(h.devmajor), String(h.devminor)] : h.type === 'block' ? ['b', String(h.devmajor), String(h.devminor)] : ['p'];
         await run('mknod', ['-m', (h.mode & 0o7777).toString(8), abs, ...kind]);
         lchownSync(abs, h.uid, h.gid);
         chmodSync(abs, h.mode);
@@ -340,7 +352,12 @@ export class LayerApplier {
     try {
       await run('setfattr', ['-h', `--restore=${dump}`], { cwd: this.root });
     } catch (err) {
-      throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `could not set the extended attributes of layer ${this.layerLabel} (does the staging file system support them?)`, this.details({}), { cause: err });
+      throw new EmbersError(
+        'EMB_IMAGE_FLATTEN_FAILED',
+        `could not set the extended attributes of layer ${this.layerLabel} (does the staging file system support them?)`,
+        this.details({}),
+        { cause: err },
+      );
     } finally {
       await rm(dump, { force: true });
     }
@@ -458,7 +475,11 @@ export class LayerApplier {
       for (const name of attrs.keys()) if (!found.get(rel)?.has(name)) missing.push(`/${rel} ${name}`);
     }
     if (missing.length > 0) {
-      throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `the staging file system did not keep the image's extended attributes: ${missing.slice(0, 5).join(', ')}`, { missing: missing.slice(0, 50) });
+      throw new EmbersError(
+        'EMB_IMAGE_FLATTEN_FAILED',
+        `the staging file system did not keep the image's extended attributes: ${missing.slice(0, 5).join(', ')}`,
+        { missing: missing.slice(0, 50) },
+      );
     }
   }
 }

@@ -211,20 +211,34 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
     const args = [
       '-q',
       '-F',
-      '-t', 'ext4',
-      '-T', 'embers',
-      '-b', String(ROOTFS_BLOCK_SIZE),
-      '-I', String(INODE_SIZE),
-      '-N', String(geometry.inodes),
-      '-m', '0',
-      '-r', '1',
-      '-o', 'Linux',
-      '-e', 'continue',
-      '-L', ROOTFS_LABEL,
-      '-U', uuid,
-      '-J', `size=${JOURNAL_MIB}`,
-      '-E', extended,
-      '-d', opts.stagingDir,
+      '-t',
+      'ext4',
+      '-T',
+      'embers',
+      '-b',
+      String(ROOTFS_BLOCK_SIZE),
+      '-I',
+      String(INODE_SIZE),
+      '-N',
+      String(geometry.inodes),
+      '-m',
+      '0',
+      '-r',
+      '1',
+      '-o',
+      'Linux',
+      '-e',
+      'continue',
+      '-L',
+      ROOTFS_LABEL,
+      '-U',
+      uuid,
+      '-J',
+      `size=${JOURNAL_MIB}`,
+      '-E',
+      extended,
+      '-d',
+      opts.stagingDir,
       opts.outPath,
       String(geometry.blocks),
     ];
@@ -237,7 +251,12 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
         opts.onProgress?.('mke2fs ran out of space; retrying with a larger file system');
         continue;
       }
-      throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `mke2fs failed: ${err instanceof Error ? err.message : String(err)}`, { args, ...(isEmbersError(err) ? err.details : {}) }, { cause: err });
+      throw new EmbersError(
+        'EMB_IMAGE_FLATTEN_FAILED',
+        `mke2fs failed: ${err instanceof Error ? err.message : String(err)}`,
+        { args, ...(isEmbersError(err) ? err.details : {}) },
+        { cause: err },
+      );
     }
   }
 

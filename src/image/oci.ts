@@ -110,7 +110,12 @@ export function checkDescriptor(v: unknown, what: string, where: string): Descri
   if (typeof digest !== 'string') throw manifestInvalid(`${what} has no digest (${where})`, { where });
   if (!DIGEST_RE.test(digest)) {
     if (/^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(digest) && !digest.startsWith('sha256:')) {
-      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `${what} uses an unsupported digest algorithm: ${digest}`, { where, digest }, { hint: 'embers verifies sha256 digests only' });
+      throw new EmbersError(
+        'EMB_IMAGE_LAYER_UNSUPPORTED',
+        `${what} uses an unsupported digest algorithm: ${digest}`,
+        { where, digest },
+        { hint: 'embers verifies sha256 digests only' },
+      );
     }
     throw manifestInvalid(`${what} has an invalid digest ${JSON.stringify(digest)} (${where})`, { where, digest });
   }
@@ -322,7 +327,8 @@ async function parseReference(ref: string): Promise<ParsedRef> {
     const kind = await statKind(resolve(ref.slice(0, at)));
     const digest = ref.slice(at + 1);
     if (kind) {
-      if (!DIGEST_RE.test(digest)) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `invalid digest in image reference ${JSON.stringify(ref)} (want sha256:<64 hex>)`, { ref });
+      if (!DIGEST_RE.test(digest))
+        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `invalid digest in image reference ${JSON.stringify(ref)} (want sha256:<64 hex>)`, { ref });
       return { path: resolve(ref.slice(0, at)), isDir: kind === 'dir', digest };
     }
   }
@@ -340,18 +346,26 @@ function blobName(digest: string): string {
 
 async function readBlob(source: ByteSource, desc: Descriptor, what: string): Promise<Buffer> {
   const size = await source.size(blobName(desc.digest));
-  if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${what} ${desc.digest} is missing from ${source.location}`, { digest: desc.digest, location: source.location });
+  if (size === undefined)
+    throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${what} ${desc.digest} is missing from ${source.location}`, {
+      digest: desc.digest,
+      location: source.location,
+    });
   if (size > MAX_JSON_BYTES) throw manifestInvalid(`${what} ${desc.digest} is too large (${size} bytes)`, { digest: desc.digest });
   const buf = await source.read(blobName(desc.digest), MAX_JSON_BYTES);
   const actual = `sha256:${sha256Hex(buf)}`;
   if (actual !== desc.digest || buf.length !== desc.size) {
-    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${what} ${desc.digest} does not match its descriptor (sha256 ${actual}, ${buf.length} bytes, expected ${desc.size})`, {
-      digest: desc.digest,
-      actual,
-      size: buf.length,
-      expectedSize: desc.size,
-      location: source.location,
-    });
+    throw new EmbersError(
+      'EMB_IMAGE_DIGEST_MISMATCH',
+      `${what} ${desc.digest} does not match its descriptor (sha256 ${actual}, ${buf.length} bytes, expected ${desc.size})`,
+      {
+        digest: desc.digest,
+        actual,
+        size: buf.length,
+        expectedSize: desc.size,
+        location: source.location,
+      },
+    );
   }
   return buf;
 }
@@ -373,7 +387,11 @@ export function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' 
   const mt = desc.mediaType ?? (typeof doc.mediaType === 'string' ? doc.mediaType : undefined);
   if (mt && INDEX_TYPES.has(mt)) return 'index';
   if (mt && MANIFEST_TYPES.has(mt)) return 'manifest';
-  if (mt === 'application/vnd.docker.distribution.manifest.v1+json' || mt === 'application/vnd.docker.distribution.manifest.v1+prettyjws' || doc.schemaVersion === 1) {
+  if (
+    mt === 'application/vnd.docker.distribution.manifest.v1+json' ||
+    mt === 'application/vnd.docker.distribution.manifest.v1+prettyjws' ||
+    doc.schemaVersion === 1
+  ) {
     throw manifestInvalid(`Docker schema 1 manifests are not supported (${desc.digest})`, { digest: desc.digest, mediaType: mt });
   }
   if (mt) throw manifestInvalid(`unexpected media type ${mt} for ${desc.digest}`, { digest: desc.digest, mediaType: mt });
@@ -396,10 +414,14 @@ export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
   if (withPlatform.length > 0) {
     const amd64 = withPlatform.filter((d) => d.platform!.os === 'linux' && d.platform!.architecture === 'amd64');
     if (amd64.length === 0) {
-      throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `no linux/amd64 image in ${where} (has ${withPlatform.map((d) => `${d.platform!.os}/${d.platform!.architecture}`).join(', ')})`, {
-        where,
-        platforms: withPlatform.map((d) => d.platform),
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_PLATFORM_MISSING',
+        `no linux/amd64 image in ${where} (has ${withPlatform.map((d) => `${d.platform!.os}/${d.platform!.architecture}`).join(', ')})`,
+        {
+          where,
+          platforms: withPlatform.map((d) => d.platform),
+        },
+      );
     }
     const plain = amd64.find((d) => d.platform!.variant === undefined || d.platform!.variant === 'v1');
     return plain ?? amd64[0]!;
@@ -407,7 +429,11 @@ export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
   if (usable.length === 1) return usable[0]!;
   if (usable.length === 0) throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image index ${where} lists no image`, { where });
   const names = usable.flatMap(refNames);
-  throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${where} holds ${usable.length} images: pick one with PATH:TAG or PATH@DIGEST${names.length ? ` (tags: ${names.join(', ')})` : ''}`, { where, tags: names });
+  throw new EmbersError(
+    'EMB_IMAGE_NOT_FOUND',
+    `${where} holds ${usable.length} images: pick one with PATH:TAG or PATH@DIGEST${names.length ? ` (tags: ${names.join(', ')})` : ''}`,
+    { where, tags: names },
+  );
 }
 
 /** Follows indexes down to one linux/amd64 manifest. */
@@ -442,7 +468,8 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
   if (doc.rootfs !== undefined) {
     if (!isObject(doc.rootfs) || !Array.isArray(doc.rootfs.diff_ids)) throw manifestInvalid(`image config ${digest}: rootfs.diff_ids missing`, { digest });
     diffIds = doc.rootfs.diff_ids.map((d, i) => {
-      if (typeof d !== 'string' || !DIGEST_RE.test(d)) throw manifestInvalid(`image config ${digest}: rootfs.diff_ids[${i}] is not a sha256 digest`, { digest });
+      if (typeof d !== 'string' || !DIGEST_RE.test(d))
+        throw manifestInvalid(`image config ${digest}: rootfs.diff_ids[${i}] is not a sha256 digest`, { digest });
       return d;
     });
   }
@@ -463,7 +490,11 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
 
 export function checkPlatform(os: unknown, architecture: unknown, digest: string): void {
   if ((os !== undefined && os !== 'linux') || (architecture !== undefined && architecture !== 'amd64')) {
-    throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`, { digest, os, architecture });
+    throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`, {
+      digest,
+      os,
+      architecture,
+    });
   }
 }
 
@@ -493,7 +524,12 @@ async function* gunzip(input: Readable, label: string): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of gz) yield chunk as Buffer;
   } catch (err) {
-    throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `${label}: corrupt gzip stream: ${err instanceof Error ? err.message : String(err)}`, { layer: label }, { cause: err });
+    throw new EmbersError(
+      'EMB_IMAGE_LAYER_INVALID',
+      `${label}: corrupt gzip stream: ${err instanceof Error ? err.message : String(err)}`,
+      { layer: label },
+      { cause: err },
+    );
   } finally {
     input.destroy();
     await done;
@@ -503,7 +539,12 @@ async function* gunzip(input: Readable, label: string): AsyncGenerator<Buffer> {
 async function* unzstd(input: Readable, label: string): AsyncGenerator<Buffer> {
   const zstd = await which('zstd');
   if (!zstd) {
-    throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `${label} is zstd-compressed and the zstd program is not installed`, { layer: label }, { hint: 'install the Debian package zstd' });
+    throw new EmbersError(
+      'EMB_IMAGE_LAYER_UNSUPPORTED',
+      `${label} is zstd-compressed and the zstd program is not installed`,
+      { layer: label },
+      { hint: 'install the Debian package zstd' },
+    );
   }
   const child = spawn(zstd, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr: Buffer[] = [];
@@ -518,7 +559,10 @@ async function* unzstd(input: Readable, label: string): AsyncGenerator<Buffer> {
     const code = await exited;
     await feeding;
     if (code !== 0) {
-      throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `${label}: corrupt zstd stream: ${Buffer.concat(stderr).toString().trim()}`, { layer: label, exit: code });
+      throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `${label}: corrupt zstd stream: ${Buffer.concat(stderr).toString().trim()}`, {
+        layer: label,
+        exit: code,
+      });
     }
     finished = true;
   } finally {
@@ -538,7 +582,11 @@ async function* hashing(source: AsyncIterable<Buffer>, expected: string | undefi
   }
   const actual = `sha256:${hash.digest('hex')}`;
   if (expected && actual !== expected) {
-    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${label}: uncompressed content ${actual} does not match the config's diff_id ${expected}`, { layer: label, diffId: expected, actual });
+    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${label}: uncompressed content ${actual} does not match the config's diff_id ${expected}`, {
+      layer: label,
+      diffId: expected,
+      actual,
+    });
   }
 }
 
@@ -559,18 +607,26 @@ function makeResolved(reference: string, source: ByteSource, manifestDigest: str
     async verifyLayer(layer) {
       const name = names.get(layer)!;
       const size = await source.size(name);
-      if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${layer.label} is missing from ${source.location}`, { digest: layer.digest, location: source.location });
+      if (size === undefined)
+        throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${layer.label} is missing from ${source.location}`, {
+          digest: layer.digest,
+          location: source.location,
+        });
       const hash = createHash('sha256');
       for await (const chunk of source.stream(name)) hash.update(chunk as Buffer);
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== layer.digest || size !== layer.size) {
-        throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${layer.label} does not match its descriptor (sha256 ${actual}, ${size} bytes, expected ${layer.size})`, {
-          digest: layer.digest,
-          actual,
-          size,
-          expectedSize: layer.size,
-          location: source.location,
-        });
+        throw new EmbersError(
+          'EMB_IMAGE_DIGEST_MISMATCH',
+          `${layer.label} does not match its descriptor (sha256 ${actual}, ${size} bytes, expected ${layer.size})`,
+          {
+            digest: layer.digest,
+            actual,
+            size,
+            expectedSize: layer.size,
+            location: source.location,
+          },
+        );
       }
     },
     openLayer(layer) {
@@ -603,7 +659,8 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
   const layoutSize = await source.size('oci-layout');
   if (layoutSize !== undefined) {
     const layout = parseJson(await source.read('oci-layout', 64 * 1024), 'oci-layout', source.location);
-    if (!isObject(layout) || typeof layout.imageLayoutVersion !== 'string') throw manifestInvalid(`oci-layout has no imageLayoutVersion (${source.location})`, { location: source.location });
+    if (!isObject(layout) || typeof layout.imageLayoutVersion !== 'string')
+      throw manifestInvalid(`oci-layout has no imageLayoutVersion (${source.location})`, { location: source.location });
   }
   const indexBuf = await source.read('index.json', MAX_JSON_BYTES);
   const entries = checkIndex(parseJson(indexBuf, 'index.json', source.location), `${source.location}/index.json`);
@@ -614,16 +671,21 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
     if (top) chosen = top;
     else {
       const size = await source.size(blobName(parsed.digest));
-      if (size === undefined) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no manifest ${parsed.digest} in ${source.location}`, { ref, digest: parsed.digest });
+      if (size === undefined)
+        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no manifest ${parsed.digest} in ${source.location}`, { ref, digest: parsed.digest });
       chosen = { digest: parsed.digest, size };
     }
   } else if (parsed.tag !== undefined) {
     const tagged = entries.filter((d) => matchesTag(d, parsed.tag!));
     if (tagged.length === 0) {
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no image tagged ${JSON.stringify(parsed.tag)} in ${source.location} (tags: ${entries.flatMap(refNames).join(', ') || 'none'})`, {
-        ref,
-        tag: parsed.tag,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `no image tagged ${JSON.stringify(parsed.tag)} in ${source.location} (tags: ${entries.flatMap(refNames).join(', ') || 'none'})`,
+        {
+          ref,
+          tag: parsed.tag,
+        },
+      );
     }
     chosen = pickPlatform(tagged, `${source.location}/index.json`);
   } else {
@@ -650,7 +712,10 @@ async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descrip
   const specs = layerDescs.map((d, i): LayerSpec => {
     const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
     if (!LAYER_TYPES.has(mediaType)) {
-      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) has the unsupported media type ${mediaType}`, { digest: d.digest, mediaType });
+      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) has the unsupported media type ${mediaType}`, {
+        digest: d.digest,
+        mediaType,
+      });
     }
     return {
       name: blobName(d.digest),
@@ -663,29 +728,43 @@ async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descrip
 /** Legacy `docker save` layout: manifest.json + <config>.json + <id>/layer.tar. */
 async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteSource): Promise<ResolvedImage> {
   const doc = parseJson(await source.read('manifest.json', MAX_JSON_BYTES), 'manifest.json', source.location);
-  if (!Array.isArray(doc) || doc.length === 0) throw manifestInvalid(`manifest.json of ${source.location} is not a non-empty array`, { location: source.location });
+  if (!Array.isArray(doc) || doc.length === 0)
+    throw manifestInvalid(`manifest.json of ${source.location} is not a non-empty array`, { location: source.location });
   const images = doc.map((m, i) => {
     if (!isObject(m) || typeof m.Config !== 'string' || !Array.isArray(m.Layers) || m.Layers.some((l) => typeof l !== 'string')) {
       throw manifestInvalid(`manifest.json[${i}] of ${source.location} lacks Config/Layers`, { location: source.location });
     }
     return { config: m.Config, layers: m.Layers as string[], tags: stringArray(m.RepoTags, 'RepoTags', 'manifest.json') };
   });
-  if (parsed.digest) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${source.location} is a legacy docker save archive: select images by tag, not digest`, { ref });
+  if (parsed.digest)
+    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${source.location} is a legacy docker save archive: select images by tag, not digest`, { ref });
   let image = images[0]!;
   if (parsed.tag !== undefined) {
     const tag = parsed.tag;
     const found = images.find((im) => im.tags.some((t) => t === tag || t.endsWith(`:${tag}`)));
-    if (!found) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no image tagged ${JSON.stringify(tag)} in ${source.location} (tags: ${images.flatMap((im) => im.tags).join(', ') || 'none'})`, { ref, tag });
+    if (!found)
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `no image tagged ${JSON.stringify(tag)} in ${source.location} (tags: ${images.flatMap((im) => im.tags).join(', ') || 'none'})`,
+        { ref, tag },
+      );
     image = found;
   } else if (images.length > 1) {
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${source.location} holds ${images.length} images: pick one with PATH:TAG (tags: ${images.flatMap((im) => im.tags).join(', ')})`, { ref });
+    throw new EmbersError(
+      'EMB_IMAGE_NOT_FOUND',
+      `${source.location} holds ${images.length} images: pick one with PATH:TAG (tags: ${images.flatMap((im) => im.tags).join(', ')})`,
+      { ref },
+    );
   }
 
   const configBuf = await source.read(image.config, MAX_JSON_BYTES);
   const configDigest = `sha256:${sha256Hex(configBuf)}`;
   const named = /([0-9a-f]{64})(\.json)?$/.exec(image.config);
   if (named && `sha256:${named[1]}` !== configDigest) {
-    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `image config ${image.config} does not match its name (sha256 ${configDigest})`, { name: image.config, actual: configDigest });
+    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `image config ${image.config} does not match its name (sha256 ${configDigest})`, {
+      name: image.config,
+      actual: configDigest,
+    });
   }
   const cfg = parseConfig(parseJson(configBuf, `image config ${image.config}`, source.location), configDigest);
   checkPlatform(cfg.os, cfg.architecture, configDigest);
@@ -695,7 +774,8 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
   const layerDescs: Descriptor[] = [];
   for (let i = 0; i < image.layers.length; i++) {
     const size = await source.size(image.layers[i]!);
-    if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `layer ${image.layers[i]} is missing from ${source.location}`, { name: image.layers[i] });
+    if (size === undefined)
+      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `layer ${image.layers[i]} is missing from ${source.location}`, { name: image.layers[i] });
     // The legacy layer.tar is the uncompressed tar: its digest is the diff_id, checked by verifyLayer.
     layerDescs.push({ mediaType: MEDIA.dockerLayerTar, digest: cfg.diffIds[i]!, size });
   }
@@ -728,7 +808,11 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
   try {
     if ((await source.size('index.json')) !== undefined) return await resolveOci(ref, parsed, source);
     if (!parsed.isDir && (await source.size('manifest.json')) !== undefined) return await resolveDockerLegacy(ref, parsed, source);
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${parsed.path} is not an OCI image layout (no index.json)${parsed.isDir ? '' : ' or docker save archive (no manifest.json)'}`, { ref, path: parsed.path });
+    throw new EmbersError(
+      'EMB_IMAGE_NOT_FOUND',
+      `${parsed.path} is not an OCI image layout (no index.json)${parsed.isDir ? '' : ' or docker save archive (no manifest.json)'}`,
+      { ref, path: parsed.path },
+    );
   } catch (err) {
     await source.close();
     if (isEmbersError(err)) throw err;
@@ -742,16 +826,28 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
  * path, so that pulled images are verified and flattened exactly as local layouts are.
  */
 export async function resolveFromBlobs(reference: string, root: string, manifestDigest: string): Promise<ResolvedImage> {
-  if (!DIGEST_RE.test(manifestDigest)) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { reference, manifestDigest });
+  if (!DIGEST_RE.test(manifestDigest))
+    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { reference, manifestDigest });
   const source = new DirSource(root);
   try {
     const size = await source.size(blobName(manifestDigest));
-    if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `manifest ${manifestDigest} of ${reference} is not in the blob store ${root}`, { reference, manifestDigest, location: root }, { hint: 'pull the image again' });
+    if (size === undefined)
+      throw new EmbersError(
+        'EMB_IMAGE_BLOB_MISSING',
+        `manifest ${manifestDigest} of ${reference} is not in the blob store ${root}`,
+        { reference, manifestDigest, location: root },
+        { hint: 'pull the image again' },
+      );
     const { desc, doc } = await resolveToManifest(source, { digest: manifestDigest, size }, 0);
     return await resolveManifestDoc(reference, source, desc, doc);
   } catch (err) {
     await source.close();
     if (isEmbersError(err)) throw err;
-    throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `reading ${reference} from ${root} failed: ${err instanceof Error ? err.message : String(err)}`, { reference }, { cause: err });
+    throw new EmbersError(
+      'EMB_IMAGE_MANIFEST_INVALID',
+      `reading ${reference} from ${root} failed: ${err instanceof Error ? err.message : String(err)}`,
+      { reference },
+      { cause: err },
+    );
   }
 }

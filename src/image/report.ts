@@ -28,7 +28,14 @@ export function formatImageList(entries: ImageListEntry[]): string {
   if (entries.length === 0) return 'no images (pull one with `embers image pull REF`)';
   return table(
     ['REFERENCE', 'SOURCE', 'MANIFEST', 'ROOTFS', 'LAYERS', 'UPDATED'],
-    entries.map((e) => [e.reference, e.source, short(e.manifestDigest), e.rootfsSha256 ? short(e.rootfsSha256) : 'not built', size(e.layersBytes), e.updatedAt?.replace(/\.\d+Z$/, 'Z') ?? '-']),
+    entries.map((e) => [
+      e.reference,
+      e.source,
+      short(e.manifestDigest),
+      e.rootfsSha256 ? short(e.rootfsSha256) : 'not built',
+      size(e.layersBytes),
+      e.updatedAt?.replace(/\.\d+Z$/, 'Z') ?? '-',
+    ]),
   );
 }
 
@@ -40,7 +47,9 @@ export function formatImageInspect(info: ImageInspect): string {
     ...(info.indexDigest ? [`index:           ${info.indexDigest}`] : []),
     `platform:        ${info.platform}`,
     `rootfs:          ${info.rootfsPath ?? 'not built (run `embers image pull` or start the function)'}`,
-    ...(info.rootfsSha256 ? [`rootfs sha256:   ${info.rootfsSha256}`, `rootfs size:     ${size(info.rootfsSizeBytes)} (sparse), flattener v${info.flattenerVersion}`] : []),
+    ...(info.rootfsSha256
+      ? [`rootfs sha256:   ${info.rootfsSha256}`, `rootfs size:     ${size(info.rootfsSizeBytes)} (sparse), flattener v${info.flattenerVersion}`]
+      : []),
     `entrypoint:      ${JSON.stringify(info.config.entrypoint)}`,
     `cmd:             ${JSON.stringify(info.config.cmd)}`,
     `env:             ${info.config.env.join(' ') || '-'}`,

@@ -265,7 +265,14 @@ export class ImageStore {
       try {
         result = await buildRootfs({ stagingDir: staging, outPath: rootfsTmp, manifestDigest: image.manifestDigest, tree, onProgress: progress });
       } catch (err) {
-        throw isEmbersError(err) ? err : new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `building the rootfs failed: ${err instanceof Error ? err.message : String(err)}`, { manifestDigest: image.manifestDigest }, { cause: err });
+        throw isEmbersError(err)
+          ? err
+          : new EmbersError(
+              'EMB_IMAGE_FLATTEN_FAILED',
+              `building the rootfs failed: ${err instanceof Error ? err.message : String(err)}`,
+              { manifestDigest: image.manifestDigest },
+              { cause: err },
+            );
       }
       await rm(staging, { recursive: true, force: true });
 
@@ -303,7 +310,12 @@ export class ImageStore {
       return this.toFlattened(json, final);
     }).catch((err: unknown) => {
       if (isEmbersError(err)) throw err;
-      throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `flattening ${image.reference} failed: ${err instanceof Error ? err.message : String(err)}`, { manifestDigest: image.manifestDigest }, { cause: err });
+      throw new EmbersError(
+        'EMB_IMAGE_FLATTEN_FAILED',
+        `flattening ${image.reference} failed: ${err instanceof Error ? err.message : String(err)}`,
+        { manifestDigest: image.manifestDigest },
+        { cause: err },
+      );
     });
   }
 
@@ -416,7 +428,12 @@ export class ImageStore {
       return { entry, stillNamed };
     });
     if (!outcome) {
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${key} is not in the image cache of this node`, { reference: refOrDigest, key }, { hint: 'list the cached images with `embers image ls`' });
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `${key} is not in the image cache of this node`,
+        { reference: refOrDigest, key },
+        { hint: 'list the cached images with `embers image ls`' },
+      );
     }
     const digest = outcome.entry.manifestDigest;
     const rootfs = !outcome.stillNamed && !inUse.has(digest) && (await this.removeRootfs(digest)).length > 0 ? [digest] : [];
@@ -473,12 +490,21 @@ export class ImageStore {
     const started = Date.now();
     const finish = async (resolved: ResolvedImage, entry: Omit<RefEntry, 'updatedAt'>, bytesDownloaded: number) => {
       const config = resolved.config;
-      const layers = resolved.layers.map((l): ImageLayerInfo => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }));
+      const layers = resolved.layers.map(
+        (l): ImageLayerInfo => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }),
+      );
       let image: FlattenedImage | undefined;
       if (flatten) image = await this.ensureResolved(resolved, ref, { ...opts, onProgress: say });
       else await resolved.close();
       await this.refs.set(reference, entry);
-      listener?.({ type: 'done', reference, manifestDigest: entry.manifestDigest, ...(image ? { rootfsSha256: image.rootfsSha256 } : {}), bytesDownloaded, ms: Date.now() - started });
+      listener?.({
+        type: 'done',
+        reference,
+        manifestDigest: entry.manifestDigest,
+        ...(image ? { rootfsSha256: image.rootfsSha256 } : {}),
+        bytesDownloaded,
+        ms: Date.now() - started,
+      });
       return { reference, entry, config, layers, ...(image ? { image } : {}) };
     };
 
@@ -490,7 +516,16 @@ export class ImageStore {
         if (resolved) {
           say(`${reference}: using the cached manifest ${resolved.manifestDigest}`);
           const indexDigest = known?.indexDigest ?? (parsed.digest && parsed.digest !== resolved.manifestDigest ? parsed.digest : undefined);
-          return finish(resolved, { manifestDigest: resolved.manifestDigest, ...(indexDigest ? { indexDigest } : {}), platform: known?.platform ?? 'linux/amd64', source: 'registry' }, 0);
+          return finish(
+            resolved,
+            {
+              manifestDigest: resolved.manifestDigest,
+              ...(indexDigest ? { indexDigest } : {}),
+              platform: known?.platform ?? 'linux/amd64',
+              source: 'registry',
+            },
+            0,
+          );
         }
       }
     }
@@ -503,9 +538,23 @@ export class ImageStore {
     };
     const opts2 = this.registryConfig;
     const client = await this.registryClient(parsed.registry);
-    const pulled: PullResult = await pullImage(parsed, client, this.blobs, { retry: opts2.retry, concurrency: opts2.concurrency, signal: opts2.signal, onEvent });
+    const pulled: PullResult = await pullImage(parsed, client, this.blobs, {
+      retry: opts2.retry,
+      concurrency: opts2.concurrency,
+      signal: opts2.signal,
+      onEvent,
+    });
     const resolved = await resolveFromBlobs(reference, this.imagesDir, pulled.manifestDigest);
-    return finish(resolved, { manifestDigest: pulled.manifestDigest, ...(pulled.indexDigest ? { indexDigest: pulled.indexDigest } : {}), platform: pulled.platform, source: 'registry' }, pulled.bytesDownloaded);
+    return finish(
+      resolved,
+      {
+        manifestDigest: pulled.manifestDigest,
+        ...(pulled.indexDigest ? { indexDigest: pulled.indexDigest } : {}),
+        platform: pulled.platform,
+        source: 'registry',
+      },
+      pulled.bytesDownloaded,
+    );
   }
 
   /**
@@ -519,12 +568,24 @@ export class ImageStore {
     if (location.kind === 'local') {
       const started = Date.now();
       const image = await this.ensure(ref, { onProgress: (message) => opts.onProgress?.({ type: 'step', reference: ref, message }) });
-      opts.onProgress?.({ type: 'done', reference: ref, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256, bytesDownloaded: 0, ms: Date.now() - started });
+      opts.onProgress?.({
+        type: 'done',
+        reference: ref,
+        manifestDigest: image.manifestDigest,
+        rootfsSha256: image.rootfsSha256,
+        bytesDownloaded: 0,
+        ms: Date.now() - started,
+      });
       return this.inspect(ref);
     }
     const release = await this.guard.pin(this.registryOptions.signal);
     try {
-      const r = await this.registryImage(ref, location.ref, { pull: 'always', ...(opts.onProgress ? { onPullProgress: opts.onProgress } : {}) }, opts.flatten ?? true);
+      const r = await this.registryImage(
+        ref,
+        location.ref,
+        { pull: 'always', ...(opts.onProgress ? { onPullProgress: opts.onProgress } : {}) },
+        opts.flatten ?? true,
+      );
       const rootfs = r.image ?? (await this.get(r.entry.manifestDigest));
       return {
         reference: r.reference,
@@ -586,7 +647,12 @@ export class ImageStore {
     const manifestDigest = entry?.manifestDigest ?? resolved?.manifestDigest ?? (DIGEST_RE.test(ref) ? ref : undefined);
     const rootfs = manifestDigest ? await this.get(manifestDigest) : undefined;
     if (!manifestDigest || (!resolved && !rootfs)) {
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${reference} is not in the image cache of this node`, { reference: ref }, { hint: `pull it first: \`embers image pull ${ref}\`; list the cached images with \`embers image ls\`` });
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `${reference} is not in the image cache of this node`,
+        { reference: ref },
+        { hint: `pull it first: \`embers image pull ${ref}\`; list the cached images with \`embers image ls\`` },
+      );
     }
     return {
       reference: rootfs && !entry && !localPath ? rootfs.reference : reference,
@@ -595,7 +661,9 @@ export class ImageStore {
       ...(entry?.indexDigest ? { indexDigest: entry.indexDigest } : {}),
       platform: entry?.platform ?? 'linux/amd64',
       config: resolved?.config ?? rootfs!.config,
-      layers: resolved ? resolved.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) })) : [],
+      layers: resolved
+        ? resolved.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }))
+        : [],
       ...rootfsFields(rootfs),
       ...(entry ? { updatedAt: entry.updatedAt } : {}),
     };
@@ -634,7 +702,13 @@ export class ImageStore {
     }
     for (const img of await this.list()) {
       if (named.has(img.manifestDigest) || img.flattenerVersion !== FLATTENER_VERSION) continue;
-      out.push({ reference: img.reference, source: 'unreferenced', manifestDigest: img.manifestDigest, rootfsSha256: img.rootfsSha256, rootfsSizeBytes: img.sizeBytes });
+      out.push({
+        reference: img.reference,
+        source: 'unreferenced',
+        manifestDigest: img.manifestDigest,
+        rootfsSha256: img.rootfsSha256,
+        rootfsSizeBytes: img.sizeBytes,
+      });
     }
     return out;
   }
@@ -770,7 +844,9 @@ export class ImageStore {
 }
 
 function rootfsFields(rootfs: FlattenedImage | undefined): Pick<ImageInspect, 'rootfsPath' | 'rootfsSha256' | 'rootfsSizeBytes' | 'flattenerVersion'> {
-  return rootfs ? { rootfsPath: rootfs.rootfsPath, rootfsSha256: rootfs.rootfsSha256, rootfsSizeBytes: rootfs.sizeBytes, flattenerVersion: rootfs.flattenerVersion } : {};
+  return rootfs
+    ? { rootfsPath: rootfs.rootfsPath, rootfsSha256: rootfs.rootfsSha256, rootfsSizeBytes: rootfs.sizeBytes, flattenerVersion: rootfs.flattenerVersion }
+    : {};
 }
 
 /** Disk blocks used by the files of a directory, in bytes (rootfs files are sparse). */

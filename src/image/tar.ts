@@ -560,11 +560,43 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
     if (longNames === 'gnu') {
       if (needLongName) {
         const data = Buffer.concat([name, Buffer.alloc(1)]);
-        out.push(headerBlock({ name: Buffer.from('././@LongLink'), mode: 0, uid: 0, gid: 0, size: data.length, mtime: 0, typeflag: 'L', linkname: Buffer.alloc(0), uname: '', gname: '', devmajor: 0, devminor: 0 }), ...padTo512(data));
+        out.push(
+          headerBlock({
+            name: Buffer.from('././@LongLink'),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: data.length,
+            mtime: 0,
+            typeflag: 'L',
+            linkname: Buffer.alloc(0),
+            uname: '',
+            gname: '',
+            devmajor: 0,
+            devminor: 0,
+          }),
+          ...padTo512(data),
+        );
       }
       if (needLongLink) {
         const data = Buffer.concat([linkname, Buffer.alloc(1)]);
-        out.push(headerBlock({ name: Buffer.from('././@LongLink'), mode: 0, uid: 0, gid: 0, size: data.length, mtime: 0, typeflag: 'K', linkname: Buffer.alloc(0), uname: '', gname: '', devmajor: 0, devminor: 0 }), ...padTo512(data));
+        out.push(
+          headerBlock({
+            name: Buffer.from('././@LongLink'),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: data.length,
+            mtime: 0,
+            typeflag: 'K',
+            linkname: Buffer.alloc(0),
+            uname: '',
+            gname: '',
+            devmajor: 0,
+            devminor: 0,
+          }),
+          ...padTo512(data),
+        );
       }
     } else {
       if (needLongName) paxRecs.push(paxRecord('path', name));
@@ -579,7 +611,23 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
     if (paxRecs.length > 0) {
       const data = Buffer.concat(paxRecs);
       const paxName = Buffer.from(`PaxHeaders/${name.toString('utf8').replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, 100));
-      out.push(headerBlock({ name: paxName, mode: 0o644, uid: 0, gid: 0, size: data.length, mtime, typeflag: 'x', linkname: Buffer.alloc(0), uname: '', gname: '', devmajor: 0, devminor: 0 }), ...padTo512(data));
+      out.push(
+        headerBlock({
+          name: paxName,
+          mode: 0o644,
+          uid: 0,
+          gid: 0,
+          size: data.length,
+          mtime,
+          typeflag: 'x',
+          linkname: Buffer.alloc(0),
+          uname: '',
+          gname: '',
+          devmajor: 0,
+          devminor: 0,
+        }),
+        ...padTo512(data),
+      );
     }
     out.push(
       headerBlock({

@@ -234,7 +234,9 @@ export class EmbersNode {
         dir,
         kernelPath: kit.kernelPath,
         initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...this.driver.guestKernelArgs]),
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [
+          ...this.driver.guestKernelArgs,
+        ]),
         diskPath,
         vcpus: plan.fn.vcpus,
         memoryMiB: plan.fn.memoryMiB,
@@ -250,7 +252,8 @@ export class EmbersNode {
       t = performance.now();
       await waitUntilServing(lease.slot.cloneIp, plan.fn.port, {
         timeoutMs: plan.readyTimeoutMs ?? this.config.readyTimeoutMs,
-        died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${this.driver.kind} process exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`),
+        died: async () =>
+          (await pidAlive(vm.pid)) ? undefined : `the ${this.driver.kind} process exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`,
       });
       mark('toReadyMs', t);
 
@@ -280,9 +283,13 @@ export class EmbersNode {
     try {
       return await httpRequest(rec.cloneIp, rec.function.port, req);
     } catch (err) {
-      throw new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to ${name} (${rec.cloneIp}:${rec.function.port}${req.path ?? '/'}) failed: ${(err as Error).message}`, {
-        name,
-      });
+      throw new EmbersError(
+        'EMB_INSTANCE_INVOKE_FAILED',
+        `request to ${name} (${rec.cloneIp}:${rec.function.port}${req.path ?? '/'}) failed: ${(err as Error).message}`,
+        {
+          name,
+        },
+      );
     }
   }
 

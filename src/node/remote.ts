@@ -38,24 +38,39 @@ export class RemoteSnapshots {
       throw new EmbersError('EMB_CONFIG_INVALID', `snapshots must be disabled, local or remote, not "${this.mode}"`, { snapshots: this.mode });
     }
     if (this.mode === 'remote' && !this.s3Options) {
-      throw new EmbersError('EMB_CONFIG_INVALID', 'remote snapshot mode needs an S3-compatible store', {}, {
-        hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET, EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY (or pass --s3-endpoint/--s3-bucket)',
-      });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        'remote snapshot mode needs an S3-compatible store',
+        {},
+        {
+          hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET, EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY (or pass --s3-endpoint/--s3-bucket)',
+        },
+      );
     }
   }
 
   requireEnabled(): void {
     if (this.mode === 'disabled') {
-      throw new EmbersError('EMB_CONFIG_INVALID', 'snapshots are disabled on this node', { snapshots: this.mode }, { hint: 'run with --snapshots local or remote' });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        'snapshots are disabled on this node',
+        { snapshots: this.mode },
+        { hint: 'run with --snapshots local or remote' },
+      );
     }
   }
 
   /** The S3 store (remote mode, or any mode with a store configured for push/pull by hand). */
   s3(): S3SnapshotStore {
     if (!this.s3Options) {
-      throw new EmbersError('EMB_CONFIG_INVALID', 'no S3-compatible store is configured', {}, {
-        hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET and the EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY pair',
-      });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        'no S3-compatible store is configured',
+        {},
+        {
+          hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET and the EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY pair',
+        },
+      );
     }
     this.s3Store ??= new S3SnapshotStore(this.s3Options);
     return this.s3Store;

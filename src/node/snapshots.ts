@@ -94,9 +94,14 @@ export class SnapshotService {
     const rec = await this.node.instances.get(instance);
     const image = await this.node.images.get(rec.image.manifestDigest);
     if (!image) {
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`, { instance }, {
-        hint: `pull the image again (embers run ${rec.image.reference} would), then retry`,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`,
+        { instance },
+        {
+          hint: `pull the image again (embers run ${rec.image.reference} would), then retry`,
+        },
+      );
     }
     const phases: Record<string, number> = {};
     const t0 = performance.now();
@@ -183,10 +188,15 @@ export class SnapshotService {
           await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
         } catch (err) {
           const e = asEmbersError(err);
-          throw new EmbersError(e.code, `snapshot ${manifest.id} was created here, but its upload failed: ${e.message}`, { ...e.details, id: manifest.id }, {
-            cause: err,
-            hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)`,
-          });
+          throw new EmbersError(
+            e.code,
+            `snapshot ${manifest.id} was created here, but its upload failed: ${e.message}`,
+            { ...e.details, id: manifest.id },
+            {
+              cause: err,
+              hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)`,
+            },
+          );
         }
         mark('uploadMs', t);
       }
@@ -205,12 +215,18 @@ export class SnapshotService {
     const driver = this.node.driver;
     const accel = await driver.accelerator();
     const foreign = (why: string) =>
-      new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, { id: m.id, vmm: m.vmm, here: { kind: driver.kind, accelerator: accel.accelerator } });
+      new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, {
+        id: m.id,
+        vmm: m.vmm,
+        here: { kind: driver.kind, accelerator: accel.accelerator },
+      });
     if (m.vmm.kind !== driver.kind) throw foreign(`it was made by ${m.vmm.kind}, this node runs ${driver.kind}`);
-    if (m.vmm.accelerator !== accel.accelerator) throw foreign(`it was made under ${m.vmm.accelerator}, this node uses ${accel.accelerator} (CPU state differs)`);
+    if (m.vmm.accelerator !== accel.accelerator)
+      throw foreign(`it was made under ${m.vmm.accelerator}, this node uses ${accel.accelerator} (CPU state differs)`);
     await driver.checkSnapshotFormat(m.vmm.snapshotFormat, `snapshot ${m.id}`);
     for (const [k, v] of Object.entries(GUEST_NET)) {
-      if ((m.guestNetwork as Record<string, unknown>)[k] !== v) throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
+      if ((m.guestNetwork as Record<string, unknown>)[k] !== v)
+        throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
     }
   }
 
@@ -242,16 +258,24 @@ export class SnapshotService {
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
     const image = await this.node.images.ensure(pinned, { onProgress: (msg) => this.node.progressLine(msg) });
     if (image.manifestDigest !== m.image.manifestDigest) {
-      throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`, {
-        id: m.id,
-        which: 'image manifest digest',
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_DISK_MISMATCH',
+        `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`,
+        {
+          id: m.id,
+          which: 'image manifest digest',
+        },
+      );
     }
     if (image.rootfsSha256 !== m.image.rootfsSha256) {
-      throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `the rootfs built here for ${m.image.manifestDigest} has sha256 ${image.rootfsSha256}, the snapshot's was ${m.image.rootfsSha256}`, {
-        id: m.id,
-        which: 'rootfs sha256',
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_DISK_MISMATCH',
+        `the rootfs built here for ${m.image.manifestDigest} has sha256 ${image.rootfsSha256}, the snapshot's was ${m.image.rootfsSha256}`,
+        {
+          id: m.id,
+          which: 'rootfs sha256',
+        },
+      );
     }
 
     await mkdir(dir, { recursive: true });
@@ -360,7 +384,11 @@ export class SnapshotService {
       initrd: async () => kit.initrdPath,
       kit,
       start: (spec) =>
-        node.driver.restore(spec, { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) }, { snapshotTapName: m.guestNetwork.tapName }),
+        node.driver.restore(
+          spec,
+          { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) },
+          { snapshotTapName: m.guestNetwork.tapName },
+        ),
     });
     return { record, diskVerified: disk.verified };
   }

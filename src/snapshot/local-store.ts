@@ -88,17 +88,24 @@ export class LocalSnapshotStore {
     const staged = (await readdir(stagingDir)).sort();
     const listed = m.files.map((f) => f.name).sort();
     if (staged.join('/') !== listed.join('/')) {
-      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: the staged files (${staged.join(', ')}) are not the files its manifest lists (${listed.join(', ')})`, {
-        id: m.id,
-        staged,
-        listed,
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_CORRUPT',
+        `fetched snapshot ${m.id}: the staged files (${staged.join(', ')}) are not the files its manifest lists (${listed.join(', ')})`,
+        {
+          id: m.id,
+          staged,
+          listed,
+        },
+      );
     }
     for (const f of m.files) {
       const path = join(stagingDir, f.name);
       const st = await stat(path);
       if (st.size !== f.sizeBytes) {
-        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`, { id: m.id, file: f.name });
+        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`, {
+          id: m.id,
+          file: f.name,
+        });
       }
       await fsyncPath(path);
     }
@@ -125,7 +132,10 @@ export class LocalSnapshotStore {
       throw err;
     });
     if (text === undefined) {
-      const dirExists = await stat(dir).then(() => true, () => false);
+      const dirExists = await stat(dir).then(
+        () => true,
+        () => false,
+      );
       if (dirExists) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
       throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.dir}`, { id });
     }
@@ -135,7 +145,10 @@ export class LocalSnapshotStore {
   }
 
   async has(id: string): Promise<boolean> {
-    return stat(join(this.pathOf(id), MANIFEST_NAME)).then(() => true, () => false);
+    return stat(join(this.pathOf(id), MANIFEST_NAME)).then(
+      () => true,
+      () => false,
+    );
   }
 
   async list(): Promise<SnapshotManifest[]> {
@@ -171,10 +184,14 @@ export class LocalSnapshotStore {
         const st = await stat(path, { bigint: true }).catch(() => undefined);
         if (!st) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} is missing ${f.name}`, { id: m.id, file: f.name });
         if (Number(st.size) !== f.sizeBytes) {
-          throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes} (truncated or replaced)`, {
-            id: m.id,
-            file: f.name,
-          });
+          throw new EmbersError(
+            'EMB_SNAPSHOT_CORRUPT',
+            `snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes} (truncated or replaced)`,
+            {
+              id: m.id,
+              file: f.name,
+            },
+          );
         }
         const stamp = stampFromStats(st);
         const known = stamps?.[f.name];
@@ -212,7 +229,13 @@ export class LocalSnapshotStore {
   /** Removes a snapshot: renamed away first, so it disappears whole. */
   async remove(id: string): Promise<void> {
     const dir = this.pathOf(id);
-    if (!(await stat(dir).then(() => true, () => false))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
+    if (
+      !(await stat(dir).then(
+        () => true,
+        () => false,
+      ))
+    )
+      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
     const trash = join(this.dir, `${TRASH}${id}-${randomBytes(4).toString('hex')}`);
     await rename(dir, trash);
     await rm(trash, { recursive: true, force: true });

@@ -80,10 +80,14 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is invalid: ${why}`, { source });
   if (typeof m !== 'object' || m === null) throw bad('not an object');
   if (m.formatVersion !== MANIFEST_FORMAT) {
-    throw new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${source} has format ${String(m.formatVersion)}; this embers reads format ${MANIFEST_FORMAT}`, {
-      source,
-      formatVersion: m.formatVersion,
-    });
+    throw new EmbersError(
+      'EMB_SNAPSHOT_INCOMPATIBLE',
+      `snapshot ${source} has format ${String(m.formatVersion)}; this embers reads format ${MANIFEST_FORMAT}`,
+      {
+        source,
+        formatVersion: m.formatVersion,
+      },
+    );
   }
   if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');

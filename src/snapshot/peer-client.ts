@@ -129,10 +129,21 @@ export class PeerClient {
     }
     if (res.status !== 206) return fail(await this.unexpected(res, `GET ${path} bytes=${start}-${end - 1}`));
     const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
-    if (!cr) return fail(new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`, { endpoint: this.url, path }));
+    if (!cr)
+      return fail(
+        new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`, {
+          endpoint: this.url,
+          path,
+        }),
+      );
     if (Number(cr[3]) !== f.sizeBytes) return fail(mismatch(`is ${cr[3]} bytes there, the manifest says ${f.sizeBytes}`));
     if (Number(cr[1]) !== start || Number(cr[2]) !== end - 1) {
-      return fail(new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`, { endpoint: this.url, path }));
+      return fail(
+        new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`, {
+          endpoint: this.url,
+          path,
+        }),
+      );
     }
     if (!res.body) return fail(this.broken(path, undefined));
     return res.body as unknown as AsyncIterable<Uint8Array>;
@@ -146,7 +157,12 @@ export class PeerClient {
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
       const code = networkErrorCode(err);
-      throw new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`, { endpoint: this.url, path, cause: code ?? null }, { cause: err });
+      throw new EmbersError(
+        'EMB_REMOTE_UNREACHABLE',
+        `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`,
+        { endpoint: this.url, path, cause: code ?? null },
+        { cause: err },
+      );
     }
     if (res.status === 401) {
       await res.body?.cancel();
@@ -154,18 +170,32 @@ export class PeerClient {
     }
     if (res.status >= 500 || res.status === 429) {
       const code = await errorCode(res);
-      throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`, { endpoint: this.url, path, status: res.status, serviceCode: code });
+      throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`, {
+        endpoint: this.url,
+        path,
+        status: res.status,
+        serviceCode: code,
+      });
     }
     return res;
   }
 
   private async unexpected(res: Response, what: string): Promise<EmbersError> {
     const code = await errorCode(res);
-    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} refused ${what} (${res.status} ${code})`, { endpoint: this.url, status: res.status, serviceCode: code });
+    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} refused ${what} (${res.status} ${code})`, {
+      endpoint: this.url,
+      status: res.status,
+      serviceCode: code,
+    });
   }
 
   private broken(what: string, cause: unknown): EmbersError {
-    return new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to the peer ${this.url} broke while reading ${what}`, { endpoint: this.url }, cause === undefined ? undefined : { cause });
+    return new EmbersError(
+      'EMB_REMOTE_UNREACHABLE',
+      `the connection to the peer ${this.url} broke while reading ${what}`,
+      { endpoint: this.url },
+      cause === undefined ? undefined : { cause },
+    );
   }
 }
 

@@ -97,7 +97,9 @@ export interface S3StoreConfig {
 
 export function resolveS3StoreOptions(opts: S3StoreOptions): S3StoreConfig {
   if (!opts.bucket || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `"${opts.bucket ?? ''}" is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')`, { bucket: opts.bucket });
+    throw new EmbersError('EMB_CONFIG_INVALID', `"${opts.bucket ?? ''}" is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')`, {
+      bucket: opts.bucket,
+    });
   }
   if (opts.endpoint !== undefined) {
     let url: URL | undefined;
@@ -141,7 +143,13 @@ export function s3StoreOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): S3S
   const names = ['ENDPOINT', 'REGION', 'BUCKET', 'PREFIX', 'ACCESS_KEY_ID', 'SECRET_ACCESS_KEY'];
   if (names.every((n) => v(n) === undefined)) return undefined;
   const bucket = v('BUCKET');
-  if (!bucket) throw new EmbersError('EMB_CONFIG_INVALID', 'EMBERS_S3_BUCKET is not set, but other EMBERS_S3_* variables are', {}, { hint: 'set EMBERS_S3_BUCKET, or unset every EMBERS_S3_* variable' });
+  if (!bucket)
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      'EMBERS_S3_BUCKET is not set, but other EMBERS_S3_* variables are',
+      {},
+      { hint: 'set EMBERS_S3_BUCKET, or unset every EMBERS_S3_* variable' },
+    );
   const accessKeyId = v('ACCESS_KEY_ID');
   const secretAccessKey = v('SECRET_ACCESS_KEY');
   if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
@@ -202,7 +210,12 @@ export class S3SnapshotStore {
       // Content-MD5 on every upload and checks sha256 end to end instead.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { connectionTimeout: c.connectTimeoutMs, socketTimeout: c.idleTimeoutMs, httpAgent: { keepAlive: true, maxSockets: 64 }, httpsAgent: { keepAlive: true, maxSockets: 64 } },
+      requestHandler: {
+        connectionTimeout: c.connectTimeoutMs,
+        socketTimeout: c.idleTimeoutMs,
+        httpAgent: { keepAlive: true, maxSockets: 64 },
+        httpsAgent: { keepAlive: true, maxSockets: 64 },
+      },
     });
     this.source = {
       location: `${this.location} (${this.endpoint})`,
@@ -225,7 +238,9 @@ export class S3SnapshotStore {
   async push(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
     const o = compileTransferOptions(options);
     if (o.partSizeBytes < S3_MIN_PART_BYTES) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `S3 parts must be at least ${S3_MIN_PART_BYTES} bytes (5 MiB), not ${o.partSizeBytes}`, { partSizeBytes: o.partSizeBytes });
+      throw new EmbersError('EMB_CONFIG_INVALID', `S3 parts must be at least ${S3_MIN_PART_BYTES} bytes (5 MiB), not ${o.partSizeBytes}`, {
+        partSizeBytes: o.partSizeBytes,
+      });
     }
     const started = performance.now();
     const manifest = await store.get(id);
@@ -302,14 +317,23 @@ export class S3SnapshotStore {
     let token: string | undefined;
     do {
       const page = await this.call(`LIST ${this.keyOf(id, '')}`, undefined, (signal) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: this.keyOf(id, ''), ContinuationToken: token }), { abortSignal: signal }),
+        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: this.keyOf(id, ''), ContinuationToken: token }), {
+          abortSignal: signal,
+        }),
       );
       for (const obj of page.Contents ?? []) if (obj.Key) keys.push(obj.Key);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
-    if (keys.length === 0) throw new EmbersError('EMB_REMOTE_NOT_FOUND', `no snapshot ${id} in ${this.location} (${this.endpoint})`, { id, endpoint: this.endpoint, bucket: this.config.bucket });
+    if (keys.length === 0)
+      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `no snapshot ${id} in ${this.location} (${this.endpoint})`, {
+        id,
+        endpoint: this.endpoint,
+        bucket: this.config.bucket,
+      });
     const del = (key: string) =>
-      this.call(`DELETE ${key}`, undefined, (signal) => this.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: signal }));
+      this.call(`DELETE ${key}`, undefined, (signal) =>
+        this.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: signal }),
+      );
     const manifestKey = this.keyOf(id, MANIFEST_NAME);
     if (keys.includes(manifestKey)) await del(manifestKey);
     await runPool(
@@ -390,7 +414,8 @@ export class S3SnapshotStore {
     if (upload && (upload.key !== key || upload.sha256 !== f.sha256 || upload.sizeBytes !== f.sizeBytes)) upload = undefined;
     if (upload) {
       const parts = await this.listParts(key, upload.uploadId, o.signal);
-      if (!parts) upload = undefined; // expired or aborted: start again
+      if (!parts)
+        upload = undefined; // expired or aborted: start again
       else {
         const partSize = upload.partSizeBytes;
         for (const p of parts) {
@@ -431,12 +456,24 @@ export class S3SnapshotStore {
         const sum = md5(body);
         const res = await this.call(`PUT ${key} part ${n}`, poolSignal, async (signal) => {
           const r = await this.client.send(
-            new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length, ContentMD5: sum.base64 }),
+            new UploadPartCommand({
+              Bucket: bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber: n,
+              Body: body,
+              ContentLength: body.length,
+              ContentMD5: sum.base64,
+            }),
             { abortSignal: signal },
           );
           const etag = r.ETag?.replace(/"/g, '');
           if (etag && /^[0-9a-f]{32}$/.test(etag) && etag !== sum.hex) {
-            throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `part ${n} of ${key} arrived altered at ${this.endpoint} (ETag ${etag}, sent MD5 ${sum.hex})`, { key, part: n, endpoint: this.endpoint });
+            throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `part ${n} of ${key} arrived altered at ${this.endpoint} (ETag ${etag}, sent MD5 ${sum.hex})`, {
+              key,
+              part: n,
+              endpoint: this.endpoint,
+            });
           }
           return r;
         });
@@ -450,7 +487,10 @@ export class S3SnapshotStore {
     await this.call(
       `COMPLETE-MULTIPART ${key}`,
       o.signal,
-      (signal) => this.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { abortSignal: signal }),
+      (signal) =>
+        this.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), {
+          abortSignal: signal,
+        }),
       async () => {
         // NoSuchUpload: an earlier attempt may have completed it before its answer was lost.
         const there = await this.head(key, o.signal);
@@ -462,14 +502,19 @@ export class S3SnapshotStore {
   }
 
   /** The parts of an unfinished multipart upload; undefined when the service no longer has it. */
-  private async listParts(key: string, uploadId: string, signal: AbortSignal | undefined): Promise<{ number: number; sizeBytes: number; etag: string }[] | undefined> {
+  private async listParts(
+    key: string,
+    uploadId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ number: number; sizeBytes: number; etag: string }[] | undefined> {
     const out: { number: number; sizeBytes: number; etag: string }[] = [];
     let marker: string | undefined;
     for (;;) {
       const page = await this.call(
         `LIST-PARTS ${key}`,
         signal,
-        (s) => this.client.send(new ListPartsCommand({ Bucket: this.config.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal: s }),
+        (s) =>
+          this.client.send(new ListPartsCommand({ Bucket: this.config.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal: s }),
         () => undefined,
       );
       if (!page) return undefined;
@@ -529,14 +574,19 @@ export class S3SnapshotStore {
       if (there.sizeBytes !== f.sizeBytes) throw mismatch(`is ${there.sizeBytes} bytes, the manifest says ${f.sizeBytes}`);
       return emptyBody();
     }
-    const res = await this.call(`GET ${key} bytes ${start}-${end - 1}`, signal, async (s) => {
-      try {
-        return await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: s });
-      } catch (err) {
-        if (httpStatus(err) === 416) throw mismatch(`is shorter than the ${f.sizeBytes} bytes the manifest says`);
-        throw err;
-      }
-    }, missing);
+    const res = await this.call(
+      `GET ${key} bytes ${start}-${end - 1}`,
+      signal,
+      async (s) => {
+        try {
+          return await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: s });
+        } catch (err) {
+          if (httpStatus(err) === 416) throw mismatch(`is shorter than the ${f.sizeBytes} bytes the manifest says`);
+          throw err;
+        }
+      },
+      missing,
+    );
     const body = res.Body as unknown as AsyncIterable<Uint8Array> & { destroy?(): void };
     const fail = (err: EmbersError) => {
       body.destroy?.();
@@ -555,7 +605,12 @@ export class S3SnapshotStore {
   // ---- requests ----
 
   private async head(key: string, signal: AbortSignal | undefined): Promise<RemoteObject | undefined> {
-    return this.call(`HEAD ${key}`, signal, (s) => this.headRaw(key, s), () => undefined);
+    return this.call(
+      `HEAD ${key}`,
+      signal,
+      (s) => this.headRaw(key, s),
+      () => undefined,
+    );
   }
 
   private async headRaw(key: string, signal: AbortSignal): Promise<RemoteObject> {
@@ -567,7 +622,12 @@ export class S3SnapshotStore {
    * One request, retried while it fails transiently. SDK errors become EmbersErrors with
    * stable codes; a 404 (other than NoSuchBucket) goes to `onNotFound` when given.
    */
-  private call<T, U = never>(what: string, signal: AbortSignal | undefined, fn: (signal: AbortSignal) => Promise<T>, onNotFound?: () => U | Promise<U>): Promise<T | U> {
+  private call<T, U = never>(
+    what: string,
+    signal: AbortSignal | undefined,
+    fn: (signal: AbortSignal) => Promise<T>,
+    onNotFound?: () => U | Promise<U>,
+  ): Promise<T | U> {
     return retry(
       async () => {
         const ac = new AbortController();
@@ -597,13 +657,20 @@ export class S3SnapshotStore {
     const details = { endpoint: this.endpoint, bucket: this.config.bucket, request: what, status: status ?? null, serviceCode: name };
     const text = err instanceof Error ? err.message : String(err);
     if (status === undefined && (NETWORK_CODES.has(networkErrorCode(err) ?? '') || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))) {
-      return new EmbersError('EMB_REMOTE_UNREACHABLE', `cannot reach the S3 endpoint ${this.endpoint} (${networkErrorCode(err) ?? name}) for ${what}`, { ...details, cause: networkErrorCode(err) ?? name }, { cause: err });
+      return new EmbersError(
+        'EMB_REMOTE_UNREACHABLE',
+        `cannot reach the S3 endpoint ${this.endpoint} (${networkErrorCode(err) ?? name}) for ${what}`,
+        { ...details, cause: networkErrorCode(err) ?? name },
+        { cause: err },
+      );
     }
     if (name === 'CredentialsProviderError') {
       return new EmbersError('EMB_REMOTE_AUTH', `no S3 credentials for ${this.endpoint}: ${text}`, details, { cause: err });
     }
     if (status === 401 || status === 403 || AUTH_CODES.has(name)) {
-      return new EmbersError('EMB_REMOTE_AUTH', `the S3 endpoint ${this.endpoint} refused the credentials for ${what} (${status ?? '?'} ${name})`, details, { cause: err });
+      return new EmbersError('EMB_REMOTE_AUTH', `the S3 endpoint ${this.endpoint} refused the credentials for ${what} (${status ?? '?'} ${name})`, details, {
+        cause: err,
+      });
     }
     if (name === 'NoSuchBucket') {
       return new EmbersError('EMB_REMOTE_NOT_FOUND', `the bucket ${this.config.bucket} does not exist at ${this.endpoint}`, details, {
@@ -614,11 +681,20 @@ export class S3SnapshotStore {
     if ((status !== undefined && (status >= 500 || status === 429)) || THROTTLE_CODES.has(name)) {
       return new EmbersError('EMB_REMOTE_UNAVAILABLE', `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`, details, { cause: err });
     }
-    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the S3 endpoint ${this.endpoint} refused ${what} (${status ?? 'no status'} ${name}: ${text})`, details, { cause: err });
+    return new EmbersError(
+      'EMB_REMOTE_REQUEST_FAILED',
+      `the S3 endpoint ${this.endpoint} refused ${what} (${status ?? 'no status'} ${name}: ${text})`,
+      details,
+      { cause: err },
+    );
   }
 
   private unexpected(what: string, why: string): EmbersError {
-    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the S3 endpoint ${this.endpoint}, ${what}: ${why}`, { endpoint: this.endpoint, bucket: this.config.bucket, request: what });
+    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the S3 endpoint ${this.endpoint}, ${what}: ${why}`, {
+      endpoint: this.endpoint,
+      bucket: this.config.bucket,
+      request: what,
+    });
   }
 }
 
@@ -635,7 +711,8 @@ class PushState {
     const saved = await readFile(path, 'utf8')
       .then((t) => JSON.parse(t) as PushStateData)
       .catch(() => undefined);
-    const same = saved?.format === 1 && saved.target?.endpoint === target.endpoint && saved.target.bucket === target.bucket && saved.target.prefix === target.prefix;
+    const same =
+      saved?.format === 1 && saved.target?.endpoint === target.endpoint && saved.target.bucket === target.bucket && saved.target.prefix === target.prefix;
     return new PushState(path, same && saved.uploads ? saved : { format: 1, target, uploads: {} });
   }
 
@@ -713,7 +790,11 @@ async function readAt(fh: FileHandle, position: number, length: number, path: st
   while (done < length) {
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);
     if (bytesRead === 0) {
-      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${path} is shorter than its snapshot manifest says (it ends at ${position + done}, before ${position + length})`, { path, position, length });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_CORRUPT',
+        `${path} is shorter than its snapshot manifest says (it ends at ${position + done}, before ${position + length})`,
+        { path, position, length },
+      );
     }
     done += bytesRead;
   }

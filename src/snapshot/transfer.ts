@@ -177,7 +177,12 @@ export class TransferLock {
  * others (through the signal they get) and is thrown once every worker has stopped, so nothing
  * is still writing when this returns.
  */
-export async function runPool<T>(items: readonly T[], concurrency: number, worker: (item: T, signal: AbortSignal) => Promise<void>, outer?: AbortSignal): Promise<void> {
+export async function runPool<T>(
+  items: readonly T[],
+  concurrency: number,
+  worker: (item: T, signal: AbortSignal) => Promise<void>,
+  outer?: AbortSignal,
+): Promise<void> {
   const ac = new AbortController();
   const onOuterAbort = () => ac.abort(outer!.reason);
   if (outer?.aborted) ac.abort(outer.reason);
@@ -505,12 +510,16 @@ class SnapshotFetch {
         }
         const chunk = r.value;
         if (pos + chunk.length > end) {
-          throw new EmbersError('EMB_REMOTE_REQUEST_FAILED', `${this.source.location} sent more than the ${end - start} bytes asked for ${f.name} [${start}, ${end})`, {
-            source: this.source.location,
-            file: f.name,
-            start,
-            end,
-          });
+          throw new EmbersError(
+            'EMB_REMOTE_REQUEST_FAILED',
+            `${this.source.location} sent more than the ${end - start} bytes asked for ${f.name} [${start}, ${end})`,
+            {
+              source: this.source.location,
+              file: f.name,
+              start,
+              end,
+            },
+          );
         }
         await fh.write(chunk, 0, chunk.length, pos);
         pos += chunk.length;
@@ -575,7 +584,8 @@ class OrderedHasher {
   async digest(): Promise<string> {
     this.chain = this.chain.then(() => this.advance());
     await this.chain;
-    if (this.next !== this.ranges) throw new EmbersError('EMB_INTERNAL', `${this.f.name}: ranges ${this.next} to ${this.ranges - 1} were never hashed`, { file: this.f.name });
+    if (this.next !== this.ranges)
+      throw new EmbersError('EMB_INTERNAL', `${this.f.name}: ranges ${this.next} to ${this.ranges - 1} were never hashed`, { file: this.f.name });
     return this.hash.digest('hex');
   }
 
@@ -625,7 +635,12 @@ function rangeOf(f: SnapshotFile, index: number, partSize: number): [number, num
 
 function brokenStream(location: string, f: SnapshotFile, got: number, want: number, cause?: unknown): EmbersError {
   const why = cause instanceof Error ? `: ${cause.message}` : '';
-  return new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${location} broke after ${got} of ${want} bytes of ${f.name}${why}`, { endpoint: location, file: f.name, got, want }, cause === undefined ? undefined : { cause });
+  return new EmbersError(
+    'EMB_REMOTE_UNREACHABLE',
+    `the connection to ${location} broke after ${got} of ${want} bytes of ${f.name}${why}`,
+    { endpoint: location, file: f.name, got, want },
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 /** The sizes of a local snapshot's files and manifest, for push progress. */

@@ -102,9 +102,14 @@ export async function which(program: string): Promise<string | undefined> {
 export async function requireTool(program: string, debianPackage: string): Promise<string> {
   const found = await which(program);
   if (!found) {
-    throw new EmbersError('EMB_HOST_TOOL_MISSING', `${program} is not installed (Debian package ${debianPackage})`, { program, debianPackage }, {
-      hint: `run \`apt-get install ${debianPackage}\` or \`scripts/setup.sh\``,
-    });
+    throw new EmbersError(
+      'EMB_HOST_TOOL_MISSING',
+      `${program} is not installed (Debian package ${debianPackage})`,
+      { program, debianPackage },
+      {
+        hint: `run \`apt-get install ${debianPackage}\` or \`scripts/setup.sh\``,
+      },
+    );
   }
   return found;
 }

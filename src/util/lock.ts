@@ -39,4 +39,3 @@ export async function tryCreateLock(path: string): Promise<boolean> {
     throw err;
   }
 }
-

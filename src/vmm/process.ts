@@ -11,12 +11,20 @@ export { pidAlive, pidCmdline } from '../util/pid.js';
  * (stdout to `opts.stdoutPath` instead, when given). Returns its pid and a promise that
  * settles when it exits (while we are its parent).
  */
-export async function spawnDetached(cmd: string, args: string[], logPath: string, opts: { stdoutPath?: string } = {}): Promise<{ pid: number; exited: Promise<number | null> }> {
+export async function spawnDetached(
+  cmd: string,
+  args: string[],
+  logPath: string,
+  opts: { stdoutPath?: string } = {},
+): Promise<{ pid: number; exited: Promise<number | null> }> {
   const log = await open(logPath, 'a');
-  const out = opts.stdoutPath === undefined ? undefined : await open(opts.stdoutPath, 'a').catch(async (err: unknown) => {
-    await log.close();
-    throw err;
-  });
+  const out =
+    opts.stdoutPath === undefined
+      ? undefined
+      : await open(opts.stdoutPath, 'a').catch(async (err: unknown) => {
+          await log.close();
+          throw err;
+        });
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', (out ?? log).fd, log.fd] });
     const pid = await new Promise<number>((resolve, reject) => {
@@ -44,7 +52,13 @@ export async function waitForPath(path: string, exited: Promise<unknown>, timeou
   void exited.then(() => (dead = true));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await access(path).then(() => true, () => false)) return;
+    if (
+      await access(path).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     if (dead) {
       const log = await readFile(logPath, 'utf8').catch(() => '');
       throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, { log: logPath, tail: tail(log) });

@@ -24,7 +24,8 @@ export interface SelectDriverOptions {
 export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ driver: HypervisorDriver; reason: string }> {
   const vmm = opts.vmm ?? 'auto';
   const accel = opts.accel ?? 'auto';
-  if (!['auto', 'qemu', 'firecracker'].includes(vmm)) throw new EmbersError('EMB_CONFIG_INVALID', `vmm must be auto, qemu or firecracker, not "${vmm}"`, { vmm });
+  if (!['auto', 'qemu', 'firecracker'].includes(vmm))
+    throw new EmbersError('EMB_CONFIG_INVALID', `vmm must be auto, qemu or firecracker, not "${vmm}"`, { vmm });
   const qemu = () => new QemuDriver({ accel });
   if (vmm === 'qemu') return { driver: qemu(), reason: 'QEMU requested' };
 
@@ -41,14 +42,20 @@ export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ dr
   if (vmm === 'firecracker') {
     if (missing.length > 0) {
       const code = !binary ? 'EMB_VMM_NOT_FOUND' : 'EMB_VMM_KVM_UNAVAILABLE';
-      throw new EmbersError(code, `Firecracker was requested but this host has ${missing.join(' and ')}`, { binary: wanted, binaryFound: !!binary, hardwareKvm, kvm: probe.reason, accel }, {
-        hint: !binary
-          ? 'download a Firecracker release and pass its path with --firecracker-bin or EMBERS_FIRECRACKER_BIN, on a host with hardware KVM; or use --vmm qemu'
-          : 'run on a host whose CPU has vmx/svm and /dev/kvm from kvm_intel or kvm_amd, or use --vmm qemu',
-      });
+      throw new EmbersError(
+        code,
+        `Firecracker was requested but this host has ${missing.join(' and ')}`,
+        { binary: wanted, binaryFound: !!binary, hardwareKvm, kvm: probe.reason, accel },
+        {
+          hint: !binary
+            ? 'download a Firecracker release and pass its path with --firecracker-bin or EMBERS_FIRECRACKER_BIN, on a host with hardware KVM; or use --vmm qemu'
+            : 'run on a host whose CPU has vmx/svm and /dev/kvm from kvm_intel or kvm_amd, or use --vmm qemu',
+        },
+      );
     }
     return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker requested: ${binary}, ${probe.reason}` };
   }
-  if (missing.length === 0) return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker at ${binary} and ${probe.reason}` };
+  if (missing.length === 0)
+    return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker at ${binary} and ${probe.reason}` };
   return { driver: qemu(), reason: `QEMU, since Firecracker cannot run here: ${missing.join(' and ')}` };
 }

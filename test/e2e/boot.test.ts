@@ -78,7 +78,10 @@ test('a guest that never answers: EMB_INSTANCE_NOT_READY after the timeout, and 
   try {
     const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await assert.rejects(
-      t.node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'sleep', '600'] }, { name: 'silent', readyTimeoutMs: 8000 }),
+      t.node.run(
+        { image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'sleep', '600'] },
+        { name: 'silent', readyTimeoutMs: 8000 },
+      ),
       (err) => isEmbersError(err, 'EMB_INSTANCE_NOT_READY'),
     );
     assert.deepEqual(await t.node.list(), []);
@@ -105,9 +108,8 @@ test('a function that exits at once: the error says the VM stopped, and nothing 
 test('a missing image dir: EMB_IMAGE_NOT_FOUND before any resource is taken', async () => {
   const t = await openTestNode();
   try {
-    await assert.rejects(
-      t.node.run({ image: join(t.home, 'no-such-image'), vcpus: 1, memoryMiB: 128, port: 8080, env: [] }),
-      (err) => isEmbersError(err, 'EMB_IMAGE_NOT_FOUND'),
+    await assert.rejects(t.node.run({ image: join(t.home, 'no-such-image'), vcpus: 1, memoryMiB: 128, port: 8080, env: [] }), (err) =>
+      isEmbersError(err, 'EMB_IMAGE_NOT_FOUND'),
     );
   } finally {
     await t.close();

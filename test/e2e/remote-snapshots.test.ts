@@ -21,7 +21,10 @@ async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('remote-a', 500000));
   assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('remote-b', 60000));
   for (let i = 0; i < 3; i++) {
-    assert.equal(shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}` })).body), expectedFileSha256(`${name}-${i}`, 40000));
+    assert.equal(
+      shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}` })).body),
+      expectedFileSha256(`${name}-${i}`, 40000),
+    );
   }
   assert.match((await node.invoke(name, { path: '/cgi-bin/files' })).body, /more-2\.bin/);
   const rec = await node.instances.get(name);

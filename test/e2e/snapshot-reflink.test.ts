@@ -1,21 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
-import { run } from '../../src/util/exec.js';
 import { openTestNode } from '../helpers/node.js';
+import { withXfsMount } from '../helpers/xfs.js';
 
 test('snapshots on a reflink filesystem (XFS home): reflinked disks, FIEMAP delta, clones verified', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-xfs-home-'));
-  const img = join(dir, 'home.xfs');
-  const home = join(dir, 'home');
-  await mkdir(home);
-  await run('truncate', ['-s', '4G', img]);
-  await run('mkfs.xfs', ['-q', '-m', 'reflink=1', img]);
-  await run('mount', ['-o', 'loop', img, home]);
-  try {
+  await withXfsMount('4G', async (home, dir) => {
     const t = await openTestNode({ home });
     const { node } = t;
     try {
@@ -42,8 +33,5 @@ test('snapshots on a reflink filesystem (XFS home): reflinked disks, FIEMAP delt
     } finally {
       await t.close();
     }
-  } finally {
-    await run('umount', [home]);
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });

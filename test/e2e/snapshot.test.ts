@@ -27,8 +27,14 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     const image = await buildTestFunctionImage(join(t.home, 'fn'));
     const rec = await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     // one file synced to disk, one only in the guest's page cache at snapshot time
-    assert.equal(shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body), expectedFileSha256('a', 300000));
-    assert.equal(shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body), expectedFileSha256('b', 70000));
+    assert.equal(
+      shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
+      expectedFileSha256('a', 300000),
+    );
+    assert.equal(
+      shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body),
+      expectedFileSha256('b', 70000),
+    );
 
     const snap = await node.snapshots.create('origin');
     const m = snap.manifest;
@@ -51,7 +57,10 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
       assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
       assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('b', 70000));
       // each clone keeps working: more writes, on its own disk
-      assert.equal(shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body), expectedFileSha256(name, 50000));
+      assert.equal(
+        shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body),
+        expectedFileSha256(name, 50000),
+      );
       const files = (await node.invoke(name, { path: '/cgi-bin/files' })).body;
       assert.match(files, new RegExp(`${name}\\.bin`));
       for (const other of restored.clones) if (other.record.name !== name) assert.doesNotMatch(files, new RegExp(`${other.record.name}\\.bin`));

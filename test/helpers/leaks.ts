@@ -16,7 +16,11 @@ export interface HostResources {
 }
 
 export async function readHostResources(): Promise<HostResources> {
-  const lines = async (cmd: string, args: string[]) => (await run(cmd, args, { okCodes: [1] })).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = async (cmd: string, args: string[]) =>
+    (await run(cmd, args, { okCodes: [1] })).stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
   const netns = (await lines('ip', ['netns', 'list'])).map((l) => l.split(/\s+/)[0]);
   const links = (await lines('ip', ['-o', 'link', 'show'])).map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? l);
   const nftTables = await lines('nft', ['list', 'tables']);

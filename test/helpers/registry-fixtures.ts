@@ -28,7 +28,16 @@ export async function writeAuthFile(path: string, registry: string, user: string
 export function layeredImage(): FixtureImage {
   const layers: FixtureLayer[] = [
     { entries: [f('a/x'), f('a/b/y'), f('c/keep'), f('c/gone'), f('d/sub/deep'), f('e/file')] },
-    { entries: [{ type: 'opaque', path: 'a/b' }, f('a/b/new'), { type: 'whiteout', path: 'a/x' }, { type: 'whiteout', path: 'c/gone' }, { type: 'whiteout', path: 'd' }], compression: 'none' },
+    {
+      entries: [
+        { type: 'opaque', path: 'a/b' },
+        f('a/b/new'),
+        { type: 'whiteout', path: 'a/x' },
+        { type: 'whiteout', path: 'c/gone' },
+        { type: 'whiteout', path: 'd' },
+      ],
+      compression: 'none',
+    },
     { entries: [{ type: 'whiteout', path: 'e' }, f('e/newfile'), f('h')], compression: 'zstd' },
     { entries: [f('c/keep', 'again'), f('etc/os-release', 'ID=embers-test\n')] },
   ];
@@ -64,7 +73,9 @@ export async function verifiedBlobs(imagesDir: string): Promise<string[]> {
   const dir = join(imagesDir, 'blobs', 'sha256');
   const out: string[] = [];
   for (const name of await names(dir)) {
-    const hex = createHash('sha256').update(await readFile(join(dir, name))).digest('hex');
+    const hex = createHash('sha256')
+      .update(await readFile(join(dir, name)))
+      .digest('hex');
     assert.equal(hex, name, `blob ${name} is complete and verified`);
     out.push(`sha256:${name}`);
   }

@@ -103,7 +103,16 @@ async function startTokenServer(key: KeyObject, cert: X509Certificate, users: Re
     });
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: 'JWT', alg: 'ES256', x5c: [cert.raw.toString('base64')] };
-    const claims = { iss: 'embers-test-issuer', sub: user, aud: url.searchParams.get('service'), exp: now + 300, nbf: now - 30, iat: now, jti: randomBytes(8).toString('hex'), access };
+    const claims = {
+      iss: 'embers-test-issuer',
+      sub: user,
+      aud: url.searchParams.get('service'),
+      exp: now + 300,
+      nbf: now - 30,
+      iat: now,
+      jti: randomBytes(8).toString('hex'),
+      access,
+    };
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     const token = `${input}.${b64url(sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }))}`;
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -147,7 +156,12 @@ function run(cmd: string, args: string[]): Promise<{ code: number; out: string }
   });
 }
 
-function httpCall(method: string, url: string, body?: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
+function httpCall(
+  method: string,
+  url: string,
+  body?: Buffer,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } }, (res) => {
       let text = '';
@@ -175,7 +189,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   } else if (opts.tokenAuth) {
     const keyPath = join(dir, 'token.key');
     const certPath = join(dir, 'token.crt');
-    const r = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=embers-test-token']);
+    const r = await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=embers-test-token',
+    ]);
     if (r.code !== 0) throw new Error(`openssl failed: ${r.out}`);
     const key = createPrivateKey(await readFile(keyPath));
     const cert = new X509Certificate(await readFile(certPath));
@@ -224,7 +254,17 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       return join(storageDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
     },
     async pushLayout(layout: string, tag: string, dest: string, o: { all?: boolean } = {}): Promise<void> {
-      const args = ['--insecure-policy', 'copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', ...authArgs, ...(o.all ? ['--all'] : []), `oci:${layout}:${tag}`, `docker://${host}/${dest}`];
+      const args = [
+        '--insecure-policy',
+        'copy',
+        '--quiet',
+        '--preserve-digests',
+        '--dest-tls-verify=false',
+        ...authArgs,
+        ...(o.all ? ['--all'] : []),
+        `oci:${layout}:${tag}`,
+        `docker://${host}/${dest}`,
+      ];
       const r = await run('skopeo', args);
       if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')} failed: ${r.out}`);
     },

@@ -60,7 +60,21 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
   const launch = async () => {
     const c = spawn(
       process.execPath,
-      [SCRIPT, '--dir', dir, '--port', String(port), '--bucket', bucket, '--region', region, '--access-key-id', credentials.accessKeyId, '--secret-access-key', credentials.secretAccessKey],
+      [
+        SCRIPT,
+        '--dir',
+        dir,
+        '--port',
+        String(port),
+        '--bucket',
+        bucket,
+        '--region',
+        region,
+        '--access-key-id',
+        credentials.accessKeyId,
+        '--secret-access-key',
+        credentials.secretAccessKey,
+      ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     child = c;

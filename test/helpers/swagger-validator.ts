@@ -106,7 +106,9 @@ export class SpecValidator {
     } else {
       errors.push(...this.validate(bodyParam.schema ?? {}, body, 'body'));
     }
-    return errors.length ? { ok: false, status: 400, operationId: op.operationId, template: route.template, errors } : { ok: true, operationId: op.operationId, template: route.template, pathParams };
+    return errors.length
+      ? { ok: false, status: 400, operationId: op.operationId, template: route.template, errors }
+      : { ok: true, operationId: op.operationId, template: route.template, pathParams };
   }
 
   /** The errors of `value` against `schema` (empty when it conforms). */

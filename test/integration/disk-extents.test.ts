@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cloneDisk } from '../../src/disk/clone.js';
 import { applyDelta, diffByComparison, writeDelta } from '../../src/disk/delta.js';
 import { diffByExtents } from '../../src/disk/extents.js';
 import { run } from '../../src/util/exec.js';
+import { withXfsMount } from '../helpers/xfs.js';
 import { sha256File } from '../../src/util/fs.js';
 
 async function patch(path: string, offset: number, data: Buffer) {
@@ -18,14 +18,7 @@ async function patch(path: string, offset: number, data: Buffer) {
 }
 
 test('FIEMAP delta on a reflink filesystem (XFS): finds exactly the changed blocks, and base + delta = clone', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-xfs-'));
-  const img = join(dir, 'xfs.img');
-  const mnt = join(dir, 'mnt');
-  await mkdir(mnt);
-  await run('truncate', ['-s', '512M', img]);
-  await run('mkfs.xfs', ['-q', '-m', 'reflink=1', img]);
-  await run('mount', ['-o', 'loop', img, mnt]);
-  try {
+  await withXfsMount('512M', async (mnt, dir) => {
     const base = join(mnt, 'base.img');
     await writeFile(base, Buffer.concat([randomBytes(8 << 20), Buffer.alloc(4 << 20), randomBytes(4 << 20)]));
     await run('truncate', ['-s', '32M', base]); // a sparse tail
@@ -45,7 +38,10 @@ test('FIEMAP delta on a reflink filesystem (XFS): finds exactly the changed bloc
     assert.ok(changed < 512 * 1024, `only changed extents are listed (${changed} bytes)`);
     // every block that really differs is inside a listed run
     for (const r of await diffByComparison(base, clone)) {
-      assert.ok(byExtents.some((e) => e.offset <= r.offset && r.offset + r.length <= e.offset + e.length), `run at ${r.offset} missing`);
+      assert.ok(
+        byExtents.some((e) => e.offset <= r.offset && r.offset + r.length <= e.offset + e.length),
+        `run at ${r.offset} missing`,
+      );
     }
     // and applying the delta gives the clone's bytes
     const delta = join(dir, 'd.delta');
@@ -59,8 +55,5 @@ test('FIEMAP delta on a reflink filesystem (XFS): finds exactly the changed bloc
     const copy = join(mnt, 'copy.img');
     await cloneDisk(clone, copy);
     assert.deepEqual(await diffByExtents(base, copy), byExtents);
-  } finally {
-    await run('umount', [mnt]);
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });

@@ -41,7 +41,13 @@ test('client: sends a Content-Length body (micro_http reads no chunked requests)
     async (socket) => {
       const c = new FirecrackerClient(socket);
       assert.deepEqual(await c.call('GET /version', {}), { firecracker_version: '1.16.1' });
-      assert.equal(await c.call('PUT /drives/{drive_id}', { params: { drive_id: 'vda' }, body: { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false } }), undefined);
+      assert.equal(
+        await c.call('PUT /drives/{drive_id}', {
+          params: { drive_id: 'vda' },
+          body: { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false },
+        }),
+        undefined,
+      );
     },
   );
   assert.equal(seen[1].method, 'PUT');
@@ -61,14 +67,20 @@ test('client: a call that gets no answer times out (EMB_VMM_TIMEOUT), per call',
     async (socket) => {
       const c = new FirecrackerClient(socket, { timeoutMs: 5000 });
       const t0 = Date.now();
-      await assert.rejects(c.call('GET /', { timeoutMs: 150 }), (e) => isEmbersError(e, 'EMB_VMM_TIMEOUT') && e.details.method === 'GET' && e.details.path === '/');
+      await assert.rejects(
+        c.call('GET /', { timeoutMs: 150 }),
+        (e) => isEmbersError(e, 'EMB_VMM_TIMEOUT') && e.details.method === 'GET' && e.details.path === '/',
+      );
       assert.ok(Date.now() - t0 < 2000);
     },
   );
 });
 
 test('client: no socket is EMB_VMM_API_UNREACHABLE; a 400 is EMB_VMM_API_FAULT with fault_message', async () => {
-  await assert.rejects(new FirecrackerClient('/nonexistent/api.sock').call('GET /', {}), (e) => isEmbersError(e, 'EMB_VMM_API_UNREACHABLE') && e.details.errno === 'ENOENT');
+  await assert.rejects(
+    new FirecrackerClient('/nonexistent/api.sock').call('GET /', {}),
+    (e) => isEmbersError(e, 'EMB_VMM_API_UNREACHABLE') && e.details.errno === 'ENOENT',
+  );
   await withServer(
     (_req, res) => {
       res.writeHead(400, { 'Content-Type': 'application/json' });

@@ -52,7 +52,16 @@ function assertAllValid(reqs: RecordedRequest[]): void {
   assert.deepEqual(bad, [], 'every request conforms to the spec and is accepted');
 }
 
-const BOOT_SEQUENCE = ['PUT /logger', 'PUT /metrics', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/{drive_id}', 'PUT /network-interfaces/{iface_id}', 'PUT /vsock', 'PUT /actions'];
+const BOOT_SEQUENCE = [
+  'PUT /logger',
+  'PUT /metrics',
+  'PUT /machine-config',
+  'PUT /boot-source',
+  'PUT /drives/{drive_id}',
+  'PUT /network-interfaces/{iface_id}',
+  'PUT /vsock',
+  'PUT /actions',
+];
 
 test('boot configures every device kind with spec-valid requests; pause, Full and Diff snapshots, resume, shutdown via SendCtrlAltDel', async () => {
   const d = driver({ vsockCid: 3, diffSnapshots: true });
@@ -70,11 +79,20 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
 
   let reqs = await recorded(spec.dir);
   assertAllValid(reqs);
-  assert.deepEqual(operations(reqs).filter((o) => o !== 'GET /'), BOOT_SEQUENCE);
+  assert.deepEqual(
+    operations(reqs).filter((o) => o !== 'GET /'),
+    BOOT_SEQUENCE,
+  );
   assert.deepEqual(find(reqs, 'PUT /machine-config')[0].body, { vcpu_count: 2, mem_size_mib: 64, smt: false, track_dirty_pages: true });
   assert.deepEqual(find(reqs, 'PUT /boot-source')[0].body, { kernel_image_path: spec.kernelPath, initrd_path: spec.initrdPath, boot_args: spec.cmdline });
   assert.equal(find(reqs, 'PUT /drives/{drive_id}')[0].url, '/drives/vda');
-  assert.deepEqual(find(reqs, 'PUT /drives/{drive_id}')[0].body, { drive_id: 'vda', path_on_host: spec.diskPath, is_root_device: false, is_read_only: false, cache_type: 'Writeback' });
+  assert.deepEqual(find(reqs, 'PUT /drives/{drive_id}')[0].body, {
+    drive_id: 'vda',
+    path_on_host: spec.diskPath,
+    is_root_device: false,
+    is_read_only: false,
+    cache_type: 'Writeback',
+  });
   assert.deepEqual(find(reqs, 'PUT /network-interfaces/{iface_id}')[0].body, { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'AA:FC:00:00:00:01' });
   assert.deepEqual(find(reqs, 'PUT /vsock')[0].body, { guest_cid: 3, uds_path: join(spec.dir, 'vsock.sock') });
   assert.deepEqual(find(reqs, 'PUT /logger')[0].body, { log_path: join(spec.dir, 'firecracker.log'), level: 'Info', show_level: true, show_log_origin: false });
@@ -106,11 +124,17 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
 
   reqs = await recorded(spec.dir);
   assertAllValid(reqs);
-  assert.deepEqual(find(reqs, 'PATCH /vm').map((r) => r.body), [{ state: 'Paused' }, { state: 'Resumed' }]);
-  assert.deepEqual(find(reqs, 'PUT /snapshot/create').map((r) => r.body), [
-    { snapshot_type: 'Full', snapshot_path: join(full, 'vmstate.bin'), mem_file_path: join(full, 'memory.bin') },
-    { snapshot_type: 'Diff', snapshot_path: join(diff, 'vmstate.bin'), mem_file_path: join(diff, 'memory.bin') },
-  ]);
+  assert.deepEqual(
+    find(reqs, 'PATCH /vm').map((r) => r.body),
+    [{ state: 'Paused' }, { state: 'Resumed' }],
+  );
+  assert.deepEqual(
+    find(reqs, 'PUT /snapshot/create').map((r) => r.body),
+    [
+      { snapshot_type: 'Full', snapshot_path: join(full, 'vmstate.bin'), mem_file_path: join(full, 'memory.bin') },
+      { snapshot_type: 'Diff', snapshot_path: join(diff, 'vmstate.bin'), mem_file_path: join(diff, 'memory.bin') },
+    ],
+  );
   assert.deepEqual(find(reqs, 'PUT /actions').at(-1)!.body, { action_type: 'SendCtrlAltDel' });
 });
 
@@ -138,7 +162,10 @@ test('restore (File backend): a fresh process gets only logger and metrics befor
 
   const reqs = await recorded(spec.dir);
   assertAllValid(reqs);
-  assert.deepEqual(operations(reqs).filter((o) => o !== 'GET /'), ['PUT /logger', 'PUT /metrics', 'PUT /snapshot/load']);
+  assert.deepEqual(
+    operations(reqs).filter((o) => o !== 'GET /'),
+    ['PUT /logger', 'PUT /metrics', 'PUT /snapshot/load'],
+  );
   assert.deepEqual(find(reqs, 'PUT /snapshot/load')[0].body, {
     snapshot_path: files.stateFile,
     mem_backend: { backend_type: 'File', backend_path: files.memoryFile },
@@ -237,12 +264,22 @@ test('the spec validator refuses a missing required field, a wrong enum, an unkn
   const cases: [string, string, unknown, RegExp][] = [
     ['PUT', '/machine-config', { vcpu_count: 2 }, /body\.mem_size_mib is required/],
     ['PATCH', '/vm', { state: 'Stopped' }, /body\.state: "Stopped" is not one of "Paused", "Resumed"/],
-    ['PUT', '/drives/vda', { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false, readonly: true }, /body\.readonly is not a field/],
+    [
+      'PUT',
+      '/drives/vda',
+      { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false, readonly: true },
+      /body\.readonly is not a field/,
+    ],
     ['PUT', '/machine-config', { vcpu_count: '2', mem_size_mib: 128 }, /body\.vcpu_count: expected an integer/],
     ['PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 128 }, /below the minimum 1/],
     ['PUT', '/machine-config', { vcpu_count: 33, mem_size_mib: 128 }, /above the maximum 32/],
     ['PUT', '/vsock', { guest_cid: 2, uds_path: '/v' }, /below the minimum 3/],
-    ['PUT', '/snapshot/load', { snapshot_path: '/s', mem_backend: { backend_type: 'Anonymous', backend_path: '/m' } }, /backend_type: "Anonymous" is not one of/],
+    [
+      'PUT',
+      '/snapshot/load',
+      { snapshot_path: '/s', mem_backend: { backend_type: 'Anonymous', backend_path: '/m' } },
+      /backend_type: "Anonymous" is not one of/,
+    ],
     ['PUT', '/snapshot/load', { snapshot_path: '/s', network_overrides: [{ iface_id: 'eth0' }] }, /network_overrides\[0\]\.host_dev_name is required/],
     ['PUT', '/actions', undefined, /needs a body/],
     ['GET', '/', { x: 1 }, /takes no body/],
@@ -330,7 +367,10 @@ test('versions: version() is the binary version; a snapshot whose format major d
   const spec = await makeSpec(root, 'clone-version');
   await assert.rejects(newer.restore(spec, files), (e) => {
     assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'), String(e));
-    assert.match(e.message, /snapshot format v8\.0\.0 .* has major version 8, but .*firecracker-v2 v2\.0\.0 loads snapshot format v9\.0\.0 \(major 9\): refused before load/);
+    assert.match(
+      e.message,
+      /snapshot format v8\.0\.0 .* has major version 8, but .*firecracker-v2 v2\.0\.0 loads snapshot format v9\.0\.0 \(major 9\): refused before load/,
+    );
     return true;
   });
   assert.deepEqual(await recorded(spec.dir), [], 'no Firecracker process was started');

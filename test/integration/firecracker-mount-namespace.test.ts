@@ -37,7 +37,11 @@ test('two processes see two different disks at the same fixed path; the host see
   const disks = ['one', 'two'].map((n) => join(root, `${n}.img`));
   await Promise.all(disks.map((d, i) => writeFile(d, `disk-${i === 0 ? 'one' : 'two'}`)));
   const probe = (disk: string) => {
-    const w = wrapInMountNamespace('/bin/sh', ['-c', `cat ${fixedDrivePath(fixedDir)}; echo; stat -c %d:%i ${fixedDrivePath(fixedDir)}; echo written-by-guest >> ${fixedDrivePath(fixedDir)}`], { fixedDir, diskPath: disk });
+    const w = wrapInMountNamespace(
+      '/bin/sh',
+      ['-c', `cat ${fixedDrivePath(fixedDir)}; echo; stat -c %d:%i ${fixedDrivePath(fixedDir)}; echo written-by-guest >> ${fixedDrivePath(fixedDir)}`],
+      { fixedDir, diskPath: disk },
+    );
     return run(w.command, w.args);
   };
   const [a, b] = await Promise.all(disks.map(probe));

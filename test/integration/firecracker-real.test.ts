@@ -25,7 +25,8 @@ async function realFirecracker(): Promise<{ binary: string } | { skip: string }>
   if (!env) lacks.push('EMBERS_FIRECRACKER_BIN unset');
   else if (!binary) lacks.push(`no executable at EMBERS_FIRECRACKER_BIN=${env}`);
   if (accel.accelerator !== 'kvm') lacks.push(`no hardware-backed KVM (${accel.reason})`);
-  if (lacks.length > 0 || !binary) return { skip: `needs a Firecracker binary (EMBERS_FIRECRACKER_BIN) and hardware-backed KVM: this host has ${lacks.join(' and ')}` };
+  if (lacks.length > 0 || !binary)
+    return { skip: `needs a Firecracker binary (EMBERS_FIRECRACKER_BIN) and hardware-backed KVM: this host has ${lacks.join(' and ')}` };
   return { binary };
 }
 

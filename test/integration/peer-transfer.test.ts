@@ -240,30 +240,34 @@ test('peer: an interrupted download resumes from where it stopped, from a restar
   assert.deepEqual(await readdir(join(b.dir, '.transfers')), []);
 });
 
-test('peer: a file altered at the peer is refused (EMB_SNAPSHOT_CORRUPT naming it); two pulls of one snapshot at once: the second is EMB_SNAPSHOT_TRANSFER_BUSY', { timeout: 60_000 }, async (t) => {
-  const { a, b, serve } = await setup(t);
-  const m = await makeSnapshot(a, { memoryBytes: 4 * MiB });
-  const server = await serve();
-  const peer = new PeerClient({ url: server.url, token: TOKEN });
+test(
+  'peer: a file altered at the peer is refused (EMB_SNAPSHOT_CORRUPT naming it); two pulls of one snapshot at once: the second is EMB_SNAPSHOT_TRANSFER_BUSY',
+  { timeout: 60_000 },
+  async (t) => {
+    const { a, b, serve } = await setup(t);
+    const m = await makeSnapshot(a, { memoryBytes: 4 * MiB });
+    const server = await serve();
+    const peer = new PeerClient({ url: server.url, token: TOKEN });
 
-  const [one, two] = await Promise.allSettled([peer.pull(b, m.id), peer.pull(b, m.id)]);
-  assert.equal(one.status, 'fulfilled');
-  assert.equal(two.status, 'rejected');
-  code('EMB_SNAPSHOT_TRANSFER_BUSY')((two as PromiseRejectedResult).reason);
-  await b.remove(m.id);
+    const [one, two] = await Promise.allSettled([peer.pull(b, m.id), peer.pull(b, m.id)]);
+    assert.equal(one.status, 'fulfilled');
+    assert.equal(two.status, 'rejected');
+    code('EMB_SNAPSHOT_TRANSFER_BUSY')((two as PromiseRejectedResult).reason);
+    await b.remove(m.id);
 
-  const memory = join(a.pathOf(m.id), 'memory.bin');
-  const bytes = await readFile(memory);
-  bytes[12345] ^= 1;
-  await writeFile(memory, bytes);
-  await assert.rejects(peer.pull(b, m.id), (err: unknown) => {
-    code('EMB_SNAPSHOT_CORRUPT', 'memory.bin', server.url)(err);
-    assert.equal((err as EmbersError).details.file, 'memory.bin');
-    return true;
-  });
-  assert.deepEqual(await visible(b), { ids: [], staging: [] });
+    const memory = join(a.pathOf(m.id), 'memory.bin');
+    const bytes = await readFile(memory);
+    bytes[12345] ^= 1;
+    await writeFile(memory, bytes);
+    await assert.rejects(peer.pull(b, m.id), (err: unknown) => {
+      code('EMB_SNAPSHOT_CORRUPT', 'memory.bin', server.url)(err);
+      assert.equal((err as EmbersError).details.file, 'memory.bin');
+      return true;
+    });
+    assert.deepEqual(await visible(b), { ids: [], staging: [] });
 
-  await appendFile(memory, 'x'); // now also the wrong size: caught from Content-Range, before any byte is written
-  await assert.rejects(peer.pull(b, m.id), code('EMB_SNAPSHOT_CORRUPT', 'memory.bin'));
-  assert.deepEqual(await visible(b), { ids: [], staging: [] });
-});
+    await appendFile(memory, 'x'); // now also the wrong size: caught from Content-Range, before any byte is written
+    await assert.rejects(peer.pull(b, m.id), code('EMB_SNAPSHOT_CORRUPT', 'memory.bin'));
+    assert.deepEqual(await visible(b), { ids: [], staging: [] });
+  },
+);

@@ -11,9 +11,13 @@ import { waitForExit } from '../../src/vmm/process.js';
 test('QMP client against a real QEMU: negotiate, query, stop/cont, refused command, quit', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'embers-qmp-'));
   const sock = join(dir, 'qmp.sock');
-  const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm', '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`], {
-    stdio: 'ignore',
-  });
+  const qemu = spawn(
+    'qemu-system-x86_64',
+    ['-M', 'microvm', '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`],
+    {
+      stdio: 'ignore',
+    },
+  );
   try {
     let qmp: QmpClient | undefined;
     for (let i = 0; i < 200 && !qmp; i++) {

@@ -23,7 +23,7 @@ after(async () => {
   if (base) await rm(base, { recursive: true, force: true });
 });
 
-test('basic auth (the registry\'s htpasswd): credentials from a docker config.json, both entry styles', { skip }, async () => {
+test("basic auth (the registry's htpasswd): credentials from a docker config.json, both entry styles", { skip }, async () => {
   const layout = join(base, 'basic');
   const written = await writeOciLayout(layout, marked('basic'), { refName: 'v1' });
   await basic.pushLayout(layout, 'v1', 'acme/basic:v1');
@@ -70,7 +70,10 @@ test('bearer tokens (registry auth: token): 401 challenge, token from the realm 
     assert.equal(proxy.requests[0]!.status, 401, 'first answer: the challenge');
     assert.equal(proxy.requests[1]!.url, proxy.requests[0]!.url, 'then the same request again, with the token');
     assert.equal(proxy.requests[1]!.status, 200);
-    assert.ok(proxy.requests.slice(1).every((r) => r.status === 200), 'every later request sends the cached token up front');
+    assert.ok(
+      proxy.requests.slice(1).every((r) => r.status === 200),
+      'every later request sends the cached token up front',
+    );
   } finally {
     await proxy.stop();
   }

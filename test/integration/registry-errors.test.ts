@@ -30,7 +30,11 @@ after(async () => {
 /** Pushes a two-layer image (a small layer and a 256 KiB one) to `repo:v1` of `registry`. */
 async function pushImage(registry: TestRegistry, repo: string): Promise<WrittenImage> {
   const layout = join(base, `layout-${repo.replace(/\//g, '-')}-${++n}`);
-  const written = await writeOciLayout(layout, { layers: [{ entries: [f('small', repo)] }, { entries: [f('big', noise(256 * 1024, n))], compression: 'none' }] }, { refName: 'v1' });
+  const written = await writeOciLayout(
+    layout,
+    { layers: [{ entries: [f('small', repo)] }, { entries: [f('big', noise(256 * 1024, n))], compression: 'none' }] },
+    { refName: 'v1' },
+  );
   await registry.pushLayout(layout, 'v1', `${repo}:v1`);
   return written;
 }
@@ -104,7 +108,11 @@ test('registry down: EMB_REGISTRY_UNREACHABLE; plain HTTP to a registry not mark
   const port = await freePort();
   const { store, images, tmp } = node();
   const started = Date.now();
-  await rejectsWith(store.ensure(`127.0.0.1:${port}/acme/fn:v1`), 'EMB_REGISTRY_UNREACHABLE', new RegExp(`127\\.0\\.0\\.1:${port}\\) could not be reached: ECONNREFUSED`));
+  await rejectsWith(
+    store.ensure(`127.0.0.1:${port}/acme/fn:v1`),
+    'EMB_REGISTRY_UNREACHABLE',
+    new RegExp(`127\\.0\\.0\\.1:${port}\\) could not be reached: ECONNREFUSED`),
+  );
   assert.ok(Date.now() - started < 5000);
   await assertNothingHalfWritten(images, tmp);
 
@@ -129,7 +137,11 @@ test('auth refused: wrong password or no credentials, with basic auth (htpasswd)
     assert.equal((err as unknown as { details: { username: string } }).details.username, user);
     await assertNothingHalfWritten(join(base, `wrong-${n}`, 'images'), join(base, `wrong-${n}`, 'tmp'));
 
-    await rejectsWith(wrong.store.ensure(`${registry.host}/acme/private:v1`), 'EMB_REGISTRY_AUTH', registry === authReg ? /needs credentials/ : /refused anonymous access/);
+    await rejectsWith(
+      wrong.store.ensure(`${registry.host}/acme/private:v1`),
+      'EMB_REGISTRY_AUTH',
+      registry === authReg ? /needs credentials/ : /refused anonymous access/,
+    );
     await assertNothingHalfWritten(wrong.images, wrong.tmp);
   }
   // the token service was asked with the (wrong) basic credentials

@@ -51,7 +51,14 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
   await writeFile(join(images, 'blobs', '.partial', `.${'e'.repeat(64)}.tmp-999999999-ab`), 'tmp');
 
   const listed = await store.listImages();
-  assert.deepEqual(listed.map((e) => [e.reference, e.source]), [[localLayout, 'local'], [refA, 'registry'], [refB, 'registry']]);
+  assert.deepEqual(
+    listed.map((e) => [e.reference, e.source]),
+    [
+      [localLayout, 'local'],
+      [refA, 'registry'],
+      [refB, 'registry'],
+    ],
+  );
   assert.ok(listed.every((e) => e.rootfsSha256));
   assert.ok(listed[1]!.layersBytes! > 64 * 1024);
 
@@ -79,7 +86,13 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
 
   // rm A while a snapshot uses it: reference gone, rootfs kept; gc with it in use keeps it all
   assert.deepEqual(await store.remove(refA, { inUse: [a.manifestDigest] }), { references: [refA], rootfs: [] });
-  assert.deepEqual((await store.listImages()).map((e) => [e.reference, e.source]), [[localLayout, 'local'], [refA, 'unreferenced']]);
+  assert.deepEqual(
+    (await store.listImages()).map((e) => [e.reference, e.source]),
+    [
+      [localLayout, 'local'],
+      [refA, 'unreferenced'],
+    ],
+  );
   const third = await store.gc([a.manifestDigest]);
   assert.deepEqual(third.removedBlobs, []);
   assert.deepEqual(third.removedRootfs, []);
@@ -91,7 +104,10 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
   // nothing uses A any more: all of it goes; the local image stays
   const fourth = await store.gc();
   assert.deepEqual(fourth.removedBlobs.map((x) => x.digest).sort(), [a.manifestDigest, a.configDigest, ...a.layerDigests].sort());
-  assert.deepEqual(fourth.removedRootfs.map((x) => x.manifestDigest), [a.manifestDigest]);
+  assert.deepEqual(
+    fourth.removedRootfs.map((x) => x.manifestDigest),
+    [a.manifestDigest],
+  );
   assert.deepEqual(await verifiedBlobs(images), []);
   assert.deepEqual(await rootfsNames(images), [`${hex(l.manifestDigest)}-v${FLATTENER_VERSION}`]);
   assert.equal((await store.inspect(localLayout)).manifestDigest, l.manifestDigest);
@@ -125,7 +141,11 @@ test('gc waits for a running pull, which then completes intact', { skip }, async
     assert.equal(image.manifestDigest, written.manifestDigest);
     assert.ok(image.rootfsSha256);
     assert.equal((await other.inspect(`${proxy.host}/acme/slow:v1`)).rootfsSha256, image.rootfsSha256);
-    assert.deepEqual((await readdir(join(base, 'node-slow', 'images'))).filter((n) => n.startsWith('.')), [], 'no pin or lock left');
+    assert.deepEqual(
+      (await readdir(join(base, 'node-slow', 'images'))).filter((n) => n.startsWith('.')),
+      [],
+      'no pin or lock left',
+    );
   } finally {
     await proxy.stop();
   }

@@ -38,8 +38,14 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
   assert.equal(a.source, 'registry');
   assert.equal(a.manifestDigest, written.manifestDigest, 'skopeo kept the manifest bytes');
   assert.equal(a.platform, 'linux/amd64');
-  assert.deepEqual(a.layers.map((l) => l.digest), written.layerDigests);
-  assert.deepEqual(a.layers.map((l) => l.diffId), written.diffIds);
+  assert.deepEqual(
+    a.layers.map((l) => l.digest),
+    written.layerDigests,
+  );
+  assert.deepEqual(
+    a.layers.map((l) => l.diffId),
+    written.diffIds,
+  );
   assert.deepEqual(a.config.entrypoint, ['/bin/app']);
   assert.deepEqual(a.config.exposedPorts, ['8080/tcp']);
 
@@ -57,7 +63,11 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
   assert.equal(events.find((e) => e.type !== 'step')?.type, 'resolved');
   const resolved = events.find((e) => e.type === 'resolved');
   assert.ok(resolved?.type === 'resolved' && resolved.layers.length === 4 && resolved.layers.every((l) => !l.cached));
-  for (let i = 0; i < 4; i++) assert.ok(events.some((e) => e.type === 'layer' && e.index === i && e.status === 'done'), `layer ${i} done`);
+  for (let i = 0; i < 4; i++)
+    assert.ok(
+      events.some((e) => e.type === 'layer' && e.index === i && e.status === 'done'),
+      `layer ${i} done`,
+    );
   const done = events.at(-1);
   assert.ok(done?.type === 'done' && done.rootfsSha256 === a.rootfsSha256 && done.bytesDownloaded > 0);
 
@@ -72,7 +82,9 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
   assert.equal(b.rootfsSha256, a.rootfsSha256);
   const c = await nodeStore(base, 'node-c').ensure(layout);
   assert.equal(c.rootfsSha256, a.rootfsSha256);
-  const sha = createHash('sha256').update(await readFile(b.rootfsPath)).digest('hex');
+  const sha = createHash('sha256')
+    .update(await readFile(b.rootfsPath))
+    .digest('hex');
   assert.equal(sha, a.rootfsSha256, 'the recorded sha256 is the file');
 
   // the tag and digest references are both recorded
@@ -109,7 +121,11 @@ test('ensure answers from the cache without the registry; pull asks for the mani
     const pulled = await store.pull(ref);
     assert.equal(pulled.rootfsSha256, first.rootfsSha256);
     const fresh = proxy.requests.slice(afterFirst);
-    assert.deepEqual(fresh.map((r) => r.url), ['/v2/acme/cached/manifests/v1'], 'pull re-resolves the tag, blobs are cached');
+    assert.deepEqual(
+      fresh.map((r) => r.url),
+      ['/v2/acme/cached/manifests/v1'],
+      'pull re-resolves the tag, blobs are cached',
+    );
   } finally {
     await proxy.stop();
   }
@@ -155,11 +171,18 @@ test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', 
     const manifest = await readFile(blobPath(dir, w.manifestDigest));
     const blobs = [await readFile(blobPath(dir, w.configDigest)), ...(await Promise.all(w.layerDigests.map((d) => readFile(blobPath(dir, d)))))];
     await reg.pushRaw('acme/dockerlist', w.manifestDigest, { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', bytes: manifest }, blobs);
-    entries.push({ mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: w.manifestDigest, size: manifest.length, platform: { architecture: im.architecture, os: im.os, ...(im.variant ? { variant: im.variant } : {}) } });
+    entries.push({
+      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+      digest: w.manifestDigest,
+      size: manifest.length,
+      platform: { architecture: im.architecture, os: im.os, ...(im.variant ? { variant: im.variant } : {}) },
+    });
     if (im.name === 'amd64') amd64Digest = w.manifestDigest;
   }
   // amd64 listed last: the choice is by platform, not position
-  const list = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', manifests: entries.reverse() }));
+  const list = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', manifests: entries.reverse() }),
+  );
   await reg.pushRaw('acme/dockerlist', 'v1', { mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', bytes: list }, []);
   const info = await nodeStore(base, 'node-dockerlist').pull(`${reg.host}/acme/dockerlist:v1`);
   assert.equal(info.manifestDigest, amd64Digest);
@@ -170,7 +193,11 @@ test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', 
 
 test('no linux/amd64 entry: EMB_IMAGE_PLATFORM_MISSING, for an index and for a single manifest, nothing cached', { skip }, async () => {
   const layout = join(base, 'noamd64');
-  await writeOciLayout(layout, { ...marked('arm64'), architecture: 'arm64' }, { refName: 'v1', otherPlatforms: [{ os: 'linux', architecture: 's390x', image: marked('s390x') }] });
+  await writeOciLayout(
+    layout,
+    { ...marked('arm64'), architecture: 'arm64' },
+    { refName: 'v1', otherPlatforms: [{ os: 'linux', architecture: 's390x', image: marked('s390x') }] },
+  );
   await reg.pushLayout(layout, 'v1', 'acme/noamd64:v1', { all: true });
   const store = nodeStore(base, 'node-noamd64');
   await assert.rejects(store.pull(`${reg.host}/acme/noamd64:v1`), (e: unknown) => {
@@ -184,7 +211,10 @@ test('no linux/amd64 entry: EMB_IMAGE_PLATFORM_MISSING, for an index and for a s
   const single = join(base, 'arm-only');
   await writeOciLayout(single, { ...marked('arm-only'), architecture: 'arm64' }, { refName: 'v1' });
   await reg.pushLayout(single, 'v1', 'acme/armonly:v1');
-  await assert.rejects(store.ensure(`${reg.host}/acme/armonly:v1`), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING') && /linux\/arm64, not linux\/amd64/.test((e as Error).message));
+  await assert.rejects(
+    store.ensure(`${reg.host}/acme/armonly:v1`),
+    (e: unknown) => isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING') && /linux\/arm64, not linux\/amd64/.test((e as Error).message),
+  );
   await assertNothingHalfWritten(join(base, 'node-noamd64', 'images'), join(base, 'node-noamd64', 'tmp'));
   assert.deepEqual(await store.listImages(), []);
 });

@@ -27,7 +27,11 @@ after(async () => {
 
 test('a layer download interrupted midway resumes with a Range request, in a later pull', { skip }, async () => {
   const layout = join(base, 'resume');
-  const written = await writeOciLayout(layout, { layers: [{ entries: [f('a', 'small')] }, { entries: [f('big', noise(3 * MiB, 1))], compression: 'none' }] }, { refName: 'v1' });
+  const written = await writeOciLayout(
+    layout,
+    { layers: [{ entries: [f('a', 'small')] }, { entries: [f('big', noise(3 * MiB, 1))], compression: 'none' }] },
+    { refName: 'v1' },
+  );
   await reg.pushLayout(layout, 'v1', 'acme/resume:v1');
   const big = written.layerDigests[1]!;
   const bigSize = (await stat(join(layout, 'blobs', 'sha256', big.slice(7)))).size;

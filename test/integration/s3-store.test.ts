@@ -136,7 +136,11 @@ test('s3: the server dies mid-upload: the push fails clearly, no manifest is eve
   assert.equal(resumed.bytes + resumed.resumedBytes, resumed.totalBytes);
   assert.equal(events.at(-1)?.file, MANIFEST_NAME);
   assert.equal(await remote.has(m.id), true);
-  assert.deepEqual((await readdir(join(a.dir, '.transfers'))).filter((n) => !n.endsWith('.lock')), [], 'the upload state is dropped once done');
+  assert.deepEqual(
+    (await readdir(join(a.dir, '.transfers'))).filter((n) => !n.endsWith('.lock')),
+    [],
+    'the upload state is dropped once done',
+  );
 
   await remote.pull(b, m.id);
   assert.deepEqual(await snapshotBytes(b, m.id), await snapshotBytes(a, m.id));
@@ -220,37 +224,41 @@ test('s3: a missing object is a clear error; a missing snapshot is EMB_REMOTE_NO
   await assert.rejects(remote.pull(b, 'snap-0123456789abcdef0123'), code('EMB_REMOTE_NOT_FOUND', 'snap-0123456789abcdef0123'));
 });
 
-test('s3: wrong credentials give EMB_REMOTE_AUTH at once; a bad bucket EMB_REMOTE_NOT_FOUND; an endpoint that is down EMB_REMOTE_UNREACHABLE naming it', { timeout: 60_000 }, async (t) => {
-  const { s3, remote, a, b } = await setup(t);
-  const m = await makeSnapshot(a, { memoryBytes: MiB });
-  await remote.push(a, m.id);
-  const slow = { attempts: 5, baseDelayMs: 2000, maxDelayMs: 2000 }; // were 403s retried, this would take seconds
+test(
+  's3: wrong credentials give EMB_REMOTE_AUTH at once; a bad bucket EMB_REMOTE_NOT_FOUND; an endpoint that is down EMB_REMOTE_UNREACHABLE naming it',
+  { timeout: 60_000 },
+  async (t) => {
+    const { s3, remote, a, b } = await setup(t);
+    const m = await makeSnapshot(a, { memoryBytes: MiB });
+    await remote.push(a, m.id);
+    const slow = { attempts: 5, baseDelayMs: 2000, maxDelayMs: 2000 }; // were 403s retried, this would take seconds
 
-  for (const credentials of [
-    { accessKeyId: s3.credentials.accessKeyId, secretAccessKey: 'not-the-secret' },
-    { accessKeyId: 'not-the-key', secretAccessKey: s3.credentials.secretAccessKey },
-  ]) {
-    const wrong = new S3SnapshotStore(s3.storeOptions({ credentials, retry: slow }));
-    t.after(() => wrong.close());
+    for (const credentials of [
+      { accessKeyId: s3.credentials.accessKeyId, secretAccessKey: 'not-the-secret' },
+      { accessKeyId: 'not-the-key', secretAccessKey: s3.credentials.secretAccessKey },
+    ]) {
+      const wrong = new S3SnapshotStore(s3.storeOptions({ credentials, retry: slow }));
+      t.after(() => wrong.close());
+      const started = Date.now();
+      await assert.rejects(wrong.push(a, m.id), code('EMB_REMOTE_AUTH', s3.endpoint));
+      await assert.rejects(wrong.pull(b, m.id), code('EMB_REMOTE_AUTH'));
+      await assert.rejects(wrong.list(), code('EMB_REMOTE_AUTH'));
+      assert.ok(Date.now() - started < 1500, 'auth failures are not retried');
+    }
+    assert.deepEqual(await visible(b), { ids: [], staging: [] });
+
+    const noBucket = new S3SnapshotStore(s3.storeOptions({ bucket: 'no-such-bucket' }));
+    t.after(() => noBucket.close());
+    await assert.rejects(noBucket.list(), code('EMB_REMOTE_NOT_FOUND', 'no-such-bucket'));
+
+    await s3.stop();
     const started = Date.now();
-    await assert.rejects(wrong.push(a, m.id), code('EMB_REMOTE_AUTH', s3.endpoint));
-    await assert.rejects(wrong.pull(b, m.id), code('EMB_REMOTE_AUTH'));
-    await assert.rejects(wrong.list(), code('EMB_REMOTE_AUTH'));
-    assert.ok(Date.now() - started < 1500, 'auth failures are not retried');
-  }
-  assert.deepEqual(await visible(b), { ids: [], staging: [] });
-
-  const noBucket = new S3SnapshotStore(s3.storeOptions({ bucket: 'no-such-bucket' }));
-  t.after(() => noBucket.close());
-  await assert.rejects(noBucket.list(), code('EMB_REMOTE_NOT_FOUND', 'no-such-bucket'));
-
-  await s3.stop();
-  const started = Date.now();
-  await assert.rejects(remote.list(), (err: unknown) => {
-    code('EMB_REMOTE_UNREACHABLE', s3.endpoint)(err);
-    assert.equal((err as EmbersError).details.endpoint, s3.endpoint);
-    return true;
-  });
-  await assert.rejects(remote.pull(b, m.id), code('EMB_REMOTE_UNREACHABLE', s3.endpoint));
-  assert.ok(Date.now() - started < 5000);
-});
+    await assert.rejects(remote.list(), (err: unknown) => {
+      code('EMB_REMOTE_UNREACHABLE', s3.endpoint)(err);
+      assert.equal((err as EmbersError).details.endpoint, s3.endpoint);
+      return true;
+    });
+    await assert.rejects(remote.pull(b, m.id), code('EMB_REMOTE_UNREACHABLE', s3.endpoint));
+    assert.ok(Date.now() - started < 5000);
+  },
+);

@@ -15,7 +15,10 @@ test('slot addressing: unique names and addresses across nodes and slots, names 
       for (const ip of [a.hostIp, a.nsIp, a.cloneIp]) {
         const parts = ip.split('.').map(Number);
         assert.equal(parts.length, 4);
-        assert.ok(parts.every((p) => p >= 0 && p <= 255), ip);
+        assert.ok(
+          parts.every((p) => p >= 0 && p <= 255),
+          ip,
+        );
         assert.equal(parts[0], 10);
       }
     }

@@ -8,7 +8,13 @@ import type { VmSpec } from '../../src/vmm/driver.js';
 import { IN_JAIL, jailerCommand } from '../../src/vmm/firecracker/jailer.js';
 import { firecrackerId, vmLayout } from '../../src/vmm/firecracker/layout.js';
 import { fixedDrivePath, wrapInMountNamespace } from '../../src/vmm/firecracker/mount-namespace.js';
-import { checkSnapshotFormat, encodeSnapshotHeader, parseBinaryVersion, parseSnapshotVersionOutput, readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
+import {
+  checkSnapshotFormat,
+  encodeSnapshotHeader,
+  parseBinaryVersion,
+  parseSnapshotVersionOutput,
+  readSnapshotFormatVersion,
+} from '../../src/vmm/firecracker/version.js';
 
 const spec: VmSpec = {
   name: 'fn_1.test',
@@ -38,10 +44,14 @@ test('snapshot format check: same major and no newer minor loads; anything else 
   ]) {
     assert.throws(
       () => checkSnapshotFormat(snap, bin, { binaryVersion: '1.16.1' }),
-      (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH') && e.message.includes(`v${snap}`) && e.message.includes(`v${bin}`) && e.message.includes('1.16.1'),
+      (e) =>
+        isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH') && e.message.includes(`v${snap}`) && e.message.includes(`v${bin}`) && e.message.includes('1.16.1'),
     );
   }
-  assert.throws(() => checkSnapshotFormat('garbage', '8.0.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+  assert.throws(
+    () => checkSnapshotFormat('garbage', '8.0.0'),
+    (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
+  );
 });
 
 test('snapshot state header: read back what Firecracker writes; other files are refused', async () => {
@@ -99,24 +109,39 @@ test('jailer: command line (uid/gid, chroot base, netns, cgroup v2) and identica
   );
   assert.equal(plan.command, 'jailer');
   assert.deepEqual(plan.args, [
-    '--id', 'fn-1-abc',
-    '--exec-file', '/usr/local/bin/firecracker',
-    '--uid', '123',
-    '--gid', '456',
-    '--chroot-base-dir', '/srv/jail',
-    '--cgroup-version', '2',
-    '--parent-cgroup', 'embers',
-    '--cgroup', 'cpu.max=50000 100000',
-    '--cgroup', 'memory.max=536870912',
-    '--netns', '/var/run/netns/embers-0-3',
-    '--', '--api-sock', '/run/firecracker.socket',
+    '--id',
+    'fn-1-abc',
+    '--exec-file',
+    '/usr/local/bin/firecracker',
+    '--uid',
+    '123',
+    '--gid',
+    '456',
+    '--chroot-base-dir',
+    '/srv/jail',
+    '--cgroup-version',
+    '2',
+    '--parent-cgroup',
+    'embers',
+    '--cgroup',
+    'cpu.max=50000 100000',
+    '--cgroup',
+    'memory.max=536870912',
+    '--netns',
+    '/var/run/netns/embers-0-3',
+    '--',
+    '--api-sock',
+    '/run/firecracker.socket',
   ]);
   assert.equal(plan.chrootDir, '/srv/jail/firecracker/fn-1-abc/root');
   assert.equal(plan.cgroupDir, '/sys/fs/cgroup/embers/fn-1-abc');
 
   const jailer = { uid: 123, gid: 456, chrootBaseDir: '/srv/jail' };
   const a = vmLayout(spec, { binary: '/usr/local/bin/firecracker', netns: true, mountNamespace: false, jailer });
-  const b = vmLayout({ ...spec, name: 'fn-2', dir: '/var/lib/embers/instances/fn-2', diskPath: '/var/lib/embers/instances/fn-2/disk.img' }, { binary: '/usr/local/bin/firecracker', netns: true, mountNamespace: false, jailer });
+  const b = vmLayout(
+    { ...spec, name: 'fn-2', dir: '/var/lib/embers/instances/fn-2', diskPath: '/var/lib/embers/instances/fn-2/disk.img' },
+    { binary: '/usr/local/bin/firecracker', netns: true, mountNamespace: false, jailer },
+  );
   assert.equal(a.kind, 'jail');
   assert.deepEqual(a.fc, b.fc, 'every jailed VM sees the same paths');
   assert.equal(a.fc.drive, IN_JAIL.rootfs);

@@ -5,10 +5,12 @@ import { GUEST_HZ, hostTscKhz, kernelCmdline, lpjFor, MAX_CMDLINE } from '../../
 const net = { guestIp: '172.16.0.2', prefixLen: 30, gatewayIp: '172.16.0.1' };
 
 function params(line: string): Map<string, string> {
-  return new Map(line.split(' ').map((p) => {
-    const eq = p.indexOf('=');
-    return eq < 0 ? [p, ''] : [p.slice(0, eq), p.slice(eq + 1)];
-  }));
+  return new Map(
+    line.split(' ').map((p) => {
+      const eq = p.indexOf('=');
+      return eq < 0 ? [p, ''] : [p.slice(0, eq), p.slice(eq + 1)];
+    }),
+  );
 }
 
 test('kernelCmdline: console, reboot policy, clock and network', () => {

@@ -59,7 +59,10 @@ test('cpio: headers and data are 4-byte aligned, archive ends with the trailer',
 
 test('cpio: concatenated archives with zero padding parse in turn', () => {
   const a = writeCpio([{ type: 'file', name: 'a', data: 'A' }]);
-  const b = writeCpio([{ type: 'dir', name: 'embers' }, { type: 'file', name: 'embers/exec.conf', data: 'version=1\n' }]);
+  const b = writeCpio([
+    { type: 'dir', name: 'embers' },
+    { type: 'file', name: 'embers/exec.conf', data: 'version=1\n' },
+  ]);
   const all = Buffer.concat([a, Buffer.alloc(8), b]);
   assert.deepEqual(
     parseCpio(all).map((e) => e.name),
@@ -70,7 +73,14 @@ test('cpio: concatenated archives with zero padding parse in turn', () => {
 test('cpio: bad names and duplicates are refused', () => {
   assert.throws(() => writeCpio([{ type: 'file', name: '../etc/passwd', data: '' }]), /invalid entry name/);
   assert.throws(() => writeCpio([{ type: 'file', name: '', data: '' }]), /invalid entry name/);
-  assert.throws(() => writeCpio([{ type: 'dir', name: 'a' }, { type: 'dir', name: '/a' }]), /duplicate/);
+  assert.throws(
+    () =>
+      writeCpio([
+        { type: 'dir', name: 'a' },
+        { type: 'dir', name: '/a' },
+      ]),
+    /duplicate/,
+  );
 });
 
 test('cpio: a corrupt archive does not parse', () => {

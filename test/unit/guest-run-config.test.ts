@@ -32,11 +32,20 @@ test('buildInstanceInitrd: base bytes, zero padding to 4, then an uncompressed a
       assert.ok(bytes.subarray(base.length, aligned).every((b) => b === 0));
       assert.equal(bytes.toString('ascii', aligned, aligned + 6), '070701');
       const entries = parseCpio(bytes.subarray(aligned));
-      assert.deepEqual(entries.map((e) => e.name), ['embers', 'embers/exec.conf']);
+      assert.deepEqual(
+        entries.map((e) => e.name),
+        ['embers', 'embers/exec.conf'],
+      );
       assert.deepEqual(decodeExecConf(entries[1].data.toString('utf8')), config);
-      assert.deepEqual(parseCpio(gunzipSync(base.subarray(0, base.length - extra))).map((e) => e.name), ['init']);
+      assert.deepEqual(
+        parseCpio(gunzipSync(base.subarray(0, base.length - extra))).map((e) => e.name),
+        ['init'],
+      );
     }
-    assert.deepEqual((await readdir(dir)).filter((f) => f.includes('.tmp-')), []);
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.includes('.tmp-')),
+      [],
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

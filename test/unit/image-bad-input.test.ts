@@ -34,7 +34,11 @@ async function expectError(env: Pick<Env, 'images' | 'tmp'>, ref: string, code: 
     return true;
   });
   assert.deepEqual(await listTree(env.tmp), [], 'nothing left in tmpDir');
-  assert.deepEqual((await listTree(env.images)).filter((p) => p !== 'rootfs'), [], 'no cache entry');
+  assert.deepEqual(
+    (await listTree(env.images)).filter((p) => p !== 'rootfs'),
+    [],
+    'no cache entry',
+  );
   assert.deepEqual(await store.list(), []);
 }
 
@@ -43,8 +47,14 @@ function digestOf(buf: Buffer): string {
 }
 
 /** Replaces a JSON blob (manifest or config) and re-points its referrers, keeping digests valid. */
-async function rewriteJsonChain(env: Env, mutateConfig: ((c: Record<string, unknown>) => void) | undefined, manifestBytes?: (m: Record<string, unknown>) => Buffer): Promise<void> {
-  const manifest = JSON.parse(await readFile(blobPath(env.layout, env.written.manifestDigest), 'utf8')) as Record<string, unknown> & { config: { digest: string; size: number } };
+async function rewriteJsonChain(
+  env: Env,
+  mutateConfig: ((c: Record<string, unknown>) => void) | undefined,
+  manifestBytes?: (m: Record<string, unknown>) => Buffer,
+): Promise<void> {
+  const manifest = JSON.parse(await readFile(blobPath(env.layout, env.written.manifestDigest), 'utf8')) as Record<string, unknown> & {
+    config: { digest: string; size: number };
+  };
   if (mutateConfig) {
     const config = JSON.parse(await readFile(blobPath(env.layout, env.written.configDigest), 'utf8')) as Record<string, unknown>;
     mutateConfig(config);

@@ -20,7 +20,8 @@ function richImage(): FixtureImage {
     { path: 'usr/lib', type: 'dir', mode: 0o755 },
     { path: 'etc', type: 'dir', mode: 0o755 },
   ];
-  for (let i = 0; i < 300; i++) base.push({ path: `usr/lib/lib${i}.so`, type: 'file', mode: 0o644, content: `library ${i}\n`.repeat(i % 7), mtime: 1_600_000_000 + i });
+  for (let i = 0; i < 300; i++)
+    base.push({ path: `usr/lib/lib${i}.so`, type: 'file', mode: 0o644, content: `library ${i}\n`.repeat(i % 7), mtime: 1_600_000_000 + i });
   base.push(
     { path: 'etc/passwd', type: 'file', mode: 0o644, content: 'root:x:0:0::/root:/bin/sh\n' },
     { path: 'usr/bin/su', type: 'file', mode: 0o4755, uid: 0, gid: 0, content: 'setuid' },
@@ -49,7 +50,14 @@ function richImage(): FixtureImage {
   ];
   return {
     layers: [{ entries: base }, { entries: top, compression: 'zstd' }],
-    config: { Entrypoint: ['/usr/bin/app'], Cmd: ['--serve'], Env: ['PATH=/usr/bin', 'A=1'], WorkingDir: '/srv', User: '1000:1000', ExposedPorts: ['9000/tcp', '80/tcp'] },
+    config: {
+      Entrypoint: ['/usr/bin/app'],
+      Cmd: ['--serve'],
+      Env: ['PATH=/usr/bin', 'A=1'],
+      WorkingDir: '/srv',
+      User: '1000:1000',
+      ExposedPorts: ['9000/tcp', '80/tcp'],
+    },
   };
 }
 
@@ -178,9 +186,19 @@ test('the staged tree gives the same rootfs whatever the entry order, umask, hos
     const inOrder = await stageAndBuild(shmDir, shmDir, layers, false);
     await new Promise((r) => setTimeout(r, 1100));
     process.umask(0o077);
-    const shuffledSha = await stageAndBuild(extDir, extDir, layers.map((l, i) => shuffled(l, 7 + i)), true);
+    const shuffledSha = await stageAndBuild(
+      extDir,
+      extDir,
+      layers.map((l, i) => shuffled(l, 7 + i)),
+      true,
+    );
     process.umask(0o002);
-    const reversed = await stageAndBuild(extDir2, extDir2, layers.map((l) => shuffled([...l].reverse(), 1)), true);
+    const reversed = await stageAndBuild(
+      extDir2,
+      extDir2,
+      layers.map((l) => shuffled([...l].reverse(), 1)),
+      true,
+    );
     assert.equal(shuffledSha, inOrder);
     assert.equal(reversed, inOrder);
   } finally {

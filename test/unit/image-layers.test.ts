@@ -13,7 +13,9 @@ const f = (path: string, content = path) => ({ path, type: 'file' as const, cont
 test('whiteouts and opaque directories across layers give the right tree', async (t) => {
   const base = await tempDir(t, 'wh');
   const layers: FixtureLayer[] = [
-    { entries: [f('a/x'), f('a/b/y'), f('a/b/z'), f('c/keep'), f('c/gone'), f('d/sub/deep'), f('e/file'), f('g/old'), { path: 'g', type: 'dir', mode: 0o755 }] },
+    {
+      entries: [f('a/x'), f('a/b/y'), f('a/b/z'), f('c/keep'), f('c/gone'), f('d/sub/deep'), f('e/file'), f('g/old'), { path: 'g', type: 'dir', mode: 0o755 }],
+    },
     {
       entries: [
         f('a/b/new'), // same layer as the opaque marker below: must survive it
@@ -120,7 +122,10 @@ test('path:tag and path@digest pick one image of a layout holding several', asyn
 test('docker save archives (legacy and OCI style) and Docker media types', async (t) => {
   const base = await tempDir(t, 'docker');
   const image: FixtureImage = {
-    layers: [{ entries: [f('etc/os-release', 'ID=test\n'), { path: 'bin/sh', type: 'symlink', linkname: 'busybox' }] }, { entries: [{ type: 'whiteout', path: 'etc/os-release' }, f('app', 'v2')] }],
+    layers: [
+      { entries: [f('etc/os-release', 'ID=test\n'), { path: 'bin/sh', type: 'symlink', linkname: 'busybox' }] },
+      { entries: [{ type: 'whiteout', path: 'etc/os-release' }, f('app', 'v2')] },
+    ],
     config: { Entrypoint: ['/app'], ExposedPorts: ['8080/tcp'] },
   };
   const store = new ImageStore(join(base, 'images'), join(base, 'tmp'));
@@ -161,7 +166,10 @@ test('cache: hit without rebuild, list, get, remove, verify, concurrent ensure, 
   const onProgress = (m: string) => messages.push(m);
   const [a, b] = await Promise.all([store.ensure(layout, { onProgress }), store.ensure(layout, { onProgress })]);
   assert.equal(a.rootfsSha256, b.rootfsSha256);
-  assert.ok(messages.some((m) => m.startsWith('mke2fs')), 'progress reported');
+  assert.ok(
+    messages.some((m) => m.startsWith('mke2fs')),
+    'progress reported',
+  );
   assert.equal(messages.filter((m) => m.startsWith('mke2fs')).length, 1, 'built once');
   const before = await stat(a.rootfsPath);
 
@@ -199,6 +207,10 @@ test('cache: hit without rebuild, list, get, remove, verify, concurrent ensure, 
   await mkdir(join(images, 'rootfs', `${'e'.repeat(64)}-v1`));
   await store.reconcile();
   assert.deepEqual(await listTree(tmp), ['not-ours']);
-  assert.deepEqual(await listTree(join(images, 'rootfs')), [`${hex}-v${FLATTENER_VERSION}`, `${hex}-v${FLATTENER_VERSION}/image.json`, `${hex}-v${FLATTENER_VERSION}/rootfs.ext4`]);
+  assert.deepEqual(await listTree(join(images, 'rootfs')), [
+    `${hex}-v${FLATTENER_VERSION}`,
+    `${hex}-v${FLATTENER_VERSION}/image.json`,
+    `${hex}-v${FLATTENER_VERSION}/rootfs.ext4`,
+  ]);
   assert.equal((await store.ensure(layout)).rootfsSha256, a.rootfsSha256);
 });

@@ -38,7 +38,12 @@ const ENTRIES: TarWriteEntry[] = [
   { path: 'dev/loop0', type: 'block', mode: 0o660, devmajor: 7, devminor: 0 },
   { path: 'dev/fifo', type: 'fifo', mode: 0o644 },
   { path: 'dir/bigids', type: 'file', uid: 3_000_000, gid: 2_500_000, content: 'x' },
-  { path: 'dir/caps', type: 'file', content: 'c', xattrs: { 'security.capability': Buffer.from('0100000200200000000000000000000000000000', 'hex'), 'user.note': 'hi' } },
+  {
+    path: 'dir/caps',
+    type: 'file',
+    content: 'c',
+    xattrs: { 'security.capability': Buffer.from('0100000200200000000000000000000000000000', 'hex'), 'user.note': 'hi' },
+  },
 ];
 
 for (const longNames of ['pax', 'gnu'] as const) {

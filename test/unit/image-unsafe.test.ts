@@ -30,7 +30,11 @@ async function assertCanaryIntact(env: Env): Promise<void> {
 
 async function assertNothingLeft(env: Env): Promise<void> {
   assert.deepEqual(await listTree(env.tmp), [], 'tmpDir is empty');
-  assert.deepEqual((await listTree(env.images)).filter((p) => p !== 'rootfs'), [], 'no cache entry');
+  assert.deepEqual(
+    (await listTree(env.images)).filter((p) => p !== 'rootfs'),
+    [],
+    'no cache entry',
+  );
 }
 
 async function expectRefused(t: TestContext, layers: (env: Env) => FixtureLayer[], code: ErrorCode = 'EMB_IMAGE_LAYER_UNSAFE'): Promise<void> {
@@ -68,23 +72,52 @@ test('refuses writes through a symlink from a lower layer, and in the same layer
   await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }, file('evil/x')] }]);
   await expectRefused(t, (env) => [{ entries: [{ path: 'a/b', type: 'symlink', linkname: env.canary }] }, { entries: [file('a/b/c/d')] }]);
   await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ path: 'evil/sub', type: 'dir' }] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ path: 'evil/l', type: 'symlink', linkname: '/etc/shadow' }] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ path: 'evil/null', type: 'char', devmajor: 1, devminor: 3 }] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ path: 'evil/l', type: 'symlink', linkname: '/etc/shadow' }] },
+  ]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ path: 'evil/null', type: 'char', devmajor: 1, devminor: 3 }] },
+  ]);
   // relative symlink climbing out
-  await expectRefused(t, (env) => [{ entries: [{ path: 'rel', type: 'symlink', linkname: `${'../'.repeat(20)}${env.canary.slice(1)}` }] }, { entries: [file('rel/x')] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'rel', type: 'symlink', linkname: `${'../'.repeat(20)}${env.canary.slice(1)}` }] },
+    { entries: [file('rel/x')] },
+  ]);
 });
 
 test('refuses hard links out of the tree, through symlinks, or to non-regular files', async (t) => {
   await expectRefused(t, () => [{ entries: [{ path: 'link', type: 'hardlink', linkname: '/etc/passwd' }] }]);
   await expectRefused(t, () => [{ entries: [{ path: 'link', type: 'hardlink', linkname: '../../x' }] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ path: 'stolen', type: 'hardlink', linkname: 'evil/keep' }] }]);
-  await expectRefused(t, () => [{ entries: [{ path: 'd', type: 'dir' }, { path: 'link', type: 'hardlink', linkname: 'd' }] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 's', type: 'symlink', linkname: `${env.canary}/keep` }, { path: 'link', type: 'hardlink', linkname: 's' }] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ path: 'stolen', type: 'hardlink', linkname: 'evil/keep' }] },
+  ]);
+  await expectRefused(t, () => [
+    {
+      entries: [
+        { path: 'd', type: 'dir' },
+        { path: 'link', type: 'hardlink', linkname: 'd' },
+      ],
+    },
+  ]);
+  await expectRefused(t, (env) => [
+    {
+      entries: [
+        { path: 's', type: 'symlink', linkname: `${env.canary}/keep` },
+        { path: 'link', type: 'hardlink', linkname: 's' },
+      ],
+    },
+  ]);
   await expectRefused(t, () => [{ entries: [{ path: 'link', type: 'hardlink', linkname: 'missing' }] }]);
 });
 
 test('refuses whiteouts and opaque markers through a symlink (nothing outside is deleted)', async (t) => {
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ type: 'whiteout', path: 'evil/keep' }] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ type: 'whiteout', path: 'evil/keep' }] },
+  ]);
   await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ type: 'opaque', path: 'evil' }] }]);
   await expectRefused(t, () => [{ entries: [file('x')] }, { entries: [{ path: '.wh...', type: 'file' }] }]);
 });

@@ -66,8 +66,14 @@ test('insecure registries: localhost and 127.0.0.1 by default, EMBERS_INSECURE_R
   assert.ok(isInsecure('build-cache:80', env), 'host entries match any port');
   assert.ok(!isInsecure('localhost:5000', env), 'the list replaces the defaults');
   assert.deepEqual(insecureFromEnv({ EMBERS_INSECURE_REGISTRIES: '' }), []);
-  assert.throws(() => compileRegistryOptions({ insecureRegistries: ['http://x'] }), (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
-  assert.throws(() => compileRegistryOptions({ concurrency: 0 }), (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+  assert.throws(
+    () => compileRegistryOptions({ insecureRegistries: ['http://x'] }),
+    (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID'),
+  );
+  assert.throws(
+    () => compileRegistryOptions({ concurrency: 0 }),
+    (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID'),
+  );
   assert.equal(defaultAuthFile({ EMBERS_REGISTRY_AUTH_FILE: '/etc/embers/auth.json' }), '/etc/embers/auth.json');
   assert.equal(defaultAuthFile({ DOCKER_CONFIG: '/cfg' }), '/cfg/config.json');
   const c = compileRegistryOptions({ authFile: '/a', insecureRegistries: [] });
@@ -77,9 +83,41 @@ test('insecure registries: localhost and 127.0.0.1 by default, EMBERS_INSECURE_R
 test('progress: text lines for the CLI, in place on a terminal', () => {
   const ref = 'localhost:5000/fn:1';
   const events: PullEvent[] = [
-    { type: 'resolved', reference: ref, manifestDigest: `sha256:${'1'.repeat(64)}`, platform: 'linux/amd64', layers: [{ digest: `sha256:${'2'.repeat(64)}`, size: 3 << 20, cached: false }], bytesTotal: 3 << 20, bytesCached: 0 },
-    { type: 'layer', reference: ref, index: 0, count: 1, digest: `sha256:${'2'.repeat(64)}`, status: 'downloading', bytesDone: 1 << 20, bytesTotal: 3 << 20, resumedFrom: 0, imageBytesDone: 1 << 20, imageBytesTotal: 3 << 20 },
-    { type: 'layer', reference: ref, index: 0, count: 1, digest: `sha256:${'2'.repeat(64)}`, status: 'done', bytesDone: 3 << 20, bytesTotal: 3 << 20, resumedFrom: 1 << 20, imageBytesDone: 3 << 20, imageBytesTotal: 3 << 20 },
+    {
+      type: 'resolved',
+      reference: ref,
+      manifestDigest: `sha256:${'1'.repeat(64)}`,
+      platform: 'linux/amd64',
+      layers: [{ digest: `sha256:${'2'.repeat(64)}`, size: 3 << 20, cached: false }],
+      bytesTotal: 3 << 20,
+      bytesCached: 0,
+    },
+    {
+      type: 'layer',
+      reference: ref,
+      index: 0,
+      count: 1,
+      digest: `sha256:${'2'.repeat(64)}`,
+      status: 'downloading',
+      bytesDone: 1 << 20,
+      bytesTotal: 3 << 20,
+      resumedFrom: 0,
+      imageBytesDone: 1 << 20,
+      imageBytesTotal: 3 << 20,
+    },
+    {
+      type: 'layer',
+      reference: ref,
+      index: 0,
+      count: 1,
+      digest: `sha256:${'2'.repeat(64)}`,
+      status: 'done',
+      bytesDone: 3 << 20,
+      bytesTotal: 3 << 20,
+      resumedFrom: 1 << 20,
+      imageBytesDone: 3 << 20,
+      imageBytesTotal: 3 << 20,
+    },
     { type: 'done', reference: ref, manifestDigest: `sha256:${'1'.repeat(64)}`, rootfsSha256: 'f'.repeat(64), bytesDownloaded: 2 << 20, ms: 1500 },
   ];
   assert.equal(describePullEvent(events[1]!), undefined);

@@ -31,10 +31,16 @@ test('local store: publish is atomic and complete; get, list, verify, remove', a
   await withStore(async (store) => {
     const m = await publishOne(store);
     assert.match(m.id, /^snap-[0-9a-f]{24}$/);
-    assert.deepEqual(m.files.map((f) => f.name), ['disk.delta', 'memory.bin', 'vmstate.bin']);
+    assert.deepEqual(
+      m.files.map((f) => f.name),
+      ['disk.delta', 'memory.bin', 'vmstate.bin'],
+    );
     assert.deepEqual(await readdir(store.dir), [m.id], 'no staging dir left');
     assert.deepEqual(await store.get(m.id), m);
-    assert.deepEqual((await store.list()).map((x) => x.id), [m.id]);
+    assert.deepEqual(
+      (await store.list()).map((x) => x.id),
+      [m.id],
+    );
     const stamps = await store.verify(m);
     assert.deepEqual(Object.keys(stamps).sort(), ['disk.delta', 'memory.bin', 'vmstate.bin']);
     await store.remove(m.id);
@@ -65,12 +71,32 @@ test('local store: staging dirs of dead processes are reconciled away', async ()
 });
 
 test('manifest: malformed, wrong-format and unsafe manifests are refused', () => {
-  const good = { formatVersion: 1, id: `snap-${'1'.repeat(24)}`, ...META, files: [{ name: 'vmstate.bin', sizeBytes: 1, sha256: 'd'.repeat(64) }, { name: 'memory.bin', sizeBytes: 1, sha256: 'e'.repeat(64) }] };
+  const good = {
+    formatVersion: 1,
+    id: `snap-${'1'.repeat(24)}`,
+    ...META,
+    files: [
+      { name: 'vmstate.bin', sizeBytes: 1, sha256: 'd'.repeat(64) },
+      { name: 'memory.bin', sizeBytes: 1, sha256: 'e'.repeat(64) },
+    ],
+  };
   assert.equal(parseManifest(JSON.stringify(good), 'x').id, good.id);
-  assert.throws(() => parseManifest('{', 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
-  assert.throws(() => parseManifest(JSON.stringify({ ...good, formatVersion: 2 }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_INCOMPATIBLE'));
-  assert.throws(() => parseManifest(JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
-  assert.throws(() => parseManifest(JSON.stringify({ ...good, files: good.files.slice(0, 1) }), 'x'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+  assert.throws(
+    () => parseManifest('{', 'x'),
+    (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
+  );
+  assert.throws(
+    () => parseManifest(JSON.stringify({ ...good, formatVersion: 2 }), 'x'),
+    (e) => isEmbersError(e, 'EMB_SNAPSHOT_INCOMPATIBLE'),
+  );
+  assert.throws(
+    () => parseManifest(JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }), 'x'),
+    (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
+  );
+  assert.throws(
+    () => parseManifest(JSON.stringify({ ...good, files: good.files.slice(0, 1) }), 'x'),
+    (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
+  );
 });
 
 test('local store: interrupted transfers are kept for a retry, dropped after a week unused', async () => {

@@ -17,38 +17,56 @@ const policy = retryPolicy({ attempts: 4, baseDelayMs: 1, maxDelayMs: 2 });
 test('retry: transient errors are retried up to the attempts, others are thrown at once', async () => {
   let calls = 0;
   assert.equal(
-    await retry(async () => {
-      if (++calls < 3) throw transient();
-      return 'ok';
-    }, isTransientTransferError, policy),
+    await retry(
+      async () => {
+        if (++calls < 3) throw transient();
+        return 'ok';
+      },
+      isTransientTransferError,
+      policy,
+    ),
     'ok',
   );
   assert.equal(calls, 3);
 
   calls = 0;
   await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw transient();
-    }, isTransientTransferError, policy),
+    retry(
+      async () => {
+        calls++;
+        throw transient();
+      },
+      isTransientTransferError,
+      policy,
+    ),
     (e) => isEmbersError(e, 'EMB_REMOTE_UNREACHABLE'),
   );
   assert.equal(calls, 4);
 
   calls = 0;
   await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw new EmbersError('EMB_REMOTE_AUTH', 'no', {});
-    }, isTransientTransferError, policy),
+    retry(
+      async () => {
+        calls++;
+        throw new EmbersError('EMB_REMOTE_AUTH', 'no', {});
+      },
+      isTransientTransferError,
+      policy,
+    ),
     (e) => isEmbersError(e, 'EMB_REMOTE_AUTH'),
   );
   assert.equal(calls, 1, 'an auth failure is not retried');
 
   const ac = new AbortController();
   ac.abort(new Error('stop'));
-  await assert.rejects(retry(async () => 1, isTransientTransferError, policy, ac.signal), /stop/);
-  assert.throws(() => retryPolicy({ attempts: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+  await assert.rejects(
+    retry(async () => 1, isTransientTransferError, policy, ac.signal),
+    /stop/,
+  );
+  assert.throws(
+    () => retryPolicy({ attempts: 0 }),
+    (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'),
+  );
 });
 
 test('runPool: bounded concurrency; the first failure stops the rest and is thrown after every worker stopped', async () => {
@@ -90,8 +108,14 @@ test('transfer options: defaults and refusals', () => {
   assert.equal(o.partSizeBytes, 8 * 1024 * 1024);
   assert.equal(o.concurrency, 4);
   assert.deepEqual(o.retry, { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 });
-  assert.throws(() => compileTransferOptions({ concurrency: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
-  assert.throws(() => compileTransferOptions({ partSizeBytes: 0 }), (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'));
+  assert.throws(
+    () => compileTransferOptions({ concurrency: 0 }),
+    (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'),
+  );
+  assert.throws(
+    () => compileTransferOptions({ partSizeBytes: 0 }),
+    (e) => isEmbersError(e, 'EMB_CONFIG_INVALID'),
+  );
 });
 
 test('peer Range header parsing: one range, suffix, open end, unsatisfiable, ignored forms', () => {

@@ -30,7 +30,10 @@ export interface Challenge {
 
 /** The registry name an auth-file key stands for (`https://index.docker.io/v1/` → docker.io). */
 export function normalizeAuthKey(key: string): string {
-  let k = key.trim().toLowerCase().replace(/^[a-z]+:\/\//, '');
+  let k = key
+    .trim()
+    .toLowerCase()
+    .replace(/^[a-z]+:\/\//, '');
   const slash = k.indexOf('/');
   if (slash !== -1) k = k.slice(0, slash);
   if (k === 'index.docker.io' || k === 'registry-1.docker.io') k = DOCKER_HUB;
@@ -44,9 +47,20 @@ export async function loadAuthFile(path: string): Promise<Map<string, Credential
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
-    throw new EmbersError('EMB_CONFIG_INVALID', `the registry credentials file ${path} cannot be read: ${(err as Error).message}`, { authFile: path }, { cause: err });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `the registry credentials file ${path} cannot be read: ${(err as Error).message}`,
+      { authFile: path },
+      { cause: err },
+    );
   }
-  const bad = (why: string) => new EmbersError('EMB_CONFIG_INVALID', `the registry credentials file ${path} is not valid: ${why}`, { authFile: path }, { hint: 'write it in docker config.json format: {"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}' });
+  const bad = (why: string) =>
+    new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `the registry credentials file ${path} is not valid: ${why}`,
+      { authFile: path },
+      { hint: 'write it in docker config.json format: {"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}' },
+    );
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -158,20 +172,37 @@ export class TokenCache {
    * Gets a token from the realm of a Bearer challenge for `scope` (e.g.
    * `repository:acme/fn:pull`), sending basic credentials when there are some.
    */
-  async fetch(challenge: Challenge, scope: string, creds: Credentials | undefined, ctx: { registry: string; insecure: readonly string[]; timeoutMs: number; userAgent: string; signal?: AbortSignal }): Promise<string> {
+  async fetch(
+    challenge: Challenge,
+    scope: string,
+    creds: Credentials | undefined,
+    ctx: { registry: string; insecure: readonly string[]; timeoutMs: number; userAgent: string; signal?: AbortSignal },
+  ): Promise<string> {
     const realm = challenge.params.realm;
     const service = challenge.params.service ?? '';
-    if (!realm) throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} asked for a bearer token without naming a realm`, { registry: ctx.registry, challenge });
+    if (!realm)
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} asked for a bearer token without naming a realm`, {
+        registry: ctx.registry,
+        challenge,
+      });
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} named an invalid token realm ${JSON.stringify(realm)}`, { registry: ctx.registry, realm });
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} named an invalid token realm ${JSON.stringify(realm)}`, {
+        registry: ctx.registry,
+        realm,
+      });
     }
     if (url.protocol === 'http:' && !isInsecure(url.host, ctx.insecure)) {
-      throw new EmbersError('EMB_REGISTRY_TLS', `the token realm ${realm} of registry ${ctx.registry} is plain HTTP and ${url.host} is not an insecure registry: credentials are not sent in clear`, { registry: ctx.registry, realm });
+      throw new EmbersError(
+        'EMB_REGISTRY_TLS',
+        `the token realm ${realm} of registry ${ctx.registry} is plain HTTP and ${url.host} is not an insecure registry: credentials are not sent in clear`,
+        { registry: ctx.registry, realm },
+      );
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `unsupported token realm ${realm}`, { registry: ctx.registry, realm });
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `unsupported token realm ${realm}`, { registry: ctx.registry, realm });
     if (service) url.searchParams.set('service', service);
     const scopes = new Set([scope, ...(challenge.params.scope ? challenge.params.scope.split(' ') : [])]);
     for (const s of scopes) url.searchParams.append('scope', s);
@@ -193,7 +224,11 @@ export class TokenCache {
     }
     if (status !== 200) {
       const err = await errorBody(res, url, what);
-      throw new EmbersError(status >= 500 || status === 429 ? 'EMB_REGISTRY_UNAVAILABLE' : 'EMB_REGISTRY_REQUEST_FAILED', `${what} answered HTTP ${status}${err.message ? ` (${err.message})` : ''}`, { registry: ctx.registry, realm, status });
+      throw new EmbersError(
+        status >= 500 || status === 429 ? 'EMB_REGISTRY_UNAVAILABLE' : 'EMB_REGISTRY_REQUEST_FAILED',
+        `${what} answered HTTP ${status}${err.message ? ` (${err.message})` : ''}`,
+        { registry: ctx.registry, realm, status },
+      );
     }
     const body = await readBody(res, url, what, 1 << 20);
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };

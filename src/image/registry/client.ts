@@ -86,11 +86,17 @@ export class RegistryClient {
       await drain(res);
       const location = res.headers.location;
       if (!location || hop >= MAX_REDIRECTS) {
-        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} redirected ${url.pathname} ${location ? 'too many times' : 'without a Location'}`, { url: url.href, status });
+        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} redirected ${url.pathname} ${location ? 'too many times' : 'without a Location'}`, {
+          url: url.href,
+          status,
+        });
       }
       const next = new URL(location, current);
       if (next.protocol === 'http:' && current.protocol === 'https:' && !isInsecure(next.host, this.opts.insecureRegistries)) {
-        throw new EmbersError('EMB_REGISTRY_TLS', `${this.what} redirected ${url.pathname} to plain HTTP (${next.host})`, { url: url.href, location: next.href });
+        throw new EmbersError('EMB_REGISTRY_TLS', `${this.what} redirected ${url.pathname} to plain HTTP (${next.host})`, {
+          url: url.href,
+          location: next.href,
+        });
       }
       current = next;
     }
@@ -117,11 +123,22 @@ export class RegistryClient {
       const bearer = challenges.find((c) => c.scheme === 'bearer');
       const basic = challenges.find((c) => c.scheme === 'basic');
       const user = this.credentials ? ` as ${JSON.stringify(this.credentials.username)}` : ' without credentials';
-      const details = { registry: this.registry, repository, url: url.href, status, username: this.credentials?.username, ...(refused.code ? { registryCode: refused.code } : {}) };
+      const details = {
+        registry: this.registry,
+        repository,
+        url: url.href,
+        status,
+        username: this.credentials?.username,
+        ...(refused.code ? { registryCode: refused.code } : {}),
+      };
       if (status === 403 || answered !== undefined) {
         if (answered === 'bearer' && this.bearer) this.tokens.forget(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
         const maybeMissing = answered === 'bearer' ? ' (registries such as Docker Hub also answer so for a repository that does not exist)' : '';
-        throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}${maybeMissing}`, details);
+        throw new EmbersError(
+          'EMB_REGISTRY_AUTH',
+          `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}${maybeMissing}`,
+          details,
+        );
       }
       if (bearer) {
         this.bearer = bearer;
@@ -137,14 +154,22 @@ export class RegistryClient {
       }
       if (basic) {
         if (!this.credentials) {
-          throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} needs credentials for ${repository} (basic auth, realm ${JSON.stringify(basic.params.realm ?? '')}) and the credentials file has none for it`, details);
+          throw new EmbersError(
+            'EMB_REGISTRY_AUTH',
+            `${this.what} needs credentials for ${repository} (basic auth, realm ${JSON.stringify(basic.params.realm ?? '')}) and the credentials file has none for it`,
+            details,
+          );
         }
         if (this.basic) throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} refused the credentials${user}: HTTP ${status}`, details);
         this.basic = true;
         answered = 'basic';
         continue;
       }
-      throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} answered HTTP ${status} for ${repository} with no challenge embers can answer (${String(res.headers['www-authenticate'] ?? 'no WWW-Authenticate')})`, details);
+      throw new EmbersError(
+        'EMB_REGISTRY_AUTH',
+        `${this.what} answered HTTP ${status} for ${repository} with no challenge embers can answer (${String(res.headers['www-authenticate'] ?? 'no WWW-Authenticate')})`,
+        details,
+      );
     }
   }
 
@@ -164,9 +189,14 @@ export class RegistryClient {
           : reference.startsWith('sha256:')
             ? 'no manifest has that digest'
             : `the tag does not exist${tags?.length ? ` (tags: ${tags.slice(0, 10).join(', ')}${tags.length > 10 ? ', …' : ''})` : ''}`;
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${name} is not on the registry: ${why}${err.code ? ` (${err.code})` : ''}`, { registry: this.registry, repository, reference, status, ...(err.code ? { registryCode: err.code } : {}) }, {
-        hint: `check the repository and the ${reference.startsWith('sha256:') ? 'digest' : 'tag'} on ${this.registry}`,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_NOT_FOUND',
+        `${name} is not on the registry: ${why}${err.code ? ` (${err.code})` : ''}`,
+        { registry: this.registry, repository, reference, status, ...(err.code ? { registryCode: err.code } : {}) },
+        {
+          hint: `check the repository and the ${reference.startsWith('sha256:') ? 'digest' : 'tag'} on ${this.registry}`,
+        },
+      );
     }
     if (status !== 200) throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
@@ -175,15 +205,21 @@ export class RegistryClient {
     const header = res.headers['docker-content-digest'];
     const claimed = typeof header === 'string' && header.startsWith('sha256:') ? header : undefined;
     if ((expected && digest !== expected) || (!expected && claimed && digest !== claimed)) {
-      throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `the manifest ${this.registry}/${repository}${expected ? `@${expected}` : `:${reference}`} does not match its digest (got ${digest}, expected ${expected ?? claimed})`, {
-        registry: this.registry,
-        repository,
-        reference,
-        digest: expected ?? claimed,
-        actual: digest,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_DIGEST_MISMATCH',
+        `the manifest ${this.registry}/${repository}${expected ? `@${expected}` : `:${reference}`} does not match its digest (got ${digest}, expected ${expected ?? claimed})`,
+        {
+          registry: this.registry,
+          repository,
+          reference,
+          digest: expected ?? claimed,
+          actual: digest,
+        },
+      );
     }
-    const contentType = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
+    const contentType = String(res.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim();
     let mediaType = contentType;
     if (!INDEX_TYPES.has(mediaType) && !MANIFEST_TYPES.has(mediaType)) {
       try {
@@ -218,31 +254,42 @@ export class RegistryClient {
   }
 
   private blobNotFound(repository: string, digest: string, status: number, registryCode?: string): EmbersError {
-    return new EmbersError('EMB_IMAGE_BLOB_MISSING', `${this.registry}/${repository} has no blob ${digest} though its manifest names it (HTTP ${status}${registryCode ? `, ${registryCode}` : ''})`, { registry: this.registry, repository, digest, status }, {
-      hint: 'the image on the registry is incomplete: push it again',
-    });
+    return new EmbersError(
+      'EMB_IMAGE_BLOB_MISSING',
+      `${this.registry}/${repository} has no blob ${digest} though its manifest names it (HTTP ${status}${registryCode ? `, ${registryCode}` : ''})`,
+      { registry: this.registry, repository, digest, status },
+      {
+        hint: 'the image on the registry is incomplete: push it again',
+      },
+    );
   }
 
   /** GETs a small blob (a config) whole and checks it against its descriptor. */
   async getBlobBytes(repository: string, desc: Descriptor, what: string): Promise<Buffer> {
-    if (desc.size > MAX_JSON_BYTES) throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${what} ${desc.digest} is too large (${desc.size} bytes)`, { digest: desc.digest });
+    if (desc.size > MAX_JSON_BYTES)
+      throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${what} ${desc.digest} is too large (${desc.size} bytes)`, { digest: desc.digest });
     const path = `${repository}/blobs/${desc.digest}`;
     const url = new URL(`${this.baseUrl}/v2/${path}`);
     const res = await this.request(repository, 'GET', path);
     const status = res.statusCode ?? 0;
     if (status === 404) throw this.blobNotFound(repository, desc.digest, status, (await errorBody(res, url, this.what)).code);
-    if (status !== 200) throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository, digest: desc.digest });
+    if (status !== 200)
+      throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository, digest: desc.digest });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
     const actual = sha256Digest(bytes);
     if (actual !== desc.digest || bytes.length !== desc.size) {
-      throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${what} ${desc.digest} from ${this.registry}/${repository} does not match its descriptor (sha256 ${actual}, ${bytes.length} bytes, expected ${desc.size})`, {
-        registry: this.registry,
-        repository,
-        digest: desc.digest,
-        actual,
-        size: bytes.length,
-        expectedSize: desc.size,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_DIGEST_MISMATCH',
+        `${what} ${desc.digest} from ${this.registry}/${repository} does not match its descriptor (sha256 ${actual}, ${bytes.length} bytes, expected ${desc.size})`,
+        {
+          registry: this.registry,
+          repository,
+          digest: desc.digest,
+          actual,
+          size: bytes.length,
+          expectedSize: desc.size,
+        },
+      );
     }
     return bytes;
   }
@@ -258,14 +305,21 @@ export class RegistryClient {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
       if (!m) {
         await drain(res);
-        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} answered a range request for ${digest} without a valid Content-Range`, { url: url.href, contentRange: res.headers['content-range'] });
+        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} answered a range request for ${digest} without a valid Content-Range`, {
+          url: url.href,
+          contentRange: res.headers['content-range'],
+        });
       }
       return { res, status, start: Number(m[1]) };
     }
     const err = await errorBody(res, url, this.what);
     if (status === 404) throw this.blobNotFound(repository, digest, status, err.code);
     if (status === 416) {
-      throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `blob ${digest} on ${this.registry}/${repository} is shorter than the ${offset} bytes already downloaded`, { registry: this.registry, repository, digest, offset, status });
+      throw new EmbersError(
+        'EMB_IMAGE_DIGEST_MISMATCH',
+        `blob ${digest} on ${this.registry}/${repository} is shorter than the ${offset} bytes already downloaded`,
+        { registry: this.registry, repository, digest, offset, status },
+      );
     }
     throw statusError(status, url, this.what, err, { registry: this.registry, repository, digest });
   }

@@ -64,11 +64,19 @@ async function hashPrefix(path: string): Promise<PartState> {
 }
 
 function mismatch(message: string, details: Record<string, unknown>): EmbersError {
-  return new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', message, details, { hint: 'the blob on the registry is corrupt or was tampered with: push the image again' });
+  return new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', message, details, {
+    hint: 'the blob on the registry is corrupt or was tampered with: push the image again',
+  });
 }
 
 /** Downloads `desc` of `repository` into `store` (see the file comment). */
-export async function downloadBlob(client: RegistryClient, repository: string, desc: Descriptor, store: BlobStore, opts: DownloadOptions): Promise<DownloadResult> {
+export async function downloadBlob(
+  client: RegistryClient,
+  repository: string,
+  desc: Descriptor,
+  store: BlobStore,
+  opts: DownloadOptions,
+): Promise<DownloadResult> {
   if (await store.has(desc.digest, desc.size)) return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
   await store.ensureDirs();
   const release = await acquireLock(store.lockPath(desc.digest), `the download of ${desc.digest}`, { signal: opts.signal });
@@ -91,7 +99,12 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
   const initial = (await stat(part).catch(() => undefined))?.size ?? 0;
   const resumedFrom = initial <= desc.size ? initial : 0;
   const broken = (e: EmbersError, got: number) =>
-    new EmbersError(e.code, `the download of ${desc.digest} from ${where} broke after ${got} of ${desc.size} bytes: ${e.message}`, { ...e.details, digest: desc.digest, got, want: desc.size }, { cause: e });
+    new EmbersError(
+      e.code,
+      `the download of ${desc.digest} from ${where} broke after ${got} of ${desc.size} bytes: ${e.message}`,
+      { ...e.details, digest: desc.digest, got, want: desc.size },
+      { cause: e },
+    );
   const report = (offset: number) => opts.onProgress?.({ bytesDone: offset, bytesTotal: desc.size, resumedFrom });
 
   const attempt = async (): Promise<void> => {
@@ -119,7 +132,10 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
         state = cur;
         if (start !== 0) {
           res.destroy();
-          throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${where} answered a range request for ${desc.digest} from byte ${start}`, { digest: desc.digest, start });
+          throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${where} answered a range request for ${desc.digest} from byte ${start}`, {
+            digest: desc.digest,
+            start,
+          });
         }
       }
       const fh = await open(part, 'a', 0o644);
@@ -155,7 +171,11 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
         await rm(part, { force: true });
         const got = cur.offset;
         state = undefined;
-        throw mismatch(`blob ${desc.digest} on ${where} is ${got} bytes, but its descriptor says ${desc.size}`, { digest: desc.digest, size: got, expectedSize: desc.size });
+        throw mismatch(`blob ${desc.digest} on ${where} is ${got} bytes, but its descriptor says ${desc.size}`, {
+          digest: desc.digest,
+          size: got,
+          expectedSize: desc.size,
+        });
       }
     }
     const actual = `sha256:${cur.hash.copy().digest('hex')}`;

@@ -44,7 +44,11 @@ export class CacheGuard {
       heldHere.delete(path);
       await rm(path, { force: true });
       if (Date.now() - started > this.waitMs) {
-        throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `the image cache ${this.imagesDir} is being garbage-collected by process ${(await lockOwner(this.gcLockPath)) ?? '?'}`, { lock: this.gcLockPath });
+        throw new EmbersError(
+          'EMB_IMAGE_CACHE_BUSY',
+          `the image cache ${this.imagesDir} is being garbage-collected by process ${(await lockOwner(this.gcLockPath)) ?? '?'}`,
+          { lock: this.gcLockPath },
+        );
       }
       await delay(100, signal);
     }

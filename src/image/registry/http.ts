@@ -15,7 +15,19 @@ export interface SendOptions {
   what: string;
 }
 
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED', 'ENOTFOUND', 'EADDRNOTAVAIL', 'UND_ERR_SOCKET']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+  'ENOTFOUND',
+  'EADDRNOTAVAIL',
+  'UND_ERR_SOCKET',
+]);
 
 function isTlsError(err: NodeJS.ErrnoException): boolean {
   const code = err.code ?? '';
@@ -34,10 +46,20 @@ export function transportError(err: unknown, url: URL, what: string): unknown {
   const e = err as NodeJS.ErrnoException;
   const endpoint = url.host;
   if (isTlsError(e)) {
-    return new EmbersError('EMB_REGISTRY_TLS', `the TLS connection to ${what} (${endpoint}) failed: ${e.message}`, { endpoint, url: url.href, errno: e.code }, { cause: err });
+    return new EmbersError(
+      'EMB_REGISTRY_TLS',
+      `the TLS connection to ${what} (${endpoint}) failed: ${e.message}`,
+      { endpoint, url: url.href, errno: e.code },
+      { cause: err },
+    );
   }
   const why = e.code && UNREACHABLE_CODES.has(e.code) ? e.code : e.message;
-  return new EmbersError('EMB_REGISTRY_UNREACHABLE', `${what} (${endpoint}) could not be reached: ${why}`, { endpoint, url: url.href, errno: e.code, transient: e.code !== 'ENOTFOUND' }, { cause: err });
+  return new EmbersError(
+    'EMB_REGISTRY_UNREACHABLE',
+    `${what} (${endpoint}) could not be reached: ${why}`,
+    { endpoint, url: url.href, errno: e.code, transient: e.code !== 'ENOTFOUND' },
+    { cause: err },
+  );
 }
 
 /** Sends one request; resolves with the response (body unread), whatever its status. */
@@ -81,7 +103,12 @@ export async function readBody(res: IncomingMessage, url: URL, what: string, max
   } catch (err) {
     throw transportError(err, url, what);
   }
-  if (!res.complete) throw new EmbersError('EMB_REGISTRY_UNREACHABLE', `the connection to ${what} broke while reading ${url.pathname}`, { endpoint: url.host, url: url.href, transient: true });
+  if (!res.complete)
+    throw new EmbersError('EMB_REGISTRY_UNREACHABLE', `the connection to ${what} broke while reading ${url.pathname}`, {
+      endpoint: url.host,
+      url: url.href,
+      transient: true,
+    });
   return Buffer.concat(chunks);
 }
 
@@ -129,7 +156,13 @@ export function isTransientRegistryError(err: unknown): boolean {
 }
 
 /** The error for a status that is not a success, 401 and 404 (handled by the caller) aside. */
-export function statusError(status: number, url: URL, what: string, registryError: { code?: string; message?: string }, details: Record<string, unknown> = {}): EmbersError {
+export function statusError(
+  status: number,
+  url: URL,
+  what: string,
+  registryError: { code?: string; message?: string },
+  details: Record<string, unknown> = {},
+): EmbersError {
   const said = registryError.code ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})` : '';
   const d = { ...details, url: url.href, status, ...(registryError.code ? { registryCode: registryError.code } : {}) };
   if (status === 401 || status === 403) return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);

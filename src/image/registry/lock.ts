@@ -52,7 +52,10 @@ export async function acquireLock(path: string, what: string, opts: LockOptions 
       continue;
     }
     if (Date.now() - started > waitMs) {
-      throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `${what} is locked by process ${owner} (waited ${Math.round((Date.now() - started) / 1000)} s)`, { lock: path, pid: owner });
+      throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `${what} is locked by process ${owner} (waited ${Math.round((Date.now() - started) / 1000)} s)`, {
+        lock: path,
+        pid: owner,
+      });
     }
     await delay(pollMs, opts.signal);
   }

@@ -69,7 +69,12 @@ export function compileRegistryOptions(opts: RegistryOptions = {}): CompiledRegi
   const insecureRegistries = opts.insecureRegistries ?? insecureFromEnv();
   for (const entry of insecureRegistries) {
     if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$/.test(entry)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `insecure registry ${JSON.stringify(entry)} is not host or host:port`, { entry }, { hint: 'set EMBERS_INSECURE_REGISTRIES to a comma-separated list such as localhost,127.0.0.1,myregistry:5000' });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `insecure registry ${JSON.stringify(entry)} is not host or host:port`,
+        { entry },
+        { hint: 'set EMBERS_INSECURE_REGISTRIES to a comma-separated list such as localhost,127.0.0.1,myregistry:5000' },
+      );
     }
   }
   return {

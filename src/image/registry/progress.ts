@@ -77,7 +77,8 @@ export function describePullEvent(e: PullEvent): string | undefined {
       return `${e.reference}: manifest ${e.manifestDigest} (${e.platform}), ${e.layers.length} layers, ${mib(e.bytesTotal)}${e.bytesCached > 0 ? ` (${mib(e.bytesCached)} cached)` : ''}`;
     case 'layer':
       if (e.status === 'cached') return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: cached (${mib(e.bytesTotal)})`;
-      if (e.status === 'done') return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: downloaded ${mib(e.bytesTotal)}${e.resumedFrom > 0 ? ` (resumed at ${mib(e.resumedFrom)})` : ''}`;
+      if (e.status === 'done')
+        return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: downloaded ${mib(e.bytesTotal)}${e.resumedFrom > 0 ? ` (resumed at ${mib(e.resumedFrom)})` : ''}`;
       return undefined;
     case 'step':
       return e.message;

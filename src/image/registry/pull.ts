@@ -8,7 +8,20 @@
 import { readFile } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
 import { retry, type RetryPolicy } from '../../util/retry.js';
-import { checkDescriptor, checkIndex, checkPlatform, INDEX_TYPES, kindOf, LAYER_TYPES, MANIFEST_TYPES, MEDIA, parseConfig, parseJson, pickPlatform, type Descriptor } from '../oci.js';
+import {
+  checkDescriptor,
+  checkIndex,
+  checkPlatform,
+  INDEX_TYPES,
+  kindOf,
+  LAYER_TYPES,
+  MANIFEST_TYPES,
+  MEDIA,
+  parseConfig,
+  parseJson,
+  pickPlatform,
+  type Descriptor,
+} from '../oci.js';
 import type { BlobStore } from './blob-store.js';
 import type { FetchedManifest, RegistryClient } from './client.js';
 import { downloadBlob } from './download.js';
@@ -92,20 +105,29 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
     const child = await withRetry(() => client.getManifest(ref.repository, chosen.digest));
     bytesDownloaded += child.bytes.length;
     if (child.bytes.length !== chosen.size) {
-      throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `manifest ${chosen.digest} of ${reference} is ${child.bytes.length} bytes, its index says ${chosen.size}`, { reference, digest: chosen.digest, size: child.bytes.length, expectedSize: chosen.size });
+      throw new EmbersError(
+        'EMB_IMAGE_DIGEST_MISMATCH',
+        `manifest ${chosen.digest} of ${reference} is ${child.bytes.length} bytes, its index says ${chosen.size}`,
+        { reference, digest: chosen.digest, size: child.bytes.length, expectedSize: chosen.size },
+      );
     }
     current = child;
   }
   const manifestDigest = current.digest;
   const where = `manifest ${manifestDigest} of ${reference}`;
-  if (doc.schemaVersion !== 2) throw invalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, { reference, digest: manifestDigest });
+  if (doc.schemaVersion !== 2)
+    throw invalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, { reference, digest: manifestDigest });
   const configDesc = checkDescriptor(doc.config, 'config', where);
   if (!Array.isArray(doc.layers)) throw invalid(`${where} has no layers array`, { reference, digest: manifestDigest });
   const layers = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
   layers.forEach((d, i) => {
     const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
     if (!LAYER_TYPES.has(mediaType)) {
-      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) of ${reference} has the unsupported media type ${mediaType}`, { reference, digest: d.digest, mediaType });
+      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) of ${reference} has the unsupported media type ${mediaType}`, {
+        reference,
+        digest: d.digest,
+        mediaType,
+      });
     }
   });
 
@@ -124,7 +146,11 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
     throw invalid(`${where} has ${layers.length} layers but its config lists ${cfg.diffIds.length} diff_ids`, { reference, digest: manifestDigest });
   }
   await store.putBytes(configDesc.digest, configBytes);
-  const platform = platformText({ os: cfg.os ?? indexPlatform?.os, architecture: cfg.architecture ?? indexPlatform?.architecture, variant: (configDoc as { variant?: unknown }).variant ?? indexPlatform?.variant });
+  const platform = platformText({
+    os: cfg.os ?? indexPlatform?.os,
+    architecture: cfg.architecture ?? indexPlatform?.architecture,
+    variant: (configDoc as { variant?: unknown }).variant ?? indexPlatform?.variant,
+  });
 
   // 3. layers, `concurrency` at once
   const infos: PullLayerInfo[] = [];
@@ -163,14 +189,28 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
             perLayer[i] = p.bytesDone;
             if (p.bytesDone === lastReported || (p.bytesDone - lastReported < MiB && p.bytesDone < p.bytesTotal)) return;
             lastReported = p.bytesDone;
-            emit({ ...base, status: 'downloading', bytesDone: p.bytesDone, resumedFrom: p.resumedFrom, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
+            emit({
+              ...base,
+              status: 'downloading',
+              bytesDone: p.bytesDone,
+              resumedFrom: p.resumedFrom,
+              imageBytesDone: imageDone(),
+              imageBytesTotal: bytesTotal,
+            });
           },
         });
         perLayer[i] = d.size;
         bytesDownloaded += result.bytesReceived;
         bytesResumed += result.resumedFrom;
         rangeRequests += result.rangeRequests;
-        emit({ ...base, status: result.cached ? 'cached' : 'done', bytesDone: d.size, resumedFrom: result.resumedFrom, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
+        emit({
+          ...base,
+          status: result.cached ? 'cached' : 'done',
+          bytesDone: d.size,
+          resumedFrom: result.resumedFrom,
+          imageBytesDone: imageDone(),
+          imageBytesTotal: bytesTotal,
+        });
       } catch (err) {
         if (failure === undefined) failure = err;
         return;
@@ -183,7 +223,19 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   layers.forEach((d, i) => {
     if (unique.get(d.digest) === i) return;
     perLayer[i] = d.size;
-    emit({ type: 'layer', reference, index: i, count: layers.length, digest: d.digest, bytesTotal: d.size, status: 'cached', bytesDone: d.size, resumedFrom: 0, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
+    emit({
+      type: 'layer',
+      reference,
+      index: i,
+      count: layers.length,
+      digest: d.digest,
+      bytesTotal: d.size,
+      status: 'cached',
+      bytesDone: d.size,
+      resumedFrom: 0,
+      imageBytesDone: imageDone(),
+      imageBytesTotal: bytesTotal,
+    });
   });
 
   // 4. the manifest, then the index: stored last, once everything they name is in place

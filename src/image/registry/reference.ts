@@ -98,7 +98,8 @@ export function parseImageReference(input: string): ImageReference {
   if (repository === '') throw invalid(input, 'it names no repository');
   for (const component of repository.split('/')) {
     if (!PATH_COMPONENT.test(component)) {
-      const why = component.toLowerCase() !== component ? 'repositories are lowercase' : 'components are lowercase letters and digits joined by . _ __ or dashes';
+      const why =
+        component.toLowerCase() !== component ? 'repositories are lowercase' : 'components are lowercase letters and digits joined by . _ __ or dashes';
       throw invalid(input, `the repository component ${JSON.stringify(component)} is not valid (${why})`);
     }
   }

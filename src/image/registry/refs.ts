@@ -57,7 +57,12 @@ export class RefStore {
     try {
       doc = JSON.parse(text) as RefsFile;
     } catch (err) {
-      throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `the image refs file ${this.path} is not valid JSON: ${(err as Error).message}`, { path: this.path }, { hint: 'move the file away; pulled images then need `embers image pull` again to be listed' });
+      throw new EmbersError(
+        'EMB_IMAGE_MANIFEST_INVALID',
+        `the image refs file ${this.path} is not valid JSON: ${(err as Error).message}`,
+        { path: this.path },
+        { hint: 'move the file away; pulled images then need `embers image pull` again to be listed' },
+      );
     }
     if (typeof doc !== 'object' || doc === null || typeof doc.images !== 'object' || doc.images === null) return {};
     const out: Record<string, RefEntry> = {};
@@ -99,8 +104,21 @@ export class RefStore {
   async set(ref: string, entry: Omit<RefEntry, 'updatedAt'>): Promise<void> {
     await this.update((images) => {
       const old = images[ref];
-      if (old && old.manifestDigest === entry.manifestDigest && old.indexDigest === entry.indexDigest && old.platform === entry.platform && old.source === entry.source) return;
-      images[ref] = { manifestDigest: entry.manifestDigest, ...(entry.indexDigest ? { indexDigest: entry.indexDigest } : {}), platform: entry.platform, source: entry.source, updatedAt: new Date().toISOString() };
+      if (
+        old &&
+        old.manifestDigest === entry.manifestDigest &&
+        old.indexDigest === entry.indexDigest &&
+        old.platform === entry.platform &&
+        old.source === entry.source
+      )
+        return;
+      images[ref] = {
+        manifestDigest: entry.manifestDigest,
+        ...(entry.indexDigest ? { indexDigest: entry.indexDigest } : {}),
+        platform: entry.platform,
+        source: entry.source,
+        updatedAt: new Date().toISOString(),
+      };
     });
   }
 }

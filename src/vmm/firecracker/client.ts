@@ -31,7 +31,10 @@ const MAX_BODY_BYTES = 51_200;
 export class FirecrackerClient {
   private readonly timeoutMs: number;
 
-  constructor(readonly socketPath: string, opts: FirecrackerClientOptions = {}) {
+  constructor(
+    readonly socketPath: string,
+    opts: FirecrackerClientOptions = {},
+  ) {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
   }
 
@@ -51,7 +54,13 @@ export class FirecrackerClient {
   private send(method: string, path: string, body: string | undefined, timeoutMs: number): Promise<unknown> {
     const where = { method, path, socket: this.socketPath };
     if (body !== undefined && Buffer.byteLength(body) > MAX_BODY_BYTES) {
-      return Promise.reject(new EmbersError('EMB_INTERNAL', `${method} ${path}: body of ${Buffer.byteLength(body)} bytes exceeds Firecracker's ${MAX_BODY_BYTES}-byte limit`, where));
+      return Promise.reject(
+        new EmbersError(
+          'EMB_INTERNAL',
+          `${method} ${path}: body of ${Buffer.byteLength(body)} bytes exceeds Firecracker's ${MAX_BODY_BYTES}-byte limit`,
+          where,
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       const headers: Record<string, string | number> = { Accept: 'application/json' };
@@ -68,20 +77,33 @@ export class FirecrackerClient {
         fn();
       };
       const timer = setTimeout(() => {
-        finish(() => reject(new EmbersError('EMB_VMM_TIMEOUT', `Firecracker did not answer ${method} ${path} within ${timeoutMs} ms`, { ...where, timeoutMs })));
+        finish(() =>
+          reject(new EmbersError('EMB_VMM_TIMEOUT', `Firecracker did not answer ${method} ${path} within ${timeoutMs} ms`, { ...where, timeoutMs })),
+        );
         req.destroy();
       }, timeoutMs);
       req.on('error', (err: NodeJS.ErrnoException) =>
         finish(() =>
           reject(
-            new EmbersError('EMB_VMM_API_UNREACHABLE', `Firecracker API ${this.socketPath} failed on ${method} ${path}: ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '), { ...where, errno: err.code }, { cause: err }),
+            new EmbersError(
+              'EMB_VMM_API_UNREACHABLE',
+              `Firecracker API ${this.socketPath} failed on ${method} ${path}: ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '),
+              { ...where, errno: err.code },
+              { cause: err },
+            ),
           ),
         ),
       );
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => finish(() => reject(new EmbersError('EMB_VMM_API_UNREACHABLE', `Firecracker API connection broke during ${method} ${path}: ${err.message}`, where, { cause: err }))));
+        res.on('error', (err) =>
+          finish(() =>
+            reject(
+              new EmbersError('EMB_VMM_API_UNREACHABLE', `Firecracker API connection broke during ${method} ${path}: ${err.message}`, where, { cause: err }),
+            ),
+          ),
+        );
         res.on('end', () =>
           finish(() => {
             const status = res.statusCode ?? 0;
@@ -98,8 +120,17 @@ export class FirecrackerClient {
               resolve(status === 204 ? undefined : parsed);
               return;
             }
-            const fault = typeof (parsed as { fault_message?: unknown })?.fault_message === 'string' ? (parsed as { fault_message: string }).fault_message : text.trim() || `HTTP ${status}`;
-            reject(new EmbersError('EMB_VMM_API_FAULT', `Firecracker refused ${method} ${path} (HTTP ${status}): ${fault}`, { ...where, statusCode: status, faultMessage: fault }));
+            const fault =
+              typeof (parsed as { fault_message?: unknown })?.fault_message === 'string'
+                ? (parsed as { fault_message: string }).fault_message
+                : text.trim() || `HTTP ${status}`;
+            reject(
+              new EmbersError('EMB_VMM_API_FAULT', `Firecracker refused ${method} ${path} (HTTP ${status}): ${fault}`, {
+                ...where,
+                statusCode: status,
+                faultMessage: fault,
+              }),
+            );
           }),
         );
       });

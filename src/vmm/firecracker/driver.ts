@@ -7,7 +7,13 @@ import { pidAlive, pidCmdline, terminate } from '../process.js';
 import type { SnapshotLoadParams } from './api-types.js';
 import { FirecrackerClient } from './client.js';
 import { vmLayout, type VmLayout } from './layout.js';
-import { resolveFirecrackerOptions, type FirecrackerDriverOptions, type FirecrackerRestoreOptions, type FirecrackerSnapshotOptions, type ResolvedFirecrackerOptions } from './options.js';
+import {
+  resolveFirecrackerOptions,
+  type FirecrackerDriverOptions,
+  type FirecrackerRestoreOptions,
+  type FirecrackerSnapshotOptions,
+  type ResolvedFirecrackerOptions,
+} from './options.js';
 import { failureTail, startFirecracker, stopFirecracker, type RunningFirecracker, type StopStep } from './process.js';
 import { binarySnapshotVersion, binaryVersion, checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
 
@@ -75,7 +81,9 @@ export class FirecrackerDriver implements HypervisorDriver {
     const vm = this.handle(spec, layout, '');
     return this.start(vm, layout, 'boot', async (fc) => {
       await configureLogging(fc, layout, o);
-      await fc.client.call('PUT /machine-config', { body: { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMiB, smt: false, track_dirty_pages: o.diffSnapshots } });
+      await fc.client.call('PUT /machine-config', {
+        body: { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMiB, smt: false, track_dirty_pages: o.diffSnapshots },
+      });
       await fc.client.call('PUT /boot-source', { body: { kernel_image_path: layout.fc.kernel, initrd_path: layout.fc.initrd, boot_args: spec.cmdline } });
       // The guest init mounts /dev/vda itself (no root= on the command line, as with QEMU).
       await fc.client.call('PUT /drives/{drive_id}', {
@@ -104,12 +112,13 @@ export class FirecrackerDriver implements HypervisorDriver {
       const exposed = await layout.exposeSnapshot(files, backend.type === 'Uffd' ? backend.socketPath : undefined);
       const body: SnapshotLoadParams = {
         snapshot_path: exposed.stateFile,
-        mem_backend: backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
+        mem_backend:
+          backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
         resume_vm: opts.resume !== false,
       };
       if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
       if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
-      if (opts.vsockOverride ?? (o.vsockCid !== undefined)) body.vsock_override = { uds_path: layout.fc.vsock };
+      if (opts.vsockOverride ?? o.vsockCid !== undefined) body.vsock_override = { uds_path: layout.fc.vsock };
       try {
         await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
       } catch (err) {
@@ -117,14 +126,19 @@ export class FirecrackerDriver implements HypervisorDriver {
         await terminate(fc.pid, 1000).catch(() => undefined);
         const fault = isEmbersError(err) ? ((err.details.faultMessage as string | undefined) ?? err.message) : String(err);
         const t = await failureTail(layout.launch);
-        throw new EmbersError('EMB_SNAPSHOT_LOAD_FAILED', `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`, {
-          stateFile: files.stateFile,
-          memoryBackend: backend,
-          faultMessage: fault,
-          method: 'PUT',
-          path: '/snapshot/load',
-          tail: t,
-        }, { cause: err });
+        throw new EmbersError(
+          'EMB_SNAPSHOT_LOAD_FAILED',
+          `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`,
+          {
+            stateFile: files.stateFile,
+            memoryBackend: backend,
+            faultMessage: fault,
+            method: 'PUT',
+            path: '/snapshot/load',
+            tail: t,
+          },
+          { cause: err },
+        );
       }
     });
   }
@@ -141,16 +155,26 @@ export class FirecrackerDriver implements HypervisorDriver {
   async snapshot(vm: VmHandle, outDir: string, opts: FirecrackerSnapshotOptions = {}): Promise<VmSnapshotFiles> {
     const type = opts.type ?? 'Full';
     if (type === 'Diff' && !this.options.diffSnapshots) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `a Diff snapshot of ${vm.name} needs dirty page tracking: enable diffSnapshots in the Firecracker driver options`, { vm: vm.name });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `a Diff snapshot of ${vm.name} needs dirty page tracking: enable diffSnapshots in the Firecracker driver options`,
+        { vm: vm.name },
+      );
     }
     const api = this.client(vm);
     const info = await api.call('GET /', {});
     if (info.state !== 'Paused') {
-      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`, { vm: vm.name, state: info.state });
+      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`, {
+        vm: vm.name,
+        state: info.state,
+      });
     }
     const layout = this.layoutFor(vm.spec);
     const targets = layout.snapshotTargets(outDir);
-    await api.call('PUT /snapshot/create', { body: { snapshot_type: type, snapshot_path: targets.stateFile, mem_file_path: targets.memoryFile }, timeoutMs: this.options.snapshotTimeoutMs });
+    await api.call('PUT /snapshot/create', {
+      body: { snapshot_type: type, snapshot_path: targets.stateFile, mem_file_path: targets.memoryFile },
+      timeoutMs: this.options.snapshotTimeoutMs,
+    });
     return targets.collect();
   }
 
@@ -213,7 +237,12 @@ export class FirecrackerDriver implements HypervisorDriver {
     };
   }
 
-  private async start(vm: VmHandle, layout: VmLayout, mode: 'boot' | 'restore', configure: (fc: RunningFirecracker) => Promise<void>): Promise<{ vm: VmHandle; timings: VmTimings }> {
+  private async start(
+    vm: VmHandle,
+    layout: VmLayout,
+    mode: 'boot' | 'restore',
+    configure: (fc: RunningFirecracker) => Promise<void>,
+  ): Promise<{ vm: VmHandle; timings: VmTimings }> {
     await layout.prepare(mode);
     let fc: RunningFirecracker;
     try {
@@ -255,9 +284,14 @@ export class FirecrackerDriver implements HypervisorDriver {
   private resolveBinary(): Promise<string> {
     this.binaryPath ??= findFirecracker(this.options.binary).then((found) => {
       if (!found) {
-        throw new EmbersError('EMB_VMM_NOT_FOUND', `Firecracker binary ${this.options.binary} not found`, { binary: this.options.binary }, {
-          hint: 'download a release from https://github.com/firecracker-microvm/firecracker/releases and pass its path (--firecracker-bin or EMBERS_FIRECRACKER_BIN)',
-        });
+        throw new EmbersError(
+          'EMB_VMM_NOT_FOUND',
+          `Firecracker binary ${this.options.binary} not found`,
+          { binary: this.options.binary },
+          {
+            hint: 'download a release from https://github.com/firecracker-microvm/firecracker/releases and pass its path (--firecracker-bin or EMBERS_FIRECRACKER_BIN)',
+          },
+        );
       }
       return found;
     });
@@ -281,4 +315,3 @@ export async function findFirecracker(binary: string): Promise<string | undefine
     () => undefined,
   );
 }
-

@@ -67,7 +67,20 @@ export function hostPathInJail(plan: JailPlan, inJail: string): string {
 export function jailerCommand(opts: JailerOptions, o: { id: string; firecrackerBin: string; netns?: string }): JailPlan {
   const base = opts.chrootBaseDir ?? '/srv/jailer';
   const exec = basename(o.firecrackerBin);
-  const args = ['--id', o.id, '--exec-file', o.firecrackerBin, '--uid', String(opts.uid), '--gid', String(opts.gid), '--chroot-base-dir', base, '--cgroup-version', '2'];
+  const args = [
+    '--id',
+    o.id,
+    '--exec-file',
+    o.firecrackerBin,
+    '--uid',
+    String(opts.uid),
+    '--gid',
+    String(opts.gid),
+    '--chroot-base-dir',
+    base,
+    '--cgroup-version',
+    '2',
+  ];
   if (opts.parentCgroup) args.push('--parent-cgroup', opts.parentCgroup);
   for (const [key, value] of Object.entries(opts.cgroups ?? {}).sort(([a], [b]) => a.localeCompare(b))) args.push('--cgroup', `${key}=${value}`);
   if (opts.joinNetns !== false && o.netns) args.push('--netns', `/var/run/netns/${o.netns}`);
@@ -109,10 +122,15 @@ export async function stageIntoJail(plan: JailPlan, entries: JailEntry[]): Promi
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EXDEV' || e.writable) {
-        throw new EmbersError('EMB_CONFIG_INVALID', `cannot link ${e.host} into the jail at ${target}: ${(err as Error).message}`, { host: e.host, target }, {
-          cause: err,
-          hint: code === 'EXDEV' ? 'put the jailer chroot base dir on the same filesystem as the embers home' : undefined,
-        });
+        throw new EmbersError(
+          'EMB_CONFIG_INVALID',
+          `cannot link ${e.host} into the jail at ${target}: ${(err as Error).message}`,
+          { host: e.host, target },
+          {
+            cause: err,
+            hint: code === 'EXDEV' ? 'put the jailer chroot base dir on the same filesystem as the embers home' : undefined,
+          },
+        );
       }
       await copyFile(e.host, target);
     }

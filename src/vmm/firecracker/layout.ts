@@ -17,7 +17,18 @@ import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { sha256 } from '../../util/fs.js';
 import type { VmSnapshotFiles, VmSpec } from '../driver.js';
-import { IN_JAIL, hostPathInJail, jailerCommand, moveOutOfJail, removeJail, stageIntoJail, touchInJail, type JailEntry, type JailerOptions, type JailPlan } from './jailer.js';
+import {
+  IN_JAIL,
+  hostPathInJail,
+  jailerCommand,
+  moveOutOfJail,
+  removeJail,
+  stageIntoJail,
+  touchInJail,
+  type JailEntry,
+  type JailerOptions,
+  type JailPlan,
+} from './jailer.js';
 import { fixedDrivePath, prepareFixedDir, wrapInMountNamespace } from './mount-namespace.js';
 import type { FirecrackerLaunch } from './process.js';
 
@@ -133,7 +144,9 @@ function jailLayout(spec: VmSpec, o: LayoutOptions, jailer: JailerOptions, id: s
   const plan: JailPlan = jailerCommand(jailer, { id, firecrackerBin: o.binary, netns: o.netns ? spec.network.netns : undefined });
   const host = (p: string) => hostPathInJail(plan, p);
   const cmd =
-    o.netns && jailer.joinNetns === false ? { command: 'ip', args: ['netns', 'exec', spec.network.netns, plan.command, ...plan.args] } : { command: plan.command, args: plan.args };
+    o.netns && jailer.joinNetns === false
+      ? { command: 'ip', args: ['netns', 'exec', spec.network.netns, plan.command, ...plan.args] }
+      : { command: plan.command, args: plan.args };
   return {
     kind: 'jail',
     id,

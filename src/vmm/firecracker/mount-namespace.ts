@@ -62,6 +62,19 @@ const SCRIPT = [
 export function wrapInMountNamespace(command: string, args: readonly string[], o: { fixedDir: string; diskPath: string }): { command: string; args: string[] } {
   return {
     command: 'unshare',
-    args: ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', SCRIPT, 'embers-fc-mountns', resolve(o.fixedDir), resolve(o.diskPath), command, ...args],
+    args: [
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      '-c',
+      SCRIPT,
+      'embers-fc-mountns',
+      resolve(o.fixedDir),
+      resolve(o.diskPath),
+      command,
+      ...args,
+    ],
   };
 }

@@ -72,9 +72,14 @@ export async function failureTail(launch: Pick<FirecrackerLaunch, 'stderrPath' |
 export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOptions): Promise<RunningFirecracker> {
   for (const path of [launch.apiSocket, ...launch.staleSockets]) {
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `socket path ${path} is ${Buffer.byteLength(path)} bytes; Unix sockets allow ${MAX_SOCKET_PATH}`, { path }, {
-        hint: 'use a shorter embers home (--home) or jailer chroot base dir',
-      });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `socket path ${path} is ${Buffer.byteLength(path)} bytes; Unix sockets allow ${MAX_SOCKET_PATH}`,
+        { path },
+        {
+          hint: 'use a shorter embers home (--home) or jailer chroot base dir',
+        },
+      );
     }
     await rm(path, { force: true });
   }
@@ -100,7 +105,12 @@ export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOpt
         if (dead !== undefined || !(await pidAlive(proc.pid))) throw await exitedError(launch, dead, err);
         if (!isEmbersError(err, 'EMB_VMM_API_UNREACHABLE') && !isEmbersError(err, 'EMB_VMM_TIMEOUT')) throw err;
         if (Date.now() > deadline) {
-          throw new EmbersError('EMB_VMM_TIMEOUT', `${launch.what} created ${launch.apiSocket} but its API did not answer within ${opts.startTimeoutMs} ms`, { socket: launch.apiSocket }, { cause: err });
+          throw new EmbersError(
+            'EMB_VMM_TIMEOUT',
+            `${launch.what} created ${launch.apiSocket} but its API did not answer within ${opts.startTimeoutMs} ms`,
+            { socket: launch.apiSocket },
+            { cause: err },
+          );
         }
         await sleep(10);
       }
@@ -116,7 +126,12 @@ export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOpt
 async function exitedError(launch: FirecrackerLaunch, code: number | null | undefined, cause: unknown): Promise<EmbersError> {
   const how = code === undefined ? 'exited' : code === null ? 'was killed' : `exited with code ${code}`;
   const t = await failureTail(launch);
-  return new EmbersError('EMB_VMM_START_FAILED', `${launch.what} ${how} before its API was ready:\n${t}`, { command: launch.command, args: launch.args, exitCode: code, stderr: launch.stderrPath, log: launch.logPath, tail: t }, { cause });
+  return new EmbersError(
+    'EMB_VMM_START_FAILED',
+    `${launch.what} ${how} before its API was ready:\n${t}`,
+    { command: launch.command, args: launch.args, exitCode: code, stderr: launch.stderrPath, log: launch.logPath, tail: t },
+    { cause },
+  );
 }
 
 export interface StopOptions {

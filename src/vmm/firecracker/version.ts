@@ -43,14 +43,22 @@ export function parseSnapshotVersionOutput(stdout: string): string | undefined {
 export async function binaryVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--version'], { timeoutMs: 10_000 });
   const v = parseBinaryVersion(stdout);
-  if (!v) throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --version printed "${stdout.trim()}", not "Firecracker vX.Y.Z": is it Firecracker?`, { binary, stdout });
+  if (!v)
+    throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --version printed "${stdout.trim()}", not "Firecracker vX.Y.Z": is it Firecracker?`, {
+      binary,
+      stdout,
+    });
   return v;
 }
 
 export async function binarySnapshotVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--snapshot-version'], { timeoutMs: 10_000 });
   const v = parseSnapshotVersionOutput(stdout);
-  if (!v) throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --snapshot-version printed "${stdout.trim()}", not a version: is it Firecracker ≥ 1.0?`, { binary, stdout });
+  if (!v)
+    throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --snapshot-version printed "${stdout.trim()}", not a version: is it Firecracker ≥ 1.0?`, {
+      binary,
+      stdout,
+    });
   return v;
 }
 
@@ -90,7 +98,11 @@ export async function readSnapshotFormatVersion(stateFile: string): Promise<stri
  * Firecracker `binaryVersion`) cannot load: a different major, or a newer minor. Throws
  * EMB_SNAPSHOT_VERSION_MISMATCH naming both.
  */
-export function checkSnapshotFormat(snapshotVersion: string, binaryFormat: string, context: { binary?: string; binaryVersion?: string; source?: string } = {}): void {
+export function checkSnapshotFormat(
+  snapshotVersion: string,
+  binaryFormat: string,
+  context: { binary?: string; binaryVersion?: string; source?: string } = {},
+): void {
   const snap = parseSemVer(snapshotVersion);
   const bin = parseSemVer(binaryFormat);
   const details = { snapshotVersion, binarySnapshotVersion: binaryFormat, ...context };

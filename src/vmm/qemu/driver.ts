@@ -66,25 +66,49 @@ export class QemuDriver implements HypervisorDriver {
     const here = await this.snapshotFormat();
     const series = (v: string) => /^qemu-(\d+\.\d+)/.exec(v)?.[1];
     if (!series(recorded) || series(recorded) !== series(here)) {
-      throw new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `${source} was written by ${recorded}; this host runs ${here}`, { recorded, here }, {
-        hint: 'restore it on a host with the same QEMU release series, or create a new snapshot here',
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_INCOMPATIBLE',
+        `${source} was written by ${recorded}; this host runs ${here}`,
+        { recorded, here },
+        {
+          hint: 'restore it on a host with the same QEMU release series, or create a new snapshot here',
+        },
+      );
     }
   }
 
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const vm = await this.handle(spec, join(spec.dir, 'guest-memory'));
     const { accelerator } = await this.accelerator();
-    const args = qemuArgs(spec, { accelerator, controlSocket: vm.controlSocket, consoleLog: vm.consoleLog, memoryFile: vm.memoryFile, shareMemory: true, incoming: false });
+    const args = qemuArgs(spec, {
+      accelerator,
+      controlSocket: vm.controlSocket,
+      consoleLog: vm.consoleLog,
+      memoryFile: vm.memoryFile,
+      shareMemory: true,
+      incoming: false,
+    });
     return this.start(vm, args, async () => undefined);
   }
 
   async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const vm = await this.handle(spec, files.memoryFile);
     const { accelerator } = await this.accelerator();
-    const args = qemuArgs(spec, { accelerator, controlSocket: vm.controlSocket, consoleLog: vm.consoleLog, memoryFile: files.memoryFile, shareMemory: false, incoming: true });
+    const args = qemuArgs(spec, {
+      accelerator,
+      controlSocket: vm.controlSocket,
+      consoleLog: vm.consoleLog,
+      memoryFile: files.memoryFile,
+      shareMemory: false,
+      incoming: true,
+    });
     return this.start(vm, args, async (qmp) => {
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }, { capability: 'events', state: true }] });
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'x-ignore-shared', state: true },
+          { capability: 'events', state: true },
+        ],
+      });
       await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(files.stateFile)}` });
       await waitMigration(qmp, 60_000);
       if (opts.resume !== false) await qmp.execute('cont');
@@ -107,7 +131,12 @@ export class QemuDriver implements HypervisorDriver {
       if (status.status === 'running') {
         throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, { vm: vm.name });
       }
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }, { capability: 'events', state: true }] });
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'x-ignore-shared', state: true },
+          { capability: 'events', state: true },
+        ],
+      });
       await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
       await waitMigration(qmp, 60_000);
     });
@@ -217,8 +246,19 @@ export class QemuDriver implements HypervisorDriver {
 
   private async resolveBinary(): Promise<string> {
     const found = this.binary.includes('/') ? this.binary : await which(this.binary);
-    if (!found || !(await stat(found).then(() => true, () => false))) {
-      throw new EmbersError('EMB_VMM_NOT_FOUND', `QEMU binary ${this.binary} not found`, { binary: this.binary }, { hint: 'install it: `apt-get install qemu-system-x86`' });
+    if (
+      !found ||
+      !(await stat(found).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      throw new EmbersError(
+        'EMB_VMM_NOT_FOUND',
+        `QEMU binary ${this.binary} not found`,
+        { binary: this.binary },
+        { hint: 'install it: `apt-get install qemu-system-x86`' },
+      );
     }
     return found;
   }
@@ -240,4 +280,3 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
-

@@ -24,7 +24,10 @@ export class QmpClient {
   private readonly events: QmpEvent[] = [];
   private closedError: Error | undefined;
 
-  private constructor(private readonly socket: Socket, private readonly path: string) {
+  private constructor(
+    private readonly socket: Socket,
+    private readonly path: string,
+  ) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
     socket.on('error', (err) => this.fail(err));
@@ -83,7 +86,13 @@ export class QmpClient {
     if (seen >= 0) return Promise.resolve(this.events.splice(seen, 1)[0]);
     if (this.closedError) return Promise.reject(this.wrap(`wait for ${name}`, this.closedError));
     return new Promise((resolve, reject) => {
-      const waiter = { name, resolve: (e: QmpEvent) => { clearTimeout(timer); resolve(e); } };
+      const waiter = {
+        name,
+        resolve: (e: QmpEvent) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+      };
       const timer = setTimeout(() => {
         const i = this.eventWaiters.indexOf(waiter);
         if (i >= 0) this.eventWaiters.splice(i, 1);
@@ -118,7 +127,12 @@ export class QmpClient {
         this.pending.delete(msg.id);
         if ('error' in msg) {
           const e = msg.error as { class?: string; desc?: string };
-          p.reject(new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU refused ${p.command}: ${e.desc ?? 'unknown error'} (${e.class ?? 'Error'})`, { command: p.command, qmpError: e }));
+          p.reject(
+            new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU refused ${p.command}: ${e.desc ?? 'unknown error'} (${e.class ?? 'Error'})`, {
+              command: p.command,
+              qmpError: e,
+            }),
+          );
         } else p.resolve(msg.return);
       }
     }
