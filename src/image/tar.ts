@@ -528,6 +528,27 @@ function headerBlock(fields: {
   return b;
 }
 
+const GNU_LONG_NAME = Buffer.from('././@LongLink');
+
+/** A metadata entry (GNU long name or link, PAX extended header): a root-owned header and its data. */
+function metaEntry(name: Buffer, mode: number, mtime: number, typeflag: string, data: Buffer): Buffer[] {
+  const header = headerBlock({
+    name,
+    mode,
+    uid: 0,
+    gid: 0,
+    size: data.length,
+    mtime,
+    typeflag,
+    linkname: Buffer.alloc(0),
+    uname: '',
+    gname: '',
+    devmajor: 0,
+    devminor: 0,
+  });
+  return [header, ...padTo512(data)];
+}
+
 function padTo512(data: Buffer): Buffer[] {
   const pad = (BLOCK - (data.length % BLOCK)) % BLOCK;
   return pad ? [data, Buffer.alloc(pad)] : [data];
@@ -558,46 +579,9 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
     const needLongName = name.length > 100;
     const needLongLink = linkname.length > 100;
     if (longNames === 'gnu') {
-      if (needLongName) {
-        const data = Buffer.concat([name, Buffer.alloc(1)]);
-        out.push(
-          headerBlock({
-            name: Buffer.from('././@LongLink'),
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: data.length,
-            mtime: 0,
-            typeflag: 'L',
-            linkname: Buffer.alloc(0),
-            uname: '',
-            gname: '',
-            devmajor: 0,
-            devminor: 0,
-          }),
-          ...padTo512(data),
-        );
-      }
-      if (needLongLink) {
-        const data = Buffer.concat([linkname, Buffer.alloc(1)]);
-        out.push(
-          headerBlock({
-            name: Buffer.from('././@LongLink'),
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: data.length,
-            mtime: 0,
-            typeflag: 'K',
-            linkname: Buffer.alloc(0),
-            uname: '',
-            gname: '',
-            devmajor: 0,
-            devminor: 0,
-          }),
-          ...padTo512(data),
-        );
-      }
+      // GNU long names: the name itself in an entry of its own before the header ('L', 'K')
+      if (needLongName) out.push(...metaEntry(GNU_LONG_NAME, 0, 0, 'L', Buffer.concat([name, Buffer.alloc(1)])));
+      if (needLongLink) out.push(...metaEntry(GNU_LONG_NAME, 0, 0, 'K', Buffer.concat([linkname, Buffer.alloc(1)])));
     } else {
       if (needLongName) paxRecs.push(paxRecord('path', name));
       if (needLongLink) paxRecs.push(paxRecord('linkpath', linkname));
@@ -611,23 +595,7 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
     if (paxRecs.length > 0) {
       const data = Buffer.concat(paxRecs);
       const paxName = Buffer.from(`PaxHeaders/${name.toString('utf8').replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, 100));
-      out.push(
-        headerBlock({
-          name: paxName,
-          mode: 0o644,
-          uid: 0,
-          gid: 0,
-          size: data.length,
-          mtime,
-          typeflag: 'x',
-          linkname: Buffer.alloc(0),
-          uname: '',
-          gname: '',
-          devmajor: 0,
-          devminor: 0,
-        }),
-        ...padTo512(data),
-      );
+      out.push(...metaEntry(paxName, 0o644, mtime, 'x', data));
     }
     out.push(
       headerBlock({
