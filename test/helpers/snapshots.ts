@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GUEST_NET } from '../../src/net/addressing.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import type { SnapshotManifest } from '../../src/snapshot/manifest.js';
 
@@ -15,14 +16,7 @@ export const TEST_META: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'>
   disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 4096, changedBytes: 0 },
   vmm: { kind: 'qemu', version: '7.2', snapshotFormat: 'qemu-7.2', accelerator: 'tcg' },
   machine: { vcpus: 1, memoryMiB: 128 },
-  guestNetwork: {
-    tapName: 'tap0',
-    guestIp: '172.16.0.2',
-    gatewayIp: '172.16.0.1',
-    prefixLen: 30,
-    guestMac: '06:00:ac:10:00:02',
-    gatewayMac: '06:00:ac:10:00:01',
-  },
+  guestNetwork: { ...GUEST_NET },
   guestKit: { kind: 'debian', kernelVersion: 'x', cacheKey: 'y' },
 };
 
