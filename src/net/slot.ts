@@ -50,10 +50,28 @@ NFT
   }
 }
 
-/** Removes a slot; idempotent. Deleting the netns removes the tap, both veth ends, the NAT table and the host route. */
+/**
+ * Removes a slot; idempotent. The host veth goes first and explicitly: deleting a veth end
+ * deletes its peer synchronously, whereas a netns teardown frees its devices later, on a
+ * kernel work queue — so deleting the netns first leaves the host end visible for a moment
+ * and a concurrent delete finds it gone ("No such device"). Then the netns goes, taking the
+ * tap and the NAT table; the host route went with the veth.
+ */
 export async function destroySlot(a: SlotAddressing): Promise<void> {
+  await deleteLinkIfPresent(a.hostVeth);
   await run('ip', ['netns', 'del', a.netns], { okCodes: [1] });
-  await run('ip', ['link', 'del', a.hostVeth], { okCodes: [1] });
+}
+
+async function deleteLinkIfPresent(name: string): Promise<void> {
+  const { code, stderr } = await run('ip', ['link', 'del', name], { okCodes: [1, 2] });
+  if (code !== 0 && !/Cannot find device|No such device/.test(stderr)) {
+    throw new EmbersError('EMB_HOST_COMMAND_FAILED', `ip link del ${name} failed (exit code ${code}): ${stderr.trim()}`, {
+      cmd: 'ip',
+      args: ['link', 'del', name],
+      exit: code,
+      stderr,
+    });
+  }
 }
 
 /** Names of netns that exist on this machine. */
