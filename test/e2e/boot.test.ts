@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
-import { filesBelow, leaked, readHostResources } from '../helpers/leaks.js';
+import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { openTestNode } from '../helpers/node.js';
 
 const BIN = new URL('../../../bin/embers.js', import.meta.url).pathname;
@@ -70,7 +70,7 @@ test('CLI: run boots the function from its OCI image, invoke/ps/logs work, stop 
     await cli(home, ['down']).catch(() => undefined);
     await rm(home, { recursive: true, force: true });
   }
-  assert.deepEqual(leaked(before, await readHostResources()), {});
+  assert.deepEqual(await leakedSince(before), {});
 });
 
 test('a guest that never answers: EMB_INSTANCE_NOT_READY after the timeout, and nothing is left behind', async () => {

@@ -45,6 +45,21 @@ export function leaked(before: HostResources, after: HostResources): Partial<Hos
   return out;
 }
 
+/**
+ * What is still added since `before`, after letting the kernel finish teardown it defers
+ * (a deleted netns frees its devices on a work queue; an autoclear loop device detaches on
+ * its last close): re-read a few times, for at most `graceMs`, while something shows. A real
+ * leak stays and is returned.
+ */
+export async function leakedSince(before: HostResources, graceMs = 3000): Promise<Partial<HostResources>> {
+  const deadline = Date.now() + graceMs;
+  for (;;) {
+    const added = leaked(before, await readHostResources());
+    if (Object.keys(added).length === 0 || Date.now() >= deadline) return added;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /** Files left below a dir (recursively), e.g. a home's tmp. */
 export async function filesBelow(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true }).catch(() => [] as string[]);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { EmbersNode, type NodeOptions } from '../../src/node/node.js';
-import { filesBelow, leaked, readHostResources, type HostResources } from './leaks.js';
+import { filesBelow, leakedSince, readHostResources, type HostResources } from './leaks.js';
 
 /**
  * A throwaway embers node for a test: its own home in /tmp (the shared guest-kit cache is
@@ -28,7 +28,7 @@ export async function openTestNode(opts: NodeOptions = {}): Promise<TestNode> {
         await node.down();
         assert.deepEqual(await filesBelow(node.config.paths.tmp), [], 'temp files left in the home');
         assert.deepEqual(await filesBelow(node.config.paths.instances), [], 'instance dirs left in the home');
-        assert.deepEqual(leaked(before, await readHostResources()), {}, 'host resources leaked');
+        assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
       } finally {
         if (opts.home) {
           for (const entry of await readdir(home)) await rm(join(home, entry), { recursive: true, force: true });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SlotPool } from '../../src/net/pool.js';
 import { run } from '../../src/util/exec.js';
-import { leaked, readHostResources } from '../helpers/leaks.js';
+import { leakedSince, readHostResources } from '../helpers/leaks.js';
 
 test('network slots: created with tap, veth, route and NAT; pooled, reused, torn down without leaks', async () => {
   const before = await readHostResources();
@@ -46,7 +46,7 @@ test('network slots: created with tap, veth, route and NAT; pooled, reused, torn
     await pool.teardown();
     await rm(home, { recursive: true, force: true });
   }
-  assert.deepEqual(leaked(before, await readHostResources()), {});
+  assert.deepEqual(await leakedSince(before), {});
 });
 
 test('network slots: reconcile removes netns and leases a crashed process left behind', async () => {
@@ -66,5 +66,5 @@ test('network slots: reconcile removes netns and leases a crashed process left b
     await pool.teardown();
     await rm(home, { recursive: true, force: true });
   }
-  assert.deepEqual(leaked(before, await readHostResources()), {});
+  assert.deepEqual(await leakedSince(before), {});
 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbersNode } from '../../src/node/node.js';
 import { run } from '../../src/util/exec.js';
-import { leaked, readHostResources } from '../helpers/leaks.js';
+import { leakedSince, readHostResources } from '../helpers/leaks.js';
 
 test('reconcile on open: leftovers of a crashed process (work dirs with loop mounts, half-created instances, staging dirs) go', async () => {
   const before = await readHostResources();
@@ -36,5 +36,5 @@ test('reconcile on open: leftovers of a crashed process (work dirs with loop mou
   } finally {
     await rm(home, { recursive: true, force: true });
   }
-  assert.deepEqual(leaked(before, await readHostResources()), {});
+  assert.deepEqual(await leakedSince(before), {});
 });
