@@ -53,9 +53,9 @@ NFT
 /**
  * Removes a slot; idempotent. The host veth goes first and explicitly: deleting a veth end
  * deletes its peer synchronously, whereas a netns teardown frees its devices later, on a
- * kernel work queue — so deleting the netns first leaves the host end visible for a moment
- * and a concurrent delete finds it gone ("No such device"). Then the netns goes, taking the
- * tap and the NAT table; the host route went with the veth.
+ * kernel work queue — so deleting the netns first leaves the host end visible for a moment,
+ * and an `ip link del` can look it up and then lose it to the kernel ("No such device").
+ * Then the netns goes, taking the tap and the NAT table; the host route went with the veth.
  */
 export async function destroySlot(a: SlotAddressing): Promise<void> {
   await deleteLinkIfPresent(a.hostVeth);
