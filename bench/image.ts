@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeOciLayout, type FixtureLayer } from '../src/examples/oci-layout.js';
 import { ImageStore } from '../src/image/store.js';
-import { hasRegistryTools, startRegistry } from '../test/helpers/registry.js';
+import { registrySkipReason, startRegistry } from '../test/helpers/registry.js';
 import { noise } from '../test/helpers/registry-fixtures.js';
 import { fmt, median, optionValue, printTable } from './table.js';
 
@@ -40,7 +40,8 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; s: number }> 
 }
 
 export async function benchImage(args: string[]): Promise<Record<string, unknown>> {
-  if (!hasRegistryTools()) throw new Error('the image bench needs docker-registry, skopeo and openssl: run scripts/setup.sh');
+  const cannotRun = registrySkipReason();
+  if (cannotRun) throw new Error(`the image bench ${cannotRun}`);
   const sizeMiB = optionValue(args, 'size-mib', 64);
   const layerCount = Math.round(optionValue(args, 'layers', 4));
   const runs = Math.round(optionValue(args, 'runs', 3));

@@ -55,8 +55,10 @@ export interface TestRegistry {
 
 export const DEFAULT_USERS = { embers: 'embers-test-password' };
 
-export function hasRegistryTools(): boolean {
-  return ['docker-registry', 'skopeo', 'openssl'].every((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status === 0);
+/** Why the registry tests and bench cannot run here, or false when they can (node:test's `skip` takes either). */
+export function registrySkipReason(): string | false {
+  const present = ['docker-registry', 'skopeo', 'openssl'].every((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status === 0);
+  return present ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
 }
 
 export async function freePort(): Promise<number> {

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
-import { hasRegistryTools, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { marked, nodeStore, writeAuthFile } from '../helpers/registry-fixtures.js';
 
-const skip = hasRegistryTools() ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
+const skip = registrySkipReason();
 let basic: TestRegistry;
 let token: TestRegistry;
 let base: string;

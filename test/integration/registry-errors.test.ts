@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { isEmbersError, type ErrorCode } from '../../src/errors.js';
 import { writeOciLayout, type WrittenImage } from '../../src/examples/oci-layout.js';
 import type { ImageStore } from '../../src/image/store.js';
-import { freePort, hasRegistryTools, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { freePort, registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { assertNothingHalfWritten, f, nodeStore, noise, writeAuthFile } from '../helpers/registry-fixtures.js';
 
-const skip = hasRegistryTools() ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
+const skip = registrySkipReason();
 let reg: TestRegistry;
 let authReg: TestRegistry;
 let tokenReg: TestRegistry;

@@ -6,12 +6,12 @@ import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { blobPath, writeOciLayout } from '../../src/examples/oci-layout.js';
 import { catImage, namesIn, statImage } from '../unit/image-helpers.js';
-import { hasRegistryTools, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { assertNothingHalfWritten, layeredImage, marked, nodeStore, verifiedBlobs } from '../helpers/registry-fixtures.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
 
-const skip = hasRegistryTools() ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
+const skip = registrySkipReason();
 let reg: TestRegistry;
 let base: string;
 

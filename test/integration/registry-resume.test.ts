@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
-import { hasRegistryTools, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { f, nodeStore, noise } from '../helpers/registry-fixtures.js';
 
-const skip = hasRegistryTools() ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
+const skip = registrySkipReason();
 const MiB = 1024 * 1024;
 let reg: TestRegistry;
 let base: string;
