@@ -214,12 +214,7 @@ export async function readGuestKit(dir: string, expect?: { kind?: GuestKitKind; 
 
 /** Removes temp and work dirs older than STALE_MS (left by crashed builds). */
 async function removeStale(cacheDir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(cacheDir);
-  } catch {
-    return;
-  }
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
   const now = Date.now();
   for (const name of names) {
     if (!name.startsWith('.tmp-') && !name.startsWith('.work-')) continue;
@@ -446,12 +441,7 @@ async function newestKit(cacheDir: string, kind: GuestKitKind): Promise<GuestKit
 
 /** The published kits under `cacheDir` (for `embers guest ls`). */
 export async function listGuestKits(cacheDir: string): Promise<GuestKit[]> {
-  let names: string[];
-  try {
-    names = await readdir(cacheDir);
-  } catch {
-    return [];
-  }
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
   const kits: GuestKit[] = [];
   for (const name of names.sort()) {
     if (name.startsWith('.')) continue;

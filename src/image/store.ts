@@ -351,12 +351,7 @@ export class ImageStore {
 
   /** Every cached rootfs (of any flattener version), sorted by manifest digest. */
   async list(): Promise<FlattenedImage[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.rootfsDir);
-    } catch {
-      return [];
-    }
+    const names = await readdir(this.rootfsDir).catch(() => [] as string[]);
     const out: FlattenedImage[] = [];
     for (const name of names.sort()) {
       if (!ENTRY_RE.test(name)) continue;
@@ -377,12 +372,7 @@ export class ImageStore {
   private async removeRootfs(manifestDigest: string, onlyVersion?: number): Promise<{ flattenerVersion: number; diskBytes: number }[]> {
     const m = DIGEST_RE.exec(manifestDigest);
     if (!m) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { manifestDigest });
-    let names: string[];
-    try {
-      names = await readdir(this.rootfsDir);
-    } catch {
-      return [];
-    }
+    const names = await readdir(this.rootfsDir).catch(() => [] as string[]);
     const removed: { flattenerVersion: number; diskBytes: number }[] = [];
     for (const name of names) {
       const e = ENTRY_RE.exec(name);
@@ -779,12 +769,7 @@ export class ImageStore {
         result.removedBlobs.push(blob);
         result.freedBytes += blob.size;
       }
-      let names: string[] = [];
-      try {
-        names = await readdir(this.rootfsDir);
-      } catch {
-        /* no rootfs yet */
-      }
+      const names = await readdir(this.rootfsDir).catch(() => [] as string[]);
       for (const name of names.sort()) {
         const e = ENTRY_RE.exec(name);
         if (!e) continue;
@@ -824,12 +809,7 @@ export class ImageStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    let names: string[];
-    try {
-      names = await readdir(this.rootfsDir);
-    } catch {
-      return;
-    }
+    const names = await readdir(this.rootfsDir).catch(() => [] as string[]);
     for (const name of names) {
       const path = join(this.rootfsDir, name);
       if (this.active.has(path)) continue;

@@ -88,12 +88,7 @@ export class BlobStore {
 
   /** Every stored blob, sorted by digest. */
   async list(): Promise<{ digest: string; size: number }[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch {
-      return [];
-    }
+    const names = await readdir(this.dir).catch(() => [] as string[]);
     const out: { digest: string; size: number }[] = [];
     for (const name of names.sort()) {
       if (!/^[0-9a-f]{64}$/.test(name)) continue;
@@ -113,12 +108,7 @@ export class BlobStore {
    * resumed by the next pull). Returns the bytes freed.
    */
   async cleanPartials(parts: boolean): Promise<number> {
-    let names: string[];
-    try {
-      names = await readdir(this.partialDir);
-    } catch {
-      return 0;
-    }
+    const names = await readdir(this.partialDir).catch(() => [] as string[]);
     let freed = 0;
     const drop = async (name: string) => {
       const path = join(this.partialDir, name);

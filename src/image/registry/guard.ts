@@ -56,12 +56,7 @@ export class CacheGuard {
 
   /** Live pins, by file name. */
   private async livePins(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.imagesDir);
-    } catch {
-      return [];
-    }
+    const names = await readdir(this.imagesDir).catch(() => [] as string[]);
     const live: string[] = [];
     for (const name of names) {
       const m = PIN_RE.exec(name);
