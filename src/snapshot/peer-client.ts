@@ -4,6 +4,7 @@
  */
 import { EmbersError } from '../errors.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
@@ -36,13 +37,7 @@ export class PeerClient {
   private readonly source: RangeSource;
 
   constructor(opts: PeerClientOptions) {
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(opts.url);
-    } catch {
-      parsed = undefined;
-    }
-    if (!parsed || !['http:', 'https:'].includes(parsed.protocol)) {
+    if (!isHttpUrl(opts.url)) {
       throw new EmbersError('EMB_CONFIG_INVALID', `peer URL "${opts.url}" is not an http(s) URL`, { url: opts.url });
     }
     this.url = opts.url.replace(/\/+$/, '');

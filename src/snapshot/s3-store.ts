@@ -30,6 +30,7 @@ import {
 import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, isSnapshotId, type SnapshotFile } from './manifest.js';
 import {
@@ -101,16 +102,8 @@ export function resolveS3StoreOptions(opts: S3StoreOptions): S3StoreConfig {
       bucket: opts.bucket,
     });
   }
-  if (opts.endpoint !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(opts.endpoint);
-    } catch {
-      url = undefined;
-    }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `S3 endpoint "${opts.endpoint}" is not an http(s) URL`, { endpoint: opts.endpoint });
-    }
+  if (opts.endpoint !== undefined && !isHttpUrl(opts.endpoint)) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `S3 endpoint "${opts.endpoint}" is not an http(s) URL`, { endpoint: opts.endpoint });
   }
   const prefix = (opts.prefix ?? 'snapshots').replace(/^\/+|\/+$/g, '');
   if (prefix.split('/').some((p) => p === '.' || p === '..') || /\/\//.test(prefix)) {
