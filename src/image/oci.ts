@@ -18,6 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { which } from '../util/exec.js';
+import { regularFileSize } from '../util/fs.js';
 import type { ImageConfig } from './types.js';
 
 export const MEDIA = {
@@ -154,12 +155,7 @@ class DirSource implements ByteSource {
     return join(this.location, ...name.split('/'));
   }
   async size(name: string): Promise<number | undefined> {
-    try {
-      const st = await stat(this.path(name));
-      return st.isFile() ? st.size : undefined;
-    } catch {
-      return undefined;
-    }
+    return regularFileSize(this.path(name));
   }
   async read(name: string, maxBytes: number): Promise<Buffer> {
     const size = await this.size(name);

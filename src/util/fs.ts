@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, writeFile, mkdtemp } from 'node:fs/promises';
+import { access, mkdir, open, rename, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 
 /**
@@ -111,12 +111,17 @@ export async function makeTempDir(parent: string, prefix: string): Promise<strin
 
 export async function exists(path: string): Promise<boolean> {
   try {
-    const { access } = await import('node:fs/promises');
     await access(path);
     return true;
   } catch {
     return false;
   }
+}
+
+/** Size of a regular file, or undefined when `path` is missing or not a regular file. */
+export async function regularFileSize(path: string): Promise<number | undefined> {
+  const st = await stat(path).catch(() => undefined);
+  return st?.isFile() ? st.size : undefined;
 }
 
 export { writeFile };

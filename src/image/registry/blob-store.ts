@@ -13,7 +13,7 @@
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
-import { fsyncPath, sha256, writeFileAtomic } from '../../util/fs.js';
+import { fsyncPath, regularFileSize, sha256, writeFileAtomic } from '../../util/fs.js';
 import { pidAlive } from '../../util/pid.js';
 import { lockHeld } from './lock.js';
 
@@ -50,12 +50,7 @@ export class BlobStore {
 
   /** Size of a stored blob, or undefined. */
   async size(digest: string): Promise<number | undefined> {
-    try {
-      const st = await stat(this.path(digest));
-      return st.isFile() ? st.size : undefined;
-    } catch {
-      return undefined;
-    }
+    return regularFileSize(this.path(digest));
   }
 
   /** True when the blob is stored with the expected size. */
