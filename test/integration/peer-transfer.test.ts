@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { appendFile, cp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isEmbersError, type EmbersError } from '../../src/errors.js';
+import type { EmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { MANIFEST_NAME } from '../../src/snapshot/manifest.js';
 import { PeerClient } from '../../src/snapshot/peer-client.js';
 import { startPeerServer, type PeerServer } from '../../src/snapshot/peer-server.js';
+import { embersErrorWith } from '../helpers/errors.js';
 import { MiB, makeSnapshot, snapshotBytes, tempDir, visible } from '../helpers/snapshots.js';
 
 const TOKEN = 'peer-token-0123456789abcdef';
@@ -54,14 +55,7 @@ function raw(server: PeerServer, path: string, headers: Record<string, string> =
   });
 }
 
-function code(c: string, ...inMessage: string[]) {
-  return (err: unknown) => {
-    assert.ok(isEmbersError(err), `expected an EmbersError, got ${String(err)}`);
-    assert.equal(err.code, c, err.message);
-    for (const text of inMessage) assert.ok(err.message.includes(text), `"${err.message}" should name ${text}`);
-    return true;
-  };
-}
+const code = (c: string, ...inMessage: string[]) => embersErrorWith(c, inMessage);
 
 test('peer: pull a snapshot from a peer: byte-identical, verified; list and has', { timeout: 60_000 }, async (t) => {
   const { a, b, serve } = await setup(t);

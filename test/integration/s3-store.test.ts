@@ -4,11 +4,12 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { isEmbersError, type EmbersError } from '../../src/errors.js';
+import type { EmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { MANIFEST_NAME } from '../../src/snapshot/manifest.js';
 import { S3SnapshotStore } from '../../src/snapshot/s3-store.js';
 import type { TransferProgress } from '../../src/snapshot/transfer.js';
+import { embersErrorWith } from '../helpers/errors.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
 import { MiB, makeSnapshot, snapshotBytes, tempDir, visible } from '../helpers/snapshots.js';
 
@@ -39,15 +40,7 @@ async function setup(t: TestContext): Promise<Env> {
 
 let diagnostic: (msg: string) => void = () => {};
 
-function code(c: string, ...inMessage: string[]) {
-  return (err: unknown) => {
-    assert.ok(isEmbersError(err), `expected an EmbersError, got ${String(err)}`);
-    diagnostic(`${err.code}: ${err.message}`);
-    assert.equal(err.code, c, err.message);
-    for (const text of inMessage) assert.ok(err.message.includes(text), `"${err.message}" should name ${text}`);
-    return true;
-  };
-}
+const code = (c: string, ...inMessage: string[]) => embersErrorWith(c, inMessage, (line) => diagnostic(line));
 
 test('s3: push, then pull into another store: byte-identical, manifest identical, verified; list, has, remove', { timeout: 120_000 }, async (t) => {
   const { remote, a, b } = await setup(t);
