@@ -18,3 +18,12 @@ export async function pidCmdline(pid: number): Promise<string[] | undefined> {
   if (!raw || raw.length === 0) return undefined;
   return raw.toString('utf8').replace(/\0$/, '').split('\0');
 }
+
+/**
+ * True if the process is alive and one argument of its command line contains `token` (a
+ * path or id only our process has): pids are reused, so a live pid alone proves nothing.
+ */
+export async function pidCommandMentions(pid: number, token: string): Promise<boolean> {
+  if (pid <= 0 || !(await pidAlive(pid))) return false;
+  return (await pidCmdline(pid))?.some((a) => a.includes(token)) ?? false;
+}

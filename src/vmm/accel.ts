@@ -1,4 +1,5 @@
-import { access, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { exists } from '../util/fs.js';
 import type { Accelerator } from './driver.js';
 
 export interface AcceleratorChoice {
@@ -12,27 +13,27 @@ export interface AcceleratorChoice {
  * then cannot make a system call, so TCG is the right choice there.
  */
 export async function detectAccelerator(requested: 'auto' | Accelerator = 'auto'): Promise<AcceleratorChoice> {
-  const probe = await probeKvm();
   if (requested === 'tcg') return { accelerator: 'tcg', reason: 'TCG requested' };
+  const probe = await probeKvm();
   if (requested === 'kvm') {
     return { accelerator: 'kvm', reason: probe.hardware ? `KVM requested (${probe.reason})` : `KVM requested although ${probe.reason}` };
   }
   return probe.hardware ? { accelerator: 'kvm', reason: probe.reason } : { accelerator: 'tcg', reason: probe.reason };
 }
 
-async function probeKvm(): Promise<{ hardware: boolean; reason: string }> {
-  const devKvm = await access('/dev/kvm').then(
-    () => true,
-    () => false,
-  );
-  if (!devKvm) return { hardware: false, reason: '/dev/kvm is absent' };
+let kvmProbe: Promise<{ hardware: boolean; reason: string }> | undefined;
+
+/** What this host's KVM is, probed once per process: the host does not change under a running node. */
+function probeKvm(): Promise<{ hardware: boolean; reason: string }> {
+  kvmProbe ??= probeKvmNow();
+  return kvmProbe;
+}
+
+async function probeKvmNow(): Promise<{ hardware: boolean; reason: string }> {
+  if (!(await exists('/dev/kvm'))) return { hardware: false, reason: '/dev/kvm is absent' };
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
   const flags = new Set((/^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? '').split(/\s+/));
-  const hasModule = async (m: string) =>
-    access(`/sys/module/${m}`).then(
-      () => true,
-      () => false,
-    );
+  const hasModule = (m: string) => exists(`/sys/module/${m}`);
   const intel = await hasModule('kvm_intel');
   const amd = await hasModule('kvm_amd');
   const pvm = await hasModule('kvm_pvm');

@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { open, readFile, access } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { pidAlive } from '../util/pid.js';
+import { exists } from '../util/fs.js';
 import { EmbersError } from '../errors.js';
 import { tail } from '../util/exec.js';
 
-export { pidAlive, pidCmdline } from '../util/pid.js';
+export { pidAlive, pidCmdline, pidCommandMentions } from '../util/pid.js';
 
 /**
  * Starts a long-lived process, detached from ours, with stdout/stderr appended to `logPath`
@@ -52,13 +53,7 @@ export async function waitForPath(path: string, exited: Promise<unknown>, timeou
   void exited.then(() => (dead = true));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (
-      await access(path).then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
+    if (await exists(path)) return;
     if (dead) {
       const log = await readFile(logPath, 'utf8').catch(() => '');
       throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, { log: logPath, tail: tail(log) });

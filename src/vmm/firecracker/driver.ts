@@ -3,10 +3,10 @@ import { EmbersError, isEmbersError } from '../../errors.js';
 import { which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
 import type { Accelerator, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
-import { pidAlive, pidCmdline, terminate } from '../process.js';
+import { pidCommandMentions, terminate } from '../process.js';
 import type { SnapshotLoadParams } from './api-types.js';
 import { FirecrackerClient } from './client.js';
-import { vmLayout, type VmLayout } from './layout.js';
+import { firecrackerId, vmLayout, type VmLayout } from './layout.js';
 import {
   resolveFirecrackerOptions,
   type FirecrackerDriverOptions,
@@ -188,9 +188,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     const steps = (await this.isOurs(vm))
       ? await stopFirecracker(vm.pid, this.client(vm), { ctrlAltDelGraceMs: this.options.ctrlAltDelGraceMs, sigtermGraceMs: this.options.sigtermGraceMs })
       : (['already-exited'] as StopStep[]);
-    await rm(vm.controlSocket, { force: true });
-    await rm(layout.vsockHost, { force: true });
-    const leaked = await layout.cleanup();
+    const leaked = await removeVmFiles(layout, vm.controlSocket);
     if (leaked.length > 0) throw new EmbersError('EMB_VMM_CLEANUP_FAILED', `stopping ${vm.name} left ${leaked.join(', ')}`, { vm: vm.name, leaked, steps });
     return steps;
   }
@@ -206,11 +204,8 @@ export class FirecrackerDriver implements HypervisorDriver {
   }
 
   /** True if the handle's pid is alive and still this VM's Firecracker (pids are reused). */
-  async isOurs(vm: VmHandle): Promise<boolean> {
-    if (vm.pid <= 0 || !(await pidAlive(vm.pid))) return false;
-    const cmdline = await pidCmdline(vm.pid);
-    const id = this.layoutFor(vm.spec).id;
-    return !!cmdline && cmdline.some((a) => a.includes(id));
+  isOurs(vm: VmHandle): Promise<boolean> {
+    return pidCommandMentions(vm.pid, firecrackerId(vm.spec));
   }
 
   /**
@@ -258,9 +253,7 @@ export class FirecrackerDriver implements HypervisorDriver {
       return { vm, timings: { spawnMs: fc.spawnMs, loadMs: performance.now() - t1 } };
     } catch (err) {
       await terminate(fc.pid, 1000).catch(() => undefined);
-      await rm(layout.launch.apiSocket, { force: true });
-      await rm(layout.vsockHost, { force: true });
-      await layout.cleanup();
+      await removeVmFiles(layout, layout.launch.apiSocket);
       if (err instanceof EmbersError && err.code !== 'EMB_SNAPSHOT_LOAD_FAILED' && err.details.tail === undefined) {
         err.details.tail = await failureTail(layout.launch);
       }
@@ -314,4 +307,11 @@ export async function findFirecracker(binary: string): Promise<string | undefine
     () => candidate,
     () => undefined,
   );
+}
+
+/** Removes what a VM leaves on the host (API socket, vsock socket, the layout's own files); returns what could not be removed. */
+async function removeVmFiles(layout: VmLayout, apiSocket: string): Promise<string[]> {
+  await rm(apiSocket, { force: true });
+  await rm(layout.vsockHost, { force: true });
+  return layout.cleanup();
 }

@@ -4,7 +4,7 @@ import { EmbersError } from '../../errors.js';
 import { run, which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
 import type { Accelerator, HypervisorDriver, RestoreOptions, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
-import { pidAlive, pidCmdline, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
+import { pidCommandMentions, sleep, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
 import { qemuArgs } from './args.js';
 import { QmpClient } from './qmp.js';
 
@@ -35,7 +35,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly binary: string;
   private readonly startTimeoutMs: number;
   private readonly powerdownTimeoutMs: number;
-  private accelChoice: Promise<{ accelerator: Accelerator; reason: string }> | undefined;
+  private binaryPath: Promise<string> | undefined;
+  private versionP: Promise<string> | undefined;
 
   constructor(private readonly opts: QemuDriverOptions = {}) {
     this.binary = opts.binary ?? 'qemu-system-x86_64';
@@ -44,14 +45,17 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
-    this.accelChoice ??= detectAccelerator(this.opts.accel ?? 'auto');
-    return this.accelChoice;
+    return detectAccelerator(this.opts.accel ?? 'auto');
   }
 
-  async version(): Promise<string> {
-    const bin = await this.resolveBinary();
-    const { stdout } = await run(bin, ['--version']);
-    return /version\s+(\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0];
+  /** The binary's version, "7.2.22": asked once per driver, as every restore checks it. */
+  version(): Promise<string> {
+    this.versionP ??= (async () => {
+      const { stdout } = await run(await this.resolveBinary(), ['--version']);
+      return /version\s+(\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0];
+    })();
+    this.versionP.catch(() => (this.versionP = undefined));
+    return this.versionP;
   }
 
   /**
@@ -78,8 +82,8 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
-    const vm = await this.handle(spec, join(spec.dir, 'guest-memory'));
     const { accelerator } = await this.accelerator();
+    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'));
     const args = qemuArgs(spec, {
       accelerator,
       controlSocket: vm.controlSocket,
@@ -92,8 +96,8 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
-    const vm = await this.handle(spec, files.memoryFile);
     const { accelerator } = await this.accelerator();
+    const vm = this.handle(spec, accelerator, files.memoryFile);
     const args = qemuArgs(spec, {
       accelerator,
       controlSocket: vm.controlSocket,
@@ -103,12 +107,7 @@ export class QemuDriver implements HypervisorDriver {
       incoming: true,
     });
     return this.start(vm, args, async (qmp) => {
-      await qmp.execute('migrate-set-capabilities', {
-        capabilities: [
-          { capability: 'x-ignore-shared', state: true },
-          { capability: 'events', state: true },
-        ],
-      });
+      await setMigrationCapabilities(qmp);
       await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(files.stateFile)}` });
       await waitMigration(qmp, 60_000);
       if (opts.resume !== false) await qmp.execute('cont');
@@ -131,12 +130,7 @@ export class QemuDriver implements HypervisorDriver {
       if (status.status === 'running') {
         throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, { vm: vm.name });
       }
-      await qmp.execute('migrate-set-capabilities', {
-        capabilities: [
-          { capability: 'x-ignore-shared', state: true },
-          { capability: 'events', state: true },
-        ],
-      });
+      await setMigrationCapabilities(qmp);
       await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
       await waitMigration(qmp, 60_000);
     });
@@ -175,14 +169,11 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /** True if the handle's pid is alive and still this VM's QEMU (pids are reused). */
-  async isOurs(vm: VmHandle): Promise<boolean> {
-    if (!(await pidAlive(vm.pid))) return false;
-    const cmdline = await pidCmdline(vm.pid);
-    return !!cmdline && cmdline.some((a) => a.includes(vm.controlSocket));
+  isOurs(vm: VmHandle): Promise<boolean> {
+    return pidCommandMentions(vm.pid, vm.controlSocket);
   }
 
-  private async handle(spec: VmSpec, memoryFile: string): Promise<VmHandle> {
-    const { accelerator } = await this.accelerator();
+  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string): VmHandle {
     return {
       kind: 'qemu',
       name: spec.name,
@@ -230,7 +221,7 @@ export class QemuDriver implements HypervisorDriver {
         return await QmpClient.connect(vm.controlSocket, Math.max(500, deadline - performance.now()));
       } catch (err) {
         if (dead || performance.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 10));
+        await sleep(10);
       }
     }
   }
@@ -244,24 +235,39 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
-  private async resolveBinary(): Promise<string> {
-    const found = this.binary.includes('/') ? this.binary : await which(this.binary);
-    if (
-      !found ||
-      !(await stat(found).then(
-        () => true,
-        () => false,
-      ))
-    ) {
-      throw new EmbersError(
-        'EMB_VMM_NOT_FOUND',
-        `QEMU binary ${this.binary} not found`,
-        { binary: this.binary },
-        { hint: 'install it: `apt-get install qemu-system-x86`' },
-      );
-    }
-    return found;
+  /** The binary's path, looked up once per driver (a failed lookup is retried next time). */
+  private resolveBinary(): Promise<string> {
+    this.binaryPath ??= (async () => {
+      const found = this.binary.includes('/') ? this.binary : await which(this.binary);
+      if (
+        !found ||
+        !(await stat(found).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        throw new EmbersError(
+          'EMB_VMM_NOT_FOUND',
+          `QEMU binary ${this.binary} not found`,
+          { binary: this.binary },
+          { hint: 'install it: `apt-get install qemu-system-x86`' },
+        );
+      }
+      return found;
+    })();
+    this.binaryPath.catch(() => (this.binaryPath = undefined));
+    return this.binaryPath;
   }
+}
+
+/** Both directions of a snapshot: leave the RAM (a shared memory-backend file) out of the stream, and report progress as events. */
+function setMigrationCapabilities(qmp: QmpClient): Promise<unknown> {
+  return qmp.execute('migrate-set-capabilities', {
+    capabilities: [
+      { capability: 'x-ignore-shared', state: true },
+      { capability: 'events', state: true },
+    ],
+  });
 }
 
 async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
@@ -273,7 +279,7 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
       throw new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU migration ${info.status}: ${info['error-desc'] ?? 'no reason given'}`, { migrate: info });
     }
     if (Date.now() > deadline) throw new EmbersError('EMB_VMM_TIMEOUT', `QEMU migration did not complete in ${timeoutMs} ms`, { migrate: info });
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
 }
 
