@@ -24,7 +24,7 @@ import { candidateVersion, downloadPackages, extractPackage, installedVersion, r
 import { buildFirecrackerKernel, LINUX_SOURCE_PACKAGE } from './firecracker-kernel.js';
 import { buildBaseInitramfs, compileExecHelper, DEBIAN_MODULES, isStaticElf, loadModule, readGuestSources, resolveModules } from './initramfs.js';
 import { firecrackerConfigPath } from './paths.js';
-import { assertVmlinux, extractVmlinux, readElfHeader } from './vmlinux.js';
+import { assertVmlinux, extractVmlinux, isX86_64Elf, readElfHeader } from './vmlinux.js';
 
 export interface GuestKit {
   /** ELF vmlinux. */
@@ -207,8 +207,7 @@ export async function readGuestKit(dir: string, expect?: { kind?: GuestKitKind; 
   } catch {
     return undefined;
   }
-  const elf = await readElfHeader(kernelPath);
-  if (!elf || elf.bits !== 64 || elf.machine !== 0x3e) return undefined;
+  if (!isX86_64Elf(await readElfHeader(kernelPath))) return undefined;
   return { kernelPath, initrdPath, kernelVersion: manifest.kernelVersion, kind: manifest.kind, cacheKey: manifest.cacheKey };
 }
 

@@ -6,7 +6,7 @@
  * Firecracker, in about half the time of the bzImage under TCG.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { copyFile, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { inflateRawSync } from 'node:zlib';
 import { EmbersError } from '../errors.js';
@@ -52,10 +52,15 @@ export async function readElfHeader(path: string): Promise<ElfInfo | undefined> 
   }
 }
 
+/** True for an x86-64 ELF64 header (EM_X86_64 = 0x3e). */
+export function isX86_64Elf(info: ElfInfo | undefined): boolean {
+  return !!info && info.bits === 64 && info.machine === 0x3e;
+}
+
 /** Throws EMB_GUEST_KERNEL_MISSING unless `path` is an x86-64 ELF64 file. */
 export async function assertVmlinux(path: string): Promise<void> {
   const info = await readElfHeader(path);
-  if (!info || info.bits !== 64 || info.machine !== 0x3e) {
+  if (!isX86_64Elf(info)) {
     throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `${path} is not an x86-64 ELF vmlinux`, { path, elf: info ?? null });
   }
 }
@@ -176,21 +181,4 @@ export async function extractVmlinux(vmlinuzPath: string, outPath: string): Prom
     await rm(tmp, { force: true });
   }
   throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `no ELF vmlinux found inside ${vmlinuzPath}`, { vmlinuzPath, attempts: attempts.slice(0, 20) });
-}
-
-/** Reads the "Linux version …" banner from a vmlinux (best effort). */
-export async function kernelBanner(vmlinuxPath: string): Promise<string | undefined> {
-  const needle = Buffer.from('Linux version ');
-  let carry = Buffer.alloc(0);
-  for await (const chunk of createReadStream(vmlinuxPath, { highWaterMark: 1 << 20 })) {
-    const buf = Buffer.concat([carry, chunk as Buffer]);
-    const at = buf.indexOf(needle);
-    if (at >= 0 && buf.indexOf(0, at) > at) {
-      const end = buf.indexOf(0, at);
-      const text = buf.toString('latin1', at, end);
-      if (/^Linux version \d+\.\d+/.test(text)) return text.trim();
-    }
-    carry = buf.subarray(Math.max(0, buf.length - 512));
-  }
-  return undefined;
 }
