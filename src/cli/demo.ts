@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { buildTestFunctionImage, expectedFileSha256 } from '../examples/test-function.js';
 import type { Output } from './output.js';
+import { mib, roundMs } from '../util/format.js';
+import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
 
 /**
  * The main job, end to end on this host: boot the example function from its OCI image,
@@ -24,7 +26,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     const rec = await node.run({ image: imageDir, vcpus: 1, memoryMiB: 256, port: 8080, env: [] }, { name: `demo-${randomBytes(2).toString('hex')}` });
     started.push(rec.name);
     const first = await node.invoke(rec.name, { path: '/' });
-    const coldBoot = { readyMs: rec.timings.readyMs, firstResponseMs: round(rec.timings.readyMs + first.latencyMs), phases: rec.timings.phases };
+    const coldBoot = { readyMs: rec.timings.readyMs, firstResponseMs: roundMs(rec.timings.readyMs + first.latencyMs), phases: rec.timings.phases };
     say(`  ${rec.name} answered "${first.body.trim()}" — ready ${coldBoot.readyMs} ms, first response ${coldBoot.firstResponseMs} ms`);
 
     // state that must survive: a file written (left in the guest's page cache) before the snapshot
@@ -38,8 +40,8 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     say('snapshot: pause → state + memory → disk delta → resume → publish …');
     const snap = await node.snapshots.create(rec.name);
     snapshotId = snap.manifest.id;
-    const memoryBytes = snap.manifest.files.find((f) => f.name === 'memory.bin')?.sizeBytes ?? 0;
-    const deltaBytes = snap.manifest.files.find((f) => f.name === 'disk.delta')?.sizeBytes ?? 0;
+    const memoryBytes = fileEntry(snap.manifest, SNAPSHOT_FILES.memory)?.sizeBytes ?? 0;
+    const deltaBytes = fileEntry(snap.manifest, SNAPSHOT_FILES.blockDelta)?.sizeBytes ?? 0;
     say(`  ${snapshotId}: ${snap.timings.createMs} ms (paused ${snap.timings.pausedMs} ms), memory file ${mib(memoryBytes)}, disk delta ${mib(deltaBytes)}`);
 
     say(`restore: ${o.clones} clones concurrently from one snapshot …`);
@@ -52,7 +54,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
       const entry = {
         name: c.record.name,
         readyMs: c.record.timings.readyMs,
-        firstResponseMs: round(c.record.timings.readyMs + res.latencyMs),
+        firstResponseMs: roundMs(c.record.timings.readyMs + res.latencyMs),
         diskVerified: c.diskVerified,
         fileIntact: fileOk,
       };
@@ -61,7 +63,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
         `  ${entry.name}: ready ${entry.readyMs} ms, first response ${entry.firstResponseMs} ms, disk verified ${entry.diskVerified}, file written before the snapshot ${fileOk ? 'intact' : 'WRONG'}`,
       );
     }
-    const speedup = round(coldBoot.firstResponseMs / median(restores.map((r) => r.firstResponseMs)));
+    const speedup = roundMs(coldBoot.firstResponseMs / median(restores.map((r) => r.firstResponseMs)));
     say(`restore is ${speedup}× faster than a cold boot to first response (median of ${restores.length} clones, restored concurrently)`);
     out.result('', {
       accelerator: accel.accelerator,
@@ -80,15 +82,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
   }
 }
 
-function round(n: number): number {
-  return Math.round(n * 10) / 10;
-}
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1048576).toFixed(1)} MiB`;
 }

@@ -8,6 +8,8 @@ import { transferProgress } from './progress.js';
 import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
 import type { SnapshotSource } from '../node/remote.js';
 import { startPeerServer } from '../snapshot/peer-server.js';
+import { mib } from '../util/format.js';
+import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
 
 const USAGE = `embers — serverless functions as microVMs, with snapshot restores
 
@@ -196,8 +198,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
     case 'down': {
       const { values } = parse(argv, {});
       const node = await EmbersNode.open(nodeOptions(values, out));
-      const stopped = await node.stopAll();
-      await node.pool.teardown();
+      const stopped = await node.down();
       out.result(`stopped ${stopped.length} instance(s), network pool torn down`, { stopped });
       return 0;
     }
@@ -269,7 +270,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
       const diff = values['disk-diff'] ?? 'block';
       if (diff !== 'block' && diff !== 'rsync') throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
       const r = await snaps.create(need('instance'), { diskDiff: diff, stop: values.stop, onTransferProgress: transferProgress() });
-      const mem = r.manifest.files.find((f) => f.name === 'memory.bin')?.sizeBytes ?? 0;
+      const mem = fileEntry(r.manifest, SNAPSHOT_FILES.memory)?.sizeBytes ?? 0;
       out.result(
         `${r.manifest.id}\tcreated in ${r.timings.createMs} ms (VM paused ${r.timings.pausedMs} ms), memory ${mem} bytes, disk changes ${r.manifest.disk.changedBytes} bytes (${diff})`,
         { id: r.manifest.id, timings: r.timings, memoryBytes: mem, deltaBytes: r.manifest.disk.changedBytes, manifest: r.manifest },
@@ -295,7 +296,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
       }));
       out.result(
         [
-          `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${(r.fetch.bytes / 1048576).toFixed(1)} MiB in ${r.fetch.ms} ms)` : ''}`,
+          `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${mib(r.fetch.bytes)} in ${r.fetch.ms} ms)` : ''}`,
           ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`),
         ].join('\n'),
         { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, clones },
@@ -305,16 +306,13 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     }
     case 'push': {
       const r = await node.remote.push(snaps.store, need('snapshot'), { onProgress: transferProgress() });
-      out.result(
-        `pushed ${r.id}: ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${(r.resumedBytes / 1048576).toFixed(1)} MiB already there, in ${Math.round(r.ms)} ms`,
-        r,
-      );
+      out.result(`pushed ${r.id}: ${mib(r.bytes)} sent, ${mib(r.resumedBytes)} already there, in ${Math.round(r.ms)} ms`, r);
       return 0;
     }
     case 'pull': {
       const id = need('snapshot');
       const { fetched } = await node.remote.ensureLocal(snaps.store, id, peerSource() ?? { kind: 's3' }, { onProgress: transferProgress() });
-      out.result(fetched ? `pulled ${id}: ${(fetched.bytes / 1048576).toFixed(1)} MiB in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, {
+      out.result(fetched ? `pulled ${id}: ${mib(fetched.bytes)} in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, {
         id,
         fetched,
       });

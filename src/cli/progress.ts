@@ -1,4 +1,5 @@
 import type { TransferProgress } from '../snapshot/transfer.js';
+import { mib } from '../util/format.js';
 
 /**
  * A transfer progress display on stderr: one line, rewritten in place on a terminal, a
@@ -21,8 +22,4 @@ export function transferProgress(write: (line: string) => void = (l) => process.
       write(`${text}\n`);
     }
   };
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1048576).toFixed(1)} MiB`;
 }

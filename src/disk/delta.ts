@@ -1,4 +1,4 @@
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { EmbersError } from '../errors.js';
 
@@ -180,8 +180,4 @@ export async function applyDelta(deltaPath: string, target: string): Promise<Del
   } finally {
     await d.close();
   }
-}
-
-export async function fileSize(path: string): Promise<number> {
-  return (await stat(path)).size;
 }

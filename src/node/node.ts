@@ -20,6 +20,7 @@ import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRe
 import { RemoteSnapshots, type RemoteOptions } from './remote.js';
 import { SnapshotService } from './snapshots.js';
 import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
+import { phaseTimer, roundMs } from '../util/format.js';
 
 export interface NodeOptions extends ConfigOptions, RemoteOptions {
   /** Which VMM: 'auto' prefers Firecracker where its binary and hardware KVM exist. @default 'auto' */
@@ -179,7 +180,7 @@ export class EmbersNode {
     validateInstanceName(name);
     const t0 = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
-    const imageMs = round(performance.now() - t0);
+    const imageMs = roundMs(performance.now() - t0);
     const kit = await this.guestKit();
     const record = await this.launch({
       name,
@@ -209,8 +210,7 @@ export class EmbersNode {
    */
   async launch(plan: LaunchPlan): Promise<InstanceRecord> {
     const kit = plan.kit ?? (await this.guestKit());
-    const phases: Record<string, number> = {};
-    const mark = (phase: string, since: number) => (phases[phase] = round(performance.now() - since));
+    const { phases, mark } = phaseTimer();
     return withCleanup(async (cleanup) => {
       const dir = await this.instances.reserve(plan.name);
       cleanup.add(`remove ${dir}`, () => this.instances.remove(plan.name));
@@ -246,8 +246,8 @@ export class EmbersNode {
       const { vm, timings } = await plan.start(spec);
       cleanup.add(`stop VM ${plan.name}`, () => this.driver.stop(vm));
       mark('vmmMs', t);
-      phases.vmmSpawnMs = round(timings.spawnMs);
-      phases.vmmLoadMs = round(timings.loadMs);
+      phases.vmmSpawnMs = roundMs(timings.spawnMs);
+      phases.vmmLoadMs = roundMs(timings.loadMs);
 
       t = performance.now();
       await waitUntilServing(lease.slot.cloneIp, plan.fn.port, {
@@ -269,7 +269,7 @@ export class EmbersNode {
         vm,
         kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
         origin: plan.origin,
-        timings: { phases, readyMs: round(performance.now() - plan.startedAt) },
+        timings: { phases, readyMs: roundMs(performance.now() - plan.startedAt) },
       };
       await this.instances.complete(record);
       this.scheduleRefill();
@@ -371,11 +371,12 @@ export class EmbersNode {
     return true;
   }
 
-  /** Stops every instance, tears the slot pool down and gives the node's index back. */
-  async down(): Promise<void> {
+  /** Stops every instance, tears the slot pool down and gives the node's index back; returns the names stopped. */
+  async down(): Promise<string[]> {
     await this.settle();
-    await this.stopAll();
+    const stopped = await this.stopAll();
     await this.pool.teardown();
+    return stopped;
   }
 
   /**
@@ -410,7 +411,7 @@ export class EmbersNode {
 }
 
 /** The guest's run config: the image's entrypoint/cmd/env/user/workdir with the function's overrides. */
-export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: string) {
+function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: string) {
   const env = new Map<string, string>();
   for (const kv of [...image.config.env, ...fn.env]) {
     const eq = kv.indexOf('=');
@@ -451,8 +452,4 @@ async function killProcessesMentioning(path: string): Promise<void> {
     const cmd = await pidCmdline(pid);
     if (cmd?.some((a) => a.includes(`${path}/`))) await terminate(pid).catch(() => undefined);
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
 }

@@ -16,6 +16,7 @@ import type { GuestKit } from '../guest/kit.js';
 import type { SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
 import type { EmbersNode } from './node.js';
+import { phaseTimer, roundMs } from '../util/format.js';
 
 export interface CreateSnapshotOptions {
   /** How disk changes are captured. @default 'block' */
@@ -103,9 +104,8 @@ export class SnapshotService {
         },
       );
     }
-    const phases: Record<string, number> = {};
+    const { phases, mark } = phaseTimer();
     const t0 = performance.now();
-    const mark = (phase: string, since: number) => (phases[phase] = Math.round((performance.now() - since) * 10) / 10);
     const staging = await this.store.staging();
     // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
     const diskCopy = join(this.node.config.paths.tmp, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
@@ -153,12 +153,8 @@ export class SnapshotService {
         const stats = await writeDelta(diskCopy, runs, join(staging, SNAPSHOT_FILES.blockDelta));
         changedBytes = stats.changedBytes;
       } else {
-        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
-        try {
-          changedBytes = (await writeRsyncBatch(image.rootfsPath, diskCopy, join(staging, SNAPSHOT_FILES.rsyncBatch), work)).batchBytes;
-        } finally {
-          await rm(work, { recursive: true, force: true });
-        }
+        const batch = join(staging, SNAPSHOT_FILES.rsyncBatch);
+        changedBytes = (await this.withRsyncWork((work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))).batchBytes;
       }
       mark('diskDiffMs', t);
 
@@ -200,7 +196,7 @@ export class SnapshotService {
         }
         mark('uploadMs', t);
       }
-      return { manifest, diffMethod, timings: { createMs: round(performance.now() - t0), pausedMs: round(pausedMs), phases } };
+      return { manifest, diffMethod, timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases } };
     } catch (err) {
       if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
@@ -288,12 +284,7 @@ export class SnapshotService {
       if (m.disk.diff === 'block') {
         await applyDelta(join(snapDir, SNAPSHOT_FILES.blockDelta), tmp);
       } else {
-        const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
-        try {
-          await applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work);
-        } finally {
-          await rm(work, { recursive: true, force: true });
-        }
+        await this.withRsyncWork((work) => applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work));
         await truncateTo(tmp, m.disk.sizeBytes);
       }
       const digest = await sha256File(tmp);
@@ -330,7 +321,7 @@ export class SnapshotService {
     const t0 = performance.now();
     this.node.remote.requireEnabled();
     const { fetched } = await this.node.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
-    const fetchMs = round(performance.now() - t0);
+    const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
     await this.checkCompatible(m);
@@ -345,7 +336,7 @@ export class SnapshotService {
       throw err;
     }
     await this.node.guestKit(kitKindOf(m));
-    const prepareMs = round(performance.now() - t0);
+    const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
     // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
@@ -415,6 +406,16 @@ export class SnapshotService {
       if (!(await this.store.has(id).catch(() => false))) await rm(join(this.restoreDir, id), { recursive: true, force: true });
     }
   }
+
+  /** Runs `fn` with a scratch dir for rsync under the node's tmp (named with our pid, so reconcile can tell a dead run's), removed afterwards. */
+  private async withRsyncWork<T>(fn: (work: string) => Promise<T>): Promise<T> {
+    const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+    try {
+      return await fn(work);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
 }
 
 function kitKindOf(m: SnapshotManifest): GuestKit['kind'] {
@@ -428,8 +429,4 @@ async function truncateTo(path: string, size: number): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
 }
