@@ -21,10 +21,7 @@ export interface NodeClaim {
 export async function claimNodeIndex(home: string): Promise<NodeClaim> {
   await mkdir(NODES_DIR, { recursive: true });
   const owners = new Map<number, string>();
-  for (const name of await readdir(NODES_DIR)) {
-    const index = Number(name);
-    if (!Number.isInteger(index)) continue;
-    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
+  for (const { index, owner } of await readClaims()) {
     if (owner === home) return { index, tookOverStale: false };
     owners.set(index, owner);
   }
@@ -58,11 +55,7 @@ export async function claimNodeIndex(home: string): Promise<NodeClaim> {
  * the lowest one the home holds, and the holder of a higher one gives it back.
  */
 async function settleDuplicateClaims(home: string, mine: number): Promise<number> {
-  const held: number[] = [];
-  for (const name of await readdir(NODES_DIR)) {
-    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
-    if (owner === home && Number.isInteger(Number(name))) held.push(Number(name));
-  }
+  const held = (await readClaims()).filter((c) => c.owner === home).map((c) => c.index);
   const lowest = Math.min(mine, ...held);
   if (lowest !== mine) await rm(join(NODES_DIR, String(mine)), { force: true });
   return lowest;
@@ -70,15 +63,27 @@ async function settleDuplicateClaims(home: string, mine: number): Promise<number
 
 /** The index this home holds, if it holds one (claims nothing). */
 export async function lookupNodeIndex(home: string): Promise<number | undefined> {
-  for (const name of await readdir(NODES_DIR).catch(() => [] as string[])) {
-    const owner = (await readFile(join(NODES_DIR, name), 'utf8').catch(() => '')).trim();
-    if (owner === home && Number.isInteger(Number(name))) return Number(name);
-  }
-  return undefined;
+  // readClaims throws only when NODES_DIR cannot be listed: no registry, no index
+  const claims = await readClaims().catch(() => []);
+  return claims.find((c) => c.owner === home)?.index;
 }
 
 export async function releaseNodeIndex(home: string, index: number): Promise<void> {
-  const path = join(NODES_DIR, String(index));
-  const owner = (await readFile(path, 'utf8').catch(() => '')).trim();
-  if (owner === home) await rm(path, { force: true });
+  if ((await ownerOf(index)) === home) await rm(join(NODES_DIR, String(index)), { force: true });
+}
+
+/** The home recorded in registry entry `entry` (an index or a listed name); '' when it is gone or unreadable. */
+async function ownerOf(entry: number | string): Promise<string> {
+  return (await readFile(join(NODES_DIR, String(entry)), 'utf8').catch(() => '')).trim();
+}
+
+/** Every registry entry whose name is an integer, with its owner, in listing order. Throws when NODES_DIR cannot be listed. */
+async function readClaims(): Promise<{ index: number; owner: string }[]> {
+  const claims: { index: number; owner: string }[] = [];
+  for (const name of await readdir(NODES_DIR)) {
+    const index = Number(name);
+    // read by the listed name: a non-canonical one ("01") names another file than String(index)
+    if (Number.isInteger(index)) claims.push({ index, owner: await ownerOf(name) });
+  }
+  return claims;
 }

@@ -69,11 +69,9 @@ export class SlotPool {
       if (!(await this.tryLease(index, owner))) continue;
       const slot = slotAddressing(node, index);
       try {
-        await destroySlot(slot); // a leftover of a crash may hold the names
-        await createSlot(slot);
-        await writeFile(join(this.slotsDir, String(index)), `${JSON.stringify(slot)}\n`);
+        await this.build(slot);
       } catch (err) {
-        await rm(join(this.leasesDir, String(index)), { force: true });
+        await this.unlease(index);
         throw err;
       }
       return { slot, owner };
@@ -89,7 +87,7 @@ export class SlotPool {
       await destroySlot(lease.slot);
       await rm(join(this.slotsDir, String(index)), { force: true });
     }
-    await rm(join(this.leasesDir, String(index)), { force: true });
+    await this.unlease(index);
   }
 
   /** Creates free slots until `poolSize` are ready. Off the cold-start path. */
@@ -104,13 +102,11 @@ export class SlotPool {
       if (!(await this.tryLease(index, 'pool-fill'))) continue;
       const slot = slotAddressing(node, index);
       try {
-        await destroySlot(slot);
-        await createSlot(slot);
-        await writeFile(join(this.slotsDir, String(index)), `${JSON.stringify(slot)}\n`);
+        await this.build(slot);
         free++;
         made++;
       } finally {
-        await rm(join(this.leasesDir, String(index)), { force: true });
+        await this.unlease(index);
       }
     }
     return made;
@@ -147,11 +143,12 @@ export class SlotPool {
    */
   async reconcile(liveOwners: Set<string>): Promise<void> {
     // a home that holds no index and records no slot has nothing to reconcile: claim nothing
-    if ((await lookupNodeIndex(this.opts.home)) === undefined && (await this.createdIndexes()).length === 0) return;
+    // (recorded slots first: the registry is then read only when the home records none)
+    if ((await this.createdIndexes()).length === 0 && (await lookupNodeIndex(this.opts.home)) === undefined) return;
     await this.nodeIndex();
     for (const index of await this.leasedIndexes()) {
       const owner = (await readFile(join(this.leasesDir, String(index)), 'utf8').catch(() => '')).trim();
-      if (!liveOwners.has(owner)) await rm(join(this.leasesDir, String(index)), { force: true });
+      if (!liveOwners.has(owner)) await this.unlease(index);
     }
     await this.sweepOrphans(new Set(await this.createdIndexes()));
   }
@@ -170,6 +167,18 @@ export class SlotPool {
       const index = Number(link.slice(vPrefix.length));
       if (Number.isInteger(index) && !keep.has(index)) await destroySlot(slotAddressing(node, index));
     }
+  }
+
+  /** Creates slot's netns and veth (clearing a crash's leftovers holding its names) and records it. */
+  private async build(slot: SlotAddressing): Promise<void> {
+    await destroySlot(slot); // a leftover of a crash may hold the names
+    await createSlot(slot);
+    await writeFile(join(this.slotsDir, String(slot.index)), `${JSON.stringify(slot)}\n`);
+  }
+
+  /** Drops the lease of slot `index` (if any). */
+  private async unlease(index: number): Promise<void> {
+    await rm(join(this.leasesDir, String(index)), { force: true });
   }
 
   private async tryLease(index: number, owner: string): Promise<boolean> {

@@ -2,6 +2,7 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { lockOwner } from '../util/lock.js';
 import { pidAlive } from '../util/pid.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
@@ -81,15 +82,15 @@ export class InstanceStore {
 
   /** True while another live process is still creating this instance. */
   async beingCreatedElsewhere(name: string): Promise<boolean> {
-    const owner = Number((await readFile(join(this.dirOf(name), OWNER_FILE), 'utf8').catch(() => '')).trim());
-    return Number.isInteger(owner) && owner > 0 && owner !== process.pid && (await pidAlive(owner));
+    const owner = await lockOwner(join(this.dirOf(name), OWNER_FILE));
+    return owner !== undefined && owner !== process.pid && (await pidAlive(owner));
   }
 
   async get(name: string): Promise<InstanceRecord> {
     validateInstanceName(name);
-    const raw = await readFile(join(this.dirOf(name), 'instance.json'), 'utf8').catch(() => undefined);
-    if (!raw) throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `no instance named ${name}`, { name });
-    return JSON.parse(raw) as InstanceRecord;
+    const record = await this.readRecord(name);
+    if (record === undefined) throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `no instance named ${name}`, { name });
+    return record;
   }
 
   /** All names with a dir, and the record if it was completed. */
@@ -97,13 +98,18 @@ export class InstanceStore {
     const names = await readdir(this.dir).catch(() => [] as string[]);
     const out: { name: string; record?: InstanceRecord }[] = [];
     for (const name of names.sort()) {
-      const raw = await readFile(join(this.dirOf(name), 'instance.json'), 'utf8').catch(() => undefined);
-      out.push({ name, record: raw ? (JSON.parse(raw) as InstanceRecord) : undefined });
+      out.push({ name, record: await this.readRecord(name) });
     }
     return out;
   }
 
   async remove(name: string): Promise<void> {
     await rm(this.dirOf(name), { recursive: true, force: true });
+  }
+
+  /** The completed record of `name`; undefined when instance.json is missing, unreadable or empty. */
+  private async readRecord(name: string): Promise<InstanceRecord | undefined> {
+    const raw = await readFile(join(this.dirOf(name), 'instance.json'), 'utf8').catch(() => undefined);
+    return raw ? (JSON.parse(raw) as InstanceRecord) : undefined;
   }
 }
