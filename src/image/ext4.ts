@@ -27,11 +27,6 @@ export function crc32cUpdate(crc: number, data: Uint8Array): number {
   return c >>> 0;
 }
 
-/** The standard crc32c (with inversions); crc32c("123456789") = 0xe3069283. */
-export function crc32c(data: Uint8Array): number {
-  return ~crc32cUpdate(0xffffffff, data) >>> 0;
-}
-
 // --- superblock ------------------------------------------------------------------------------
 const SB_OFFSET = 1024;
 const EXT4_MAGIC = 0xef53;
@@ -42,20 +37,13 @@ const RO_COMPAT_METADATA_CSUM = 0x400;
 const BG_INODE_UNINIT = 0x1;
 
 export interface Ext4Superblock {
-  inodesCount: number;
-  blocksCount: number;
   firstDataBlock: number;
   blockSize: number;
-  blocksPerGroup: number;
   inodesPerGroup: number;
   firstIno: number;
   inodeSize: number;
-  featureCompat: number;
-  featureIncompat: number;
   featureRoCompat: number;
-  uuid: Buffer;
   descSize: number;
-  checksumSeed: number;
   groupCount: number;
   metadataCsum: boolean;
   /** The seed ext4 derives inode checksums from (s_checksum_seed or crc32c of the UUID). */
@@ -82,20 +70,13 @@ export async function readSuperblock(fh: FileHandle): Promise<Ext4Superblock> {
   const checksumSeed = sb.readUInt32LE(0x270);
   const metadataCsum = (featureRoCompat & RO_COMPAT_METADATA_CSUM) !== 0;
   return {
-    inodesCount: sb.readUInt32LE(0x00),
-    blocksCount,
     firstDataBlock,
     blockSize: 1024 << sb.readUInt32LE(0x18),
-    blocksPerGroup,
     inodesPerGroup: sb.readUInt32LE(0x28),
     firstIno: sb.readUInt32LE(0x4c) >= 1 ? sb.readUInt32LE(0x54) : 11,
     inodeSize: sb.readUInt32LE(0x4c) >= 1 ? sb.readUInt16LE(0x58) : 128,
-    featureCompat: sb.readUInt32LE(0x5c),
-    featureIncompat,
     featureRoCompat,
-    uuid,
     descSize: is64 ? sb.readUInt16LE(0xfe) : 32,
-    checksumSeed,
     groupCount: Math.ceil((blocksCount - firstDataBlock) / blocksPerGroup),
     metadataCsum,
     csumSeed: featureIncompat & INCOMPAT_CSUM_SEED ? checksumSeed : crc32cUpdate(0xffffffff, uuid),

@@ -399,8 +399,7 @@ export class LayerApplier {
    */
   async finish(): Promise<StagedTree> {
     this.addRuntimeMountpoints();
-    let hasXattrs = false;
-    for (const m of this.xattrs.values()) if (m.size > 0) hasXattrs = true;
+    const hasXattrs = this.xattrs.size > 0; // a path's map is stored only when it is not empty
     if (hasXattrs) await this.verifyXattrs();
 
     const seenInodes = new Set<number>();

@@ -6,21 +6,12 @@
  *   `/`, `./`, `../` or `~/`                                local (see oci.ts)
  *   anything else                                           a registry reference (reference.ts)
  */
-import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { exists } from '../util/fs.js';
 import { parseImageReference, pinnedReference, type ImageReference } from './registry/reference.js';
 
 export type ImageLocation = { kind: 'local'; path: string } | { kind: 'registry'; ref: ImageReference };
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(resolve(path));
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export async function locateImage(ref: string): Promise<ImageLocation> {
   if (ref.startsWith('oci:')) return { kind: 'local', path: ref.slice('oci:'.length) };
@@ -28,11 +19,11 @@ export async function locateImage(ref: string): Promise<ImageLocation> {
   if (ref.startsWith('docker://')) return { kind: 'registry', ref: parseImageReference(ref) };
   if (ref.startsWith('~/')) return { kind: 'local', path: join(homedir(), ref.slice(2)) };
   if (ref === '' || ref === '.' || ref === '..' || /^(\/|\.\.?\/)/.test(ref)) return { kind: 'local', path: ref };
-  if (await exists(ref)) return { kind: 'local', path: ref };
+  if (await exists(resolve(ref))) return { kind: 'local', path: ref };
   const at = ref.lastIndexOf('@');
-  if (at > 0 && (await exists(ref.slice(0, at)))) return { kind: 'local', path: ref };
+  if (at > 0 && (await exists(resolve(ref.slice(0, at))))) return { kind: 'local', path: ref };
   const colon = ref.lastIndexOf(':');
-  if (colon > 0 && (await exists(ref.slice(0, colon)))) return { kind: 'local', path: ref };
+  if (colon > 0 && (await exists(resolve(ref.slice(0, colon))))) return { kind: 'local', path: ref };
   return { kind: 'registry', ref: parseImageReference(ref) };
 }
 

@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { which } from '../util/exec.js';
-import { regularFileSize } from '../util/fs.js';
+import { regularFileSize, sha256 } from '../util/fs.js';
 import type { ImageConfig } from './types.js';
 
 export const MEDIA = {
@@ -89,7 +89,7 @@ export interface ResolvedImage {
 
 // --- errors and JSON ---------------------------------------------------------------------------
 
-function manifestInvalid(message: string, details: Record<string, unknown> = {}): EmbersError {
+export function manifestInvalid(message: string, details: Record<string, unknown> = {}): EmbersError {
   return new EmbersError('EMB_IMAGE_MANIFEST_INVALID', message, details);
 }
 
@@ -101,7 +101,7 @@ export function parseJson(buf: Buffer, what: string, where: string): unknown {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
@@ -131,10 +131,6 @@ function stringArray(v: unknown, what: string, where: string): string[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw manifestInvalid(`${what} must be an array of strings (${where})`, { where });
   return v as string[];
-}
-
-function sha256Hex(buf: Buffer): string {
-  return createHash('sha256').update(buf).digest('hex');
 }
 
 // --- blob sources --------------------------------------------------------------------------------
@@ -349,7 +345,7 @@ async function readBlob(source: ByteSource, desc: Descriptor, what: string): Pro
     });
   if (size > MAX_JSON_BYTES) throw manifestInvalid(`${what} ${desc.digest} is too large (${size} bytes)`, { digest: desc.digest });
   const buf = await source.read(blobName(desc.digest), MAX_JSON_BYTES);
-  const actual = `sha256:${sha256Hex(buf)}`;
+  const actual = `sha256:${sha256(buf)}`;
   if (actual !== desc.digest || buf.length !== desc.size) {
     throw new EmbersError(
       'EMB_IMAGE_DIGEST_MISMATCH',
@@ -491,6 +487,42 @@ export function checkPlatform(os: unknown, architecture: unknown, digest: string
       os,
       architecture,
     });
+  }
+}
+
+/**
+ * The shape of an image manifest: schemaVersion 2, a config descriptor, a layers array of
+ * descriptors. `details` goes into the errors about the manifest as a whole.
+ */
+export function checkManifest(doc: Record<string, unknown>, where: string, details: Record<string, unknown>): { configDesc: Descriptor; layers: Descriptor[] } {
+  if (doc.schemaVersion !== 2) throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
+  const configDesc = checkDescriptor(doc.config, 'config', where);
+  if (!Array.isArray(doc.layers)) throw manifestInvalid(`${where} has no layers array`, details);
+  const layers = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
+  return { configDesc, layers };
+}
+
+/**
+ * The media type of layer `i` (gzip'd OCI when unset), which must be one embers reads. `of` is
+ * appended to "layer N (digest)" in the message (e.g. " of REF"); `details` come before the
+ * digest and media type in the error's details.
+ */
+export function layerMediaType(d: Descriptor, i: number, of: string, details: Record<string, unknown>): string {
+  const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
+  if (!LAYER_TYPES.has(mediaType)) {
+    throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest})${of} has the unsupported media type ${mediaType}`, {
+      ...details,
+      digest: d.digest,
+      mediaType,
+    });
+  }
+  return mediaType;
+}
+
+/** The config's diff_ids (when it has them) must be one per manifest layer. */
+export function checkDiffIdCount(diffIds: string[] | undefined, layerCount: number, where: string, details: Record<string, unknown>): void {
+  if (diffIds && diffIds.length !== layerCount) {
+    throw manifestInvalid(`${where} has ${layerCount} layers but its config lists ${diffIds.length} diff_ids`, details);
   }
 }
 
@@ -695,24 +727,13 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
 /** The manifest → config → layers part of a resolution, shared by layouts and the pulled-blob store. */
 async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descriptor, doc: Record<string, unknown>): Promise<ResolvedImage> {
   const where = `manifest ${desc.digest}`;
-  if (doc.schemaVersion !== 2) throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, { digest: desc.digest });
-  const configDesc = checkDescriptor(doc.config, 'config', where);
-  if (!Array.isArray(doc.layers)) throw manifestInvalid(`${where} has no layers array`, { digest: desc.digest });
-  const layerDescs = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
+  const { configDesc, layers: layerDescs } = checkManifest(doc, where, { digest: desc.digest });
   const configBuf = await readBlob(source, configDesc, 'image config');
   const cfg = parseConfig(parseJson(configBuf, `image config ${configDesc.digest}`, source.location), configDesc.digest);
   checkPlatform(cfg.os, cfg.architecture, desc.digest);
-  if (cfg.diffIds && cfg.diffIds.length !== layerDescs.length) {
-    throw manifestInvalid(`${where} has ${layerDescs.length} layers but its config lists ${cfg.diffIds.length} diff_ids`, { digest: desc.digest });
-  }
+  checkDiffIdCount(cfg.diffIds, layerDescs.length, where, { digest: desc.digest });
   const specs = layerDescs.map((d, i): LayerSpec => {
-    const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
-    if (!LAYER_TYPES.has(mediaType)) {
-      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) has the unsupported media type ${mediaType}`, {
-        digest: d.digest,
-        mediaType,
-      });
-    }
+    const mediaType = layerMediaType(d, i, '', {});
     return {
       name: blobName(d.digest),
       layer: { index: i, digest: d.digest, mediaType, size: d.size, diffId: cfg.diffIds?.[i], label: `layer ${i + 1}/${layerDescs.length} ${d.digest}` },
@@ -754,7 +775,7 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
   }
 
   const configBuf = await source.read(image.config, MAX_JSON_BYTES);
-  const configDigest = `sha256:${sha256Hex(configBuf)}`;
+  const configDigest = `sha256:${sha256(configBuf)}`;
   const named = /([0-9a-f]{64})(\.json)?$/.exec(image.config);
   if (named && `sha256:${named[1]}` !== configDigest) {
     throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `image config ${image.config} does not match its name (sha256 ${configDigest})`, {
@@ -782,7 +803,7 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
     config: { mediaType: MEDIA.dockerConfig, size: configBuf.length, digest: configDigest },
     layers: layerDescs.map((d) => ({ mediaType: d.mediaType, size: d.size, digest: d.digest })),
   };
-  const manifestDigest = `sha256:${sha256Hex(Buffer.from(JSON.stringify(manifest)))}`;
+  const manifestDigest = `sha256:${sha256(Buffer.from(JSON.stringify(manifest)))}`;
   const specs = layerDescs.map(
     (d, i): LayerSpec => ({
       name: image.layers[i]!,
@@ -790,6 +811,16 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
     }),
   );
   return makeResolved(ref, source, manifestDigest, cfg.config, specs);
+}
+
+/**
+ * After a failed resolution: closes the source, then rethrows an EmbersError as it is and
+ * wraps anything else as EMB_IMAGE_MANIFEST_INVALID (`message: <cause>`).
+ */
+async function resolutionFailed(source: ByteSource, err: unknown, message: string, details: Record<string, unknown>): Promise<never> {
+  await source.close();
+  if (isEmbersError(err)) throw err;
+  throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${message}: ${err instanceof Error ? err.message : String(err)}`, details, { cause: err });
 }
 
 /** Resolves and verifies the manifest and config of an image reference (see the file comment). */
@@ -810,9 +841,7 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
       { ref, path: parsed.path },
     );
   } catch (err) {
-    await source.close();
-    if (isEmbersError(err)) throw err;
-    throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `reading ${ref} failed: ${err instanceof Error ? err.message : String(err)}`, { ref }, { cause: err });
+    return await resolutionFailed(source, err, `reading ${ref} failed`, { ref });
   }
 }
 
@@ -837,13 +866,6 @@ export async function resolveFromBlobs(reference: string, root: string, manifest
     const { desc, doc } = await resolveToManifest(source, { digest: manifestDigest, size }, 0);
     return await resolveManifestDoc(reference, source, desc, doc);
   } catch (err) {
-    await source.close();
-    if (isEmbersError(err)) throw err;
-    throw new EmbersError(
-      'EMB_IMAGE_MANIFEST_INVALID',
-      `reading ${reference} from ${root} failed: ${err instanceof Error ? err.message : String(err)}`,
-      { reference },
-      { cause: err },
-    );
+    return await resolutionFailed(source, err, `reading ${reference} from ${root} failed`, { reference });
   }
 }

@@ -27,7 +27,7 @@ import { fsyncPath, makeTempDir, sha256File, writeJsonAtomic } from '../util/fs.
 import { LayerApplier } from './extract.js';
 import { buildRootfs, FLATTENER_VERSION, randomSuffix, ROOTFS_EPOCH } from './flatten.js';
 import { locateImage } from './locate.js';
-import { checkIndex, kindOf, resolveFromBlobs, resolveImage, type ResolvedImage } from './oci.js';
+import { checkIndex, kindOf, resolveFromBlobs, resolveImage, type ResolvedImage, type ResolvedLayer } from './oci.js';
 import { loadAuthFile, normalizeAuthKey, TokenCache } from './registry/auth.js';
 import { BlobStore } from './registry/blob-store.js';
 import { RegistryClient } from './registry/client.js';
@@ -480,9 +480,7 @@ export class ImageStore {
     const started = Date.now();
     const finish = async (resolved: ResolvedImage, entry: Omit<RefEntry, 'updatedAt'>, bytesDownloaded: number) => {
       const config = resolved.config;
-      const layers = resolved.layers.map(
-        (l): ImageLayerInfo => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }),
-      );
+      const layers = layerInfos(resolved.layers);
       let image: FlattenedImage | undefined;
       if (flatten) image = await this.ensureResolved(resolved, ref, { ...opts, onProgress: say });
       else await resolved.close();
@@ -651,9 +649,7 @@ export class ImageStore {
       ...(entry?.indexDigest ? { indexDigest: entry.indexDigest } : {}),
       platform: entry?.platform ?? 'linux/amd64',
       config: resolved?.config ?? rootfs!.config,
-      layers: resolved
-        ? resolved.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }))
-        : [],
+      layers: resolved ? layerInfos(resolved.layers) : [],
       ...rootfsFields(rootfs),
       ...(entry ? { updatedAt: entry.updatedAt } : {}),
     };
@@ -821,6 +817,11 @@ export class ImageStore {
       }
     }
   }
+}
+
+/** The layers of a resolved image as `inspect` and `pull` report them. */
+function layerInfos(layers: ResolvedLayer[]): ImageLayerInfo[] {
+  return layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }));
 }
 
 function rootfsFields(rootfs: FlattenedImage | undefined): Pick<ImageInspect, 'rootfsPath' | 'rootfsSha256' | 'rootfsSizeBytes' | 'flattenerVersion'> {

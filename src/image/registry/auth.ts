@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
 import { errorBody, readBody, send } from './http.js';
 import { isInsecure } from './options.js';
-import { DOCKER_HUB } from './reference.js';
+import { canonicalRegistry } from './reference.js';
 
 export interface Credentials {
   username: string;
@@ -36,8 +36,7 @@ export function normalizeAuthKey(key: string): string {
     .replace(/^[a-z]+:\/\//, '');
   const slash = k.indexOf('/');
   if (slash !== -1) k = k.slice(0, slash);
-  if (k === 'index.docker.io' || k === 'registry-1.docker.io') k = DOCKER_HUB;
-  return k;
+  return canonicalRegistry(k);
 }
 
 /** Reads the `auths` of a docker-style credentials file; a missing file gives none. */

@@ -5,9 +5,9 @@
  * on another host gets no Authorization header) and plain HTTP for insecure registries.
  * No retries here: callers wrap whole operations in `retry()`.
  */
-import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { EmbersError } from '../../errors.js';
+import { sha256 } from '../../util/fs.js';
 import { INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_BYTES, MEDIA, type Descriptor } from '../oci.js';
 import { basicHeader, parseChallenges, type Challenge, type Credentials, type TokenCache } from './auth.js';
 import { drain, errorBody, readBody, send, statusError } from './http.js';
@@ -34,10 +34,6 @@ export interface BlobResponse {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
-
-function sha256Digest(buf: Buffer): string {
-  return `sha256:${createHash('sha256').update(buf).digest('hex')}`;
-}
 
 export class RegistryClient {
   /** The host[:port] requests go to. */
@@ -200,7 +196,7 @@ export class RegistryClient {
     }
     if (status !== 200) throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
-    const digest = sha256Digest(bytes);
+    const digest = `sha256:${sha256(bytes)}`;
     const expected = reference.startsWith('sha256:') ? reference : undefined;
     const header = res.headers['docker-content-digest'];
     const claimed = typeof header === 'string' && header.startsWith('sha256:') ? header : undefined;
@@ -276,7 +272,7 @@ export class RegistryClient {
     if (status !== 200)
       throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository, digest: desc.digest });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
-    const actual = sha256Digest(bytes);
+    const actual = `sha256:${sha256(bytes)}`;
     if (actual !== desc.digest || bytes.length !== desc.size) {
       throw new EmbersError(
         'EMB_IMAGE_DIGEST_MISMATCH',

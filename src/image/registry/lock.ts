@@ -9,7 +9,7 @@ import { heldHere, lockOwner, tryCreateLock } from '../../util/lock.js';
 import { pidAlive } from '../../util/pid.js';
 import { delay } from '../../util/retry.js';
 
-export { heldHere, lockHeld, lockOwner, tryCreateLock } from '../../util/lock.js';
+export { heldHere, lockHeld, lockOwner } from '../../util/lock.js';
 
 export interface LockOptions {
   /** Give up (EMB_IMAGE_CACHE_BUSY) after waiting this long for a live owner, in ms.

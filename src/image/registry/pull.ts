@@ -9,14 +9,16 @@ import { readFile } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
 import { retry, type RetryPolicy } from '../../util/retry.js';
 import {
-  checkDescriptor,
+  checkDiffIdCount,
   checkIndex,
+  checkManifest,
   checkPlatform,
   INDEX_TYPES,
+  isObject,
   kindOf,
-  LAYER_TYPES,
+  layerMediaType,
   MANIFEST_TYPES,
-  MEDIA,
+  manifestInvalid,
   parseConfig,
   parseJson,
   pickPlatform,
@@ -61,14 +63,6 @@ export interface PullResult {
   ms: number;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function invalid(message: string, details: Record<string, unknown>): EmbersError {
-  return new EmbersError('EMB_IMAGE_MANIFEST_INVALID', message, details);
-}
-
 function platformText(p: { os?: unknown; architecture?: unknown; variant?: unknown }): string {
   return `${String(p.os ?? 'linux')}/${String(p.architecture ?? 'amd64')}${typeof p.variant === 'string' && p.variant ? `/${p.variant}` : ''}`;
 }
@@ -90,14 +84,14 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   for (let depth = 0; ; depth++) {
     manifests.push(current);
     const parsed = parseJson(current.bytes, `manifest ${current.digest}`, reference);
-    if (!isObject(parsed)) throw invalid(`manifest ${current.digest} of ${reference} is not a JSON object`, { reference, digest: current.digest });
+    if (!isObject(parsed)) throw manifestInvalid(`manifest ${current.digest} of ${reference} is not a JSON object`, { reference, digest: current.digest });
     const mediaType = INDEX_TYPES.has(current.mediaType) || MANIFEST_TYPES.has(current.mediaType) ? current.mediaType : undefined;
     const desc: Descriptor = { digest: current.digest, size: current.bytes.length, ...(mediaType ? { mediaType } : {}) };
     if (kindOf(parsed, desc) === 'manifest') {
       doc = parsed;
       break;
     }
-    if (depth >= MAX_INDEX_DEPTH) throw invalid(`the indexes of ${reference} nest too deeply`, { reference, digest: current.digest });
+    if (depth >= MAX_INDEX_DEPTH) throw manifestInvalid(`the indexes of ${reference} nest too deeply`, { reference, digest: current.digest });
     if (depth === 0) indexDigest = current.digest;
     const where = `index ${current.digest} of ${reference}`;
     const chosen = pickPlatform(checkIndex(parsed, where), where);
@@ -115,21 +109,8 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   }
   const manifestDigest = current.digest;
   const where = `manifest ${manifestDigest} of ${reference}`;
-  if (doc.schemaVersion !== 2)
-    throw invalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, { reference, digest: manifestDigest });
-  const configDesc = checkDescriptor(doc.config, 'config', where);
-  if (!Array.isArray(doc.layers)) throw invalid(`${where} has no layers array`, { reference, digest: manifestDigest });
-  const layers = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
-  layers.forEach((d, i) => {
-    const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
-    if (!LAYER_TYPES.has(mediaType)) {
-      throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest}) of ${reference} has the unsupported media type ${mediaType}`, {
-        reference,
-        digest: d.digest,
-        mediaType,
-      });
-    }
-  });
+  const { configDesc, layers } = checkManifest(doc, where, { reference, digest: manifestDigest });
+  layers.forEach((d, i) => layerMediaType(d, i, ` of ${reference}`, { reference }));
 
   // 2. config: checked before any layer is fetched (platform, diff_ids)
   let configBytes: Buffer;
@@ -142,9 +123,7 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   const configDoc = parseJson(configBytes, `image config ${configDesc.digest}`, reference);
   const cfg = parseConfig(configDoc, configDesc.digest);
   checkPlatform(cfg.os, cfg.architecture, manifestDigest);
-  if (cfg.diffIds && cfg.diffIds.length !== layers.length) {
-    throw invalid(`${where} has ${layers.length} layers but its config lists ${cfg.diffIds.length} diff_ids`, { reference, digest: manifestDigest });
-  }
+  checkDiffIdCount(cfg.diffIds, layers.length, where, { reference, digest: manifestDigest });
   await store.putBytes(configDesc.digest, configBytes);
   const platform = platformText({
     os: cfg.os ?? indexPlatform?.os,

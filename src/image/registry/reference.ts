@@ -93,7 +93,7 @@ export function parseImageReference(input: string): ImageReference {
     repository = rest.slice(slash + 1);
     if (!validRegistry(registry)) throw invalid(input, `${JSON.stringify(registry)} is not a registry host[:port]`);
   }
-  if (registry === 'index.docker.io' || registry === DOCKER_HUB_ENDPOINT) registry = DOCKER_HUB;
+  registry = canonicalRegistry(registry);
   if (registry === DOCKER_HUB && !repository.includes('/')) repository = `library/${repository}`;
   if (repository === '') throw invalid(input, 'it names no repository');
   for (const component of repository.split('/')) {
@@ -106,6 +106,11 @@ export function parseImageReference(input: string): ImageReference {
   if (registry.length + 1 + repository.length > MAX_NAME) throw invalid(input, `the name is longer than ${MAX_NAME} characters`);
   if (tag === undefined && digest === undefined) tag = 'latest';
   return { registry, repository, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) };
+}
+
+/** Docker Hub's other names (`index.docker.io`, `registry-1.docker.io`) as `docker.io`; any other registry as it is. */
+export function canonicalRegistry(registry: string): string {
+  return registry === 'index.docker.io' || registry === DOCKER_HUB_ENDPOINT ? DOCKER_HUB : registry;
 }
 
 /** The canonical text of a reference: `registry/repository[:tag][@digest]`. */
