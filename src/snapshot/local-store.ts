@@ -3,10 +3,10 @@ import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
-import { fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic } from '../util/fs.js';
+import { exists, fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
 import { lockHeld } from '../util/lock.js';
-import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const STAGING = '.staging-';
 /** Files from this size whose data is at most this fraction of it get a data map in the manifest. */
@@ -35,7 +35,7 @@ export class LocalSnapshotStore {
   constructor(readonly dir: string) {}
 
   pathOf(id: string): string {
-    if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+    requireSnapshotId(id);
     return join(this.dir, id);
   }
 
@@ -65,8 +65,7 @@ export class LocalSnapshotStore {
     }
     const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;
     const manifest: SnapshotManifest = { formatVersion: MANIFEST_FORMAT, id, ...meta, files };
-    await writeFileAtomic(join(stagingDir, MANIFEST_NAME), `${JSON.stringify(manifest, null, 2)}\n`);
-    await fsyncPath(stagingDir);
+    await writeJsonAtomic(join(stagingDir, MANIFEST_NAME), manifest); // fsyncs stagingDir too
     await rename(stagingDir, join(this.dir, id));
     await fsyncPath(this.dir);
     return manifest;
@@ -109,8 +108,7 @@ export class LocalSnapshotStore {
       }
       await fsyncPath(path);
     }
-    await writeFileAtomic(join(stagingDir, MANIFEST_NAME), text);
-    await fsyncPath(stagingDir);
+    await writeFileAtomic(join(stagingDir, MANIFEST_NAME), text); // fsyncs stagingDir too
     try {
       await rename(stagingDir, target);
     } catch (err) {
@@ -126,29 +124,27 @@ export class LocalSnapshotStore {
   }
 
   async get(id: string): Promise<SnapshotManifest> {
+    return (await this.getWithBytes(id)).manifest;
+  }
+
+  /** The manifest of snapshot `id`, checked as `get` does, with the bytes of its manifest.json as stored. */
+  async getWithBytes(id: string): Promise<{ manifest: SnapshotManifest; bytes: Buffer }> {
     const dir = this.pathOf(id);
-    const text = await readFile(join(dir, MANIFEST_NAME), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    const bytes = await readFile(join(dir, MANIFEST_NAME)).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined;
       throw err;
     });
-    if (text === undefined) {
-      const dirExists = await stat(dir).then(
-        () => true,
-        () => false,
-      );
-      if (dirExists) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
+    if (bytes === undefined) {
+      if (await exists(dir)) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
       throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.dir}`, { id });
     }
-    const m = parseManifest(text, `${id}/${MANIFEST_NAME}`);
+    const m = parseManifest(bytes.toString('utf8'), `${id}/${MANIFEST_NAME}`);
     if (m.id !== id) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot dir ${id} holds the manifest of ${m.id}`, { id, manifestId: m.id });
-    return m;
+    return { manifest: m, bytes };
   }
 
   async has(id: string): Promise<boolean> {
-    return stat(join(this.pathOf(id), MANIFEST_NAME)).then(
-      () => true,
-      () => false,
-    );
+    return exists(join(this.pathOf(id), MANIFEST_NAME));
   }
 
   async list(): Promise<SnapshotManifest[]> {
@@ -229,13 +225,7 @@ export class LocalSnapshotStore {
   /** Removes a snapshot: renamed away first, so it disappears whole. */
   async remove(id: string): Promise<void> {
     const dir = this.pathOf(id);
-    if (
-      !(await stat(dir).then(
-        () => true,
-        () => false,
-      ))
-    )
-      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
+    if (!(await exists(dir))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
     const trash = join(this.dir, `${TRASH}${id}-${randomBytes(4).toString('hex')}`);
     await rename(dir, trash);
     await rm(trash, { recursive: true, force: true });

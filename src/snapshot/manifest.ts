@@ -69,6 +69,14 @@ export function isSnapshotId(id: string): boolean {
   return ID_RE.test(id);
 }
 
+/** Refuses anything that is not a snapshot id before it reaches a path, a key or a URL. */
+export function requireSnapshotId(id: string): void {
+  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+}
+
+/** What a bundle file may be named. */
+export const FILE_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
+
 /** Parses and checks a manifest's shape; anything off is EMB_SNAPSHOT_CORRUPT (or _INCOMPATIBLE for a newer format). */
 export function parseManifest(text: string, source: string): SnapshotManifest {
   let m: SnapshotManifest;
@@ -92,7 +100,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
   for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
+    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
     if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
     if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes)) throw bad(`data ranges of ${f.name}`);

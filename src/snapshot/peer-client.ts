@@ -6,14 +6,13 @@ import { EmbersError } from '../errors.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
+import { MANIFEST_NAME, requireSnapshotId, type SnapshotFile } from './manifest.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
 import {
   emptyBody,
   fetchSnapshot,
   isTransientTransferError,
   networkErrorCode,
-  requireSnapshotId,
   type RangeSource,
   type TransferOptions,
   type TransferResult,

@@ -21,15 +21,16 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { EmbersError, isEmbersError } from '../errors.js';
+import { sha256 } from '../util/fs.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
+import { FILE_NAME_RE, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
 
 /** The path under which a node serves its snapshots. */
 export const PEER_API_PATH = '/v1/snapshots';
 /** The response header holding the sha256 (hex) of the whole file served. */
 export const PEER_SHA256_HEADER = 'x-embers-sha256';
 /** The shortest peer token accepted. */
-export const PEER_TOKEN_MIN_LENGTH = 16;
+const PEER_TOKEN_MIN_LENGTH = 16;
 
 /** The answer to GET /v1/snapshots. */
 export interface PeerSnapshotList {
@@ -53,8 +54,6 @@ export interface PeerServer {
   /** Stops listening and drops open connections (transfers in flight break; peers resume later). */
   close(): Promise<void>;
 }
-
-const FILE_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
 
 /** Starts an HTTP server for `peerRequestHandler`. */
 export async function startPeerServer(opts: PeerServerOptions): Promise<PeerServer> {
@@ -150,7 +149,7 @@ async function serveFile(store: LocalSnapshotStore, id: string, name: string, re
     res.writeHead(200, {
       'Content-Type': 'application/json',
       'Content-Length': manifestBytes.length,
-      [PEER_SHA256_HEADER]: createHash('sha256').update(manifestBytes).digest('hex'),
+      [PEER_SHA256_HEADER]: sha256(manifestBytes),
       'Cache-Control': 'no-store',
     });
     res.end(req.method === 'HEAD' ? undefined : manifestBytes);

@@ -32,7 +32,7 @@ import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, isSnapshotId, type SnapshotFile } from './manifest.js';
+import { MANIFEST_NAME, isSnapshotId, requireSnapshotId, type SnapshotFile } from './manifest.js';
 import {
   ProgressTracker,
   TransferLock,
@@ -41,7 +41,7 @@ import {
   fetchSnapshot,
   isTransientTransferError,
   networkErrorCode,
-  requireSnapshotId,
+  rangeOf,
   runPool,
   snapshotSizes,
   transfersDir,
@@ -53,10 +53,10 @@ import {
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last) and most parts per upload. */
-export const S3_MIN_PART_BYTES = 5 * MiB;
-export const S3_MAX_PARTS = 10_000;
+const S3_MIN_PART_BYTES = 5 * MiB;
+const S3_MAX_PARTS = 10_000;
 /** The object metadata key holding a file's sha256 (sent as `x-amz-meta-sha256`). */
-export const SHA256_METADATA = 'sha256';
+const SHA256_METADATA = 'sha256';
 
 export interface S3StoreOptions {
   /** The service URL, e.g. `http://10.0.0.5:9000` for MinIO. Omit for AWS S3 (the region's endpoint). */
@@ -236,13 +236,12 @@ export class S3SnapshotStore {
       });
     }
     const started = performance.now();
-    const manifest = await store.get(id);
+    const { manifest, bytes: manifestBytes } = await store.getWithBytes(id);
     const dir = store.pathOf(id);
-    const manifestBytes = await readFile(join(dir, MANIFEST_NAME));
     const lock = await TransferLock.acquire(store, `push-${id}`);
     try {
       const state = await PushState.load(store, id, { endpoint: this.endpoint, bucket: this.config.bucket, prefix: this.config.prefix });
-      const tracker = new ProgressTracker('push', id, await snapshotSizes(store, manifest), o.onProgress);
+      const tracker = new ProgressTracker('push', id, snapshotSizes(manifest, manifestBytes.length), o.onProgress);
       const counts = { bytes: 0, resumedBytes: 0 };
       for (const f of manifest.files) {
         await this.pushFile(join(dir, f.name), id, f, state, tracker, counts, o);
@@ -283,17 +282,10 @@ export class S3SnapshotStore {
   async list(): Promise<string[]> {
     const base = this.config.prefix ? `${this.config.prefix}/` : '';
     const ids: string[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.call(`LIST ${this.location}`, undefined, (signal) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: base, ContinuationToken: token }), { abortSignal: signal }),
-      );
-      for (const obj of page.Contents ?? []) {
-        const rest = obj.Key?.slice(base.length).split('/') ?? [];
-        if (rest.length === 2 && rest[1] === MANIFEST_NAME && isSnapshotId(rest[0])) ids.push(rest[0]);
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+    for (const key of await this.listKeys(base, `LIST ${this.location}`)) {
+      const rest = key.slice(base.length).split('/');
+      if (rest.length === 2 && rest[1] === MANIFEST_NAME && isSnapshotId(rest[0])) ids.push(rest[0]);
+    }
     return ids.sort();
   }
 
@@ -306,17 +298,7 @@ export class S3SnapshotStore {
   /** Removes snapshot `id`: its manifest first (so it stops existing at once), then its files. */
   async remove(id: string): Promise<void> {
     requireSnapshotId(id);
-    const keys: string[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.call(`LIST ${this.keyOf(id, '')}`, undefined, (signal) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: this.keyOf(id, ''), ContinuationToken: token }), {
-          abortSignal: signal,
-        }),
-      );
-      for (const obj of page.Contents ?? []) if (obj.Key) keys.push(obj.Key);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+    const keys = await this.listKeys(this.keyOf(id, ''), `LIST ${this.keyOf(id, '')}`);
     if (keys.length === 0)
       throw new EmbersError('EMB_REMOTE_NOT_FOUND', `no snapshot ${id} in ${this.location} (${this.endpoint})`, {
         id,
@@ -412,7 +394,7 @@ export class S3SnapshotStore {
       else {
         const partSize = upload.partSizeBytes;
         for (const p of parts) {
-          const [start, end] = partRange(p.number, partSize, f.sizeBytes);
+          const [start, end] = rangeOf(f, p.number - 1, partSize);
           if (end <= start || p.sizeBytes !== end - start) continue;
           const local = md5(await readAt(fh, start, end - start, path)).hex;
           if (p.etag === local) {
@@ -444,7 +426,7 @@ export class S3SnapshotStore {
       missing,
       o.concurrency,
       async (n, poolSignal) => {
-        const [start, end] = partRange(n, partSizeBytes, f.sizeBytes);
+        const [start, end] = rangeOf(f, n - 1, partSizeBytes);
         const body = await readAt(fh, start, end - start, path);
         const sum = md5(body);
         const res = await this.call(`PUT ${key} part ${n}`, poolSignal, async (signal) => {
@@ -596,6 +578,20 @@ export class S3SnapshotStore {
   }
 
   // ---- requests ----
+
+  /** Every key under `prefix`, over all pages of ListObjectsV2; `what` names the request in errors. */
+  private async listKeys(prefix: string, what: string): Promise<string[]> {
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call(what, undefined, (signal) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
+      );
+      for (const obj of page.Contents ?? []) if (obj.Key) keys.push(obj.Key);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return keys;
+  }
 
   private async head(key: string, signal: AbortSignal | undefined): Promise<RemoteObject | undefined> {
     return this.call(
@@ -768,12 +764,6 @@ function brokenConnection(endpoint: string, key: string, cause: unknown): Embers
 function md5(data: Buffer): { hex: string; base64: string } {
   const digest = createHash('md5').update(data).digest();
   return { hex: digest.toString('hex'), base64: digest.toString('base64') };
-}
-
-/** Bytes [start, end) of part `n` (1-based) of a file. */
-function partRange(n: number, partSize: number, size: number): [number, number] {
-  const start = (n - 1) * partSize;
-  return [start, Math.min(start + partSize, size)];
 }
 
 /** Reads exactly `length` bytes at `position` of the local file `path`. */

@@ -14,7 +14,7 @@ import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util
 import { pidAlive } from '../util/pid.js';
 import { lockOwner, tryCreateLock } from '../util/lock.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
 const MiB = 1024 * 1024;
 
@@ -58,8 +58,8 @@ export interface CompiledTransferOptions {
   signal: AbortSignal | undefined;
 }
 
-export const DEFAULT_PART_SIZE_BYTES = 8 * MiB;
-export const DEFAULT_CONCURRENCY = 4;
+const DEFAULT_PART_SIZE_BYTES = 8 * MiB;
+const DEFAULT_CONCURRENCY = 4;
 
 export function compileTransferOptions(opts: TransferOptions = {}): CompiledTransferOptions {
   const partSizeBytes = opts.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
@@ -315,10 +315,10 @@ class PullJournal {
 export async function fetchSnapshot(store: LocalSnapshotStore, source: RangeSource, id: string, options: TransferOptions = {}): Promise<TransferResult> {
   const o = compileTransferOptions(options);
   const started = performance.now();
-  store.pathOf(id); // refuses anything that is not a snapshot id
+  requireSnapshotId(id);
   if (await store.has(id)) {
-    const m = await store.get(id);
-    const total = m.files.reduce((n, f) => n + f.sizeBytes, 0) + (await stat(join(store.pathOf(id), MANIFEST_NAME))).size;
+    const { manifest, bytes } = await store.getWithBytes(id);
+    const total = [...snapshotSizes(manifest, bytes.length).values()].reduce((n, size) => n + size, 0);
     return { id, bytes: 0, resumedBytes: total, totalBytes: total, ms: performance.now() - started };
   }
   const lock = await TransferLock.acquire(store, `pull-${id}`);
@@ -612,7 +612,6 @@ class OrderedHasher {
   }
 }
 
-/** The byte range [start, end) of range `index` of a file. */
 /**
  * The spans of [start, end) a download must fetch: all of it, or, when the manifest records
  * where the file has data (`dataRanges`, for sparse memory files), only those spans.
@@ -628,7 +627,8 @@ export function spansToFetch(f: SnapshotFile, start: number, end: number): [numb
   return out;
 }
 
-function rangeOf(f: SnapshotFile, index: number, partSize: number): [number, number] {
+/** The byte range [start, end) of range `index` (0-based) of a file. */
+export function rangeOf(f: SnapshotFile, index: number, partSize: number): [number, number] {
   const start = index * partSize;
   return [start, Math.min(start + partSize, f.sizeBytes)];
 }
@@ -643,15 +643,9 @@ function brokenStream(location: string, f: SnapshotFile, got: number, want: numb
   );
 }
 
-/** The sizes of a local snapshot's files and manifest, for push progress. */
-export async function snapshotSizes(store: LocalSnapshotStore, m: SnapshotManifest): Promise<Map<string, number>> {
-  const manifestSize = (await stat(join(store.pathOf(m.id), MANIFEST_NAME))).size;
-  return new Map<string, number>([...m.files.map((f) => [f.name, f.sizeBytes] as const), [MANIFEST_NAME, manifestSize]]);
-}
-
-/** Refuses anything that is not a snapshot id before it reaches a key or a URL. */
-export function requireSnapshotId(id: string): void {
-  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+/** The sizes of a local snapshot's files and of its manifest (`manifestBytes` long), for progress and totals. */
+export function snapshotSizes(m: SnapshotManifest, manifestBytes: number): Map<string, number> {
+  return new Map<string, number>([...m.files.map((f) => [f.name, f.sizeBytes] as const), [MANIFEST_NAME, manifestBytes]]);
 }
 
 /** The errno-style code (ECONNREFUSED, UND_ERR_SOCKET, ...) of a network error or of one of its causes. */

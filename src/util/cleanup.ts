@@ -3,7 +3,7 @@
  * release what it made; on failure `release()` undoes them in reverse order, and the error
  * lists every release step that itself failed (a leak, named, not hidden).
  */
-export class Cleanup {
+class Cleanup {
   private readonly steps: { label: string; fn: () => Promise<void> | void }[] = [];
 
   /** Registers a release step; steps run last-in, first-out. */

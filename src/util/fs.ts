@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { access, mkdir, open, rename, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
+import { access, mkdir, open, rename, rm, stat, mkdtemp } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 
 /**
@@ -123,5 +123,3 @@ export async function regularFileSize(path: string): Promise<number | undefined>
   const st = await stat(path).catch(() => undefined);
   return st?.isFile() ? st.size : undefined;
 }
-
-export { writeFile };

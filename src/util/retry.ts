@@ -17,7 +17,7 @@ export interface RetryOptions {
 /** RetryOptions after defaults: nothing is undefined. */
 export type RetryPolicy = Required<RetryOptions>;
 
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 };
+const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 };
 
 export function retryPolicy(opts: RetryOptions = {}): RetryPolicy {
   const p = { ...DEFAULT_RETRY, ...stripUndefined(opts) };
