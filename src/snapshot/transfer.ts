@@ -12,7 +12,7 @@ import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { pidAlive } from '../util/pid.js';
-import { lockOwner, tryCreateLock } from '../util/lock.js';
+import { heldHere, lockOwner, tryCreateLock } from '../util/lock.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 
@@ -134,8 +134,6 @@ export class ProgressTracker {
   }
 }
 
-const heldLocks = new Set<string>();
-
 /**
  * One process at a time pushes or pulls a given snapshot with a given local store: a lock file
  * (`.transfers/<name>.lock`, holding the pid) beside the transfer state. A lock whose process
@@ -149,8 +147,8 @@ export class TransferLock {
     const path = join(dir, `${name}.lock`);
     const busy = (pid: number) =>
       new EmbersError('EMB_SNAPSHOT_TRANSFER_BUSY', `another transfer (${name}) is running with the store ${store.dir} (pid ${pid})`, { lock: path, pid });
-    if (heldLocks.has(path)) throw busy(process.pid);
-    heldLocks.add(path);
+    if (heldHere.has(path)) throw busy(process.pid);
+    heldHere.add(path);
     try {
       await mkdir(dir, { recursive: true });
       for (let attempt = 0; attempt < 3; attempt++) {
@@ -161,14 +159,14 @@ export class TransferLock {
       }
       throw busy(0);
     } catch (err) {
-      heldLocks.delete(path);
+      heldHere.delete(path);
       throw err;
     }
   }
 
   async release(): Promise<void> {
     await rm(this.path, { force: true });
-    heldLocks.delete(this.path);
+    heldHere.delete(this.path);
   }
 }
 
