@@ -21,7 +21,12 @@ export async function lockOwner(path: string): Promise<number | undefined> {
 /** True when the lock file exists and its process is alive. */
 export async function lockHeld(path: string): Promise<boolean> {
   const pid = await lockOwner(path);
-  return pid !== undefined && (pid === process.pid ? heldHere.has(path) : await pidAlive(pid));
+  return pid !== undefined && (await pidHolds(path, pid));
+}
+
+/** True when process `pid` still holds the lock or pin file `path`; for our own pid, only if this process took it (see heldHere). */
+export async function pidHolds(path: string, pid: number): Promise<boolean> {
+  return pid === process.pid ? heldHere.has(path) : pidAlive(pid);
 }
 
 /** Creates `path` holding our pid; false when it exists. */

@@ -10,9 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
-import { pidAlive } from '../../util/pid.js';
 import { delay } from '../../util/retry.js';
-import { acquireLock, heldHere, lockHeld, lockOwner } from './lock.js';
+import { acquireLock, heldHere, lockHeld, lockOwner, pidHolds } from './lock.js';
 
 const PIN_RE = /^\.pin-(\d+)-[0-9a-f]+$/;
 
@@ -63,7 +62,7 @@ export class CacheGuard {
       if (!m) continue;
       const pid = Number(m[1]);
       const path = join(this.imagesDir, name);
-      if (pid === process.pid ? heldHere.has(path) : await pidAlive(pid)) live.push(name);
+      if (await pidHolds(path, pid)) live.push(name);
       else await rm(path, { force: true });
     }
     return live;

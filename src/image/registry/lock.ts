@@ -5,11 +5,10 @@
  */
 import { readFile, rm } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
-import { heldHere, lockOwner, tryCreateLock } from '../../util/lock.js';
-import { pidAlive } from '../../util/pid.js';
+import { heldHere, lockOwner, pidHolds, tryCreateLock } from '../../util/lock.js';
 import { delay } from '../../util/retry.js';
 
-export { heldHere, lockHeld, lockOwner } from '../../util/lock.js';
+export { heldHere, lockHeld, lockOwner, pidHolds } from '../../util/lock.js';
 
 export interface LockOptions {
   /** Give up (EMB_IMAGE_CACHE_BUSY) after waiting this long for a live owner, in ms.
@@ -47,7 +46,7 @@ export async function acquireLock(path: string, what: string, opts: LockOptions 
       if ((await lockOwner(path)) === undefined) await rm(path, { force: true });
       continue;
     }
-    if (owner === process.pid ? !heldHere.has(path) : !(await pidAlive(owner))) {
+    if (!(await pidHolds(path, owner))) {
       await rm(path, { force: true });
       continue;
     }
