@@ -1,5 +1,9 @@
 import { readdir } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { run } from '../../src/util/exec.js';
+import { pidCmdline } from '../../src/vmm/process.js';
+
+const VMM_BINARY = /^(qemu-system-[\w-]+|firecracker|jailer|fake-firecracker\.mjs)$/;
 
 /**
  * What embers can leave on a host: netns, links, nft tables, loop devices, mounts, VMM
@@ -29,8 +33,11 @@ export async function readHostResources(): Promise<HostResources> {
   const processes: string[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const cmd = (await run('cat', [`/proc/${entry}/cmdline`], { okCodes: [1] }).catch(() => ({ stdout: '' }))).stdout.replace(/\0/g, ' ').trim();
-    if (/qemu-system|firecracker/.test(cmd)) processes.push(`${entry} ${cmd.slice(0, 200)}`);
+    const argv = await pidCmdline(Number(entry));
+    // A VMM is a process one of whose arguments *is* a VMM binary (the binary itself, or a
+    // wrapper such as `ip netns exec … firecracker`), not one whose arguments merely mention
+    // one (a kernel build under /var/cache/embers/guest/.work-firecracker-config-…).
+    if (argv?.some((a) => VMM_BINARY.test(basename(a)))) processes.push(`${entry} ${argv.join(' ').slice(0, 200)}`);
   }
   return { netns, links, nftTables, loops, mounts, processes };
 }
