@@ -19,6 +19,7 @@
  * parent is gone) or on SIGTERM.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -41,6 +42,9 @@ export interface S3TestServerArgs {
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
+  /** Where every request refused for its credentials is appended, one JSON line each
+   * (`{method, url, code}`), before the 403 goes out. */
+  refusalLog?: string;
 }
 
 export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: number; close(): Promise<void> }> {
@@ -56,7 +60,10 @@ export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: n
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const auth = verifySigV4(req, args);
-    if (auth) return s3Error(res, auth.status, auth.code, auth.message);
+    if (auth) {
+      if (args.refusalLog) appendFileSync(args.refusalLog, `${JSON.stringify({ method: req.method, url: req.url, code: auth.code })}\n`);
+      return s3Error(res, auth.status, auth.code, auth.message);
+    }
     delete req.headers.authorization; // verified here; s3rver would only look the key id up
     const url = new URL(req.url ?? '/', 'http://s3');
     const uploadId = url.searchParams.get('uploadId');
@@ -215,6 +222,7 @@ function parseArgs(argv: string[]): S3TestServerArgs {
     region: get('region', 'us-east-1'),
     accessKeyId: get('access-key-id'),
     secretAccessKey: get('secret-access-key'),
+    refusalLog: get('refusal-log', ''),
   };
 }
 

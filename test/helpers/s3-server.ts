@@ -4,7 +4,7 @@
  * mid-transfer and start it again on the same port with the same data.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,8 @@ export interface S3TestServer {
   objectPath(key: string): string;
   /** Options for an S3SnapshotStore on this server; `overrides` replace single fields. */
   storeOptions(overrides?: Partial<S3StoreOptions>): S3StoreOptions;
+  /** The requests refused for their credentials so far, oldest first. */
+  refusals(): Promise<{ method: string; url: string; code: string }[]>;
   /** True while the server process runs. */
   readonly running: boolean;
   /** Stops the server process (SIGTERM) and waits for it to exit; data is kept for `restart`. */
@@ -50,6 +52,7 @@ const SCRIPT = fileURLToPath(new URL('./s3-server-process.js', import.meta.url))
 export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3TestServer> {
   const root = await mkdtemp(join(tmpdir(), 'embers-s3-'));
   const dir = join(root, 'data');
+  const refusalLog = join(root, 'refusals.jsonl');
   const bucket = opts.bucket ?? 'embers';
   const region = 'us-east-1';
   const credentials = { accessKeyId: opts.accessKeyId ?? 'embers-test-key', secretAccessKey: opts.secretAccessKey ?? 'embers-test-secret' };
@@ -74,6 +77,8 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
         credentials.accessKeyId,
         '--secret-access-key',
         credentials.secretAccessKey,
+        '--refusal-log',
+        refusalLog,
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
@@ -128,6 +133,11 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
       return join(dir, bucket, ...parts.slice(0, -1), `${parts.at(-1)}._S3rver_object`);
     },
     storeOptions: (overrides = {}) => ({ endpoint, region, bucket, prefix: 'snapshots', credentials, forcePathStyle: true, ...overrides }),
+    refusals: async () =>
+      (await readFile(refusalLog, 'utf8').catch(() => ''))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { method: string; url: string; code: string }),
     get running() {
       return child !== undefined;
     },

@@ -107,13 +107,11 @@ test('a body cut short on every request: EMB_REGISTRY_UNREACHABLE after the retr
 test('registry down: EMB_REGISTRY_UNREACHABLE; plain HTTP to a registry not marked insecure is refused: EMB_REGISTRY_TLS', { skip }, async () => {
   const port = await freePort();
   const { store, images, tmp } = node();
-  const started = Date.now();
   await rejectsWith(
     store.ensure(`127.0.0.1:${port}/acme/fn:v1`),
     'EMB_REGISTRY_UNREACHABLE',
     new RegExp(`127\\.0\\.0\\.1:${port}\\) could not be reached: ECONNREFUSED`),
-  );
-  assert.ok(Date.now() - started < 5000);
+  ); // how fast: `npm run bench -- failures`
   await assertNothingHalfWritten(images, tmp);
 
   await pushImage(reg, 'acme/tls');
