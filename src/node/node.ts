@@ -10,13 +10,13 @@ import { ensureGuestKit, type GuestKit } from '../guest/kit.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { buildInstanceInitrd } from '../guest/run-config.js';
 import { ImageStore } from '../image/store.js';
-import type { FlattenedImage } from '../image/types.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
 import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
-import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
+import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
+import { runConfigFor, type FunctionSpec } from './function-spec.js';
 import { RemoteSnapshots, type RemoteOptions } from './remote.js';
 import { SnapshotService } from './snapshots.js';
 import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
@@ -408,20 +408,6 @@ export class EmbersNode {
     const text = await readFile(path, 'utf8').catch(() => '');
     return text.split('\n').slice(-25).join('\n');
   }
-}
-
-/** The guest's run config: the image's entrypoint/cmd/env/user/workdir with the function's overrides. */
-function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: string) {
-  const env = new Map<string, string>();
-  for (const kv of [...image.config.env, ...fn.env]) {
-    const eq = kv.indexOf('=');
-    if (eq > 0) env.set(kv.slice(0, eq), kv);
-  }
-  const argv = fn.entrypoint ? [...fn.entrypoint, ...(fn.cmd ?? [])] : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
-  if (argv.length === 0) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
-  }
-  return { argv, env: [...env.values()], workingDir: image.config.workingDir || '/', user: image.config.user, hostname };
 }
 
 /**

@@ -12,6 +12,7 @@ import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { InstanceRecord } from './instances.js';
+import { functionOfSnapshot } from './function-spec.js';
 import type { GuestKit } from '../guest/kit.js';
 import type { SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
@@ -363,7 +364,7 @@ export class SnapshotService {
     const snapDir = this.store.pathOf(m.id);
     const record = await node.launch({
       name,
-      fn: { ...m.function, vcpus: m.machine.vcpus, memoryMiB: m.machine.memoryMiB },
+      fn: functionOfSnapshot(m),
       image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
       origin: m.id,
       baseDisk: disk.path,
