@@ -11,12 +11,15 @@ import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { InstanceRecord } from './instances.js';
+import type { InstanceRecord, InstanceStore } from './instances.js';
 import { functionOfSnapshot } from './function-spec.js';
 import type { GuestKit } from '../guest/kit.js';
-import type { SnapshotSource } from './remote.js';
+import type { ImageStore } from '../image/store.js';
+import type { HypervisorDriver } from '../vmm/driver.js';
+import type { GuestKits } from './guest-kits.js';
+import type { Launcher } from './launcher.js';
+import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
-import type { EmbersNode } from './node.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 
 export interface CreateSnapshotOptions {
@@ -75,6 +78,23 @@ export interface RestoredClone {
   diskVerified: boolean;
 }
 
+/** What the snapshot service works with: given, not reached for through the node. */
+export interface SnapshotServiceDeps {
+  /** The local snapshot store's dir. */
+  snapshotsDir: string;
+  /** Where restored disks are materialised (<home>/restore). */
+  restoreDir: string;
+  /** Scratch space (named with our pid, so reconcile can tell a dead run's). */
+  tmpDir: string;
+  instances: InstanceStore;
+  images: ImageStore;
+  driver: HypervisorDriver;
+  kits: GuestKits;
+  launcher: Launcher;
+  remote: RemoteSnapshots;
+  onProgress?: (msg: string) => void;
+}
+
 /**
  * Snapshot lifecycle of a node: create (pause → VMM snapshot → flush → disk delta →
  * resume → manifest → atomic publish) and restore (verify → rootfs → disk = rootfs + delta,
@@ -84,17 +104,21 @@ export interface RestoredClone {
 export class SnapshotService {
   readonly store: LocalSnapshotStore;
   private readonly restoreDir: string;
+  private readonly driver: HypervisorDriver;
+  private readonly remote: RemoteSnapshots;
 
-  constructor(private readonly node: EmbersNode) {
-    this.store = new LocalSnapshotStore(node.config.paths.snapshots);
-    this.restoreDir = join(node.config.home, 'restore');
+  constructor(private readonly deps: SnapshotServiceDeps) {
+    this.store = new LocalSnapshotStore(deps.snapshotsDir);
+    this.restoreDir = deps.restoreDir;
+    this.driver = deps.driver;
+    this.remote = deps.remote;
   }
 
   async create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
-    this.node.remote.requireEnabled();
+    this.remote.requireEnabled();
     const diff = opts.diskDiff ?? 'block';
-    const rec = await this.node.instances.get(instance);
-    const image = await this.node.images.get(rec.image.manifestDigest);
+    const rec = await this.deps.instances.get(instance);
+    const image = await this.deps.images.get(rec.image.manifestDigest);
     if (!image) {
       throw new EmbersError(
         'EMB_IMAGE_NOT_FOUND',
@@ -109,19 +133,19 @@ export class SnapshotService {
     const t0 = performance.now();
     const staging = await this.store.staging();
     // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
-    const diskCopy = join(this.node.config.paths.tmp, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
+    const diskCopy = join(this.deps.tmpDir, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
     let paused = false;
     let pausedAt = 0;
     let pausedMs = 0;
     try {
       let t = performance.now();
-      await this.node.driver.pause(rec.vm);
+      await this.driver.pause(rec.vm);
       paused = true;
       pausedAt = performance.now();
       mark('pauseMs', t);
 
       t = performance.now();
-      await this.node.driver.snapshot(rec.vm, staging);
+      await this.driver.snapshot(rec.vm, staging);
       mark('vmmSnapshotMs', t);
 
       // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
@@ -132,8 +156,8 @@ export class SnapshotService {
       mark('diskCopyMs', t);
 
       t = performance.now();
-      if (opts.stop) await this.node.stop(instance);
-      else await this.node.driver.resume(rec.vm);
+      if (opts.stop) await this.deps.launcher.stop(instance);
+      else await this.driver.resume(rec.vm);
       paused = false;
       pausedMs = performance.now() - pausedAt;
       mark(opts.stop ? 'stopMs' : 'resumeMs', t);
@@ -160,16 +184,16 @@ export class SnapshotService {
       mark('diskDiffMs', t);
 
       t = performance.now();
-      const accel = await this.node.driver.accelerator();
+      const accel = await this.driver.accelerator();
       const manifest = await this.store.publish(staging, {
         createdAt: new Date().toISOString(),
         function: rec.function,
         image: { ...rec.image, flattenerVersion: image.flattenerVersion },
         disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
         vmm: {
-          kind: this.node.driver.kind,
-          version: await this.node.driver.version(),
-          snapshotFormat: await this.node.driver.snapshotFormat(),
+          kind: this.driver.kind,
+          version: await this.driver.version(),
+          snapshotFormat: await this.driver.snapshotFormat(),
           accelerator: accel.accelerator,
         },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
@@ -178,11 +202,11 @@ export class SnapshotService {
       });
       mark('publishMs', t);
       await this.trustVerified(manifest);
-      if (this.node.remote.mode === 'remote') {
+      if (this.remote.mode === 'remote') {
         // upload after creation (the manifest last, so readers never see a half upload)
         t = performance.now();
         try {
-          await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
+          await this.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
         } catch (err) {
           const e = asEmbersError(err);
           throw new EmbersError(
@@ -199,7 +223,7 @@ export class SnapshotService {
       }
       return { manifest, diffMethod, timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases } };
     } catch (err) {
-      if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
+      if (paused) await this.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
       throw err;
     } finally {
@@ -209,7 +233,7 @@ export class SnapshotService {
 
   /** Checks that this node can restore `m` at all (hypervisor, accelerator, network identity). */
   async checkCompatible(m: SnapshotManifest): Promise<void> {
-    const driver = this.node.driver;
+    const driver = this.driver;
     const accel = await driver.accelerator();
     const foreign = (why: string) =>
       new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, {
@@ -253,7 +277,7 @@ export class SnapshotService {
 
     // the image exactly as the snapshot saw it: a registry tag may have moved since
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
-    const image = await this.node.images.ensure(pinned, { onProgress: (msg) => this.node.progressLine(msg) });
+    const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });
     if (image.manifestDigest !== m.image.manifestDigest) {
       throw new EmbersError(
         'EMB_SNAPSHOT_DISK_MISMATCH',
@@ -320,8 +344,8 @@ export class SnapshotService {
   async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
     const t0 = performance.now();
-    this.node.remote.requireEnabled();
-    const { fetched } = await this.node.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
+    this.remote.requireEnabled();
+    const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
@@ -333,23 +357,22 @@ export class SnapshotService {
     try {
       disk = await this.restoredDisk(m, opts);
     } catch (err) {
-      if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
+      if (fetched && !this.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
       throw err;
     }
-    await this.node.guestKit(kitKindOf(m));
+    await this.deps.kits.get(kitKindOf(m));
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
     // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
     // (their memory mappings and disks keep what they use)
-    if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id);
+    if (fetched && !this.remote.cacheSnapshots) await this.remove(id);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // all or nothing: stop the clones that did come up
-      for (const r of results) if (r.status === 'fulfilled') await this.node.stop(r.value.record.name).catch(() => undefined);
+      for (const r of results) if (r.status === 'fulfilled') await this.deps.launcher.stop(r.value.record.name).catch(() => undefined);
       throw failed.reason;
     }
-    this.node.scheduleRefill();
     return {
       manifest: m,
       clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
@@ -359,10 +382,9 @@ export class SnapshotService {
   }
 
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
-    const node = this.node;
-    const kit = await node.guestKit(kitKindOf(m)); // the kernel the snapshot's memory holds
+    const kit = await this.deps.kits.get(kitKindOf(m)); // the kernel the snapshot's memory holds
     const snapDir = this.store.pathOf(m.id);
-    const record = await node.launch({
+    const record = await this.deps.launcher.launch({
       name,
       fn: functionOfSnapshot(m),
       image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
@@ -376,7 +398,7 @@ export class SnapshotService {
       initrd: async () => kit.initrdPath,
       kit,
       start: (spec) =>
-        node.driver.restore(
+        this.driver.restore(
           spec,
           { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) },
           { snapshotTapName: m.guestNetwork.tapName },
@@ -410,7 +432,7 @@ export class SnapshotService {
 
   /** Runs `fn` with a scratch dir for rsync under the node's tmp (named with our pid, so reconcile can tell a dead run's), removed afterwards. */
   private async withRsyncWork<T>(fn: (work: string) => Promise<T>): Promise<T> {
-    const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+    const work = join(this.deps.tmpDir, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
     try {
       return await fn(work);
     } finally {
