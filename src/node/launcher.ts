@@ -1,41 +1,49 @@
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { withCleanup } from '../util/cleanup.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
-import type { GuestKit } from '../guest/kit.js';
+import type { GuestKitKind } from '../guest/kit.js';
+import { buildInstanceInitrd } from '../guest/run-config.js';
+import type { FlattenedImage } from '../image/types.js';
 import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { GUEST_NET } from '../net/addressing.js';
 import type { SlotPool } from '../net/pool.js';
-import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
-import { pidAlive } from '../vmm/process.js';
-import type { FunctionSpec } from './function-spec.js';
+import { SNAPSHOT_FILES, type SnapshotManifest } from '../snapshot/manifest.js';
+import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
+import { functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
 import type { GuestKits } from './guest-kits.js';
 import type { InstanceRecord, InstanceStore } from './instances.js';
 import { waitUntilServing } from './invoke.js';
 import type { PoolRefill } from './pool-refill.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 
-/** What differs between a boot and a restore (see `Launcher.launch`). */
-export interface LaunchPlan {
+interface LaunchCommon {
+  /** The instance's name. */
   name: string;
-  fn: FunctionSpec;
-  image: InstanceRecord['image'];
-  /** 'boot' or the snapshot id. */
-  origin: string;
-  /** The disk the instance's own disk is cloned from: the rootfs, or a snapshot's restored disk. */
-  baseDisk: string;
-  /** How the instance's disk relates to the rootfs, given how it was cloned from baseDisk. */
-  diskMethod: (cloned: CloneMethod) => CloneMethod;
   /** performance.now() when the start was asked for: readyMs counts from there. */
   startedAt: number;
+  /** @default the node's readyTimeoutMs */
   readyTimeoutMs?: number;
-  /** The initramfs for this instance (a boot builds one with its run config). */
-  initrd: (dir: string) => Promise<string>;
-  /** Starts the VMM: boot, or load a snapshot. */
-  start: (spec: VmSpec) => Promise<{ vm: VmHandle; timings: VmTimings }>;
-  /** The guest kit. @default the node's (--guest-kernel) */
-  kit?: GuestKit;
 }
+
+/** Boot a function from its flattened image: the rootfs is the disk's base, the image config and spec make the run config. */
+export interface BootLaunch extends LaunchCommon {
+  kind: 'boot';
+  fn: FunctionSpec;
+  image: FlattenedImage;
+}
+
+/** Restore a clone of a snapshot: its restored disk is the disk's base, the VMM loads its state and memory. */
+export interface RestoreLaunch extends LaunchCommon {
+  kind: 'restore';
+  snapshot: SnapshotManifest;
+  /** The snapshot's bundle dir (its state and memory files). */
+  bundleDir: string;
+  /** The snapshot's disk, materialised and checked (rootfs + delta), and how it was made from the rootfs. */
+  disk: { path: string; method: CloneMethod };
+}
+
+/** One instance start, as data: `Launcher.launch` interprets it. */
+export type LaunchRequest = BootLaunch | RestoreLaunch;
 
 export interface LauncherDeps {
   driver: HypervisorDriver;
@@ -56,66 +64,86 @@ export interface LauncherDeps {
 export class Launcher {
   constructor(private readonly deps: LauncherDeps) {}
 
-  async launch(plan: LaunchPlan): Promise<InstanceRecord> {
+  async launch(req: LaunchRequest): Promise<InstanceRecord> {
     const { driver, pool, instances } = this.deps;
-    const kit = plan.kit ?? (await this.deps.kits.get());
+    const restore = req.kind === 'restore' ? req : undefined;
+    const m = restore?.snapshot;
+    // a clone runs the kernel its snapshot's memory holds, with the function it was made of
+    const kit = await this.deps.kits.get(m ? kitKindOf(m) : undefined);
+    const fn = req.kind === 'boot' ? req.fn : functionOfSnapshot(req.snapshot);
     const { phases, mark } = phaseTimer();
     return withCleanup(async (cleanup) => {
-      const dir = await instances.reserve(plan.name);
-      cleanup.add(`remove ${dir}`, () => instances.remove(plan.name));
+      const dir = await instances.reserve(req.name);
+      cleanup.add(`remove ${dir}`, () => instances.remove(req.name));
 
       let t = performance.now();
-      const lease = await pool.acquire(plan.name);
+      const lease = await pool.acquire(req.name);
       cleanup.add(`release slot ${lease.slot.netns}`, () => pool.release(lease));
       mark('slotMs', t);
 
       t = performance.now();
       const diskPath = join(dir, 'disk.img');
-      const diskMethod = plan.diskMethod(await cloneDisk(plan.baseDisk, diskPath));
+      const cloned = await cloneDisk(req.kind === 'boot' ? req.image.rootfsPath : req.disk.path, diskPath);
+      // a clone descends from the rootfs by reflink only if every step was a reflink
+      const diskMethod: CloneMethod = req.kind === 'boot' ? cloned : cloned === 'reflink' && req.disk.method === 'reflink' ? 'reflink' : 'sparse-copy';
       mark('diskMs', t);
 
       t = performance.now();
-      const initrdPath = await plan.initrd(dir);
+      let initrdPath = kit.initrdPath; // a clone's memory already holds its init and run config
+      if (req.kind === 'boot') {
+        initrdPath = join(dir, 'initrd.img');
+        await buildInstanceInitrd(kit.initrdPath, runConfigFor(req.image, req.fn, req.name), initrdPath);
+      }
       mark('initrdMs', t);
 
       const spec: VmSpec = {
-        name: plan.name,
+        name: req.name,
         dir,
         kernelPath: kit.kernelPath,
         initrdPath,
         cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...driver.guestKernelArgs]),
         diskPath,
-        vcpus: plan.fn.vcpus,
-        memoryMiB: plan.fn.memoryMiB,
+        vcpus: fn.vcpus,
+        memoryMiB: fn.memoryMiB,
         network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
       };
       t = performance.now();
-      const { vm, timings } = await plan.start(spec);
-      cleanup.add(`stop VM ${plan.name}`, () => driver.stop(vm));
+      const { vm, timings } =
+        req.kind === 'boot'
+          ? await driver.boot(spec)
+          : await driver.restore(
+              spec,
+              { stateFile: join(req.bundleDir, SNAPSHOT_FILES.state), memoryFile: join(req.bundleDir, SNAPSHOT_FILES.memory) },
+              { snapshotTapName: req.snapshot.guestNetwork.tapName },
+            );
+      cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
       mark('vmmMs', t);
       phases.vmmSpawnMs = roundMs(timings.spawnMs);
       phases.vmmLoadMs = roundMs(timings.loadMs);
 
       t = performance.now();
-      await waitUntilServing(lease.slot.cloneIp, plan.fn.port, {
-        timeoutMs: plan.readyTimeoutMs ?? this.deps.readyTimeoutMs,
-        died: async () => ((await pidAlive(vm.pid)) ? undefined : `the ${driver.kind} process exited; console tail:\n${await consoleTail(vm.consoleLog)}`),
+      await waitUntilServing(lease.slot.cloneIp, fn.port, {
+        timeoutMs: req.readyTimeoutMs ?? this.deps.readyTimeoutMs,
+        vm: { pid: vm.pid, consoleLog: vm.consoleLog, kind: driver.kind },
       });
       mark('toReadyMs', t);
 
       const record: InstanceRecord = {
-        name: plan.name,
+        name: req.name,
         createdAt: new Date().toISOString(),
-        function: plan.fn,
-        image: plan.image,
+        function: fn,
+        image:
+          req.kind === 'boot'
+            ? { reference: req.image.reference, manifestDigest: req.image.manifestDigest, rootfsSha256: req.image.rootfsSha256 }
+            : { reference: req.snapshot.image.reference, manifestDigest: req.snapshot.image.manifestDigest, rootfsSha256: req.snapshot.image.rootfsSha256 },
         slot: lease.slot,
         cloneIp: lease.slot.cloneIp,
         diskPath,
         diskMethod,
         vm,
         kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
-        origin: plan.origin,
-        timings: { phases, readyMs: roundMs(performance.now() - plan.startedAt) },
+        origin: req.kind === 'boot' ? 'boot' : req.snapshot.id,
+        timings: { phases, readyMs: roundMs(performance.now() - req.startedAt) },
       };
       await instances.complete(record);
       this.deps.refill.schedule();
@@ -132,7 +160,7 @@ export class Launcher {
   }
 }
 
-async function consoleTail(path: string): Promise<string> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text.split('\n').slice(-25).join('\n');
+/** The guest kit a snapshot's memory was made with. */
+export function kitKindOf(m: SnapshotManifest): GuestKitKind {
+  return m.guestKit.kind === 'firecracker-config' ? 'firecracker-config' : 'debian';
 }

@@ -5,14 +5,13 @@ import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
 import { EmbersError } from '../errors.js';
 import { run, which } from '../util/exec.js';
 import type { GuestKit } from '../guest/kit.js';
-import { buildInstanceInitrd } from '../guest/run-config.js';
 import { ImageStore } from '../image/store.js';
 import { SlotPool } from '../net/pool.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
-import { runConfigFor, type FunctionSpec } from './function-spec.js';
+import type { FunctionSpec } from './function-spec.js';
 import { GuestKits } from './guest-kits.js';
 import { Launcher } from './launcher.js';
 import { PoolRefill } from './pool-refill.js';
@@ -177,24 +176,7 @@ export class EmbersNode {
     const t0 = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
     const imageMs = roundMs(performance.now() - t0);
-    const kit = await this.guestKit();
-    const record = await this.launcher.launch({
-      name,
-      fn,
-      image: { reference: image.reference, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256 },
-      origin: 'boot',
-      baseDisk: image.rootfsPath,
-      diskMethod: (method) => method,
-      startedAt: t0,
-      readyTimeoutMs: opts.readyTimeoutMs,
-      initrd: async (dir) => {
-        const initrdPath = join(dir, 'initrd.img');
-        await buildInstanceInitrd(kit.initrdPath, runConfigFor(image, fn, name), initrdPath);
-        return initrdPath;
-      },
-      start: (spec) => this.driver.boot(spec),
-      kit,
-    });
+    const record = await this.launcher.launch({ kind: 'boot', name, fn, image, startedAt: t0, readyTimeoutMs: opts.readyTimeoutMs });
     record.timings.phases = { imageMs, ...record.timings.phases };
     return record;
   }

@@ -12,12 +12,10 @@ import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { InstanceRecord, InstanceStore } from './instances.js';
-import { functionOfSnapshot } from './function-spec.js';
-import type { GuestKit } from '../guest/kit.js';
 import type { ImageStore } from '../image/store.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
 import type { GuestKits } from './guest-kits.js';
-import type { Launcher } from './launcher.js';
+import { kitKindOf, type Launcher } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
@@ -382,27 +380,14 @@ export class SnapshotService {
   }
 
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
-    const kit = await this.deps.kits.get(kitKindOf(m)); // the kernel the snapshot's memory holds
-    const snapDir = this.store.pathOf(m.id);
     const record = await this.deps.launcher.launch({
+      kind: 'restore',
       name,
-      fn: functionOfSnapshot(m),
-      image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
-      origin: m.id,
-      baseDisk: disk.path,
-      // the clone descends from the rootfs by reflink only if every step was a reflink
-      diskMethod: (cloned) => (cloned === 'reflink' && disk.method === 'reflink' ? 'reflink' : 'sparse-copy'),
+      snapshot: m,
+      bundleDir: this.store.pathOf(m.id),
+      disk,
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
-      // the guest's memory already holds its init and run config: the base initramfs will do
-      initrd: async () => kit.initrdPath,
-      kit,
-      start: (spec) =>
-        this.driver.restore(
-          spec,
-          { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) },
-          { snapshotTapName: m.guestNetwork.tapName },
-        ),
     });
     return { record, diskVerified: disk.verified };
   }
@@ -439,10 +424,6 @@ export class SnapshotService {
       await rm(work, { recursive: true, force: true });
     }
   }
-}
-
-function kitKindOf(m: SnapshotManifest): GuestKit['kind'] {
-  return m.guestKit.kind === 'firecracker-config' ? 'firecracker-config' : 'debian';
 }
 
 async function truncateTo(path: string, size: number): Promise<void> {
