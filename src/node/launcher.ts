@@ -66,10 +66,8 @@ export class Launcher {
 
   async launch(req: LaunchRequest): Promise<InstanceRecord> {
     const { driver, pool, instances } = this.deps;
-    const restore = req.kind === 'restore' ? req : undefined;
-    const m = restore?.snapshot;
     // a clone runs the kernel its snapshot's memory holds, with the function it was made of
-    const kit = await this.deps.kits.get(m ? kitKindOf(m) : undefined);
+    const kit = await this.deps.kits.get(req.kind === 'restore' ? kitKindOf(req.snapshot) : undefined);
     const fn = req.kind === 'boot' ? req.fn : functionOfSnapshot(req.snapshot);
     const { phases, mark } = phaseTimer();
     return withCleanup(async (cleanup) => {

@@ -17,7 +17,7 @@ import type { HypervisorDriver } from '../vmm/driver.js';
 import type { GuestKits } from './guest-kits.js';
 import { kitKindOf, type Launcher } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
-import type { TransferOptions } from '../snapshot/transfer.js';
+import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 
 export interface CreateSnapshotOptions {
@@ -399,6 +399,34 @@ export class SnapshotService {
    */
   private async trustVerified(m: SnapshotManifest): Promise<void> {
     await writeJsonAtomic(join(this.restoreDir, m.id, 'verified.json'), { snapshot: await this.store.stampsOf(m) });
+  }
+
+  /** The snapshots in the local store. */
+  async list(): Promise<SnapshotManifest[]> {
+    return this.store.list();
+  }
+
+  /** The snapshot ids in the S3-compatible store, and where that store is. */
+  async listRemote(): Promise<{ location: string; ids: string[] }> {
+    const s3 = this.remote.s3();
+    return { location: s3.location, ids: await s3.list() };
+  }
+
+  /** A local snapshot's manifest; with `verify`, every file is checked against its size and sha256 first. */
+  async inspect(id: string, opts: { verify?: boolean } = {}): Promise<SnapshotManifest> {
+    const m = await this.store.get(id);
+    if (opts.verify) await this.store.verify(m);
+    return m;
+  }
+
+  /** Uploads a local snapshot to the S3-compatible store (resuming a partial upload). */
+  async push(id: string, opts?: TransferOptions): Promise<TransferResult> {
+    return this.remote.push(this.store, id, opts);
+  }
+
+  /** Downloads a snapshot, verified, unless it is already here. @default source: the S3-compatible store */
+  async pull(id: string, source: SnapshotSource = { kind: 's3' }, opts?: TransferOptions): Promise<{ fetched: TransferResult | undefined }> {
+    return this.remote.ensureLocal(this.store, id, source, opts);
   }
 
   /** Removes a snapshot and its materialised restore disk. */
