@@ -98,7 +98,7 @@ export class EmbersNode {
     this.config = config;
     this.driver = chosen.driver;
     this.driverReason = chosen.reason;
-    const onProgress = (msg: string) => this.progressLine(msg);
+    const onProgress = opts.onProgress; // the caller's sink, handed straight to the services
     this.images = new ImageStore(config.paths.images, config.paths.tmp);
     this.pool = new SlotPool({ dir: config.paths.net, home: config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(config.paths.instances);
