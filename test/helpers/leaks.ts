@@ -30,6 +30,8 @@ export async function readHostResources(): Promise<HostResources> {
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const cmd = (await run('cat', [`/proc/${entry}/cmdline`], { okCodes: [1] }).catch(() => ({ stdout: '' }))).stdout.replace(/\0/g, ' ').trim();
+    // flock/timeout wrappers queued on the shared host-test lock name the test files they will run, not a VMM
+    if (/^(\S*\/)?(flock|timeout) /.test(cmd)) continue;
     if (/qemu-system|firecracker/.test(cmd)) processes.push(`${entry} ${cmd.slice(0, 200)}`);
   }
   return { netns, links, nftTables, loops, mounts, processes };
