@@ -46,7 +46,7 @@ export async function benchRemote(args: string[]): Promise<Record<string, unknow
       fetchMs.push(r.fetch?.ms ?? 0);
       await remoteB.stop(rc.name);
       // local: the snapshot already in node B's store (pulled once, outside the timing)
-      await remoteB.remote.ensureLocal(remoteB.snapshots.store, id, { kind: 's3' });
+      await remoteB.snapshots.pull(id, { kind: 's3' });
       const l = await localB.snapshots.restore(id, { count: 1 });
       const lc = l.clones[0].record;
       local.push(l.prepareMs + lc.timings.readyMs + (await localB.invoke(lc.name)).latencyMs);

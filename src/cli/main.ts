@@ -305,13 +305,13 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
       return 0;
     }
     case 'push': {
-      const r = await node.remote.push(snaps.store, need('snapshot'), { onProgress: transferProgress() });
+      const r = await snaps.push(need('snapshot'), { onProgress: transferProgress() });
       out.result(`pushed ${r.id}: ${mib(r.bytes)} sent, ${mib(r.resumedBytes)} already there, in ${Math.round(r.ms)} ms`, r);
       return 0;
     }
     case 'pull': {
       const id = need('snapshot');
-      const { fetched } = await node.remote.ensureLocal(snaps.store, id, peerSource() ?? { kind: 's3' }, { onProgress: transferProgress() });
+      const { fetched } = await snaps.pull(id, peerSource(), { onProgress: transferProgress() });
       out.result(fetched ? `pulled ${id}: ${mib(fetched.bytes)} in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, {
         id,
         fetched,
@@ -320,19 +320,18 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     }
     case 'ls': {
       if (values.remote) {
-        const ids = await node.remote.s3().list();
-        out.result(ids.join('\n'), { remote: node.remote.s3().location, snapshots: ids });
+        const { location, ids } = await snaps.listRemote();
+        out.result(ids.join('\n'), { remote: location, snapshots: ids });
         return 0;
       }
-      const list = await snaps.store.list();
+      const list = await snaps.list();
       out.result(['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'), {
         snapshots: list.map((m) => ({ id: m.id, createdAt: m.createdAt, image: m.image.reference, diskDiff: m.disk.diff, vmm: m.vmm })),
       });
       return 0;
     }
     case 'inspect': {
-      const m = await snaps.store.get(need('snapshot'));
-      if (values.verify) await snaps.store.verify(m);
+      const m = await snaps.inspect(need('snapshot'), { verify: values.verify });
       out.result(JSON.stringify(m, null, 2) + (values.verify ? '\nverified: every file matches its size and sha256' : ''), {
         manifest: m,
         verified: values.verify,

@@ -17,7 +17,19 @@
  * The C parser in init/embers-exec.c must stay in step with this file.
  */
 import { EmbersError } from '../errors.js';
-import type { GuestRunConfig } from './run-config.js';
+
+/** What the guest runs: checked by run-config.ts's validateRunConfig, written to exec.conf here. */
+export interface GuestRunConfig {
+  /** Entrypoint + cmd, already combined; argv[0] is resolved inside the rootfs (PATH lookup using env PATH if not absolute). */
+  argv: string[];
+  /** "K=V" entries: exactly the function's environment (the guest adds PATH if none is given, and HOME from /etc/passwd if none is given). */
+  env: string[];
+  /** Default "/". Must exist in the rootfs. */
+  workingDir: string;
+  /** "" | "name" | "uid" | "uid:gid" | "name:group" — resolved against the rootfs's /etc/passwd and /etc/group inside the guest. */
+  user: string;
+  hostname?: string;
+}
 
 export const EXEC_CONF_VERSION = 1;
 /** Path of the file inside the initramfs. */

@@ -9,19 +9,9 @@ import { copyFile, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { writeCpio } from './cpio.js';
-import { encodeExecConf, EXEC_CONF_PATH } from './exec-conf.js';
+import { encodeExecConf, EXEC_CONF_PATH, type GuestRunConfig } from './exec-conf.js';
 
-export interface GuestRunConfig {
-  /** Entrypoint + cmd, already combined; argv[0] is resolved inside the rootfs (PATH lookup using env PATH if not absolute). */
-  argv: string[];
-  /** "K=V" entries: exactly the function's environment (the guest adds PATH if none is given, and HOME from /etc/passwd if none is given). */
-  env: string[];
-  /** Default "/". Must exist in the rootfs. */
-  workingDir: string;
-  /** "" | "name" | "uid" | "uid:gid" | "name:group" — resolved against the rootfs's /etc/passwd and /etc/group inside the guest. */
-  user: string;
-  hostname?: string;
-}
+export type { GuestRunConfig } from './exec-conf.js';
 
 function invalid(message: string, details: Record<string, unknown>): EmbersError {
   return new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', message, details);

@@ -6,9 +6,9 @@ import { lockOwner } from '../util/lock.js';
 import { pidAlive } from '../util/pid.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
-import type { FunctionSpec } from '../snapshot/manifest.js';
+import type { FunctionSpec } from './function-spec.js';
 
-export type { FunctionSpec } from '../snapshot/manifest.js';
+export type { FunctionSpec } from './function-spec.js';
 
 export interface BootTimings {
   /** Each phase in ms. */

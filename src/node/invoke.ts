@@ -1,5 +1,7 @@
 import { request } from 'node:http';
+import { readFile } from 'node:fs/promises';
 import { EmbersError } from '../errors.js';
+import { pidAlive } from '../util/pid.js';
 
 export interface InvokeRequest {
   path?: string;
@@ -49,12 +51,12 @@ export function httpRequest(ip: string, port: number, req: InvokeRequest = {}): 
 
 /**
  * Polls the function until it answers HTTP on its port (any status counts: the function is
- * serving), racing `died` (the VMM process exited). Resolves with the first answer.
+ * serving), racing the exit of its VMM process `vm`. Resolves with the first answer.
  */
 export async function waitUntilServing(
   ip: string,
   port: number,
-  opts: { timeoutMs: number; died?: () => Promise<string | undefined>; path?: string },
+  opts: { timeoutMs: number; vm?: { pid: number; consoleLog: string; kind: string }; path?: string },
 ): Promise<InvokeResponse> {
   const deadline = Date.now() + opts.timeoutMs;
   let lastError = '';
@@ -64,9 +66,9 @@ export async function waitUntilServing(
     } catch (err) {
       lastError = (err as Error).message;
     }
-    if (opts.died && attempt % 5 === 0) {
-      const why = await opts.died();
-      if (why) throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, { ip, port });
+    if (opts.vm && attempt % 5 === 0 && !(await pidAlive(opts.vm.pid))) {
+      const why = `the ${opts.vm.kind} process exited; console tail:\n${await consoleTail(opts.vm.consoleLog)}`;
+      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, { ip, port });
     }
     if (Date.now() > deadline) {
       throw new EmbersError('EMB_INSTANCE_NOT_READY', `the function did not answer on ${ip}:${port} within ${opts.timeoutMs} ms (last error: ${lastError})`, {
@@ -77,4 +79,9 @@ export async function waitUntilServing(
     }
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+async function consoleTail(path: string): Promise<string> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return text.split('\n').slice(-25).join('\n');
 }

@@ -3,24 +3,24 @@ import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
 import { EmbersError } from '../errors.js';
-import { withCleanup } from '../util/cleanup.js';
 import { run, which } from '../util/exec.js';
-import { cloneDisk, type CloneMethod } from '../disk/clone.js';
-import { ensureGuestKit, type GuestKit } from '../guest/kit.js';
-import { kernelCmdline } from '../guest/kernel-cmdline.js';
-import { buildInstanceInitrd } from '../guest/run-config.js';
+import type { GuestKit } from '../guest/kit.js';
 import { ImageStore } from '../image/store.js';
-import type { FlattenedImage } from '../image/types.js';
-import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
-import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
+import type { HypervisorDriver } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
-import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
+import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
+import type { FunctionSpec } from './function-spec.js';
+import { GuestKits } from './guest-kits.js';
+import { Launcher } from './launcher.js';
+import { PoolRefill } from './pool-refill.js';
 import { RemoteSnapshots, type RemoteOptions } from './remote.js';
 import { SnapshotService } from './snapshots.js';
-import { httpRequest, waitUntilServing, type InvokeRequest, type InvokeResponse } from './invoke.js';
-import { phaseTimer, roundMs } from '../util/format.js';
+import { httpRequest, type InvokeRequest, type InvokeResponse } from './invoke.js';
+import { roundMs } from '../util/format.js';
+
+export type { FunctionSpec } from './function-spec.js';
 
 export interface NodeOptions extends ConfigOptions, RemoteOptions {
   /** Which VMM: 'auto' prefers Firecracker where its binary and hardware KVM exist. @default 'auto' */
@@ -41,28 +41,6 @@ export interface RunOptions {
   name?: string;
   /** Ready timeout in ms. @default config.readyTimeoutMs */
   readyTimeoutMs?: number;
-}
-
-/** What differs between a boot and a restore (see `EmbersNode.launch`). */
-export interface LaunchPlan {
-  name: string;
-  fn: FunctionSpec;
-  image: InstanceRecord['image'];
-  /** 'boot' or the snapshot id. */
-  origin: string;
-  /** The disk the instance's own disk is cloned from: the rootfs, or a snapshot's restored disk. */
-  baseDisk: string;
-  /** How the instance's disk relates to the rootfs, given how it was cloned from baseDisk. */
-  diskMethod: (cloned: CloneMethod) => CloneMethod;
-  /** performance.now() when the start was asked for: readyMs counts from there. */
-  startedAt: number;
-  readyTimeoutMs?: number;
-  /** The initramfs for this instance (a boot builds one with its run config). */
-  initrd: (dir: string) => Promise<string>;
-  /** Starts the VMM: boot, or load a snapshot. */
-  start: (spec: VmSpec) => Promise<{ vm: VmHandle; timings: VmTimings }>;
-  /** The guest kit. @default this node's (--guest-kernel) */
-  kit?: GuestKit;
 }
 
 export type InstanceStatus = 'running' | 'paused' | 'exited' | 'unknown';
@@ -104,34 +82,56 @@ export class EmbersNode {
   readonly instances: InstanceStore;
   readonly snapshots: SnapshotService;
   readonly remote: RemoteSnapshots;
-  /** Why this node's VMM was chosen. */
-  driverReason = '';
-  private driverRef: HypervisorDriver | undefined;
-  private refilling: Promise<void> | undefined;
-  private refillAgain = false;
-  private readonly kits = new Map<GuestKit['kind'], GuestKit>();
-
-  private constructor(private readonly opts: NodeOptions) {
-    this.config = resolveConfig(opts);
-    this.images = new ImageStore(this.config.paths.images, this.config.paths.tmp);
-    this.pool = new SlotPool({ dir: this.config.paths.net, home: this.config.home, poolSize: opts.netPoolSize });
-    this.instances = new InstanceStore(this.config.paths.instances);
-    this.remote = new RemoteSnapshots(opts);
-    this.snapshots = new SnapshotService(this);
-  }
-
   /** The hypervisor driver this node uses (chosen in `open`). */
-  get driver(): HypervisorDriver {
-    if (!this.driverRef) throw new EmbersError('EMB_INTERNAL', 'the node has no driver yet: use EmbersNode.open()');
-    return this.driverRef;
+  readonly driver: HypervisorDriver;
+  /** Why this node's VMM was chosen. */
+  readonly driverReason: string;
+  private readonly kits: GuestKits;
+  private readonly refill: PoolRefill;
+  private readonly launcher: Launcher;
+
+  private constructor(
+    private readonly opts: NodeOptions,
+    config: Config,
+    chosen: { driver: HypervisorDriver; reason: string },
+  ) {
+    this.config = config;
+    this.driver = chosen.driver;
+    this.driverReason = chosen.reason;
+    const onProgress = opts.onProgress; // the caller's sink, handed straight to the services
+    this.images = new ImageStore(config.paths.images, config.paths.tmp);
+    this.pool = new SlotPool({ dir: config.paths.net, home: config.home, poolSize: opts.netPoolSize });
+    this.instances = new InstanceStore(config.paths.instances);
+    this.remote = new RemoteSnapshots(opts);
+    this.kits = new GuestKits({ cacheDir: config.paths.guestCache, defaultKind: opts.guestKernel ?? 'debian', onProgress });
+    this.refill = new PoolRefill(this.pool, onProgress);
+    this.launcher = new Launcher({
+      driver: this.driver,
+      pool: this.pool,
+      instances: this.instances,
+      kits: this.kits,
+      refill: this.refill,
+      readyTimeoutMs: config.readyTimeoutMs,
+    });
+    this.snapshots = new SnapshotService({
+      snapshotsDir: config.paths.snapshots,
+      restoreDir: join(config.home, 'restore'),
+      tmpDir: config.paths.tmp,
+      instances: this.instances,
+      images: this.images,
+      driver: this.driver,
+      kits: this.kits,
+      launcher: this.launcher,
+      remote: this.remote,
+      onProgress,
+    });
   }
 
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
     if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
-    const node = new EmbersNode(opts);
-    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: node.config.accel });
-    node.driverRef = chosen.driver;
-    node.driverReason = chosen.reason;
+    const config = resolveConfig(opts);
+    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: config.accel });
+    const node = new EmbersNode(opts, config, chosen);
     for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });
     await node.reconcile();
     return node;
@@ -142,13 +142,8 @@ export class EmbersNode {
   }
 
   /** The guest kernel and initramfs (built once, then cached outside the home). */
-  async guestKit(kind: GuestKit['kind'] = this.opts.guestKernel ?? 'debian'): Promise<GuestKit> {
-    let kit = this.kits.get(kind);
-    if (!kit) {
-      kit = await ensureGuestKit({ cacheDir: this.config.paths.guestCache, kind, onProgress: (m) => this.progressLine(m) });
-      this.kits.set(kind, kit);
-    }
-    return kit;
+  async guestKit(kind: GuestKit['kind'] = this.kits.defaultKind): Promise<GuestKit> {
+    return this.kits.get(kind);
   }
 
   /** What this host offers: accelerator and why, hypervisors, host tools. */
@@ -181,100 +176,9 @@ export class EmbersNode {
     const t0 = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
     const imageMs = roundMs(performance.now() - t0);
-    const kit = await this.guestKit();
-    const record = await this.launch({
-      name,
-      fn,
-      image: { reference: image.reference, manifestDigest: image.manifestDigest, rootfsSha256: image.rootfsSha256 },
-      origin: 'boot',
-      baseDisk: image.rootfsPath,
-      diskMethod: (method) => method,
-      startedAt: t0,
-      readyTimeoutMs: opts.readyTimeoutMs,
-      initrd: async (dir) => {
-        const initrdPath = join(dir, 'initrd.img');
-        await buildInstanceInitrd(kit.initrdPath, runConfigFor(image, fn, name), initrdPath);
-        return initrdPath;
-      },
-      start: (spec) => this.driver.boot(spec),
-    });
+    const record = await this.launcher.launch({ kind: 'boot', name, fn, image, startedAt: t0, readyTimeoutMs: opts.readyTimeoutMs });
     record.timings.phases = { imageMs, ...record.timings.phases };
     return record;
-  }
-
-  /**
-   * The steps every instance start shares, boot or restore: reserve the name, lease a network
-   * slot, clone the disk, start the VMM in the slot, wait until the function answers, record
-   * the instance. Everything is owned by a Cleanup until the record is saved, so a failure at
-   * any step leaves nothing behind.
-   */
-  async launch(plan: LaunchPlan): Promise<InstanceRecord> {
-    const kit = plan.kit ?? (await this.guestKit());
-    const { phases, mark } = phaseTimer();
-    return withCleanup(async (cleanup) => {
-      const dir = await this.instances.reserve(plan.name);
-      cleanup.add(`remove ${dir}`, () => this.instances.remove(plan.name));
-
-      let t = performance.now();
-      const lease = await this.pool.acquire(plan.name);
-      cleanup.add(`release slot ${lease.slot.netns}`, () => this.pool.release(lease));
-      mark('slotMs', t);
-
-      t = performance.now();
-      const diskPath = join(dir, 'disk.img');
-      const diskMethod = plan.diskMethod(await cloneDisk(plan.baseDisk, diskPath));
-      mark('diskMs', t);
-
-      t = performance.now();
-      const initrdPath = await plan.initrd(dir);
-      mark('initrdMs', t);
-
-      const spec: VmSpec = {
-        name: plan.name,
-        dir,
-        kernelPath: kit.kernelPath,
-        initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [
-          ...this.driver.guestKernelArgs,
-        ]),
-        diskPath,
-        vcpus: plan.fn.vcpus,
-        memoryMiB: plan.fn.memoryMiB,
-        network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
-      };
-      t = performance.now();
-      const { vm, timings } = await plan.start(spec);
-      cleanup.add(`stop VM ${plan.name}`, () => this.driver.stop(vm));
-      mark('vmmMs', t);
-      phases.vmmSpawnMs = roundMs(timings.spawnMs);
-      phases.vmmLoadMs = roundMs(timings.loadMs);
-
-      t = performance.now();
-      await waitUntilServing(lease.slot.cloneIp, plan.fn.port, {
-        timeoutMs: plan.readyTimeoutMs ?? this.config.readyTimeoutMs,
-        died: async () =>
-          (await pidAlive(vm.pid)) ? undefined : `the ${this.driver.kind} process exited; console tail:\n${await this.consoleTail(vm.consoleLog)}`,
-      });
-      mark('toReadyMs', t);
-
-      const record: InstanceRecord = {
-        name: plan.name,
-        createdAt: new Date().toISOString(),
-        function: plan.fn,
-        image: plan.image,
-        slot: lease.slot,
-        cloneIp: lease.slot.cloneIp,
-        diskPath,
-        diskMethod,
-        vm,
-        kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
-        origin: plan.origin,
-        timings: { phases, readyMs: roundMs(performance.now() - plan.startedAt) },
-      };
-      await this.instances.complete(record);
-      this.scheduleRefill();
-      return record;
-    });
   }
 
   /** One HTTP request to an instance's function. */
@@ -318,10 +222,7 @@ export class EmbersNode {
 
   /** Stops the VM and releases everything the instance owns: process, slot, disk, files. */
   async stop(name: string): Promise<void> {
-    const rec = await this.instances.get(name);
-    await this.driver.stop(rec.vm);
-    await this.pool.release({ slot: rec.slot, owner: name });
-    await this.instances.remove(name);
+    await this.launcher.stop(name);
   }
 
   /** Stops every instance, concurrently. */
@@ -333,26 +234,14 @@ export class EmbersNode {
     return names;
   }
 
-  /**
-   * Tops the slot pool up in the background, off the start path (after a boot or restore took
-   * slots from it). One refill runs at a time; a request during one runs another after it.
-   */
+  /** Tops the slot pool up in the background, off the start path. */
   scheduleRefill(): void {
-    if (this.refilling) {
-      this.refillAgain = true;
-      return;
-    }
-    this.refilling = (async () => {
-      do {
-        this.refillAgain = false;
-        await this.pool.fill().catch((err: Error) => this.progressLine(`network pool refill failed: ${err.message}`));
-      } while (this.refillAgain);
-    })().finally(() => (this.refilling = undefined));
+    this.refill.schedule();
   }
 
   /** Waits for background work (pool refills) to finish. */
   async settle(): Promise<void> {
-    while (this.refilling) await this.refilling;
+    await this.refill.settle();
   }
 
   /** Manifest digests that instances and snapshots of this node still need (for image rm/gc). */
@@ -403,25 +292,6 @@ export class EmbersNode {
     await this.snapshots.reconcile();
     await reconcileTmp(this.config.paths.tmp);
   }
-
-  private async consoleTail(path: string): Promise<string> {
-    const text = await readFile(path, 'utf8').catch(() => '');
-    return text.split('\n').slice(-25).join('\n');
-  }
-}
-
-/** The guest's run config: the image's entrypoint/cmd/env/user/workdir with the function's overrides. */
-function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: string) {
-  const env = new Map<string, string>();
-  for (const kv of [...image.config.env, ...fn.env]) {
-    const eq = kv.indexOf('=');
-    if (eq > 0) env.set(kv.slice(0, eq), kv);
-  }
-  const argv = fn.entrypoint ? [...fn.entrypoint, ...(fn.cmd ?? [])] : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
-  if (argv.length === 0) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
-  }
-  return { argv, env: [...env.values()], workingDir: image.config.workingDir || '/', user: image.config.user, hostname };
 }
 
 /**

@@ -11,11 +11,13 @@ import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { InstanceRecord } from './instances.js';
-import type { GuestKit } from '../guest/kit.js';
-import type { SnapshotSource } from './remote.js';
-import type { TransferOptions } from '../snapshot/transfer.js';
-import type { EmbersNode } from './node.js';
+import type { InstanceRecord, InstanceStore } from './instances.js';
+import type { ImageStore } from '../image/store.js';
+import type { HypervisorDriver } from '../vmm/driver.js';
+import type { GuestKits } from './guest-kits.js';
+import { kitKindOf, type Launcher } from './launcher.js';
+import type { RemoteSnapshots, SnapshotSource } from './remote.js';
+import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 
 export interface CreateSnapshotOptions {
@@ -74,6 +76,23 @@ export interface RestoredClone {
   diskVerified: boolean;
 }
 
+/** What the snapshot service works with: given, not reached for through the node. */
+export interface SnapshotServiceDeps {
+  /** The local snapshot store's dir. */
+  snapshotsDir: string;
+  /** Where restored disks are materialised (<home>/restore). */
+  restoreDir: string;
+  /** Scratch space (named with our pid, so reconcile can tell a dead run's). */
+  tmpDir: string;
+  instances: InstanceStore;
+  images: ImageStore;
+  driver: HypervisorDriver;
+  kits: GuestKits;
+  launcher: Launcher;
+  remote: RemoteSnapshots;
+  onProgress?: (msg: string) => void;
+}
+
 /**
  * Snapshot lifecycle of a node: create (pause → VMM snapshot → flush → disk delta →
  * resume → manifest → atomic publish) and restore (verify → rootfs → disk = rootfs + delta,
@@ -83,17 +102,21 @@ export interface RestoredClone {
 export class SnapshotService {
   readonly store: LocalSnapshotStore;
   private readonly restoreDir: string;
+  private readonly driver: HypervisorDriver;
+  private readonly remote: RemoteSnapshots;
 
-  constructor(private readonly node: EmbersNode) {
-    this.store = new LocalSnapshotStore(node.config.paths.snapshots);
-    this.restoreDir = join(node.config.home, 'restore');
+  constructor(private readonly deps: SnapshotServiceDeps) {
+    this.store = new LocalSnapshotStore(deps.snapshotsDir);
+    this.restoreDir = deps.restoreDir;
+    this.driver = deps.driver;
+    this.remote = deps.remote;
   }
 
   async create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
-    this.node.remote.requireEnabled();
+    this.remote.requireEnabled();
     const diff = opts.diskDiff ?? 'block';
-    const rec = await this.node.instances.get(instance);
-    const image = await this.node.images.get(rec.image.manifestDigest);
+    const rec = await this.deps.instances.get(instance);
+    const image = await this.deps.images.get(rec.image.manifestDigest);
     if (!image) {
       throw new EmbersError(
         'EMB_IMAGE_NOT_FOUND',
@@ -108,19 +131,19 @@ export class SnapshotService {
     const t0 = performance.now();
     const staging = await this.store.staging();
     // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
-    const diskCopy = join(this.node.config.paths.tmp, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
+    const diskCopy = join(this.deps.tmpDir, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
     let paused = false;
     let pausedAt = 0;
     let pausedMs = 0;
     try {
       let t = performance.now();
-      await this.node.driver.pause(rec.vm);
+      await this.driver.pause(rec.vm);
       paused = true;
       pausedAt = performance.now();
       mark('pauseMs', t);
 
       t = performance.now();
-      await this.node.driver.snapshot(rec.vm, staging);
+      await this.driver.snapshot(rec.vm, staging);
       mark('vmmSnapshotMs', t);
 
       // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
@@ -131,8 +154,8 @@ export class SnapshotService {
       mark('diskCopyMs', t);
 
       t = performance.now();
-      if (opts.stop) await this.node.stop(instance);
-      else await this.node.driver.resume(rec.vm);
+      if (opts.stop) await this.deps.launcher.stop(instance);
+      else await this.driver.resume(rec.vm);
       paused = false;
       pausedMs = performance.now() - pausedAt;
       mark(opts.stop ? 'stopMs' : 'resumeMs', t);
@@ -159,16 +182,16 @@ export class SnapshotService {
       mark('diskDiffMs', t);
 
       t = performance.now();
-      const accel = await this.node.driver.accelerator();
+      const accel = await this.driver.accelerator();
       const manifest = await this.store.publish(staging, {
         createdAt: new Date().toISOString(),
         function: rec.function,
         image: { ...rec.image, flattenerVersion: image.flattenerVersion },
         disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
         vmm: {
-          kind: this.node.driver.kind,
-          version: await this.node.driver.version(),
-          snapshotFormat: await this.node.driver.snapshotFormat(),
+          kind: this.driver.kind,
+          version: await this.driver.version(),
+          snapshotFormat: await this.driver.snapshotFormat(),
           accelerator: accel.accelerator,
         },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
@@ -177,11 +200,11 @@ export class SnapshotService {
       });
       mark('publishMs', t);
       await this.trustVerified(manifest);
-      if (this.node.remote.mode === 'remote') {
+      if (this.remote.mode === 'remote') {
         // upload after creation (the manifest last, so readers never see a half upload)
         t = performance.now();
         try {
-          await this.node.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
+          await this.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
         } catch (err) {
           const e = asEmbersError(err);
           throw new EmbersError(
@@ -198,7 +221,7 @@ export class SnapshotService {
       }
       return { manifest, diffMethod, timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases } };
     } catch (err) {
-      if (paused) await this.node.driver.resume(rec.vm).catch(() => undefined);
+      if (paused) await this.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
       throw err;
     } finally {
@@ -208,7 +231,7 @@ export class SnapshotService {
 
   /** Checks that this node can restore `m` at all (hypervisor, accelerator, network identity). */
   async checkCompatible(m: SnapshotManifest): Promise<void> {
-    const driver = this.node.driver;
+    const driver = this.driver;
     const accel = await driver.accelerator();
     const foreign = (why: string) =>
       new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, {
@@ -252,7 +275,7 @@ export class SnapshotService {
 
     // the image exactly as the snapshot saw it: a registry tag may have moved since
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
-    const image = await this.node.images.ensure(pinned, { onProgress: (msg) => this.node.progressLine(msg) });
+    const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });
     if (image.manifestDigest !== m.image.manifestDigest) {
       throw new EmbersError(
         'EMB_SNAPSHOT_DISK_MISMATCH',
@@ -319,8 +342,8 @@ export class SnapshotService {
   async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
     const t0 = performance.now();
-    this.node.remote.requireEnabled();
-    const { fetched } = await this.node.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
+    this.remote.requireEnabled();
+    const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
@@ -332,23 +355,22 @@ export class SnapshotService {
     try {
       disk = await this.restoredDisk(m, opts);
     } catch (err) {
-      if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
+      if (fetched && !this.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
       throw err;
     }
-    await this.node.guestKit(kitKindOf(m));
+    await this.deps.kits.get(kitKindOf(m));
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
     // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
     // (their memory mappings and disks keep what they use)
-    if (fetched && !this.node.remote.cacheSnapshots) await this.remove(id);
+    if (fetched && !this.remote.cacheSnapshots) await this.remove(id);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // all or nothing: stop the clones that did come up
-      for (const r of results) if (r.status === 'fulfilled') await this.node.stop(r.value.record.name).catch(() => undefined);
+      for (const r of results) if (r.status === 'fulfilled') await this.deps.launcher.stop(r.value.record.name).catch(() => undefined);
       throw failed.reason;
     }
-    this.node.scheduleRefill();
     return {
       manifest: m,
       clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
@@ -358,28 +380,14 @@ export class SnapshotService {
   }
 
   private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
-    const node = this.node;
-    const kit = await node.guestKit(kitKindOf(m)); // the kernel the snapshot's memory holds
-    const snapDir = this.store.pathOf(m.id);
-    const record = await node.launch({
+    const record = await this.deps.launcher.launch({
+      kind: 'restore',
       name,
-      fn: { ...m.function, vcpus: m.machine.vcpus, memoryMiB: m.machine.memoryMiB },
-      image: { reference: m.image.reference, manifestDigest: m.image.manifestDigest, rootfsSha256: m.image.rootfsSha256 },
-      origin: m.id,
-      baseDisk: disk.path,
-      // the clone descends from the rootfs by reflink only if every step was a reflink
-      diskMethod: (cloned) => (cloned === 'reflink' && disk.method === 'reflink' ? 'reflink' : 'sparse-copy'),
+      snapshot: m,
+      bundleDir: this.store.pathOf(m.id),
+      disk,
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
-      // the guest's memory already holds its init and run config: the base initramfs will do
-      initrd: async () => kit.initrdPath,
-      kit,
-      start: (spec) =>
-        node.driver.restore(
-          spec,
-          { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) },
-          { snapshotTapName: m.guestNetwork.tapName },
-        ),
     });
     return { record, diskVerified: disk.verified };
   }
@@ -391,6 +399,34 @@ export class SnapshotService {
    */
   private async trustVerified(m: SnapshotManifest): Promise<void> {
     await writeJsonAtomic(join(this.restoreDir, m.id, 'verified.json'), { snapshot: await this.store.stampsOf(m) });
+  }
+
+  /** The snapshots in the local store. */
+  async list(): Promise<SnapshotManifest[]> {
+    return this.store.list();
+  }
+
+  /** The snapshot ids in the S3-compatible store, and where that store is. */
+  async listRemote(): Promise<{ location: string; ids: string[] }> {
+    const s3 = this.remote.s3();
+    return { location: s3.location, ids: await s3.list() };
+  }
+
+  /** A local snapshot's manifest; with `verify`, every file is checked against its size and sha256 first. */
+  async inspect(id: string, opts: { verify?: boolean } = {}): Promise<SnapshotManifest> {
+    const m = await this.store.get(id);
+    if (opts.verify) await this.store.verify(m);
+    return m;
+  }
+
+  /** Uploads a local snapshot to the S3-compatible store (resuming a partial upload). */
+  async push(id: string, opts?: TransferOptions): Promise<TransferResult> {
+    return this.remote.push(this.store, id, opts);
+  }
+
+  /** Downloads a snapshot, verified, unless it is already here. @default source: the S3-compatible store */
+  async pull(id: string, source: SnapshotSource = { kind: 's3' }, opts?: TransferOptions): Promise<{ fetched: TransferResult | undefined }> {
+    return this.remote.ensureLocal(this.store, id, source, opts);
   }
 
   /** Removes a snapshot and its materialised restore disk. */
@@ -409,17 +445,13 @@ export class SnapshotService {
 
   /** Runs `fn` with a scratch dir for rsync under the node's tmp (named with our pid, so reconcile can tell a dead run's), removed afterwards. */
   private async withRsyncWork<T>(fn: (work: string) => Promise<T>): Promise<T> {
-    const work = join(this.node.config.paths.tmp, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
+    const work = join(this.deps.tmpDir, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
     try {
       return await fn(work);
     } finally {
       await rm(work, { recursive: true, force: true });
     }
   }
-}
-
-function kitKindOf(m: SnapshotManifest): GuestKit['kind'] {
-  return m.guestKit.kind === 'firecracker-config' ? 'firecracker-config' : 'debian';
 }
 
 async function truncateTo(path: string, size: number): Promise<void> {

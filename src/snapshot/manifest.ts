@@ -15,27 +15,13 @@ export interface SnapshotFile {
   dataRanges?: [number, number][];
 }
 
-/** What a function is: an image plus its run config. */
-export interface FunctionSpec {
-  image: string;
-  vcpus: number;
-  memoryMiB: number;
-  /** The guest port the function serves HTTP on. */
-  port: number;
-  /** Extra environment, "K=V", added to the image's. */
-  env: string[];
-  /** Replaces the image's Entrypoint (and drops its Cmd) when given, as `docker run --entrypoint` does. */
-  entrypoint?: string[];
-  /** Replaces the image's Cmd when given. */
-  cmd?: string[];
-}
-
 /** Everything needed to restore a snapshot on any node, and to prove the restore is exact. */
 export interface SnapshotManifest {
   formatVersion: number;
   id: string;
   createdAt: string;
-  function: FunctionSpec;
+  /** The workload the snapshot was made of, as its maker described it (node/ stores its function spec); opaque here. */
+  function: object;
   image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number };
   disk: {
     /** How the disk changes were captured. */

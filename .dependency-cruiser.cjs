@@ -1,0 +1,59 @@
+// Import rules for src/, checked by `npm run lint` (dependency-cruiser):
+// - no import cycles, type-only imports included (a cycle through `import type` is still a
+//   cycle of knowledge between two modules);
+// - imports only point down the layers of docs' architecture.md, or stay in their own folder.
+// test/unit/import-rules.test.ts proves each rule fails on a fixture that breaks it.
+
+/** Folders of src/, top to bottom. A folder may import its own files and any lower layer's. */
+const LAYERS = [
+  ['cli', 'api'],
+  ['node'],
+  ['snapshot', 'memory', 'examples'],
+  ['vmm'],
+  ['net', 'disk', 'image'],
+  ['guest', 'native'],
+  ['util', 'config.ts'],
+  ['errors.ts'],
+];
+
+const pathOf = (name) => (name.endsWith('.ts') ? `^src/${name.replace('.', '\\.')}$` : `^src/${name}/`);
+
+const layerRules = LAYERS.flatMap((layer, rank) =>
+  layer.map((name) => {
+    const notBelow = LAYERS.slice(0, rank + 1)
+      .flat()
+      .filter((other) => other !== name);
+    return {
+      name: `layers-${name.replace('.ts', '')}`,
+      comment: `${name} sits above ${
+        LAYERS.slice(rank + 1)
+          .flat()
+          .join(', ') || 'nothing'
+      }: it may not import ${notBelow.join(', ')}`,
+      severity: 'error',
+      from: { path: pathOf(name) },
+      to: { path: notBelow.map(pathOf) },
+    };
+  }),
+);
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      comment: 'a module must not depend on itself through others: split out what both need',
+      severity: 'error',
+      from: {},
+      to: { circular: true },
+    },
+    ...layerRules,
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(dist|node_modules)/' },
+    // count `import type` too
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+  },
+};

@@ -1,0 +1,164 @@
+import { join } from 'node:path';
+import { withCleanup } from '../util/cleanup.js';
+import { cloneDisk, type CloneMethod } from '../disk/clone.js';
+import type { GuestKitKind } from '../guest/kit.js';
+import { buildInstanceInitrd } from '../guest/run-config.js';
+import type { FlattenedImage } from '../image/types.js';
+import { kernelCmdline } from '../guest/kernel-cmdline.js';
+import { GUEST_NET } from '../net/addressing.js';
+import type { SlotPool } from '../net/pool.js';
+import { SNAPSHOT_FILES, type SnapshotManifest } from '../snapshot/manifest.js';
+import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
+import { functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
+import type { GuestKits } from './guest-kits.js';
+import type { InstanceRecord, InstanceStore } from './instances.js';
+import { waitUntilServing } from './invoke.js';
+import type { PoolRefill } from './pool-refill.js';
+import { phaseTimer, roundMs } from '../util/format.js';
+
+interface LaunchCommon {
+  /** The instance's name. */
+  name: string;
+  /** performance.now() when the start was asked for: readyMs counts from there. */
+  startedAt: number;
+  /** @default the node's readyTimeoutMs */
+  readyTimeoutMs?: number;
+}
+
+/** Boot a function from its flattened image: the rootfs is the disk's base, the image config and spec make the run config. */
+export interface BootLaunch extends LaunchCommon {
+  kind: 'boot';
+  fn: FunctionSpec;
+  image: FlattenedImage;
+}
+
+/** Restore a clone of a snapshot: its restored disk is the disk's base, the VMM loads its state and memory. */
+export interface RestoreLaunch extends LaunchCommon {
+  kind: 'restore';
+  snapshot: SnapshotManifest;
+  /** The snapshot's bundle dir (its state and memory files). */
+  bundleDir: string;
+  /** The snapshot's disk, materialised and checked (rootfs + delta), and how it was made from the rootfs. */
+  disk: { path: string; method: CloneMethod };
+}
+
+/** One instance start, as data: `Launcher.launch` interprets it. */
+export type LaunchRequest = BootLaunch | RestoreLaunch;
+
+export interface LauncherDeps {
+  driver: HypervisorDriver;
+  pool: SlotPool;
+  instances: InstanceStore;
+  kits: GuestKits;
+  refill: PoolRefill;
+  /** How long a start waits for the function to answer, unless the request says. */
+  readyTimeoutMs: number;
+}
+
+/**
+ * Starts and stops instances. Every instance start, boot or restore, takes the same steps:
+ * reserve the name, lease a network slot, clone the disk, start the VMM in the slot, wait
+ * until the function answers, record the instance. Everything is owned by a Cleanup until
+ * the record is saved, so a failure at any step leaves nothing behind.
+ */
+export class Launcher {
+  constructor(private readonly deps: LauncherDeps) {}
+
+  async launch(req: LaunchRequest): Promise<InstanceRecord> {
+    const { driver, pool, instances } = this.deps;
+    // a clone runs the kernel its snapshot's memory holds, with the function it was made of
+    const kit = await this.deps.kits.get(req.kind === 'restore' ? kitKindOf(req.snapshot) : undefined);
+    const fn = req.kind === 'boot' ? req.fn : functionOfSnapshot(req.snapshot);
+    const { phases, mark } = phaseTimer();
+    return withCleanup(async (cleanup) => {
+      const dir = await instances.reserve(req.name);
+      cleanup.add(`remove ${dir}`, () => instances.remove(req.name));
+
+      let t = performance.now();
+      const lease = await pool.acquire(req.name);
+      cleanup.add(`release slot ${lease.slot.netns}`, () => pool.release(lease));
+      mark('slotMs', t);
+
+      t = performance.now();
+      const diskPath = join(dir, 'disk.img');
+      const cloned = await cloneDisk(req.kind === 'boot' ? req.image.rootfsPath : req.disk.path, diskPath);
+      // a clone descends from the rootfs by reflink only if every step was a reflink
+      const diskMethod: CloneMethod = req.kind === 'boot' ? cloned : cloned === 'reflink' && req.disk.method === 'reflink' ? 'reflink' : 'sparse-copy';
+      mark('diskMs', t);
+
+      t = performance.now();
+      let initrdPath = kit.initrdPath; // a clone's memory already holds its init and run config
+      if (req.kind === 'boot') {
+        initrdPath = join(dir, 'initrd.img');
+        await buildInstanceInitrd(kit.initrdPath, runConfigFor(req.image, req.fn, req.name), initrdPath);
+      }
+      mark('initrdMs', t);
+
+      const spec: VmSpec = {
+        name: req.name,
+        dir,
+        kernelPath: kit.kernelPath,
+        initrdPath,
+        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...driver.guestKernelArgs]),
+        diskPath,
+        vcpus: fn.vcpus,
+        memoryMiB: fn.memoryMiB,
+        network: { netns: lease.slot.netns, tapName: GUEST_NET.tapName, guestMac: GUEST_NET.guestMac },
+      };
+      t = performance.now();
+      const { vm, timings } =
+        req.kind === 'boot'
+          ? await driver.boot(spec)
+          : await driver.restore(
+              spec,
+              { stateFile: join(req.bundleDir, SNAPSHOT_FILES.state), memoryFile: join(req.bundleDir, SNAPSHOT_FILES.memory) },
+              { snapshotTapName: req.snapshot.guestNetwork.tapName },
+            );
+      cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
+      mark('vmmMs', t);
+      phases.vmmSpawnMs = roundMs(timings.spawnMs);
+      phases.vmmLoadMs = roundMs(timings.loadMs);
+
+      t = performance.now();
+      await waitUntilServing(lease.slot.cloneIp, fn.port, {
+        timeoutMs: req.readyTimeoutMs ?? this.deps.readyTimeoutMs,
+        vm: { pid: vm.pid, consoleLog: vm.consoleLog, kind: driver.kind },
+      });
+      mark('toReadyMs', t);
+
+      const record: InstanceRecord = {
+        name: req.name,
+        createdAt: new Date().toISOString(),
+        function: fn,
+        image:
+          req.kind === 'boot'
+            ? { reference: req.image.reference, manifestDigest: req.image.manifestDigest, rootfsSha256: req.image.rootfsSha256 }
+            : { reference: req.snapshot.image.reference, manifestDigest: req.snapshot.image.manifestDigest, rootfsSha256: req.snapshot.image.rootfsSha256 },
+        slot: lease.slot,
+        cloneIp: lease.slot.cloneIp,
+        diskPath,
+        diskMethod,
+        vm,
+        kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
+        origin: req.kind === 'boot' ? 'boot' : req.snapshot.id,
+        timings: { phases, readyMs: roundMs(performance.now() - req.startedAt) },
+      };
+      await instances.complete(record);
+      this.deps.refill.schedule();
+      return record;
+    });
+  }
+
+  /** Stops the VM and releases everything the instance owns: process, slot, disk, files. */
+  async stop(name: string): Promise<void> {
+    const rec = await this.deps.instances.get(name);
+    await this.deps.driver.stop(rec.vm);
+    await this.deps.pool.release({ slot: rec.slot, owner: name });
+    await this.deps.instances.remove(name);
+  }
+}
+
+/** The guest kit a snapshot's memory was made with. */
+export function kitKindOf(m: SnapshotManifest): GuestKitKind {
+  return m.guestKit.kind === 'firecracker-config' ? 'firecracker-config' : 'debian';
+}
