@@ -12,6 +12,7 @@ import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult
 import type { SnapshotSource } from '../node/remote.js';
 import { startPeerServer } from '../snapshot/peer-server.js';
 import { mib } from '../util/format.js';
+import { MAX_SLOTS } from '../net/addressing.js';
 import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
 
 const USAGE = `embers — serverless functions as microVMs, with snapshot restores
@@ -112,7 +113,7 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     vmm: vmm as NodeOptions['vmm'],
     guestKernel: guestKernel as NodeOptions['guestKernel'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
-    netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0),
+    netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0, MAX_SLOTS),
     onProgress: (m) => out.progress(m),
   };
 }

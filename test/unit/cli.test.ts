@@ -174,6 +174,7 @@ test('the CLI refuses impossible resources before the node takes anything', asyn
       [['--port', '80x'], 'EMB_USAGE', /--port must be an integer/],
       [['--env', 'NOVALUE'], 'EMB_CONFIG_INVALID', /env entry "NOVALUE" is not NAME=value/],
       [['--name', 'Bad Name'], 'EMB_CONFIG_INVALID', /instance name "Bad Name" is invalid/],
+      [['--net-pool-size', '99999'], 'EMB_USAGE', /--net-pool-size must be an integer from 0 to 16384/],
     ];
     for (const [flags, code, message] of cases) {
       const r = embers(['--home', home, 'run', 'no-such-image', ...flags, '--json']);
