@@ -5,7 +5,7 @@
  */
 
 export interface ErrorSpec {
-  /** One-line description of the failure, used in docs and `embers errors`. */
+  /** One-line description of the failure, used in docs. */
   readonly summary: string;
   /** What the user can do about it. */
   readonly hint: string;
@@ -28,7 +28,7 @@ export const ERRORS = {
   // guest kit
   EMB_GUEST_KERNEL_MISSING: {
     summary: 'the guest kernel is missing or not an ELF vmlinux',
-    hint: 'run `embers guest build` to (re)build the guest kit, or pass --kernel with a vmlinux path',
+    hint: 'run `embers guest build` to (re)build the guest kit (`embers guest build-kernel` for --guest-kernel firecracker-config)',
     exit: 66,
   },
   EMB_GUEST_BUILD_FAILED: {
@@ -131,7 +131,11 @@ export const ERRORS = {
     hint: 'check that iproute2 and nftables are installed and that the kernel has tun, veth and nf_tables',
     exit: 70,
   },
-  EMB_NET_EXHAUSTED: { summary: 'no free network slot is left on this node', hint: 'stop instances or raise --max-slots', exit: 75 },
+  EMB_NET_EXHAUSTED: {
+    summary: 'no free network slot is left on this node',
+    hint: 'stop instances you no longer need (`embers ps` lists them, `embers stop` stops them)',
+    exit: 75,
+  },
 
   // hypervisor
   EMB_VMM_NOT_FOUND: {
@@ -191,7 +195,7 @@ export const ERRORS = {
   },
   EMB_SNAPSHOT_VERSION_MISMATCH: {
     summary: 'the snapshot data format is not one this hypervisor binary can load',
-    hint: 'restore it with a Firecracker whose `--snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary',
+    hint: 'restore it with a Firecracker whose `firecracker --snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary',
     exit: 65,
   },
   EMB_SNAPSHOT_LOAD_FAILED: {

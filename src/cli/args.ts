@@ -29,9 +29,12 @@ export function parse<T extends Options>(argv: string[], options: T) {
   }
 }
 
-export function intOption(value: string | undefined, name: string, fallback: number, min = 1): number {
+export function intOption(value: string | undefined, name: string, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new EmbersError('EMB_USAGE', `--${name} must be an integer ≥ ${min}, not "${value}"`, { [name]: value });
+  if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new EmbersError('EMB_USAGE', `--${name} must be an integer ${range}, not "${value}"`, { [name]: value });
+  }
   return n;
 }

@@ -1,7 +1,10 @@
 import { EmbersError } from '../errors.js';
 import { parseDurationMs } from '../config.js';
-import { EmbersNode, type NodeOptions } from '../node/node.js';
+import { EmbersNode, type FunctionSpec, type NodeOptions } from '../node/node.js';
+import { validateFunctionSpec } from '../node/function-spec.js';
+import { validateInstanceName } from '../node/instances.js';
 import { intOption, parse } from './args.js';
+import { COMMANDS, commandHelp, hoistGlobalOptions, isCommand } from './commands.js';
 import { Output } from './output.js';
 import { runDemo } from './demo.js';
 import { transferProgress } from './progress.js';
@@ -9,11 +12,12 @@ import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult
 import type { SnapshotSource } from '../node/remote.js';
 import { startPeerServer } from '../snapshot/peer-server.js';
 import { mib } from '../util/format.js';
+import { MAX_SLOTS } from '../net/addressing.js';
 import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
 
 const USAGE = `embers — serverless functions as microVMs, with snapshot restores
 
-usage: embers <command> [options]
+usage: embers [global options] <command> [options]     (embers <command> --help explains one)
 
   run <image> [--name N] [--vcpus 1] [--memory 256] [--port 8080] [--env K=V]... [--ready-timeout 60s]
                           boot a function microVM from an image and wait until it answers
@@ -41,7 +45,7 @@ usage: embers <command> [options]
   demo [--clones N]       boot the test function, call it and show the timings
   doctor                  what this host has: accelerator, hypervisors, tools
 
-global options:
+global options (before or after the command):
   --home DIR              the node's data directory (EMBERS_HOME, default /var/lib/embers)
   --accel auto|kvm|tcg    accelerator (default auto: KVM only when hardware-backed)
   --vmm auto|qemu|firecracker
@@ -64,13 +68,18 @@ global options:
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  const json = rest.includes('--json');
-  const out = new Output(json);
+  const out = new Output(argv.includes('--json'));
   try {
-    if (!command || command === '--help' || command === '-h' || command === 'help') {
-      process.stdout.write(USAGE);
-      return command ? 0 : 64;
+    const { command, args: rest } = hoistGlobalOptions(argv);
+    const help = rest.includes('--help') || rest.includes('-h');
+    if (!command || command === 'help') {
+      const topic = rest.find((a) => !a.startsWith('-'));
+      process.stdout.write(topic && isCommand(topic) ? commandHelp(topic) : USAGE);
+      return command || help ? 0 : 64;
+    }
+    if (help && isCommand(command)) {
+      process.stdout.write(commandHelp(command));
+      return 0;
     }
     return await dispatch(command, rest, out);
   } catch (err) {
@@ -104,7 +113,7 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     vmm: vmm as NodeOptions['vmm'],
     guestKernel: guestKernel as NodeOptions['guestKernel'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
-    netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0),
+    netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0, MAX_SLOTS),
     onProgress: (m) => out.progress(m),
   };
 }
@@ -130,26 +139,20 @@ function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
 async function dispatch(command: string, argv: string[], out: Output): Promise<number> {
   switch (command) {
     case 'run': {
-      const { values, positionals } = parse(argv, {
-        name: { type: 'string' },
-        vcpus: { type: 'string' },
-        memory: { type: 'string' },
-        port: { type: 'string' },
-        env: { type: 'string', multiple: true },
-        'ready-timeout': { type: 'string' },
-      });
+      const { values, positionals } = parse(argv, COMMANDS.run.options);
       if (positionals.length !== 1) throw new EmbersError('EMB_USAGE', 'usage: embers run <image> [options]');
+      const fn: FunctionSpec = {
+        image: positionals[0],
+        vcpus: intOption(values.vcpus, 'vcpus', 1),
+        memoryMiB: intOption(values.memory, 'memory', 256, 64),
+        port: intOption(values.port, 'port', 8080, 1, 65535),
+        env: values.env ?? [],
+      };
+      const readyTimeoutMs = values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined;
+      if (values.name !== undefined) validateInstanceName(values.name);
+      validateFunctionSpec(fn); // before the node takes anything (node.run checks again)
       const node = await EmbersNode.open(nodeOptions(values, out));
-      const rec = await node.run(
-        {
-          image: positionals[0],
-          vcpus: intOption(values.vcpus, 'vcpus', 1),
-          memoryMiB: intOption(values.memory, 'memory', 256, 64),
-          port: intOption(values.port, 'port', 8080),
-          env: values.env ?? [],
-        },
-        { name: values.name, readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined },
-      );
+      const rec = await node.run(fn, { name: values.name, readyTimeoutMs });
       out.result(
         `${rec.name}\t${rec.cloneIp}:${rec.function.port}\tready in ${rec.timings.readyMs} ms (${Object.entries(rec.timings.phases)
           .map(([k, v]) => `${k.replace(/Ms$/, '')} ${v}`)
@@ -160,7 +163,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       return 0;
     }
     case 'invoke': {
-      const { values, positionals } = parse(argv, { path: { type: 'string' }, data: { type: 'string' }, method: { type: 'string' } });
+      const { values, positionals } = parse(argv, COMMANDS.invoke.options);
       if (positionals.length !== 1) throw new EmbersError('EMB_USAGE', 'usage: embers invoke <instance> [--path /] [--data TEXT]');
       const node = await EmbersNode.open(nodeOptions(values, out));
       const res = await node.invoke(positionals[0], { path: values.path, data: values.data, method: values.method });
@@ -184,7 +187,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       return 0;
     }
     case 'stop': {
-      const { values, positionals } = parse(argv, { all: { type: 'boolean', default: false } });
+      const { values, positionals } = parse(argv, COMMANDS.stop.options);
       if (!values.all && positionals.length === 0) throw new EmbersError('EMB_USAGE', 'usage: embers stop <instance>... | --all');
       const node = await EmbersNode.open(nodeOptions(values, out));
       const stopped = values.all ? await node.stopAll() : [];
@@ -218,7 +221,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
     case 'image':
       return imageCommand(argv, out);
     case 'demo': {
-      const { values } = parse(argv, { clones: { type: 'string' } });
+      const { values } = parse(argv, COMMANDS.demo.options);
       return runDemo(nodeOptions(values, out), out, { clones: intOption(values.clones, 'clones', 3) });
     }
     case 'doctor': {
@@ -239,18 +242,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
 }
 
 async function snapshotCommand(argv: string[], out: Output): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    'disk-diff': { type: 'string' },
-    stop: { type: 'boolean', default: false },
-    count: { type: 'string' },
-    name: { type: 'string', multiple: true },
-    verify: { type: 'boolean', default: false },
-    'allow-unverified-disk': { type: 'boolean', default: false },
-    'ready-timeout': { type: 'string' },
-    remote: { type: 'boolean', default: false },
-    'from-peer': { type: 'string' },
-    token: { type: 'string' },
-  });
+  const { values, positionals } = parse(argv, COMMANDS.snapshot.options);
   const [sub, arg] = positionals;
   const peerSource = (): SnapshotSource | undefined => {
     const url = values['from-peer'];
@@ -390,7 +382,7 @@ async function imageCommand(argv: string[], out: Output): Promise<number> {
 
 /** Serves this node's snapshots to peers until interrupted (SIGINT/SIGTERM). */
 async function serveCommand(argv: string[], out: Output): Promise<number> {
-  const { values } = parse(argv, { listen: { type: 'string' }, port: { type: 'string' }, token: { type: 'string' } });
+  const { values } = parse(argv, COMMANDS.serve.options);
   const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
   if (!token) throw new EmbersError('EMB_USAGE', 'embers serve needs a shared token: --token or EMBERS_PEER_TOKEN (16 characters or more)');
   const node = await EmbersNode.open(nodeOptions(values, out));
@@ -398,7 +390,7 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
     store: node.snapshots.store,
     token,
     host: values.listen ?? '127.0.0.1',
-    port: intOption(values.port, 'port', 7070, 0),
+    port: intOption(values.port, 'port', 7070, 0, 65535),
   });
   out.result(`serving snapshots of ${node.config.home} at ${server.url}`, { url: server.url, port: server.port });
   await new Promise<void>((resolve) => {

@@ -120,6 +120,11 @@ export class SlotPool {
     return { node, created, leased, free: created - leased, poolSize: this.poolSize };
   }
 
+  /** How many more slots could be leased now: the address range (MAX_SLOTS) less the leased ones. Claims nothing. */
+  async room(): Promise<number> {
+    return MAX_SLOTS - (await this.leasedIndexes()).length;
+  }
+
   /**
    * Tears every slot of this node down (leases included: call only when no instance runs),
    * sweeps leftovers and gives the node index back.

@@ -1,3 +1,4 @@
+import { availableParallelism, totalmem } from 'node:os';
 import { EmbersError } from '../errors.js';
 import type { FlattenedImage } from '../image/types.js';
 
@@ -17,6 +18,57 @@ export interface FunctionSpec {
   entrypoint?: string[];
   /** Replaces the image's Cmd when given. */
   cmd?: string[];
+}
+
+/** What this host can give one guest. */
+export interface HostLimits {
+  cpus: number;
+  memoryMiB: number;
+}
+
+export function hostLimits(): HostLimits {
+  return { cpus: availableParallelism(), memoryMiB: Math.floor(totalmem() / 1024 / 1024) };
+}
+
+/** Smallest guest memory the guest kit boots in. */
+export const MIN_MEMORY_MIB = 64;
+
+/** "NAME=value", NAME as a shell variable name. */
+const ENV_ENTRY_RE = /^[A-Za-z_][A-Za-z0-9_]*=/;
+
+/**
+ * Refuses, before any resource is taken, a spec this host cannot run: vCPUs or memory beyond
+ * what the host has, a port outside 1-65535, an env entry that is not NAME=value. Without this
+ * the VMM fails late and obscurely (a QMP timeout, a refused socket, a 60 s ready timeout).
+ */
+export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLimits()): void {
+  const bad = (field: string, message: string, hint: string) =>
+    new EmbersError('EMB_CONFIG_INVALID', message, { field, value: (fn as unknown as Record<string, unknown>)[field] }, { hint });
+  if (typeof fn.image !== 'string' || fn.image === '') throw bad('image', 'the function has no image', 'name an image reference or a local OCI layout');
+  if (!Number.isInteger(fn.vcpus) || fn.vcpus < 1 || fn.vcpus > host.cpus) {
+    throw bad('vcpus', `vcpus ${String(fn.vcpus)} is not possible here: this host has ${host.cpus} CPU(s)`, `pass --vcpus from 1 to ${host.cpus}`);
+  }
+  if (!Number.isInteger(fn.memoryMiB) || fn.memoryMiB < MIN_MEMORY_MIB || fn.memoryMiB > host.memoryMiB) {
+    throw bad(
+      'memoryMiB',
+      `memory ${String(fn.memoryMiB)} MiB is not possible here: a guest needs at least ${MIN_MEMORY_MIB} MiB and this host has ${host.memoryMiB} MiB`,
+      `pass --memory from ${MIN_MEMORY_MIB} to ${host.memoryMiB}`,
+    );
+  }
+  if (!Number.isInteger(fn.port) || fn.port < 1 || fn.port > 65535) {
+    throw bad('port', `port ${String(fn.port)} is not a TCP port (1-65535)`, 'pass --port with the port the function listens on, from 1 to 65535');
+  }
+  if (!Array.isArray(fn.env)) throw bad('env', 'env must be a list of NAME=value entries', 'pass each entry as --env NAME=value');
+  for (const entry of fn.env) {
+    if (typeof entry !== 'string' || !ENV_ENTRY_RE.test(entry) || entry.includes('\0')) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `env entry ${JSON.stringify(entry)} is not NAME=value (NAME of letters, digits and _, not starting with a digit)`,
+        { field: 'env', value: entry },
+        { hint: 'pass each entry as --env NAME=value' },
+      );
+    }
+  }
 }
 
 /** The function spec a snapshot was made of, sized as the snapshot's machine (its memory file fixes both). */

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { EmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import type { GuestKitKind } from '../guest/kit.js';
@@ -147,6 +148,22 @@ export class Launcher {
       this.deps.refill.schedule();
       return record;
     });
+  }
+
+  /** Refuses, before anything is taken, `count` starts at once that this node's network slots cannot hold. */
+  async checkRoom(count: number): Promise<void> {
+    if (!Number.isInteger(count) || count < 1) {
+      throw new EmbersError('EMB_CONFIG_INVALID', `count must be a whole number ≥ 1, not ${String(count)}`, { count }, { hint: 'pass --count 1 or more' });
+    }
+    const room = await this.deps.pool.room();
+    if (count > room) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `${count} instances cannot start at once: this node has network slots (clone IPs) for ${room} more`,
+        { count, room },
+        { hint: `pass --count ${room} or less, or stop instances you no longer need (\`embers ps\` lists them)` },
+      );
+    }
   }
 
   /** Stops the VM and releases everything the instance owns: process, slot, disk, files. */

@@ -11,7 +11,7 @@ import type { HypervisorDriver } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
-import type { FunctionSpec } from './function-spec.js';
+import { validateFunctionSpec, type FunctionSpec } from './function-spec.js';
 import { GuestKits } from './guest-kits.js';
 import { Launcher } from './launcher.js';
 import { PoolRefill } from './pool-refill.js';
@@ -173,6 +173,7 @@ export class EmbersNode {
   async run(fn: FunctionSpec, opts: RunOptions = {}): Promise<InstanceRecord> {
     const name = opts.name ?? `fn-${randomBytes(3).toString('hex')}`;
     validateInstanceName(name);
+    validateFunctionSpec(fn);
     const t0 = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
     const imageMs = roundMs(performance.now() - t0);

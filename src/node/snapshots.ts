@@ -11,7 +11,7 @@ import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { InstanceRecord, InstanceStore } from './instances.js';
+import { validateInstanceName, type InstanceRecord, type InstanceStore } from './instances.js';
 import type { ImageStore } from '../image/store.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
 import type { GuestKits } from './guest-kits.js';
@@ -123,7 +123,7 @@ export class SnapshotService {
         `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`,
         { instance },
         {
-          hint: `pull the image again (embers run ${rec.image.reference} would), then retry`,
+          hint: `pull the image again (\`embers image pull ${rec.image.reference}\`), then retry`,
         },
       );
     }
@@ -341,6 +341,8 @@ export class SnapshotService {
   /** Restores `count` clones of a snapshot concurrently; each answers before this resolves. */
   async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
+    for (const name of opts.names ?? []) validateInstanceName(name);
+    await this.deps.launcher.checkRoom(count);
     const t0 = performance.now();
     this.remote.requireEnabled();
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
