@@ -110,7 +110,7 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   await mkdir(diff);
   const files = await d.snapshot(vm, full);
   assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin') });
-  assert.equal(await readSnapshotFormatVersion(files.stateFile), '8.0.0');
+  assert.equal(await readSnapshotFormatVersion(files.stateFile), '10.0.0');
   assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
   await d.snapshot(vm, diff, { type: 'Diff' });
   await d.resume(vm);
@@ -354,13 +354,13 @@ test('versions: version() is the binary version; a snapshot whose format major d
   const files = await snapshotOf('src-version');
   const d = driver();
   assert.equal(await d.version(), '1.16.1');
-  assert.equal(await d.snapshotVersion(), '8.0.0');
-  await d.checkSnapshotVersion('8.0.0');
-  await assert.rejects(d.checkSnapshotVersion('7.2.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'));
+  assert.equal(await d.snapshotVersion(), '10.0.0');
+  await d.checkSnapshotVersion('10.0.0');
+  await assert.rejects(d.checkSnapshotVersion('9.2.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'));
 
   // A newer Firecracker whose snapshot format has another major.
   const wrapper = join(root, 'firecracker-v2');
-  await writeFile(wrapper, `#!/bin/sh\nFAKE_FC_VERSION=2.0.0 FAKE_FC_SNAPSHOT_VERSION=9.0.0 exec ${fake} "$@"\n`);
+  await writeFile(wrapper, `#!/bin/sh\nFAKE_FC_VERSION=2.0.0 FAKE_FC_SNAPSHOT_VERSION=11.0.0 exec ${fake} "$@"\n`);
   await chmod(wrapper, 0o755);
   const newer = driver({ binary: wrapper });
   assert.equal(await newer.version(), '2.0.0');
@@ -369,7 +369,7 @@ test('versions: version() is the binary version; a snapshot whose format major d
     assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'), String(e));
     assert.match(
       e.message,
-      /snapshot format v8\.0\.0 .* has major version 8, but .*firecracker-v2 v2\.0\.0 loads snapshot format v9\.0\.0 \(major 9\): refused before load/,
+      /snapshot format v10\.0\.0 .* has major version 10, but .*firecracker-v2 v2\.0\.0 loads snapshot format v11\.0\.0 \(major 11\): refused before load/,
     );
     return true;
   });
