@@ -46,7 +46,23 @@ export interface VmHandle {
   /** Guest RAM file of this VM (for snapshots). */
   memoryFile: string;
   spec: VmSpec;
+  /** Firecracker only: how every clone is made to find its own disk at the drive path a
+   * snapshot records (see DriveLayoutKind). A snapshot of this VM records a drive path of this
+   * kind and restores only into a VM of the same kind: record it in the manifest. */
+  driveLayout?: DriveLayoutKind;
+  /** Firecracker only: the VM has a vsock device (its snapshots then have one too). */
+  vsock?: boolean;
 }
+
+/**
+ * Firecracker records each drive's path in its snapshot and a load reopens exactly that
+ * path, so embers gives every VM one fixed drive path that is its own disk:
+ * - `mount-namespace`: `<fixedDir>/rootfs.ext4` bound to the VM's disk in a private mount
+ *   namespace of its Firecracker process;
+ * - `jail`: `/rootfs.ext4` inside the jailer's chroot, a hard link to the VM's disk.
+ * A snapshot taken in one kind records a path that means nothing in the other.
+ */
+export type DriveLayoutKind = 'mount-namespace' | 'jail';
 
 export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
 

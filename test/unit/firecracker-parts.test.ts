@@ -120,10 +120,11 @@ test('layouts: default wraps netns around the mount namespace; the drive path is
   assert.equal(l.fc.drive, '/run/embers/fc/rootfs.ext4');
   assert.equal(l.fc.kernel, spec.kernelPath);
 
-  const direct = vmLayout(spec, { binary: '/usr/bin/firecracker', netns: false, mountNamespace: false, jailer: undefined });
-  assert.equal(direct.kind, 'direct');
-  assert.equal(direct.launch.command, '/usr/bin/firecracker');
-  assert.equal(direct.fc.drive, spec.diskPath);
+  // No layout lets Firecracker see the VM's disk at its own path (a clone would reopen it).
+  assert.throws(
+    () => vmLayout(spec, { binary: '/usr/bin/firecracker', netns: false, mountNamespace: false, jailer: undefined }),
+    (e) => isEmbersError(e, 'EMB_INTERNAL') && /reopen the source VM's disk/.test((e as Error).message),
+  );
 });
 
 test('jailer: command line (uid/gid, chroot base, netns, cgroup v2) and identical in-jail paths for every VM', () => {
