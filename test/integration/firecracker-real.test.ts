@@ -9,7 +9,7 @@
  *   Firecracker holds its own disk open, never the other's; the jailer flow;
  * - with /dev/kvm (PVM is enough): InstanceStart, pause/resume, Full and Diff snapshots, the
  *   state file's header, loads into two fresh clones at once with network overrides, resume,
- *   stop, no leaks;
+ *   stop, no leaks; a Uffd load served by native/uffd-handler;
  * - a guest that answers is the conformance suite's (`npm run test:firecracker`): it needs
  *   hardware KVM.
  * Each test that cannot run here says why.
@@ -28,6 +28,7 @@ import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/
 import { hostPathInJail, IN_JAIL, jailerCommand } from '../../src/vmm/firecracker/jailer.js';
 import { firecrackerId } from '../../src/vmm/firecracker/layout.js';
 import { fixedDrivePath } from '../../src/vmm/firecracker/mount-namespace.js';
+import { ensureUffdHandler, startUffdHandler } from '../../src/vmm/firecracker/uffd-handler.js';
 import { readSnapshotFormatVersion, STATE_HEADER } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
 import { leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
@@ -272,5 +273,42 @@ test('real Firecracker, VMM side: boot, pause/resume, Full and Diff snapshots, s
     assert.equal(await pidAlive(c.pid), false);
   }
   for (const s of [src, ...clones]) await deleteNetns(s.network.netns);
+  await assertNoLeaks();
+});
+
+test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (faults served during the load), resume, stop; the handler exits with Firecracker', async (t) => {
+  if ('skip' in real) return t.skip(real.skip);
+  const noKvm = await vmmSideUnavailable();
+  if (noKvm) return t.skip(noKvm);
+  const kit = (await listGuestKits(resolveConfig().paths.guestCache))[0];
+  if (!kit)
+    return t.skip(`needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\``);
+  const d = driver(real);
+  const src = await vmSpec('uffd-src', 'tap0', kit);
+  const vm = track(d, (await d.boot(src)).vm);
+  await d.pause(vm);
+  const out = join(root, 'snap-uffd');
+  await mkdir(out);
+  const files = await d.snapshot(vm, out);
+  await d.stop(vm);
+
+  const clone = await vmSpec('uffd-clone');
+  const handler = await startUffdHandler({
+    binary: await ensureUffdHandler(resolveConfig().cacheDir),
+    socketPath: join(clone.dir, 'uffd.sock'),
+    memoryFile: files.memoryFile,
+    statsPath: join(clone.dir, 'uffd-stats.json'),
+    logPath: join(clone.dir, 'uffd.log'),
+  });
+  const restored = track(d, (await d.restore(clone, files, { memoryBackend: { type: 'Uffd', socketPath: handler.socketPath }, resume: false })).vm);
+  assert.equal(restored.memoryFile, '');
+  await d.resume(restored);
+  assert.equal(await d.status(restored), 'running');
+  await d.stop(restored);
+  const stats = await handler.stats();
+  assert.equal(stats.exit, 'peer-closed', 'the handler exits when Firecracker does');
+  assert.equal(stats.regions >= 1, true);
+  assert.ok(stats.faults > 0 && stats.copied + stats.zeroed >= stats.faults - stats.already_mapped, `pages were served: ${JSON.stringify(stats)}`);
+  for (const s of [src, clone]) await deleteNetns(s.network.netns);
   await assertNoLeaks();
 });
