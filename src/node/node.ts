@@ -14,7 +14,7 @@ import type { FlattenedImage } from '../image/types.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
 import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
-import { selectDriver } from '../vmm/select.js';
+import { firecrackerBinaryOf, probeFirecrackers, selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
 import { RemoteSnapshots, type RemoteOptions } from './remote.js';
@@ -169,6 +169,12 @@ export class EmbersNode {
       vmm: this.driver.kind,
       vmmReason: this.driverReason,
       vmmVersion,
+      firecracker: await probeFirecrackers({
+        firecrackerBin: this.opts.firecrackerBin,
+        usedBinary: await firecrackerBinaryOf(this.driver),
+        vmm: this.opts.vmm,
+        accel: this.config.accel,
+      }),
       network: await this.pool.stats(),
       tools,
     };

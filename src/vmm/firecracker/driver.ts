@@ -48,6 +48,11 @@ export class FirecrackerDriver implements HypervisorDriver {
     return { accelerator: 'kvm', reason: probe.accelerator === 'kvm' ? probe.reason : `Firecracker needs hardware-backed KVM, but ${probe.reason}` };
   }
 
+  /** The binary this driver runs (resolved on PATH when given as a name). */
+  binary(): Promise<string> {
+    return this.resolveBinary();
+  }
+
   /** The binary's version, "1.16.1" (`firecracker --version`). */
   async version(): Promise<string> {
     return (await this.readVersions()).binary;
