@@ -129,7 +129,13 @@ export class EmbersNode {
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
     if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
     const node = new EmbersNode(opts);
-    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: node.config.accel });
+    const fc = node.config.firecracker;
+    const chosen = await selectDriver({
+      vmm: opts.vmm,
+      firecrackerBin: opts.firecrackerBin,
+      accel: node.config.accel,
+      firecracker: { jailer: fc.jailer, vsockCid: fc.vsockCid, diffSnapshots: fc.diffSnapshots },
+    });
     node.driverRef = chosen.driver;
     node.driverReason = chosen.reason;
     for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });
