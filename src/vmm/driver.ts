@@ -70,6 +70,10 @@ export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
 export interface VmSnapshotFiles {
   stateFile: string;
   memoryFile: string;
+  /** Firecracker only: the drive layout the state file's drive path belongs to (record it in the manifest). */
+  driveLayout?: DriveLayoutKind;
+  /** Firecracker only: the snapshotted VM had a vsock device (record it in the manifest). */
+  vsock?: boolean;
 }
 
 export interface VmTimings {
@@ -85,6 +89,12 @@ export interface RestoreOptions {
   resume?: boolean;
   /** The tap name recorded in the snapshot (drivers that record it re-point it when the slot's differs). */
   snapshotTapName?: string;
+  /** The snapshot's drive layout (VmSnapshotFiles.driveLayout, from the manifest): Firecracker
+   * refuses a restore into the other layout before anything starts. @default unknown: not checked */
+  snapshotDriveLayout?: DriveLayoutKind;
+  /** Whether the snapshot has a vsock device (VmSnapshotFiles.vsock, from the manifest):
+   * Firecracker re-points it only then. @default whether the driver gives VMs a vsock */
+  snapshotHasVsock?: boolean;
 }
 
 export interface HypervisorDriver {

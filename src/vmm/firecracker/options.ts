@@ -4,7 +4,7 @@
  */
 import { EmbersError } from '../../errors.js';
 import type { Logger } from './api-types.js';
-import type { DriveLayoutKind, VmSnapshotFiles } from '../driver.js';
+import type { DriveLayoutKind, RestoreOptions, VmSnapshotFiles } from '../driver.js';
 import type { JailerOptions } from './jailer.js';
 import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
 
@@ -92,7 +92,7 @@ export interface FirecrackerSnapshotOptions {
   type?: 'Full' | 'Diff';
 }
 
-export interface FirecrackerRestoreOptions {
+export interface FirecrackerRestoreOptions extends RestoreOptions {
   /** Resume the VM once loaded. @default true */
   resume?: boolean;
   /** How guest memory is served: mapped from the memory file (File), or by the page-fault
