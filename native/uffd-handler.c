@@ -21,8 +21,10 @@
  * Readiness: the socket is bound and listening under a temporary name, then renamed onto
  * PATH, so PATH appears only once a connect succeeds.
  *
- * Exit: when Firecracker's side of the connection closes (its process exited), when --pid
- * PID exits (pidfd), or on SIGTERM/SIGINT. On exit it writes one JSON line of counters to
+ * Exit: when the process that connected exits (its pid from SO_PEERCRED, watched with a
+ * pidfd; or --pid PID), or on SIGTERM/SIGINT. Firecracker's side of the connection closing
+ * is not enough: some versions drop the socket right after the handshake and go on using
+ * the uffd, so the handler keeps serving until the process itself is gone. On exit it writes one JSON line of counters to
  * --stats FILE (or stderr): {"faults":N,"copied":N,"zeroed":N,"removed_ranges":N,...}.
  *
  * Later modes (REAP working sets) plug in at `serve_fault` and `before_serving`: `record`
@@ -401,15 +403,21 @@ int main(int argc, char **argv)
 	int uffd = receive_handshake(listener, &conn);
 	close(listener);
 	unlink(sock);
+	if (pidfd < 0) {
+		struct ucred cred;
+		socklen_t len = sizeof cred;
+		if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0)
+			pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+	}
 	before_serving(mode);
 
 	for (;;) {
 		struct pollfd w[3] = {
 			{ .fd = uffd, .events = POLLIN },
+			{ .fd = pidfd, .events = POLLIN }, /* fd -1 is ignored by poll */
 			{ .fd = conn, .events = POLLIN | POLLRDHUP },
-			{ .fd = pidfd, .events = POLLIN },
 		};
-		int r = poll(w, pidfd >= 0 ? 3 : 2, -1);
+		int r = poll(w, 3, -1);
 		if (stop_signal) {
 			exit_reason = "signal";
 			break;
@@ -427,8 +435,6 @@ int main(int argc, char **argv)
 					serve_fault(mode, uffd, &src, m.arg.pagefault.address);
 					break;
 				case UFFD_EVENT_REMOVE:
-					mark_removed(m.arg.remove.start, m.arg.remove.end);
-					break;
 				case UFFD_EVENT_UNMAP:
 					mark_removed(m.arg.remove.start, m.arg.remove.end);
 					break;
@@ -443,20 +449,20 @@ int main(int argc, char **argv)
 			exit_reason = "uffd-closed";
 			break;
 		}
-		if (w[1].revents & (POLLHUP | POLLRDHUP | POLLERR)) {
-			exit_reason = "peer-closed";
-			break;
-		}
-		if (w[1].revents & POLLIN) {
-			char b[256];
-			if (read(conn, b, sizeof b) <= 0) {
-				exit_reason = "peer-closed";
-				break;
-			}
-		}
-		if (pidfd >= 0 && w[2].revents) {
+		if (pidfd >= 0 && w[1].revents) {
 			exit_reason = "process-exited";
 			break;
+		}
+		if (conn >= 0 && w[2].revents) {
+			char b[256];
+			if ((w[2].revents & (POLLHUP | POLLRDHUP | POLLERR)) || read(conn, b, sizeof b) <= 0) {
+				close(conn);
+				conn = -1;
+				if (pidfd < 0) { /* nothing else tells us when the peer is gone */
+					exit_reason = "peer-closed";
+					break;
+				}
+			}
 		}
 	}
 	write_stats();

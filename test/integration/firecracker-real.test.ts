@@ -306,7 +306,7 @@ test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (fau
   assert.equal(await d.status(restored), 'running');
   await d.stop(restored);
   const stats = await handler.stats();
-  assert.equal(stats.exit, 'peer-closed', 'the handler exits when Firecracker does');
+  assert.equal(stats.exit, 'process-exited', 'the handler exits when Firecracker does');
   assert.equal(stats.regions >= 1, true);
   assert.ok(stats.faults > 0 && stats.copied + stats.zeroed >= stats.faults - stats.already_mapped, `pages were served: ${JSON.stringify(stats)}`);
   for (const s of [src, clone]) await deleteNetns(s.network.netns);

@@ -49,7 +49,7 @@ async function sparseMemoryFile(path: string): Promise<number> {
   return dataPages;
 }
 
-test('uffd-handler: every page faulted in is the memory file (copied from data, zero pages for holes); removed pages read back as zeros; exits when the peer closes', async (t) => {
+test('uffd-handler: every page faulted in is the memory file (copied from data, zero pages for holes); removed pages read back as zeros; exits when the peer process does', async (t) => {
   if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
   const mem = join(root, 'memory.bin');
   const dataPages = await sparseMemoryFile(mem);
@@ -72,7 +72,7 @@ test('uffd-handler: every page faulted in is the memory file (copied from data, 
     removed_ranges: 1,
     already_mapped: 0,
     regions: 1,
-    exit: 'peer-closed',
+    exit: 'process-exited',
   });
   assert.equal(await pidAlive(h.pid), false);
   await assert.rejects(access(h.socketPath), 'the socket is removed once connected');

@@ -3,8 +3,9 @@
  * cannot receive Firecracker's userfaultfd over SCM_RIGHTS). Built with gcc into the cache,
  * named after the digest of its source (scripts/setup.sh builds it the same way), started
  * BEFORE the snapshot load (Firecracker touches guest memory during the load), and gone
- * with the Firecracker process it serves: it exits when Firecracker's end of the connection
- * closes, so a restored VM's handler needs no owner of its own once the load was sent.
+ * with the Firecracker process it serves: it watches the pid that connected (SO_PEERCRED)
+ * and exits when that process does, so a restored VM's handler needs no owner of its own
+ * once the load was sent.
  *
  * Usage: `const h = await startUffdHandler({...}); driver.restore(spec, files, { memoryBackend:
  * { type: 'Uffd', socketPath: h.socketPath } })`.
@@ -55,7 +56,7 @@ export interface UffdHandlerStats {
   removed_ranges: number;
   already_mapped: number;
   regions: number;
-  /** Why it exited: peer-closed (Firecracker exited), process-exited (--pid), signal, uffd-closed. */
+  /** Why it exited: process-exited (the connected process, or --pid), peer-closed (no pid known), signal, uffd-closed. */
   exit: string;
 }
 
