@@ -18,6 +18,14 @@ export const GLOBAL_OPTIONS = {
   's3-region': { type: 'string' },
   's3-prefix': { type: 'string' },
   'net-pool-size': { type: 'string' },
+  'fc-jailer-uid': { type: 'string' },
+  'fc-jailer-gid': { type: 'string' },
+  'fc-jailer-bin': { type: 'string' },
+  'fc-chroot-base': { type: 'string' },
+  'fc-cgroup': { type: 'string', multiple: true },
+  'fc-parent-cgroup': { type: 'string' },
+  'fc-vsock-cid': { type: 'string' },
+  'fc-diff-snapshots': { type: 'boolean' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies Options;
 

@@ -1,5 +1,5 @@
 import { EmbersError } from '../errors.js';
-import { parseDurationMs } from '../config.js';
+import { parseCgroupSettings, parseDurationMs } from '../config.js';
 import { EmbersNode, type FunctionSpec, type NodeOptions } from '../node/node.js';
 import { validateFunctionSpec } from '../node/function-spec.js';
 import { validateInstanceName } from '../node/instances.js';
@@ -52,6 +52,14 @@ global options (before or after the command):
                           hypervisor (default auto: Firecracker where its binary and
                           hardware KVM exist, else QEMU); see: embers doctor
   --firecracker-bin PATH  the Firecracker binary (EMBERS_FIRECRACKER_BIN)
+  --fc-jailer-uid N [--fc-jailer-gid N] [--fc-jailer-bin PATH] [--fc-chroot-base DIR]
+  [--fc-cgroup KEY=VALUE]... [--fc-parent-cgroup NAME]
+                          run Firecracker through the jailer as uid/gid N (EMBERS_FC_JAILER_*;
+                          default: no jailer, a private mount namespace per VM; chroot base
+                          /srv/jailer, gid = uid)
+  --fc-vsock-cid N        a vsock device with guest CID N in every VM (EMBERS_FC_VSOCK_CID;
+                          default none)
+  --fc-diff-snapshots     track dirty pages for Diff snapshots (EMBERS_FC_DIFF_SNAPSHOTS=1)
   --guest-kernel debian|firecracker-config
                           the guest kernel (default debian; firecracker-config is built
                           by: embers guest build-kernel)
@@ -114,8 +122,31 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     guestKernel: guestKernel as NodeOptions['guestKernel'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
     netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0, MAX_SLOTS),
+    firecracker: firecrackerFromFlags(values),
     onProgress: (m) => out.progress(m),
   };
+}
+
+/** Firecracker settings from --fc-* flags; what is not given comes from EMBERS_FC_* or the defaults (config.ts). */
+function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['firecracker'] {
+  const str = (n: string) => values[`fc-${n}`] as string | undefined;
+  const int = (n: string, min: number) => (str(n) === undefined ? undefined : intOption(str(n), `fc-${n}`, 0, min));
+  const cgroups = values['fc-cgroup'] as string[] | undefined;
+  const jailerFlags = ['jailer-uid', 'jailer-gid', 'jailer-bin', 'chroot-base', 'parent-cgroup'].some((n) => str(n) !== undefined) || cgroups !== undefined;
+  let jailer: NonNullable<NodeOptions['firecracker']>['jailer'];
+  if (jailerFlags) {
+    const uid = int('jailer-uid', 0) ?? (process.env.EMBERS_FC_JAILER_UID ? Number(process.env.EMBERS_FC_JAILER_UID) : undefined);
+    if (uid === undefined) throw new EmbersError('EMB_USAGE', 'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)');
+    jailer = {
+      uid,
+      gid: int('jailer-gid', 0),
+      binary: str('jailer-bin'),
+      chrootBaseDir: str('chroot-base'),
+      cgroups: cgroups === undefined ? undefined : parseCgroupSettings(cgroups.join(';'), '--fc-cgroup'),
+      parentCgroup: str('parent-cgroup'),
+    };
+  }
+  return { jailer, vsockCid: int('vsock-cid', 3), diffSnapshots: values['fc-diff-snapshots'] as boolean | undefined };
 }
 
 /** S3 options from --s3-* flags (credentials always from EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY), or undefined to use EMBERS_S3_*. */

@@ -8,7 +8,7 @@ import type { GuestKit } from '../guest/kit.js';
 import { ImageStore } from '../image/store.js';
 import { SlotPool } from '../net/pool.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
-import { selectDriver } from '../vmm/select.js';
+import { firecrackerBinaryOf, probeFirecrackers, selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
 import { validateFunctionSpec, type FunctionSpec } from './function-spec.js';
@@ -130,7 +130,13 @@ export class EmbersNode {
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
     if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
     const config = resolveConfig(opts);
-    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: config.accel });
+    const fc = config.firecracker;
+    const chosen = await selectDriver({
+      vmm: opts.vmm,
+      firecrackerBin: opts.firecrackerBin,
+      accel: config.accel,
+      firecracker: { jailer: fc.jailer, vsockCid: fc.vsockCid, diffSnapshots: fc.diffSnapshots },
+    });
     const node = new EmbersNode(opts, config, chosen);
     for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });
     await node.reconcile();
@@ -164,6 +170,12 @@ export class EmbersNode {
       vmm: this.driver.kind,
       vmmReason: this.driverReason,
       vmmVersion,
+      firecracker: await probeFirecrackers({
+        firecrackerBin: this.opts.firecrackerBin,
+        usedBinary: await firecrackerBinaryOf(this.driver),
+        vmm: this.opts.vmm,
+        accel: this.config.accel,
+      }),
       network: await this.pool.stats(),
       tools,
     };

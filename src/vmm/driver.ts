@@ -46,7 +46,23 @@ export interface VmHandle {
   /** Guest RAM file of this VM (for snapshots). */
   memoryFile: string;
   spec: VmSpec;
+  /** Firecracker only: how every clone is made to find its own disk at the drive path a
+   * snapshot records (see DriveLayoutKind). A snapshot of this VM records a drive path of this
+   * kind and restores only into a VM of the same kind: record it in the manifest. */
+  driveLayout?: DriveLayoutKind;
+  /** Firecracker only: the VM has a vsock device (its snapshots then have one too). */
+  vsock?: boolean;
 }
+
+/**
+ * Firecracker records each drive's path in its snapshot and a load reopens exactly that
+ * path, so embers gives every VM one fixed drive path that is its own disk:
+ * - `mount-namespace`: `<fixedDir>/rootfs.ext4` bound to the VM's disk in a private mount
+ *   namespace of its Firecracker process;
+ * - `jail`: `/rootfs.ext4` inside the jailer's chroot, a hard link to the VM's disk.
+ * A snapshot taken in one kind records a path that means nothing in the other.
+ */
+export type DriveLayoutKind = 'mount-namespace' | 'jail';
 
 export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
 
@@ -54,6 +70,10 @@ export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
 export interface VmSnapshotFiles {
   stateFile: string;
   memoryFile: string;
+  /** Firecracker only: the drive layout the state file's drive path belongs to (record it in the manifest). */
+  driveLayout?: DriveLayoutKind;
+  /** Firecracker only: the snapshotted VM had a vsock device (record it in the manifest). */
+  vsock?: boolean;
 }
 
 export interface VmTimings {
@@ -69,6 +89,12 @@ export interface RestoreOptions {
   resume?: boolean;
   /** The tap name recorded in the snapshot (drivers that record it re-point it when the slot's differs). */
   snapshotTapName?: string;
+  /** The snapshot's drive layout (VmSnapshotFiles.driveLayout, from the manifest): Firecracker
+   * refuses a restore into the other layout before anything starts. @default unknown: not checked */
+  snapshotDriveLayout?: DriveLayoutKind;
+  /** Whether the snapshot has a vsock device (VmSnapshotFiles.vsock, from the manifest):
+   * Firecracker re-points it only then. @default whether the driver gives VMs a vsock */
+  snapshotHasVsock?: boolean;
 }
 
 export interface HypervisorDriver {

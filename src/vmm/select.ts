@@ -8,6 +8,7 @@ import { EmbersError } from '../errors.js';
 import { detectAccelerator } from './accel.js';
 import type { Accelerator, HypervisorDriver } from './driver.js';
 import { FirecrackerDriver, findFirecracker, type FirecrackerDriverOptions } from './firecracker/driver.js';
+import { binarySnapshotVersion, binaryVersion } from './firecracker/version.js';
 import { QemuDriver } from './qemu/driver.js';
 
 export interface SelectDriverOptions {
@@ -58,4 +59,70 @@ export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ dr
   if (missing.length === 0)
     return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker at ${binary} and ${probe.reason}` };
   return { driver: qemu(), reason: `QEMU, since Firecracker cannot run here: ${missing.join(' and ')}` };
+}
+
+/** The Firecracker binary a driver runs, if it is the Firecracker driver and its binary exists. */
+export async function firecrackerBinaryOf(driver: HypervisorDriver): Promise<string | undefined> {
+  return driver instanceof FirecrackerDriver ? driver.binary().catch(() => undefined) : undefined;
+}
+
+/** What `embers doctor` says about one Firecracker binary. */
+export interface FirecrackerProbe {
+  /** The path found (absolute), or what was looked for. */
+  path: string;
+  /** Where the name came from: --firecracker-bin, EMBERS_FIRECRACKER_BIN or PATH. */
+  from: string;
+  found: boolean;
+  /** `firecracker --version`, e.g. "1.16.1". */
+  version?: string;
+  /** `firecracker --snapshot-version`, e.g. "10.0.0": the snapshot data format it writes. */
+  snapshotFormat?: string;
+  /** Whether this node runs VMs with it, and why (not). */
+  used: boolean;
+  reason: string;
+}
+
+/**
+ * Every Firecracker binary this node could use (the configured one, and the one on PATH if
+ * different), with its versions and why it is or is not used.
+ */
+export async function probeFirecrackers(opts: {
+  firecrackerBin?: string;
+  usedBinary?: string;
+  vmm?: 'auto' | 'qemu' | 'firecracker';
+  accel?: 'auto' | Accelerator;
+}): Promise<FirecrackerProbe[]> {
+  const candidates: { name: string; from: string }[] = [];
+  if (opts.firecrackerBin) candidates.push({ name: opts.firecrackerBin, from: '--firecracker-bin' });
+  else if (process.env.EMBERS_FIRECRACKER_BIN) candidates.push({ name: process.env.EMBERS_FIRECRACKER_BIN, from: 'EMBERS_FIRECRACKER_BIN' });
+  candidates.push({ name: 'firecracker', from: 'PATH' });
+  const probe = await detectAccelerator('auto');
+  const out: FirecrackerProbe[] = [];
+  for (const c of candidates) {
+    const path = await findFirecracker(c.name);
+    if (path && out.some((p) => p.path === path)) continue;
+    if (!path) {
+      if (c.from !== 'PATH' || out.length === 0)
+        out.push({ path: c.name, from: c.from, found: false, used: false, reason: `no executable Firecracker at ${c.name}` });
+      continue;
+    }
+    const entry: FirecrackerProbe = { path, from: c.from, found: true, used: false, reason: '' };
+    try {
+      entry.version = await binaryVersion(path);
+      entry.snapshotFormat = await binarySnapshotVersion(path);
+    } catch (err) {
+      entry.reason = `found, but it does not answer as Firecracker: ${(err as Error).message}`;
+      out.push(entry);
+      continue;
+    }
+    const why: string[] = [];
+    if (out.some((p) => p.found)) why.push(`${out.find((p) => p.found)!.path} (${out.find((p) => p.found)!.from}) comes first`);
+    if (opts.vmm === 'qemu') why.push('QEMU was requested (--vmm qemu)');
+    if (opts.accel === 'tcg') why.push('TCG was requested and Firecracker runs only on KVM');
+    if (probe.accelerator !== 'kvm') why.push(`no hardware-backed KVM (${probe.reason})`);
+    entry.used = opts.usedBinary === path;
+    entry.reason = entry.used ? `used: ${probe.reason}` : `found, not used: ${why.join('; ') || 'another VMM was chosen'}`;
+    out.push(entry);
+  }
+  return out;
 }

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
-import { detectAccelerator } from '../../src/vmm/accel.js';
 import { sha256File } from '../../src/util/fs.js';
 import { run } from '../../src/util/exec.js';
 import { openTestNode } from '../helpers/node.js';
+import { findRealFirecracker, guestUnavailable } from '../helpers/real-firecracker.js';
 
 /**
  * One conformance suite for every hypervisor driver: boot → pause → snapshot → restore 2
@@ -15,17 +15,15 @@ const DRIVERS = ['qemu', 'firecracker'] as const;
 
 for (const vmm of DRIVERS) {
   test(`driver conformance (${vmm}): boot, pause, snapshot, restore 2 clones, stop; disks verified`, async (t) => {
+    let firecrackerBin: string | undefined;
     if (vmm === 'firecracker') {
-      const accel = await detectAccelerator('auto');
-      const bin = process.env.EMBERS_FIRECRACKER_BIN;
-      if (!bin || accel.accelerator !== 'kvm') {
-        t.skip(
-          `needs a Firecracker binary (EMBERS_FIRECRACKER_BIN) and hardware-backed KVM: this host has ${bin ? `EMBERS_FIRECRACKER_BIN=${bin}` : 'EMBERS_FIRECRACKER_BIN unset'} and ${accel.reason}`,
-        );
-        return;
-      }
+      const real = await findRealFirecracker();
+      if ('skip' in real) return t.skip(real.skip);
+      const noGuest = await guestUnavailable();
+      if (noGuest) return t.skip(noGuest);
+      firecrackerBin = real.binary;
     }
-    const tn = await openTestNode({ vmm });
+    const tn = await openTestNode({ vmm, firecrackerBin });
     const { node } = tn;
     try {
       assert.equal(node.driver.kind, vmm);

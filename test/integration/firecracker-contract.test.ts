@@ -4,8 +4,8 @@
  * wait for the socket racing death, stale socket removal, escalation) and talks to it over a
  * real Unix socket; the fake checks every request against the vendored Swagger spec and
  * answers as the spec says. Each flow then asserts that every request was valid, and what
- * the requests were. The netns wrapper is off (the fake runs directly); the mount-namespace
- * wrapper is exercised for real by its own tests below.
+ * the requests were. The netns wrapper is off (the fake runs directly); every process runs in
+ * its private mount namespace, as in production (there is no layout without it).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +17,7 @@ import { EmbersError, isEmbersError } from '../../src/errors.js';
 import type { VmHandle, VmSnapshotFiles } from '../../src/vmm/driver.js';
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
+import { fixedDrivePath } from '../../src/vmm/firecracker/mount-namespace.js';
 import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
 import { ensureFakeExecutable, find, makeSpec, operations, recorded, setKnobs, type RecordedRequest } from '../helpers/fake-firecracker.js';
@@ -38,7 +39,14 @@ after(async () => {
 });
 
 function driver(opts: FirecrackerDriverOptions = {}): FirecrackerDriver {
-  return new FirecrackerDriver({ binary: fake, netns: false, mountNamespace: false, ctrlAltDelGraceMs: 2000, sigtermGraceMs: 1000, ...opts });
+  return new FirecrackerDriver({
+    binary: fake,
+    netns: false,
+    mountNamespace: { fixedDir: join(root, 'fc') },
+    ctrlAltDelGraceMs: 2000,
+    sigtermGraceMs: 1000,
+    ...opts,
+  });
 }
 
 function track<T extends { vm: VmHandle }>(r: T): T {
@@ -88,7 +96,7 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   assert.equal(find(reqs, 'PUT /drives/{drive_id}')[0].url, '/drives/vda');
   assert.deepEqual(find(reqs, 'PUT /drives/{drive_id}')[0].body, {
     drive_id: 'vda',
-    path_on_host: spec.diskPath,
+    path_on_host: fixedDrivePath(join(root, 'fc')),
     is_root_device: false,
     is_read_only: false,
     cache_type: 'Writeback',
@@ -109,8 +117,8 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   await mkdir(full);
   await mkdir(diff);
   const files = await d.snapshot(vm, full);
-  assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin') });
-  assert.equal(await readSnapshotFormatVersion(files.stateFile), '8.0.0');
+  assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin'), driveLayout: 'mount-namespace', vsock: true });
+  assert.equal(await readSnapshotFormatVersion(files.stateFile), '10.0.0');
   assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
   await d.snapshot(vm, diff, { type: 'Diff' });
   await d.resume(vm);
@@ -345,7 +353,7 @@ test('a Firecracker that dies at start: the error carries its stderr tail', asyn
 });
 
 test('a missing binary is EMB_VMM_NOT_FOUND', async () => {
-  const d = new FirecrackerDriver({ binary: join(root, 'no-firecracker-here'), netns: false, mountNamespace: false });
+  const d = new FirecrackerDriver({ binary: join(root, 'no-firecracker-here'), netns: false, mountNamespace: { fixedDir: join(root, 'fc') } });
   await assert.rejects(d.version(), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
   await assert.rejects(d.boot(await makeSpec(root, 'nobin')), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
 });
@@ -354,13 +362,13 @@ test('versions: version() is the binary version; a snapshot whose format major d
   const files = await snapshotOf('src-version');
   const d = driver();
   assert.equal(await d.version(), '1.16.1');
-  assert.equal(await d.snapshotVersion(), '8.0.0');
-  await d.checkSnapshotVersion('8.0.0');
-  await assert.rejects(d.checkSnapshotVersion('7.2.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'));
+  assert.equal(await d.snapshotVersion(), '10.0.0');
+  await d.checkSnapshotVersion('10.0.0');
+  await assert.rejects(d.checkSnapshotVersion('9.2.0'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'));
 
   // A newer Firecracker whose snapshot format has another major.
   const wrapper = join(root, 'firecracker-v2');
-  await writeFile(wrapper, `#!/bin/sh\nFAKE_FC_VERSION=2.0.0 FAKE_FC_SNAPSHOT_VERSION=9.0.0 exec ${fake} "$@"\n`);
+  await writeFile(wrapper, `#!/bin/sh\nFAKE_FC_VERSION=2.0.0 FAKE_FC_SNAPSHOT_VERSION=11.0.0 exec ${fake} "$@"\n`);
   await chmod(wrapper, 0o755);
   const newer = driver({ binary: wrapper });
   assert.equal(await newer.version(), '2.0.0');
@@ -369,29 +377,22 @@ test('versions: version() is the binary version; a snapshot whose format major d
     assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH'), String(e));
     assert.match(
       e.message,
-      /snapshot format v8\.0\.0 .* has major version 8, but .*firecracker-v2 v2\.0\.0 loads snapshot format v9\.0\.0 \(major 9\): refused before load/,
+      /snapshot format v10\.0\.0 .* has major version 10, but .*firecracker-v2 v2\.0\.0 loads snapshot format v11\.0\.0 \(major 11\): refused before load/,
     );
     return true;
   });
   assert.deepEqual(await recorded(spec.dir), [], 'no Firecracker process was started');
 });
 
-test('a failed load is fatal: the process is gone and the error says why (firecracker#4014 without a mount namespace)', async () => {
-  // Without the mount namespace the snapshot records the booted VM's own disk path...
+test('a failed load is fatal: the process is gone and the error says why', async () => {
   const d = driver();
-  const src = await makeSpec(root, 'src-gone');
-  const { vm } = track(await d.boot(src));
-  await d.pause(vm);
-  const out = join(root, 'src-gone-snapshot');
-  await mkdir(out);
-  const files = await d.snapshot(vm, out);
-  await d.stop(vm);
-  // ... so once that VM's disk is gone, no clone can load it.
-  await rm(src.diskPath);
-  const spec = await makeSpec(root, 'clone-gone');
+  const files = await snapshotOf('src-short');
+  // A memory file shorter than the VM's memory: Firecracker refuses the load and exits.
+  await writeFile(files.memoryFile, Buffer.alloc(4096));
+  const spec = await makeSpec(root, 'clone-short');
   await assert.rejects(d.restore(spec, files), (e) => {
     assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_LOAD_FAILED'), String(e));
-    assert.ok(String(e.details.faultMessage).includes(src.diskPath), `the fault names the recorded drive path: ${String(e.details.faultMessage)}`);
+    assert.ok(String(e.details.faultMessage).includes(files.memoryFile), `the fault names the memory file: ${String(e.details.faultMessage)}`);
     assert.equal(e.details.path, '/snapshot/load');
     assert.match(e.message, /could not load snapshot/);
     return true;
@@ -399,6 +400,48 @@ test('a failed load is fatal: the process is gone and the error says why (firecr
   const reqs = await recorded(spec.dir);
   assert.equal(await pidAlive(reqs[0].pid), false, 'the process that failed the load is gone');
   assertAllValid(reqs.filter((r) => r.template !== '/snapshot/load'));
+});
+
+test("no path back to another VM's disk: no layout without the mount namespace or the jail; snapshots say their drive layout; a restore into the other layout is refused", async () => {
+  assert.throws(
+    () => new FirecrackerDriver({ binary: fake, mountNamespace: false as unknown as { fixedDir: string } }),
+    (e) => isEmbersError(e, 'EMB_CONFIG_INVALID') && /reopens the snapshotted VM's own disk/.test((e as Error).message),
+  );
+  const d = driver();
+  const spec = await makeSpec(root, 'src-layout');
+  const { vm } = track(await d.boot(spec));
+  assert.equal(vm.driveLayout, 'mount-namespace');
+  assert.equal(vm.vsock, false);
+  await d.pause(vm);
+  const out = join(root, 'src-layout-snapshot');
+  await mkdir(out);
+  const files = await d.snapshot(vm, out);
+  assert.deepEqual(files, { stateFile: join(out, 'vmstate.bin'), memoryFile: join(out, 'memory.bin'), driveLayout: 'mount-namespace', vsock: false });
+  await d.stop(vm);
+  const clone = await makeSpec(root, 'clone-layout');
+  await assert.rejects(d.restore(clone, files, { snapshotDriveLayout: 'jail' }), (e) => {
+    assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_INCOMPATIBLE'), String(e));
+    assert.match((e as Error).message, /taken with the jail drive layout, this driver runs mount-namespace/);
+    return true;
+  });
+  assert.deepEqual(await recorded(clone.dir), [], 'refused before any process started');
+});
+
+test('vsock_override only for a snapshot with a vsock device', async () => {
+  const files = await snapshotOf('src-novsock');
+  const d = driver({ vsockCid: 3 });
+  const spec = await makeSpec(root, 'clone-novsock');
+  // A node with vsock restores a snapshot taken without: no override (Firecracker would refuse one).
+  const { vm } = track(await d.restore(spec, files, { snapshotTapName: 'tap0', snapshotHasVsock: false }));
+  assert.equal(vm.vsock, false);
+  const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
+  assert.equal(load.body?.vsock_override, undefined);
+  assert.equal(await d.status(vm), 'running');
+  await d.pause(vm);
+  const out = join(root, 'clone-novsock-snapshot');
+  await mkdir(out);
+  assert.equal((await d.snapshot(vm, out)).vsock, false, 'a snapshot of that clone has no vsock either');
+  await d.stop(vm);
 });
 
 test('every request the driver sent in this file conformed to the spec', async () => {

@@ -1,17 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
+import { repoPath } from '../helpers/repo.js';
 import type { VmSpec } from '../../src/vmm/driver.js';
 import { IN_JAIL, jailerCommand } from '../../src/vmm/firecracker/jailer.js';
 import { firecrackerId, vmLayout } from '../../src/vmm/firecracker/layout.js';
 import { fixedDrivePath, wrapInMountNamespace } from '../../src/vmm/firecracker/mount-namespace.js';
 import {
   checkSnapshotFormat,
-  encodeSnapshotHeader,
   parseBinaryVersion,
+  parseSnapshotHeader,
   parseSnapshotVersionOutput,
   readSnapshotFormatVersion,
 } from '../../src/vmm/firecracker/version.js';
@@ -54,19 +55,42 @@ test('snapshot format check: same major and no newer minor loads; anything else 
   );
 });
 
-test('snapshot state header: read back what Firecracker writes; other files are refused', async () => {
+/** The first 16 bytes of a state file written by the real Firecracker v1.16.1 (not by embers). */
+const REAL_HEAD = repoPath('test/fixtures/firecracker-v1.16.1-vmstate-head.bin');
+
+test('snapshot state header: the framing of a real Firecracker v1.16.1 state file gives format 10.0.0', async () => {
+  const head = await readFile(REAL_HEAD);
+  assert.equal(head.toString('hex'), '000000648684191007063130' + '2e302e30', 'the fixture is the real file head');
+  assert.equal(parseSnapshotHeader(head, 'real'), '10.0.0');
   const dir = await mkdtemp(join(tmpdir(), 'embers-fc-hdr-'));
   try {
-    const good = join(dir, 'vmstate.bin');
-    await writeFile(good, Buffer.concat([encodeSnapshotHeader('8.0.0'), Buffer.from('state…'), Buffer.alloc(8)]));
-    assert.equal(await readSnapshotFormatVersion(good), '8.0.0');
-    const bad = join(dir, 'qemu.bin');
-    await writeFile(bad, 'QEVM\0\0\0\x03 not firecracker at all');
-    await assert.rejects(readSnapshotFormatVersion(bad), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /magic/.test((e as Error).message));
-    await assert.rejects(readSnapshotFormatVersion(join(dir, 'missing')), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+    const real = join(dir, 'vmstate.bin');
+    await writeFile(real, Buffer.concat([head, Buffer.alloc(4096, 0xa5)]));
+    assert.equal(await readSnapshotFormatVersion(real), '10.0.0');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('snapshot state header: other files and damaged headers are refused as EMB_SNAPSHOT_CORRUPT, saying what is wrong', async () => {
+  const head = await readFile(REAL_HEAD);
+  const corrupt = (buf: Buffer, why: RegExp) =>
+    assert.throws(
+      () => parseSnapshotHeader(buf, 'x'),
+      (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && why.test((e as Error).message),
+    );
+  // The framing embers once assumed (magic at byte 0, u64 length): refused, not misread.
+  const oldFraming = Buffer.alloc(22);
+  oldFraming.writeBigUInt64LE(0x0710_1984_8664_0000n, 0);
+  oldFraming.writeBigUInt64LE(6n, 8);
+  oldFraming.write('10.0.0', 16);
+  corrupt(oldFraming, /magic 0x[0-9a-f]+ at byte 1/);
+  corrupt(Buffer.from('QEVM\0\0\0\x03 not firecracker at all'), /magic/);
+  corrupt(head.subarray(0, 8), /only 8 bytes/);
+  corrupt(head.subarray(0, 14), /version string length 6/);
+  corrupt(Buffer.concat([head.subarray(0, 9), Buffer.from([2]), Buffer.from('10')]), /version string length 2/);
+  corrupt(Buffer.concat([head.subarray(0, 9), Buffer.from([6]), Buffer.from('ten.00')]), /version "ten.00"/);
+  await assert.rejects(readSnapshotFormatVersion('/nonexistent/vmstate.bin'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
 });
 
 test('firecracker ids are safe for --id and unique per VM dir', () => {
@@ -96,10 +120,11 @@ test('layouts: default wraps netns around the mount namespace; the drive path is
   assert.equal(l.fc.drive, '/run/embers/fc/rootfs.ext4');
   assert.equal(l.fc.kernel, spec.kernelPath);
 
-  const direct = vmLayout(spec, { binary: '/usr/bin/firecracker', netns: false, mountNamespace: false, jailer: undefined });
-  assert.equal(direct.kind, 'direct');
-  assert.equal(direct.launch.command, '/usr/bin/firecracker');
-  assert.equal(direct.fc.drive, spec.diskPath);
+  // No layout lets Firecracker see the VM's disk at its own path (a clone would reopen it).
+  assert.throws(
+    () => vmLayout(spec, { binary: '/usr/bin/firecracker', netns: false, mountNamespace: false, jailer: undefined }),
+    (e) => isEmbersError(e, 'EMB_INTERNAL') && /reopen the source VM's disk/.test((e as Error).message),
+  );
 });
 
 test('jailer: command line (uid/gid, chroot base, netns, cgroup v2) and identical in-jail paths for every VM', () => {

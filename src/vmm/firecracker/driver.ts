@@ -11,13 +11,14 @@ import {
   resolveFirecrackerOptions,
   type FirecrackerDriverOptions,
   type FirecrackerRestoreOptions,
+  type FirecrackerSnapshotFiles,
   type FirecrackerSnapshotOptions,
   type ResolvedFirecrackerOptions,
 } from './options.js';
 import { failureTail, startFirecracker, stopFirecracker, type RunningFirecracker, type StopStep } from './process.js';
 import { binarySnapshotVersion, binaryVersion, checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
 
-export type { FirecrackerDriverOptions, FirecrackerRestoreOptions, FirecrackerSnapshotOptions } from './options.js';
+export type { FirecrackerDriverOptions, FirecrackerRestoreOptions, FirecrackerSnapshotFiles, FirecrackerSnapshotOptions } from './options.js';
 
 /** The guest NIC and drive ids: one of each per VM, as in the QEMU driver. */
 export const IFACE_ID = 'eth0';
@@ -45,6 +46,11 @@ export class FirecrackerDriver implements HypervisorDriver {
   async accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
     const probe = await detectAccelerator('auto');
     return { accelerator: 'kvm', reason: probe.accelerator === 'kvm' ? probe.reason : `Firecracker needs hardware-backed KVM, but ${probe.reason}` };
+  }
+
+  /** The binary this driver runs (resolved on PATH when given as a name). */
+  binary(): Promise<string> {
+    return this.resolveBinary();
   }
 
   /** The binary's version, "1.16.1" (`firecracker --version`). */
@@ -75,11 +81,24 @@ export class FirecrackerDriver implements HypervisorDriver {
     checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, { binary: await this.resolveBinary(), binaryVersion: v.binary, source });
   }
 
+  /** Boots a VM: `configure`, then InstanceStart. */
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    const configured = await this.configure(spec);
+    const t1 = performance.now();
+    await this.instanceStart(configured.vm);
+    return { vm: configured.vm, timings: { spawnMs: configured.timings.spawnMs, loadMs: configured.timings.loadMs + performance.now() - t1 } };
+  }
+
+  /**
+   * Starts this VM's Firecracker (in its netns and mount namespace, or jailed) and sends the
+   * whole boot configuration (logger, metrics, machine, kernel, drive, NIC, vsock), but not
+   * InstanceStart: the process holds the VM's disk and tap open, the guest is not started.
+   */
+  async configure(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const o = this.options;
     const layout = this.layoutFor(spec, await this.resolveBinary());
-    const vm = this.handle(spec, layout, '');
-    return this.start(vm, layout, 'boot', async (fc) => {
+    const vm = this.handle(spec, layout, '', o.vsockCid !== undefined);
+    return this.launch(vm, layout, 'boot', async (fc) => {
       await configureLogging(fc, layout, o);
       await fc.client.call('PUT /machine-config', {
         body: { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMiB, smt: false, track_dirty_pages: o.diffSnapshots },
@@ -95,8 +114,20 @@ export class FirecrackerDriver implements HypervisorDriver {
         body: { iface_id: IFACE_ID, host_dev_name: spec.network.tapName, guest_mac: spec.network.guestMac },
       });
       if (o.vsockCid !== undefined) await fc.client.call('PUT /vsock', { body: { guest_cid: o.vsockCid, uds_path: layout.fc.vsock } });
-      await fc.client.call('PUT /actions', { body: { action_type: 'InstanceStart' } });
     });
+  }
+
+  /** Starts the guest of a `configure`d VM. On failure the process is stopped and its files removed. */
+  async instanceStart(vm: VmHandle): Promise<void> {
+    const layout = this.layoutFor(vm.spec);
+    try {
+      await this.client(vm).call('PUT /actions', { body: { action_type: 'InstanceStart' } });
+    } catch (err) {
+      await terminate(vm.pid, 1000).catch(() => undefined);
+      await removeVmFiles(layout, vm.controlSocket);
+      if (err instanceof EmbersError && err.details.tail === undefined) err.details.tail = await failureTail(layout.launch);
+      throw err;
+    }
   }
 
   /** Loads a snapshot into a fresh Firecracker process (only the logger and metrics are configured before the load). */
@@ -106,8 +137,17 @@ export class FirecrackerDriver implements HypervisorDriver {
     await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
     const backend = opts.memoryBackend ?? { type: 'File' as const };
     const layout = this.layoutFor(spec, await this.resolveBinary());
-    const vm = this.handle(spec, layout, backend.type === 'File' ? files.memoryFile : '');
-    return this.start(vm, layout, 'restore', async (fc) => {
+    if (opts.snapshotDriveLayout !== undefined && opts.snapshotDriveLayout !== layout.kind) {
+      throw new EmbersError(
+        'EMB_SNAPSHOT_INCOMPATIBLE',
+        `snapshot ${files.stateFile} was taken with the ${opts.snapshotDriveLayout} drive layout, this driver runs ${layout.kind}: the drive path it records would not be ${spec.name}'s disk`,
+        { stateFile: files.stateFile, snapshotDriveLayout: opts.snapshotDriveLayout, driveLayout: layout.kind },
+        { hint: opts.snapshotDriveLayout === 'jail' ? 'configure the jailer to restore this snapshot' : 'restore this snapshot without the jailer' },
+      );
+    }
+    const hasVsock = opts.snapshotHasVsock ?? o.vsockCid !== undefined;
+    const vm = this.handle(spec, layout, backend.type === 'File' ? files.memoryFile : '', hasVsock);
+    return this.launch(vm, layout, 'restore', async (fc) => {
       await configureLogging(fc, layout, o);
       const exposed = await layout.exposeSnapshot(files, backend.type === 'Uffd' ? backend.socketPath : undefined);
       const body: SnapshotLoadParams = {
@@ -118,7 +158,8 @@ export class FirecrackerDriver implements HypervisorDriver {
       };
       if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
       if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
-      if (opts.vsockOverride ?? o.vsockCid !== undefined) body.vsock_override = { uds_path: layout.fc.vsock };
+      // Only a snapshot with a vsock device takes an override (Firecracker refuses one otherwise).
+      if (hasVsock) body.vsock_override = { uds_path: layout.fc.vsock };
       try {
         await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
       } catch (err) {
@@ -151,8 +192,12 @@ export class FirecrackerDriver implements HypervisorDriver {
     await this.client(vm).call('PATCH /vm', { body: { state: 'Resumed' } });
   }
 
-  /** Writes vmstate.bin + memory.bin into `outDir` (the VM must be paused). */
-  async snapshot(vm: VmHandle, outDir: string, opts: FirecrackerSnapshotOptions = {}): Promise<VmSnapshotFiles> {
+  /**
+   * Writes vmstate.bin + memory.bin into `outDir` (the VM must be paused). The result also
+   * says which drive layout the state file's drive path belongs to and whether the VM has a
+   * vsock device: a restore needs both (record them in the manifest).
+   */
+  async snapshot(vm: VmHandle, outDir: string, opts: FirecrackerSnapshotOptions = {}): Promise<FirecrackerSnapshotFiles> {
     const type = opts.type ?? 'Full';
     if (type === 'Diff' && !this.options.diffSnapshots) {
       throw new EmbersError(
@@ -175,7 +220,8 @@ export class FirecrackerDriver implements HypervisorDriver {
       body: { snapshot_type: type, snapshot_path: targets.stateFile, mem_file_path: targets.memoryFile },
       timeoutMs: this.options.snapshotTimeoutMs,
     });
-    return targets.collect();
+    const files = await targets.collect();
+    return { ...files, driveLayout: layout.kind, vsock: vm.vsock ?? this.options.vsockCid !== undefined };
   }
 
   async stop(vm: VmHandle): Promise<void> {
@@ -217,8 +263,10 @@ export class FirecrackerDriver implements HypervisorDriver {
     return vmLayout(spec, { binary, netns: o.netns, mountNamespace: o.mountNamespace, jailer: o.jailer });
   }
 
-  private handle(spec: VmSpec, layout: VmLayout, memoryFile: string): VmHandle {
+  private handle(spec: VmSpec, layout: VmLayout, memoryFile: string, vsock: boolean): VmHandle {
     return {
+      driveLayout: layout.kind,
+      vsock,
       kind: 'firecracker',
       name: spec.name,
       pid: 0,
@@ -232,7 +280,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     };
   }
 
-  private async start(
+  private async launch(
     vm: VmHandle,
     layout: VmLayout,
     mode: 'boot' | 'restore',

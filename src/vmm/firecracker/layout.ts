@@ -1,13 +1,16 @@
 /**
  * Where one VM's files are, as the host sees them and as Firecracker sees them, and the
- * command line that starts its Firecracker. Three layouts, one per way of running it:
+ * command line that starts its Firecracker. Two layouts (DriveLayoutKind), one per way of
+ * running it:
  *
- * - `direct`: Firecracker sees host paths; the drive is the instance disk itself (tests, and
- *   hosts that opt out of the mount namespace: restores then open the disk path recorded at
- *   boot, see mount-namespace.ts).
  * - `mount-namespace` (the default): host paths, except the drive, which is the fixed path
  *   bound to this VM's disk inside a private mount namespace.
  * - `jail`: the jailer's chroot; Firecracker sees IN_JAIL paths, files are linked in.
+ *
+ * There is no layout in which Firecracker sees the VM's disk at its own host path: a
+ * snapshot records the drive path, and a clone restored from it would reopen the source
+ * VM's disk (firecracker#4014). Both layouts give every VM the same drive path, which in
+ * each VM's own view is its own disk.
  *
  * Optionally wrapped in `ip netns exec <slot netns>` (the jailer joins the netns itself).
  * Everything derives from the VmSpec and the driver options, so any later process can
@@ -16,7 +19,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { sha256 } from '../../util/fs.js';
-import type { VmSnapshotFiles, VmSpec } from '../driver.js';
+import { EmbersError } from '../../errors.js';
+import type { DriveLayoutKind, VmSnapshotFiles, VmSpec } from '../driver.js';
 import {
   IN_JAIL,
   hostPathInJail,
@@ -35,7 +39,7 @@ import type { FirecrackerLaunch } from './process.js';
 export interface LayoutOptions {
   binary: string;
   netns: boolean;
-  /** The fixed dir of the mount-namespace layout, or false for none. */
+  /** The fixed dir of the mount-namespace layout (unused when `jailer` is set). */
   mountNamespace: false | { fixedDir: string };
   jailer: JailerOptions | undefined;
 }
@@ -51,7 +55,7 @@ export interface FirecrackerPaths {
 }
 
 export interface VmLayout {
-  kind: 'direct' | 'mount-namespace' | 'jail';
+  kind: DriveLayoutKind;
   /** Firecracker's `--id`: [A-Za-z0-9-], at most 64 characters, unique per VM dir. */
   id: string;
   launch: FirecrackerLaunch;
@@ -95,13 +99,17 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
   const what = `Firecracker for ${spec.name}`;
   if (o.jailer) return jailLayout(spec, o, o.jailer, id, what);
 
-  const fcArgs = ['--api-sock', inDir(HOST_FILES.apiSocket), '--id', id];
-  let cmd: { command: string; args: string[] } = { command: o.binary, args: fcArgs };
-  if (o.mountNamespace) cmd = wrapInMountNamespace(cmd.command, cmd.args, { fixedDir: o.mountNamespace.fixedDir, diskPath: spec.diskPath });
-  if (o.netns) cmd = { command: 'ip', args: ['netns', 'exec', spec.network.netns, cmd.command, ...cmd.args] };
   const fixed = o.mountNamespace;
+  if (!fixed) {
+    throw new EmbersError('EMB_INTERNAL', `${what}: neither the mount namespace nor the jailer is configured: a clone would reopen the source VM's disk`, {
+      vm: spec.name,
+    });
+  }
+  const fcArgs = ['--api-sock', inDir(HOST_FILES.apiSocket), '--id', id];
+  let cmd: { command: string; args: string[] } = wrapInMountNamespace(o.binary, fcArgs, { fixedDir: fixed.fixedDir, diskPath: spec.diskPath });
+  if (o.netns) cmd = { command: 'ip', args: ['netns', 'exec', spec.network.netns, cmd.command, ...cmd.args] };
   return {
-    kind: fixed ? 'mount-namespace' : 'direct',
+    kind: 'mount-namespace',
     id,
     launch: {
       what,
@@ -115,7 +123,7 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
     fc: {
       kernel: spec.kernelPath,
       initrd: spec.initrdPath,
-      drive: fixed ? fixedDrivePath(fixed.fixedDir) : spec.diskPath,
+      drive: fixedDrivePath(fixed.fixedDir),
       log: inDir(HOST_FILES.log),
       metrics: inDir(HOST_FILES.metrics),
       vsock: inDir(HOST_FILES.vsock),
@@ -125,7 +133,7 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
       // Firecracker opens its log and metrics files, it does not create them.
       await writeFile(inDir(HOST_FILES.log), '', { flag: 'a' });
       await writeFile(inDir(HOST_FILES.metrics), '', { flag: 'a' });
-      if (fixed) await prepareFixedDir(fixed.fixedDir);
+      await prepareFixedDir(fixed.fixedDir);
     },
     snapshotTargets(outDir) {
       const files = { stateFile: join(outDir, STATE_FILE), memoryFile: join(outDir, MEMORY_FILE) };

@@ -2,7 +2,9 @@
  * The Firecracker driver's options, every one with its default, and the compiled form in
  * which nothing is undefined.
  */
+import { EmbersError } from '../../errors.js';
 import type { Logger } from './api-types.js';
+import type { DriveLayoutKind, RestoreOptions, VmSnapshotFiles } from '../driver.js';
 import type { JailerOptions } from './jailer.js';
 import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
 
@@ -14,10 +16,10 @@ export interface FirecrackerDriverOptions {
    * to run a stand-in VMM directly in tests. @default true */
   netns?: boolean;
   /** The private mount namespace that makes every clone open its own disk at one fixed path
-   * (see mount-namespace.ts); `false` runs Firecracker in the host's mount namespace with the
-   * drive at the disk's own path (restores then reopen the booted VM's disk path).
+   * (see mount-namespace.ts). There is no way to turn it off except the jailer: without
+   * either, a restored clone would reopen the snapshotted VM's disk.
    * @default { fixedDir: '/run/embers/fc' } */
-  mountNamespace?: false | { fixedDir?: string };
+  mountNamespace?: { fixedDir?: string };
   /** Start Firecracker through the jailer (chroot, uid/gid, cgroup v2); replaces the mount
    * namespace. @default undefined (no jailer) */
   jailer?: JailerOptions;
@@ -58,7 +60,15 @@ export interface ResolvedFirecrackerOptions {
 }
 
 export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): ResolvedFirecrackerOptions {
-  const mountNs = opts.mountNamespace === false || opts.jailer ? false : { fixedDir: opts.mountNamespace?.fixedDir ?? DEFAULT_FIXED_DIR };
+  if ((opts.mountNamespace as unknown) === false) {
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      "mountNamespace: false is no longer supported: without the mount namespace (or the jailer) a restored clone reopens the snapshotted VM's own disk",
+      { option: 'mountNamespace' },
+      { hint: 'leave mountNamespace at its default, or configure the jailer' },
+    );
+  }
+  const mountNs = opts.jailer ? false : { fixedDir: opts.mountNamespace?.fixedDir ?? DEFAULT_FIXED_DIR };
   return {
     binary: opts.binary ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker',
     netns: opts.netns ?? true,
@@ -82,7 +92,7 @@ export interface FirecrackerSnapshotOptions {
   type?: 'Full' | 'Diff';
 }
 
-export interface FirecrackerRestoreOptions {
+export interface FirecrackerRestoreOptions extends RestoreOptions {
   /** Resume the VM once loaded. @default true */
   resume?: boolean;
   /** How guest memory is served: mapped from the memory file (File), or by the page-fault
@@ -92,8 +102,23 @@ export interface FirecrackerRestoreOptions {
   /** The tap the snapshot was taken with (the manifest's guestNetwork.tapName). A network
    * override is sent unless it is known to equal VmSpec.network.tapName. @default unknown */
   snapshotTapName?: string;
-  /** Re-point the snapshot's vsock device at this VM's socket. @default true when the driver has `vsockCid` */
-  vsockOverride?: boolean;
+  /** Whether the snapshot has a vsock device (a snapshot of a VM booted with `vsockCid`, see
+   * FirecrackerSnapshotFiles.vsock). Only then is `vsock_override` sent, re-pointing it at
+   * this VM's socket; Firecracker refuses an override for a snapshot without vsock.
+   * @default whether this driver gives VMs a vsock (`vsockCid` set) */
+  snapshotHasVsock?: boolean;
+  /** The drive layout the snapshot was taken with (FirecrackerSnapshotFiles.driveLayout, as
+   * recorded in the manifest); a restore into the other layout is refused before any process
+   * starts, since the recorded drive path means nothing there. @default unknown: not checked */
+  snapshotDriveLayout?: DriveLayoutKind;
   /** Track dirty pages after the load (for a later Diff snapshot). @default `diffSnapshots` */
   trackDirtyPages?: boolean;
+}
+
+/** What a Firecracker snapshot produced, and what a restore of it must know (record both in the manifest). */
+export interface FirecrackerSnapshotFiles extends VmSnapshotFiles {
+  /** The kind of drive path the state file records (see DriveLayoutKind). */
+  driveLayout: DriveLayoutKind;
+  /** The snapshotted VM had a vsock device: restores must re-point it (`vsock_override`). */
+  vsock: boolean;
 }

@@ -1,14 +1,22 @@
 /**
  * Firecracker versions: the binary's (`firecracker --version` → "Firecracker v1.16.1") and
- * its snapshot data format (`firecracker --snapshot-version` → "v8.0.0"), and the format
+ * its snapshot data format (`firecracker --snapshot-version` → "v10.0.0"), and the format
  * version a snapshot state file was written with.
  *
- * A state file starts with a header that Firecracker serialises with bincode 1 (fixed-width
- * little-endian integers): the u64 magic 0x0710_1984_8664_0000 (x86_64), then the format
- * version as a string (u64 length + UTF-8 "MAJOR.MINOR.PATCH"). Firecracker loads a snapshot
- * only if its major equals the binary's and its minor is not newer; `checkSnapshotFormat`
- * applies the same rule before any process is started, so a mismatch is a clear refusal
- * naming both versions instead of a failed (and fatal) load.
+ * The framing of a state file's header, as a real Firecracker v1.16.1 writes it (the first
+ * 16 bytes of a real file: `00 | 00 00 64 86 84 19 10 07 | 06 | "10.0.0"`, kept in
+ * test/fixtures/firecracker-v1.16.1-vmstate-head.bin):
+ *
+ *     offset 0      one byte (0x00 in every real file seen)
+ *     offset 1      the magic, a u64 little-endian: 0x0710_1984_8664_0000 on x86_64
+ *     offset 9      the length of the version string, one byte
+ *     offset 10     the version string, UTF-8 "MAJOR.MINOR.PATCH"
+ *
+ * then the serialised VM state. Firecracker loads a snapshot only if its major equals the
+ * binary's and its minor is not newer; `checkSnapshotFormat` applies the same rule before
+ * any process is started, so a mismatch is a clear refusal naming both versions instead of
+ * a failed (and fatal) load. This module only reads the header: nothing in embers writes
+ * one (the stand-in VMM copies the framing of the real file above).
  */
 import { open } from 'node:fs/promises';
 import { EmbersError } from '../../errors.js';
@@ -17,6 +25,8 @@ import { run } from '../../util/exec.js';
 /** The x86_64 magic of a Firecracker snapshot state file. */
 export const SNAPSHOT_MAGIC_X86_64 = 0x0710_1984_8664_0000n;
 const MAX_VERSION_LENGTH = 64;
+/** Where the header's fields are (see the framing above). */
+export const STATE_HEADER = { magicOffset: 1, lengthOffset: 9, versionOffset: 10 } as const;
 
 export interface SemVer {
   major: number;
@@ -62,35 +72,37 @@ export async function binarySnapshotVersion(binary: string): Promise<string> {
   return v;
 }
 
-/** The header bytes of a state file written with format `version` (what Firecracker writes first). */
-export function encodeSnapshotHeader(version: string): Buffer {
-  const text = Buffer.from(version, 'utf8');
-  const head = Buffer.alloc(16);
-  head.writeBigUInt64LE(SNAPSHOT_MAGIC_X86_64, 0);
-  head.writeBigUInt64LE(BigInt(text.length), 8);
-  return Buffer.concat([head, text]);
-}
-
 /** The data format version recorded in a snapshot state file's header. */
 export async function readSnapshotFormatVersion(stateFile: string): Promise<string> {
   const fh = await open(stateFile, 'r').catch((err: NodeJS.ErrnoException) => {
     throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot state file ${stateFile} cannot be opened: ${err.message}`, { stateFile }, { cause: err });
   });
   try {
-    const buf = Buffer.alloc(16 + MAX_VERSION_LENGTH);
+    const buf = Buffer.alloc(STATE_HEADER.versionOffset + MAX_VERSION_LENGTH);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `${stateFile} is not a Firecracker x86_64 snapshot state file: ${why}`, { stateFile });
-    if (bytesRead < 16) throw bad(`only ${bytesRead} bytes`);
-    const magic = buf.readBigUInt64LE(0);
-    if (magic !== SNAPSHOT_MAGIC_X86_64) throw bad(`magic 0x${magic.toString(16)} (expected 0x${SNAPSHOT_MAGIC_X86_64.toString(16)})`);
-    const len = Number(buf.readBigUInt64LE(8));
-    if (len < 5 || len > MAX_VERSION_LENGTH || 16 + len > bytesRead) throw bad(`version string length ${len}`);
-    const version = buf.subarray(16, 16 + len).toString('utf8');
-    if (!parseSemVer(version)) throw bad(`version "${version}"`);
-    return version;
+    return parseSnapshotHeader(buf.subarray(0, bytesRead), stateFile);
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The format version in the first bytes of a state file (`head`, at least the header); throws
+ * EMB_SNAPSHOT_CORRUPT naming what does not fit the framing.
+ */
+export function parseSnapshotHeader(head: Buffer, stateFile: string): string {
+  const { versionOffset, magicOffset, lengthOffset } = STATE_HEADER;
+  const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `${stateFile} is not a Firecracker x86_64 snapshot state file: ${why}`, { stateFile });
+  if (head.length < versionOffset) throw bad(`only ${head.length} bytes`);
+  const magic = head.readBigUInt64LE(magicOffset);
+  if (magic !== SNAPSHOT_MAGIC_X86_64) {
+    throw bad(`magic 0x${magic.toString(16)} at byte ${magicOffset} (expected 0x${SNAPSHOT_MAGIC_X86_64.toString(16)})`);
+  }
+  const len = head[lengthOffset];
+  if (len < 5 || len > MAX_VERSION_LENGTH || versionOffset + len > head.length) throw bad(`version string length ${len}`);
+  const version = head.subarray(versionOffset, versionOffset + len).toString('utf8');
+  if (!parseSemVer(version)) throw bad(`version "${version}"`);
+  return version;
 }
 
 /**

@@ -1,0 +1,123 @@
+/**
+ * The page server for Firecracker's `Uffd` memory backend: native/uffd-handler.c (Node
+ * cannot receive Firecracker's userfaultfd over SCM_RIGHTS). Built with gcc into the cache,
+ * named after the digest of its source (scripts/setup.sh builds it the same way), started
+ * BEFORE the snapshot load (Firecracker touches guest memory during the load), and gone
+ * with the Firecracker process it serves: it watches the pid that connected (SO_PEERCRED)
+ * and exits when that process does, so a restored VM's handler needs no owner of its own
+ * once the load was sent.
+ *
+ * Usage: `const h = await startUffdHandler({...}); driver.restore(spec, files, { memoryBackend:
+ * { type: 'Uffd', socketPath: h.socketPath } })`.
+ */
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError } from '../../errors.js';
+import { packageRoot } from '../../guest/paths.js';
+import { run } from '../../util/exec.js';
+import { exists, sha256 } from '../../util/fs.js';
+import { spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
+
+/** The handler's C source in the package. */
+export function uffdHandlerSource(): string {
+  return join(packageRoot(), 'native', 'uffd-handler.c');
+}
+
+/** Where the handler built from the current source lives: `<cacheDir>/native/uffd-handler-<sha256[0:12]>`. */
+export async function uffdHandlerPath(cacheDir: string): Promise<string> {
+  const digest = sha256(await readFile(uffdHandlerSource())).slice(0, 12);
+  return join(cacheDir, 'native', `uffd-handler-${digest}`);
+}
+
+/** The handler binary, built with gcc if this source was not built yet (atomic: built aside, then renamed). */
+export async function ensureUffdHandler(cacheDir: string): Promise<string> {
+  const binary = await uffdHandlerPath(cacheDir);
+  if (await exists(binary)) return binary;
+  await mkdir(join(cacheDir, 'native'), { recursive: true });
+  const tmp = `${binary}.tmp-${process.pid}`;
+  try {
+    await run('gcc', ['-O2', '-Wall', '-Wextra', '-o', tmp, uffdHandlerSource()]);
+    await rename(tmp, binary);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  return binary;
+}
+
+export interface UffdHandlerStats {
+  /** Missing-page faults served. */
+  faults: number;
+  /** Pages copied from the memory file (UFFDIO_COPY). */
+  copied: number;
+  /** Pages served as zeros (holes in the memory file, removed ranges). */
+  zeroed: number;
+  /** UFFD_EVENT_REMOVE / UNMAP ranges seen. */
+  removed_ranges: number;
+  already_mapped: number;
+  regions: number;
+  /** Why it exited: process-exited (the connected process, or --pid), peer-closed (no pid known), signal, uffd-closed. */
+  exit: string;
+}
+
+export interface UffdHandler {
+  pid: number;
+  socketPath: string;
+  exited: Promise<number | null>;
+  /** Waits (at most `timeoutMs`, default 30 s) for the handler to exit (it does when
+   * Firecracker does) and returns its counters. */
+  stats(timeoutMs?: number): Promise<UffdHandlerStats>;
+  /** Stops it (SIGTERM, then SIGKILL): for a load that never happened. */
+  stop(): Promise<void>;
+}
+
+export interface UffdHandlerOptions {
+  binary: string;
+  /** The socket Firecracker connects to (`mem_backend.backend_path`). */
+  socketPath: string;
+  /** The snapshot's memory file, served page by page. */
+  memoryFile: string;
+  /** Where its counters go on exit, and its stderr. */
+  statsPath: string;
+  logPath: string;
+  /** Exit also when this process does (e.g. the Firecracker it serves). */
+  pid?: number;
+  /** How long to wait for its socket, in ms. @default 5000 */
+  startTimeoutMs?: number;
+}
+
+/** Starts the handler and waits until its socket accepts connections. */
+export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandler> {
+  await rm(o.socketPath, { force: true });
+  await rm(o.statsPath, { force: true });
+  const args = ['--socket', o.socketPath, '--mem-file', o.memoryFile, '--stats', o.statsPath];
+  if (o.pid) args.push('--pid', String(o.pid));
+  const proc = await spawnDetached(o.binary, args, o.logPath);
+  try {
+    await waitForPath(o.socketPath, proc.exited, o.startTimeoutMs ?? 5000, `uffd-handler for ${o.memoryFile}`, o.logPath);
+  } catch (err) {
+    await terminate(proc.pid, 1000).catch(() => undefined);
+    throw err;
+  }
+  return {
+    pid: proc.pid,
+    socketPath: o.socketPath,
+    exited: proc.exited,
+    async stats(timeoutMs = 30_000) {
+      // Polled, not awaited on `exited`: the handler is detached and does not hold the event loop.
+      if (!(await waitForExit(proc.pid, timeoutMs))) {
+        throw new EmbersError('EMB_VMM_TIMEOUT', `uffd-handler ${proc.pid} for ${o.memoryFile} did not exit within ${timeoutMs} ms`, { pid: proc.pid });
+      }
+      const text = await readFile(o.statsPath, 'utf8').catch(() => '');
+      if (!text) {
+        const log = await readFile(o.logPath, 'utf8').catch(() => '');
+        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `uffd-handler for ${o.memoryFile} wrote no counters: ${log.trim()}`, { log: o.logPath });
+      }
+      return JSON.parse(text) as UffdHandlerStats;
+    },
+    async stop() {
+      await terminate(proc.pid, 1000);
+      await rm(o.socketPath, { force: true });
+    },
+  };
+}
