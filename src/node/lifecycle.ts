@@ -348,7 +348,7 @@ export class Lifecycle {
 
   private afterRelease(f: FunctionState, inst: ManagedInstance, ok: boolean): void {
     const current = this.fns.get(inst.fn);
-    if (!current || current.draining || current.record.revision.id !== inst.revision || this.closing) {
+    if (!current || current.draining || current.record.revision.id !== inst.revision) {
       if (inst.active === 0 && inst.state === 'ready') this.stopInstance(inst, 'draining');
       if (current) this.pump(current);
       return;
@@ -367,7 +367,8 @@ export class Lifecycle {
 
   /** Serves the queue from free instances, starts instances for the rest (or waits for a snapshot), keeps min instances. */
   private pump(f: FunctionState): void {
-    if (f.draining || this.closing) return;
+    // while the node shuts down, queued requests are still served (within the grace period)
+    if (f.draining) return;
     for (;;) {
       if (f.queue.length === 0) break;
       const inst = this.freeInstance(f);
@@ -381,7 +382,7 @@ export class Lifecycle {
     const starting = live.filter((i) => i.state === 'starting').length;
     // waiters that no starting instance will take, and instances to keep warm
     let wanted = Math.ceil(f.queue.length / spec.concurrency) - starting;
-    wanted = Math.max(wanted, spec.minInstances - live.length);
+    if (!this.closing) wanted = Math.max(wanted, spec.minInstances - live.length);
     let count = live.length;
     while (wanted > 0 && count < spec.maxInstances) {
       const how = this.coldStartKind(f);
@@ -485,7 +486,7 @@ export class Lifecycle {
 
   private async afterStart(inst: ManagedInstance): Promise<void> {
     const f = this.fns.get(inst.fn);
-    if (!f || f.draining || this.closing || f.record.revision.id !== inst.revision) {
+    if (!f || f.draining || f.record.revision.id !== inst.revision) {
       inst.state = 'ready';
       this.stopInstance(inst, 'no longer wanted');
       return;
@@ -706,8 +707,11 @@ export class Lifecycle {
   async close(graceMs = 30_000): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    const deadline = Date.now() + graceMs;
+    const inFlight = () => [...this.fns.values()].some((f) => f.queue.length > 0) || [...this.instancesByName.values()].some((i) => i.active > 0);
+    while (inFlight() && Date.now() < deadline) await sleep(50);
     for (const f of this.fns.values()) for (const w of f.queue.splice(0)) this.rejectWaiter(f, w, drainingError(f.record.name));
-    await this.drainInstances(() => true, graceMs);
+    await this.drainInstances(() => true, Math.max(0, deadline - Date.now()));
     await this.settleBackground();
     await this.node.downIfIdle();
     this.node.remote.close();
