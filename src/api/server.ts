@@ -9,7 +9,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
 import type { Lease, Lifecycle } from '../node/lifecycle.js';
@@ -41,7 +41,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const { engine } = opts;
   const app = Fastify({
     logger: { level: opts.logLevel ?? 'info', stream: process.stderr },
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
     // validation is strict: no coercion, no silently dropped fields, no defaults filled in
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },

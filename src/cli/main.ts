@@ -426,8 +426,9 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
     pid: process.pid,
   });
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    // a second signal while draining changes nothing: the drain is bounded (--drain-timeout)
+    process.on('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
   });
   out.progress('embers serve: draining');
   await daemon.close();

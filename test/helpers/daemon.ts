@@ -90,7 +90,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     log: () => stderr,
     api,
     async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM'); // again, if it was sent already: harmless
       return exited;
     },
     async kill9() {

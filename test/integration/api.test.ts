@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
+import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
@@ -28,7 +29,8 @@ function parsePrometheus(text: string): Map<string, { type: string; samples: { l
 async function stopAndCheck(d: TestDaemon, before: Awaited<ReturnType<typeof readHostResources>>): Promise<void> {
   assert.equal(await d.stop(), 0, `embers serve exit code; log:\n${d.log()}`);
   assert.deepEqual(await filesBelow(`${d.home}/instances`), []);
-  assert.deepEqual(await filesBelow(`${d.home}/daemon`), [], 'the lock and ownership marks are gone');
+  assert.deepEqual(await filesBelow(`${d.home}/daemon/owned`), [], 'ownership marks left');
+  assert.equal(await exists(`${d.home}/daemon/serve.lock`), false, 'the daemon lock is left');
   assert.deepEqual(await leakedSince(before), {});
   await rm(d.home, { recursive: true, force: true });
 }
