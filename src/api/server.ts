@@ -320,7 +320,10 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
         finish(false);
       });
       res.on('finish', () => finish((up.statusCode ?? 500) < 400));
-      res.on('close', () => finish(false));
+      res.on('close', () => {
+        if (!res.writableFinished) up.destroy(); // the client went away: stop reading from the function
+        finish(false);
+      });
     },
   );
   upstream.on('error', (err) => {

@@ -245,6 +245,7 @@ export class Lifecycle {
     f.draining = true;
     for (const w of f.queue.splice(0)) this.rejectWaiter(f, w, drainingError(name));
     await this.drainInstances((i) => i.fn === name, opts.graceMs ?? 30_000);
+    if (this.fns.get(name) !== f) return { removedSnapshots: [] }; // deployed again meanwhile: the new one stays
     await this.functions.remove(name);
     this.fns.delete(name);
     const removedSnapshots: string[] = [];
