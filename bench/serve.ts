@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,11 +14,18 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
 }
 
+/**
+ * Clients keep their connection to the daemon (as a load balancer in front of a node does);
+ * the function's busybox httpd closes every connection, so direct calls and the daemon's own
+ * calls to instances connect each time.
+ */
+const toDaemon = new Agent({ keepAlive: true, maxSockets: 16 });
+
 /** ms until the response headers (the first byte of the answer) arrive, then the body is drained. */
-function timeToFirstByte(url: string, headers: Record<string, string> = {}): Promise<{ ms: number; status: number; start: string }> {
+function timeToFirstByte(url: string, agent: Agent | false = false): Promise<{ ms: number; status: number; start: string }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers: { connection: 'close', ...headers } }, (res) => {
+    const req = request(url, { agent, headers: agent ? {} : { connection: 'close' } }, (res) => {
       const ms = performance.now() - t0;
       res.resume();
       res.on('end', () => resolve({ ms, status: res.statusCode ?? 0, start: String(res.headers['x-embers-start'] ?? '') }));
@@ -78,7 +85,7 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
       }
     };
     const zero = (fn: string) => waitFor(`${fn} at zero`, async () => (await api('GET', `/v1/functions/${fn}`)).instances.length === 0);
-    const invoke = (fn: string, path = '') => timeToFirstByte(`${url}/v1/functions/${fn}/invoke${path}`);
+    const invoke = (fn: string, path = '') => timeToFirstByte(`${url}/v1/functions/${fn}/invoke${path}`, toDaemon);
 
     const image = await buildTestFunctionImage(join(home, 'fn'));
     const base = { image, memoryMiB, idleTimeoutSeconds: 0.5, maxInstances: burstN };
@@ -158,6 +165,7 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
       burst: { n: burstN, parallelBootsMs: parallel.ms, fanoutMs: fanout.ms, fanoutStarts: fanout.starts },
     };
   } finally {
+    toDaemon.destroy();
     proc.kill('SIGTERM');
     const code = await exited;
     if (code !== 0) process.stderr.write(`embers serve exited with ${code}:\n${log.split('\n').slice(-30).join('\n')}\n`);

@@ -5,6 +5,20 @@ import { rm } from 'node:fs/promises';
 import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { repoPath } from '../helpers/repo.js';
+import { buildTestFunctionImage } from '../../src/examples/test-function.js';
+import { run } from '../../src/util/exec.js';
+
+/** `embers fn …` against a daemon: exit code and the JSON object of its last line. */
+async function fn(api: string, ...args: string[]): Promise<{ code: number; json: any }> {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await run(process.execPath, [repoPath('bin/embers.js'), 'fn', ...args, '--json'], {
+    okCodes: [0, 1, 64, 65, 66, 69, 70, 75, 77],
+    env: { ...process.env, EMBERS_API: api },
+  });
+  const last = r.stdout.trim().split('\n').at(-1) ?? '';
+  return { code: r.code, json: JSON.parse(last) };
+}
 
 /** Prometheus text format 0.0.4, strictly enough to catch a broken exposition: every sample belongs to a declared family. */
 function parsePrometheus(text: string): Map<string, { type: string; samples: { labels: string; value: number }[] }> {
@@ -132,6 +146,40 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
     assert.equal(families.get('embers_network_free_slots')!.samples.length, 1);
 
     assert.deepEqual((await d.api('GET', '/healthz')).json, { status: 'ok', functions: 0, instances: 0 });
+
+    // the fn commands are thin clients: same codes, exit codes from the catalogue
+    assert.deepEqual((await fn(d.url, 'ls')).json, { functions: [] });
+    const image = await buildTestFunctionImage(`${d.home}/fn`);
+    const deployed = await fn(d.url, 'deploy', 'cli-fn', image, '--memory', '128', '--idle-timeout', '30s', '--max', '2', '--env', 'A=1');
+    assert.equal(deployed.code, 0, JSON.stringify(deployed.json));
+    assert.equal(deployed.json.changed, true);
+    assert.deepEqual(
+      [
+        deployed.json.function.spec.memoryMiB,
+        deployed.json.function.spec.idleTimeoutSeconds,
+        deployed.json.function.spec.maxInstances,
+        deployed.json.function.spec.env,
+      ],
+      [128, 30, 2, ['A=1']],
+    );
+    assert.equal((await fn(d.url, 'inspect', 'cli-fn')).json.revision.id, deployed.json.function.revision.id);
+    assert.deepEqual(
+      (await fn(d.url, 'ls')).json.functions.map((f: { name: string }) => f.name),
+      ['cli-fn'],
+    );
+    const bad = await fn(d.url, 'deploy', 'cli-fn', image, '--memory', '32');
+    assert.equal(bad.code, 64, 'usage error before any request');
+    const badSpec = await fn(d.url, 'deploy', 'cli-fn', image, '--snapshot-when', 'never');
+    assert.equal(badSpec.json.error.code, 'EMB_FUNCTION_SPEC_INVALID');
+    assert.equal(badSpec.code, 65);
+    const missing = await fn(d.url, 'invoke', 'nope');
+    assert.equal(missing.json.error.code, 'EMB_FUNCTION_NOT_FOUND');
+    assert.equal(missing.code, 66);
+    assert.equal((await fn(d.url, 'rm', 'cli-fn')).json.removed, 'cli-fn');
+    assert.equal((await fn(d.url, 'inspect', 'cli-fn')).json.error.code, 'EMB_FUNCTION_NOT_FOUND');
+    const down = await fn('http://127.0.0.1:9', 'ls');
+    assert.equal(down.json.error.code, 'EMB_API_UNREACHABLE');
+    assert.equal(down.code, 69);
 
     // one daemon per home
     const second = await startTestDaemon({ home: d.home }).then(
