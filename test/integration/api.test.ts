@@ -175,6 +175,13 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
     const missing = await fn(d.url, 'invoke', 'nope');
     assert.equal(missing.json.error.code, 'EMB_FUNCTION_NOT_FOUND');
     assert.equal(missing.code, 66);
+    // a function that fails to start answers 502 with the EMB code of what failed (here: its image is gone)
+    await rm(image, { recursive: true, force: true });
+    const failed = await d.api('GET', '/v1/functions/cli-fn/invoke');
+    assert.equal(failed.status, 502, failed.text);
+    assert.match(failed.json.error.code, /^EMB_IMAGE_/);
+    assert.match(failed.json.error.message, /cli-fn failed to start/);
+    assert.deepEqual((await d.api('GET', '/v1/functions/cli-fn')).json.instances, [], 'nothing left of the failed start');
     assert.equal((await fn(d.url, 'rm', 'cli-fn')).json.removed, 'cli-fn');
     assert.equal((await fn(d.url, 'inspect', 'cli-fn')).json.error.code, 'EMB_FUNCTION_NOT_FOUND');
     const down = await fn('http://127.0.0.1:9', 'ls');
