@@ -246,6 +246,50 @@ export const ERRORS = {
     exit: 77,
   },
 
+  // functions and the node daemon (embers serve) and its HTTP API
+  EMB_FUNCTION_NOT_FOUND: { summary: 'no function has that name on this node', hint: 'list functions with `embers fn ls`', exit: 66 },
+  EMB_FUNCTION_SPEC_INVALID: {
+    summary: 'a function spec or name is invalid',
+    hint: 'fix the field named in the message (see `embers fn deploy --help` and GET /openapi.json for the ranges)',
+    exit: 65,
+  },
+  EMB_FUNCTION_QUEUE_FULL: {
+    summary: 'every instance of the function is busy, maxInstances is reached and its request queue is full',
+    hint: 'retry after the time in Retry-After, or raise maxInstances, concurrency or maxQueue in the spec',
+    exit: 75,
+  },
+  EMB_FUNCTION_TIMEOUT: {
+    summary: 'the request waited for an instance longer than its deadline',
+    hint: 'retry; raise requestTimeoutSeconds or maxInstances in the spec if this repeats',
+    exit: 75,
+  },
+  EMB_FUNCTION_DRAINING: {
+    summary: 'the function is being removed, or the node is shutting down, so it takes no new requests',
+    hint: 'deploy the function again, or retry on a running node',
+    exit: 75,
+  },
+  EMB_API_AUTH: {
+    summary: 'the API refused the request: missing or wrong bearer token',
+    hint: 'send `Authorization: Bearer <token>` with the EMBERS_API_TOKEN the daemon was started with',
+    exit: 77,
+  },
+  EMB_API_ROUTE_NOT_FOUND: { summary: 'the API has no such route', hint: 'see GET /openapi.json for the routes', exit: 64 },
+  EMB_API_BODY_TOO_LARGE: {
+    summary: 'the request body is larger than the API accepts',
+    hint: 'send a smaller body (see --body-limit of embers serve)',
+    exit: 65,
+  },
+  EMB_API_UNREACHABLE: {
+    summary: 'the embers daemon could not be reached',
+    hint: 'start it with `embers serve` on this node, or point EMBERS_API at the node that runs it',
+    exit: 69,
+  },
+  EMB_NODE_BUSY: {
+    summary: 'another embers daemon already serves this home',
+    hint: 'stop it first, use its API (EMBERS_API), or serve another --home',
+    exit: 75,
+  },
+
   EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { buildTestFunctionImage, expectedFileSha256 } from '../examples/test-function.js';
 import type { Output } from './output.js';
+import { runLifecycleDemo } from './demo-lifecycle.js';
 import { mib, roundMs } from '../util/format.js';
 import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
 
@@ -16,8 +17,11 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
   const say = (m: string) => out.progress(m);
   const started: string[] = [];
   let snapshotId: string | undefined;
+  let result: Record<string, unknown> = {};
+  let ok = false;
+  const imageDir = join(node.config.home, 'examples', 'test-function');
   try {
-    const imageDir = await buildTestFunctionImage(join(node.config.home, 'examples', 'test-function'));
+    await buildTestFunctionImage(imageDir);
     await node.guestKit();
     const accel = await node.driver.accelerator();
     say(`accelerator: ${accel.accelerator} (${accel.reason})`);
@@ -65,7 +69,7 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     }
     const speedup = roundMs(coldBoot.firstResponseMs / median(restores.map((r) => r.firstResponseMs)));
     say(`restore is ${speedup}× faster than a cold boot to first response (median of ${restores.length} clones, restored concurrently)`);
-    out.result('', {
+    result = {
       accelerator: accel.accelerator,
       vmm: node.driver.kind,
       coldBoot,
@@ -73,13 +77,23 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
       restorePrepareMs: restored.prepareMs,
       restores,
       speedupFirstResponse: speedup,
-    });
-    return restores.every((r) => r.fileIntact && r.diskVerified) ? 0 : 1;
+    };
+    ok = restores.every((r) => r.fileIntact && r.diskVerified);
   } finally {
     for (const name of started) await node.stop(name).catch(() => undefined);
     if (snapshotId) await node.snapshots.remove(snapshotId).catch(() => undefined);
     await node.downIfIdle().catch(() => undefined);
   }
+  const lifecycle = await runLifecycleDemo(opts, imageDir, say);
+  const rows = [
+    ['first invoke (boot)', lifecycle.firstInvoke.firstByteMs],
+    ['invoke after scale to zero (restore)', lifecycle.restoreInvoke.firstByteMs],
+    [`burst of ${lifecycle.burst.n} first requests (fan-out), all answered`, lifecycle.burst.allAnsweredMs],
+  ] as const;
+  say(`\n${'through the daemon'.padEnd(52)}first byte ms\n${rows.map(([k, v]) => `${k.padEnd(52)}${v}`).join('\n')}`);
+  say(`restore is ${lifecycle.speedupFirstByte}× faster than boot to first byte, through the daemon`);
+  out.result('', { ...result, lifecycle });
+  return ok && lifecycle.restoreInvoke.fileIntact && lifecycle.restoreInvoke.start === 'restore' ? 0 : 1;
 }
 
 function median(xs: number[]): number {

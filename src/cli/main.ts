@@ -10,7 +10,8 @@ import { runDemo } from './demo.js';
 import { transferProgress } from './progress.js';
 import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
 import type { SnapshotSource } from '../node/remote.js';
-import { startPeerServer } from '../snapshot/peer-server.js';
+import { DEFAULT_API_PORT, startDaemon } from '../api/daemon.js';
+import { fnCommand } from './fn.js';
 import { mib } from '../util/format.js';
 import { MAX_SLOTS } from '../net/addressing.js';
 import { fileEntry, SNAPSHOT_FILES } from '../snapshot/manifest.js';
@@ -35,8 +36,14 @@ usage: embers [global options] <command> [options]     (embers <command> --help 
   snapshot push <id>      upload a snapshot to the S3-compatible store
   snapshot pull <id> [--from-peer URL]
                           download a snapshot from the store (or a peer node), verified
-  serve [--listen 127.0.0.1] [--port 7070]
-                          serve this node's snapshots to peers (token: EMBERS_PEER_TOKEN)
+  serve [--listen 127.0.0.1] [--port 7070] [--drain-timeout 30s]
+                          the node daemon: functions with automatic snapshots, the HTTP
+                          API (/openapi.json), /metrics, and this node's snapshots for peers
+                          (API token: EMBERS_API_TOKEN, required off loopback; peer token:
+                          EMBERS_PEER_TOKEN or --peer-token)
+  fn deploy <name> <image> [--memory 256] … | ls | inspect <name> | rm <name> | invoke <name> [--path /] [--data TEXT]
+                          clients of the daemon (EMBERS_API, default http://127.0.0.1:7070);
+                          see: embers fn --help
   image pull <ref>        pull from a registry (or read a local OCI layout / docker save
                           archive), verify every blob, flatten to a deterministic rootfs
   image ls | inspect <ref> | rm <ref> | gc
@@ -249,6 +256,8 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       return snapshotCommand(argv, out);
     case 'serve':
       return serveCommand(argv, out);
+    case 'fn':
+      return fnCommand(argv, out);
     case 'image':
       return imageCommand(argv, out);
     case 'demo': {
@@ -411,24 +420,34 @@ async function imageCommand(argv: string[], out: Output): Promise<number> {
   }
 }
 
-/** Serves this node's snapshots to peers until interrupted (SIGINT/SIGTERM). */
+/**
+ * The node daemon: functions, the lifecycle, the HTTP API, metrics and the peer endpoints,
+ * until SIGTERM/SIGINT (then it drains and releases everything).
+ */
 async function serveCommand(argv: string[], out: Output): Promise<number> {
   const { values } = parse(argv, COMMANDS.serve.options);
-  const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
-  if (!token) throw new EmbersError('EMB_USAGE', 'embers serve needs a shared token: --token or EMBERS_PEER_TOKEN (16 characters or more)');
-  const node = await EmbersNode.open(nodeOptions(values, out));
-  const server = await startPeerServer({
-    store: node.snapshots.store,
-    token,
-    host: values.listen ?? '127.0.0.1',
-    port: intOption(values.port, 'port', 7070, 0, 65535),
+  const daemon = await startDaemon({
+    ...nodeOptions(values, out),
+    listen: values.listen,
+    port: intOption(values.port, 'port', DEFAULT_API_PORT, 0, 65535),
+    peerToken: values['peer-token'] ?? values.token,
+    drainMs: values['drain-timeout'] ? parseDurationMs(values['drain-timeout'], '--drain-timeout') : undefined,
+    bodyLimit: values['body-limit'] ? intOption(values['body-limit'], 'body-limit', 0, 1024) : undefined,
   });
-  out.result(`serving snapshots of ${node.config.home} at ${server.url}`, { url: server.url, port: server.port });
+  out.result(`embers serve: listening on ${daemon.url} (home ${daemon.engine.node.config.home})`, {
+    url: daemon.url,
+    port: daemon.port,
+    home: daemon.engine.node.config.home,
+    pid: process.pid,
+  });
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    // a second signal while draining changes nothing: the drain is bounded (--drain-timeout)
+    process.on('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
   });
-  await server.close();
+  out.progress('embers serve: draining');
+  await daemon.close();
+  out.progress('embers serve: stopped');
   return 0;
 }
 

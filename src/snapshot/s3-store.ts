@@ -32,7 +32,7 @@ import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, isSnapshotId, requireSnapshotId, type SnapshotFile } from './manifest.js';
+import { MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 import {
   ProgressTracker,
   TransferLock,
@@ -287,6 +287,11 @@ export class S3SnapshotStore {
       if (rest.length === 2 && rest[1] === MANIFEST_NAME && isSnapshotId(rest[0])) ids.push(rest[0]);
     }
     return ids.sort();
+  }
+
+  /** The manifest of snapshot `id` in the bucket, parsed and checked (to find a snapshot by what it runs without fetching it). */
+  async manifest(id: string): Promise<SnapshotManifest> {
+    return parseManifest(await this.readManifest(id, undefined), `${this.location}/${id}/${MANIFEST_NAME}`);
   }
 
   /** True when the bucket holds snapshot `id` (its manifest exists). */

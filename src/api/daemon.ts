@@ -1,0 +1,131 @@
+/**
+ * `embers serve`: the node daemon. One per home (a pid lock in <home>/daemon/serve.lock; a
+ * lock whose process is gone, after kill -9, is taken over and the home reconciled). It owns
+ * the functions and their instances (node/lifecycle.ts) and serves the HTTP API
+ * (api/server.ts). Binds 127.0.0.1 unless told otherwise; any other address needs an API
+ * token. Shutdown stops accepting, drains in-flight requests (bounded), stops every instance
+ * and releases every slot.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { EmbersError } from '../errors.js';
+import { heldHere, lockHeld, lockOwner, tryCreateLock } from '../util/lock.js';
+import { EmbersNode, type NodeOptions } from '../node/node.js';
+import { Lifecycle } from '../node/lifecycle.js';
+import { buildApi } from './server.js';
+
+export const DEFAULT_API_PORT = 7070;
+export const DEFAULT_API_URL = `http://127.0.0.1:${DEFAULT_API_PORT}`;
+const TOKEN_MIN_LENGTH = 16;
+
+export interface DaemonOptions extends NodeOptions {
+  /** Address to bind. @default '127.0.0.1' */
+  listen?: string;
+  /** @default 7070 (0: any free port) */
+  port?: number;
+  /** API bearer token. @default EMBERS_API_TOKEN; required off loopback */
+  token?: string;
+  /** Peer-transfer token. @default EMBERS_PEER_TOKEN; without one the peer routes are off */
+  peerToken?: string;
+  /** Largest JSON body. @default 1 MiB */
+  bodyLimit?: number;
+  /** Largest invocation body. @default 6 MiB */
+  invokeBodyLimit?: number;
+  /** How long shutdown waits for in-flight requests. @default 30000 */
+  drainMs?: number;
+  logLevel?: string;
+}
+
+export interface Daemon {
+  url: string;
+  port: number;
+  engine: Lifecycle;
+  app: FastifyInstance;
+  /** Stops accepting, drains, stops instances, releases the lock. */
+  close(): Promise<void>;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const host = opts.listen ?? '127.0.0.1';
+  const token = opts.token ?? process.env.EMBERS_API_TOKEN ?? undefined;
+  const peerToken = opts.peerToken ?? process.env.EMBERS_PEER_TOKEN ?? undefined;
+  if (!isLoopback(host) && !token) {
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `listening on ${host} (not loopback) needs an API token`,
+      { listen: host },
+      { hint: `set EMBERS_API_TOKEN (${TOKEN_MIN_LENGTH} characters or more); clients send it as Authorization: Bearer <token>` },
+    );
+  }
+  if (token !== undefined && token.length < TOKEN_MIN_LENGTH) {
+    throw new EmbersError('EMB_CONFIG_INVALID', `the API token must be at least ${TOKEN_MIN_LENGTH} characters`, {});
+  }
+
+  const node = await EmbersNode.open(opts);
+  const lock = join(node.config.home, 'daemon', 'serve.lock');
+  await takeLock(lock, node.config.home);
+  let engine: Lifecycle | undefined;
+  let app: FastifyInstance | undefined;
+  try {
+    engine = await Lifecycle.start({
+      node,
+      log: (level, msg, fields) => app?.log[level](fields ?? {}, msg),
+    });
+    app = await buildApi({ engine, token, peerToken, bodyLimit: opts.bodyLimit, invokeBodyLimit: opts.invokeBodyLimit, logLevel: opts.logLevel });
+    await app.listen({ host, port: opts.port ?? DEFAULT_API_PORT });
+  } catch (err) {
+    await app?.close().catch(() => undefined);
+    await engine?.close(0).catch(() => undefined);
+    await releaseLock(lock);
+    throw err;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (opts.port ?? DEFAULT_API_PORT);
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const started = { engine, app };
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    engine,
+    app,
+    close: () =>
+      (closing ??= (async () => {
+        // stop listening at once; requests in flight go on while the engine drains them
+        const appClosed = started.app.close();
+        try {
+          await started.engine.close(opts.drainMs ?? 30_000);
+          started.app.server.closeAllConnections();
+          await appClosed;
+        } finally {
+          await releaseLock(lock);
+        }
+      })()),
+  };
+}
+
+async function takeLock(lock: string, home: string): Promise<void> {
+  await mkdir(join(lock, '..'), { recursive: true });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (await tryCreateLock(lock)) {
+      heldHere.add(lock);
+      return;
+    }
+    if (await lockHeld(lock)) {
+      throw new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${String(await lockOwner(lock))})`, { home, lock });
+    }
+    await rm(lock, { force: true }); // its process is gone (killed): take it over
+  }
+  throw new EmbersError('EMB_NODE_BUSY', `could not take the daemon lock ${lock}`, { home, lock });
+}
+
+async function releaseLock(lock: string): Promise<void> {
+  heldHere.delete(lock);
+  await rm(lock, { force: true });
+}

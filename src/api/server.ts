@@ -1,0 +1,371 @@
+/**
+ * The node's HTTP API (fastify): functions, instances, snapshots, the invoke proxy, the
+ * peer-transfer endpoints, /healthz, /metrics and /openapi.json (generated from the routes'
+ * schemas). Thin: every decision is the lifecycle's (node/lifecycle.ts).
+ *
+ * Auth: when a token is set (it must be, off loopback) every route but /healthz needs
+ * `Authorization: Bearer <token>`, compared in constant time. The peer routes
+ * (/v1/snapshots/<id>/<file>) check the peer token instead, and GET /v1/snapshots takes either.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
+import type { Lease, Lifecycle } from '../node/lifecycle.js';
+import { peerRequestHandler } from '../snapshot/peer-server.js';
+import { errorBody, httpStatusOf, sendRawError } from './errors.js';
+import { SHARED_SCHEMAS, errorRef, nameParams, noQuery } from './schemas.js';
+
+export interface ApiOptions {
+  engine: Lifecycle;
+  /** Bearer token for the API; required when listening off loopback. */
+  token?: string;
+  /** Token peers use for the snapshot-transfer routes; without one those routes answer 404. */
+  peerToken?: string;
+  /** Largest JSON body, bytes. @default 1 MiB */
+  bodyLimit?: number;
+  /** Largest invocation body, bytes (streamed, counted). @default 6 MiB */
+  invokeBodyLimit?: number;
+  /** pino log level. @default 'info' */
+  logLevel?: string;
+  /** Version string reported by /healthz and the OpenAPI document. */
+  version?: string;
+}
+
+/** Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization']);
+const INVOKE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'] as const;
+
+export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
+  const { engine } = opts;
+  const app = Fastify({
+    logger: { level: opts.logLevel ?? 'info', stream: process.stderr },
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    // validation is strict: no coercion, no silently dropped fields, no defaults filled in
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  for (const s of SHARED_SCHEMAS) app.addSchema(s);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'embers node API', version: opts.version ?? '0.1.0', description: 'Functions with an automatic snapshot lifecycle, on one embers node' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+
+  const apiToken = opts.token ? digest(`Bearer ${opts.token}`) : undefined;
+  const peerToken = opts.peerToken ? digest(`Bearer ${opts.peerToken}`) : undefined;
+  const matches = (req: FastifyRequest, expected: Buffer | undefined) => !!expected && timingSafeEqual(digest(req.headers.authorization ?? ''), expected);
+
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0];
+    if (path === '/healthz') return;
+    if (path.startsWith('/v1/snapshots/')) return; // the peer handler checks the peer token
+    if (path === '/v1/snapshots' && matches(req, peerToken)) return;
+    if (apiToken && !matches(req, apiToken)) {
+      reply.header('www-authenticate', 'Bearer realm="embers"');
+      throw new EmbersError('EMB_API_AUTH', 'missing or wrong API token', {});
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError | EmbersError, req, reply) => {
+    let e: EmbersError;
+    if (isEmbersError(err)) e = err;
+    else if ((err as FastifyError).validation) {
+      const ctx = (err as FastifyError).validationContext;
+      const code = ctx === 'body' && req.method === 'PUT' ? 'EMB_FUNCTION_SPEC_INVALID' : ctx === 'params' ? 'EMB_FUNCTION_SPEC_INVALID' : 'EMB_USAGE';
+      e = new EmbersError(code, `invalid ${ctx ?? 'request'}: ${err.message}`, {});
+    } else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      e = new EmbersError('EMB_API_BODY_TOO_LARGE', `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`, {});
+    } else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! < 500) {
+      e = new EmbersError('EMB_USAGE', err.message, {});
+    } else e = asEmbersError(err);
+    if (e.code === 'EMB_FUNCTION_QUEUE_FULL') reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    const status = httpStatusOf(e);
+    if (status >= 500) req.log.error({ code: e.code, err: e.message }, 'request failed');
+    void reply.status(status).send(errorBody(e));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send(errorBody(new EmbersError('EMB_API_ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, {})));
+  });
+
+  const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, errorRef]));
+
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'liveness: the daemon answers',
+        querystring: noQuery,
+        security: [],
+        response: { 200: { type: 'object', properties: { status: { type: 'string' }, functions: { type: 'integer' }, instances: { type: 'integer' } } } },
+      },
+    },
+    async () => ({ status: 'ok', functions: engine.list().length, instances: engine.instances().length }),
+  );
+
+  app.get(
+    '/openapi.json',
+    {
+      schema: {
+        summary: 'this API as an OpenAPI 3 document, generated from the route schemas',
+        querystring: noQuery,
+        response: { 200: { type: 'object', additionalProperties: true }, ...errors(401) },
+      },
+    },
+    async () => app.swagger(),
+  );
+
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        summary: 'Prometheus metrics (text exposition format)',
+        querystring: noQuery,
+        produces: ['text/plain'],
+        response: { 200: { type: 'string', description: 'Prometheus text format 0.0.4' }, ...errors(401) },
+      },
+    },
+    async (_req, reply) => {
+      const { contentType, body } = await engine.metrics.text();
+      return reply.type(contentType).send(body);
+    },
+  );
+
+  app.put<{ Params: { name: string }; Body: unknown }>(
+    '/v1/functions/:name',
+    {
+      schema: {
+        summary: 'create or update a function; answers with its revision',
+        params: nameParams,
+        body: { $ref: 'FunctionSpecInput#' },
+        response: {
+          200: { type: 'object', properties: { changed: { type: 'boolean' }, function: { $ref: 'Function#' } } },
+          ...errors(400, 401, 413, 422, 503),
+        },
+      },
+    },
+    async (req) => {
+      const r = await engine.deploy(req.params.name, req.body);
+      return { changed: r.changed, function: r.function };
+    },
+  );
+
+  app.get(
+    '/v1/functions',
+    {
+      schema: {
+        summary: 'list functions',
+        querystring: noQuery,
+        response: { 200: { type: 'object', properties: { functions: { type: 'array', items: { $ref: 'Function#' } } } }, ...errors(401) },
+      },
+    },
+    async () => ({ functions: engine.list() }),
+  );
+
+  app.get<{ Params: { name: string } }>(
+    '/v1/functions/:name',
+    {
+      schema: {
+        summary: 'a function: spec, revision, instances (origin, state) and snapshot state',
+        params: nameParams,
+        response: { 200: { $ref: 'Function#' }, ...errors(401, 404) },
+      },
+    },
+    async (req) => engine.get(req.params.name),
+  );
+
+  app.delete<{ Params: { name: string }; Querystring: { snapshots?: 'delete' | 'keep' } }>(
+    '/v1/functions/:name',
+    {
+      schema: {
+        summary: 'remove a function: drains its instances; ?snapshots=delete removes its snapshots too',
+        params: nameParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { snapshots: { type: 'string', enum: ['delete', 'keep'] } } },
+        response: {
+          200: { type: 'object', properties: { removed: { type: 'string' }, removedSnapshots: { type: 'array', items: { type: 'string' } } } },
+          ...errors(400, 401, 404),
+        },
+      },
+    },
+    async (req) => {
+      const r = await engine.remove(req.params.name, { deleteSnapshots: req.query.snapshots === 'delete' });
+      return { removed: req.params.name, removedSnapshots: r.removedSnapshots };
+    },
+  );
+
+  app.get(
+    '/v1/instances',
+    {
+      schema: {
+        summary: 'the instances this node runs for its functions',
+        querystring: noQuery,
+        response: { 200: { type: 'object', properties: { instances: { type: 'array', items: { $ref: 'Instance#' } } } }, ...errors(401) },
+      },
+    },
+    async () => ({ instances: engine.instances() }),
+  );
+
+  app.get(
+    '/v1/snapshots',
+    {
+      schema: {
+        summary: "this node's snapshots (also the peer list: the peer token is accepted here)",
+        querystring: noQuery,
+        response: { 200: { type: 'object', properties: { snapshots: { type: 'array', items: { $ref: 'Snapshot#' } } } }, ...errors(401) },
+      },
+    },
+    async () => ({ snapshots: await engine.snapshots() }),
+  );
+
+  // peer transfers: the same handler as the standalone peer server, with its own token
+  const peer = opts.peerToken ? peerRequestHandler({ store: engine.node.snapshots.store, token: opts.peerToken }) : undefined;
+  app.route<{ Params: { id: string; file: string } }>({
+    method: ['GET', 'HEAD'],
+    url: '/v1/snapshots/:id/:file',
+    schema: {
+      summary: 'a snapshot file for a peer node (Range supported; X-Embers-Sha256 holds its digest); peer token required',
+      params: { type: 'object', required: ['id', 'file'], properties: { id: { type: 'string' }, file: { type: 'string' } } },
+      response: {
+        200: { type: 'string', format: 'binary', description: 'the file' },
+        206: { type: 'string', format: 'binary', description: 'a byte range of the file' },
+        ...errors(400, 401, 404, 416),
+      },
+    },
+    handler: async (req, reply) => {
+      if (!peer) throw new EmbersError('EMB_API_ROUTE_NOT_FOUND', 'this node serves no snapshots to peers: start it with EMBERS_PEER_TOKEN', {});
+      reply.hijack();
+      await peer(req.raw, reply.raw);
+    },
+  });
+
+  const invokeLimit = opts.invokeBodyLimit ?? 6 * 1024 * 1024;
+  // the invoke proxy streams bodies: no parsing in its scope
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_req, _payload, done) => done(null));
+    const schema = (suffix: boolean) => ({
+      summary: suffix
+        ? 'invoke the function with a path: the request is proxied (method, path below /invoke, query, headers, streamed body)'
+        : 'invoke the function at / (the request is proxied, streamed both ways)',
+      params: {
+        type: 'object',
+        required: suffix ? ['name', '*'] : ['name'],
+        properties: suffix ? { ...nameParams.properties, '*': { type: 'string', description: 'the path at the function' } } : nameParams.properties,
+      },
+      response: {
+        default: {
+          description:
+            "the function's answer, streamed; with x-embers-start (warm|restore|boot), x-embers-instance and server-timing (queue and cold-start phases)",
+          type: 'string',
+        },
+        ...errors(401, 404, 413, 429, 502, 503, 504),
+      },
+    });
+    for (const suffix of [false, true]) {
+      scope.route<{ Params: { name: string; '*'?: string } }>({
+        method: [...INVOKE_METHODS],
+        url: suffix ? '/v1/functions/:name/invoke/*' : '/v1/functions/:name/invoke',
+        schema: schema(suffix),
+        handler: async (req, reply) => {
+          const lease = await engine.acquire(req.params.name);
+          reply.hijack();
+          proxy(req.raw, reply.raw, lease, `/${req.params['*'] ?? ''}`, invokeLimit);
+        },
+      });
+    }
+  });
+  return app;
+}
+
+/**
+ * Streams the request to the instance and its answer back, then gives the instance back
+ * (successful when the function answered below 400 and everything was delivered).
+ */
+function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: string, bodyLimit: number): void {
+  const query = req.url?.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
+  const embersHeaders: Record<string, string> = {
+    'x-embers-start': lease.start,
+    'x-embers-instance': lease.instance.name,
+  };
+  let done = false;
+  const finish = (ok: boolean) => {
+    if (done) return;
+    done = true;
+    lease.release(ok);
+  };
+  const upstream = httpRequest(
+    {
+      host: lease.instance.cloneIp,
+      port: lease.instance.port,
+      method: req.method,
+      path: `${path}${query}`,
+      headers: forwardHeaders(req.headers, req.socket.remoteAddress),
+      agent: false,
+    },
+    (up) => {
+      const timing = Object.entries(lease.timing).map(([k, v]) => `${k};dur=${v}`);
+      const headers: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+      res.writeHead(up.statusCode ?? 502, { ...headers, ...embersHeaders, 'server-timing': timing.join(', ') });
+      up.pipe(res);
+      up.on('error', () => {
+        res.destroy();
+        finish(false);
+      });
+      res.on('finish', () => finish((up.statusCode ?? 500) < 400));
+      res.on('close', () => {
+        if (!res.writableFinished) up.destroy(); // the client went away: stop reading from the function
+        finish(false);
+      });
+    },
+  );
+  upstream.on('error', (err) => {
+    sendRawError(
+      res,
+      new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to instance ${lease.instance.name} failed: ${err.message}`, { instance: lease.instance.name }),
+      embersHeaders,
+    );
+    finish(false);
+  });
+  let bytes = 0;
+  req.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > bodyLimit) {
+      req.unpipe(upstream);
+      upstream.destroy();
+      sendRawError(
+        res,
+        new EmbersError('EMB_API_BODY_TOO_LARGE', `the invocation body is larger than ${bodyLimit} bytes`, { limit: bodyLimit }),
+        embersHeaders,
+      );
+      finish(false);
+    }
+  });
+  req.on('aborted', () => {
+    upstream.destroy();
+    finish(false);
+  });
+  req.pipe(upstream);
+}
+
+function forwardHeaders(h: IncomingHttpHeaders, remote: string | undefined): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || k === 'authorization' || k === 'host') continue;
+    out[k] = v;
+  }
+  out['x-forwarded-for'] = [h['x-forwarded-for'], remote].filter(Boolean).join(', ');
+  out.connection = 'close';
+  return out;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}

@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { exists } from '../../src/util/fs.js';
+import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
+import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { startS3Server } from '../helpers/s3-server.js';
+
+/**
+ * Host resources leaked since `before`. On this shared machine other runs' commands waiting
+ * for the host-tests lock (`flock … firecracker-real.test.js`) match the leak check's VMM
+ * pattern by their file names: a command run by flock, timeout or the test runner is no VMM.
+ */
+async function leakedBy(before: HostResources): Promise<Partial<HostResources>> {
+  const leaked = await leakedSince(before);
+  const vmms = (leaked.processes ?? []).filter((p) => !/^\d+ (flock|timeout|\S*node --test) /.test(p));
+  if (vmms.length) leaked.processes = vmms;
+  else delete leaked.processes;
+  return leaked;
+}
+
+const shaOf = (body: string) => body.trim().split(/\s+/)[0];
+
+async function stopClean(d: TestDaemon): Promise<void> {
+  assert.equal(await d.stop(), 0, `embers serve exit code; log:\n${d.log()}`);
+  assert.deepEqual(await filesBelow(join(d.home, 'instances')), []);
+  assert.deepEqual(await filesBelow(join(d.home, 'daemon', 'owned')), []);
+  assert.equal(await exists(join(d.home, 'daemon', 'serve.lock')), false);
+}
+
+test('two daemons sharing an S3-compatible store: node B serves its first cold start by restoring node A snapshot (no boot)', async () => {
+  const before = await readHostResources();
+  const s3 = await startS3Server();
+  const work = await mkdtemp(join(tmpdir(), 'embers-daemons-'));
+  const env = {
+    EMBERS_S3_ENDPOINT: s3.endpoint,
+    EMBERS_S3_BUCKET: s3.bucket,
+    EMBERS_S3_REGION: s3.region,
+    EMBERS_S3_PREFIX: 'snapshots',
+    EMBERS_S3_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    EMBERS_S3_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+  };
+  const daemons: TestDaemon[] = [];
+  try {
+    // one image reference both nodes resolve to the same manifest digest (same spec: same snapshot key)
+    const image = await buildTestFunctionImage(join(work, 'fn'));
+    const spec = { image, memoryMiB: 128, idleTimeoutSeconds: 600 };
+    const a = await startTestDaemon({ home: join(work, 'a'), env });
+    daemons.push(a);
+    const deployedA = await a.api('PUT', '/v1/functions/shared', spec);
+    assert.equal(deployedA.json.function.spec.snapshots, 'remote', 'remote is the default with a store configured');
+    const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=20000&seed=node-a&sync=0');
+    assert.equal(first.headers.get('x-embers-start'), 'boot');
+    const snapId = await waitFor('node A snapshot', async () => {
+      const s = (await a.api('GET', '/v1/functions/shared')).json.snapshot;
+      assert.notEqual(s.state, 'failed', s.error);
+      return s.state === 'ready' ? (s.id as string) : undefined;
+    });
+    // created, so uploaded (create pushes in remote mode before it reports ready)
+    assert.ok(await exists(s3.objectPath(`snapshots/${snapId}/manifest.json`)), 'the snapshot is in the store');
+    assert.equal(await a.stop(), 0);
+
+    const b = await startTestDaemon({ home: join(work, 'b'), env });
+    daemons.push(b);
+    const deployedB = await b.api('PUT', '/v1/functions/shared', spec);
+    assert.equal(deployedB.json.function.revision.id, deployedA.json.function.revision.id, 'the same revision on both nodes');
+    assert.deepEqual((await b.api('GET', '/v1/snapshots')).json.snapshots, [], 'node B has no snapshot of its own');
+    const fromA = await b.api('GET', '/v1/functions/shared/invoke/cgi-bin/read?name=from-a.bin');
+    assert.equal(fromA.status, 200, fromA.text);
+    assert.equal(fromA.headers.get('x-embers-start'), 'restore', 'no boot on node B');
+    assert.equal(shaOf(fromA.text), expectedFileSha256('node-a', 20000), 'node A state, restored on node B');
+    const fnB = (await b.api('GET', '/v1/functions/shared')).json;
+    assert.deepEqual(
+      fnB.instances.map((i: { origin: string; snapshotId: string }) => [i.origin, i.snapshotId]),
+      [['restore', snapId]],
+    );
+    const metrics = (await b.api('GET', '/metrics')).text;
+    assert.match(metrics, /embers_cold_start_seconds_count\{kind="restore"\} 1\n/);
+    assert.doesNotMatch(metrics, /embers_cold_start_seconds_count\{kind="boot"\} [1-9]/);
+    const downloaded = /embers_snapshot_transfer_bytes_total\{direction="download"\} (\d+)/.exec(metrics);
+    assert.ok(downloaded && Number(downloaded[1]) > 0, 'the snapshot was downloaded');
+    await stopClean(b);
+    daemons.length = 0;
+  } finally {
+    for (const d of daemons) await d.stop();
+    await s3.dispose();
+    await rm(work, { recursive: true, force: true });
+  }
+  assert.deepEqual(await leakedBy(before), {}, 'host resources leaked');
+});
