@@ -5,22 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
 import { exists } from '../../src/util/fs.js';
-import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
+import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 import { startS3Server } from '../helpers/s3-server.js';
-
-/**
- * Host resources leaked since `before`. On this shared machine other runs' commands waiting
- * for the host-tests lock (`flock … firecracker-real.test.js`) match the leak check's VMM
- * pattern by their file names: a command run by flock, timeout or the test runner is no VMM.
- */
-async function leakedBy(before: HostResources): Promise<Partial<HostResources>> {
-  const leaked = await leakedSince(before);
-  const vmms = (leaked.processes ?? []).filter((p) => !/^\d+ (flock|timeout|\S*node --test) /.test(p));
-  if (vmms.length) leaked.processes = vmms;
-  else delete leaked.processes;
-  return leaked;
-}
 
 const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
@@ -89,5 +76,5 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
     await s3.dispose();
     await rm(work, { recursive: true, force: true });
   }
-  assert.deepEqual(await leakedBy(before), {}, 'host resources leaked');
+  assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
 });

@@ -8,19 +8,6 @@ import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 
-/**
- * Host resources leaked since `before`. On this shared machine other runs' commands waiting
- * for the host-tests lock (`flock … firecracker-real.test.js`) match the leak check's VMM
- * pattern by their file names: a command run by flock, timeout or the test runner is no VMM.
- */
-async function leakedBy(before: HostResources): Promise<Partial<HostResources>> {
-  const leaked = await leakedSince(before);
-  const vmms = (leaked.processes ?? []).filter((p) => !/^\d+ (flock|timeout|\S*node --test) /.test(p));
-  if (vmms.length) leaked.processes = vmms;
-  else delete leaked.processes;
-  return leaked;
-}
-
 const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 /** The value of one sample in the daemon's /metrics (0 when absent). */
@@ -54,7 +41,7 @@ async function stopAndCheck(d: TestDaemon, before: HostResources): Promise<void>
   assert.deepEqual(await filesBelow(join(d.home, 'tmp')), [], 'temp files left');
   assert.deepEqual(await filesBelow(join(d.home, 'daemon', 'owned')), [], 'ownership marks left');
   assert.equal(await exists(join(d.home, 'daemon', 'serve.lock')), false, 'the daemon lock is left');
-  assert.deepEqual(await leakedBy(before), {}, 'host resources leaked');
+  assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
 }
 
 test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk intact; revisions; fan-out; queue full; SIGTERM drain', async () => {

@@ -3,24 +3,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { exists } from '../../src/util/fs.js';
-import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
+import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { repoPath } from '../helpers/repo.js';
 import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import { run } from '../../src/util/exec.js';
-
-/**
- * Host resources leaked since `before`. On this shared machine other runs' commands waiting
- * for the host-tests lock (`flock … firecracker-real.test.js`) match the leak check's VMM
- * pattern by their file names: a command run by flock, timeout or the test runner is no VMM.
- */
-async function leakedBy(before: HostResources): Promise<Partial<HostResources>> {
-  const leaked = await leakedSince(before);
-  const vmms = (leaked.processes ?? []).filter((p) => !/^\d+ (flock|timeout|\S*node --test) /.test(p));
-  if (vmms.length) leaked.processes = vmms;
-  else delete leaked.processes;
-  return leaked;
-}
 
 /** `embers fn …` against a daemon: exit code and the JSON object of its last line. */
 async function fn(api: string, ...args: string[]): Promise<{ code: number; json: any }> {
@@ -58,7 +45,7 @@ async function stopAndCheck(d: TestDaemon, before: Awaited<ReturnType<typeof rea
   assert.deepEqual(await filesBelow(`${d.home}/instances`), []);
   assert.deepEqual(await filesBelow(`${d.home}/daemon/owned`), [], 'ownership marks left');
   assert.equal(await exists(`${d.home}/daemon/serve.lock`), false, 'the daemon lock is left');
-  assert.deepEqual(await leakedBy(before), {});
+  assert.deepEqual(await leakedSince(before), {});
   await rm(d.home, { recursive: true, force: true });
 }
 
