@@ -13,7 +13,7 @@ import { ImageStore } from '../image/store.js';
 import type { FlattenedImage } from '../image/types.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { SlotPool } from '../net/pool.js';
-import type { HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
+import type { DeviceDiscovery, HypervisorDriver, VmHandle, VmSpec, VmTimings } from '../vmm/driver.js';
 import { selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type FunctionSpec, type InstanceRecord } from './instances.js';
@@ -32,6 +32,17 @@ export interface NodeOptions extends ConfigOptions, RemoteOptions {
   /** The guest kernel: Debian's packaged kernel, or one built with Firecracker's guest config
    * (`embers guest build-kernel`). @default 'debian' */
   guestKernel?: GuestKit['kind'];
+  /**
+   * The CPU model QEMU guests see (`-cpu`); snapshots restore only under the same model. See
+   * QemuDriverOptions.cpuModel for the policy. @default 'host' under KVM, 'max' under TCG
+   */
+  qemuCpuModel?: string;
+  /**
+   * How QEMU guests find their devices: 'acpi' (`-M microvm,acpi=on`) or 'cmdline'
+   * (`acpi=off`: no ACPI, no RTC, `virtio_mmio.device=…` on the kernel command line, as
+   * Firecracker without ACPI). Restores follow the snapshot's. @default 'acpi'
+   */
+  deviceDiscovery?: DeviceDiscovery;
   /** Progress lines (image pulls, kit builds). */
   onProgress?: (msg: string) => void;
 }
@@ -129,7 +140,12 @@ export class EmbersNode {
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
     if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
     const node = new EmbersNode(opts);
-    const chosen = await selectDriver({ vmm: opts.vmm, firecrackerBin: opts.firecrackerBin, accel: node.config.accel });
+    const chosen = await selectDriver({
+      vmm: opts.vmm,
+      firecrackerBin: opts.firecrackerBin,
+      accel: node.config.accel,
+      qemu: { cpuModel: opts.qemuCpuModel, deviceDiscovery: opts.deviceDiscovery },
+    });
     node.driverRef = chosen.driver;
     node.driverReason = chosen.reason;
     for (const dir of Object.values(node.config.paths)) await mkdir(dir, { recursive: true });

@@ -11,6 +11,7 @@ import { GUEST_NET } from '../net/addressing.js';
 import { pinImageReference } from '../image/index.js';
 import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
+import { checkHostCompat, describeHost, type HostDescription } from '../snapshot/host-compat.js';
 import type { InstanceRecord } from './instances.js';
 import type { GuestKit } from '../guest/kit.js';
 import type { SnapshotSource } from './remote.js';
@@ -45,6 +46,12 @@ export interface RestoreOptions {
    * (for comparisons only: the guest's filesystem state may not match its disk).
    */
   allowUnverifiedDisk?: boolean;
+  /**
+   * Restore although this host differs from the snapshot's in a way that can break the guest
+   * (CPU vendor, flags or model, VMM major version, guest kernel, drive layout; see
+   * snapshot/host-compat.ts): the differences become warnings. @default false
+   */
+  allowHostMismatch?: boolean;
   /** Where to get the snapshot if it is not here: S3 (remote mode's default) or a peer node. */
   source?: SnapshotSource;
   /** Download progress. */
@@ -56,6 +63,8 @@ export interface RestoreResult {
   clones: RestoredClone[];
   /** ms from the call to the clones' VMMs starting: fetch, verification, disk. */
   prepareMs: number;
+  /** Host differences that were allowed, and what an older manifest does not record. */
+  hostWarnings: string[];
   /** Set when the snapshot was downloaded for this restore. */
   fetch?: { ms: number; bytes: number; resumedBytes: number };
 }
@@ -160,6 +169,7 @@ export class SnapshotService {
 
       t = performance.now();
       const accel = await this.node.driver.accelerator();
+      const host = await describeHost(this.node.driver, rec.kit.kernelVersion);
       const manifest = await this.store.publish(staging, {
         createdAt: new Date().toISOString(),
         function: rec.function,
@@ -170,7 +180,10 @@ export class SnapshotService {
           version: await this.node.driver.version(),
           snapshotFormat: await this.node.driver.snapshotFormat(),
           accelerator: accel.accelerator,
+          deviceDiscovery: rec.vm.deviceDiscovery ?? this.node.driver.deviceDiscovery,
+          driveLayout: this.node.driver.driveLayout,
         },
+        host: { cpu: host.cpu, guestCpu: host.guestCpu },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
         guestNetwork: { ...GUEST_NET },
         guestKit: rec.kit,
@@ -224,6 +237,18 @@ export class SnapshotService {
       if ((m.guestNetwork as Record<string, unknown>)[k] !== v)
         throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
     }
+  }
+
+  /**
+   * Refuses (EMB_SNAPSHOT_HOST_MISMATCH) to restore `m` on a host unlike the one it was made
+   * on (the rules: snapshot/host-compat.ts), unless `allowHostMismatch`. `here` describes this
+   * host, measured by default. Returns (and reports as progress) the warnings.
+   */
+  async checkHost(m: SnapshotManifest, opts: { allowHostMismatch?: boolean; here?: HostDescription } = {}): Promise<string[]> {
+    const here = opts.here ?? (await describeHost(this.node.driver, (await this.node.guestKit(kitKindOf(m))).kernelVersion));
+    const warnings = checkHostCompat(m, here, opts);
+    for (const w of warnings) this.node.progressLine(`warning: ${w}`);
+    return warnings;
   }
 
   /**
@@ -325,6 +350,7 @@ export class SnapshotService {
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
     await this.checkCompatible(m);
+    const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
       throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
     }
@@ -353,6 +379,7 @@ export class SnapshotService {
       manifest: m,
       clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
       prepareMs,
+      hostWarnings,
       fetch: fetched ? { ms: fetchMs, bytes: fetched.bytes, resumedBytes: fetched.resumedBytes } : undefined,
     };
   }
@@ -378,7 +405,8 @@ export class SnapshotService {
         node.driver.restore(
           spec,
           { stateFile: join(snapDir, SNAPSHOT_FILES.state), memoryFile: join(snapDir, SNAPSHOT_FILES.memory) },
-          { snapshotTapName: m.guestNetwork.tapName },
+          // manifests without deviceDiscovery were all made with ACPI
+          { snapshotTapName: m.guestNetwork.tapName, deviceDiscovery: m.vmm.deviceDiscovery ?? 'acpi' },
         ),
     });
     return { record, diskVerified: disk.verified };
