@@ -30,6 +30,7 @@ import { candidateVersion, downloadPackages, extractPackage, installedVersion, r
 import { buildFirecrackerKernel, LINUX_SOURCE_PACKAGE } from './firecracker-kernel.js';
 import { buildBaseInitramfs, compileExecHelper, DEBIAN_MODULES, isStaticElf, loadModule, readGuestSources, resolveModules } from './initramfs.js';
 import { firecrackerConfigPath, firecrackerOverridesPath } from './paths.js';
+import { buildCmdlineVirtioMmio } from './virtio-mmio-module.js';
 import { assertVmlinux, extractVmlinux, isX86_64Elf, readElfHeader } from './vmlinux.js';
 
 export interface GuestKit {
@@ -47,7 +48,7 @@ export interface GuestKit {
 export type GuestKitKind = GuestKit['kind'];
 
 /** Bump when the kit layout or the way it is built changes (it is part of the cache key). */
-export const KIT_FORMAT = 1;
+export const KIT_FORMAT = 2;
 const MANIFEST = 'kit.json';
 const KERNEL_FILE = 'vmlinux';
 const INITRD_FILE = 'initrd.img';
@@ -307,8 +308,10 @@ async function buildDebian(r: Resolved, tmp: string, workDir: string, progress: 
   await assertVmlinux(join(tmp, KERNEL_FILE));
   progress('resolving kernel modules (depmod, modprobe --show-depends)');
   const refs = await resolveModules(root, kernelVersion, r.inputs.modules);
+  // Debian's virtio_mmio cannot read devices from the command line (ACPI off): ours can
+  const mmio = await buildCmdlineVirtioMmio({ workDir, kernelVersion, packageVersion: pkg.version, progress });
   const modules: { file: string; data: Buffer }[] = [];
-  for (const ref of refs) modules.push({ file: `${ref.name}.ko`, data: await loadModule(ref.path) });
+  for (const ref of refs) modules.push({ file: `${ref.name}.ko`, data: ref.name === 'virtio_mmio' ? mmio : await loadModule(ref.path) });
   progress(`modules in load order: ${refs.map((m) => m.name).join(' ')}`);
   await buildInitramfs(r, workDir, modules, kernelVersion, join(tmp, INITRD_FILE), progress);
   return { kernelVersion, modules: refs.map((m) => m.name) };
