@@ -193,6 +193,11 @@ export const ERRORS = {
     hint: 'restore it with the hypervisor and version named in its manifest',
     exit: 65,
   },
+  EMB_SNAPSHOT_HOST_MISMATCH: {
+    summary: 'the snapshot was made on a host whose CPU, VMM version, guest kernel or drive layout differs from this one',
+    hint: 'restore it on a host like the one named in the details, or create the snapshot here; if you know the difference is harmless, pass --allow-host-mismatch (RestoreOptions.allowHostMismatch)',
+    exit: 65,
+  },
   EMB_SNAPSHOT_VERSION_MISMATCH: {
     summary: 'the snapshot data format is not one this hypervisor binary can load',
     hint: 'restore it with a Firecracker whose `firecracker --snapshot-version` has the same major (and no lower minor) version as the snapshot, or create the snapshot again with this binary',

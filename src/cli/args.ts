@@ -12,6 +12,8 @@ export const GLOBAL_OPTIONS = {
   'firecracker-bin': { type: 'string' },
   snapshots: { type: 'string' },
   'guest-kernel': { type: 'string' },
+  'qemu-cpu': { type: 'string' },
+  'device-discovery': { type: 'string' },
   'cache-snapshots': { type: 'string' },
   's3-endpoint': { type: 'string' },
   's3-bucket': { type: 'string' },

@@ -77,6 +77,11 @@ export const COMMANDS = {
       name: { type: 'string', multiple: true, arg: 'N', help: 'restore: a clone name (repeatable)' },
       verify: { type: 'boolean', default: false, help: 'inspect: check every file against its size and sha256' },
       'allow-unverified-disk': { type: 'boolean', default: false, help: 'restore: accept an rsync-mode disk that cannot be proven bit-identical' },
+      'allow-host-mismatch': {
+        type: 'boolean',
+        default: false,
+        help: "restore: restore on a host whose CPU, VMM or guest kernel differs from the snapshot's (differences become warnings)",
+      },
       'ready-timeout': readyTimeout,
       remote: { type: 'boolean', default: false, help: 'ls: list the S3-compatible store instead' },
       'from-peer': { type: 'string', arg: 'URL', help: 'restore, pull: fetch from this peer node (embers serve)' },

@@ -30,8 +30,10 @@ usage: embers [global options] <command> [options]     (embers <command> --help 
   down                    stop everything and tear down this node's network pool
   snapshot create <instance> [--disk-diff block|rsync] [--stop]
                           pause, snapshot (state, memory, disk delta), resume (or stop)
-  snapshot restore <id> [--count N] [--name N]... [--from-peer URL]
-                          restore N clones concurrently; each answers before this returns
+  snapshot restore <id> [--count N] [--name N]... [--from-peer URL] [--allow-host-mismatch]
+                          restore N clones concurrently; each answers before this returns;
+                          refused on a host whose CPU, VMM major version or guest kernel
+                          differs from the snapshot's, unless --allow-host-mismatch
   snapshot ls [--remote] | inspect <id> [--verify] | rm <id>
   snapshot push <id>      upload a snapshot to the S3-compatible store
   snapshot pull <id> [--from-peer URL]
@@ -71,6 +73,12 @@ global options (before or after the command):
                           the guest kernel (default debian; firecracker-config is built
                           by: embers guest build-kernel)
   --net-pool-size N       free network slots kept ready (default 10)
+  --qemu-cpu MODEL        the CPU QEMU guests see (default host under KVM, max under TCG);
+                          for snapshots that move between KVM hosts, the oldest model all
+                          of them have (e.g. Skylake-Client-v4); restores need the same
+  --device-discovery acpi|cmdline
+                          how QEMU guests find their devices (default acpi; cmdline: no
+                          ACPI, no RTC, virtio_mmio.device= on the kernel command line)
   --snapshots disabled|local|remote
                           snapshot mode (default local; remote when EMBERS_S3_* is set):
                           remote uploads after create and downloads before restore
@@ -112,6 +120,10 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
   if (guestKernel !== undefined && !['debian', 'firecracker-config'].includes(guestKernel)) {
     throw new EmbersError('EMB_USAGE', `--guest-kernel must be debian or firecracker-config, not "${guestKernel}"`);
   }
+  const discovery = values['device-discovery'] as string | undefined;
+  if (discovery !== undefined && !['acpi', 'cmdline'].includes(discovery)) {
+    throw new EmbersError('EMB_USAGE', `--device-discovery must be acpi or cmdline, not "${discovery}"`);
+  }
   const snapshots = values.snapshots as string | undefined;
   if (snapshots !== undefined && !['disabled', 'local', 'remote'].includes(snapshots)) {
     throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
@@ -127,6 +139,8 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
     accel: accel as NodeOptions['accel'],
     vmm: vmm as NodeOptions['vmm'],
     guestKernel: guestKernel as NodeOptions['guestKernel'],
+    qemuCpuModel: values['qemu-cpu'] as string | undefined,
+    deviceDiscovery: discovery as NodeOptions['deviceDiscovery'],
     firecrackerBin: values['firecracker-bin'] as string | undefined,
     netPoolSize: intOption(values['net-pool-size'] as string | undefined, 'net-pool-size', 10, 0, MAX_SLOTS),
     firecracker: firecrackerFromFlags(values),
@@ -314,6 +328,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         count: intOption(values.count, 'count', 1),
         names: values.name,
         allowUnverifiedDisk: values['allow-unverified-disk'],
+        allowHostMismatch: values['allow-host-mismatch'],
         source: peerSource(),
         onTransferProgress: transferProgress(),
         readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
@@ -331,7 +346,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
           `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${mib(r.fetch.bytes)} in ${r.fetch.ms} ms)` : ''}`,
           ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`),
         ].join('\n'),
-        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, clones },
+        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, hostWarnings: r.hostWarnings, clones },
       );
       await node.settle(); // the slot pool refills in the background, off the restore path
       return 0;

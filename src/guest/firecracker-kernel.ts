@@ -1,10 +1,11 @@
 /**
  * The 'firecracker-config' kernel: Debian's linux-source-6.1 built with Firecracker's guest
- * config (src/guest/firecracker/…config) after `make olddefconfig`. Virtio, ext4 and vsock
- * are built in (no modules), the result is an ELF vmlinux with a PVH note that boots with
- * QEMU microvm and with Firecracker. About 20 minutes on 2 cores.
+ * config (src/guest/firecracker/…config) plus embers' overrides (embers-overrides.config,
+ * appended) after `make olddefconfig`. Virtio, ext4 and vsock are built in (no modules), the
+ * result is an ELF vmlinux with a PVH note that boots with QEMU microvm and with Firecracker.
+ * About 20 minutes on 2 cores.
  */
-import { access, copyFile, mkdir, readdir } from 'node:fs/promises';
+import { access, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
@@ -59,6 +60,8 @@ export async function buildFirecrackerKernel(opts: {
   workDir: string;
   sourceVersion: string;
   configPath: string;
+  /** Kconfig lines appended to the config; each must hold in the final .config. */
+  overridesPath: string;
   outVmlinux: string;
   progress: (msg: string) => void;
 }): Promise<string> {
@@ -79,10 +82,19 @@ export async function buildFirecrackerKernel(opts: {
   if (!top) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `the source tarball ${tarball} has no linux-source-* folder`, { tarball });
   const src = join(srcRoot, top);
 
-  progress('configuring (Firecracker guest config + make olddefconfig)');
-  await copyFile(opts.configPath, join(src, '.config'));
+  progress('configuring (Firecracker guest config + embers overrides + make olddefconfig)');
+  const overrides = await readFile(opts.overridesPath, 'utf8');
+  await writeFile(join(src, '.config'), `${await readFile(opts.configPath, 'utf8')}\n${overrides}`);
   const makeArgs = ['-C', src, 'ARCH=x86_64'];
   await run('make', [...makeArgs, 'olddefconfig'], { timeoutMs: 10 * 60_000 });
+  const missing = missingOverrides(await readFile(join(src, '.config'), 'utf8'), overrides);
+  if (missing.length > 0) {
+    throw new EmbersError(
+      'EMB_GUEST_BUILD_FAILED',
+      `make olddefconfig dropped embers' kernel config overrides: ${missing.join(', ')} (a dependency is off in the base config)`,
+      { missing, overridesPath: opts.overridesPath },
+    );
+  }
 
   const jobs = String(availableParallelism());
   const started = Date.now();
@@ -99,4 +111,17 @@ export async function buildFirecrackerKernel(opts: {
   await assertVmlinux(opts.outVmlinux);
   progress(`kernel ${release} built in ${Math.round((Date.now() - started) / 1000)} s`);
   return release;
+}
+
+/**
+ * The override lines (`CONFIG_X=v` or `# CONFIG_X is not set`) that `config` (a .config after
+ * olddefconfig) does not hold.
+ */
+export function missingOverrides(config: string, overrides: string): string[] {
+  const have = new Set(config.split('\n').map((l) => l.trim()));
+  const wanted = overrides
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^CONFIG_\w+=/.test(l) || /^# CONFIG_\w+ is not set$/.test(l));
+  return wanted.filter((l) => !have.has(l));
 }

@@ -9,13 +9,19 @@
  *     <cacheDir>/.tmp-<kind>-<cacheKey>-XXXXXX/    a kit being built (renamed when complete)
  *     <cacheDir>/.work-<kind>-<cacheKey>-XXXXXX/   downloads and scratch (removed after)
  *
+ *     <cacheDir>/.kernel-firecracker-config-<kernelKey>/   (firecracker-config only)
+ *         vmlinux, kernel.json   the compiled kernel, keyed by its own inputs (source package
+ *                               version, config and overrides), so a change to the init or
+ *                               the exec helper rebuilds the initramfs in seconds, not the
+ *                               kernel in 20 minutes
+ *
  * The cache key hashes every input: the kernel package and version (or the kernel source
- * package version and the config), busybox-static's version, the init script and exec helper
- * sources, the module list and the kit format. A kit is published by renaming its finished
+ * package version and the config with embers' overrides), busybox-static's version, the init
+ * script and exec helper sources, the module list and the kit format. A kit is published by renaming its finished
  * temp dir, so a crash never leaves a half kit visible; two concurrent builders both finish
  * and the second rename loses harmlessly.
  */
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
@@ -23,7 +29,8 @@ import { exists, fsyncPath, makeTempDir, sha256, sha256File, writeJsonAtomic } f
 import { candidateVersion, downloadPackages, extractPackage, installedVersion, resolveKernelPackage, type KernelPackage } from './apt.js';
 import { buildFirecrackerKernel, LINUX_SOURCE_PACKAGE } from './firecracker-kernel.js';
 import { buildBaseInitramfs, compileExecHelper, DEBIAN_MODULES, isStaticElf, loadModule, readGuestSources, resolveModules } from './initramfs.js';
-import { firecrackerConfigPath } from './paths.js';
+import { firecrackerConfigPath, firecrackerOverridesPath } from './paths.js';
+import { buildCmdlineVirtioMmio } from './virtio-mmio-module.js';
 import { assertVmlinux, extractVmlinux, isX86_64Elf, readElfHeader } from './vmlinux.js';
 
 export interface GuestKit {
@@ -41,7 +48,7 @@ export interface GuestKit {
 export type GuestKitKind = GuestKit['kind'];
 
 /** Bump when the kit layout or the way it is built changes (it is part of the cache key). */
-export const KIT_FORMAT = 1;
+export const KIT_FORMAT = 2;
 const MANIFEST = 'kit.json';
 const KERNEL_FILE = 'vmlinux';
 const INITRD_FILE = 'initrd.img';
@@ -173,7 +180,7 @@ async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promise<Reso
       modules: [...DEBIAN_MODULES],
     };
   } else {
-    const config = await readFile(firecrackerConfigPath());
+    const config = Buffer.concat([await readFile(firecrackerConfigPath()), Buffer.from('\n'), await readFile(firecrackerOverridesPath())]);
     inputs = {
       format: KIT_FORMAT,
       kind,
@@ -301,8 +308,10 @@ async function buildDebian(r: Resolved, tmp: string, workDir: string, progress: 
   await assertVmlinux(join(tmp, KERNEL_FILE));
   progress('resolving kernel modules (depmod, modprobe --show-depends)');
   const refs = await resolveModules(root, kernelVersion, r.inputs.modules);
+  // Debian's virtio_mmio cannot read devices from the command line (ACPI off): ours can
+  const mmio = await buildCmdlineVirtioMmio({ workDir, kernelVersion, packageVersion: pkg.version, progress });
   const modules: { file: string; data: Buffer }[] = [];
-  for (const ref of refs) modules.push({ file: `${ref.name}.ko`, data: await loadModule(ref.path) });
+  for (const ref of refs) modules.push({ file: `${ref.name}.ko`, data: ref.name === 'virtio_mmio' ? mmio : await loadModule(ref.path) });
   progress(`modules in load order: ${refs.map((m) => m.name).join(' ')}`);
   await buildInitramfs(r, workDir, modules, kernelVersion, join(tmp, INITRD_FILE), progress);
   return { kernelVersion, modules: refs.map((m) => m.name) };
@@ -314,17 +323,87 @@ async function buildFirecrackerConfig(
   workDir: string,
   progress: (m: string) => void,
 ): Promise<{ kernelVersion: string; modules: string[] }> {
-  const kernelDir = join(workDir, 'kernel');
-  await mkdir(kernelDir, { recursive: true });
-  const kernelVersion = await buildFirecrackerKernel({
-    workDir: kernelDir,
-    sourceVersion: r.inputs.kernel.version,
-    configPath: firecrackerConfigPath(),
-    outVmlinux: join(tmp, KERNEL_FILE),
-    progress,
-  });
+  const kernelVersion = await cachedFirecrackerKernel(r, dirname(tmp), workDir, join(tmp, KERNEL_FILE), progress);
   await buildInitramfs(r, workDir, [], kernelVersion, join(tmp, INITRD_FILE), progress);
   return { kernelVersion, modules: [] };
+}
+
+/** Bump when the way the firecracker-config kernel is built changes (part of its key). */
+const KERNEL_FORMAT = 1;
+
+interface KernelManifest {
+  format: number;
+  key: string;
+  release: string;
+  inputs: KitInputs['kernel'];
+  size: number;
+  sha256: string;
+  builtAt: string;
+}
+
+/**
+ * Copies the firecracker-config vmlinux for `r`'s kernel inputs to `outVmlinux`, compiling it
+ * first (about 20 minutes) if <cacheDir>/.kernel-firecracker-config-<key>/ does not hold it.
+ * Returns the kernel release. Published like a kit: built in a temp dir, then renamed.
+ */
+async function cachedFirecrackerKernel(r: Resolved, cacheDir: string, workDir: string, outVmlinux: string, progress: (m: string) => void): Promise<string> {
+  const key = sha256(JSON.stringify({ format: KERNEL_FORMAT, ...r.inputs.kernel })).slice(0, 16);
+  const dir = join(cacheDir, `.kernel-firecracker-config-${key}`);
+  const cached = await readCachedKernel(dir, key);
+  if (cached) {
+    progress(`using the cached firecracker-config kernel ${cached.release} (${dir})`);
+    await copyFile(join(dir, KERNEL_FILE), outVmlinux);
+    return cached.release;
+  }
+  const tmp = await makeTempDir(cacheDir, `.tmp-kernel-${key}`);
+  try {
+    const kernelDir = join(workDir, 'kernel');
+    await mkdir(kernelDir, { recursive: true });
+    const release = await buildFirecrackerKernel({
+      workDir: kernelDir,
+      sourceVersion: r.inputs.kernel.version,
+      configPath: firecrackerConfigPath(),
+      overridesPath: firecrackerOverridesPath(),
+      outVmlinux: join(tmp, KERNEL_FILE),
+      progress,
+    });
+    const st = await stat(join(tmp, KERNEL_FILE));
+    const manifest: KernelManifest = {
+      format: KERNEL_FORMAT,
+      key,
+      release,
+      inputs: r.inputs.kernel,
+      size: st.size,
+      sha256: await sha256File(join(tmp, KERNEL_FILE)),
+      builtAt: new Date().toISOString(),
+    };
+    await writeFile(join(tmp, 'kernel.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    for (const f of [KERNEL_FILE, 'kernel.json']) await fsyncPath(join(tmp, f));
+    await chmod(tmp, 0o755);
+    try {
+      await rename(tmp, dir);
+      await fsyncPath(cacheDir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+      // another builder published the same kernel first; ours is as good, use it
+    }
+    await copyFile(join((await readCachedKernel(dir, key)) ? dir : tmp, KERNEL_FILE), outVmlinux);
+    return release;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function readCachedKernel(dir: string, key: string): Promise<KernelManifest | undefined> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as KernelManifest;
+    if (m.format !== KERNEL_FORMAT || m.key !== key) return undefined;
+    if ((await stat(join(dir, KERNEL_FILE))).size !== m.size) return undefined;
+    return m;
+  } catch {
+    return undefined;
+  }
 }
 
 function wrap(err: unknown): EmbersError {

@@ -31,3 +31,8 @@ export function guestInitDir(): string {
 export function firecrackerConfigPath(): string {
   return join(packageRoot(), 'src', 'guest', 'firecracker', 'microvm-kernel-ci-x86_64-6.1.config');
 }
+
+/** embers' Kconfig lines applied on top of Firecracker's config (see SOURCE.md there). */
+export function firecrackerOverridesPath(): string {
+  return join(packageRoot(), 'src', 'guest', 'firecracker', 'embers-overrides.config');
+}

@@ -113,7 +113,13 @@ export class Launcher {
           : await driver.restore(
               spec,
               { stateFile: join(req.bundleDir, SNAPSHOT_FILES.state), memoryFile: join(req.bundleDir, SNAPSHOT_FILES.memory) },
-              { snapshotTapName: req.snapshot.guestNetwork.tapName },
+              {
+                snapshotTapName: req.snapshot.guestNetwork.tapName,
+                // the machine the snapshot was made on: manifests without these were all ACPI
+                deviceDiscovery: req.snapshot.vmm.deviceDiscovery ?? 'acpi',
+                snapshotDriveLayout: req.snapshot.vmm.driveLayout === 'plain' ? undefined : req.snapshot.vmm.driveLayout,
+                snapshotHasVsock: req.snapshot.vmm.vsock,
+              },
             );
       cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
       mark('vmmMs', t);

@@ -7,7 +7,7 @@ import { run, which } from '../util/exec.js';
 import type { GuestKit } from '../guest/kit.js';
 import { ImageStore } from '../image/store.js';
 import { SlotPool } from '../net/pool.js';
-import type { HypervisorDriver } from '../vmm/driver.js';
+import type { DeviceDiscovery, HypervisorDriver } from '../vmm/driver.js';
 import { firecrackerBinaryOf, probeFirecrackers, selectDriver } from '../vmm/select.js';
 import { pidAlive, pidCmdline, terminate } from '../vmm/process.js';
 import { InstanceStore, validateInstanceName, type InstanceRecord } from './instances.js';
@@ -32,6 +32,17 @@ export interface NodeOptions extends ConfigOptions, RemoteOptions {
   /** The guest kernel: Debian's packaged kernel, or one built with Firecracker's guest config
    * (`embers guest build-kernel`). @default 'debian' */
   guestKernel?: GuestKit['kind'];
+  /**
+   * The CPU model QEMU guests see (`-cpu`); snapshots restore only under the same model. See
+   * QemuDriverOptions.cpuModel for the policy. @default 'host' under KVM, 'max' under TCG
+   */
+  qemuCpuModel?: string;
+  /**
+   * How QEMU guests find their devices: 'acpi' (`-M microvm,acpi=on`) or 'cmdline'
+   * (`acpi=off`: no ACPI, no RTC, `virtio_mmio.device=…` on the kernel command line, as
+   * Firecracker without ACPI). Restores follow the snapshot's. @default 'acpi'
+   */
+  deviceDiscovery?: DeviceDiscovery;
   /** Progress lines (image pulls, kit builds). */
   onProgress?: (msg: string) => void;
 }
@@ -135,6 +146,7 @@ export class EmbersNode {
       vmm: opts.vmm,
       firecrackerBin: opts.firecrackerBin,
       accel: config.accel,
+      qemu: { cpuModel: opts.qemuCpuModel, deviceDiscovery: opts.deviceDiscovery },
       firecracker: { jailer: fc.jailer, vsockCid: fc.vsockCid, diffSnapshots: fc.diffSnapshots },
     });
     const node = new EmbersNode(opts, config, chosen);

@@ -14,6 +14,7 @@ import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/ma
 import { validateInstanceName, type InstanceRecord, type InstanceStore } from './instances.js';
 import type { ImageStore } from '../image/store.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
+import { checkHostCompat, describeHost, type HostDescription } from '../snapshot/host-compat.js';
 import type { GuestKits } from './guest-kits.js';
 import { kitKindOf, type Launcher } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
@@ -47,6 +48,12 @@ export interface RestoreOptions {
    * (for comparisons only: the guest's filesystem state may not match its disk).
    */
   allowUnverifiedDisk?: boolean;
+  /**
+   * Restore although this host differs from the snapshot's in a way that can break the guest
+   * (CPU vendor, flags or model, VMM major version, guest kernel, drive layout; see
+   * snapshot/host-compat.ts): the differences become warnings. @default false
+   */
+  allowHostMismatch?: boolean;
   /** Where to get the snapshot if it is not here: S3 (remote mode's default) or a peer node. */
   source?: SnapshotSource;
   /** Download progress. */
@@ -58,6 +65,8 @@ export interface RestoreResult {
   clones: RestoredClone[];
   /** ms from the call to the clones' VMMs starting: fetch, verification, disk. */
   prepareMs: number;
+  /** Host differences that were allowed, and what an older manifest does not record. */
+  hostWarnings: string[];
   /** Set when the snapshot was downloaded for this restore. */
   fetch?: { ms: number; bytes: number; resumedBytes: number };
 }
@@ -143,7 +152,7 @@ export class SnapshotService {
       mark('pauseMs', t);
 
       t = performance.now();
-      await this.driver.snapshot(rec.vm, staging);
+      const vmFiles = await this.driver.snapshot(rec.vm, staging);
       mark('vmmSnapshotMs', t);
 
       // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
@@ -183,6 +192,7 @@ export class SnapshotService {
 
       t = performance.now();
       const accel = await this.driver.accelerator();
+      const host = await describeHost(this.driver, rec.kit.kernelVersion);
       const manifest = await this.store.publish(staging, {
         createdAt: new Date().toISOString(),
         function: rec.function,
@@ -193,7 +203,11 @@ export class SnapshotService {
           version: await this.driver.version(),
           snapshotFormat: await this.driver.snapshotFormat(),
           accelerator: accel.accelerator,
+          deviceDiscovery: rec.vm.deviceDiscovery ?? this.driver.deviceDiscovery,
+          driveLayout: rec.vm.driveLayout ?? this.driver.driveLayout,
+          vsock: vmFiles.vsock,
         },
+        host: { cpu: host.cpu, guestCpu: host.guestCpu },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
         guestNetwork: { ...GUEST_NET },
         guestKit: rec.kit,
@@ -247,6 +261,18 @@ export class SnapshotService {
       if ((m.guestNetwork as Record<string, unknown>)[k] !== v)
         throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
     }
+  }
+
+  /**
+   * Refuses (EMB_SNAPSHOT_HOST_MISMATCH) to restore `m` on a host unlike the one it was made
+   * on (the rules: snapshot/host-compat.ts), unless `allowHostMismatch`. `here` describes this
+   * host, measured by default. Returns (and reports as progress) the warnings.
+   */
+  async checkHost(m: SnapshotManifest, opts: { allowHostMismatch?: boolean; here?: HostDescription } = {}): Promise<string[]> {
+    const here = opts.here ?? (await describeHost(this.driver, (await this.deps.kits.get(kitKindOf(m))).kernelVersion));
+    const warnings = checkHostCompat(m, here, opts);
+    for (const w of warnings) this.deps.onProgress?.(`warning: ${w}`);
+    return warnings;
   }
 
   /**
@@ -350,6 +376,7 @@ export class SnapshotService {
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
     await this.checkCompatible(m);
+    const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
       throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
     }
@@ -377,6 +404,7 @@ export class SnapshotService {
       manifest: m,
       clones: results.map((r) => (r as PromiseFulfilledResult<RestoredClone>).value),
       prepareMs,
+      hostWarnings,
       fetch: fetched ? { ms: fetchMs, bytes: fetched.bytes, resumedBytes: fetched.resumedBytes } : undefined,
     };
   }

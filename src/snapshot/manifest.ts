@@ -1,4 +1,6 @@
 import { EmbersError } from '../errors.js';
+import type { DeviceDiscovery, DriveLayout } from '../vmm/driver.js';
+import type { GuestCpu, HostCpu } from '../vmm/host-cpu.js';
 
 export const MANIFEST_FORMAT = 1;
 export const MANIFEST_NAME = 'manifest.json';
@@ -33,7 +35,23 @@ export interface SnapshotManifest {
     changedBytes: number;
   };
   /** The VMM that wrote the snapshot; `snapshotFormat` is its state-file format (Firecracker's snapshot version, or the QEMU release). */
-  vmm: { kind: 'qemu' | 'firecracker'; version: string; snapshotFormat: string; accelerator: 'kvm' | 'tcg' };
+  vmm: {
+    kind: 'qemu' | 'firecracker';
+    version: string;
+    snapshotFormat: string;
+    accelerator: 'kvm' | 'tcg';
+    /** How the guest found its devices; a restore rebuilds the same machine. Absent in older manifests (they were all 'acpi'). */
+    deviceDiscovery?: DeviceDiscovery;
+    /** How the VMM reached the disk, which decides the drive path in the state file. Absent in older manifests, or if the driver did not say. */
+    driveLayout?: DriveLayout;
+    /** The VM had a vsock device (Firecracker re-points it on load only then). Absent: it had none, or the driver did not say. */
+    vsock?: boolean;
+  };
+  /**
+   * The host CPU and the CPU the guest saw (snapshot/host-compat.ts says what a restoring host
+   * must match). Absent in manifests written before embers recorded it: treated as unknown.
+   */
+  host?: { cpu: HostCpu; guestCpu: GuestCpu };
   machine: { vcpus: number; memoryMiB: number };
   guestNetwork: { tapName: string; guestIp: string; gatewayIp: string; prefixLen: number; guestMac: string; gatewayMac: string };
   guestKit: { kind: string; kernelVersion: string; cacheKey: string };
@@ -94,6 +112,10 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
   if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
   if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind) || typeof m.vmm.snapshotFormat !== 'string') throw bad('vmm');
+  if (m.vmm.deviceDiscovery !== undefined && !['acpi', 'cmdline'].includes(m.vmm.deviceDiscovery)) throw bad('vmm.deviceDiscovery');
+  if (m.vmm.driveLayout !== undefined && !['plain', 'mount-namespace', 'jail'].includes(m.vmm.driveLayout)) throw bad('vmm.driveLayout');
+  if (m.vmm.vsock !== undefined && typeof m.vmm.vsock !== 'boolean') throw bad('vmm.vsock');
+  if (m.host !== undefined && !validHost(m.host)) throw bad('host');
   if (!m.machine || !Number.isInteger(m.machine.vcpus) || !Number.isInteger(m.machine.memoryMiB)) throw bad('machine');
   for (const role of [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory]) {
     if (!m.files.some((f) => f.name === role)) throw bad(`no ${role}`);
@@ -103,6 +125,20 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
 
 export function fileEntry(m: SnapshotManifest, name: string): SnapshotFile | undefined {
   return m.files.find((f) => f.name === name);
+}
+
+function validHost(h: unknown): boolean {
+  const host = h as SnapshotManifest['host'];
+  if (typeof host !== 'object' || host === null) return false;
+  const { cpu, guestCpu } = host as NonNullable<SnapshotManifest['host']>;
+  return (
+    typeof cpu?.vendor === 'string' &&
+    typeof cpu.modelName === 'string' &&
+    Array.isArray(cpu.flags) &&
+    cpu.flags.every((f) => typeof f === 'string') &&
+    typeof guestCpu?.model === 'string' &&
+    typeof guestCpu.hostDependent === 'boolean'
+  );
 }
 
 function validDataRanges(ranges: unknown, size: number): boolean {

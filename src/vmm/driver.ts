@@ -3,9 +3,23 @@
  * knows about functions, images or stores. A VM handle is plain JSON, so a VM outlives the
  * process that started it and any later `embers` process can drive it.
  */
+import type { GuestCpu } from './host-cpu.js';
 
 export type VmmKind = 'qemu' | 'firecracker';
 export type Accelerator = 'kvm' | 'tcg';
+/**
+ * How the guest finds its virtio-mmio devices: 'acpi' (the VMM's ACPI tables; Firecracker's
+ * default, QEMU `-M microvm,acpi=on`) or 'cmdline' (`virtio_mmio.device=…` words the VMM adds
+ * to the kernel command line when ACPI is off: Firecracker with `acpi=off`, QEMU
+ * `-M microvm,acpi=off`). Either way there is no PCI.
+ */
+export type DeviceDiscovery = 'acpi' | 'cmdline';
+/**
+ * How a VMM reaches a VM's disk, which decides the drive path its snapshots record: 'plain'
+ * (the path as given, QEMU, which re-points it on restore), or one of Firecracker's
+ * DriveLayoutKind (a fixed path in a private mount namespace, or inside the jailer's chroot).
+ */
+export type DriveLayout = 'plain' | DriveLayoutKind;
 
 export interface VmNetwork {
   /** The netns the VMM process runs in. */
@@ -45,6 +59,8 @@ export interface VmHandle {
   vmmLog: string;
   /** Guest RAM file of this VM (for snapshots). */
   memoryFile: string;
+  /** How its guest finds its devices (absent in handles written before it was recorded: 'acpi'). */
+  deviceDiscovery?: DeviceDiscovery;
   spec: VmSpec;
   /** Firecracker only: how every clone is made to find its own disk at the drive path a
    * snapshot records (see DriveLayoutKind). A snapshot of this VM records a drive path of this
@@ -63,6 +79,7 @@ export interface VmHandle {
  * A snapshot taken in one kind records a path that means nothing in the other.
  */
 export type DriveLayoutKind = 'mount-namespace' | 'jail';
+export type { GuestCpu };
 
 export type VmState = 'running' | 'paused' | 'stopped' | 'unknown';
 
@@ -95,12 +112,20 @@ export interface RestoreOptions {
   /** Whether the snapshot has a vsock device (VmSnapshotFiles.vsock, from the manifest):
    * Firecracker re-points it only then. @default whether the driver gives VMs a vsock */
   snapshotHasVsock?: boolean;
+  /** The device discovery the snapshot was made with: the restored machine must have the same. @default the driver's */
+  deviceDiscovery?: DeviceDiscovery;
 }
 
 export interface HypervisorDriver {
   readonly kind: VmmKind;
   /** Extra guest kernel arguments this VMM needs (e.g. how the guest should halt). */
   readonly guestKernelArgs: readonly string[];
+  /** How its guests find their devices (recorded in snapshots); undefined if the driver does not say. */
+  readonly deviceDiscovery?: DeviceDiscovery;
+  /** How it reaches a VM's disk (recorded in snapshots); undefined if the driver does not say. */
+  readonly driveLayout?: DriveLayout;
+  /** The CPU its guests see; a driver without it presents the host's CPU. */
+  guestCpu?(): Promise<GuestCpu>;
   /** What accelerator this driver will use on this host, and why. */
   accelerator(): Promise<{ accelerator: Accelerator; reason: string }>;
   version(): Promise<string>;

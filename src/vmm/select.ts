@@ -9,7 +9,7 @@ import { detectAccelerator } from './accel.js';
 import type { Accelerator, HypervisorDriver } from './driver.js';
 import { FirecrackerDriver, findFirecracker, type FirecrackerDriverOptions } from './firecracker/driver.js';
 import { binarySnapshotVersion, binaryVersion } from './firecracker/version.js';
-import { QemuDriver } from './qemu/driver.js';
+import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 
 export interface SelectDriverOptions {
   /** Which VMM: 'auto' prefers Firecracker where it can run. @default 'auto' */
@@ -18,6 +18,8 @@ export interface SelectDriverOptions {
   firecrackerBin?: string;
   /** Accelerator for QEMU; 'tcg' also rules Firecracker out under 'auto'. @default 'auto' */
   accel?: 'auto' | Accelerator;
+  /** Further options for the QEMU driver, if it is chosen (its CPU model, device discovery). @default {} */
+  qemu?: Omit<QemuDriverOptions, 'accel'>;
   /** Further options for the Firecracker driver, if it is chosen. @default {} */
   firecracker?: Omit<FirecrackerDriverOptions, 'binary'>;
 }
@@ -27,7 +29,7 @@ export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ dr
   const accel = opts.accel ?? 'auto';
   if (!['auto', 'qemu', 'firecracker'].includes(vmm))
     throw new EmbersError('EMB_CONFIG_INVALID', `vmm must be auto, qemu or firecracker, not "${vmm}"`, { vmm });
-  const qemu = () => new QemuDriver({ accel });
+  const qemu = () => new QemuDriver({ ...opts.qemu, accel });
   if (vmm === 'qemu') return { driver: qemu(), reason: 'QEMU requested' };
 
   const wanted = opts.firecrackerBin ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker';

@@ -2,7 +2,7 @@ import { access, constants, rm } from 'node:fs/promises';
 import { EmbersError, isEmbersError } from '../../errors.js';
 import { which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
-import type { Accelerator, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type { Accelerator, DriveLayoutKind, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
 import { pidCommandMentions, terminate } from '../process.js';
 import type { SnapshotLoadParams } from './api-types.js';
 import { FirecrackerClient } from './client.js';
@@ -40,6 +40,11 @@ export class FirecrackerDriver implements HypervisorDriver {
 
   constructor(opts: FirecrackerDriverOptions = {}) {
     this.options = resolveFirecrackerOptions(opts);
+  }
+
+  /** The drive layout of every VM of this driver: the jail when the jailer is configured. */
+  get driveLayout(): DriveLayoutKind {
+    return this.options.jailer ? 'jail' : 'mount-namespace';
   }
 
   /** Firecracker runs only on KVM; the reason says whether this host's KVM is hardware-backed. */

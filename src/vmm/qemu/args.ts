@@ -1,7 +1,11 @@
-import type { Accelerator, VmSpec } from '../driver.js';
+import type { Accelerator, DeviceDiscovery, VmSpec } from '../driver.js';
 
 export interface QemuArgsOptions {
   accelerator: Accelerator;
+  /** The `-cpu` value (see QemuDriverOptions.cpuModel). */
+  cpuModel: string;
+  /** ACPI tables, or devices on the kernel command line (QEMU adds them when ACPI is off). */
+  deviceDiscovery: DeviceDiscovery;
   controlSocket: string;
   consoleLog: string;
   /** The guest RAM file. */
@@ -13,20 +17,37 @@ export interface QemuArgsOptions {
 }
 
 /**
- * The QEMU command line: `-M microvm` with ACPI (Debian's kernel finds virtio-mmio devices
- * through ACPI), guest RAM in a file, virtio-mmio block and net, QMP on a Unix socket and the
- * serial console in a file. Restores use the same devices with `-incoming defer`.
+ * The machine, as Firecracker's: `-M microvm`, no PCI. With 'acpi' discovery the guest finds
+ * its virtio-mmio devices in ACPI tables (and powers off through ACPI); with 'cmdline' there
+ * is no ACPI and no RTC (as in Firecracker with `acpi=off`): QEMU appends
+ * `virtio_mmio.device=…` to the kernel command line (auto-kernel-cmdline), and an i8042 (as
+ * Firecracker's) carries ctrl-alt-del to the guest and its reset back to QEMU. The two
+ * machines hold different devices, so a snapshot restores only into the kind it came from.
+ */
+export function microvmMachine(discovery: DeviceDiscovery): { machine: string; devices: string[] } {
+  if (discovery === 'cmdline') {
+    return { machine: 'microvm,acpi=off,rtc=off,pcie=off,auto-kernel-cmdline=on,memory-backend=mem', devices: ['-device', 'i8042'] };
+  }
+  return { machine: 'microvm,acpi=on,memory-backend=mem', devices: [] };
+}
+
+/**
+ * The QEMU command line: `-M microvm` (see microvmMachine), guest RAM in a file, virtio-mmio
+ * block and net, QMP on a Unix socket and the serial console in a file. Restores use the
+ * same devices with `-incoming defer`.
  */
 export function qemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
+  const { machine, devices } = microvmMachine(o.deviceDiscovery);
   const args = [
     '-name',
     `embers-${spec.name}`,
     '-M',
-    'microvm,acpi=on,memory-backend=mem',
+    machine,
     '-accel',
     o.accelerator,
     '-cpu',
-    o.accelerator === 'kvm' ? 'host' : 'max',
+    o.cpuModel,
+    ...devices,
     '-smp',
     String(spec.vcpus),
     '-m',

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { run, which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
-import type { Accelerator, HypervisorDriver, RestoreOptions, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type { Accelerator, DeviceDiscovery, HypervisorDriver, RestoreOptions, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type { GuestCpu } from '../host-cpu.js';
 import { pidCommandMentions, sleep, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
 import { qemuArgs } from './args.js';
 import { QmpClient } from './qmp.js';
@@ -17,7 +18,25 @@ export interface QemuDriverOptions {
   startTimeoutMs?: number;
   /** How long a running guest gets to power off cleanly before QEMU is told to quit. @default 15000 */
   powerdownTimeoutMs?: number;
+  /**
+   * The CPU model the guest sees (QEMU `-cpu`, e.g. "Skylake-Client-v4" or "EPYC-v3", feature
+   * flags allowed: "Nehalem-v2,+aes"). Snapshots record it, and a restore under another model
+   * is refused (EMB_SNAPSHOT_HOST_MISMATCH). The policy:
+   * - under TCG, 'max' (everything TCG emulates) depends only on the QEMU release, not on the
+   *   host: such snapshots move between any hosts with the same QEMU release series;
+   * - under KVM, 'host' gives the guest the host's own CPU (fastest, every feature), so its
+   *   snapshots restore only on hosts of the same vendor with at least the same flags; for
+   *   snapshots that move between different KVM hosts, name the oldest CPU model all of them
+   *   support: embers then passes `,enforce`, so a host lacking a feature of the model
+   *   refuses to start the VM instead of hiding the feature from the guest.
+   * @default 'host' under KVM, 'max' under TCG
+   */
+  cpuModel?: string;
+  /** How guests find their virtio-mmio devices: ACPI tables, or the kernel command line (no ACPI, no RTC). @default 'acpi' */
+  deviceDiscovery?: DeviceDiscovery;
 }
+
+const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(,[+-]?[A-Za-z0-9._-]+(=[A-Za-z0-9._-]+)?)*$/;
 
 const STATE_FILE = 'vmstate.bin';
 const MEMORY_FILE = 'memory.bin';
@@ -30,8 +49,13 @@ const MEMORY_FILE = 'memory.bin';
  */
 export class QemuDriver implements HypervisorDriver {
   readonly kind = 'qemu' as const;
-  /** The guest powers off (ACPI) when asked to stop; QEMU exits on power-off (-no-reboot). */
-  readonly guestKernelArgs: readonly string[] = [];
+  /**
+   * With ACPI the guest powers off when asked to stop (power button); without ACPI it cannot
+   * power off, so it halts by rebooting (i8042 reset), on which QEMU exits (-no-reboot).
+   */
+  readonly guestKernelArgs: readonly string[];
+  readonly deviceDiscovery: DeviceDiscovery;
+  readonly driveLayout = 'plain' as const;
   private readonly binary: string;
   private readonly startTimeoutMs: number;
   private readonly powerdownTimeoutMs: number;
@@ -42,6 +66,33 @@ export class QemuDriver implements HypervisorDriver {
     this.binary = opts.binary ?? 'qemu-system-x86_64';
     this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
     this.powerdownTimeoutMs = opts.powerdownTimeoutMs ?? 15_000;
+    this.deviceDiscovery = opts.deviceDiscovery ?? 'acpi';
+    if (this.deviceDiscovery !== 'acpi' && this.deviceDiscovery !== 'cmdline') {
+      throw new EmbersError('EMB_CONFIG_INVALID', `device discovery must be acpi or cmdline, not "${String(this.deviceDiscovery)}"`, {
+        deviceDiscovery: this.deviceDiscovery,
+      });
+    }
+    this.guestKernelArgs = this.deviceDiscovery === 'cmdline' ? ['embers.halt=reboot'] : [];
+    if (opts.cpuModel !== undefined && !CPU_MODEL_RE.test(opts.cpuModel)) {
+      throw new EmbersError('EMB_CONFIG_INVALID', `QEMU CPU model "${opts.cpuModel}" is not a model name with optional ,+flag/,-flag/,prop=value`, {
+        cpuModel: opts.cpuModel,
+      });
+    }
+  }
+
+  /** The CPU the guest sees: the configured model, else 'host' under KVM and 'max' under TCG. */
+  async guestCpu(): Promise<GuestCpu> {
+    const { accelerator } = await this.accelerator();
+    const model = this.opts.cpuModel ?? (accelerator === 'kvm' ? 'host' : 'max');
+    // under KVM, 'host' and 'max' pass the host's CPU through; under TCG every model is emulated
+    const name = model.split(',')[0];
+    return { model, hostDependent: accelerator === 'kvm' && (name === 'host' || name === 'max') };
+  }
+
+  /** The `-cpu` argument: a named model under KVM gets `enforce` (see cpuModel). */
+  private async cpuArg(accelerator: Accelerator): Promise<string> {
+    const { model, hostDependent } = await this.guestCpu();
+    return accelerator === 'kvm' && !hostDependent && !/(^|,)enforce(=|,|$)/.test(model) ? `${model},enforce` : model;
   }
 
   accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
@@ -83,9 +134,11 @@ export class QemuDriver implements HypervisorDriver {
 
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const { accelerator } = await this.accelerator();
-    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'));
+    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'), this.deviceDiscovery);
     const args = qemuArgs(spec, {
       accelerator,
+      cpuModel: await this.cpuArg(accelerator),
+      deviceDiscovery: this.deviceDiscovery,
       controlSocket: vm.controlSocket,
       consoleLog: vm.consoleLog,
       memoryFile: vm.memoryFile,
@@ -97,9 +150,12 @@ export class QemuDriver implements HypervisorDriver {
 
   async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const { accelerator } = await this.accelerator();
-    const vm = this.handle(spec, accelerator, files.memoryFile);
+    const discovery = opts.deviceDiscovery ?? this.deviceDiscovery;
+    const vm = this.handle(spec, accelerator, files.memoryFile, discovery);
     const args = qemuArgs(spec, {
       accelerator,
+      cpuModel: await this.cpuArg(accelerator),
+      deviceDiscovery: discovery,
       controlSocket: vm.controlSocket,
       consoleLog: vm.consoleLog,
       memoryFile: files.memoryFile,
@@ -140,15 +196,20 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /**
-   * Stops the VM: a running guest is asked to power off (ACPI; its init stops the function
-   * and unmounts the disk cleanly), then QEMU is told to quit, then SIGTERM, then SIGKILL —
-   * each step only if the one before did not end the process.
+   * Stops the VM: a running guest is asked to stop (the ACPI power button, or without ACPI
+   * ctrl-alt-del through the i8042; its init stops the function and unmounts the disk
+   * cleanly), then QEMU is told to quit, then SIGTERM, then SIGKILL — each step only if the
+   * one before did not end the process.
    */
   async stop(vm: VmHandle): Promise<void> {
     if (await this.isOurs(vm)) {
       const running = (await this.status(vm)) === 'running';
       if (running) {
-        await this.withQmp(vm, (qmp) => qmp.execute('system_powerdown', undefined, 2000), 2000).catch(() => undefined);
+        const ask =
+          vm.deviceDiscovery === 'cmdline'
+            ? (qmp: QmpClient) => qmp.execute('send-key', { keys: ['ctrl', 'alt', 'delete'].map((k) => ({ type: 'qcode', data: k })) }, 2000)
+            : (qmp: QmpClient) => qmp.execute('system_powerdown', undefined, 2000);
+        await this.withQmp(vm, ask, 2000).catch(() => undefined);
       }
       if (!running || !(await waitForExit(vm.pid, this.powerdownTimeoutMs))) {
         await this.withQmp(vm, (qmp) => qmp.execute('quit', undefined, 2000), 2000).catch(() => undefined);
@@ -173,8 +234,9 @@ export class QemuDriver implements HypervisorDriver {
     return pidCommandMentions(vm.pid, vm.controlSocket);
   }
 
-  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string): VmHandle {
+  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string, deviceDiscovery: DeviceDiscovery): VmHandle {
     return {
+      deviceDiscovery,
       kind: 'qemu',
       name: spec.name,
       pid: 0,
