@@ -2,7 +2,16 @@
 # Sets up a fresh Debian 12 machine for embers, idempotently: Debian packages, npm
 # dependencies, the TypeScript build and the guest kit (kernel + initramfs, cached in
 # /var/cache/embers). Safe to run again: each step is skipped when already done.
+# --with-firecracker-kernel also builds the firecracker-config kit (a kernel compile: about 25
+# minutes on 2 cores the first time, then cached); the tests boot it, the demo does not.
 set -euo pipefail
+with_fc_kernel=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-firecracker-kernel) with_fc_kernel=true ;;
+    *) echo "setup: unknown option $arg (known: --with-firecracker-kernel)" >&2; exit 64 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -51,6 +60,8 @@ node bin/embers.js guest build --json >/dev/null
 # The firecracker-config kit: a kernel compiled from Debian's linux-source with Firecracker's
 # guest config (about 25 minutes on 2 cores on a fresh machine; cached in /var/cache/embers,
 # so skipped on a warm one). The acpi=off e2e tests boot it.
-echo "setup: firecracker-config guest kit (a kernel build the first time, then cached)" >&2
-node bin/embers.js guest build-kernel --json >/dev/null
+if [ "$with_fc_kernel" = true ]; then
+  echo "setup: firecracker-config guest kit (a kernel build the first time, then cached)" >&2
+  node bin/embers.js guest build-kernel --json >/dev/null
+fi
 echo "setup: done" >&2
