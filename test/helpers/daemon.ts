@@ -4,7 +4,7 @@
  * (SIGTERM, or kill -9 for crash tests).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoPath } from './repo.js';
@@ -49,7 +49,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   let stderr = '';
   proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
+  const listening = new Promise<string>((resolve, reject) => {
     let stdout = '';
     proc.stdout!.on('data', (c: Buffer) => {
       stdout += c.toString();
@@ -64,6 +64,13 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
       }
     });
     void exited.then((code) => reject(new Error(`embers serve exited with ${code} before listening:\n${stdout}\n${stderr}`)));
+  });
+  // a daemon that never listened leaves nothing of the home this helper made for it
+  const url = await listening.catch(async (err: unknown) => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
+    if (!opts.home) await rm(home, { recursive: true, force: true });
+    throw err;
   });
   const api = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> => {
     const h: Record<string, string> = { ...headers };
