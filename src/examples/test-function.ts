@@ -61,6 +61,11 @@ export function expectedSha256(seed: string | number, size: number): string {
 /** Alias of expectedSha256 (the name the e2e tests use). */
 export const expectedFileSha256 = expectedSha256;
 
+/** The sha256 that an answer of /cgi-bin/write or /cgi-bin/read reports (`<sha256>  <name>`). */
+export function reportedSha256(body: string): string {
+  return body.trim().split(/\s+/)[0];
+}
+
 /** The answer of /cgi-bin/write and /cgi-bin/read for a file written with (seed, size), without the newline. */
 export function expectedLine(name: string, seed: string | number, size: number): string {
   return `${expectedSha256(seed, size)}  ${name}`;

@@ -3,13 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 import { startS3Server } from '../helpers/s3-server.js';
-
-const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 async function stopClean(d: TestDaemon): Promise<void> {
   assert.equal(await d.stop(), 0, `embers serve exit code; log:\n${d.log()}`);
@@ -58,7 +56,7 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
     const fromA = await b.api('GET', '/v1/functions/shared/invoke/cgi-bin/read?name=from-a.bin');
     assert.equal(fromA.status, 200, fromA.text);
     assert.equal(fromA.headers.get('x-embers-start'), 'restore', 'no boot on node B');
-    assert.equal(shaOf(fromA.text), expectedFileSha256('node-a', 20000), 'node A state, restored on node B');
+    assert.equal(reportedSha256(fromA.text), expectedFileSha256('node-a', 20000), 'node A state, restored on node B');
     const fnB = (await b.api('GET', '/v1/functions/shared')).json;
     assert.deepEqual(
       fnB.instances.map((i: { origin: string; snapshotId: string }) => [i.origin, i.snapshotId]),

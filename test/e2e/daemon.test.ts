@@ -3,12 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
-
-const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 /** The value of one sample in the daemon's /metrics (0 when absent). */
 async function metric(d: TestDaemon, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -60,7 +58,7 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     assert.equal(deployed.json.function.snapshot.state, 'none');
     const first = await d.api('GET', '/v1/functions/hello/invoke/cgi-bin/write?name=state.bin&size=100000&seed=daemon&sync=0');
     assert.equal(first.status, 200, first.text);
-    assert.equal(shaOf(first.text), expectedFileSha256('daemon', 100000));
+    assert.equal(reportedSha256(first.text), expectedFileSha256('daemon', 100000));
     assert.equal(first.headers.get('x-embers-start'), 'boot');
     const bootInstance = first.headers.get('x-embers-instance');
     assert.match(bootInstance ?? '', /^hello-[0-9a-f]{8}$/);
@@ -79,7 +77,7 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     assert.equal(restored.status, 200, restored.text);
     assert.equal(restored.headers.get('x-embers-start'), 'restore');
     assert.notEqual(restored.headers.get('x-embers-instance'), bootInstance);
-    assert.equal(shaOf(restored.text), expectedFileSha256('daemon', 100000));
+    assert.equal(reportedSha256(restored.text), expectedFileSha256('daemon', 100000));
     assert.match(restored.headers.get('server-timing') ?? '', /restore;dur=/);
     const inspect = (await d.api('GET', '/v1/functions/hello')).json;
     assert.deepEqual(
@@ -150,7 +148,7 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     d.proc.kill('SIGTERM');
     const answered = await inFlight;
     assert.equal(answered.status, 200, answered.text);
-    assert.equal(shaOf(answered.text), expectedFileSha256('daemon', 100000));
+    assert.equal(reportedSha256(answered.text), expectedFileSha256('daemon', 100000));
   } finally {
     await stopAndCheck(d, before);
     await rm(d.home, { recursive: true, force: true });
@@ -184,7 +182,7 @@ test('daemon crash: kill -9 leaves a running instance; a restart reconciles it, 
     const again = await d.api('GET', '/v1/functions/crashy/invoke/cgi-bin/read?name=kept.bin');
     assert.equal(again.status, 200, again.text);
     assert.equal(again.headers.get('x-embers-start'), 'restore');
-    assert.equal(shaOf(again.text), expectedFileSha256('crash', 5000));
+    assert.equal(reportedSha256(again.text), expectedFileSha256('crash', 5000));
   } finally {
     await stopAndCheck(d, before);
     await rm(work, { recursive: true, force: true });

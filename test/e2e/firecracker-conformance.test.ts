@@ -15,7 +15,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { run } from '../../src/util/exec.js';
 import { FirecrackerDriver } from '../../src/vmm/firecracker/driver.js';
 import { fixedDrivePath, DEFAULT_FIXED_DIR } from '../../src/vmm/firecracker/mount-namespace.js';
@@ -24,7 +24,6 @@ import { openTestNode } from '../helpers/node.js';
 import { findRealFirecracker, guestUnavailable } from '../helpers/real-firecracker.js';
 
 const CLONES = Number(process.env.EMBERS_FC_CONFORMANCE_CLONES ?? 3);
-const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 async function unavailable(): Promise<string | undefined> {
   const real = await findRealFirecracker();
@@ -44,7 +43,7 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
     const image = await buildTestFunctionImage(join(tn.home, 'fn'));
     await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     assert.equal(
-      shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
+      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
       expectedFileSha256('a', 300000),
     );
     const snap = await node.snapshots.create('origin', { stop: true });
@@ -58,9 +57,9 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
       const name = c.record.name;
       assert.equal(c.diskVerified, true);
       assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-      assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
+      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
       assert.equal(
-        shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=own-${i}.bin&size=50000&seed=c${i}&sync=1` })).body),
+        reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=own-${i}.bin&size=50000&seed=c${i}&sync=1` })).body),
         expectedFileSha256(`c${i}`, 50000),
       );
       // Mount-namespace isolation: this clone's Firecracker holds its own disk at the fixed path, no other clone's.

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TEST_FUNCTION_REF_NAME, buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { TEST_FUNCTION_REF_NAME, buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { startPeerServer } from '../../src/snapshot/peer-server.js';
 import { run } from '../../src/util/exec.js';
@@ -13,16 +13,15 @@ import { startRegistry } from '../helpers/registry.js';
 import { startS3Server } from '../helpers/s3-server.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 /** Every clone answers, reads back the files written before the snapshot, keeps working, and its disk is clean after stop. */
 async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-  assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('remote-a', 500000));
-  assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('remote-b', 60000));
+  assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('remote-a', 500000));
+  assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('remote-b', 60000));
   for (let i = 0; i < 3; i++) {
     assert.equal(
-      shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}` })).body),
+      reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}` })).body),
       expectedFileSha256(`${name}-${i}`, 40000),
     );
   }

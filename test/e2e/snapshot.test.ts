@@ -3,13 +3,11 @@ import assert from 'node:assert/strict';
 import { cp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { buildTestFunctionImage, expectedFileSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { run } from '../../src/util/exec.js';
 import { sha256File } from '../../src/util/fs.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { openTestNode } from '../helpers/node.js';
-
-const shaOf = (body: string) => body.trim().split(/\s+/)[0];
 
 /** Stops a clone's VM, checks its disk with e2fsck -fn, then releases the instance. */
 async function stopAndFsck(node: EmbersNode, name: string): Promise<void> {
@@ -28,11 +26,11 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     const rec = await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     // one file synced to disk, one only in the guest's page cache at snapshot time
     assert.equal(
-      shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
+      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
       expectedFileSha256('a', 300000),
     );
     assert.equal(
-      shaOf((await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body),
+      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body),
       expectedFileSha256('b', 70000),
     );
 
@@ -54,11 +52,11 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     for (const c of restored.clones) {
       assert.equal(c.diskVerified, true);
       const name = c.record.name;
-      assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
-      assert.equal(shaOf((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('b', 70000));
+      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
+      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('b', 70000));
       // each clone keeps working: more writes, on its own disk
       assert.equal(
-        shaOf((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body),
+        reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body),
         expectedFileSha256(name, 50000),
       );
       const files = (await node.invoke(name, { path: '/cgi-bin/files' })).body;

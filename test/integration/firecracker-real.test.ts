@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
 import { listGuestKits } from '../../src/guest/index.js';
+import type { GuestKit } from '../../src/guest/kit.js';
 import { run } from '../../src/util/exec.js';
 import type { VmHandle, VmSpec } from '../../src/vmm/driver.js';
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
@@ -141,6 +142,17 @@ async function assertNoLeaks(): Promise<void> {
   assert.deepEqual(await readdir(join(root, 'fc')).catch(() => []), [], 'the fixed dir on the host stays empty');
 }
 
+/** What a VMM-side test needs here: a real binary, a /dev/kvm, and a guest kit (Firecracker loads its kernel at InstanceStart). */
+async function vmmSide(): Promise<{ fc: RealFirecracker; kit: GuestKit } | { skip: string }> {
+  if ('skip' in real) return real;
+  const noKvm = await vmmSideUnavailable();
+  if (noKvm) return { skip: noKvm };
+  const kit = (await listGuestKits(resolveConfig().paths.guestCache))[0];
+  if (!kit)
+    return { skip: `needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\`` };
+  return { fc: real, kit };
+}
+
 test('real Firecracker: --version and --snapshot-version, and the state-file fixture belongs to this format', async (t) => {
   if ('skip' in real) return t.skip(real.skip);
   const d = driver(real);
@@ -218,13 +230,10 @@ test('real jailer: chroot, uid/gid, netns; the disk linked into the jail is the 
 });
 
 test('real Firecracker, VMM side: boot, pause/resume, Full and Diff snapshots, state file parsed; two clones loaded at once in their own netns and mount namespaces with network overrides, each on its own disk; resume; stop, nothing left', async (t) => {
-  if ('skip' in real) return t.skip(real.skip);
-  const noKvm = await vmmSideUnavailable();
-  if (noKvm) return t.skip(noKvm);
-  const kit = (await listGuestKits(resolveConfig().paths.guestCache))[0];
-  if (!kit)
-    return t.skip(`needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\``);
-  const d = driver(real, { diffSnapshots: true });
+  const ready = await vmmSide();
+  if ('skip' in ready) return t.skip(ready.skip);
+  const { fc, kit } = ready;
+  const d = driver(fc, { diffSnapshots: true });
   const src = await vmSpec('src', 'tap0', kit);
   const vm = track(d, (await d.boot(src)).vm);
   assert.equal(await d.status(vm), 'running');
@@ -277,13 +286,10 @@ test('real Firecracker, VMM side: boot, pause/resume, Full and Diff snapshots, s
 });
 
 test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (faults served during the load), resume, stop; the handler exits with Firecracker', async (t) => {
-  if ('skip' in real) return t.skip(real.skip);
-  const noKvm = await vmmSideUnavailable();
-  if (noKvm) return t.skip(noKvm);
-  const kit = (await listGuestKits(resolveConfig().paths.guestCache))[0];
-  if (!kit)
-    return t.skip(`needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\``);
-  const d = driver(real);
+  const ready = await vmmSide();
+  if ('skip' in ready) return t.skip(ready.skip);
+  const { fc, kit } = ready;
+  const d = driver(fc);
   const src = await vmSpec('uffd-src', 'tap0', kit);
   const vm = track(d, (await d.boot(src)).vm);
   await d.pause(vm);
