@@ -8,8 +8,6 @@ import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
 import type { FunctionSpec } from './function-spec.js';
 
-export type { FunctionSpec } from './function-spec.js';
-
 export interface BootTimings {
   /** Each phase in ms. */
   phases: Record<string, number>;
