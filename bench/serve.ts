@@ -15,9 +15,10 @@ function percentile(xs: number[], p: number): number {
 }
 
 /**
- * Clients keep their connection to the daemon (as a load balancer in front of a node does);
- * the function's busybox httpd closes every connection, so direct calls and the daemon's own
- * calls to instances connect each time.
+ * Clients keep their connection to the daemon (as a load balancer in front of a node does).
+ * The function's busybox httpd closes every connection, so a direct call connects each time;
+ * the daemon keeps one connection to a warm instance opened ahead of its next request
+ * (node/upstream.ts), which is part of what is measured.
  */
 const toDaemon = new Agent({ keepAlive: true, maxSockets: 16 });
 

@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { EmbersError } from '../errors.js';
+import { isHttpUrl } from '../util/url.js';
 import { heldHere, lockHeld, lockOwner, tryCreateLock } from '../util/lock.js';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { Lifecycle } from '../node/lifecycle.js';
@@ -27,8 +28,10 @@ export interface DaemonOptions extends NodeOptions {
   port?: number;
   /** API bearer token. @default EMBERS_API_TOKEN; required off loopback */
   token?: string;
-  /** Peer-transfer token. @default EMBERS_PEER_TOKEN; without one the peer routes are off */
+  /** Peer-transfer token, for this node's peer routes and for pulling from `peers`. @default EMBERS_PEER_TOKEN; without one the peer routes are off */
   peerToken?: string;
+  /** Peer nodes (base URLs) whose snapshots cold starts may restore from; they share the peer token. @default EMBERS_PEERS (comma-separated) */
+  peers?: string[];
   /** Largest JSON body. @default 1 MiB */
   bodyLimit?: number;
   /** Largest invocation body. @default 6 MiB */
@@ -67,6 +70,31 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     throw new EmbersError('EMB_CONFIG_INVALID', `the API token must be at least ${TOKEN_MIN_LENGTH} characters`, {});
   }
 
+  const peers =
+    opts.peers ??
+    (process.env.EMBERS_PEERS
+      ? process.env.EMBERS_PEERS.split(',')
+          .map((u) => u.trim())
+          .filter(Boolean)
+      : []);
+  for (const url of peers) {
+    if (!isHttpUrl(url))
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `peer "${url}" is not an http(s) URL`,
+        { peer: url },
+        { hint: 'give each peer as --peer http://HOST:PORT (its embers serve)' },
+      );
+  }
+  if (peers.length > 0 && !peerToken) {
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      'pulling snapshots from peers needs the peer token they were started with',
+      { peers },
+      { hint: 'set EMBERS_PEER_TOKEN (or --peer-token) to the token the peer nodes share' },
+    );
+  }
+
   const node = await EmbersNode.open(opts);
   const lock = join(node.config.home, 'daemon', 'serve.lock');
   await takeLock(lock, node.config.home);
@@ -75,6 +103,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   try {
     engine = await Lifecycle.start({
       node,
+      peers: peers.map((url) => ({ url, token: peerToken! })),
       log: (level, msg, fields) => app?.log[level](fields ?? {}, msg),
     });
     app = await buildApi({ engine, token, peerToken, bodyLimit: opts.bodyLimit, invokeBodyLimit: opts.invokeBodyLimit, logLevel: opts.logLevel });

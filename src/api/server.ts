@@ -8,7 +8,7 @@
  * (/v1/snapshots/<id>/<file>) check the peer token instead, and GET /v1/snapshots takes either.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
@@ -34,6 +34,8 @@ export interface ApiOptions {
 }
 
 /** Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
+/** Methods a proxy may send again when the connection failed before any answer (RFC 9110 idempotent, and bodiless here). */
+const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization']);
 const INVOKE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'] as const;
 
@@ -300,46 +302,56 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
     done = true;
     lease.release(ok);
   };
-  const upstream = httpRequest(
-    {
-      host: lease.instance.cloneIp,
-      port: lease.instance.port,
-      method: req.method,
-      path: `${path}${query}`,
-      headers: forwardHeaders(req.headers, req.socket.remoteAddress),
-      agent: false,
-    },
-    (up) => {
-      const timing = Object.entries(lease.timing).map(([k, v]) => `${k};dur=${v}`);
-      const headers: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-      res.writeHead(up.statusCode ?? 502, { ...headers, ...embersHeaders, 'server-timing': timing.join(', ') });
-      up.pipe(res);
-      up.on('error', () => {
-        res.destroy();
-        finish(false);
-      });
-      res.on('finish', () => finish((up.statusCode ?? 500) < 400));
-      res.on('close', () => {
-        if (!res.writableFinished) up.destroy(); // the client went away: stop reading from the function
-        finish(false);
-      });
-    },
-  );
-  upstream.on('error', (err) => {
-    sendRawError(
-      res,
-      new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to instance ${lease.instance.name} failed: ${err.message}`, { instance: lease.instance.name }),
-      embersHeaders,
+  let bodyBytes = 0;
+  const send = (retried: boolean): ClientRequest => {
+    const { socket, preopened } = lease.connect();
+    const upstream = httpRequest(
+      {
+        createConnection: () => socket,
+        method: req.method,
+        path: `${path}${query}`,
+        headers: { ...forwardHeaders(req.headers, req.socket.remoteAddress), host: `${lease.instance.cloneIp}:${lease.instance.port}` },
+      },
+      (up) => {
+        const timing = Object.entries(lease.timing).map(([k, v]) => `${k};dur=${v}`);
+        const headers: Record<string, string | string[]> = {};
+        for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+        res.writeHead(up.statusCode ?? 502, { ...headers, ...embersHeaders, 'server-timing': timing.join(', ') });
+        up.pipe(res);
+        up.on('error', () => {
+          res.destroy();
+          finish(false);
+        });
+        res.on('finish', () => finish((up.statusCode ?? 500) < 400));
+        res.on('close', () => {
+          if (!res.writableFinished) up.destroy(); // the client went away: stop reading from the function
+          finish(false);
+        });
+      },
     );
-    finish(false);
-  });
-  let bytes = 0;
+    upstream.on('error', (err) => {
+      // a connection opened in advance that the function had closed meanwhile: a request
+      // without a body that got no answer is sent once more, on a new connection
+      if (preopened && !retried && bodyBytes === 0 && req.complete && !res.headersSent && RETRYABLE.has(req.method ?? '')) {
+        current = send(true);
+        current.end();
+        return;
+      }
+      sendRawError(
+        res,
+        new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to instance ${lease.instance.name} failed: ${err.message}`, { instance: lease.instance.name }),
+        embersHeaders,
+      );
+      finish(false);
+    });
+    return upstream;
+  };
+  let current = send(false);
   req.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
-    if (bytes > bodyLimit) {
-      req.unpipe(upstream);
-      upstream.destroy();
+    bodyBytes += chunk.length;
+    if (bodyBytes > bodyLimit) {
+      req.unpipe(current);
+      current.destroy();
       sendRawError(
         res,
         new EmbersError('EMB_API_BODY_TOO_LARGE', `the invocation body is larger than ${bodyLimit} bytes`, { limit: bodyLimit }),
@@ -349,10 +361,10 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
     }
   });
   req.on('aborted', () => {
-    upstream.destroy();
+    current.destroy();
     finish(false);
   });
-  req.pipe(upstream);
+  req.pipe(current);
 }
 
 function forwardHeaders(h: IncomingHttpHeaders, remote: string | undefined): Record<string, string | string[]> {

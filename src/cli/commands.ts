@@ -96,6 +96,12 @@ export const COMMANDS = {
       port: { type: 'string', arg: 'PORT', help: 'port to listen on (default 7070)' },
       'peer-token': { type: 'string', arg: 'TOKEN', help: 'the token peers must send for snapshot files (default EMBERS_PEER_TOKEN)' },
       token: { type: 'string', arg: 'TOKEN', help: 'the same as --peer-token' },
+      peer: {
+        type: 'string',
+        multiple: true,
+        arg: 'URL',
+        help: 'a peer node (its embers serve URL) whose snapshots cold starts restore from; repeatable (default EMBERS_PEERS, comma-separated; they share the peer token)',
+      },
       'drain-timeout': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long queued requests may still be served (default 30s)' },
       'body-limit': { type: 'string', arg: 'BYTES', help: 'the largest API request body in bytes, invocations aside (default 1 MiB)' },
     },

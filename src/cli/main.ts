@@ -38,11 +38,12 @@ usage: embers [global options] <command> [options]     (embers <command> --help 
   snapshot push <id>      upload a snapshot to the S3-compatible store
   snapshot pull <id> [--from-peer URL]
                           download a snapshot from the store (or a peer node), verified
-  serve [--listen 127.0.0.1] [--port 7070] [--drain-timeout 30s]
+  serve [--listen 127.0.0.1] [--port 7070] [--peer URL]... [--drain-timeout 30s]
                           the node daemon: functions with automatic snapshots, the HTTP
                           API (/openapi.json), /metrics, and this node's snapshots for peers
                           (API token: EMBERS_API_TOKEN, required off loopback; peer token:
-                          EMBERS_PEER_TOKEN or --peer-token)
+                          EMBERS_PEER_TOKEN or --peer-token); cold starts also restore
+                          snapshots the --peer nodes made
   fn deploy <name> <image> [--memory 256] … | ls | inspect <name> | rm <name> | invoke <name> [--path /] [--data TEXT]
                           clients of the daemon (EMBERS_API, default http://127.0.0.1:7070);
                           see: embers fn --help
@@ -446,6 +447,7 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
     listen: values.listen,
     port: intOption(values.port, 'port', DEFAULT_API_PORT, 0, 65535),
     peerToken: values['peer-token'] ?? values.token,
+    peers: values.peer,
     drainMs: values['drain-timeout'] ? parseDurationMs(values['drain-timeout'], '--drain-timeout') : undefined,
     bodyLimit: values['body-limit'] ? intOption(values['body-limit'], 'body-limit', 0, 1024) : undefined,
   });

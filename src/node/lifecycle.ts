@@ -22,6 +22,7 @@
  * before it starts; a daemon that restarts after a crash stops what those marks name.
  */
 import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, asEmbersError, type ErrorCode } from '../errors.js';
@@ -31,6 +32,9 @@ import type { EmbersNode } from './node.js';
 import { FunctionStore, runtimeSpec, snapshotKey, validateFunctionConfig, validateFunctionName, type FunctionRecord } from './functions.js';
 import { functionOfSnapshot } from './function-spec.js';
 import { NodeMetrics, type StartKind } from './metrics.js';
+import type { SnapshotMode, SnapshotSource } from './remote.js';
+import { SnapshotFinder, type Peer } from './snapshot-finder.js';
+import { SpareConnections } from './upstream.js';
 
 export type InstanceState = 'starting' | 'idle' | 'busy' | 'snapshotting' | 'stopping';
 export type SnapshotState = 'none' | 'creating' | 'ready' | 'failed';
@@ -79,6 +83,8 @@ interface KeySnapshot {
   state: SnapshotState;
   id?: string;
   error?: string;
+  /** Where a snapshot found on other nodes can be fetched from, in the order to try (absent: it is here). */
+  sources?: SnapshotSource[];
   /** A remote lookup is running. */
   lookingUp?: boolean;
   /** When the remote store was last searched for this key (ms since epoch). */
@@ -88,6 +94,8 @@ interface KeySnapshot {
 /** An instance lent to one request; `release` gives it back. */
 export interface Lease {
   instance: { name: string; cloneIp: string; port: number };
+  /** A connection to the instance: one opened in advance while the instance is warm (see upstream.ts), else a new one. */
+  connect(): { socket: Socket; preopened: boolean };
   start: StartKind;
   /** Server-Timing entries (ms): the wait, and the cold-start phases for the request that caused the start. */
   timing: Record<string, number>;
@@ -124,8 +132,10 @@ export interface LifecycleOptions {
   node: EmbersNode;
   /** Logs what the engine decides (cold starts, snapshots, scale to zero). */
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
-  /** How long a remote store search for a key is trusted before searching again. @default 10000 */
+  /** How long a remote search (store and peers) for a key is trusted before searching again. @default 10000 */
   remoteLookupTtlMs?: number;
+  /** Peer nodes whose snapshots cold starts may restore from (their peer endpoints and token). @default [] */
+  peers?: Peer[];
 }
 
 export class Lifecycle {
@@ -135,11 +145,15 @@ export class Lifecycle {
   private readonly fns = new Map<string, FunctionState>();
   private readonly instancesByName = new Map<string, ManagedInstance>();
   private readonly snaps = new Map<string, KeySnapshot>();
-  /** Snapshot keys of remote manifests already read (id → key). */
-  private readonly remoteKeys = new Map<string, string>();
+  /** Searches the store and the peers for snapshots of a key. */
+  private readonly finder: SnapshotFinder;
+  /** The snapshot mode functions default to: remote when snapshots can be shared (a store, or peers). */
+  private readonly sharedMode: SnapshotMode;
   /** Shared preparation of a snapshot for restores (fetch, verify, restored disk). */
   private readonly prepared = new Map<string, Promise<{ fetchedBytes: number; ms: number }>>();
   private readonly background = new Set<Promise<unknown>>();
+  /** Connections to warm instances opened ahead of their requests. */
+  private readonly spares = new SpareConnections();
   private readonly ownedDir: string;
   private readonly log: NonNullable<LifecycleOptions['log']>;
   private readonly lookupTtlMs: number;
@@ -151,6 +165,10 @@ export class Lifecycle {
     this.ownedDir = join(opts.node.config.home, 'daemon', 'owned');
     this.log = opts.log ?? (() => undefined);
     this.lookupTtlMs = opts.remoteLookupTtlMs ?? 10_000;
+    const peers = opts.peers ?? [];
+    this.finder = new SnapshotFinder({ remote: this.node.remote, useStore: this.node.remote.mode === 'remote', peers, log: (l, m, f) => this.log(l, m, f) });
+    const mode = this.node.remote.mode;
+    this.sharedMode = mode === 'local' && peers.length > 0 ? 'remote' : mode;
     this.metrics = new NodeMetrics({
       instances: () => {
         const counts = new Map<string, { function: string; state: string; count: number }>();
@@ -187,7 +205,7 @@ export class Lifecycle {
   async deploy(name: string, rawSpec: unknown): Promise<{ function: FunctionView; changed: boolean }> {
     this.requireOpen();
     validateFunctionName(name);
-    const spec = validateFunctionConfig(rawSpec, this.node.remote.mode);
+    const spec = validateFunctionConfig(rawSpec, this.sharedMode);
     const image = await this.node.images.ensure(spec.image, { onProgress: (m) => this.node.progressLine(m) });
     const { record, changed } = await this.functions.put(name, spec, image.manifestDigest);
     const existing = this.fns.get(name);
@@ -258,11 +276,9 @@ export class Lifecycle {
           await this.node.snapshots.remove(m.id);
           removedSnapshots.push(m.id);
         }
-        if (this.node.remote.mode === 'remote') {
-          for (const id of await this.remoteIdsFor(f.key)) {
-            await this.node.remote.s3().remove(id);
-            if (!removedSnapshots.includes(id)) removedSnapshots.push(id);
-          }
+        for (const id of await this.finder.idsInStore(f.key)) {
+          await this.node.remote.s3().remove(id);
+          if (!removedSnapshots.includes(id)) removedSnapshots.push(id);
         }
         this.snaps.delete(f.key);
       }
@@ -332,8 +348,10 @@ export class Lifecycle {
     const timing: Record<string, number> = { queue: roundMs(performance.now() - since) };
     if (first) for (const [k, v] of Object.entries(inst.startPhases)) timing[k.replace(/Ms$/, '')] = v;
     let released = false;
+    const upstream = { host: inst.cloneIp, port: inst.port };
     return {
       instance: { name: inst.name, cloneIp: inst.cloneIp, port: inst.port },
+      connect: () => this.spares.take(inst.name, upstream),
       start,
       timing,
       release: (ok: boolean) => {
@@ -406,7 +424,7 @@ export class Lifecycle {
       // fan-out: one boot per revision until its snapshot exists
       const bootPending = [...this.instancesByName.values()].some((i) => i.key === f.key && i.pendingSnapshot && i.state !== 'stopping');
       if (bootPending) return { kind: 'wait' };
-      if (f.record.spec.snapshots === 'remote' && Date.now() - (snap.lookedUpAt ?? 0) > this.lookupTtlMs) {
+      if (f.record.spec.snapshots === 'remote' && this.finder.searches && Date.now() - (snap.lookedUpAt ?? 0) > this.lookupTtlMs) {
         this.lookupRemote(f.key);
         return { kind: 'wait' };
       }
@@ -468,7 +486,7 @@ export class Lifecycle {
             inst.cloneIp = rec.cloneIp;
             inst.startPhases = { ...rec.timings.phases };
           } else {
-            const prep = await this.prepareSnapshot(snapshotId!);
+            const prep = await this.prepareSnapshot(snapshotId!, this.snapshotFor(inst.key).sources);
             const r = await this.node.snapshots.restore(snapshotId!, { count: 1, names: [inst.name] });
             const rec = r.clones[0].record;
             inst.cloneIp = rec.cloneIp;
@@ -544,19 +562,18 @@ export class Lifecycle {
     const snap = this.snapshotFor(inst.key);
     snap.state = 'creating';
     inst.state = 'snapshotting';
+    this.spares.drop(inst.name); // no connection of ours may be caught in the snapshot
     this.log('info', `function ${inst.fn}: snapshot of ${inst.name} (revision ${inst.revision})`, { function: inst.fn, instance: inst.name });
     this.track(
       (async () => {
         try {
           const r = await this.node.snapshots.create(inst.name);
-          Object.assign(snap, { state: 'ready', id: r.manifest.id, error: undefined });
+          Object.assign(snap, { state: 'ready', id: r.manifest.id, error: undefined, sources: undefined });
           // warm up for the first restore: its disk is materialised and checked now, off the cold-start path
-          this.track(this.prepareSnapshot(r.manifest.id).catch(() => undefined));
+          this.track(this.prepareSnapshot(r.manifest.id, undefined).catch(() => undefined));
           this.metrics.snapshotCreate.observe(r.timings.createMs / 1000);
-          if (this.node.remote.mode === 'remote') {
-            this.metrics.transferBytes.inc({ direction: 'upload' }, bundleBytes(r.manifest));
-            this.remoteKeys.set(r.manifest.id, inst.key);
-          }
+          if (this.node.remote.mode === 'remote') this.metrics.transferBytes.inc({ direction: 'upload' }, bundleBytes(r.manifest));
+          this.finder.note(r.manifest, inst.key);
           this.log('info', `function ${inst.fn}: snapshot ${r.manifest.id} ready in ${r.timings.createMs} ms`, { function: inst.fn, snapshot: r.manifest.id });
         } catch (err) {
           const e = asEmbersError(err);
@@ -574,13 +591,16 @@ export class Lifecycle {
     );
   }
 
-  /** Makes a snapshot local and its restored disk ready, once for all the restores that need it. */
-  private prepareSnapshot(id: string): Promise<{ fetchedBytes: number; ms: number }> {
+  /**
+   * Makes a snapshot local (fetched from the first of `sources` that delivers it whole and
+   * verified) and its restored disk ready, once for all the restores that need it.
+   */
+  private prepareSnapshot(id: string, sources: SnapshotSource[] | undefined): Promise<{ fetchedBytes: number; ms: number }> {
     let p = this.prepared.get(id);
     if (!p) {
       p = (async () => {
         const t0 = performance.now();
-        const { fetched } = await this.node.remote.ensureLocal(this.node.snapshots.store, id, { kind: 'local' });
+        const fetched = await this.fetchFirst(id, sources ?? [{ kind: 'local' }]);
         if (fetched) this.metrics.transferBytes.inc({ direction: 'download' }, fetched.bytes);
         // the restored disk (rootfs + delta, digest-checked) is made once, here, not by each clone
         await this.node.snapshots.restoredDisk(await this.node.snapshots.store.get(id));
@@ -596,6 +616,22 @@ export class Lifecycle {
     return p;
   }
 
+  /** Fetches `id` unless it is here, trying each source in turn; the last failure is the error. */
+  private async fetchFirst(id: string, sources: SnapshotSource[]): Promise<{ bytes: number } | undefined> {
+    let lastError: unknown;
+    for (const source of sources) {
+      try {
+        return (await this.node.remote.ensureLocal(this.node.snapshots.store, id, source)).fetched;
+      } catch (err) {
+        lastError = err;
+        const e = asEmbersError(err);
+        const where = source.kind === 'peer' ? `peer ${source.url}` : source.kind === 's3' ? 'the S3 store' : 'here';
+        this.log('warn', `fetching snapshot ${id} from ${where} failed: ${e.code} ${e.message}`, { snapshot: id, code: e.code });
+      }
+    }
+    throw lastError;
+  }
+
   /** Finds the newest local snapshot of every key. */
   private async scanLocalSnapshots(): Promise<void> {
     const newest = new Map<string, SnapshotManifest>();
@@ -607,21 +643,19 @@ export class Lifecycle {
     for (const [key, m] of newest) Object.assign(this.snapshotFor(key), { state: 'ready', id: m.id });
   }
 
-  /** Searches the remote store for a snapshot of `key` (reading each manifest once), then lets the waiting functions go on. */
+  /** Searches the store and the peers for a snapshot of `key`, then lets the waiting functions go on. */
   private lookupRemote(key: string): void {
     const snap = this.snapshotFor(key);
     snap.lookingUp = true;
     this.track(
       (async () => {
         try {
-          const ids = await this.remoteIdsFor(key);
-          if (ids.length > 0 && snap.state === 'none') {
-            Object.assign(snap, { state: 'ready', id: ids[ids.length - 1] });
-            this.log('info', `found snapshot ${snap.id} in the remote store`, { snapshot: snap.id });
+          const found = await this.finder.find(key);
+          if (found && snap.state === 'none') {
+            Object.assign(snap, { state: 'ready', id: found.id, sources: found.sources });
+            const where = found.sources.map((src) => (src.kind === 'peer' ? `peer ${src.url}` : 'the S3 store')).join(', ');
+            this.log('info', `found snapshot ${found.id} on ${where}`, { snapshot: found.id });
           }
-        } catch (err) {
-          const e = asEmbersError(err);
-          this.log('warn', `remote snapshot search failed: ${e.code} ${e.message}`, { code: e.code });
         } finally {
           snap.lookingUp = false;
           snap.lookedUpAt = Date.now();
@@ -631,30 +665,13 @@ export class Lifecycle {
     );
   }
 
-  /** Ids of remote snapshots with this key, oldest first. */
-  private async remoteIdsFor(key: string): Promise<string[]> {
-    const s3 = this.node.remote.s3();
-    const found: { id: string; createdAt: string }[] = [];
-    for (const id of await s3.list()) {
-      let k = this.remoteKeys.get(id);
-      let createdAt = '';
-      if (!k) {
-        const m = await s3.manifest(id).catch(() => undefined);
-        if (!m) continue;
-        k = snapshotKey(m.image.manifestDigest, functionOfSnapshot(m));
-        this.remoteKeys.set(id, k);
-        createdAt = m.createdAt;
-      }
-      if (k === key) found.push({ id, createdAt });
-    }
-    return found.sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1)).map((x) => x.id);
-  }
-
   // ---- scale to zero and stopping ----
 
   private armIdle(f: FunctionState, inst: ManagedInstance): void {
     clearTimeout(inst.idleTimer);
     if (inst.state !== 'ready' || inst.active > 0) return;
+    // warm and never to be snapshotted (any more): its next request finds a connection open
+    if (!inst.pendingSnapshot) this.spares.prime(inst.name, { host: inst.cloneIp, port: inst.port });
     inst.idleTimer = setTimeout(() => {
       inst.idleTimer = undefined;
       if (!isIdle(inst)) return;
@@ -669,6 +686,7 @@ export class Lifecycle {
   private stopInstance(inst: ManagedInstance, why: string): void {
     if (inst.state === 'stopping') return;
     clearTimeout(inst.idleTimer);
+    this.spares.drop(inst.name);
     inst.state = 'stopping';
     this.log('info', `function ${inst.fn}: stopping ${inst.name} (${why})`, { function: inst.fn, instance: inst.name });
     this.track(
@@ -714,6 +732,7 @@ export class Lifecycle {
     while (inFlight() && Date.now() < deadline) await sleep(50);
     for (const f of this.fns.values()) for (const w of f.queue.splice(0)) this.rejectWaiter(f, w, drainingError(f.record.name));
     await this.drainInstances(() => true, Math.max(0, deadline - Date.now()));
+    this.spares.closeAll();
     await this.settleBackground();
     await this.node.downIfIdle();
     this.node.remote.close();

@@ -6,7 +6,7 @@ import { EmbersError } from '../errors.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, requireSnapshotId, type SnapshotFile } from './manifest.js';
+import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
 import {
   emptyBody,
@@ -79,6 +79,11 @@ export class PeerClient {
       isTransientTransferError,
       this.retry,
     );
+  }
+
+  /** The manifest of snapshot `id` at the peer, parsed and checked (to find a snapshot by what it runs without fetching it). */
+  async manifest(id: string): Promise<SnapshotManifest> {
+    return parseManifest(await this.readManifest(id, undefined), `peer ${this.url}: ${id}/${MANIFEST_NAME}`);
   }
 
   /** Pulls snapshot `id` from the peer into `store`, under the same id (see `fetchSnapshot`). */

@@ -76,3 +76,61 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
   }
   assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
 });
+
+test('a daemon with --peer serves its first cold start by restoring the peer node snapshot straight from it (no store, a dead peer skipped)', async () => {
+  const before = await readHostResources();
+  const work = await mkdtemp(join(tmpdir(), 'embers-daemons-'));
+  const env = { EMBERS_PEER_TOKEN: 'a-shared-peer-token-for-tests', EMBERS_S3_ENDPOINT: undefined, EMBERS_S3_BUCKET: undefined };
+  const daemons: TestDaemon[] = [];
+  try {
+    const image = await buildTestFunctionImage(join(work, 'fn'));
+    const spec = { image, memoryMiB: 128, idleTimeoutSeconds: 600 };
+    const a = await startTestDaemon({ home: join(work, 'a'), env });
+    daemons.push(a);
+    assert.equal((await a.api('PUT', '/v1/functions/shared', spec)).json.function.spec.snapshots, 'local', 'no store, no peers: local');
+    const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=30000&seed=peer-a&sync=0');
+    assert.equal(first.headers.get('x-embers-start'), 'boot');
+    const snapId = await waitFor('node A snapshot', async () => {
+      const s = (await a.api('GET', '/v1/functions/shared')).json.snapshot;
+      assert.notEqual(s.state, 'failed', s.error);
+      return s.state === 'ready' ? (s.id as string) : undefined;
+    });
+
+    // the first peer is down: its search fails and is skipped, the second has the snapshot
+    const b = await startTestDaemon({ home: join(work, 'b'), env, args: ['--peer', 'http://127.0.0.1:1', '--peer', a.url] });
+    daemons.push(b);
+    const deployedB = await b.api('PUT', '/v1/functions/shared', spec);
+    assert.equal(deployedB.json.function.spec.snapshots, 'remote', 'with peers, snapshots are shared by default');
+    const fromA = await b.api('GET', '/v1/functions/shared/invoke/cgi-bin/read?name=from-a.bin');
+    assert.equal(fromA.status, 200, fromA.text);
+    assert.equal(fromA.headers.get('x-embers-start'), 'restore', `no boot on node B; log:\n${b.log()}`);
+    assert.equal(reportedSha256(fromA.text), expectedFileSha256('peer-a', 30000), 'node A state, restored on node B');
+    assert.deepEqual(
+      (await b.api('GET', '/v1/functions/shared')).json.instances.map((i: { origin: string; snapshotId: string }) => [i.origin, i.snapshotId]),
+      [['restore', snapId]],
+    );
+    assert.deepEqual(
+      (await b.api('GET', '/v1/snapshots')).json.snapshots.map((s: { id: string }) => s.id),
+      [snapId],
+      'the snapshot was fetched from the peer into node B',
+    );
+    assert.match(b.log(), /snapshot search in peer http:\/\/127\.0\.0\.1:1 failed/);
+    // warm requests on the restored clone (over connections opened ahead of them) answer each in turn
+    for (let i = 0; i < 5; i++) {
+      const warm = await b.api('GET', '/v1/functions/shared/invoke/cgi-bin/read?name=from-a.bin');
+      assert.equal(warm.status, 200, warm.text);
+      assert.equal(warm.headers.get('x-embers-start'), 'warm');
+      assert.equal(reportedSha256(warm.text), expectedFileSha256('peer-a', 30000));
+    }
+    const metrics = (await b.api('GET', '/metrics')).text;
+    const downloaded = /embers_snapshot_transfer_bytes_total\{direction="download"\} (\d+)/.exec(metrics);
+    assert.ok(downloaded && Number(downloaded[1]) > 0, 'the snapshot was downloaded');
+    await stopClean(b);
+    await stopClean(a);
+    daemons.length = 0;
+  } finally {
+    for (const d of daemons) await d.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+  assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
+});
