@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
-import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { snapshotReady, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { startS3Server } from '../helpers/s3-server.js';
 
 async function stopClean(d: TestDaemon): Promise<void> {
@@ -39,11 +39,7 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
     assert.equal(deployedA.json.function.spec.snapshots, 'remote', 'remote is the default with a store configured');
     const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=20000&seed=node-a&sync=0');
     assert.equal(first.headers.get('x-embers-start'), 'boot');
-    const snapId = await waitFor('node A snapshot', async () => {
-      const s = (await a.api('GET', '/v1/functions/shared')).json.snapshot;
-      assert.notEqual(s.state, 'failed', s.error);
-      return s.state === 'ready' ? (s.id as string) : undefined;
-    });
+    const snapId = await snapshotReady(a, 'shared');
     // created, so uploaded (create pushes in remote mode before it reports ready)
     assert.ok(await exists(s3.objectPath(`snapshots/${snapId}/manifest.json`)), 'the snapshot is in the store');
     assert.equal(await a.stop(), 0);
@@ -90,11 +86,7 @@ test('a daemon with --peer serves its first cold start by restoring the peer nod
     assert.equal((await a.api('PUT', '/v1/functions/shared', spec)).json.function.spec.snapshots, 'local', 'no store, no peers: local');
     const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=30000&seed=peer-a&sync=0');
     assert.equal(first.headers.get('x-embers-start'), 'boot');
-    const snapId = await waitFor('node A snapshot', async () => {
-      const s = (await a.api('GET', '/v1/functions/shared')).json.snapshot;
-      assert.notEqual(s.state, 'failed', s.error);
-      return s.state === 'ready' ? (s.id as string) : undefined;
-    });
+    const snapId = await snapshotReady(a, 'shared');
 
     // the first peer is down: its search fails and is skipped, the second has the snapshot
     const b = await startTestDaemon({ home: join(work, 'b'), env, args: ['--peer', 'http://127.0.0.1:1', '--peer', a.url] });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
 import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
-import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { snapshotReady, startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 
 /** The value of one sample in the daemon's /metrics (0 when absent). */
 async function metric(d: TestDaemon, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -19,14 +19,6 @@ async function metric(d: TestDaemon, name: string, labels: Record<string, string
     if (want.every((w) => have.includes(w)) && have.length === want.length) return Number(m[3]);
   }
   return 0;
-}
-
-async function snapshotReady(d: TestDaemon, fn: string): Promise<string> {
-  return waitFor(`the snapshot of ${fn}`, async () => {
-    const s = (await d.api('GET', `/v1/functions/${fn}`)).json.snapshot;
-    assert.notEqual(s.state, 'failed', `snapshot failed: ${s.error}\n${d.log()}`);
-    return s.state === 'ready' ? (s.id as string) : undefined;
-  });
 }
 
 async function noInstances(d: TestDaemon, fn: string): Promise<void> {

@@ -117,3 +117,12 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** Waits until the function's snapshot is ready and returns its id; a failed snapshot fails the test with the daemon's log. */
+export async function snapshotReady(d: TestDaemon, fn: string): Promise<string> {
+  return waitFor(`the snapshot of ${fn}`, async () => {
+    const s = (await d.api('GET', `/v1/functions/${fn}`)).json.snapshot;
+    if (s.state === 'failed') throw new Error(`snapshot of ${fn} failed: ${s.error}\n${d.log()}`);
+    return s.state === 'ready' ? (s.id as string) : undefined;
+  });
+}
