@@ -158,3 +158,26 @@ export async function asNoSpaceError(err: unknown, what: string, path: string): 
     { cause: err },
   );
 }
+
+/** Bytes a file takes on disk (its allocated blocks: a sparse file's holes take none); undefined if it is not there. */
+export async function allocatedBytes(path: string): Promise<number | undefined> {
+  const st = await stat(path).catch(() => undefined);
+  return st ? st.blocks * 512 : undefined;
+}
+
+/**
+ * Refuses (EMB_NO_SPACE) up front a step that needs about `needBytes` on the filesystem of
+ * `path` when less is free, before it takes anything.
+ */
+export async function requireFreeSpace(path: string, needBytes: number, what: string): Promise<void> {
+  const fs = await statfs(path).catch(() => undefined);
+  if (!fs) return; // cannot tell: the step itself reports a full disk
+  const freeBytes = fs.bavail * fs.bsize;
+  if (freeBytes >= needBytes) return;
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  throw new EmbersError(
+    'EMB_NO_SPACE',
+    `${what} needs about ${mib(needBytes)} on the filesystem of ${path}, and ${mib(freeBytes)} are free; nothing was started`,
+    { path, needBytes, freeBytes, totalBytes: fs.blocks * fs.bsize },
+  );
+}

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { ERRORS, EmbersError, asEmbersError, isEmbersError } from '../../src/errors.js';
-import { asNoSpaceError, isNoSpace } from '../../src/util/fs.js';
+import { asNoSpaceError, isNoSpace, requireFreeSpace } from '../../src/util/fs.js';
 
 test('error catalogue: stable EMB_ codes, each with a summary, a hint and an exit code', () => {
   for (const [code, spec] of Object.entries(ERRORS)) {
@@ -49,4 +49,13 @@ test('a full filesystem is recognised however it surfaces, and reported as EMB_N
   assert.equal(await asNoSpaceError(converted, 'again', tmpdir()), converted, 'converted once');
   const other = new Error('EACCES');
   assert.equal(await asNoSpaceError(other, 'x', tmpdir()), other, 'other errors pass unchanged');
+});
+
+test('a step that needs more space than is free is refused up front with EMB_NO_SPACE', async () => {
+  await requireFreeSpace(tmpdir(), 1, 'a tiny step');
+  await assert.rejects(requireFreeSpace(tmpdir(), Number.MAX_SAFE_INTEGER, 'snapshot create of x'), (err: unknown) => {
+    assert.ok(isEmbersError(err, 'EMB_NO_SPACE'));
+    assert.match(err.message, /^snapshot create of x needs about \d+\.\d MiB on the filesystem of .*, and \d+\.\d MiB are free; nothing was started$/);
+    return true;
+  });
 });
