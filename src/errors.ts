@@ -124,6 +124,13 @@ export const ERRORS = {
 
   // disks
   EMB_DISK_CLONE_FAILED: { summary: 'creating the instance disk failed', hint: 'check free disk space under the embers home', exit: 70 },
+  EMB_NO_SPACE: {
+    summary: 'the filesystem embers writes to (the home: images, snapshots, instance disks) is full',
+    hint:
+      'free space on that filesystem: remove snapshots you no longer need (`embers snapshot rm ID`, `embers snapshot ls` lists them), ' +
+      'drop images no instance or snapshot uses (`embers image gc`), or use a --home on a larger filesystem',
+    exit: 74,
+  },
 
   // network
   EMB_NET_SETUP_FAILED: {

@@ -11,6 +11,12 @@
  *        answers "<sha256>  N\n" (see expectedLine()).
  *   GET /cgi-bin/read?name=N                -> "<sha256>  N\n", or 404 "missing N\n"
  *   GET /cgi-bin/files                      -> "<sha256>  <name>\n" for every file in /data, by name
+ *   GET /cgi-bin/rename?from=A&to=B&sync=0|1 -> moves /data/A to /data/B (replacing B), answers "<sha256>  B\n";
+ *        404 "missing A\n" if A is not there
+ *   GET /cgi-bin/delete?name=N&sync=0|1     -> removes /data/N, answers "deleted N\n"; 404 "missing N\n"
+ *   GET /cgi-bin/dropcaches                 -> writes dirty pages back (`sync`), then drops the guest's
+ *        page cache, dentries and inodes (`echo 3 > /proc/sys/vm/drop_caches`), so that the next
+ *        reads come from the disk; answers "dropped\n"
  *   Bad arguments -> 400. Names and seeds: [A-Za-z0-9._-]+ (names not starting with a dot,
  *   seeds at most 64 characters).
  *
@@ -132,6 +138,36 @@ for f in *; do
 done
 `;
 
+const RENAME_CGI = `#!/bin/sh
+# GET /cgi-bin/rename?from=A&to=B&sync=0|1
+${CGI_COMMON}from=$(arg from)
+to=$(arg to)
+check_name "$from"
+check_name "$to"
+[ -f "/data/$from" ] || reply '404 Not Found' "missing $from"
+busybox mv -f "/data/$from" "/data/$to" || reply '500 Internal Server Error' "rename failed"
+if [ "$(arg sync)" = 1 ]; then busybox sync; fi
+cd /data || reply '500 Internal Server Error' "no /data"
+reply '200 OK' "$(busybox sha256sum "$to")"
+`;
+
+const DELETE_CGI = `#!/bin/sh
+# GET /cgi-bin/delete?name=NAME&sync=0|1
+${CGI_COMMON}name=$(arg name)
+check_name "$name"
+[ -f "/data/$name" ] || reply '404 Not Found' "missing $name"
+busybox rm -f "/data/$name" || reply '500 Internal Server Error' "delete failed"
+if [ "$(arg sync)" = 1 ]; then busybox sync; fi
+reply '200 OK' "deleted $name"
+`;
+
+const DROPCACHES_CGI = `#!/bin/sh
+# GET /cgi-bin/dropcaches
+${CGI_COMMON}busybox sync
+echo 3 > /proc/sys/vm/drop_caches || reply '500 Internal Server Error' "cannot drop caches"
+reply '200 OK' "dropped"
+`;
+
 /** Applets linked in /bin besides sh (the CGI scripts call `busybox <applet>` anyway). */
 const APPLETS = ['awk', 'cat', 'echo', 'head', 'httpd', 'ls', 'mkdir', 'ps', 'rm', 'sha256sum', 'sleep', 'sync', 'wc'];
 
@@ -180,6 +216,9 @@ export async function testFunctionImage(opts: { port?: number } = {}): Promise<F
     { path: 'www/cgi-bin/write', type: 'file', mode: 0o755, content: WRITE_CGI },
     { path: 'www/cgi-bin/read', type: 'file', mode: 0o755, content: READ_CGI },
     { path: 'www/cgi-bin/files', type: 'file', mode: 0o755, content: FILES_CGI },
+    { path: 'www/cgi-bin/rename', type: 'file', mode: 0o755, content: RENAME_CGI },
+    { path: 'www/cgi-bin/delete', type: 'file', mode: 0o755, content: DELETE_CGI },
+    { path: 'www/cgi-bin/dropcaches', type: 'file', mode: 0o755, content: DROPCACHES_CGI },
   ];
   return {
     layers: [{ entries: base.map((e) => ({ mtime: FIXTURE_MTIME, ...e })) }, { entries: app }],

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
 import { pidAlive } from '../util/pid.js';
-import { fsyncPath, makeTempDir, sha256File, writeJsonAtomic } from '../util/fs.js';
+import { asNoSpaceError, fsyncPath, makeTempDir, sha256File, writeJsonAtomic } from '../util/fs.js';
 import { LayerApplier } from './extract.js';
 import { buildRootfs, FLATTENER_VERSION, randomSuffix, ROOTFS_EPOCH } from './flatten.js';
 import { locateImage } from './locate.js';
@@ -196,6 +196,8 @@ export class ImageStore {
       const image = await this.ensureResolved(await resolveImage(location.path), ref, opts);
       await this.refs.set(ref, { manifestDigest: image.manifestDigest, platform: 'linux/amd64', source: 'local' });
       return image;
+    } catch (err) {
+      throw await asNoSpaceError(err, `image ${ref}`, this.imagesDir);
     } finally {
       await release();
     }
@@ -586,6 +588,8 @@ export class ImageStore {
         ...rootfsFields(rootfs),
         updatedAt: (await this.refs.get(r.reference))?.updatedAt,
       };
+    } catch (err) {
+      throw await asNoSpaceError(err, `image pull ${ref}`, this.imagesDir);
     } finally {
       await release();
     }

@@ -12,7 +12,7 @@ import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { writeJsonAtomic } from '../util/fs.js';
-import type { FunctionSpec } from './function-spec.js';
+import { hostLimits, type FunctionSpec, type HostLimits } from './function-spec.js';
 import type { SnapshotMode } from './remote.js';
 
 /** When a revision's snapshot is taken. */
@@ -108,10 +108,11 @@ export function validateFunctionName(name: unknown): string {
 
 /**
  * Checks a spec as sent by a client and applies the defaults. Unknown fields, wrong types and
- * out-of-range values are EMB_FUNCTION_SPEC_INVALID naming the field. `nodeMode` is the
- * node's snapshot mode: the default, and the ceiling (remote needs a node with a store).
+ * out-of-range values are EMB_FUNCTION_SPEC_INVALID naming the field, and so are vcpus or
+ * memory beyond what `host` has (refused at deploy, not at the first cold start). `nodeMode`
+ * is the node's snapshot mode: the default, and the ceiling (remote needs a node with a store).
  */
-export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode): FunctionConfig {
+export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, host: HostLimits = hostLimits()): FunctionConfig {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw invalid('the function spec must be a JSON object');
   const raw = input as Record<string, unknown>;
   const known = new Set([...Object.keys(FUNCTION_DEFAULTS), 'image', 'env', 'snapshots']);
@@ -161,6 +162,16 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode): 
     maxQueue: num('maxQueue'),
     requestTimeoutSeconds: num('requestTimeoutSeconds'),
   };
+  if (spec.vcpus > host.cpus) {
+    throw invalid(`vcpus ${spec.vcpus} is not possible here: this host has ${host.cpus} CPU(s)`, { field: 'vcpus', value: spec.vcpus, hostCpus: host.cpus });
+  }
+  if (spec.memoryMiB > host.memoryMiB) {
+    throw invalid(`memoryMiB ${spec.memoryMiB} is not possible here: this host has ${host.memoryMiB} MiB`, {
+      field: 'memoryMiB',
+      value: spec.memoryMiB,
+      hostMemoryMiB: host.memoryMiB,
+    });
+  }
   if (spec.minInstances > spec.maxInstances) {
     throw invalid(`minInstances (${spec.minInstances}) must not exceed maxInstances (${spec.maxInstances})`, { field: 'minInstances' });
   }

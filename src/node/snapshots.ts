@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, asEmbersError } from '../errors.js';
-import { fsyncPath, sha256File, writeJsonAtomic } from '../util/fs.js';
+import { allocatedBytes, asNoSpaceError, fsyncPath, requireFreeSpace, sha256File, writeJsonAtomic } from '../util/fs.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
 import { diffByExtents } from '../disk/extents.js';
 import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
@@ -136,6 +136,11 @@ export class SnapshotService {
         },
       );
     }
+    // What it will write: the guest memory it touched, the state, a frozen copy of the disk
+    // and the delta (at most the disk's data again). Refused before the VM is paused.
+    const memoryBytes = (await allocatedBytes(rec.vm.memoryFile)) ?? rec.function.memoryMiB * 1024 * 1024;
+    const diskBytes = (await allocatedBytes(rec.diskPath)) ?? 0;
+    await requireFreeSpace(this.deps.snapshotsDir, memoryBytes + 2 * diskBytes + 4 * 1024 * 1024, `snapshot create of ${instance}`);
     const { phases, mark } = phaseTimer();
     const t0 = performance.now();
     const staging = await this.store.staging();
@@ -237,7 +242,8 @@ export class SnapshotService {
     } catch (err) {
       if (paused) await this.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
-      throw err;
+      await rm(diskCopy, { force: true });
+      throw await asNoSpaceError(err, `snapshot create of ${instance}`, this.deps.snapshotsDir);
     } finally {
       await rm(diskCopy, { force: true });
     }
@@ -385,7 +391,7 @@ export class SnapshotService {
       disk = await this.restoredDisk(m, opts);
     } catch (err) {
       if (fetched && !this.remote.cacheSnapshots) await this.remove(id).catch(() => undefined);
-      throw err;
+      throw await asNoSpaceError(err, `restoring the disk of snapshot ${id}`, this.deps.restoreDir);
     }
     await this.deps.kits.get(kitKindOf(m));
     const prepareMs = roundMs(performance.now() - t0);

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { open, readFile, rename, rm, stat, mkdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
-import { sha256, writeJsonAtomic } from '../util/fs.js';
+import { asNoSpaceError, isNoSpace, sha256, writeJsonAtomic } from '../util/fs.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { pidAlive } from '../util/pid.js';
 import { heldHere, lockOwner, tryCreateLock } from '../util/lock.js';
@@ -322,6 +322,12 @@ export async function fetchSnapshot(store: LocalSnapshotStore, source: RangeSour
   const lock = await TransferLock.acquire(store, `pull-${id}`);
   try {
     return await new SnapshotFetch(store, source, id, o, started).run();
+  } catch (err) {
+    // A full disk: resuming needs the space first, so the partial download goes (the space is
+    // given back) and the pull starts afresh once space is freed.
+    if (!isNoSpace(err)) throw err;
+    await rm(join(transfersDir(store), `pull-${id}`), { recursive: true, force: true });
+    throw await asNoSpaceError(err, `pulling snapshot ${id} from ${source.location}`, store.dir);
   } finally {
     await lock.release();
   }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { access, mkdir, open, rename, rm, stat, mkdtemp } from 'node:fs/promises';
+import { access, mkdir, open, rename, rm, stat, statfs, mkdtemp } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
+import { EmbersError } from '../errors.js';
 
 /**
  * sha256 of a whole file, hex, reading into one reused 1 MiB buffer: about 3× faster than a
@@ -122,4 +123,61 @@ export async function exists(path: string): Promise<boolean> {
 export async function regularFileSize(path: string): Promise<number | undefined> {
   const st = await stat(path).catch(() => undefined);
   return st?.isFile() ? st.size : undefined;
+}
+
+/** How a full filesystem shows: ENOSPC/EDQUOT from a syscall, or the strerror text in a host command's or a VMM's message. */
+const NO_SPACE_TEXT = /No space left on device|Disk quota exceeded|\bENOSPC\b|\bEDQUOT\b/;
+
+/** True when `err`, or an error it wraps (its `cause`, an EmbersError's stderr), says a filesystem is full. */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (typeof e !== 'object') return NO_SPACE_TEXT.test(String(e));
+    const { code, message, details } = e as { code?: unknown; message?: unknown; details?: { stderr?: unknown } };
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EMB_NO_SPACE') return true;
+    if (NO_SPACE_TEXT.test(String(message ?? '')) || NO_SPACE_TEXT.test(String(details?.stderr ?? ''))) return true;
+  }
+  return false;
+}
+
+/**
+ * `err` as EMB_NO_SPACE when it says the filesystem of `path` is full (see isNoSpace), naming
+ * what failed and the space left once the caller has cleaned up; any other error unchanged.
+ * Call it after the failed step has removed its partial files, so the figure is what is free.
+ */
+export async function asNoSpaceError(err: unknown, what: string, path: string): Promise<unknown> {
+  if (!isNoSpace(err) || (err instanceof EmbersError && err.code === 'EMB_NO_SPACE')) return err;
+  const fs = await statfs(path).catch(() => undefined);
+  const freeBytes = fs ? fs.bavail * fs.bsize : undefined;
+  const totalBytes = fs ? fs.blocks * fs.bsize : undefined;
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  const room = freeBytes !== undefined && totalBytes !== undefined ? ` (${mib(freeBytes)} free of ${mib(totalBytes)} after cleaning up)` : '';
+  return new EmbersError(
+    'EMB_NO_SPACE',
+    `${what} failed: no space left on the filesystem of ${path}${room}; nothing partial was kept`,
+    { path, freeBytes, totalBytes, cause: err instanceof Error ? err.message : String(err) },
+    { cause: err },
+  );
+}
+
+/** Bytes a file takes on disk (its allocated blocks: a sparse file's holes take none); undefined if it is not there. */
+export async function allocatedBytes(path: string): Promise<number | undefined> {
+  const st = await stat(path).catch(() => undefined);
+  return st ? st.blocks * 512 : undefined;
+}
+
+/**
+ * Refuses (EMB_NO_SPACE) up front a step that needs about `needBytes` on the filesystem of
+ * `path` when less is free, before it takes anything.
+ */
+export async function requireFreeSpace(path: string, needBytes: number, what: string): Promise<void> {
+  const fs = await statfs(path).catch(() => undefined);
+  if (!fs) return; // cannot tell: the step itself reports a full disk
+  const freeBytes = fs.bavail * fs.bsize;
+  if (freeBytes >= needBytes) return;
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  throw new EmbersError(
+    'EMB_NO_SPACE',
+    `${what} needs about ${mib(needBytes)} on the filesystem of ${path}, and ${mib(freeBytes)} are free; nothing was started`,
+    { path, needBytes, freeBytes, totalBytes: fs.blocks * fs.bsize },
+  );
 }

@@ -58,6 +58,20 @@ test('function spec: bad names, image references, types, ranges and unknown fiel
   assert.throws(() => validateFunctionConfig({ image: 'x', memory: 256 }, 'local'), invalid('memory'));
 });
 
+test('function spec: vcpus or memory beyond what the host has are refused at deploy', () => {
+  const host = { cpus: 2, memoryMiB: 1024 };
+  const spec = validateFunctionConfig({ image: 'x', vcpus: 2, memoryMiB: 1024 }, 'local', host);
+  assert.deepEqual([spec.vcpus, spec.memoryMiB], [2, 1024]);
+  assert.throws(
+    () => validateFunctionConfig({ image: 'x', vcpus: 3 }, 'local', host),
+    (e) => invalid('vcpus')(e) && /vcpus 3 is not possible here: this host has 2 CPU/.test((e as Error).message),
+  );
+  assert.throws(
+    () => validateFunctionConfig({ image: 'x', memoryMiB: 1025 }, 'local', host),
+    (e) => invalid('memoryMiB')(e) && /memoryMiB 1025 is not possible here: this host has 1024 MiB/.test((e as Error).message),
+  );
+});
+
 test('revisions: a change of the image digest or of any spec field is a new revision; key order is not', () => {
   const spec = validateFunctionConfig({ image: 'x', env: ['A=1'] }, 'local');
   const rev = revisionId(DIGEST, spec);

@@ -73,12 +73,15 @@ test('the test function image builds deterministically and its rootfs holds busy
   assert.deepEqual(
     lsImage(p, '/www/cgi-bin').map((e) => [e.name, e.mode & 0o7777]),
     [
+      ['delete', 0o755],
+      ['dropcaches', 0o755],
       ['files', 0o755],
       ['read', 0o755],
+      ['rename', 0o755],
       ['write', 0o755],
     ],
   );
-  for (const cgi of ['files', 'read', 'write']) assert.match(catImage(p, `/www/cgi-bin/${cgi}`).toString(), /^#!\/bin\/sh\n/);
+  for (const cgi of ['delete', 'dropcaches', 'files', 'read', 'rename', 'write']) assert.match(catImage(p, `/www/cgi-bin/${cgi}`).toString(), /^#!\/bin\/sh\n/);
   assert.equal(catImage(p, '/www/index.html').toString(), 'hello from embers\n');
   assert.equal(statImage(p, '/data').type, 'directory');
   assert.equal(statImage(p, '/tmp').mode & 0o7777, 0o1777);
@@ -107,8 +110,17 @@ test('the test function image builds deterministically and its rootfs holds busy
     status: 200,
     body: `${expectedLine('a', 7, 13)}\n${expectedLine('b.bin', 's1', 100000)}\n${expectedLine('empty', 'x', 0)}\n`,
   });
+  assert.deepEqual(await readFile(join(root, 'data', 'b.bin')), expectedBytes('s1', 100000));
+  assert.deepEqual(await get('/cgi-bin/rename?from=a&to=b.bin&sync=1'), { status: 200, body: `${expectedLine('b.bin', 7, 13)}\n` });
+  assert.deepEqual(await get('/cgi-bin/read?name=a'), { status: 404, body: 'missing a\n' });
+  assert.deepEqual(await get('/cgi-bin/rename?from=a&to=c'), { status: 404, body: 'missing a\n' });
+  assert.deepEqual(await get('/cgi-bin/delete?name=empty'), { status: 200, body: 'deleted empty\n' });
+  assert.deepEqual(await get('/cgi-bin/delete?name=empty'), { status: 404, body: 'missing empty\n' });
+  assert.deepEqual(await get('/cgi-bin/files'), { status: 200, body: `${expectedLine('b.bin', 7, 13)}\n` });
+  assert.equal((await get('/cgi-bin/rename?from=b.bin&to=../x')).status, 400);
+  assert.equal((await get('/cgi-bin/delete?name=../etc/passwd')).status, 400);
   assert.equal((await get('/cgi-bin/write?name=../etc/x&size=1&seed=1')).status, 400);
   assert.equal((await get('/cgi-bin/write?name=ok&size=1e3&seed=1')).status, 400);
   assert.equal((await get('/cgi-bin/read?name=.hidden')).status, 400);
-  assert.deepEqual(await readFile(join(root, 'data', 'b.bin')), expectedBytes('s1', 100000));
+  assert.deepEqual(await readFile(join(root, 'data', 'b.bin')), expectedBytes(7, 13));
 });
