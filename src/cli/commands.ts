@@ -52,6 +52,16 @@ export const COMMANDS = {
   },
   ps: { usage: 'ps', summary: 'list instances', options: {} },
   logs: { usage: 'logs <instance>', summary: 'the guest console', options: {} },
+  exec: {
+    usage: 'exec <instance> [options] -- <command> [args]...',
+    summary:
+      "run a command in the guest through the guest agent (never the guest network): output streamed, its exit code returned; a command the image lacks runs as the kit's busybox applet",
+    options: {
+      timeout: { type: 'string', arg: 'DURATION', help: "kill the command's process group after this long (exit code 124; default 60s, 0: none)" },
+      shell: { type: 'boolean', default: false, help: "run the one argument as a script with the kit's busybox sh -c (no shell otherwise)" },
+      kit: { type: 'boolean', default: false, help: "run in the guest kit's root (busybox; the function's disk is at /newroot) instead of the function's" },
+    },
+  },
   stop: {
     usage: 'stop <instance>... | --all',
     summary: 'stop instances and release what they hold',
@@ -215,5 +225,8 @@ export function hoistGlobalOptions(argv: string[]): { command: string | undefine
       globals.push(argv[++i]);
     }
   }
-  return { command: argv[i], args: [...argv.slice(i + 1), ...globals] };
+  // globals go before a `--`: what follows it is a command for the guest (embers exec)
+  const rest = argv.slice(i + 1);
+  const dd = rest.indexOf('--');
+  return { command: argv[i], args: dd < 0 ? [...rest, ...globals] : [...rest.slice(0, dd), ...globals, ...rest.slice(dd)] };
 }
