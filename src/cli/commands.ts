@@ -39,6 +39,12 @@ export const COMMANDS = {
       port: { type: 'string', arg: 'PORT', help: 'the guest port the function serves HTTP on, 1-65535 (default 8080)' },
       env: { type: 'string', multiple: true, arg: 'K=V', help: "environment entry added to the image's (repeatable)" },
       'ready-timeout': readyTimeout,
+      'restore-hook': {
+        type: 'string',
+        arg: 'PATH',
+        help: "an executable in the image run after every restore of this function's snapshots (default: the image's org.embers.restore-hook label)",
+      },
+      'restore-hook-timeout': { type: 'string', arg: 'DURATION', help: 'how long the restore hook may run before the restore fails (default 30s)' },
     },
   },
   invoke: {

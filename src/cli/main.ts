@@ -201,6 +201,12 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
         port: intOption(values.port, 'port', 8080, 1, 65535),
         env: values.env ?? [],
       };
+      if (values['restore-hook'] !== undefined) {
+        fn.restoreHook = { path: values['restore-hook'] };
+        if (values['restore-hook-timeout'] !== undefined) fn.restoreHook.timeoutMs = parseDurationMs(values['restore-hook-timeout'], '--restore-hook-timeout');
+      } else if (values['restore-hook-timeout'] !== undefined) {
+        throw new EmbersError('EMB_USAGE', '--restore-hook-timeout needs --restore-hook');
+      }
       const readyTimeoutMs = values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined;
       if (values.name !== undefined) validateInstanceName(values.name);
       validateFunctionSpec(fn); // before the node takes anything (node.run checks again)

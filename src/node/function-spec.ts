@@ -78,7 +78,7 @@ export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLi
       throw bad(
         'restoreHook',
         `restoreHook.timeoutMs ${String(h.timeoutMs)} is not a whole number of ms from 1 to 3600000`,
-        'pass --restore-hook-timeout in ms',
+        'pass --restore-hook-timeout as a duration (e.g. 30s)',
       );
     }
   }

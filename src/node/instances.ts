@@ -31,7 +31,8 @@ export interface InstanceRecord {
   name: string;
   createdAt: string;
   function: FunctionSpec;
-  image: { reference: string; manifestDigest: string; rootfsSha256: string };
+  /** restoreHook: the one the image declares (labels), carried into its snapshots. */
+  image: { reference: string; manifestDigest: string; rootfsSha256: string; restoreHook?: { path: string; timeoutMs?: number } };
   slot: SlotAddressing;
   cloneIp: string;
   diskPath: string;

@@ -153,8 +153,8 @@ export class Launcher {
         function: fn,
         image:
           req.kind === 'boot'
-            ? { reference: req.image.reference, manifestDigest: req.image.manifestDigest, rootfsSha256: req.image.rootfsSha256 }
-            : { reference: req.snapshot.image.reference, manifestDigest: req.snapshot.image.manifestDigest, rootfsSha256: req.snapshot.image.rootfsSha256 },
+            ? imageOf(req.image.reference, req.image.manifestDigest, req.image.rootfsSha256, req.image.config.restoreHook)
+            : imageOf(req.snapshot.image.reference, req.snapshot.image.manifestDigest, req.snapshot.image.rootfsSha256, req.snapshot.image.restoreHook),
         slot: lease.slot,
         cloneIp: lease.slot.cloneIp,
         diskPath,
@@ -196,6 +196,10 @@ export class Launcher {
   }
 }
 
+function imageOf(reference: string, manifestDigest: string, rootfsSha256: string, restoreHook?: { path: string; timeoutMs?: number }): InstanceRecord['image'] {
+  return { reference, manifestDigest, rootfsSha256, ...(restoreHook ? { restoreHook } : {}) };
+}
+
 /** Host entropy handed to every clone's kernel RNG. */
 const FIXUP_ENTROPY_BYTES = 64;
 
@@ -205,13 +209,16 @@ const FIXUP_ENTROPY_BYTES = 64;
  * existed restores without them, with a warning; a hook that fails fails the restore.
  */
 async function restoreFixups(vm: VmHandle, fn: FunctionSpec, snapshot: SnapshotManifest, warn?: (msg: string) => void): Promise<RestoreFixup> {
+  // the function spec's hook, else the one the image declares in its labels
+  const declared = fn.restoreHook ?? snapshot.image.restoreHook;
   if (!snapshot.vmm.agent || !vm.agent) {
     warn?.(
-      `warning: snapshot ${snapshot.id} has no guest agent (made before embers had one): clone ${vm.name} keeps the snapshot's clock and RNG state; create a new snapshot to get restore fix-ups`,
+      `warning: snapshot ${snapshot.id} has no guest agent (made before embers had one): clone ${vm.name} keeps the snapshot's clock and RNG state` +
+        `${declared ? ` and its restore hook ${declared.path} does not run` : ''}; create a new snapshot to get restore fix-ups`,
     );
     return { agent: false };
   }
-  const hook = fn.restoreHook ? { path: fn.restoreHook.path, timeoutMs: fn.restoreHook.timeoutMs ?? DEFAULT_RESTORE_HOOK_TIMEOUT_MS } : undefined;
+  const hook = declared ? { path: declared.path, timeoutMs: declared.timeoutMs ?? DEFAULT_RESTORE_HOOK_TIMEOUT_MS } : undefined;
   const r = await agentFixup(vm.agent, { entropy: randomBytes(FIXUP_ENTROPY_BYTES), hook });
   if (hook && !(r.hook.state === 'exited' && r.hook.code === 0)) {
     const how =

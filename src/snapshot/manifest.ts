@@ -24,7 +24,8 @@ export interface SnapshotManifest {
   createdAt: string;
   /** The workload the snapshot was made of, as its maker described it (node/ stores its function spec); opaque here. */
   function: object;
-  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number };
+  /** restoreHook: the image's declared restore hook (its labels), absent when it declares none. */
+  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number; restoreHook?: { path: string; timeoutMs?: number } };
   disk: {
     /** How the disk changes were captured. */
     diff: 'block' | 'rsync';

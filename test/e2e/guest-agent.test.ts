@@ -39,6 +39,8 @@ async function hookedImage(dir: string): Promise<string> {
     config: {
       ...base.config,
       Entrypoint: ['/bin/sh', '-c', 'head -c 16 /dev/urandom | sha256sum > /tmp/token && exec /bin/busybox httpd -f -v -p 8080 -h /www'],
+      // the hook is declared by the image (a function spec's restoreHook would override it)
+      Labels: { 'org.embers.restore-hook': '/hook', 'org.embers.restore-hook-timeout-ms': '20000' },
     },
   };
   await writeOciLayout(dir, image, { refName: 'hooked:latest' });
@@ -101,7 +103,7 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
   const { node } = t;
   try {
     const image = await hookedImage(join(t.home, 'hooked'));
-    await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], restoreHook: { path: '/hook', timeoutMs: 20_000 } }, { name: 'origin' });
+    await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     const tokenBefore = (await node.invoke('origin', { path: '/cgi-bin/token' })).body.trim();
     assert.match(tokenBefore, /^[0-9a-f]{64}/);
 
@@ -131,6 +133,7 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
     // snapshot S1; then S2 from a disk that makes the hook fail
     const s1 = await node.snapshots.create('origin');
     assert.equal(s1.manifest.vmm.agent, true);
+    assert.deepEqual(s1.manifest.image.restoreHook, { path: '/hook', timeoutMs: 20_000 }, 'the image label is carried into the snapshot');
     await node.invoke('origin', { path: '/cgi-bin/write?name=fail-hook&size=1&seed=x&sync=1' });
     const s2 = await node.snapshots.create('origin', { stop: true });
     const snappedAt = Date.now();
