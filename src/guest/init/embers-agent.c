@@ -376,16 +376,17 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 	long long deadline = timeout_ms ? now_ms() + timeout_ms : 0;
 	int status = 0, exited = 0, timed_out = 0;
 	long long drain_until = 0;
-	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-		int wait = -1;
+	/* until the command has exited and its output is read (or what it left holds the pipes too long) */
+	for (;;) {
 		long long now = now_ms();
-		if (deadline && !exited) wait = deadline > now ? (int)(deadline - now) : 0;
+		if (exited && ((pf[0].fd < 0 && pf[1].fd < 0) || now >= drain_until)) break;
+		int wait = 100; /* also polls waitpid: the command may exit while others hold its pipes */
+		if (!exited && deadline && deadline - now < wait) wait = deadline > now ? (int)(deadline - now) : 0;
 		if (exited) wait = drain_until > now ? (int)(drain_until - now) : 0;
-		if (!exited && (wait < 0 || wait > 100)) wait = 100; /* also notice the exit of a child that left its pipes to others */
 		int r = poll(pf, 3, wait);
 		if (r < 0 && errno != EINTR) break;
 		for (int i = 0; i < 2 && r > 0; i++) {
-			if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+			if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
 			char buf[16384];
 			ssize_t n = read(pf[i].fd, buf, sizeof buf);
 			if (n <= 0) {
@@ -407,7 +408,7 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 				}
 			}
 		}
-		if (stream && r > 0 && (pf[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+		if (stream && r > 0 && pf[2].fd >= 0 && (pf[2].revents & (POLLIN | POLLHUP | POLLERR))) {
 			/* the host sends nothing during an EXEC: data or end-of-file both mean it gave up */
 			broken = 1;
 			pf[2].fd = -1;
@@ -416,8 +417,7 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 			exited = 1;
 			kill(-pid, SIGKILL); /* what it left behind in its process group */
 			drain_until = now_ms() + 1000;
-		}
-		if (!exited && ((deadline && now_ms() >= deadline) || broken)) {
+		} else if (!exited && ((deadline && now_ms() >= deadline) || broken)) {
 			timed_out = !broken;
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
@@ -425,11 +425,10 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 			exited = 1;
 			drain_until = now_ms() + 200;
 		}
-		if (exited && now_ms() >= drain_until) break;
 	}
 	for (int i = 0; i < 2; i++)
 		if (pf[i].fd >= 0) close(pf[i].fd);
-	if (!exited) {
+	if (!exited) { /* poll failed */
 		kill(-pid, SIGKILL);
 		waitpid(pid, &status, 0);
 	}

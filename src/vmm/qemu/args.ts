@@ -89,7 +89,7 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
       '-chardev',
       `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
       '-device',
-      'virtio-serial-device,max_ports=1',
+      'virtio-serial-device',
       '-device',
       `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
     );
