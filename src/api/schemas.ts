@@ -45,6 +45,17 @@ export const functionSpecInputSchema = {
     snapshotWhen: { type: 'string', enum: ['first-invocation', 'ready'], description: 'when a booted instance is snapshotted (default first-invocation)' },
     maxQueue: limit('maxQueue', 'requests that may wait beyond the capacity being started'),
     requestTimeoutSeconds: limit('requestTimeoutSeconds', 'how long a request may wait for an instance'),
+    restoreHook: {
+      type: 'object',
+      required: ['path'],
+      additionalProperties: false,
+      description:
+        "run in the guest after every restore, before the clone takes traffic; its failure fails the restore (default: the image's org.embers.restore-hook label)",
+      properties: {
+        path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'an absolute path in the image' },
+        timeoutMs: { type: 'integer', minimum: 1, maximum: 3600000, description: 'default 30000' },
+      },
+    },
   },
 } as const;
 
@@ -64,6 +75,7 @@ const functionSpecSchema = {
     snapshotWhen: str,
     maxQueue: int,
     requestTimeoutSeconds: num,
+    restoreHook: { type: 'object', properties: { path: str, timeoutMs: int } },
   },
 } as const;
 

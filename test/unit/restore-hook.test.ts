@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { isEmbersError } from '../../src/errors.js';
 import { parseConfig } from '../../src/image/oci.js';
 import { validateFunctionSpec, type FunctionSpec } from '../../src/node/function-spec.js';
+import { runtimeSpec, snapshotKey, validateFunctionConfig } from '../../src/node/functions.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 const host = { cpus: 2, memoryMiB: 4096 };
@@ -39,6 +40,26 @@ test('restore hook: a function spec may declare one; a relative path or a bad ti
     assert.throws(
       () => validateFunctionSpec(fn({ restoreHook }), host),
       (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && e.details.field === 'restoreHook',
+    );
+  }
+});
+
+test('restore hook in the daemon: a function spec field, in the runtime spec and the snapshot key only when set', () => {
+  const plain = validateFunctionConfig({ image: 'img' }, 'local');
+  const hooked = validateFunctionConfig({ image: 'img', restoreHook: { path: '/hook', timeoutMs: 5000 } }, 'local');
+  assert.deepEqual(runtimeSpec(hooked).restoreHook, { path: '/hook', timeoutMs: 5000 });
+  assert.equal('restoreHook' in runtimeSpec(plain), false);
+  const digest = `sha256:${'b'.repeat(64)}`;
+  assert.notEqual(snapshotKey(digest, runtimeSpec(plain)), snapshotKey(digest, runtimeSpec(hooked)), 'another hook: another snapshot');
+  assert.equal(
+    snapshotKey(digest, runtimeSpec(plain)),
+    snapshotKey(digest, { image: 'img', vcpus: 1, memoryMiB: 256, port: 8080, env: [] }),
+    'specs without a hook keep their keys',
+  );
+  for (const restoreHook of [{ path: 'rel' }, { path: '/h', timeoutMs: 0 }, { path: '/h', other: 1 }, '/h']) {
+    assert.throws(
+      () => validateFunctionConfig({ image: 'img', restoreHook }, 'local'),
+      (e: unknown) => isEmbersError(e, 'EMB_FUNCTION_SPEC_INVALID') && e.details.field === 'restoreHook',
     );
   }
 });
