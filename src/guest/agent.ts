@@ -207,7 +207,7 @@ export interface ExecOptions extends ExecRequest {
  * Runs a command in the guest, streaming its output. The agent enforces `timeoutMs` (killing
  * the command's process group); the host waits 10 s more before it gives up on the agent.
  */
-export function agentExec(channel: AgentChannel, o: ExecOptions): Promise<ExitStatus> {
+export async function agentExec(channel: AgentChannel, o: ExecOptions): Promise<ExitStatus> {
   const frame = encodeExec(o);
   return withConnection(channel, o.connectTimeoutMs ?? 5000, async (c) => {
     c.send(frame);

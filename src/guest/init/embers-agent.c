@@ -52,6 +52,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -200,7 +201,8 @@ static void wait_for_host(void) {
 
 static int open_channel(void) {
 	char dev[300];
-	for (int i = 0; i < 100; i++) {
+	/* the port appears once virtio_console has probed it; under TCG that can take a while */
+	for (int i = 0; i < 300; i++) {
 		if (find_serial_port(dev, sizeof dev) == 0) {
 			for (int j = 0; j < 100; j++) {
 				chan = open(dev, O_RDWR | O_CLOEXEC);
@@ -239,7 +241,7 @@ static int open_channel(void) {
 			close(listen_fd);
 			listen_fd = -1;
 		}
-		usleep(20000);
+		usleep(100000);
 	}
 	logmsg("no host channel (no virtio-serial port %s, no vsock): not serving", PORT_NAME);
 	return -1;
@@ -533,9 +535,27 @@ static void do_exec(uint8_t *p, size_t n) {
 	send_frame(T_EXIT, out, 5);
 }
 
-int main(void) {
+/* For tests on the host: serve on a Unix socket instead of the guest channels (the vsock code path). */
+static int listen_unix(const char *path) {
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof a.sun_path) return -1;
+	strcpy(a.sun_path, path);
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(listen_fd, 4) < 0) return -1;
+	logmsg("serving on %s (test mode)", path);
+	return 0;
+}
+
+int main(int argc, char **argv) {
 	signal(SIGPIPE, SIG_IGN);
-	if (open_channel() < 0) return 0;
+	if (argc == 3 && strcmp(argv[1], "--listen-unix") == 0) {
+		if (listen_unix(argv[2]) < 0) {
+			logmsg("cannot listen on %s: %s", argv[2], strerror(errno));
+			return 1;
+		}
+	} else if (open_channel() < 0) {
+		return 0;
+	}
 	static uint8_t frame[MAX_FRAME];
 	if (!serial) wait_for_host();
 	for (;;) {
