@@ -128,7 +128,13 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   await mkdir(full);
   await mkdir(diff);
   const files = await d.snapshot(vm, full);
-  assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin'), driveLayout: 'mount-namespace', vsock: true });
+  assert.deepEqual(files, {
+    stateFile: join(full, 'vmstate.bin'),
+    memoryFile: join(full, 'memory.bin'),
+    driveLayout: 'mount-namespace',
+    vsock: true,
+    agent: true,
+  });
   assert.equal(await readSnapshotFormatVersion(files.stateFile), '10.0.0');
   assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
   await d.snapshot(vm, diff, { type: 'Diff' });
@@ -429,7 +435,13 @@ test("no path back to another VM's disk: no layout without the mount namespace o
   const out = join(root, 'src-layout-snapshot');
   await mkdir(out);
   const files = await d.snapshot(vm, out);
-  assert.deepEqual(files, { stateFile: join(out, 'vmstate.bin'), memoryFile: join(out, 'memory.bin'), driveLayout: 'mount-namespace', vsock: false });
+  assert.deepEqual(files, {
+    stateFile: join(out, 'vmstate.bin'),
+    memoryFile: join(out, 'memory.bin'),
+    driveLayout: 'mount-namespace',
+    vsock: false,
+    agent: false,
+  });
   await d.stop(vm);
   const clone = await makeSpec(root, 'clone-layout');
   await assert.rejects(d.restore(clone, files, { snapshotDriveLayout: 'jail' }), (e) => {
