@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isEmbersError } from '../../src/errors.js';
@@ -97,6 +98,19 @@ async function clockOffsetMs(node: EmbersNode, name: string): Promise<{ min: num
   return { min: guest - after, max: guest - before };
 }
 
+/** The error, with the guest init and agent lines of every instance's console appended (what failed in the guest). */
+async function withConsoles(node: EmbersNode, err: unknown): Promise<unknown> {
+  if (!(err instanceof Error)) return err;
+  const lines: string[] = [];
+  for (const { name, record } of await node.instances.scan()) {
+    if (!record) continue;
+    const text = await readFile(record.vm.consoleLog, 'utf8').catch(() => '');
+    lines.push(`--- ${name}`, ...text.split('\n').filter((l) => /embers-(agent|init)/.test(l)));
+  }
+  err.message += `\n${lines.join('\n')}`;
+  return err;
+}
+
 test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook (success and failure), an image without a shell', async () => {
   const progress: string[] = [];
   const t = await openTestNode({ onProgress: (m) => progress.push(m) });
@@ -185,6 +199,8 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
       [],
     );
     assert.ok(!progress.some((m) => /has no guest agent/.test(m)), 'no warning for snapshots with the agent');
+  } catch (err) {
+    throw await withConsoles(node, err);
   } finally {
     await t.close();
   }
