@@ -68,7 +68,7 @@ global options (before or after the command):
                           default: no jailer, a private mount namespace per VM; chroot base
                           /srv/jailer, gid = uid)
   --fc-vsock-cid N        a vsock device with guest CID N in every VM (EMBERS_FC_VSOCK_CID;
-                          default none)
+                          default 3: the guest agent is reached over it)
   --fc-diff-snapshots     track dirty pages for Diff snapshots (EMBERS_FC_DIFF_SNAPSHOTS=1)
   --guest-kernel debian|firecracker-config
                           the guest kernel (default debian; firecracker-config is built
