@@ -44,7 +44,8 @@ export interface FirecrackerConfigOptions {
     parentCgroup?: string;
   };
   /** Give every VM (and clone) a vsock device with this guest CID; each clone's host socket
-   * is `<instance dir>/vsock.sock`. @default EMBERS_FC_VSOCK_CID ?? undefined (no vsock) */
+   * is `<instance dir>/vsock.sock`. The guest agent (restore fix-ups, `embers exec`) is reached
+   * over it. @default EMBERS_FC_VSOCK_CID ?? 3 */
   vsockCid?: number;
   /** Track dirty pages so Diff snapshots can be taken (costs some guest write speed).
    * @default EMBERS_FC_DIFF_SNAPSHOTS === '1' */
@@ -135,7 +136,8 @@ export function parseCgroupSettings(text: string, option = 'EMBERS_FC_CGROUPS'):
 function resolveFirecrackerConfig(o: FirecrackerConfigOptions): FirecrackerConfig {
   const env = process.env;
   const uid = intFrom(o.jailer?.uid ?? env.EMBERS_FC_JAILER_UID, 'the jailer uid (EMBERS_FC_JAILER_UID, --fc-jailer-uid)', 0, 2 ** 32 - 2);
-  const vsockCid = intFrom(o.vsockCid ?? env.EMBERS_FC_VSOCK_CID, 'the vsock guest CID (EMBERS_FC_VSOCK_CID, --fc-vsock-cid)', 3, 2 ** 32 - 2);
+  // every Firecracker VM gets a vsock device by default: the guest agent listens on it
+  const vsockCid = intFrom(o.vsockCid ?? env.EMBERS_FC_VSOCK_CID, 'the vsock guest CID (EMBERS_FC_VSOCK_CID, --fc-vsock-cid)', 3, 2 ** 32 - 2) ?? 3;
   const diffSnapshots = o.diffSnapshots ?? env.EMBERS_FC_DIFF_SNAPSHOTS === '1';
   if (uid === undefined) return { jailer: undefined, vsockCid, diffSnapshots };
   const gid = intFrom(o.jailer?.gid ?? env.EMBERS_FC_JAILER_GID, 'the jailer gid (EMBERS_FC_JAILER_GID, --fc-jailer-gid)', 0, 2 ** 32 - 2) ?? uid;

@@ -178,6 +178,23 @@ export const ERRORS = {
     exit: 70,
   },
 
+  // guest agent
+  EMB_GUEST_AGENT_UNREACHABLE: {
+    summary: 'the guest agent did not answer on its channel (virtio-serial or vsock) in time',
+    hint: 'check the guest console with `embers logs <instance>` for "embers-agent:" lines; an instance booted from a kit without the agent has none',
+    exit: 69,
+  },
+  EMB_GUEST_AGENT_FAILED: {
+    summary: 'the guest agent refused or failed a request (clock, entropy, exec)',
+    hint: "the error message gives the agent's reason; check the guest console with `embers logs <instance>`",
+    exit: 70,
+  },
+  EMB_RESTORE_HOOK_FAILED: {
+    summary: "the function's restore hook failed, timed out or could not start, so the restored clone was stopped",
+    hint: "the details hold the hook's exit status and the tail of its output; fix the hook (restoreHook in the function spec) or raise its timeout",
+    exit: 70,
+  },
+
   // instances
   EMB_INSTANCE_NOT_FOUND: { summary: 'no instance has that name', hint: 'list instances with `embers ps`', exit: 66 },
   EMB_INSTANCE_EXISTS: { summary: 'an instance with that name already exists', hint: 'pick another --name or stop the existing instance', exit: 73 },

@@ -31,6 +31,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EMB_FUNCTION_DRAINING: 503,
   EMB_INSTANCE_INVOKE_FAILED: 502,
   EMB_FUNCTION_TIMEOUT: 504,
+  EMB_GUEST_AGENT_UNREACHABLE: 502,
+  EMB_GUEST_AGENT_FAILED: 502,
 };
 
 /** The HTTP status of an error: a function that failed to start is 502 whatever the cause. */

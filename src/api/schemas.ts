@@ -45,6 +45,17 @@ export const functionSpecInputSchema = {
     snapshotWhen: { type: 'string', enum: ['first-invocation', 'ready'], description: 'when a booted instance is snapshotted (default first-invocation)' },
     maxQueue: limit('maxQueue', 'requests that may wait beyond the capacity being started'),
     requestTimeoutSeconds: limit('requestTimeoutSeconds', 'how long a request may wait for an instance'),
+    restoreHook: {
+      type: 'object',
+      required: ['path'],
+      additionalProperties: false,
+      description:
+        "run in the guest after every restore, before the clone takes traffic; its failure fails the restore (default: the image's org.embers.restore-hook label)",
+      properties: {
+        path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'an absolute path in the image' },
+        timeoutMs: { type: 'integer', minimum: 1, maximum: 3600000, description: 'default 30000' },
+      },
+    },
   },
 } as const;
 
@@ -64,6 +75,7 @@ const functionSpecSchema = {
     snapshotWhen: str,
     maxQueue: int,
     requestTimeoutSeconds: num,
+    restoreHook: { type: 'object', properties: { path: str, timeoutMs: int } },
   },
 } as const;
 
@@ -116,12 +128,50 @@ export const snapshotSchema = {
   },
 } as const;
 
-export const SHARED_SCHEMAS = [errorSchema, instanceSchema, functionSchema, snapshotSchema, functionSpecInputSchema];
+/** POST /v1/instances/{name}/exec: a command for the guest agent. */
+export const execRequestSchema = {
+  $id: 'ExecRequest',
+  type: 'object',
+  required: ['argv'],
+  additionalProperties: false,
+  properties: {
+    argv: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 255,
+      items: { type: 'string', maxLength: 65536 },
+      description: 'the command and its arguments, passed as they are (no shell); with shell, one item: a script for sh -c',
+    },
+    shell: { type: 'boolean', description: "run argv[0] as a script with the guest kit's busybox sh -c (default false)" },
+    kitRoot: { type: 'boolean', description: "run in the guest kit's root (the function's disk at /newroot) instead of the function's (default false)" },
+    timeoutSeconds: { type: 'number', minimum: 0.001, maximum: 3600, description: "the command's process group is killed after this long (default 60)" },
+  },
+} as const;
+
+export const execResultSchema = {
+  $id: 'ExecResult',
+  type: 'object',
+  properties: {
+    state: { type: 'string', enum: ['exited', 'signaled', 'timeout', 'not-started'], description: 'how the command ended' },
+    code: { type: 'integer', description: 'exit status (exited), signal (signaled), errno (not-started)' },
+    exitCode: { type: 'integer', description: 'as a shell reports it: the status, 128+signal, 124 timed out, 127 not started' },
+    stdout: { type: 'string', description: 'standard output (UTF-8; at most 1 MiB kept)' },
+    stderr: { type: 'string', description: 'standard error (UTF-8; at most 1 MiB kept)' },
+    truncated: { type: 'boolean', description: 'output beyond 1 MiB per stream was dropped' },
+  },
+} as const;
+
+export const SHARED_SCHEMAS = [errorSchema, instanceSchema, functionSchema, snapshotSchema, functionSpecInputSchema, execRequestSchema, execResultSchema];
 
 export const errorRef = { $ref: 'Error#' } as const;
 export const nameParams = {
   type: 'object',
   required: ['name'],
   properties: { name: { type: 'string', pattern: '^[a-z][a-z0-9-]{0,39}$', description: 'function name' } },
+} as const;
+export const instanceParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$', description: 'instance name' } },
 } as const;
 export const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;

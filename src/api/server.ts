@@ -15,7 +15,11 @@ import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
 import type { Lease, Lifecycle } from '../node/lifecycle.js';
 import { peerRequestHandler } from '../snapshot/peer-server.js';
 import { errorBody, httpStatusOf, sendRawError } from './errors.js';
-import { SHARED_SCHEMAS, errorRef, nameParams, noQuery } from './schemas.js';
+import { SHARED_SCHEMAS, errorRef, instanceParams, nameParams, noQuery } from './schemas.js';
+import { exitCodeOf } from '../guest/agent-protocol.js';
+
+/** What an exec answer keeps of each output stream. */
+const EXEC_OUTPUT_LIMIT = 1024 * 1024;
 
 export interface ApiOptions {
   engine: Lifecycle;
@@ -212,6 +216,47 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     async () => ({ instances: engine.instances() }),
+  );
+
+  app.post<{ Params: { name: string }; Body: { argv: string[]; shell?: boolean; kitRoot?: boolean; timeoutSeconds?: number } }>(
+    '/v1/instances/:name/exec',
+    {
+      schema: {
+        summary: "run a command in an instance's guest through the guest agent (never the guest network); answers when it ends",
+        params: instanceParams,
+        body: { $ref: 'ExecRequest#' },
+        response: { 200: { $ref: 'ExecResult#' }, ...errors(400, 401, 404, 413, 502, 503) },
+      },
+    },
+    async (req) => {
+      const { name } = req.params;
+      if (!engine.instances().some((i) => i.name === name)) {
+        throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `this daemon runs no instance ${name}`, { name }, { hint: 'GET /v1/instances lists them' });
+      }
+      const keep = (into: { parts: Buffer[]; size: number; truncated: boolean }) => (b: Buffer) => {
+        const room = EXEC_OUTPUT_LIMIT - into.size;
+        if (b.length > room) into.truncated = true;
+        if (room > 0) into.parts.push(b.subarray(0, room));
+        into.size += Math.min(room, b.length);
+      };
+      const out = { parts: [] as Buffer[], size: 0, truncated: false };
+      const err = { parts: [] as Buffer[], size: 0, truncated: false };
+      const status = await engine.node.exec(name, {
+        argv: req.body.argv,
+        shell: req.body.shell,
+        kitRoot: req.body.kitRoot,
+        timeoutMs: Math.round((req.body.timeoutSeconds ?? 60) * 1000),
+        onStdout: keep(out),
+        onStderr: keep(err),
+      });
+      return {
+        ...status,
+        exitCode: exitCodeOf(status),
+        stdout: Buffer.concat(out.parts).toString('utf8'),
+        stderr: Buffer.concat(err.parts).toString('utf8'),
+        truncated: out.truncated || err.truncated,
+      };
+    },
   );
 
   app.get(

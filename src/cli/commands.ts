@@ -39,6 +39,12 @@ export const COMMANDS = {
       port: { type: 'string', arg: 'PORT', help: 'the guest port the function serves HTTP on, 1-65535 (default 8080)' },
       env: { type: 'string', multiple: true, arg: 'K=V', help: "environment entry added to the image's (repeatable)" },
       'ready-timeout': readyTimeout,
+      'restore-hook': {
+        type: 'string',
+        arg: 'PATH',
+        help: "an executable in the image run after every restore of this function's snapshots (default: the image's org.embers.restore-hook label)",
+      },
+      'restore-hook-timeout': { type: 'string', arg: 'DURATION', help: 'how long the restore hook may run before the restore fails (default 30s)' },
     },
   },
   invoke: {
@@ -52,6 +58,16 @@ export const COMMANDS = {
   },
   ps: { usage: 'ps', summary: 'list instances', options: {} },
   logs: { usage: 'logs <instance>', summary: 'the guest console', options: {} },
+  exec: {
+    usage: 'exec <instance> [options] -- <command> [args]...',
+    summary:
+      "run a command in the guest through the guest agent (never the guest network): output streamed, its exit code returned; a command the image lacks runs as the kit's busybox applet",
+    options: {
+      timeout: { type: 'string', arg: 'DURATION', help: "kill the command's process group after this long (exit code 124; default 60s, 0: none)" },
+      shell: { type: 'boolean', default: false, help: "run the one argument as a script with the kit's busybox sh -c (no shell otherwise)" },
+      kit: { type: 'boolean', default: false, help: "run in the guest kit's root (busybox; the function's disk is at /newroot) instead of the function's" },
+    },
+  },
   stop: {
     usage: 'stop <instance>... | --all',
     summary: 'stop instances and release what they hold',
@@ -221,5 +237,8 @@ export function hoistGlobalOptions(argv: string[]): { command: string | undefine
       globals.push(argv[++i]);
     }
   }
-  return { command: argv[i], args: [...argv.slice(i + 1), ...globals] };
+  // globals go before a `--`: what follows it is a command for the guest (embers exec)
+  const rest = argv.slice(i + 1);
+  const dd = rest.indexOf('--');
+  return { command: argv[i], args: dd < 0 ? [...rest, ...globals] : [...rest.slice(0, dd), ...globals, ...rest.slice(dd)] };
 }

@@ -6,6 +6,7 @@ import { validateInstanceName } from '../node/instances.js';
 import { intOption, parse } from './args.js';
 import { COMMANDS, commandHelp, hoistGlobalOptions, isCommand } from './commands.js';
 import { Output } from './output.js';
+import { exitCodeOf } from '../guest/agent-protocol.js';
 import { runDemo } from './demo.js';
 import { transferProgress } from './progress.js';
 import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
@@ -68,7 +69,7 @@ global options (before or after the command):
                           default: no jailer, a private mount namespace per VM; chroot base
                           /srv/jailer, gid = uid)
   --fc-vsock-cid N        a vsock device with guest CID N in every VM (EMBERS_FC_VSOCK_CID;
-                          default none)
+                          default 3: the guest agent is reached over it)
   --fc-diff-snapshots     track dirty pages for Diff snapshots (EMBERS_FC_DIFF_SNAPSHOTS=1)
   --guest-kernel debian|firecracker-config
                           the guest kernel (default debian; firecracker-config is built
@@ -201,6 +202,12 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
         port: intOption(values.port, 'port', 8080, 1, 65535),
         env: values.env ?? [],
       };
+      if (values['restore-hook'] !== undefined) {
+        fn.restoreHook = { path: values['restore-hook'] };
+        if (values['restore-hook-timeout'] !== undefined) fn.restoreHook.timeoutMs = parseDurationMs(values['restore-hook-timeout'], '--restore-hook-timeout');
+      } else if (values['restore-hook-timeout'] !== undefined) {
+        throw new EmbersError('EMB_USAGE', '--restore-hook-timeout needs --restore-hook');
+      }
       const readyTimeoutMs = values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined;
       if (values.name !== undefined) validateInstanceName(values.name);
       validateFunctionSpec(fn); // before the node takes anything (node.run checks again)
@@ -238,6 +245,33 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
       const text = await node.logs(positionals[0]);
       out.result(text.replace(/\n$/, ''), { name: positionals[0], console: text });
       return 0;
+    }
+    case 'exec': {
+      const dd = argv.indexOf('--');
+      const { values, positionals } = parse(dd < 0 ? argv : argv.slice(0, dd), COMMANDS.exec.options);
+      const command = dd < 0 ? positionals.slice(1) : [...positionals.slice(1), ...argv.slice(dd + 1)];
+      if (positionals.length < 1 || command.length === 0) throw new EmbersError('EMB_USAGE', 'usage: embers exec <instance> [options] -- <command> [args]...');
+      const timeoutMs = values.timeout === undefined ? 60_000 : parseDurationMs(values.timeout, '--timeout');
+      const node = await EmbersNode.open(nodeOptions(values, out));
+      const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+      const status = await node.exec(positionals[0], {
+        argv: command,
+        timeoutMs,
+        shell: values.shell,
+        kitRoot: values.kit,
+        // streamed as it comes; with --json collected into the final object instead
+        onStdout: (b) => (out.json ? captured.stdout.push(b) : process.stdout.write(b)),
+        onStderr: (b) => (out.json ? captured.stderr.push(b) : process.stderr.write(b)),
+      });
+      const exitCode = exitCodeOf(status);
+      if (out.json) {
+        out.result('', { ...status, exitCode, stdout: Buffer.concat(captured.stdout).toString(), stderr: Buffer.concat(captured.stderr).toString() });
+      } else if (status.state === 'timeout') {
+        out.progress(`embers exec: the command did not finish in ${values.timeout ?? '60s'}: killed`);
+      } else if (status.state === 'not-started') {
+        out.progress(`embers exec: the command could not start (errno ${status.code})`);
+      }
+      return exitCode;
     }
     case 'stop': {
       const { values, positionals } = parse(argv, COMMANDS.stop.options);

@@ -40,6 +40,7 @@ export interface FixtureConfig {
   User?: string;
   /** e.g. ['8080/tcp'] */
   ExposedPorts?: string[];
+  Labels?: Record<string, string>;
 }
 
 export interface FixtureImage {
@@ -141,6 +142,7 @@ function configJson(image: FixtureImage, diffIds: string[]): Buffer {
   if (c.Entrypoint !== undefined) config.Entrypoint = c.Entrypoint;
   if (c.Cmd !== undefined) config.Cmd = c.Cmd;
   if (c.WorkingDir !== undefined) config.WorkingDir = c.WorkingDir;
+  if (c.Labels !== undefined) config.Labels = c.Labels;
   return Buffer.from(
     JSON.stringify({
       architecture: image.architecture ?? 'amd64',

@@ -1,6 +1,7 @@
 /**
  * The base initramfs of the guest kit: busybox-static (with its applet links), /init (the
- * shell script in init/), /sbin/embers-exec (the static C helper, compiled here), and the
+ * shell script in init/), /sbin/embers-exec (the static C helper, compiled here),
+ * /sbin/embers-agent (the guest agent, static C, compiled here), and the
  * kernel modules the Debian kernel needs for virtio and ext4, decompressed and listed in
  * load order in /lib/modules/embers.list. Written as one gzip-compressed newc archive with
  * our own cpio writer (every entry owned by root, mtime 0: reproducible).
@@ -18,7 +19,8 @@ import { parseElfHeader } from './vmlinux.js';
 /**
  * The modules the Debian kernel needs (their dependencies are added by modprobe): virtio
  * over MMIO for the disk and the network, ext4, and the ACPI power button with evdev so
- * that QEMU's `system_powerdown` reaches the guest's PID 1 as a stop request.
+ * that QEMU's `system_powerdown` reaches the guest's PID 1 as a stop request, and
+ * virtio_console for the guest agent's virtio-serial port.
  */
 export const DEBIAN_MODULES = [
   'virtio_ring',
@@ -35,16 +37,22 @@ export const DEBIAN_MODULES = [
   'ext4',
   'button',
   'evdev',
+  'virtio_console',
 ] as const;
 
 export const INIT_SCRIPT = 'init';
 export const EXEC_HELPER_SOURCE = 'embers-exec.c';
+export const AGENT_SOURCE = 'embers-agent.c';
 
 /** The guest-side sources, read from src/guest/init/. */
-export async function readGuestSources(): Promise<{ init: Buffer; execSource: Buffer }> {
+export async function readGuestSources(): Promise<{ init: Buffer; execSource: Buffer; agentSource: Buffer }> {
   const dir = guestInitDir();
   try {
-    return { init: await readFile(join(dir, INIT_SCRIPT)), execSource: await readFile(join(dir, EXEC_HELPER_SOURCE)) };
+    return {
+      init: await readFile(join(dir, INIT_SCRIPT)),
+      execSource: await readFile(join(dir, EXEC_HELPER_SOURCE)),
+      agentSource: await readFile(join(dir, AGENT_SOURCE)),
+    };
   } catch (err) {
     throw new EmbersError('EMB_INTERNAL', `the guest init sources are missing from ${dir}`, { dir }, { cause: err });
   }
@@ -162,6 +170,8 @@ export interface BaseInitramfsInput {
   applets: string[];
   init: Buffer;
   execHelper: Buffer;
+  /** The guest agent (/sbin/embers-agent, started by /init); absent in kits built before it. */
+  agent?: Buffer;
   modules: { file: string; data: Buffer }[];
   /** Recorded in /etc/embers-kit for debugging. */
   info: Record<string, string>;
@@ -175,7 +185,7 @@ export function buildBaseInitramfs(input: BaseInitramfsInput): Buffer {
   entries.push({ type: 'chardev', name: 'dev/console', mode: 0o600, major: 5, minor: 1 });
   entries.push({ type: 'chardev', name: 'dev/null', mode: 0o666, major: 1, minor: 3 });
   entries.push({ type: 'file', name: 'bin/busybox', mode: 0o755, data: input.busybox });
-  const taken = new Set(['bin/busybox', 'init', 'linuxrc', 'sbin/embers-exec']);
+  const taken = new Set(['bin/busybox', 'init', 'linuxrc', 'sbin/embers-exec', 'sbin/embers-agent']);
   for (const applet of input.applets) {
     const name = applet.trim().replace(/^\/+/, '');
     if (!name || taken.has(name) || !/^(bin|sbin|usr\/bin|usr\/sbin)\/[^/]+$/.test(name)) continue;
@@ -184,6 +194,7 @@ export function buildBaseInitramfs(input: BaseInitramfsInput): Buffer {
   }
   entries.push({ type: 'file', name: 'init', mode: 0o755, data: input.init });
   entries.push({ type: 'file', name: 'sbin/embers-exec', mode: 0o755, data: input.execHelper });
+  if (input.agent) entries.push({ type: 'file', name: 'sbin/embers-agent', mode: 0o755, data: input.agent });
   const names: string[] = [];
   for (const m of input.modules) {
     if (names.includes(m.file)) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `two modules named ${m.file}`, { file: m.file });

@@ -17,7 +17,7 @@
  *
  * The cache key hashes every input: the kernel package and version (or the kernel source
  * package version and the config with embers' overrides), busybox-static's version, the init
- * script and exec helper sources, the module list and the kit format. A kit is published by renaming its finished
+ * script, exec helper and guest agent sources, the module list and the kit format. A kit is published by renaming its finished
  * temp dir, so a crash never leaves a half kit visible; two concurrent builders both finish
  * and the second rename loses harmlessly.
  */
@@ -48,7 +48,7 @@ export interface GuestKit {
 export type GuestKitKind = GuestKit['kind'];
 
 /** Bump when the kit layout or the way it is built changes (it is part of the cache key). */
-export const KIT_FORMAT = 2;
+export const KIT_FORMAT = 3;
 const MANIFEST = 'kit.json';
 const KERNEL_FILE = 'vmlinux';
 const INITRD_FILE = 'initrd.img';
@@ -70,6 +70,8 @@ interface KitInputs {
   busybox: BusyboxInput;
   init: string;
   execHelper: string;
+  /** sha256 of the guest agent's source. */
+  agent: string;
   modules: string[];
 }
 
@@ -91,7 +93,7 @@ interface KitManifest {
 interface Resolved {
   inputs: KitInputs;
   key: string;
-  sources: { init: Buffer; execSource: Buffer };
+  sources: { init: Buffer; execSource: Buffer; agentSource: Buffer };
   kernelPackage?: KernelPackage;
 }
 
@@ -177,6 +179,7 @@ async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promise<Reso
       busybox,
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
+      agent: sha256(sources.agentSource),
       modules: [...DEBIAN_MODULES],
     };
   } else {
@@ -188,6 +191,7 @@ async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promise<Reso
       busybox,
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
+      agent: sha256(sources.agentSource),
       modules: [],
     };
   }
@@ -263,12 +267,18 @@ async function buildInitramfs(
   const bin = join(workDir, 'embers-exec');
   await writeFile(src, r.sources.execSource);
   await compileExecHelper(src, bin);
+  progress('compiling embers-agent (gcc -static)');
+  const agentSrc = join(workDir, 'embers-agent.c');
+  const agentBin = join(workDir, 'embers-agent');
+  await writeFile(agentSrc, r.sources.agentSource);
+  await compileExecHelper(agentSrc, agentBin);
   progress('writing the initramfs');
   const initrd = buildBaseInitramfs({
     busybox: bb.data,
     applets: applets.split('\n'),
     init: r.sources.init,
     execHelper: await readFile(bin),
+    agent: await readFile(agentBin),
     modules,
     info: { kind: r.inputs.kind, cacheKey: r.key, kernelVersion, busybox: r.inputs.busybox.version },
   });

@@ -19,7 +19,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { which } from '../util/exec.js';
 import { regularFileSize, sha256 } from '../util/fs.js';
-import type { ImageConfig } from './types.js';
+import { RESTORE_HOOK_LABEL, RESTORE_HOOK_TIMEOUT_LABEL, type ImageConfig } from './types.js';
 
 export const MEDIA = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',
@@ -465,8 +465,30 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
       return d;
     });
   }
+  const labels = c.Labels ?? {};
+  if (!isObject(labels)) throw manifestInvalid(`image config ${digest}: Labels must be an object`, { digest });
+  let restoreHook: ImageConfig['restoreHook'];
+  const hookPath = labels[RESTORE_HOOK_LABEL];
+  if (hookPath !== undefined) {
+    if (typeof hookPath !== 'string' || !hookPath.startsWith('/') || hookPath.includes('\0')) {
+      throw manifestInvalid(`image config ${digest}: label ${RESTORE_HOOK_LABEL} must be an absolute path in the image`, { digest, label: hookPath });
+    }
+    restoreHook = { path: hookPath };
+    const timeout = labels[RESTORE_HOOK_TIMEOUT_LABEL];
+    if (timeout !== undefined) {
+      const ms = typeof timeout === 'string' && /^\d{1,7}$/.test(timeout) ? Number(timeout) : NaN;
+      if (!(ms >= 1 && ms <= 3_600_000)) {
+        throw manifestInvalid(`image config ${digest}: label ${RESTORE_HOOK_TIMEOUT_LABEL} must be a whole number of ms from 1 to 3600000`, {
+          digest,
+          label: timeout,
+        });
+      }
+      restoreHook.timeoutMs = ms;
+    }
+  }
   return {
     config: {
+      ...(restoreHook ? { restoreHook } : {}),
       entrypoint: stringArray(c.Entrypoint, 'Entrypoint', where),
       cmd: stringArray(c.Cmd, 'Cmd', where),
       env: stringArray(c.Env, 'Env', where),

@@ -12,7 +12,17 @@ export interface ImageConfig {
   user: string;
   /** The keys of `ExposedPorts` (`8080/tcp`), sorted. */
   exposedPorts: string[];
+  /**
+   * The restore hook the image declares: label `org.embers.restore-hook` (an absolute path in
+   * the image) and optionally `org.embers.restore-hook-timeout-ms`. A function spec's
+   * restoreHook overrides it. Absent in configs cached before embers read it.
+   */
+  restoreHook?: { path: string; timeoutMs?: number };
 }
+
+/** The image labels that declare a restore hook. */
+export const RESTORE_HOOK_LABEL = 'org.embers.restore-hook';
+export const RESTORE_HOOK_TIMEOUT_LABEL = 'org.embers.restore-hook-timeout-ms';
 
 /** An OCI image flattened into a deterministic ext4 rootfs (see flatten.ts). */
 export interface FlattenedImage {

@@ -18,7 +18,17 @@ export interface FunctionSpec {
   entrypoint?: string[];
   /** Replaces the image's Cmd when given. */
   cmd?: string[];
+  /**
+   * Run after every restore, before the clone is ready: an executable in the function's root,
+   * run as root with the function's env by the guest agent (after it has set the clock and fed
+   * the RNG). A function re-seeds its own generators and re-opens connections here. A hook that
+   * fails, times out or cannot start fails the restore (EMB_RESTORE_HOOK_FAILED).
+   */
+  restoreHook?: { path: string; /** @default 30000 */ timeoutMs?: number };
 }
+
+/** How long a restore hook may run unless its spec says. */
+export const DEFAULT_RESTORE_HOOK_TIMEOUT_MS = 30_000;
 
 /** What this host can give one guest. */
 export interface HostLimits {
@@ -59,6 +69,19 @@ export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLi
     throw bad('port', `port ${String(fn.port)} is not a TCP port (1-65535)`, 'pass --port with the port the function listens on, from 1 to 65535');
   }
   if (!Array.isArray(fn.env)) throw bad('env', 'env must be a list of NAME=value entries', 'pass each entry as --env NAME=value');
+  if (fn.restoreHook !== undefined) {
+    const h = fn.restoreHook as { path?: unknown; timeoutMs?: unknown };
+    if (typeof h !== 'object' || h === null || typeof h.path !== 'string' || !h.path.startsWith('/') || h.path.includes('\0') || h.path.length > 4096) {
+      throw bad('restoreHook', "restoreHook.path must be an absolute path in the function's root", 'pass --restore-hook /path/to/executable');
+    }
+    if (h.timeoutMs !== undefined && (!Number.isInteger(h.timeoutMs) || (h.timeoutMs as number) < 1 || (h.timeoutMs as number) > 3_600_000)) {
+      throw bad(
+        'restoreHook',
+        `restoreHook.timeoutMs ${String(h.timeoutMs)} is not a whole number of ms from 1 to 3600000`,
+        'pass --restore-hook-timeout as a duration (e.g. 30s)',
+      );
+    }
+  }
   for (const entry of fn.env) {
     if (typeof entry !== 'string' || !ENV_ENTRY_RE.test(entry) || entry.includes('\0')) {
       throw new EmbersError(

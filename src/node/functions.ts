@@ -46,6 +46,8 @@ export interface FunctionConfig {
   maxQueue: number;
   /** How long a request may wait for an instance (including a cold start) before 504. @default 60 */
   requestTimeoutSeconds: number;
+  /** Run after every restore of its snapshots (see FunctionSpec.restoreHook). @default the image's label, if any */
+  restoreHook?: { path: string; timeoutMs?: number };
 }
 
 /** What the daemon stores per function. */
@@ -115,7 +117,7 @@ export function validateFunctionName(name: unknown): string {
 export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, host: HostLimits = hostLimits()): FunctionConfig {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw invalid('the function spec must be a JSON object');
   const raw = input as Record<string, unknown>;
-  const known = new Set([...Object.keys(FUNCTION_DEFAULTS), 'image', 'env', 'snapshots']);
+  const known = new Set([...Object.keys(FUNCTION_DEFAULTS), 'image', 'env', 'snapshots', 'restoreHook']);
   for (const key of Object.keys(raw)) if (!known.has(key)) throw invalid(`unknown field "${key}" in the function spec`, { field: key });
 
   const image = raw.image;
@@ -172,6 +174,15 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, h
       hostMemoryMiB: host.memoryMiB,
     });
   }
+  if (raw.restoreHook !== undefined) {
+    const h = raw.restoreHook as { path?: unknown; timeoutMs?: unknown };
+    const keys = typeof h === 'object' && h !== null && !Array.isArray(h) ? Object.keys(h) : ['?'];
+    const timeoutOk = h?.timeoutMs === undefined || (Number.isInteger(h.timeoutMs) && (h.timeoutMs as number) >= 1 && (h.timeoutMs as number) <= 3_600_000);
+    if (keys.some((k) => k !== 'path' && k !== 'timeoutMs') || typeof h.path !== 'string' || !/^\/[^\0]{0,4095}$/.test(h.path) || !timeoutOk) {
+      throw invalid('restoreHook must be {"path": an absolute path in the image, "timeoutMs": 1 to 3600000 (optional)}', { field: 'restoreHook' });
+    }
+    spec.restoreHook = { path: h.path, ...(h.timeoutMs !== undefined ? { timeoutMs: h.timeoutMs as number } : {}) };
+  }
   if (spec.minInstances > spec.maxInstances) {
     throw invalid(`minInstances (${spec.minInstances}) must not exceed maxInstances (${spec.maxInstances})`, { field: 'minInstances' });
   }
@@ -180,7 +191,14 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, h
 
 /** What the VM runs: the part of the spec a snapshot captures (the scaling fields are not in it). */
 export function runtimeSpec(spec: FunctionConfig): FunctionSpec {
-  return { image: spec.image, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, port: spec.port, env: [...spec.env] };
+  return {
+    image: spec.image,
+    vcpus: spec.vcpus,
+    memoryMiB: spec.memoryMiB,
+    port: spec.port,
+    env: [...spec.env],
+    ...(spec.restoreHook ? { restoreHook: { ...spec.restoreHook } } : {}),
+  };
 }
 
 /** The revision id of a spec resolved to an image manifest digest. */
@@ -195,9 +213,10 @@ export function revisionId(manifestDigest: string, spec: FunctionConfig): string
  * it finds a remote snapshot of the revision.
  */
 export function snapshotKey(manifestDigest: string, fn: FunctionSpec): string {
-  const { image, vcpus, memoryMiB, port, env, entrypoint, cmd } = fn;
+  const { image, vcpus, memoryMiB, port, env, entrypoint, cmd, restoreHook } = fn;
+  // restoreHook only when set: the keys of snapshots without one stay what they were
   return createHash('sha256')
-    .update(canonicalJson({ manifestDigest, image, vcpus, memoryMiB, port, env, entrypoint: entrypoint ?? null, cmd: cmd ?? null }))
+    .update(canonicalJson({ manifestDigest, image, vcpus, memoryMiB, port, env, entrypoint: entrypoint ?? null, cmd: cmd ?? null, restoreHook }))
     .digest('hex');
 }
 

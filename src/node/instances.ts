@@ -15,12 +15,24 @@ export interface BootTimings {
   readyMs: number;
 }
 
+/** What the restore fix-ups did (recorded in the instance record). */
+export interface RestoreFixup {
+  /** False for a snapshot without the guest agent: nothing was fixed. */
+  agent: boolean;
+  /** How far the guest's clock was moved, in ms (positive: it was behind the host). */
+  clockStepMs?: number;
+  entropyBytes?: number;
+  crngReseeded?: boolean;
+  hook?: { path: string; state: string; code: number };
+}
+
 /** One running microVM of a function, persisted as `instances/<name>/instance.json`. */
 export interface InstanceRecord {
   name: string;
   createdAt: string;
   function: FunctionSpec;
-  image: { reference: string; manifestDigest: string; rootfsSha256: string };
+  /** restoreHook: the one the image declares (labels), carried into its snapshots. */
+  image: { reference: string; manifestDigest: string; rootfsSha256: string; restoreHook?: { path: string; timeoutMs?: number } };
   slot: SlotAddressing;
   cloneIp: string;
   diskPath: string;
@@ -31,6 +43,8 @@ export interface InstanceRecord {
   /** 'boot' or the snapshot id it was restored from. */
   origin: string;
   timings: BootTimings;
+  /** Restored clones: what the restore fix-ups did (clock step, entropy, hook). */
+  fixup?: RestoreFixup;
 }
 
 /** Marks an instance dir whose instance is still being created, with the creating pid. */

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { agentFixup } from '../guest/agent.js';
 import { EmbersError } from '../errors.js';
 import { withCleanup } from '../util/cleanup.js';
 import { cloneDisk, type CloneMethod } from '../disk/clone.js';
@@ -9,10 +11,10 @@ import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { GUEST_NET } from '../net/addressing.js';
 import type { SlotPool } from '../net/pool.js';
 import { SNAPSHOT_FILES, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { HypervisorDriver, VmSpec } from '../vmm/driver.js';
-import { functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
+import type { HypervisorDriver, VmHandle, VmSpec } from '../vmm/driver.js';
+import { DEFAULT_RESTORE_HOOK_TIMEOUT_MS, functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
 import type { GuestKits } from './guest-kits.js';
-import type { InstanceRecord, InstanceStore } from './instances.js';
+import type { InstanceRecord, InstanceStore, RestoreFixup } from './instances.js';
 import { waitUntilServing } from './invoke.js';
 import type { PoolRefill } from './pool-refill.js';
 import { phaseTimer, roundMs } from '../util/format.js';
@@ -54,6 +56,8 @@ export interface LauncherDeps {
   refill: PoolRefill;
   /** How long a start waits for the function to answer, unless the request says. */
   readyTimeoutMs: number;
+  /** Where warnings go (e.g. a clone restored without the guest agent's fix-ups). */
+  warn?: (msg: string) => void;
 }
 
 /**
@@ -119,12 +123,22 @@ export class Launcher {
                 deviceDiscovery: req.snapshot.vmm.deviceDiscovery ?? 'acpi',
                 snapshotDriveLayout: req.snapshot.vmm.driveLayout === 'plain' ? undefined : req.snapshot.vmm.driveLayout,
                 snapshotHasVsock: req.snapshot.vmm.vsock,
+                // snapshots older than the agent have no agent channel: the restored machine must not either
+                snapshotHasAgent: req.snapshot.vmm.agent ?? false,
               },
             );
       cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
       mark('vmmMs', t);
       phases.vmmSpawnMs = roundMs(timings.spawnMs);
       phases.vmmLoadMs = roundMs(timings.loadMs);
+
+      // before the clone is reported ready or gets traffic: the guest's clock, RNG and restore hook
+      let fixup: RestoreFixup | undefined;
+      if (req.kind === 'restore') {
+        t = performance.now();
+        fixup = await restoreFixups(vm, fn, req.snapshot, this.deps.warn);
+        mark('fixupMs', t);
+      }
 
       t = performance.now();
       await waitUntilServing(lease.slot.cloneIp, fn.port, {
@@ -139,8 +153,8 @@ export class Launcher {
         function: fn,
         image:
           req.kind === 'boot'
-            ? { reference: req.image.reference, manifestDigest: req.image.manifestDigest, rootfsSha256: req.image.rootfsSha256 }
-            : { reference: req.snapshot.image.reference, manifestDigest: req.snapshot.image.manifestDigest, rootfsSha256: req.snapshot.image.rootfsSha256 },
+            ? imageOf(req.image.reference, req.image.manifestDigest, req.image.rootfsSha256, req.image.config.restoreHook)
+            : imageOf(req.snapshot.image.reference, req.snapshot.image.manifestDigest, req.snapshot.image.rootfsSha256, req.snapshot.image.restoreHook),
         slot: lease.slot,
         cloneIp: lease.slot.cloneIp,
         diskPath,
@@ -149,6 +163,7 @@ export class Launcher {
         kit: { kind: kit.kind, kernelVersion: kit.kernelVersion, cacheKey: kit.cacheKey },
         origin: req.kind === 'boot' ? 'boot' : req.snapshot.id,
         timings: { phases, readyMs: roundMs(performance.now() - req.startedAt) },
+        ...(fixup ? { fixup } : {}),
       };
       await instances.complete(record);
       this.deps.refill.schedule();
@@ -179,6 +194,54 @@ export class Launcher {
     await this.deps.pool.release({ slot: rec.slot, owner: name });
     await this.deps.instances.remove(name);
   }
+}
+
+function imageOf(reference: string, manifestDigest: string, rootfsSha256: string, restoreHook?: { path: string; timeoutMs?: number }): InstanceRecord['image'] {
+  return { reference, manifestDigest, rootfsSha256, ...(restoreHook ? { restoreHook } : {}) };
+}
+
+/** Host entropy handed to every clone's kernel RNG. */
+const FIXUP_ENTROPY_BYTES = 64;
+
+/**
+ * The restore fix-ups, through the guest agent: the wall clock from the host, fresh entropy
+ * (and a CRNG reseed), then the function's restore hook. A snapshot made before the agent
+ * existed restores without them, with a warning; a hook that fails fails the restore.
+ */
+async function restoreFixups(vm: VmHandle, fn: FunctionSpec, snapshot: SnapshotManifest, warn?: (msg: string) => void): Promise<RestoreFixup> {
+  // the function spec's hook, else the one the image declares in its labels
+  const declared = fn.restoreHook ?? snapshot.image.restoreHook;
+  if (!snapshot.vmm.agent || !vm.agent) {
+    warn?.(
+      `warning: snapshot ${snapshot.id} has no guest agent (made before embers had one): clone ${vm.name} keeps the snapshot's clock and RNG state` +
+        `${declared ? ` and its restore hook ${declared.path} does not run` : ''}; create a new snapshot to get restore fix-ups`,
+    );
+    return { agent: false };
+  }
+  const hook = declared ? { path: declared.path, timeoutMs: declared.timeoutMs ?? DEFAULT_RESTORE_HOOK_TIMEOUT_MS } : undefined;
+  const r = await agentFixup(vm.agent, { entropy: randomBytes(FIXUP_ENTROPY_BYTES), hook });
+  if (hook && !(r.hook.state === 'exited' && r.hook.code === 0)) {
+    const how =
+      r.hook.state === 'exited'
+        ? `exited with status ${r.hook.code}`
+        : r.hook.state === 'signaled'
+          ? `was killed by signal ${r.hook.code}`
+          : r.hook.state === 'timeout'
+            ? `did not finish in ${hook.timeoutMs} ms (killed)`
+            : `could not start (errno ${r.hook.code})`;
+    throw new EmbersError(
+      'EMB_RESTORE_HOOK_FAILED',
+      `the restore hook ${hook.path} of clone ${vm.name} ${how}: the clone was stopped${r.hook.output ? `\n${r.hook.output.trimEnd()}` : ''}`,
+      { instance: vm.name, hook: hook.path, state: r.hook.state, code: r.hook.code, output: r.hook.output, timeoutMs: hook.timeoutMs },
+    );
+  }
+  return {
+    agent: true,
+    clockStepMs: Number(r.clockStepNs / 1000n) / 1000,
+    entropyBytes: r.entropyAdded ? FIXUP_ENTROPY_BYTES : 0,
+    crngReseeded: r.crngReseeded,
+    ...(hook ? { hook: { path: hook.path, state: r.hook.state, code: r.hook.code } } : {}),
+  };
 }
 
 /** The guest kit a snapshot's memory was made with. */

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type Config, type ConfigOptions } from '../config.js';
+import { agentExec, type ExecOptions } from '../guest/agent.js';
+import type { ExitStatus } from '../guest/agent-protocol.js';
 import { EmbersError } from '../errors.js';
 import { run, which } from '../util/exec.js';
 import type { GuestKit } from '../guest/kit.js';
@@ -43,6 +45,9 @@ export interface NodeOptions extends ConfigOptions, RemoteOptions {
    * Firecracker without ACPI). Restores follow the snapshot's. @default 'acpi'
    */
   deviceDiscovery?: DeviceDiscovery;
+  /** Give QEMU guests the guest agent's channel (restore fix-ups, `embers exec`). Off only to
+   * make VMs like those of embers before the agent (tests of old snapshots). @default true */
+  guestAgent?: boolean;
   /** Progress lines (image pulls, kit builds). */
   onProgress?: (msg: string) => void;
 }
@@ -123,6 +128,7 @@ export class EmbersNode {
       kits: this.kits,
       refill: this.refill,
       readyTimeoutMs: config.readyTimeoutMs,
+      warn: (msg) => onProgress?.(msg),
     });
     this.snapshots = new SnapshotService({
       snapshotsDir: config.paths.snapshots,
@@ -146,7 +152,7 @@ export class EmbersNode {
       vmm: opts.vmm,
       firecrackerBin: opts.firecrackerBin,
       accel: config.accel,
-      qemu: { cpuModel: opts.qemuCpuModel, deviceDiscovery: opts.deviceDiscovery },
+      qemu: { cpuModel: opts.qemuCpuModel, deviceDiscovery: opts.deviceDiscovery, agent: opts.guestAgent },
       firecracker: { jailer: fc.jailer, vsockCid: fc.vsockCid, diffSnapshots: fc.diffSnapshots },
     });
     const node = new EmbersNode(opts, config, chosen);
@@ -243,6 +249,25 @@ export class EmbersNode {
   async logs(name: string): Promise<string> {
     const rec = await this.instances.get(name);
     return readFile(rec.vm.consoleLog, 'utf8').catch(() => '');
+  }
+
+  /**
+   * Runs a command in an instance's guest through the guest agent: in the function's root (or
+   * the kit's with `kitRoot`), no shell unless `shell` (then argv[0] is a script for the kit's
+   * busybox sh). Output is streamed to the callbacks; the agent kills the command's process
+   * group at `timeoutMs` (state 'timeout').
+   */
+  async exec(name: string, opts: ExecOptions): Promise<ExitStatus> {
+    const rec = await this.instances.get(name);
+    if (!rec.vm.agent) {
+      throw new EmbersError(
+        'EMB_GUEST_AGENT_UNREACHABLE',
+        `instance ${name} has no guest agent channel (it was started before embers had one, or restored from such a snapshot)`,
+        { name },
+        { hint: 'start a new instance (embers run) or restore from a snapshot made since; `embers logs` shows the console' },
+      );
+    }
+    return agentExec(rec.vm.agent, opts);
   }
 
   /** Stops the VM and releases everything the instance owns: process, slot, disk, files. */

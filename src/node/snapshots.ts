@@ -211,6 +211,7 @@ export class SnapshotService {
           deviceDiscovery: rec.vm.deviceDiscovery ?? this.driver.deviceDiscovery,
           driveLayout: rec.vm.driveLayout ?? this.driver.driveLayout,
           vsock: vmFiles.vsock,
+          agent: vmFiles.agent,
         },
         host: { cpu: host.cpu, guestCpu: host.guestCpu },
         machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },

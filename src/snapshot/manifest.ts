@@ -24,7 +24,8 @@ export interface SnapshotManifest {
   createdAt: string;
   /** The workload the snapshot was made of, as its maker described it (node/ stores its function spec); opaque here. */
   function: object;
-  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number };
+  /** restoreHook: the image's declared restore hook (its labels), absent when it declares none. */
+  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number; restoreHook?: { path: string; timeoutMs?: number } };
   disk: {
     /** How the disk changes were captured. */
     diff: 'block' | 'rsync';
@@ -46,6 +47,8 @@ export interface SnapshotManifest {
     driveLayout?: DriveLayout;
     /** The VM had a vsock device (Firecracker re-points it on load only then). Absent: it had none, or the driver did not say. */
     vsock?: boolean;
+    /** The VM had the guest agent's channel (restores then run the fix-ups through it). Absent in manifests older than the agent: none. */
+    agent?: boolean;
   };
   /**
    * The host CPU and the CPU the guest saw (snapshot/host-compat.ts says what a restoring host
@@ -115,6 +118,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   if (m.vmm.deviceDiscovery !== undefined && !['acpi', 'cmdline'].includes(m.vmm.deviceDiscovery)) throw bad('vmm.deviceDiscovery');
   if (m.vmm.driveLayout !== undefined && !['plain', 'mount-namespace', 'jail'].includes(m.vmm.driveLayout)) throw bad('vmm.driveLayout');
   if (m.vmm.vsock !== undefined && typeof m.vmm.vsock !== 'boolean') throw bad('vmm.vsock');
+  if (m.vmm.agent !== undefined && typeof m.vmm.agent !== 'boolean') throw bad('vmm.agent');
   if (m.host !== undefined && !validHost(m.host)) throw bad('host');
   if (!m.machine || !Number.isInteger(m.machine.vcpus) || !Number.isInteger(m.machine.memoryMiB)) throw bad('machine');
   for (const role of [SNAPSHOT_FILES.state, SNAPSHOT_FILES.memory]) {

@@ -68,6 +68,14 @@ export interface VmHandle {
   driveLayout?: DriveLayoutKind;
   /** Firecracker only: the VM has a vsock device (its snapshots then have one too). */
   vsock?: boolean;
+  /** Where the host reaches the guest agent (src/guest/agent.ts); absent: the VM has no agent channel. */
+  agent?: AgentChannelRef;
+}
+
+/** The host end of a VM's guest agent channel: a Unix socket (QEMU's virtio-serial chardev, or Firecracker's vsock). */
+export interface AgentChannelRef {
+  kind: 'virtio-serial' | 'vsock';
+  socket: string;
 }
 
 /**
@@ -91,6 +99,8 @@ export interface VmSnapshotFiles {
   driveLayout?: DriveLayoutKind;
   /** Firecracker only: the snapshotted VM had a vsock device (record it in the manifest). */
   vsock?: boolean;
+  /** The snapshotted VM had a guest agent channel (record it in the manifest: a restore needs the same devices). */
+  agent?: boolean;
 }
 
 export interface VmTimings {
@@ -114,6 +124,9 @@ export interface RestoreOptions {
   snapshotHasVsock?: boolean;
   /** The device discovery the snapshot was made with: the restored machine must have the same. @default the driver's */
   deviceDiscovery?: DeviceDiscovery;
+  /** Whether the snapshot's VM had the guest agent channel (VmSnapshotFiles.agent, from the manifest): QEMU adds its
+   * virtio-serial device only then. @default whether the driver gives VMs one */
+  snapshotHasAgent?: boolean;
 }
 
 export interface HypervisorDriver {

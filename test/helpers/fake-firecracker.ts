@@ -15,6 +15,8 @@ export interface FakeKnobs {
   faults?: Record<string, string>;
   ignoreCtrlAltDel?: boolean;
   ignoreSigterm?: boolean;
+  /** A stand-in guest agent answers HELLO on vsock port 5252 while the VM runs. */
+  guestAgent?: boolean;
 }
 
 export interface RecordedRequest {

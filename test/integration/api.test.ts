@@ -97,6 +97,7 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
       ['get', '/v1/functions/{name}'],
       ['delete', '/v1/functions/{name}'],
       ['get', '/v1/instances'],
+      ['post', '/v1/instances/{name}/exec'],
       ['get', '/v1/snapshots'],
       ['get', '/v1/snapshots/{id}/{file}'],
       ['head', '/v1/snapshots/{id}/{file}'],
@@ -125,6 +126,15 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
       }
     }
     assert.ok(doc.paths['/v1/functions/{name}'].put.requestBody.content['application/json'].schema, 'the spec body schema');
+
+    // exec: an instance this daemon does not run is 404, a bad command 400, before any guest is asked
+    const noInstance = await d.api('POST', '/v1/instances/nope/exec', { argv: ['true'] });
+    assert.equal(noInstance.status, 404, noInstance.text);
+    assert.equal(noInstance.json.error.code, 'EMB_INSTANCE_NOT_FOUND');
+    for (const body of [{}, { argv: [] }, { argv: ['ls'], timeoutSeconds: 0 }, { argv: ['ls'], extra: 1 }]) {
+      const bad = await d.api('POST', '/v1/instances/nope/exec', body);
+      assert.equal(bad.status, 400, `${JSON.stringify(body)}: ${bad.text}`);
+    }
 
     // metrics parse as Prometheus text and have the families the issue asks for
     const metrics = await d.api('GET', '/metrics');
@@ -221,6 +231,8 @@ test('API off loopback: refused without a token; with one, every route but /heal
   try {
     const url = d.url.replace('0.0.0.0', '127.0.0.1');
     const get = (path: string, auth?: string) => fetch(`${url}${path}`, { headers: auth ? { authorization: auth } : {} });
+    const exec = await fetch(`${url}/v1/instances/x/exec`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"argv":["id"]}' });
+    assert.equal(exec.status, 401, 'exec needs the API token');
     for (const path of ['/v1/functions', '/v1/instances', '/metrics', '/openapi.json']) {
       const none = await get(path);
       assert.equal(none.status, 401, path);

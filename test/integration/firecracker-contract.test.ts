@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../src/errors.js';
+import { agentHello } from '../../src/guest/agent.js';
 import type { VmHandle, VmSnapshotFiles, VmTimings } from '../../src/vmm/driver.js';
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
@@ -45,6 +46,7 @@ function driver(opts: FirecrackerDriverOptions = {}): FirecrackerDriver {
     mountNamespace: { fixedDir: join(root, 'fc') },
     ctrlAltDelGraceMs: 2000,
     sigtermGraceMs: 1000,
+    clockRealtime: false, // the load bodies below are exact; the clock_realtime test turns it on
     ...opts,
   });
 }
@@ -126,7 +128,13 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   await mkdir(full);
   await mkdir(diff);
   const files = await d.snapshot(vm, full);
-  assert.deepEqual(files, { stateFile: join(full, 'vmstate.bin'), memoryFile: join(full, 'memory.bin'), driveLayout: 'mount-namespace', vsock: true });
+  assert.deepEqual(files, {
+    stateFile: join(full, 'vmstate.bin'),
+    memoryFile: join(full, 'memory.bin'),
+    driveLayout: 'mount-namespace',
+    vsock: true,
+    agent: true,
+  });
   assert.equal(await readSnapshotFormatVersion(files.stateFile), '10.0.0');
   assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
   await d.snapshot(vm, diff, { type: 'Diff' });
@@ -427,7 +435,13 @@ test("no path back to another VM's disk: no layout without the mount namespace o
   const out = join(root, 'src-layout-snapshot');
   await mkdir(out);
   const files = await d.snapshot(vm, out);
-  assert.deepEqual(files, { stateFile: join(out, 'vmstate.bin'), memoryFile: join(out, 'memory.bin'), driveLayout: 'mount-namespace', vsock: false });
+  assert.deepEqual(files, {
+    stateFile: join(out, 'vmstate.bin'),
+    memoryFile: join(out, 'memory.bin'),
+    driveLayout: 'mount-namespace',
+    vsock: false,
+    agent: false,
+  });
   await d.stop(vm);
   const clone = await makeSpec(root, 'clone-layout');
   await assert.rejects(d.restore(clone, files, { snapshotDriveLayout: 'jail' }), (e) => {
@@ -452,6 +466,36 @@ test('vsock_override only for a snapshot with a vsock device', async () => {
   const out = join(root, 'clone-novsock-snapshot');
   await mkdir(out);
   assert.equal((await d.snapshot(vm, out)).vsock, false, 'a snapshot of that clone has no vsock either');
+  await d.stop(vm);
+});
+
+test("restore: clock_realtime on load, and the guest agent reached through the clone's own vsock socket (CONNECT 5252)", async () => {
+  const files = await snapshotOf('src-agent', { vsockCid: 3 });
+  assert.equal(files.agent, true, 'a snapshot with a vsock device has the agent channel');
+  const d = driver({ vsockCid: 3, clockRealtime: true });
+  const spec = await makeSpec(root, 'clone-agent');
+  await setKnobs(spec.dir, { guestAgent: true });
+  const { vm } = track(await d.restore(spec, files, { snapshotTapName: 'tap0' }));
+  const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
+  assert.equal(load.body?.clock_realtime, true);
+  assert.deepEqual(load.body?.vsock_override, { uds_path: join(spec.dir, 'vsock.sock') });
+  assert.deepEqual(vm.agent, { kind: 'vsock', socket: join(spec.dir, 'vsock.sock') });
+  assert.equal(await agentHello(vm.agent!), 'fake-guest-agent');
+  const connects = (await recorded(spec.dir)).filter((r) => (r as { vsockConnect?: string }).vsockConnect);
+  assert.deepEqual(
+    connects.map((r) => [(r as { vsockConnect?: string }).vsockConnect, (r as { socket?: string }).socket]),
+    [['CONNECT 5252', join(spec.dir, 'vsock.sock')]],
+  );
+  assertAllValid(await recorded(spec.dir));
+  await d.stop(vm);
+});
+
+test('the guest agent over vsock: no listener in the guest is EMB_GUEST_AGENT_UNREACHABLE, not a hang', async () => {
+  const d = driver({ vsockCid: 3 });
+  const spec = await makeSpec(root, 'boot-no-agent');
+  const { vm } = track(await d.boot(spec));
+  assert.ok(vm.agent);
+  await assert.rejects(agentHello(vm.agent!, 3000), (e: unknown) => isEmbersError(e, 'EMB_GUEST_AGENT_UNREACHABLE') && /closed/.test(e.message));
   await d.stop(vm);
 });
 

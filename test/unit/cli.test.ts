@@ -91,6 +91,11 @@ test('global options before the command are moved after it', () => {
   assert.deepEqual(hoistGlobalOptions(['--vmm=qemu', 'ps']), { command: 'ps', args: ['--vmm=qemu'] });
   assert.deepEqual(hoistGlobalOptions(['ps', '--home', '/h']), { command: 'ps', args: ['--home', '/h'] });
   assert.deepEqual(hoistGlobalOptions(['--help']), { command: undefined, args: ['--help'] });
+  // `--` ends embers' options: what follows is the guest command of `embers exec`, globals go before it
+  assert.deepEqual(hoistGlobalOptions(['--home', '/h', 'exec', 'fn-1', '--', 'ls', '--home']), {
+    command: 'exec',
+    args: ['fn-1', '--home', '/h', '--', 'ls', '--home'],
+  });
   assert.throws(
     () => hoistGlobalOptions(['--memory', '128', 'run']),
     (e) => isEmbersError(e, 'EMB_USAGE') && /--memory/.test(e.message),

@@ -29,7 +29,7 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
 }
 
 test('firecracker config: defaults are no jailer, no vsock, no Diff snapshots', () => {
-  withEnv({}, () => assert.deepEqual(resolveConfig({ home: '/h' }).firecracker, { jailer: undefined, vsockCid: undefined, diffSnapshots: false }));
+  withEnv({}, () => assert.deepEqual(resolveConfig({ home: '/h' }).firecracker, { jailer: undefined, vsockCid: 3, diffSnapshots: false }));
 });
 
 test('firecracker config: the jailer, vsock and Diff snapshots from the environment, with their defaults', () => {

@@ -165,6 +165,8 @@ export class FirecrackerDriver implements HypervisorDriver {
       if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
       // Only a snapshot with a vsock device takes an override (Firecracker refuses one otherwise).
       if (hasVsock) body.vsock_override = { uds_path: layout.fc.vsock };
+      // the guest's kvmclock moves on by the time the snapshot was stored; the agent then sets the wall clock
+      if (o.clockRealtime) body.clock_realtime = true;
       try {
         await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
       } catch (err) {
@@ -226,7 +228,8 @@ export class FirecrackerDriver implements HypervisorDriver {
       timeoutMs: this.options.snapshotTimeoutMs,
     });
     const files = await targets.collect();
-    return { ...files, driveLayout: layout.kind, vsock: vm.vsock ?? this.options.vsockCid !== undefined };
+    const vsock = vm.vsock ?? this.options.vsockCid !== undefined;
+    return { ...files, driveLayout: layout.kind, vsock, agent: vsock };
   }
 
   async stop(vm: VmHandle): Promise<void> {
@@ -272,6 +275,8 @@ export class FirecrackerDriver implements HypervisorDriver {
     return {
       driveLayout: layout.kind,
       vsock,
+      // the guest agent listens on vsock: reached through this VM's vsock socket (CONNECT <port>)
+      ...(vsock ? { agent: { kind: 'vsock' as const, socket: layout.vsockHost } } : {}),
       kind: 'firecracker',
       name: spec.name,
       pid: 0,

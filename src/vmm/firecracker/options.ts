@@ -2,6 +2,7 @@
  * The Firecracker driver's options, every one with its default, and the compiled form in
  * which nothing is undefined.
  */
+import { release as osRelease } from 'node:os';
 import { EmbersError } from '../../errors.js';
 import type { Logger } from './api-types.js';
 import type { DriveLayoutKind, RestoreOptions, VmSnapshotFiles } from '../driver.js';
@@ -29,6 +30,10 @@ export interface FirecrackerDriverOptions {
   /** Give every VM a vsock device with this guest CID (host side: `<dir>/vsock.sock`).
    * @default undefined (no vsock) */
   vsockCid?: number;
+  /** Pass `clock_realtime: true` on snapshot load: Firecracker advances kvmclock by the wall
+   * time since the snapshot (KVM_CLOCK_REALTIME, x86_64 hosts with Linux 5.16 or later).
+   * @default true where the host supports it (see hostSupportsClockRealtime) */
+  clockRealtime?: boolean;
   /** Firecracker's log level. @default 'Info' */
   logLevel?: NonNullable<Logger['level']>;
   /** How long to wait for the API socket and its first answer, in ms. @default 10000 */
@@ -51,12 +56,24 @@ export interface ResolvedFirecrackerOptions {
   jailer: JailerOptions | undefined;
   diffSnapshots: boolean;
   vsockCid: number | undefined;
+  clockRealtime: boolean;
   logLevel: NonNullable<Logger['level']>;
   startTimeoutMs: number;
   apiTimeoutMs: number;
   snapshotTimeoutMs: number;
   ctrlAltDelGraceMs: number;
   sigtermGraceMs: number;
+}
+
+/**
+ * KVM_CLOCK_REALTIME (what `clock_realtime` asks Firecracker to pass to KVM_SET_CLOCK) came
+ * with Linux 5.16, on x86_64 only.
+ */
+export function hostSupportsClockRealtime(release = osRelease(), arch = process.arch): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m || arch !== 'x64') return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 5 || (major === 5 && minor >= 16);
 }
 
 export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): ResolvedFirecrackerOptions {
@@ -76,6 +93,7 @@ export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): 
     jailer: opts.jailer,
     diffSnapshots: opts.diffSnapshots ?? false,
     vsockCid: opts.vsockCid,
+    clockRealtime: opts.clockRealtime ?? hostSupportsClockRealtime(),
     logLevel: opts.logLevel ?? 'Info',
     startTimeoutMs: opts.startTimeoutMs ?? 10_000,
     apiTimeoutMs: opts.apiTimeoutMs ?? 10_000,

@@ -1,3 +1,4 @@
+import { AGENT_PORT_NAME } from '../../guest/agent-protocol.js';
 import type { Accelerator, DeviceDiscovery, VmSpec } from '../driver.js';
 
 export interface QemuArgsOptions {
@@ -14,6 +15,8 @@ export interface QemuArgsOptions {
   shareMemory: boolean;
   /** Wait for a migration stream (restore). */
   incoming: boolean;
+  /** The host end of the guest agent's virtio-serial port (a Unix socket QEMU listens on); absent: no port. */
+  agentSocket?: string;
 }
 
 /**
@@ -33,7 +36,8 @@ export function microvmMachine(discovery: DeviceDiscovery): { machine: string; d
 
 /**
  * The QEMU command line: `-M microvm` (see microvmMachine), guest RAM in a file, virtio-mmio
- * block and net, QMP on a Unix socket and the serial console in a file. Restores use the
+ * block and net, QMP on a Unix socket, the serial console in a file, and the guest agent's
+ * virtio-serial port when asked for. Restores use the
  * same devices with `-incoming defer`.
  */
 export function qemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
@@ -79,6 +83,17 @@ export function qemuArgs(spec: VmSpec, o: QemuArgsOptions): string[] {
     '-qmp',
     `unix:${o.controlSocket},server=on,wait=off`,
   ];
+  if (o.agentSocket) {
+    // the guest agent's channel (src/guest/agent-protocol.ts): virtio-serial over virtio-mmio, no vhost needed
+    args.push(
+      '-chardev',
+      `socket,id=agent,path=${o.agentSocket},server=on,wait=off`,
+      '-device',
+      'virtio-serial-device',
+      '-device',
+      `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    );
+  }
   if (o.incoming) args.push('-incoming', 'defer');
   return args;
 }

@@ -34,11 +34,14 @@ export interface QemuDriverOptions {
   cpuModel?: string;
   /** How guests find their virtio-mmio devices: ACPI tables, or the kernel command line (no ACPI, no RTC). @default 'acpi' */
   deviceDiscovery?: DeviceDiscovery;
+  /** Give every VM the guest agent's virtio-serial port (host side `<dir>/agent.sock`). @default true */
+  agent?: boolean;
 }
 
 const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(,[+-]?[A-Za-z0-9._-]+(=[A-Za-z0-9._-]+)?)*$/;
 
 const STATE_FILE = 'vmstate.bin';
+const AGENT_SOCKET = 'agent.sock';
 const MEMORY_FILE = 'memory.bin';
 
 /**
@@ -134,8 +137,9 @@ export class QemuDriver implements HypervisorDriver {
 
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const { accelerator } = await this.accelerator();
-    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'), this.deviceDiscovery);
+    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'), this.deviceDiscovery, this.opts.agent ?? true);
     const args = qemuArgs(spec, {
+      agentSocket: vm.agent?.socket,
       accelerator,
       cpuModel: await this.cpuArg(accelerator),
       deviceDiscovery: this.deviceDiscovery,
@@ -151,8 +155,9 @@ export class QemuDriver implements HypervisorDriver {
   async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const { accelerator } = await this.accelerator();
     const discovery = opts.deviceDiscovery ?? this.deviceDiscovery;
-    const vm = this.handle(spec, accelerator, files.memoryFile, discovery);
+    const vm = this.handle(spec, accelerator, files.memoryFile, discovery, opts.snapshotHasAgent ?? this.opts.agent ?? true);
     const args = qemuArgs(spec, {
+      agentSocket: vm.agent?.socket,
       accelerator,
       cpuModel: await this.cpuArg(accelerator),
       deviceDiscovery: discovery,
@@ -192,7 +197,7 @@ export class QemuDriver implements HypervisorDriver {
     });
     // The memory file is the live RAM: copy it while the VM is still paused.
     await run('cp', ['--reflink=auto', '--sparse=always', vm.memoryFile, memoryFile]);
-    return { stateFile, memoryFile };
+    return { stateFile, memoryFile, agent: vm.agent !== undefined };
   }
 
   /**
@@ -217,6 +222,7 @@ export class QemuDriver implements HypervisorDriver {
       }
     }
     await rm(vm.controlSocket, { force: true });
+    if (vm.agent) await rm(vm.agent.socket, { force: true });
   }
 
   async status(vm: VmHandle): Promise<VmState> {
@@ -234,8 +240,9 @@ export class QemuDriver implements HypervisorDriver {
     return pidCommandMentions(vm.pid, vm.controlSocket);
   }
 
-  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string, deviceDiscovery: DeviceDiscovery): VmHandle {
+  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string, deviceDiscovery: DeviceDiscovery, agent: boolean): VmHandle {
     return {
+      ...(agent ? { agent: { kind: 'virtio-serial' as const, socket: join(spec.dir, AGENT_SOCKET) } } : {}),
       deviceDiscovery,
       kind: 'qemu',
       name: spec.name,
@@ -270,6 +277,7 @@ export class QemuDriver implements HypervisorDriver {
     } catch (err) {
       await terminate(proc.pid).catch(() => undefined);
       await rm(vm.controlSocket, { force: true });
+      if (vm.agent) await rm(vm.agent.socket, { force: true });
       throw err;
     }
   }
