@@ -21,7 +21,8 @@
  * After UFFD_EVENT_REMOVE (balloon, madvise DONTNEED) or UFFD_EVENT_UNMAP of a range, faults
  * in it are served with zero pages, as the guest gave those pages up. Faults from several
  * vCPU threads queue on the one uffd and are served in arrival order; a copy that finds the
- * page already present (EEXIST: the prefetcher got there first) counts as served.
+ * page already present (EEXIST: the prefetcher got there first) counts as served; one that
+ * meets EAGAIN (a REMOVE/UNMAP event queued behind it) is deferred until the queue is read.
  *
  * Modes (REAP working sets, format in WS-FORMAT.md: "EMBWS1\0\0", u32 page_size, u32
  * count, count x {u64 first_page, u32 page_count, u32 0}, in first-touch order):
@@ -132,6 +133,15 @@ static volatile sig_atomic_t stop_signal, flush_signal;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* removed ranges, chunk states */
 static pthread_cond_t chunk_cv = PTHREAD_COND_INITIALIZER;
 static volatile int stopping; /* tells the prefetcher to give up */
+/* An EAGAIN from a copy means the mapping is changing: an event (REMOVE, UNMAP) waits in the
+ * uffd's queue. The thread that reads the queue defers the fault and retries it once the queue
+ * is drained; the prefetcher tries again. The prefetcher checks for removed ranges and copies
+ * under events_lock's read side, and the reader reads each event and records a removed range
+ * under its write side: so no prefetched copy can land in a range between the moment the
+ * guest gave it up (the kernel zaps it once the event was read) and the moment it is marked. */
+static pthread_rwlock_t events_lock = PTHREAD_RWLOCK_INITIALIZER;
+static uint64_t *deferred;
+static size_t ndeferred, deferred_cap;
 
 /* The memory file. */
 static int mem_fd = -1;
@@ -355,7 +365,8 @@ static int file_hole_at(off_t off)
 
 /* ---- filling pages ---- */
 
-/* 0 when filled (or already present), -1 when the process behind the uffd is gone. */
+/* 0 when filled (or already present), -1 when the process behind the uffd is gone, 1 when
+ * the event reader must defer it (EAGAIN before any page was filled). */
 static int zero_range(int uffd, uint64_t addr, uint64_t len)
 {
 	while (len) {
@@ -373,7 +384,7 @@ static int zero_range(int uffd, uint64_t addr, uint64_t len)
 			addr += 4096;
 			len -= 4096;
 		} else if (errno == EAGAIN) { /* the mapping is changing (an event is being read) */
-			sched_yield();
+			return stopping ? -1 : 1;
 		} else if (errno == ESRCH || errno == ENOENT) {
 			return -1;
 		} else {
@@ -401,9 +412,8 @@ static int copy_range(int uffd, uint64_t addr, const uint8_t *src, uint64_t len,
 		} else if (errno == EEXIST) {
 			ADD(already_mapped, 1);
 			step = 4096;
-		} else if (errno == EAGAIN) {
-			sched_yield();
-			continue;
+		} else if (errno == EAGAIN) { /* the mapping is changing (an event is being read) */
+			return stopping ? -1 : 1;
 		} else if (errno == ESRCH || errno == ENOENT) {
 			return -1;
 		} else {
@@ -645,11 +655,28 @@ static int prefetch_batch(int uffd, uint64_t off, uint64_t len, const uint8_t *s
 	if (!r)
 		return 0; /* not guest memory in this restore */
 	uint64_t addr = r->base + (off - r->offset);
-	if (!overlaps_removed(addr, addr + len))
-		return copy_range(uffd, addr, src, len, copied);
-	for (uint64_t p = 0; p < len; p += 4096)
-		if (!overlaps_removed(addr + p, addr + p + 4096) && copy_range(uffd, addr + p, src + p, 4096, copied) < 0)
-			return -1;
+	for (;;) { /* the whole batch in one ioctl, unless part of it was given up */
+		pthread_rwlock_rdlock(&events_lock);
+		int rc = overlaps_removed(addr, addr + len) ? 2 : copy_range(uffd, addr, src, len, copied);
+		pthread_rwlock_unlock(&events_lock);
+		if (rc <= 0)
+			return rc;
+		if (rc == 2)
+			break;
+		sched_yield(); /* EAGAIN: let the event be read, then try again */
+	}
+	for (uint64_t p = 0; p < len; p += 4096) {
+		for (;;) {
+			pthread_rwlock_rdlock(&events_lock);
+			int rc = overlaps_removed(addr + p, addr + p + 4096) ? 0 : copy_range(uffd, addr + p, src + p, 4096, copied);
+			pthread_rwlock_unlock(&events_lock);
+			if (rc < 0)
+				return -1;
+			if (rc == 0)
+				break;
+			sched_yield();
+		}
+	}
 	return 0;
 }
 
@@ -714,9 +741,11 @@ static void *prefetcher(void *arg)
 
 /* ---- serving faults ---- */
 
-/* Serves one missing-page fault; 0 when served, 1 when it must wait for its chunk. */
+/* Serves one missing-page fault; 0 when served, 1 when it must wait for its chunk, 2 when it
+ * must be retried once the uffd's queue is drained. */
 static int serve_fault(int uffd, uint64_t fault_addr, int counted)
 {
+	int rc = 0;
 	if (!counted)
 		ADD(faults, 1);
 	struct region *r = region_of(fault_addr);
@@ -727,32 +756,43 @@ static int serve_fault(int uffd, uint64_t fault_addr, int counted)
 	uint64_t page = fault_addr & ~(r->page_size - 1);
 	uint64_t off = r->offset + (page - r->base);
 	uint64_t copied = 0;
-	if (overlaps_removed(page, page + r->page_size)) {
-		zero_range(uffd, page, r->page_size);
-		return 0;
-	}
+	if (overlaps_removed(page, page + r->page_size))
+		return zero_range(uffd, page, r->page_size) == 1 ? 2 : 0;
 	if (nchunks) {
 		long c = (long)(off / chunk_size);
 		if (off + r->page_size > (uint64_t)mem_size) {
-			zero_range(uffd, page, r->page_size);
+			rc = zero_range(uffd, page, r->page_size);
 		} else if (!chunk_verified(c)) {
 			if (!counted)
 				ADD(chunk_waits, 1);
 			want_chunk(c);
 			return 1;
 		} else if (all_zero(verified + off, r->page_size)) {
-			zero_range(uffd, page, r->page_size);
+			rc = zero_range(uffd, page, r->page_size);
 		} else {
-			copy_range(uffd, page, verified + off, r->page_size, &copied);
+			rc = copy_range(uffd, page, verified + off, r->page_size, &copied);
 		}
 	} else if (file_hole_at((off_t)off) || off + r->page_size > (uint64_t)mem_size) {
-		zero_range(uffd, page, r->page_size);
+		rc = zero_range(uffd, page, r->page_size);
 	} else {
-		copy_range(uffd, page, mem_map + off, r->page_size, &copied);
+		rc = copy_range(uffd, page, mem_map + off, r->page_size, &copied);
 	}
+	if (rc == 1)
+		return 2;
 	if (mode == MODE_RECORD && off / 4096 < (uint64_t)(mem_size + 4095) / 4096)
 		record_page(off / 4096);
 	return 0;
+}
+
+static void add_deferred(uint64_t addr)
+{
+	if (ndeferred == deferred_cap) {
+		deferred_cap = deferred_cap ? deferred_cap * 2 : 64;
+		deferred = realloc(deferred, deferred_cap * sizeof *deferred);
+		if (!deferred)
+			die("realloc");
+	}
+	deferred[ndeferred++] = addr;
 }
 
 static void add_pending(uint64_t addr)
@@ -770,9 +810,13 @@ static void add_pending(uint64_t addr)
 static void serve_pending(int uffd)
 {
 	size_t keep = 0;
-	for (size_t i = 0; i < npending; i++)
-		if (serve_fault(uffd, pending[i], 1))
+	for (size_t i = 0; i < npending; i++) {
+		int rc = serve_fault(uffd, pending[i], 1);
+		if (rc == 1)
 			pending[keep++] = pending[i];
+		else if (rc == 2)
+			add_deferred(pending[i]);
+	}
 	npending = keep;
 }
 
@@ -781,22 +825,39 @@ static void drain_uffd(int uffd)
 {
 	struct uffd_msg m;
 	ssize_t n;
-	while ((n = read(uffd, &m, sizeof m)) == sizeof m) {
-		switch (m.event) {
-		case UFFD_EVENT_PAGEFAULT:
-			if (serve_fault(uffd, m.arg.pagefault.address, 0))
-				add_pending(m.arg.pagefault.address);
-			break;
-		case UFFD_EVENT_REMOVE:
-		case UFFD_EVENT_UNMAP:
+	for (;;) {
+		pthread_rwlock_wrlock(&events_lock);
+		n = read(uffd, &m, sizeof m);
+		if (n == sizeof m && (m.event == UFFD_EVENT_REMOVE || m.event == UFFD_EVENT_UNMAP))
 			mark_removed(m.arg.remove.start, m.arg.remove.end);
+		pthread_rwlock_unlock(&events_lock);
+		if (n != sizeof m)
 			break;
+		switch (m.event) {
+		case UFFD_EVENT_PAGEFAULT: {
+			int rc = serve_fault(uffd, m.arg.pagefault.address, 0);
+			if (rc == 1)
+				add_pending(m.arg.pagefault.address);
+			else if (rc == 2)
+				add_deferred(m.arg.pagefault.address);
+			break;
+		}
 		default:
-			break; /* fork, remap: Firecracker does neither to guest memory */
+			break; /* remove, unmap: recorded above; fork, remap: Firecracker does neither to guest memory */
 		}
 	}
 	if (n < 0 && errno != EAGAIN)
 		die("read the userfaultfd");
+	/* The queue is empty: retry the faults an EAGAIN deferred (their event has been read now). */
+	size_t retry = ndeferred;
+	ndeferred = 0;
+	for (size_t i = 0; i < retry; i++) {
+		int rc = serve_fault(uffd, deferred[i], 1);
+		if (rc == 1)
+			add_pending(deferred[i]);
+		else if (rc == 2)
+			add_deferred(deferred[i]);
+	}
 }
 
 /* Handles the downloader's lines; returns -1 when a chunk was bad (the handler must stop). */
@@ -1044,7 +1105,11 @@ int main(int argc, char **argv)
 			{ .fd = control_fd < 0 ? control_listener : -1, .events = POLLIN },
 			{ .fd = control_fd, .events = POLLIN },
 		};
-		int r = poll(w, 5, -1);
+		int r = poll(w, 5, ndeferred ? 1 : -1); /* deferred faults are retried after every drain */
+		if (r == 0) {
+			drain_uffd(uffd);
+			continue;
+		}
 		if (flush_signal) {
 			flush_signal = 0;
 			write_record();

@@ -23,7 +23,7 @@ export interface HarnessResult {
   code: number;
   stderr: string;
   /** Parsed from its JSON line when it exited 0. */
-  report?: { touched: number; checked: number; handshake_ms: number; wait_ms: number; touch_ms: number; total_ms: number };
+  report?: { touched: number; removed: number; checked: number; handshake_ms: number; wait_ms: number; touch_ms: number; total_ms: number };
 }
 
 export interface HarnessOptions {
@@ -38,6 +38,8 @@ export interface HarnessOptions {
   checkAfter?: boolean;
   /** Also check (and so fault in) every other page. */
   all?: boolean;
+  /** Thread 0 gives back every Nth page it touched (madvise DONTNEED): it must then read as zeros. */
+  removeEvery?: number;
 }
 
 /** Runs the harness to its end; exit 1 (wrong data) and 2 (page server gone) are returned, not thrown. */
@@ -46,6 +48,7 @@ export async function runHarness(bin: string, o: HarnessOptions): Promise<Harnes
   if (o.waitFile) args.push('--wait-file', o.waitFile);
   if (o.checkAfter) args.push('--check-after');
   if (o.all) args.push('--all');
+  if (o.removeEvery) args.push('--remove-every', String(o.removeEvery));
   const r: RunResult = await run(bin, args, { okCodes: [1, 2] });
   return { code: r.code, stderr: r.stderr, report: r.code === 0 ? JSON.parse(r.stdout.trim()) : undefined };
 }

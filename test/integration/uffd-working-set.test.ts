@@ -141,6 +141,26 @@ test('prefetch: the working set is copied in before the guest runs (no fault on 
   }
 });
 
+test('pages given back while other threads fault (UFFD_EVENT_REMOVE mid-run, lazy and during a prefetch) read back as zeros; every other page is right', async (t) => {
+  const skip = needsRoot();
+  if (skip) return t.skip(skip);
+  for (const mode of ['lazy', 'prefetch'] as const) {
+    const o = handlerOptions(mode === 'prefetch' ? { mode, workingSet: { rangesPath: wsRanges } } : {});
+    const h = await startUffdHandler(o);
+    const r = await runHarness(harnessBin, {
+      socketPath: h.socketPath,
+      memoryFile: mem,
+      order: mode === 'lazy' ? 'random:9' : wsRanges,
+      all: true,
+      removeEvery: 5,
+    });
+    assert.equal(r.code, 0, `${mode}: ${r.stderr}`);
+    assert.ok(r.report!.removed > 0);
+    const stats = await h.stats();
+    assert.equal(stats.removed_ranges, r.report!.removed, `${mode}: the page server saw every REMOVE`);
+  }
+});
+
 test('prefetch: a pages file that does not match its sha256 is refused before any page is served', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
