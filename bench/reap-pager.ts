@@ -1,7 +1,8 @@
 /**
  * The Firecracker page server (native/uffd-handler.c) with REAP working sets, on the harness
  * (test/fixtures/uffd-harness.c: Firecracker's Uffd handshake, then a guest touching its
- * working set from two threads). `npm run bench -- reap-pager [--mem-mib N] [--ws-share F] [--runs N]`;
+ * working set from two threads). `npm run bench -- reap-pager [--mem-mib N] [--ws-share F] [--runs N]
+ * [--memory FILE --ws-ranges FILE]`;
  * bench/reap.ts prints these rows next to the QEMU figures through `runPagerBench()`.
  *
  * (b) Cold page cache (posix_fadvise DONTNEED on the memory file and the working-set pages,
@@ -16,10 +17,11 @@
  *     working set's bytes plus one chunk).
  *
  * The memory file and the working set are synthetic (test/helpers/uffd-harness.ts): data runs
- * and holes, a working set of scattered stretches, about --ws-share of the data pages.
+ * and holes, a working set of scattered stretches, about --ws-share of the data pages; or a
+ * real snapshot's memory file and recorded working set (--memory, --ws-ranges; only read).
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -28,7 +30,16 @@ import { MEMORY_CHUNK_SIZE, chunkDigests, chunkFetchOrder, feedChunks, writeChun
 import { run } from '../src/util/exec.js';
 import { ensureUffdHandler, startUffdHandler, type UffdHandlerOptions } from '../src/vmm/firecracker/uffd-handler.js';
 import { startS3Server } from '../test/helpers/s3-server.js';
-import { PAGE, buildHarness, runHarness, syntheticMemoryFile, syntheticWorkingSet, writeRanges, writeWorkingSetPages } from '../test/helpers/uffd-harness.js';
+import {
+  PAGE,
+  buildHarness,
+  readRanges,
+  runHarness,
+  syntheticMemoryFile,
+  syntheticWorkingSet,
+  writeRanges,
+  writeWorkingSetPages,
+} from '../test/helpers/uffd-harness.js';
 import { median, optionValue, printTable } from './table.js';
 
 export interface PagerBenchOptions {
@@ -38,6 +49,9 @@ export interface PagerBenchOptions {
   wsShare?: number;
   /** Runs of each mode (medians are reported). @default 3 */
   runs?: number;
+  /** A real snapshot's memory file and its recorded working set (workingset.ranges, WS-FORMAT.md),
+   * e.g. from `embers snapshot record-ws`, instead of synthetic ones (memMiB and wsShare are then unused). */
+  real?: { memoryFile: string; rangesPath: string };
 }
 
 export interface PagerBenchResult {
@@ -81,19 +95,25 @@ async function fileSha256(path: string): Promise<string> {
 /** Measures (b) and (c); returns the figures and printable rows. */
 export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<PagerBenchResult> {
   if (process.getuid?.() !== 0) throw new Error('the page-server bench needs root (userfaultfd)');
-  const memBytes = (opts.memMiB ?? 256) * MiB;
+  const memBytes = opts.real ? (await stat(opts.real.memoryFile)).size : (opts.memMiB ?? 256) * MiB;
+  if (memBytes % PAGE !== 0) throw new Error(`the memory file is ${memBytes} bytes: not whole pages`);
   const pages = memBytes / PAGE;
   const runs = opts.runs ?? 3;
   const dir = await mkdtemp(join(tmpdir(), 'embers-bench-pager-'));
   try {
     const handlerBin = await ensureUffdHandler(resolveConfig().cacheDir);
     const harnessBin = await buildHarness(dir);
-    const mem = join(dir, 'memory.bin');
-    const dataRuns = await syntheticMemoryFile(mem, pages, 21, 0.5);
-    const ws: PageRange[] = syntheticWorkingSet(dataRuns, pages, opts.wsShare ?? 0.25, 22);
-    const wsRanges = join(dir, 'ws.ranges');
+    const mem = opts.real?.memoryFile ?? join(dir, 'memory.bin');
+    const wsRanges = opts.real?.rangesPath ?? join(dir, 'ws.ranges');
+    let ws: PageRange[];
+    if (opts.real) {
+      ws = await readRanges(wsRanges);
+    } else {
+      const dataRuns = await syntheticMemoryFile(mem, pages, 21, 0.5);
+      ws = syntheticWorkingSet(dataRuns, pages, opts.wsShare ?? 0.25, 22);
+      await writeRanges(wsRanges, ws);
+    }
     const wsPages = join(dir, 'ws.pages');
-    await writeRanges(wsRanges, ws);
     const wsBytes = await writeWorkingSetPages(wsPages, mem, ws);
     const wsSha = await fileSha256(wsPages);
     const wsPageCount = wsBytes / PAGE;
@@ -248,7 +268,7 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
     }
 
     const rows: (string | number)[][] = [
-      ['memory file', memBytes / MiB, 'MiB'],
+      ['memory file', memBytes / MiB, `MiB (${opts.real ? opts.real.memoryFile : 'synthetic: data runs and holes'})`],
       ['working set', wsBytes / MiB, `MiB (${((100 * wsBytes) / memBytes).toFixed(1)}% of memory, ${wsPageCount} pages, ${ws.length} ranges)`],
       ['(b) lazy, cold cache: handshake -> working set touched', lazyMs, 'ms (median)'],
       ['(b) prefetch from the pages file, cold cache', prefetchMs, 'ms (median, includes the prefetch)'],
@@ -288,12 +308,24 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
   }
 }
 
+function realFiles(args: string[]): PagerBenchOptions['real'] {
+  const at = (name: string): string | undefined => {
+    const i = args.indexOf(`--${name}`);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const memoryFile = at('memory');
+  const rangesPath = at('ws-ranges');
+  if (!memoryFile !== !rangesPath) throw new Error('--memory FILE and --ws-ranges FILE go together');
+  return memoryFile && rangesPath ? { memoryFile, rangesPath } : undefined;
+}
+
 /** `npm run bench -- reap-pager`: prints the table, returns the figures (for --json). */
 export async function benchReapPager(args: string[]): Promise<Record<string, unknown>> {
   const result = await runPagerBench({
     memMiB: optionValue(args, 'mem-mib', 256),
     wsShare: optionValue(args, 'ws-share', 0.25),
     runs: optionValue(args, 'runs', 3),
+    real: realFiles(args),
   });
   printTable(['what', 'figure', 'unit'], result.rows);
   const { rows, ...figures } = result;
