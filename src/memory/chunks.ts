@@ -80,7 +80,7 @@ export interface ChunkFeedOptions {
   target: string;
   sizeBytes: number;
   chunkSize: number;
-  /** Chunks in the order to fetch them (chunkFetchOrder); requests from the page server jump the queue. */
+  /** Every chunk once, in the order to fetch them (chunkFetchOrder); requests from the page server jump the queue. */
   order: number[];
   /** Fetches chunk i's bytes [i*chunkSize, min((i+1)*chunkSize, size)). */
   fetchChunk(index: number, signal: AbortSignal): Promise<Buffer>;
@@ -107,8 +107,16 @@ export interface ChunkFeed {
   cancel(): void;
 }
 
-/** Fetches every chunk into `target`, announcing each to the page server, serving its "want" requests first. */
+/**
+ * Fetches every chunk into `target`, announcing each to the page server, serving its "want"
+ * requests first. The page server reads its control socket only once the VM has connected:
+ * cancel() a feed whose restore failed.
+ */
 export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
+  const count = Math.ceil(o.sizeBytes / o.chunkSize);
+  if (new Set(o.order).size !== count || o.order.length !== count || o.order.some((c) => !Number.isInteger(c) || c < 0 || c >= count)) {
+    throw new EmbersError('EMB_VMM_COMMAND_FAILED', `the fetch order of ${o.target} must name each of its ${count} chunks once`, { file: o.target });
+  }
   const socket = await connect(o.controlPath);
   const abort = new AbortController();
   const pending = [...o.order];
