@@ -218,6 +218,31 @@ test('arriving memory: a guest starts before the file is there; each fault waits
   assert.equal(stats.copied + stats.zeroed, PAGES);
 });
 
+test('arriving memory with a working set: it is copied in from its chunks as each is verified, before the guest runs; the rest streams in behind', async (t) => {
+  const skip = needsRoot();
+  if (skip) return t.skip(skip);
+  const { target, digests, good, arriving } = await arrivingSetup('arriving-ws');
+  const o = handlerOptions({ memoryFile: target, arriving, mode: 'prefetch', workingSet: { rangesPath: wsRanges } });
+  const h = await startUffdHandler(o);
+  const ws = await readRanges(wsRanges);
+  const feed = await feedChunks({
+    controlPath: arriving.controlPath,
+    target,
+    sizeBytes: PAGES * PAGE,
+    chunkSize: CHUNK,
+    order: chunkFetchOrder(digests.length, CHUNK, ws),
+    sha256: sha256(good),
+    fetchChunk: async (i) => good.subarray(i * CHUNK, (i + 1) * CHUNK),
+  });
+  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: wsRanges, waitFile: o.readyPath, all: true });
+  assert.equal(r.code, 0, r.stderr);
+  await feed.done;
+  const stats = await h.stats();
+  assert.equal(stats.prefetched, wsPageCount, 'the whole working set came from verified chunks');
+  assert.equal(stats.faults, PAGES - wsPageCount, 'no fault on the working set');
+  assert.equal(stats.chunks_verified, digests.length);
+});
+
 test('arriving memory: a corrupted chunk is refused, never served: the guest sees the page server gone, the download fails', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
