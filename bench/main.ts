@@ -6,6 +6,7 @@
 import { benchDiskDiff } from './disk-diff.js';
 import { benchFailures } from './failures.js';
 import { benchImage } from './image.js';
+import { benchReapPager } from './reap-pager.js';
 import { benchRestore } from './restore.js';
 import { benchRemote } from './remote.js';
 import { benchServe } from './serve.js';
@@ -14,6 +15,10 @@ const BENCHES: Record<string, { about: string; run: (args: string[]) => Promise<
   'disk-diff': { about: 'block delta vs rsync batch: capture time, apply time, patch bytes, for several change sizes', run: benchDiskDiff },
   failures: { about: 'time until a clear error when a store is wrong or gone (S3 auth, S3 down, registry down) vs a healthy call', run: benchFailures },
   image: { about: 'pull + flatten of a multi-layer image from a loopback registry: cold vs warm cache, MB/s, vs flattening the local layout', run: benchImage },
+  'reap-pager': {
+    about: 'Firecracker page server on the harness: lazy vs working-set prefetch with a cold page cache; remote start: whole memory file vs working set first',
+    run: benchReapPager,
+  },
   remote: { about: 'local vs remote (S3) restore to first response; snapshot download throughput vs a plain S3 GET', run: benchRemote },
   serve: {
     about: 'through the daemon: cold start restore vs boot to first byte; warm latency via the proxy vs direct; burst of N: fan-out vs N parallel boots',

@@ -44,14 +44,14 @@ fi
 echo "setup: building" >&2
 npm run --silent build
 
-# The Uffd page server for Firecracker (native/uffd-handler.c), cached by the digest of its
-# source, as src/vmm/firecracker/uffd-handler.ts looks for it.
+# The Uffd page server for Firecracker (native/uffd-handler.c + native/sha256.h), cached by the
+# digest of its sources (the .c then the .h), as src/vmm/firecracker/uffd-handler.ts looks for it.
 cache="${EMBERS_CACHE:-/var/cache/embers}"
-uffd_handler="$cache/native/uffd-handler-$(sha256sum native/uffd-handler.c | cut -c1-12)"
+uffd_handler="$cache/native/uffd-handler-$(cat native/uffd-handler.c native/sha256.h | sha256sum | cut -c1-12)"
 if [ ! -x "$uffd_handler" ]; then
   echo "setup: building $uffd_handler" >&2
   mkdir -p "$cache/native"
-  gcc -O2 -Wall -Wextra -o "$uffd_handler.tmp-$$" native/uffd-handler.c
+  gcc -O2 -Wall -Wextra -pthread -o "$uffd_handler.tmp-$$" native/uffd-handler.c
   mv "$uffd_handler.tmp-$$" "$uffd_handler"
 fi
 

@@ -15,6 +15,13 @@ export interface SnapshotFile {
    * sha256 covers the whole file, zeros included, so a wrong map cannot go unnoticed.
    */
   dataRanges?: [number, number][];
+  /**
+   * sha256 of each fixed-size chunk of the file (chunk i covers [i*chunkSize, (i+1)*chunkSize),
+   * the last one shorter), so a chunk can be verified on its own while the rest is still
+   * arriving (a restore that starts before the memory file is whole). Both set or neither.
+   */
+  chunkSha256?: string[];
+  chunkSize?: number;
 }
 
 /** Everything needed to restore a snapshot on any node, and to prove the restore is exact. */
@@ -111,6 +118,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
     if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
     if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes)) throw bad(`data ranges of ${f.name}`);
+    if ((f.chunkSha256 !== undefined || f.chunkSize !== undefined) && !validChunks(f)) throw bad(`chunk digests of ${f.name}`);
   }
   if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
   if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
@@ -143,6 +151,12 @@ function validHost(h: unknown): boolean {
     typeof guestCpu?.model === 'string' &&
     typeof guestCpu.hostDependent === 'boolean'
   );
+}
+
+function validChunks(f: SnapshotFile): boolean {
+  const { chunkSha256, chunkSize } = f;
+  if (!Number.isSafeInteger(chunkSize) || chunkSize! <= 0 || chunkSize! % 4096 !== 0 || !Array.isArray(chunkSha256)) return false;
+  return chunkSha256.length === Math.ceil(f.sizeBytes / chunkSize!) && chunkSha256.every((d) => typeof d === 'string' && /^[0-9a-f]{64}$/.test(d));
 }
 
 function validDataRanges(ranges: unknown, size: number): boolean {

@@ -19,6 +19,7 @@ import type { VmHandle, VmSnapshotFiles, VmTimings } from '../../src/vmm/driver.
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
 import { fixedDrivePath } from '../../src/vmm/firecracker/mount-namespace.js';
+import { ensureUffdHandler } from '../../src/vmm/firecracker/uffd-handler.js';
 import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
 import { ensureFakeExecutable, find, makeSpec, operations, recorded, setKnobs, type RecordedRequest } from '../helpers/fake-firecracker.js';
@@ -247,6 +248,32 @@ test('restore (Uffd backend): the load names the page-fault handler socket, and 
   assert.deepEqual(load.body?.mem_backend, { backend_type: 'Uffd', backend_path: uffdSocket });
   assertAllValid(await recorded(spec.dir));
   await d.stop(vm);
+});
+
+test('restore with the page server (working set): the driver starts it, loads with Uffd, holds the resume for it; a handshake without the uffd fails the restore clearly and leaves no process', async () => {
+  const files = await snapshotOf('src-pager');
+  const ranges = join(root, 'pager-ws.ranges');
+  const header = Buffer.alloc(32);
+  header.write('EMBWS1\0\0', 0, 'latin1');
+  header.writeUInt32LE(4096, 8);
+  header.writeUInt32LE(1, 12);
+  header.writeUInt32LE(1, 24); // page 0, one page
+  await writeFile(ranges, header);
+  const d = driver();
+  const spec = await makeSpec(root, 'clone-pager');
+  const binary = await ensureUffdHandler(join(root, 'cache'));
+  // The stand-in connects and sends the region JSON, but cannot pass a file descriptor from Node:
+  // the page server refuses that handshake, and the driver must say so instead of resuming.
+  await assert.rejects(
+    d.restore(spec, files, { pageServer: { binary, workingSet: { rangesPath: ranges } } }),
+    (e) => isEmbersError(e, 'EMB_VMM_START_FAILED') && /carried no file descriptor/.test((e as Error).message),
+  );
+  const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
+  assert.deepEqual(load.body?.mem_backend, { backend_type: 'Uffd', backend_path: join(spec.dir, 'uffd.sock') });
+  assert.equal(load.body?.resume_vm, false, 'the VM is resumed only once the page server has the working set in');
+  assert.deepEqual(find(await recorded(spec.dir), 'PATCH /vm'), [], 'never resumed');
+  assert.equal(await pidAlive(load.pid), false, 'the Firecracker process is gone');
+  await assert.rejects(access(join(spec.dir, 'uffd.sock')), 'no page-server socket is left');
 });
 
 test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes back to the API', async () => {

@@ -9,7 +9,8 @@
  *   Firecracker holds its own disk open, never the other's; the jailer flow;
  * - with /dev/kvm (PVM is enough): InstanceStart, pause/resume, Full and Diff snapshots, the
  *   state file's header, loads into two fresh clones at once with network overrides, resume,
- *   stop, no leaks; a Uffd load served by native/uffd-handler;
+ *   stop, no leaks; a Uffd load served by native/uffd-handler; the driver's page server
+ *   recording a working set on one restore and prefetching it on the next;
  * - a guest that answers is the conformance suite's (`npm run test:firecracker`): it needs
  *   hardware KVM.
  * Each test that cannot run here says why.
@@ -316,5 +317,42 @@ test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (fau
   assert.equal(stats.regions >= 1, true);
   assert.ok(stats.faults > 0 && stats.copied + stats.zeroed >= stats.faults - stats.already_mapped, `pages were served: ${JSON.stringify(stats)}`);
   for (const s of [src, clone]) await deleteNetns(s.network.netns);
+  await assertNoLeaks();
+});
+
+test("real Firecracker, VMM side: the driver's page server records a working set on one restore (the pages Firecracker and the guest touched) and prefetches it on the next, before resuming", async (t) => {
+  const ready = await vmmSide();
+  if ('skip' in ready) return t.skip(ready.skip);
+  const { fc, kit } = ready;
+  const d = driver(fc);
+  const src = await vmSpec('ws-src', 'tap0', kit);
+  const vm = track(d, (await d.boot(src)).vm);
+  await d.pause(vm);
+  const out = join(root, 'snap-ws');
+  await mkdir(out);
+  const files = await d.snapshot(vm, out);
+  await d.stop(vm);
+  const binary = await ensureUffdHandler(resolveConfig().cacheDir);
+
+  const recordPath = join(root, 'ws.ranges');
+  const recorder = await vmSpec('ws-record');
+  const first = track(d, (await d.restore(recorder, files, { pageServer: { binary, recordPath } })).vm);
+  assert.equal(await d.status(first), 'running');
+  await d.stop(first);
+  const recorded = await readFile(recordPath);
+  assert.equal(recorded.subarray(0, 8).toString('latin1'), 'EMBWS1\0\0');
+  const ranges = recorded.readUInt32LE(12);
+  assert.ok(ranges > 0, 'the load itself touched guest memory');
+  let pages = 0;
+  for (let i = 0; i < ranges; i++) pages += recorded.readUInt32LE(24 + 16 * i);
+
+  const clone = await vmSpec('ws-prefetch');
+  const second = track(d, (await d.restore(clone, files, { pageServer: { binary, workingSet: { rangesPath: recordPath } } })).vm);
+  assert.equal(await d.status(second), 'running');
+  await d.stop(second);
+  const stats = JSON.parse(await readFile(join(clone.dir, 'uffd-stats.json'), 'utf8')) as { prefetched: number; already_mapped: number; exit: string };
+  assert.equal(stats.exit, 'process-exited');
+  assert.equal(stats.prefetched + stats.already_mapped >= pages, true, `the working set was copied in: ${JSON.stringify(stats)}`);
+  for (const s of [src, recorder, clone]) await deleteNetns(s.network.netns);
   await assertNoLeaks();
 });

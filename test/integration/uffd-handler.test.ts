@@ -73,6 +73,14 @@ test('uffd-handler: every page faulted in is the memory file (copied from data, 
     already_mapped: 0,
     regions: 1,
     exit: 'process-exited',
+    mode: 'lazy',
+    prefetched: 0,
+    prefetch_ms: 0,
+    recorded: 0,
+    chunks_verified: 0,
+    chunk_waits: 0,
+    wanted: 0,
+    bad_chunk: -1,
   });
   assert.equal(await pidAlive(h.pid), false);
   await assert.rejects(access(h.socketPath), 'the socket is removed once connected');
@@ -98,10 +106,12 @@ test('uffd-handler: gives up waiting when the process it serves dies before conn
   await assert.rejects(access(h.socketPath), 'its socket is removed');
 });
 
-test('uffd-handler: refuses an unknown mode and a missing memory file, saying so', async (t) => {
+test('uffd-handler: refuses an unknown mode, a mode without its file and a missing memory file, saying so', async (t) => {
   if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
-  const mode = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'prefetch'], { okCodes: [64] });
-  assert.match(mode.stderr, /mode prefetch is not implemented/);
+  const mode = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'eager'], { okCodes: [64] });
+  assert.match(mode.stderr, /unknown mode eager \(lazy, record or prefetch\)/);
+  const prefetch = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'prefetch'], { okCodes: [1] });
+  assert.match(prefetch.stderr, /mode prefetch needs --ws-ranges FILE/);
   const missing = await run(handlerBin, ['--socket', join(root, 'y.sock'), '--mem-file', join(root, 'nope')], { okCodes: [1] });
   assert.match(missing.stderr, /nope: No such file or directory/);
 });

@@ -1,4 +1,5 @@
 import { access, constants, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../errors.js';
 import { which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
@@ -10,15 +11,23 @@ import { firecrackerId, vmLayout, type VmLayout } from './layout.js';
 import {
   resolveFirecrackerOptions,
   type FirecrackerDriverOptions,
+  type FirecrackerPageServer,
   type FirecrackerRestoreOptions,
   type FirecrackerSnapshotFiles,
   type FirecrackerSnapshotOptions,
   type ResolvedFirecrackerOptions,
 } from './options.js';
 import { failureTail, startFirecracker, stopFirecracker, type RunningFirecracker, type StopStep } from './process.js';
+import { startUffdHandler, type UffdHandler } from './uffd-handler.js';
 import { binarySnapshotVersion, binaryVersion, checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
 
-export type { FirecrackerDriverOptions, FirecrackerRestoreOptions, FirecrackerSnapshotFiles, FirecrackerSnapshotOptions } from './options.js';
+export type {
+  FirecrackerDriverOptions,
+  FirecrackerPageServer,
+  FirecrackerRestoreOptions,
+  FirecrackerSnapshotFiles,
+  FirecrackerSnapshotOptions,
+} from './options.js';
 
 /** The guest NIC and drive ids: one of each per VM, as in the QEMU driver. */
 export const IFACE_ID = 'eth0';
@@ -140,7 +149,6 @@ export class FirecrackerDriver implements HypervisorDriver {
     const o = this.options;
     // Refuse a format this binary cannot load before any process starts: a failed load is fatal to it.
     await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
-    const backend = opts.memoryBackend ?? { type: 'File' as const };
     const layout = this.layoutFor(spec, await this.resolveBinary());
     if (opts.snapshotDriveLayout !== undefined && opts.snapshotDriveLayout !== layout.kind) {
       throw new EmbersError(
@@ -151,44 +159,71 @@ export class FirecrackerDriver implements HypervisorDriver {
       );
     }
     const hasVsock = opts.snapshotHasVsock ?? o.vsockCid !== undefined;
+    const pageServer = opts.pageServer ? await startPageServer(spec, files, opts.pageServer) : undefined;
+    const backend = pageServer ? { type: 'Uffd' as const, socketPath: pageServer.socketPath } : (opts.memoryBackend ?? { type: 'File' as const });
     const vm = this.handle(spec, layout, backend.type === 'File' ? files.memoryFile : '', hasVsock);
-    return this.launch(vm, layout, 'restore', async (fc) => {
-      await configureLogging(fc, layout, o);
-      const exposed = await layout.exposeSnapshot(files, backend.type === 'Uffd' ? backend.socketPath : undefined);
-      const body: SnapshotLoadParams = {
-        snapshot_path: exposed.stateFile,
-        mem_backend:
-          backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
-        resume_vm: opts.resume !== false,
-      };
-      if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
-      if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
-      // Only a snapshot with a vsock device takes an override (Firecracker refuses one otherwise).
-      if (hasVsock) body.vsock_override = { uds_path: layout.fc.vsock };
-      // the guest's kvmclock moves on by the time the snapshot was stored; the agent then sets the wall clock
-      if (o.clockRealtime) body.clock_realtime = true;
-      try {
-        await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
-      } catch (err) {
-        // Firecracker treats a failed load as fatal: make sure the process is gone, then say why.
-        await terminate(fc.pid, 1000).catch(() => undefined);
-        const fault = isEmbersError(err) ? ((err.details.faultMessage as string | undefined) ?? err.message) : String(err);
-        const t = await failureTail(layout.launch);
-        throw new EmbersError(
-          'EMB_SNAPSHOT_LOAD_FAILED',
-          `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`,
-          {
-            stateFile: files.stateFile,
-            memoryBackend: backend,
-            faultMessage: fault,
-            method: 'PUT',
-            path: '/snapshot/load',
-            tail: t,
-          },
-          { cause: err },
-        );
-      }
-    });
+    const resume = opts.resume !== false;
+    try {
+      return await this.launch(vm, layout, 'restore', async (fc) => {
+        await this.load(fc, spec, files, layout, opts, backend, hasVsock, pageServer ? false : resume);
+        if (pageServer) {
+          // REAP's order: the working set is in (or, lazily, the handshake done) before the guest runs.
+          await pageServer.ready(opts.pageServer!.readyTimeoutMs ?? 60_000);
+          if (resume) await fc.client.call('PATCH /vm', { body: { state: 'Resumed' } });
+        }
+      });
+    } catch (err) {
+      await pageServer?.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async load(
+    fc: RunningFirecracker,
+    spec: VmSpec,
+    files: VmSnapshotFiles,
+    layout: VmLayout,
+    opts: FirecrackerRestoreOptions,
+    backend: { type: 'File' } | { type: 'Uffd'; socketPath: string },
+    hasVsock: boolean,
+    resume: boolean,
+  ): Promise<void> {
+    const o = this.options;
+    await configureLogging(fc, layout, o);
+    const exposed = await layout.exposeSnapshot(files, backend.type === 'Uffd' ? backend.socketPath : undefined);
+    const body: SnapshotLoadParams = {
+      snapshot_path: exposed.stateFile,
+      mem_backend:
+        backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
+      resume_vm: resume,
+    };
+    if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
+    if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
+    // Only a snapshot with a vsock device takes an override (Firecracker refuses one otherwise).
+    if (hasVsock) body.vsock_override = { uds_path: layout.fc.vsock };
+    // the guest's kvmclock moves on by the time the snapshot was stored; the agent then sets the wall clock
+    if (o.clockRealtime) body.clock_realtime = true;
+    try {
+      await fc.client.call('PUT /snapshot/load', { body, timeoutMs: o.snapshotTimeoutMs });
+    } catch (err) {
+      // Firecracker treats a failed load as fatal: make sure the process is gone, then say why.
+      await terminate(fc.pid, 1000).catch(() => undefined);
+      const fault = isEmbersError(err) ? ((err.details.faultMessage as string | undefined) ?? err.message) : String(err);
+      const t = await failureTail(layout.launch);
+      throw new EmbersError(
+        'EMB_SNAPSHOT_LOAD_FAILED',
+        `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`,
+        {
+          stateFile: files.stateFile,
+          memoryBackend: backend,
+          faultMessage: fault,
+          method: 'PUT',
+          path: '/snapshot/load',
+          tail: t,
+        },
+        { cause: err },
+      );
+    }
   }
 
   async pause(vm: VmHandle): Promise<void> {
@@ -372,4 +407,21 @@ async function removeVmFiles(layout: VmLayout, apiSocket: string): Promise<strin
   await rm(apiSocket, { force: true });
   await rm(layout.vsockHost, { force: true });
   return layout.cleanup();
+}
+
+/** Starts the page server for a clone, in its directory (socket, counters, log), before Firecracker loads. */
+async function startPageServer(spec: VmSpec, files: VmSnapshotFiles, p: FirecrackerPageServer): Promise<UffdHandler> {
+  const mode = p.mode ?? (p.workingSet ? 'prefetch' : p.recordPath ? 'record' : 'lazy');
+  return startUffdHandler({
+    binary: p.binary,
+    socketPath: join(spec.dir, 'uffd.sock'),
+    memoryFile: files.memoryFile,
+    statsPath: join(spec.dir, 'uffd-stats.json'),
+    logPath: join(spec.dir, 'uffd.log'),
+    readyPath: join(spec.dir, 'uffd.ready'),
+    mode,
+    workingSet: mode === 'prefetch' ? p.workingSet : undefined,
+    recordPath: mode === 'record' ? p.recordPath : undefined,
+    arriving: p.arriving,
+  });
 }

@@ -7,6 +7,7 @@ import { EmbersError } from '../../errors.js';
 import type { Logger } from './api-types.js';
 import type { DriveLayoutKind, RestoreOptions, VmSnapshotFiles } from '../driver.js';
 import type { JailerOptions } from './jailer.js';
+import type { UffdArrivingMemory, UffdHandlerMode } from './uffd-handler.js';
 import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
 
 export interface FirecrackerDriverOptions {
@@ -110,6 +111,21 @@ export interface FirecrackerSnapshotOptions {
   type?: 'Full' | 'Diff';
 }
 
+export interface FirecrackerPageServer {
+  /** The built page server (ensureUffdHandler(cacheDir)). */
+  binary: string;
+  /** @default 'prefetch' with a working set, 'record' with recordPath, else 'lazy' */
+  mode?: UffdHandlerMode;
+  /** The snapshot's working set (WS-FORMAT.md): its ranges, and its pages file with that file's sha256. */
+  workingSet?: { rangesPath: string; pagesPath?: string; pagesSha256?: string };
+  /** record mode: where the working set's ranges go when the VM exits (or on SIGUSR1 to the page server). */
+  recordPath?: string;
+  /** The memory file is still arriving: its chunk list and the control socket a downloader (feedChunks) connects to. */
+  arriving?: UffdArrivingMemory;
+  /** How long to wait for the working set to be in before resuming, in ms. @default 60000 */
+  readyTimeoutMs?: number;
+}
+
 export interface FirecrackerRestoreOptions extends RestoreOptions {
   /** Resume the VM once loaded. @default true */
   resume?: boolean;
@@ -117,6 +133,12 @@ export interface FirecrackerRestoreOptions extends RestoreOptions {
    * handler listening on `socketPath` (Uffd; the memory file is then not used by
    * Firecracker). @default { type: 'File' } */
   memoryBackend?: { type: 'File' } | { type: 'Uffd'; socketPath: string };
+  /** Serve guest memory through the page server (native/uffd-handler.c) that the driver starts
+   * for this clone, with a `Uffd` load: the way to restore a snapshot that has a working set
+   * (prefetch: copied in before the VM resumes, REAP's order), whose memory file is still
+   * arriving (each page only from a verified chunk), or to record a working set. Overrides
+   * `memoryBackend`. The page server exits with the Firecracker process. @default none */
+  pageServer?: FirecrackerPageServer;
   /** The tap the snapshot was taken with (the manifest's guestNetwork.tapName). A network
    * override is sent unless it is known to equal VmSpec.network.tapName. @default unknown */
   snapshotTapName?: string;

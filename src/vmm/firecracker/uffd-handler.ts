@@ -23,9 +23,14 @@ export function uffdHandlerSource(): string {
   return join(packageRoot(), 'native', 'uffd-handler.c');
 }
 
-/** Where the handler built from the current source lives: `<cacheDir>/native/uffd-handler-<sha256[0:12]>`. */
+/** The header it includes (SHA-256 for chunk verification). */
+function uffdHandlerHeader(): string {
+  return join(packageRoot(), 'native', 'sha256.h');
+}
+
+/** Where the handler built from the current sources lives: `<cacheDir>/native/uffd-handler-<sha256(.c then .h)[0:12]>`. */
 export async function uffdHandlerPath(cacheDir: string): Promise<string> {
-  const digest = sha256(await readFile(uffdHandlerSource())).slice(0, 12);
+  const digest = sha256(Buffer.concat([await readFile(uffdHandlerSource()), await readFile(uffdHandlerHeader())])).slice(0, 12);
   return join(cacheDir, 'native', `uffd-handler-${digest}`);
 }
 
@@ -36,7 +41,7 @@ export async function ensureUffdHandler(cacheDir: string): Promise<string> {
   await mkdir(join(cacheDir, 'native'), { recursive: true });
   const tmp = `${binary}.tmp-${process.pid}`;
   try {
-    await run('gcc', ['-O2', '-Wall', '-Wextra', '-o', tmp, uffdHandlerSource()]);
+    await run('gcc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', tmp, uffdHandlerSource()]);
     await rename(tmp, binary);
   } catch (err) {
     await rm(tmp, { force: true });
@@ -56,8 +61,34 @@ export interface UffdHandlerStats {
   removed_ranges: number;
   already_mapped: number;
   regions: number;
-  /** Why it exited: process-exited (the connected process, or --pid), peer-closed (no pid known), signal, uffd-closed. */
+  /** Why it exited: process-exited (the connected process, or --pid), peer-closed (no pid known), signal, uffd-closed,
+   * chunk-corrupt (a chunk failed its sha256: refused), source-gone (the downloader left before every chunk arrived). */
   exit: string;
+  mode: UffdHandlerMode;
+  /** Pages the prefetcher copied (prefetch mode), and how long it took. */
+  prefetched: number;
+  prefetch_ms: number;
+  /** Distinct pages logged in first-touch order (record mode). */
+  recorded: number;
+  /** Chunks of an arriving memory file read and verified against their sha256. */
+  chunks_verified: number;
+  /** Faults that had to wait for their chunk, and chunks asked for with priority. */
+  chunk_waits: number;
+  wanted: number;
+  /** The chunk refused for its digest, or -1. */
+  bad_chunk: number;
+}
+
+/** lazy: fault by fault; record: also log the first-touch order; prefetch: copy a working set in first, then lazy. */
+export type UffdHandlerMode = 'lazy' | 'record' | 'prefetch';
+
+/** A memory file still being downloaded: the handler serves only from chunks it verified itself. */
+export interface UffdArrivingMemory {
+  /** A file with one sha256 (lowercase hex) per line, chunk i covering [i*chunkSize, (i+1)*chunkSize). */
+  chunkListPath: string;
+  chunkSize: number;
+  /** The Unix socket the downloader connects to ("ready N" in, "want N" / "bad N" out). */
+  controlPath: string;
 }
 
 export interface UffdHandler {
@@ -67,6 +98,8 @@ export interface UffdHandler {
   /** Waits (at most `timeoutMs`, default 30 s) for the handler to exit (it does when
    * Firecracker does) and returns its counters. */
   stats(timeoutMs?: number): Promise<UffdHandlerStats>;
+  /** Waits until the ready file exists: handshake done and, in prefetch mode, the working set copied in. */
+  ready(timeoutMs?: number): Promise<void>;
   /** Stops it (SIGTERM, then SIGKILL): for a load that never happened. */
   stop(): Promise<void>;
 }
@@ -84,6 +117,15 @@ export interface UffdHandlerOptions {
   pid?: number;
   /** How long to wait for its socket, in ms. @default 5000 */
   startTimeoutMs?: number;
+  /** @default 'lazy' */
+  mode?: UffdHandlerMode;
+  /** record mode: where the working set's ranges file (WS-FORMAT.md) is written on exit. */
+  recordPath?: string;
+  /** prefetch mode: the working set's ranges, and its pages' bytes (else read from the memory file) with their sha256. */
+  workingSet?: { rangesPath: string; pagesPath?: string; pagesSha256?: string };
+  /** Created once the handshake is done and, in prefetch mode, the working set is in. */
+  readyPath?: string;
+  arriving?: UffdArrivingMemory;
 }
 
 /** Starts the handler and waits until its socket accepts connections. */
@@ -92,6 +134,18 @@ export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandl
   await rm(o.statsPath, { force: true });
   const args = ['--socket', o.socketPath, '--mem-file', o.memoryFile, '--stats', o.statsPath];
   if (o.pid) args.push('--pid', String(o.pid));
+  if (o.mode) args.push('--mode', o.mode);
+  if (o.recordPath) args.push('--record', o.recordPath);
+  if (o.workingSet) {
+    args.push('--ws-ranges', o.workingSet.rangesPath);
+    if (o.workingSet.pagesPath) args.push('--ws-pages', o.workingSet.pagesPath);
+    if (o.workingSet.pagesSha256) args.push('--ws-pages-sha256', o.workingSet.pagesSha256);
+  }
+  if (o.readyPath) {
+    await rm(o.readyPath, { force: true });
+    args.push('--ready-file', o.readyPath);
+  }
+  if (o.arriving) args.push('--chunks', o.arriving.chunkListPath, '--control', o.arriving.controlPath, '--chunk-size', String(o.arriving.chunkSize));
   const proc = await spawnDetached(o.binary, args, o.logPath);
   try {
     await waitForPath(o.socketPath, proc.exited, o.startTimeoutMs ?? 5000, `uffd-handler for ${o.memoryFile}`, o.logPath);
@@ -114,6 +168,10 @@ export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandl
         throw new EmbersError('EMB_VMM_COMMAND_FAILED', `uffd-handler for ${o.memoryFile} wrote no counters: ${log.trim()}`, { log: o.logPath });
       }
       return JSON.parse(text) as UffdHandlerStats;
+    },
+    async ready(timeoutMs = 60_000) {
+      if (!o.readyPath) throw new EmbersError('EMB_VMM_COMMAND_FAILED', 'uffd-handler was started without a ready file: pass readyPath to wait for it', {});
+      await waitForPath(o.readyPath, proc.exited, timeoutMs, `uffd-handler for ${o.memoryFile} to be ready`, o.logPath);
     },
     async stop() {
       await terminate(proc.pid, 1000);
