@@ -39,6 +39,7 @@ import { formatImageReference, type ImageReference } from './registry/reference.
 import { RefStore, type RefEntry } from './registry/refs.js';
 import { readTar } from './tar.js';
 import type { FlattenedImage, ImageConfig } from './types.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
 const ENTRY_RE = /^([0-9a-f]{64})-v(\d+)$/;
@@ -251,6 +252,7 @@ export class ImageStore {
         await applier.applyLayer(readTar(image.openLayer(layer)), layer.label);
       }
       const tree = await applier.finish();
+      await crashPoint('image.flatten.after-stage');
       progress(`staged ${tree.entries} entries (${tree.inodes} inodes, ${tree.blocks} blocks)`);
 
       await mkdir(this.rootfsDir, { recursive: true });
@@ -291,6 +293,7 @@ export class ImageStore {
       await writeJsonAtomic(join(partial, 'image.json'), json);
 
       const final = this.entryDir(hex);
+      await crashPoint('image.flatten.before-publish');
       try {
         await rename(partial, final);
       } catch (err) {
@@ -484,6 +487,7 @@ export class ImageStore {
       let image: FlattenedImage | undefined;
       if (flatten) image = await this.ensureResolved(resolved, ref, { ...opts, onProgress: say });
       else await resolved.close();
+      await crashPoint('image.flatten.after-publish');
       await this.refs.set(reference, entry);
       listener?.({
         type: 'done',

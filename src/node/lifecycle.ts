@@ -31,6 +31,7 @@ import type { EmbersNode } from './node.js';
 import { FunctionStore, runtimeSpec, snapshotKey, validateFunctionConfig, validateFunctionName, type FunctionRecord } from './functions.js';
 import { functionOfSnapshot } from './function-spec.js';
 import { NodeMetrics, type StartKind } from './metrics.js';
+import { crashPoint } from '../util/crash-point.js';
 
 export type InstanceState = 'starting' | 'idle' | 'busy' | 'snapshotting' | 'stopping';
 export type SnapshotState = 'none' | 'creating' | 'ready' | 'failed';
@@ -465,6 +466,7 @@ export class Lifecycle {
           await this.markOwned(inst.name);
           if (kind === 'boot') {
             const rec = await this.node.run(runtimeSpec(record.spec), { name: inst.name });
+            await crashPoint('lifecycle.cold-start.after-boot');
             inst.cloneIp = rec.cloneIp;
             inst.startPhases = { ...rec.timings.phases };
           } else {
@@ -548,7 +550,9 @@ export class Lifecycle {
     this.track(
       (async () => {
         try {
+          await crashPoint('lifecycle.snapshot.before-create');
           const r = await this.node.snapshots.create(inst.name);
+          await crashPoint('lifecycle.snapshot.after-create');
           Object.assign(snap, { state: 'ready', id: r.manifest.id, error: undefined });
           // warm up for the first restore: its disk is materialised and checked now, off the cold-start path
           this.track(this.prepareSnapshot(r.manifest.id).catch(() => undefined));

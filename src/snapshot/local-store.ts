@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { exists, fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
-import { lockHeld } from '../util/lock.js';
+import { lockHeld, lockOwner } from '../util/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const STAGING = '.staging-';
 /** Files from this size whose data is at most this fraction of it get a data map in the manifest. */
@@ -66,6 +67,7 @@ export class LocalSnapshotStore {
     const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;
     const manifest: SnapshotManifest = { formatVersion: MANIFEST_FORMAT, id, ...meta, files };
     await writeJsonAtomic(join(stagingDir, MANIFEST_NAME), manifest); // fsyncs stagingDir too
+    await crashPoint('snapshot.publish.before-rename');
     await rename(stagingDir, join(this.dir, id));
     await fsyncPath(this.dir);
     return manifest;
@@ -243,12 +245,20 @@ export class LocalSnapshotStore {
     // Interrupted transfers are kept so a retry resumes them, but not forever.
     const transfers = join(this.dir, TRANSFERS);
     for (const name of await readdir(transfers).catch(() => [] as string[])) {
-      if (name.endsWith('.lock')) continue;
       const path = join(transfers, name);
+      if (name.endsWith('.lock')) {
+        // a lock of a process that died (kill -9 mid-transfer): the next transfer would take it over anyway
+        const pid = await lockOwner(path);
+        if (pid !== undefined && !(await lockHeld(path))) await rm(path, { force: true });
+        continue;
+      }
       const st = await stat(path).catch(() => undefined);
-      const owner = /^(?:pull|push)-snap-[0-9a-f]+/.exec(name)?.[0]; // the lock is per direction and snapshot
-      const locked = owner !== undefined && (await lockHeld(join(transfers, `${owner}.lock`)));
-      if (st && !locked && Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
+      const owner = /^(?:pull|push)-(snap-[0-9a-f]+)/.exec(name); // the lock is per direction and snapshot
+      const locked = owner !== null && (await lockHeld(join(transfers, `${owner[0]}.lock`)));
+      if (!st || locked) continue;
+      // a pull killed after it published: the snapshot is whole, its journal is of no more use
+      const pulledWhole = owner !== null && name === owner[0] && name.startsWith('pull-') && (await this.has(owner[1]!));
+      if (pulledWhole || Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
     }
   }
 }
