@@ -379,13 +379,25 @@ export class SnapshotService {
     );
   }
 
-  /** Restores `count` clones of a snapshot concurrently; each answers before this resolves. */
+  /**
+   * Restores `count` clones of a snapshot concurrently; each answers before this resolves.
+   * The snapshot is pinned meanwhile: `snapshot rm` in another process refuses (EMB_SNAPSHOT_BUSY).
+   */
   async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
     for (const name of opts.names ?? []) validateInstanceName(name);
     await this.deps.launcher.checkRoom(count);
     const t0 = performance.now();
     this.remote.requireEnabled();
+    const unpin = await this.store.pin(id);
+    try {
+      return await this.restorePinned(id, count, t0, opts);
+    } finally {
+      await unpin();
+    }
+  }
+
+  private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);

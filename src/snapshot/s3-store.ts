@@ -29,7 +29,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
@@ -678,7 +678,13 @@ export class S3SnapshotStore {
       });
     }
     if ((status !== undefined && (status >= 500 || status === 429)) || THROTTLE_CODES.has(name)) {
-      return new EmbersError('EMB_REMOTE_UNAVAILABLE', `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`, details, { cause: err });
+      const retryAfterMs = parseRetryAfter((err as { $response?: { headers?: Record<string, string> } }).$response?.headers?.['retry-after']);
+      return new EmbersError(
+        'EMB_REMOTE_UNAVAILABLE',
+        `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`,
+        retryAfterMs === undefined ? details : { ...details, retryAfterMs },
+        { cause: err },
+      );
     }
     return new EmbersError(
       'EMB_REMOTE_REQUEST_FAILED',

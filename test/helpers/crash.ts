@@ -4,7 +4,7 @@
  * tests print (one row per point and source).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CrashPointName } from '../../src/util/crash-point.js';
 import { repoPath } from './repo.js';
@@ -106,4 +106,31 @@ export async function hostLeftoversOf(home: string): Promise<string[]> {
   const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout ?? '';
   for (const line of loops.split('\n')) if (line.includes(home)) out.push(`loop ${line}`);
   return out;
+}
+
+/**
+ * Starts `embers <args>` told to stop at crash point `point` (EMBERS_PAUSE_AT), and resolves
+ * once it is there; `resume()` lets it go on and gives its outcome.
+ */
+export async function embersPausedAt(
+  home: string,
+  args: string[],
+  point: CrashPointName,
+  opts: { env?: Record<string, string | undefined>; pauseFile: string },
+): Promise<{ resume(): Promise<CliRun>; finished: Promise<CliRun> }> {
+  const finished = embers(home, args, { env: { ...opts.env, EMBERS_PAUSE_AT: point, EMBERS_PAUSE_FILE: opts.pauseFile } });
+  let done: CliRun | undefined;
+  void finished.then((r) => (done = r));
+  for (;;) {
+    if (done) throw new Error(`the command ended before it reached ${point}: ${describeRun(done)}`);
+    if (await readFile(`${opts.pauseFile}.reached`, 'utf8').catch(() => undefined)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    finished,
+    async resume() {
+      await writeFile(opts.pauseFile, '');
+      return finished;
+    },
+  };
 }
