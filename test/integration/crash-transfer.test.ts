@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { startPeerServer, type PeerServer } from '../../src/snapshot/peer-server.js';
 import type { CrashPointName } from '../../src/util/crash-point.js';
-import { embers, describeRun, formatMatrix, hostLeftoversOf, type CrashRow } from '../helpers/crash.js';
+import { embers, embersPausedAt, describeRun, formatMatrix, hostLeftoversOf, type CrashRow } from '../helpers/crash.js';
 import { makeSnapshot } from '../helpers/snapshots.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
 
@@ -162,3 +162,18 @@ for (const via of ['S3', 'peer'] as const) {
     });
   }
 }
+
+test('concurrency: two pulls of one snapshot into one home: the second gets EMB_SNAPSHOT_TRANSFER_BUSY, the first finishes, then the second finds it here', async () => {
+  const home = await mkdtemp(join(work, 'two-pulls-'));
+  const env = s3Env('whole');
+  const first = await embersPausedAt(home, ['snapshot', 'pull', target], 'snapshot.pull.after-manifest', { env, pauseFile: join(work, 'go-pull') });
+  const second = await embers(home, ['snapshot', 'pull', target], { env });
+  assert.equal(second.json?.error?.code, 'EMB_SNAPSHOT_TRANSFER_BUSY', describeRun(second));
+  const done = await first.resume();
+  assert.equal(done.code, 0, describeRun(done));
+  const again = await embers(home, ['snapshot', 'pull', target], { env });
+  assert.equal(again.code, 0, describeRun(again));
+  assert.equal(again.json.fetched, undefined, 'already here: nothing fetched');
+  assert.equal((await localView(home, target)).inspect, 'verified');
+  assert.deepEqual(await transferLeftovers(home), []);
+});
