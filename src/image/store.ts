@@ -185,6 +185,14 @@ export class ImageStore {
   }
 
   /**
+   * Pins the cache for a caller that uses a rootfs after `ensure` returned it (a restore copies
+   * it into its disk): `gc` in any process waits until the returned function is called.
+   */
+  hold(): Promise<() => Promise<void>> {
+    return this.guard.pin(this.registryOptions.signal);
+  }
+
+  /**
    * Resolves, verifies and flattens `ref`, or returns the cached rootfs of its manifest. See
    * oci.ts for the reference syntax.
    */
@@ -708,14 +716,16 @@ export class ImageStore {
    * manifests and indexes of the refs file plus `inUse` (manifest digests that snapshots,
    * functions or instances use); a root keeps its blob, the manifests of an index that are in
    * the store, a manifest's config and layers, and every rootfs (all flattener versions) of
-   * the manifest. Interrupted downloads are dropped too. Waits for running pulls and ensures
-   * (in any process of this node) to finish, and holds new ones back while it runs.
+   * the manifest. Interrupted downloads are dropped too. Waits for running pulls, ensures and
+   * restores (in any process of this node) to finish, and holds new ones back while it runs;
+   * `inUse` may be a function, then it is read once they have finished.
    */
-  async gc(inUse: Iterable<string> = []): Promise<GcResult> {
+  async gc(inUse: Iterable<string> | (() => Promise<Iterable<string>>) = []): Promise<GcResult> {
     const release = await this.guard.exclusive();
     try {
       const refs = await this.refs.all();
-      const roots = new Set<string>(inUse);
+      // read once gc holds the cache: an instance restored while gc waited for it counts
+      const roots = new Set<string>(typeof inUse === 'function' ? await inUse() : inUse);
       for (const e of Object.values(refs)) {
         roots.add(e.manifestDigest);
         if (e.indexDigest) roots.add(e.indexDigest);

@@ -313,6 +313,23 @@ export class SnapshotService {
       return { path: disk, verified: cached.verified === true, method: cached.method ?? 'sparse-copy' };
     }
 
+    // the rootfs is copied below: `image gc` waits until the restored disk is made
+    const release = await this.deps.images.hold();
+    try {
+      return await this.materialiseDisk(m, dir, disk, stampsPath, snapshotStamps, opts);
+    } finally {
+      await release();
+    }
+  }
+
+  private async materialiseDisk(
+    m: SnapshotManifest,
+    dir: string,
+    disk: string,
+    stampsPath: string,
+    snapshotStamps: Record<string, FileStamp>,
+    opts: { allowUnverifiedDisk?: boolean },
+  ): Promise<RestoredDisk> {
     // the image exactly as the snapshot saw it: a registry tag may have moved since
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
     const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });

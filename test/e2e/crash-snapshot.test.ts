@@ -183,3 +183,31 @@ test('concurrency: snapshot rm while a restore reads the snapshot: EMB_SNAPSHOT_
   await ok(['stop', 'reader']);
   earlier = (await ok(['snapshot', 'create', 'origin'])).json.id;
 });
+
+test('concurrency: image gc while a restore uses the image: gc waits for the restore, which finishes; the image its clone runs is kept', async () => {
+  // the restore is the image's only user: no instance runs it, and its restored disk is to be made
+  await ok(['stop', 'origin']);
+  await rm(join(home, 'restore', earlier), { recursive: true, force: true });
+  const restoring = await embersPausedAt(
+    home,
+    ['snapshot', 'restore', earlier, '--name', 'gc-reader', '--net-pool-size', '1'],
+    'snapshot.restore.disk.before-rename',
+    { pauseFile: join(work, 'go-gc') },
+  );
+  let gcDone = false;
+  const gc = embers(['image', 'gc']).finally(() => (gcDone = true));
+  // gc takes its lock, then waits for the restore's pin on the image cache
+  while (!gcDone && !(await readdir(join(home, 'images'))).includes('.gc.lock')) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(gcDone, false, `gc did not wait for the restore: ${gcDone ? describeRun(await gc) : ''}`);
+  const done = await restoring.resume();
+  assert.equal(done.code, 0, describeRun(done));
+  const collected = await gc;
+  assert.equal(collected.code, 0, describeRun(collected));
+  const images = (await ok(['image', 'ls'])).json.images as { rootfsSha256?: string }[];
+  assert.ok(
+    images.some((i) => i.rootfsSha256),
+    `the rootfs the clone was made from is kept: ${JSON.stringify(images)}`,
+  );
+  assert.equal((await ok(['invoke', 'gc-reader', '--path', '/'])).json.body.trim(), 'hello from embers');
+  await ok(['stop', 'gc-reader']);
+});
