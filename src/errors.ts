@@ -237,6 +237,16 @@ export const ERRORS = {
     hint: 'the rootfs or the delta differs from the one the snapshot was made from; the restore was refused to protect the guest filesystem',
     exit: 65,
   },
+  EMB_INSTANCE_BUSY: {
+    summary: 'another process is snapshotting this instance',
+    hint: 'wait for that `embers snapshot create` to finish (its pid is in the details), then retry; a snapshot whose process died is taken over automatically',
+    exit: 75,
+  },
+  EMB_SNAPSHOT_BUSY: {
+    summary: 'another process is restoring this snapshot, so it cannot be removed now',
+    hint: 'retry `embers snapshot rm` once that restore has finished (its pid is in the details); clones already running keep what they loaded',
+    exit: 75,
+  },
   EMB_SNAPSHOT_TRANSFER_BUSY: {
     summary: 'another process is already pushing or pulling this snapshot with the same local store',
     hint: 'wait for that transfer to finish (the lock file named in the details holds its pid); a transfer whose process died is taken over automatically',

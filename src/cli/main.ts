@@ -461,7 +461,7 @@ async function imageCommand(argv: string[], out: Output): Promise<number> {
       return 0;
     }
     case 'gc': {
-      const r = await images.gc(await node.imageDigestsInUse());
+      const r = await images.gc(() => node.imageDigestsInUse());
       out.result(formatGcResult(r), r);
       return 0;
     }

@@ -39,6 +39,7 @@ import { formatImageReference, type ImageReference } from './registry/reference.
 import { RefStore, type RefEntry } from './registry/refs.js';
 import { readTar } from './tar.js';
 import type { FlattenedImage, ImageConfig } from './types.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
 const ENTRY_RE = /^([0-9a-f]{64})-v(\d+)$/;
@@ -184,6 +185,14 @@ export class ImageStore {
   }
 
   /**
+   * Pins the cache for a caller that uses a rootfs after `ensure` returned it (a restore copies
+   * it into its disk): `gc` in any process waits until the returned function is called.
+   */
+  hold(): Promise<() => Promise<void>> {
+    return this.guard.pin(this.registryOptions.signal);
+  }
+
+  /**
    * Resolves, verifies and flattens `ref`, or returns the cached rootfs of its manifest. See
    * oci.ts for the reference syntax.
    */
@@ -253,6 +262,7 @@ export class ImageStore {
         await applier.applyLayer(readTar(image.openLayer(layer)), layer.label);
       }
       const tree = await applier.finish();
+      await crashPoint('image.flatten.after-stage');
       progress(`staged ${tree.entries} entries (${tree.inodes} inodes, ${tree.blocks} blocks)`);
 
       await mkdir(this.rootfsDir, { recursive: true });
@@ -293,6 +303,7 @@ export class ImageStore {
       await writeJsonAtomic(join(partial, 'image.json'), json);
 
       const final = this.entryDir(hex);
+      await crashPoint('image.flatten.before-publish');
       try {
         await rename(partial, final);
       } catch (err) {
@@ -486,6 +497,7 @@ export class ImageStore {
       let image: FlattenedImage | undefined;
       if (flatten) image = await this.ensureResolved(resolved, ref, { ...opts, onProgress: say });
       else await resolved.close();
+      await crashPoint('image.flatten.after-publish');
       await this.refs.set(reference, entry);
       listener?.({
         type: 'done',
@@ -708,14 +720,16 @@ export class ImageStore {
    * manifests and indexes of the refs file plus `inUse` (manifest digests that snapshots,
    * functions or instances use); a root keeps its blob, the manifests of an index that are in
    * the store, a manifest's config and layers, and every rootfs (all flattener versions) of
-   * the manifest. Interrupted downloads are dropped too. Waits for running pulls and ensures
-   * (in any process of this node) to finish, and holds new ones back while it runs.
+   * the manifest. Interrupted downloads are dropped too. Waits for running pulls, ensures and
+   * restores (in any process of this node) to finish, and holds new ones back while it runs;
+   * `inUse` may be a function, then it is read once they have finished.
    */
-  async gc(inUse: Iterable<string> = []): Promise<GcResult> {
+  async gc(inUse: Iterable<string> | (() => Promise<Iterable<string>>) = []): Promise<GcResult> {
     const release = await this.guard.exclusive();
     try {
       const refs = await this.refs.all();
-      const roots = new Set<string>(inUse);
+      // read once gc holds the cache: an instance restored while gc waited for it counts
+      const roots = new Set<string>(typeof inUse === 'function' ? await inUse() : inUse);
       for (const e of Object.values(refs)) {
         roots.add(e.manifestDigest);
         if (e.indexDigest) roots.add(e.indexDigest);

@@ -1,8 +1,8 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
-import { writeJsonAtomic } from '../util/fs.js';
-import { lockOwner } from '../util/lock.js';
+import { exists, writeJsonAtomic } from '../util/fs.js';
+import { heldHere, lockOwner, pidHolds, tryCreateLock } from '../util/lock.js';
 import { pidAlive } from '../util/pid.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
@@ -49,6 +49,8 @@ export interface InstanceRecord {
 
 /** Marks an instance dir whose instance is still being created, with the creating pid. */
 const OWNER_FILE = 'owner.pid';
+/** Marks an instance that a process is snapshotting (its VM may be paused), with that pid. */
+const SNAPSHOT_FILE = 'snapshot.pid';
 
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
@@ -113,6 +115,50 @@ export class InstanceStore {
       out.push({ name, record: await this.readRecord(name) });
     }
     return out;
+  }
+
+  /**
+   * Marks `name` as being snapshotted by this process until `endSnapshot`: its VM may be
+   * paused meanwhile. Another live process snapshotting it makes this throw EMB_INSTANCE_BUSY;
+   * the marker of a dead one is taken over (reconcile resumes its VM first, see
+   * `abandonedSnapshots`).
+   */
+  async beginSnapshot(name: string): Promise<void> {
+    const path = join(this.dirOf(name), SNAPSHOT_FILE);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (await tryCreateLock(path)) {
+        heldHere.add(path);
+        return;
+      }
+      const pid = await lockOwner(path);
+      if (pid !== undefined && (await pidHolds(path, pid))) {
+        throw new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, { name, pid, lock: path });
+      }
+      await rm(path, { force: true }); // its process is gone
+    }
+    throw new EmbersError('EMB_INSTANCE_BUSY', `could not take the snapshot marker of instance ${name}`, { name, lock: path });
+  }
+
+  async endSnapshot(name: string): Promise<void> {
+    const path = join(this.dirOf(name), SNAPSHOT_FILE);
+    heldHere.delete(path);
+    await rm(path, { force: true });
+  }
+
+  /** Instances whose snapshot marker names a process that is gone: a snapshot was killed midway (their VM may be paused). */
+  async abandonedSnapshots(): Promise<string[]> {
+    const out: string[] = [];
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const path = join(this.dirOf(name), SNAPSHOT_FILE);
+      const pid = await lockOwner(path);
+      if (pid !== undefined ? !(await pidHolds(path, pid)) : await exists(path)) out.push(name);
+    }
+    return out;
+  }
+
+  /** Drops the snapshot marker a dead process left (after its VM was resumed). */
+  async clearAbandonedSnapshot(name: string): Promise<void> {
+    await rm(join(this.dirOf(name), SNAPSHOT_FILE), { force: true });
   }
 
   async remove(name: string): Promise<void> {

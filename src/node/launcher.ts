@@ -18,6 +18,7 @@ import type { InstanceRecord, InstanceStore, RestoreFixup } from './instances.js
 import { waitUntilServing } from './invoke.js';
 import type { PoolRefill } from './pool-refill.js';
 import { phaseTimer, roundMs } from '../util/format.js';
+import { crashPoint } from '../util/crash-point.js';
 
 interface LaunchCommon {
   /** The instance's name. */
@@ -128,6 +129,7 @@ export class Launcher {
               },
             );
       cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
+      await crashPoint('instance.launch.after-vmm-start');
       mark('vmmMs', t);
       phases.vmmSpawnMs = roundMs(timings.spawnMs);
       phases.vmmLoadMs = roundMs(timings.loadMs);

@@ -35,6 +35,7 @@ import { NodeMetrics, type StartKind } from './metrics.js';
 import type { SnapshotMode, SnapshotSource } from './remote.js';
 import { SnapshotFinder, type Peer } from './snapshot-finder.js';
 import { SpareConnections } from './upstream.js';
+import { crashPoint } from '../util/crash-point.js';
 
 export type InstanceState = 'starting' | 'idle' | 'busy' | 'snapshotting' | 'stopping';
 export type SnapshotState = 'none' | 'creating' | 'ready' | 'failed';
@@ -483,6 +484,7 @@ export class Lifecycle {
           await this.markOwned(inst.name);
           if (kind === 'boot') {
             const rec = await this.node.run(runtimeSpec(record.spec), { name: inst.name });
+            await crashPoint('lifecycle.cold-start.after-boot');
             inst.cloneIp = rec.cloneIp;
             inst.startPhases = { ...rec.timings.phases };
           } else {
@@ -567,7 +569,9 @@ export class Lifecycle {
     this.track(
       (async () => {
         try {
+          await crashPoint('lifecycle.snapshot.before-create');
           const r = await this.node.snapshots.create(inst.name);
+          await crashPoint('lifecycle.snapshot.after-create');
           Object.assign(snap, { state: 'ready', id: r.manifest.id, error: undefined, sources: undefined });
           // warm up for the first restore: its disk is materialised and checked now, off the cold-start path
           this.track(this.prepareSnapshot(r.manifest.id, undefined).catch(() => undefined));

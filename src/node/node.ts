@@ -337,6 +337,14 @@ export class EmbersNode {
       await killProcessesMentioning(this.instances.dirOf(name));
       await this.instances.remove(name);
     }
+    // a snapshot killed midway may have left its VM paused: it runs again
+    for (const name of await this.instances.abandonedSnapshots()) {
+      if (live.has(name)) {
+        const rec = await this.instances.get(name);
+        if ((await this.driver.status(rec.vm).catch(() => 'unknown')) === 'paused') await this.driver.resume(rec.vm).catch(() => undefined);
+      }
+      await this.instances.clearAbandonedSnapshot(name);
+    }
     await this.pool.reconcile(live);
     await this.images.reconcile();
     await this.snapshots.reconcile();

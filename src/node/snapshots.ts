@@ -20,6 +20,8 @@ import { kitKindOf, type Launcher } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
+import { crashPoint } from '../util/crash-point.js';
+import { pidAlive } from '../util/pid.js';
 
 export interface CreateSnapshotOptions {
   /** How disk changes are captured. @default 'block' */
@@ -144,6 +146,11 @@ export class SnapshotService {
     const { phases, mark } = phaseTimer();
     const t0 = performance.now();
     const staging = await this.store.staging();
+    // one snapshot of an instance at a time; a marker a killed create left is taken over
+    await this.deps.instances.beginSnapshot(instance).catch(async (err: unknown) => {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    });
     // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
     const diskCopy = join(this.deps.tmpDir, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
     let paused = false;
@@ -155,10 +162,12 @@ export class SnapshotService {
       paused = true;
       pausedAt = performance.now();
       mark('pauseMs', t);
+      await crashPoint('snapshot.create.after-pause');
 
       t = performance.now();
       const vmFiles = await this.driver.snapshot(rec.vm, staging);
       mark('vmmSnapshotMs', t);
+      await crashPoint('snapshot.create.after-vmm-snapshot');
 
       // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
       // flushes its block devices on stop); fsync makes it durable, the copy freezes it.
@@ -166,6 +175,7 @@ export class SnapshotService {
       await fsyncPath(rec.diskPath);
       const copyMethod = await cloneDisk(rec.diskPath, diskCopy);
       mark('diskCopyMs', t);
+      await crashPoint('snapshot.create.after-disk-copy');
 
       t = performance.now();
       if (opts.stop) await this.deps.launcher.stop(instance);
@@ -173,6 +183,7 @@ export class SnapshotService {
       paused = false;
       pausedMs = performance.now() - pausedAt;
       mark(opts.stop ? 'stopMs' : 'resumeMs', t);
+      await crashPoint('snapshot.create.after-resume');
 
       t = performance.now();
       const diskSha = await sha256File(diskCopy);
@@ -194,6 +205,7 @@ export class SnapshotService {
         changedBytes = (await this.withRsyncWork((work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))).batchBytes;
       }
       mark('diskDiffMs', t);
+      await crashPoint('snapshot.create.after-delta');
 
       t = performance.now();
       const accel = await this.driver.accelerator();
@@ -219,6 +231,7 @@ export class SnapshotService {
         guestKit: rec.kit,
       });
       mark('publishMs', t);
+      await crashPoint('snapshot.create.after-publish');
       await this.trustVerified(manifest);
       if (this.remote.mode === 'remote') {
         // upload after creation (the manifest last, so readers never see a half upload)
@@ -247,6 +260,7 @@ export class SnapshotService {
       throw await asNoSpaceError(err, `snapshot create of ${instance}`, this.deps.snapshotsDir);
     } finally {
       await rm(diskCopy, { force: true });
+      await this.deps.instances.endSnapshot(instance);
     }
   }
 
@@ -306,6 +320,23 @@ export class SnapshotService {
       return { path: disk, verified: cached.verified === true, method: cached.method ?? 'sparse-copy' };
     }
 
+    // the rootfs is copied below: `image gc` waits until the restored disk is made
+    const release = await this.deps.images.hold();
+    try {
+      return await this.materialiseDisk(m, dir, disk, stampsPath, snapshotStamps, opts);
+    } finally {
+      await release();
+    }
+  }
+
+  private async materialiseDisk(
+    m: SnapshotManifest,
+    dir: string,
+    disk: string,
+    stampsPath: string,
+    snapshotStamps: Record<string, FileStamp>,
+    opts: { allowUnverifiedDisk?: boolean },
+  ): Promise<RestoredDisk> {
     // the image exactly as the snapshot saw it: a registry tag may have moved since
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
     const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });
@@ -353,6 +384,7 @@ export class SnapshotService {
           actual: digest,
         });
       }
+      await crashPoint('snapshot.restore.disk.before-rename');
       await rename(tmp, disk);
       await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampFile(disk), verified, method });
       if (!verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
@@ -371,17 +403,30 @@ export class SnapshotService {
     );
   }
 
-  /** Restores `count` clones of a snapshot concurrently; each answers before this resolves. */
+  /**
+   * Restores `count` clones of a snapshot concurrently; each answers before this resolves.
+   * The snapshot is pinned meanwhile: `snapshot rm` in another process refuses (EMB_SNAPSHOT_BUSY).
+   */
   async restore(id: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
     const count = opts.count ?? 1;
     for (const name of opts.names ?? []) validateInstanceName(name);
     await this.deps.launcher.checkRoom(count);
     const t0 = performance.now();
     this.remote.requireEnabled();
+    const unpin = await this.store.pin(id);
+    try {
+      return await this.restorePinned(id, count, t0, opts);
+    } finally {
+      await unpin();
+    }
+  }
+
+  private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
+    await crashPoint('snapshot.restore.after-fetch');
     await this.checkCompatible(m);
     const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
@@ -395,6 +440,7 @@ export class SnapshotService {
       throw await asNoSpaceError(err, `restoring the disk of snapshot ${id}`, this.deps.restoreDir);
     }
     await this.deps.kits.get(kitKindOf(m));
+    await crashPoint('snapshot.restore.after-disk');
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
@@ -472,11 +518,19 @@ export class SnapshotService {
     await rm(join(this.restoreDir, id), { recursive: true, force: true });
   }
 
-  /** Drops staging leftovers, and restore disks of snapshots that no longer exist. */
+  /** Drops staging leftovers, restore disks of snapshots that no longer exist, and restore disks a dead process left half-written. */
   async reconcile(): Promise<void> {
     await this.store.reconcile();
     for (const id of await readdir(this.restoreDir).catch(() => [] as string[])) {
-      if (!(await this.store.has(id).catch(() => false))) await rm(join(this.restoreDir, id), { recursive: true, force: true });
+      if (!(await this.store.has(id).catch(() => false))) {
+        await rm(join(this.restoreDir, id), { recursive: true, force: true });
+        continue;
+      }
+      // a restored disk being written by a process that died (`.disk-<pid>-<random>.img`)
+      for (const name of await readdir(join(this.restoreDir, id)).catch(() => [] as string[])) {
+        const pid = Number(/^\.disk-(\d+)-/.exec(name)?.[1]);
+        if (pid && !(await pidAlive(pid))) await rm(join(this.restoreDir, id, name), { force: true });
+      }
     }
   }
 

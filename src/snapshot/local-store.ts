@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { exists, fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
-import { lockHeld } from '../util/lock.js';
+import { lockHeld, lockOwner } from '../util/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const STAGING = '.staging-';
 /** Files from this size whose data is at most this fraction of it get a data map in the manifest. */
@@ -16,6 +17,8 @@ const SPARSE_MAX_DATA_FRACTION = 0.75;
 const TRANSFERS = '.transfers';
 const STALE_TRANSFER_MS = 7 * 24 * 3600_000;
 const TRASH = '.trash-';
+/** `<id>-<pid>-<random>`: a process (a restore) reads snapshot <id>; `remove` refuses meanwhile. */
+const PINS = '.pins';
 
 /** A file's identity: if any of these change, its digest must be checked again. */
 interface FileStamp {
@@ -66,6 +69,7 @@ export class LocalSnapshotStore {
     const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;
     const manifest: SnapshotManifest = { formatVersion: MANIFEST_FORMAT, id, ...meta, files };
     await writeJsonAtomic(join(stagingDir, MANIFEST_NAME), manifest); // fsyncs stagingDir too
+    await crashPoint('snapshot.publish.before-rename');
     await rename(stagingDir, join(this.dir, id));
     await fsyncPath(this.dir);
     return manifest;
@@ -222,16 +226,45 @@ export class LocalSnapshotStore {
     return out;
   }
 
-  /** Removes a snapshot: renamed away first, so it disappears whole. */
+  /**
+   * Marks snapshot `id` as read by this process (a restore: it verifies the files and its
+   * clones load them) until the returned function is called; `remove` from another process
+   * refuses meanwhile (EMB_SNAPSHOT_BUSY). A pin of a dead process counts for nothing.
+   */
+  async pin(id: string): Promise<() => Promise<void>> {
+    requireSnapshotId(id);
+    const dir = join(this.dir, PINS);
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, `${id}-${process.pid}-${randomBytes(3).toString('hex')}`);
+    await writeFile(path, `${process.pid}\n`);
+    return () => rm(path, { force: true });
+  }
+
+  /** Pids of other live processes that pin snapshot `id`. */
+  private async readers(id: string): Promise<number[]> {
+    const out: number[] = [];
+    for (const name of await readdir(join(this.dir, PINS)).catch(() => [] as string[])) {
+      if (!name.startsWith(`${id}-`)) continue;
+      const pid = Number(name.slice(id.length + 1).split('-')[0]);
+      if (pid && pid !== process.pid && (await pidAlive(pid))) out.push(pid);
+    }
+    return out;
+  }
+
+  /** Removes a snapshot: renamed away first, so it disappears whole. Refused while another process restores it. */
   async remove(id: string): Promise<void> {
     const dir = this.pathOf(id);
     if (!(await exists(dir))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
+    const readers = await this.readers(id);
+    if (readers.length) {
+      throw new EmbersError('EMB_SNAPSHOT_BUSY', `snapshot ${id} is being restored by another process (pid ${readers.join(', ')})`, { id, pids: readers });
+    }
     const trash = join(this.dir, `${TRASH}${id}-${randomBytes(4).toString('hex')}`);
     await rename(dir, trash);
     await rm(trash, { recursive: true, force: true });
   }
 
-  /** Drops staging dirs of dead processes and half-removed snapshots. */
+  /** Drops staging dirs and pins of dead processes, and half-removed snapshots. */
   async reconcile(): Promise<void> {
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       if (name.startsWith(TRASH)) await rm(join(this.dir, name), { recursive: true, force: true });
@@ -240,15 +273,27 @@ export class LocalSnapshotStore {
         if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, name), { recursive: true, force: true });
       }
     }
+    for (const name of await readdir(join(this.dir, PINS)).catch(() => [] as string[])) {
+      const pid = Number(/^snap-[0-9a-f]+-(\d+)-/.exec(name)?.[1]);
+      if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, PINS, name), { force: true });
+    }
     // Interrupted transfers are kept so a retry resumes them, but not forever.
     const transfers = join(this.dir, TRANSFERS);
     for (const name of await readdir(transfers).catch(() => [] as string[])) {
-      if (name.endsWith('.lock')) continue;
       const path = join(transfers, name);
+      if (name.endsWith('.lock')) {
+        // a lock of a process that died (kill -9 mid-transfer): the next transfer would take it over anyway
+        const pid = await lockOwner(path);
+        if (pid !== undefined && !(await lockHeld(path))) await rm(path, { force: true });
+        continue;
+      }
       const st = await stat(path).catch(() => undefined);
-      const owner = /^(?:pull|push)-snap-[0-9a-f]+/.exec(name)?.[0]; // the lock is per direction and snapshot
-      const locked = owner !== undefined && (await lockHeld(join(transfers, `${owner}.lock`)));
-      if (st && !locked && Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
+      const owner = /^(?:pull|push)-(snap-[0-9a-f]+)/.exec(name); // the lock is per direction and snapshot
+      const locked = owner !== null && (await lockHeld(join(transfers, `${owner[0]}.lock`)));
+      if (!st || locked) continue;
+      // a pull killed after it published: the snapshot is whole, its journal is of no more use
+      const pulledWhole = owner !== null && name === owner[0] && name.startsWith('pull-') && (await this.has(owner[1]!));
+      if (pulledWhole || Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
     }
   }
 }

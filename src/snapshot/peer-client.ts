@@ -3,7 +3,7 @@
  * ranges, resume, verification and atomic publish as a pull from S3.
  */
 import { EmbersError } from '../errors.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
@@ -26,6 +26,10 @@ export interface PeerClientOptions {
   /** Retry policy for `list` and `has` (a pull takes its own, in TransferOptions).
    * @default { attempts: 5, baseDelayMs: 200, maxDelayMs: 5000 } */
   retry?: RetryOptions;
+  /** How long a request may wait for the answer, or for the next bytes of its body, before it
+   * counts as stalled (EMB_REMOTE_UNREACHABLE, retried like a broken connection), in ms.
+   * @default 60000 */
+  stallTimeoutMs?: number;
 }
 
 export class PeerClient {
@@ -33,6 +37,7 @@ export class PeerClient {
   readonly url: string;
   private readonly token: string;
   private readonly retry: RetryPolicy;
+  private readonly stallTimeoutMs: number;
   private readonly source: RangeSource;
 
   constructor(opts: PeerClientOptions) {
@@ -42,6 +47,10 @@ export class PeerClient {
     this.url = opts.url.replace(/\/+$/, '');
     this.token = opts.token;
     this.retry = retryPolicy(opts.retry);
+    this.stallTimeoutMs = opts.stallTimeoutMs ?? 60_000;
+    if (!(this.stallTimeoutMs > 0)) {
+      throw new EmbersError('EMB_CONFIG_INVALID', `stallTimeoutMs must be > 0 ms, not ${opts.stallTimeoutMs}`, { stallTimeoutMs: opts.stallTimeoutMs });
+    }
     this.source = {
       location: `peer ${this.url}`,
       readManifest: (id, signal) => this.readManifest(id, signal),
@@ -150,11 +159,48 @@ export class PeerClient {
 
   /** One HTTP request; network failures become EMB_REMOTE_UNREACHABLE, 401 EMB_PEER_AUTH, 5xx/429 EMB_REMOTE_UNAVAILABLE. */
   private async request(path: string, method: 'GET' | 'HEAD', headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Response> {
+    // a stalled peer (no answer, or no more bytes of the body, for stallTimeoutMs) is a broken connection
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    const disarm = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        ac.abort(
+          new EmbersError('EMB_REMOTE_UNREACHABLE', `the peer ${this.url} sent nothing for ${this.stallTimeoutMs} ms during ${method} ${path}: stalled`, {
+            endpoint: this.url,
+            path,
+            stallTimeoutMs: this.stallTimeoutMs,
+          }),
+        );
+      }, this.stallTimeoutMs);
+      timer.unref();
+    };
+    arm();
     let res: Response;
     try {
-      res = await fetch(`${this.url}${path}`, { method, headers: { ...headers, Authorization: `Bearer ${this.token}` }, signal });
+      res = await fetch(`${this.url}${path}`, { method, headers: { ...headers, Authorization: `Bearer ${this.token}` }, signal: ac.signal });
+      if (res.body) {
+        const body = res.body.pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform(chunk, controller) {
+              arm();
+              controller.enqueue(chunk);
+            },
+            flush: disarm,
+          }),
+        );
+        res = new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+      } else disarm();
     } catch (err) {
+      disarm();
       if (signal?.aborted) throw signal.reason;
+      if (ac.signal.aborted && ac.signal.reason instanceof EmbersError) throw ac.signal.reason;
       const code = networkErrorCode(err);
       throw new EmbersError(
         'EMB_REMOTE_UNREACHABLE',
@@ -169,11 +215,13 @@ export class PeerClient {
     }
     if (res.status >= 500 || res.status === 429) {
       const code = await errorCode(res);
+      const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
       throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`, {
         endpoint: this.url,
         path,
         status: res.status,
         serviceCode: code,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       });
     }
     return res;

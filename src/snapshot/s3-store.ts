@@ -29,7 +29,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
+import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
@@ -50,6 +50,7 @@ import {
   type TransferOptions,
   type TransferResult,
 } from './transfer.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last) and most parts per upload. */
@@ -246,6 +247,7 @@ export class S3SnapshotStore {
       for (const f of manifest.files) {
         await this.pushFile(join(dir, f.name), id, f, state, tracker, counts, o);
       }
+      await crashPoint('snapshot.push.before-manifest');
       // Last: from this moment the snapshot exists remotely.
       await this.call(`PUT ${this.keyOf(id, MANIFEST_NAME)}`, o.signal, (signal) =>
         this.client.send(
@@ -263,6 +265,7 @@ export class S3SnapshotStore {
       );
       counts.bytes += manifestBytes.length;
       tracker.add(MANIFEST_NAME, manifestBytes.length);
+      await crashPoint('snapshot.push.after-manifest');
       await state.clear();
       return { id, bytes: counts.bytes, resumedBytes: counts.resumedBytes, totalBytes: tracker.bytesTotal, ms: performance.now() - started };
     } finally {
@@ -370,6 +373,7 @@ export class S3SnapshotStore {
         counts.bytes += body.length;
         tracker.add(f.name, body.length);
         await state.drop(f.name);
+        await crashPoint('snapshot.push.after-part');
         return;
       }
       await this.pushMultipart(fh, path, key, f, state, tracker, counts, o);
@@ -460,6 +464,7 @@ export class S3SnapshotStore {
         etags.set(n, res.ETag ?? `"${sum.hex}"`);
         counts.bytes += body.length;
         tracker.add(f.name, body.length);
+        await crashPoint('snapshot.push.after-part');
       },
       o.signal,
     );
@@ -673,7 +678,13 @@ export class S3SnapshotStore {
       });
     }
     if ((status !== undefined && (status >= 500 || status === 429)) || THROTTLE_CODES.has(name)) {
-      return new EmbersError('EMB_REMOTE_UNAVAILABLE', `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`, details, { cause: err });
+      const retryAfterMs = parseRetryAfter((err as { $response?: { headers?: Record<string, string> } }).$response?.headers?.['retry-after']);
+      return new EmbersError(
+        'EMB_REMOTE_UNAVAILABLE',
+        `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`,
+        retryAfterMs === undefined ? details : { ...details, retryAfterMs },
+        { cause: err },
+      );
     }
     return new EmbersError(
       'EMB_REMOTE_REQUEST_FAILED',

@@ -15,6 +15,7 @@ import { pidAlive } from '../util/pid.js';
 import { heldHere, lockOwner, tryCreateLock } from '../util/lock.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { crashPoint } from '../util/crash-point.js';
 
 const MiB = 1024 * 1024;
 
@@ -361,6 +362,7 @@ class SnapshotFetch {
       });
     }
     const journal = await PullJournal.open(this.workDir, sha256(text), o.partSizeBytes);
+    await crashPoint('snapshot.pull.after-manifest');
     const partSize = journal.partSizeBytes; // a resumed pull keeps the ranges it started with
     const sizes = new Map<string, number>([[MANIFEST_NAME, Buffer.byteLength(text)], ...manifest.files.map((f) => [f.name, f.sizeBytes] as const)]);
     const tracker = new ProgressTracker('pull', id, sizes, o.onProgress);
@@ -409,6 +411,7 @@ class SnapshotFetch {
           }
           await retry(() => this.fetchRange(task.file, task.index, partSize, tracker, signal), isTransientTransferError, o.retry, signal);
           await journal.markDone(task.file.name, task.index);
+          await crashPoint('snapshot.pull.after-range');
           hasher.completed(task.index); // hashed in file order, overlapping the downloads still running
           const left = pending.get(task.file.name)! - 1;
           pending.set(task.file.name, left);
@@ -424,12 +427,14 @@ class SnapshotFetch {
     const staging = await this.store.staging();
     try {
       for (const f of manifest.files) await rename(this.partPath(f), join(staging, f.name));
+      await crashPoint('snapshot.pull.before-publish');
       await this.store.publishFetched(staging, manifest);
     } catch (err) {
       await rm(staging, { recursive: true, force: true });
       await rm(this.workDir, { recursive: true, force: true }); // its parts were moved away: start afresh next time
       throw err;
     }
+    await crashPoint('snapshot.pull.after-publish');
     await rm(this.workDir, { recursive: true, force: true });
     const totalBytes = tracker.bytesTotal;
     return { id, bytes: this.moved, resumedBytes, totalBytes, ms: performance.now() - this.started };

@@ -34,7 +34,7 @@ export function retryPolicy(opts: RetryOptions = {}): RetryPolicy {
  * Runs `fn` until it succeeds, it throws an error `isTransient` rejects, or the attempts are
  * spent; then throws the last error. The delay before retry n (n >= 1) is a random duration in
  * [0, min(maxDelayMs, baseDelayMs * 2^(n-1))] ("full jitter"), so clients that failed together
- * do not retry together. An aborted `signal` stops the waiting and throws its reason.
+ * do not retry together; at least the Retry-After the server sent (see retryAfterOf). An aborted `signal` stops the waiting and throws its reason.
  */
 export async function retry<T>(
   fn: (attempt: number) => Promise<T>,
@@ -50,9 +50,27 @@ export async function retry<T>(
       if (signal?.aborted) throw signal.reason;
       if (attempt >= policy.attempts || !isTransient(err)) throw err;
       const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-      await delay(Math.random() * ceiling, signal);
+      // a server that says when to come back (Retry-After on a 503 SlowDown or a 429) is believed
+      await delay(Math.max(Math.random() * ceiling, retryAfterOf(err) ?? 0), signal);
     }
   }
+}
+
+/** The longest Retry-After embers waits for, in ms: a server asking for more gets retried after this. */
+export const MAX_RETRY_AFTER_MS = 30_000;
+
+/** The wait a failed request's server asked for (`details.retryAfterMs` of an EmbersError), capped at MAX_RETRY_AFTER_MS. */
+export function retryAfterOf(err: unknown): number | undefined {
+  const ms = (err as { details?: { retryAfterMs?: unknown } } | undefined)?.details?.retryAfterMs;
+  return typeof ms === 'number' && ms >= 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
+}
+
+/** A Retry-After header value (seconds, or an HTTP date) in ms from now; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | null | undefined): number | undefined {
+  if (!value) return undefined;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason once it is aborted. */

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { delay } from '../../util/retry.js';
 import { acquireLock, heldHere, lockHeld, lockOwner, pidHolds } from './lock.js';
@@ -32,9 +32,12 @@ export class CacheGuard {
     const path = join(this.imagesDir, `.pin-${process.pid}-${randomBytes(6).toString('hex')}`);
     const started = Date.now();
     for (;;) {
+      // re-entrant: a process that already holds a pin keeps gc out anyway (gc waits for every
+      // pin), so its nested pin (a restore's ensure) must not wait for a gc that waits for it
+      const nested = [...heldHere].some((p) => dirname(p) === this.imagesDir && PIN_RE.test(basename(p)));
       heldHere.add(path);
       await writeFile(path, `${process.pid}\n`);
-      if (!(await lockHeld(this.gcLockPath))) {
+      if (nested || !(await lockHeld(this.gcLockPath))) {
         return async () => {
           heldHere.delete(path);
           await rm(path, { force: true });

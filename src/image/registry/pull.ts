@@ -30,6 +30,7 @@ import { downloadBlob } from './download.js';
 import { isTransientRegistryError } from './http.js';
 import type { PullEvent, PullLayerInfo } from './progress.js';
 import { formatImageReference, type ImageReference } from './reference.js';
+import { crashPoint } from '../../util/crash-point.js';
 
 const MiB = 1024 * 1024;
 const MAX_INDEX_DEPTH = 4;
@@ -179,6 +180,7 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
           },
         });
         perLayer[i] = d.size;
+        await crashPoint('image.pull.after-layer');
         bytesDownloaded += result.bytesReceived;
         bytesResumed += result.resumedFrom;
         rangeRequests += result.rangeRequests;
@@ -218,6 +220,7 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   });
 
   // 4. the manifest, then the index: stored last, once everything they name is in place
+  await crashPoint('image.pull.before-manifest');
   for (const m of [...manifests].reverse()) await store.putBytes(m.digest, m.bytes);
 
   return {
