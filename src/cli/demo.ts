@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { EmbersError } from '../errors.js';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { buildTestFunctionImage, expectedFileSha256 } from '../examples/test-function.js';
 import type { Output } from './output.js';
@@ -21,6 +22,16 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
   let ok = false;
   const imageDir = join(node.config.home, 'examples', 'test-function');
   try {
+    // the boot and every clone each need a network slot: refused before anything starts
+    const room = await node.pool.room();
+    if (o.clones + 1 > room) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `demo --clones ${o.clones} needs ${o.clones + 1} network slots (clone IPs: the boot and ${o.clones} clones), this node has ${room} free`,
+        { clones: o.clones, room },
+        { hint: `pass --clones ${Math.max(1, room - 1)} or less, or stop instances you no longer need (\`embers ps\` lists them)` },
+      );
+    }
     await buildTestFunctionImage(imageDir);
     await node.guestKit();
     const accel = await node.driver.accelerator();

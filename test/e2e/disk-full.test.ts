@@ -62,8 +62,9 @@ async function storeLeftovers(node: EmbersNode): Promise<string[]> {
 }
 
 /** The space test: an EMB_NO_SPACE that says what to free. */
-function noSpace(what: RegExp) {
+function noSpace(what: RegExp, log?: (line: string) => void) {
   return (err: unknown) => {
+    log?.(`refused: ${String((err as { code?: string }).code)}: ${String((err as Error).message)}`);
     assert.ok(isEmbersError(err, 'EMB_NO_SPACE'), `expected EMB_NO_SPACE, got ${String((err as { code?: string }).code)}: ${String(err)}`);
     assert.match(err.message, what);
     assert.match(err.message, /no space left on the filesystem of|MiB are free/);
@@ -119,7 +120,10 @@ test('a home on a full filesystem: snapshot create and snapshot pull fail with E
     const perPull = beforePull - (await fs.free());
     await fs.fill(Math.floor(perPull / 2));
     const free = await fs.free();
-    await assert.rejects(node.snapshots.pull(made[1]), noSpace(new RegExp(`^pulling snapshot ${made[1]} from s3://`)));
+    await assert.rejects(
+      node.snapshots.pull(made[1]),
+      noSpace(new RegExp(`^pulling snapshot ${made[1]} from s3://`), (l) => t.diagnostic(l)),
+    );
     assert.ok((await fs.free()) >= free - MiB, 'the failed pull gave its space back (the partial download is gone)');
     assert.deepEqual(
       (await node.snapshots.store.list()).map((m) => m.id),
@@ -135,7 +139,7 @@ test('a home on a full filesystem: snapshot create and snapshot pull fail with E
     try {
       await assert.rejects(
         node.snapshots.pull(made[1], { kind: 'peer', url: peer.url, token }),
-        noSpace(new RegExp(`^pulling snapshot ${made[1]} from peer ${peer.url.replace(/[.]/g, '\\.')}`)),
+        noSpace(new RegExp(`^pulling snapshot ${made[1]} from peer ${peer.url.replace(/[.]/g, '\\.')}`), (l) => t.diagnostic(l)),
       );
       assert.ok((await fs.free()) >= free - MiB, 'the failed peer pull gave its space back');
       assert.deepEqual(
@@ -165,7 +169,10 @@ test('image pull onto a full filesystem fails with EMB_NO_SPACE and leaves no pa
   try {
     await fs.fill(MiB);
     const free = await fs.free();
-    await assert.rejects(c.node.images.pull(layout), noSpace(/^image .* failed/));
+    await assert.rejects(
+      c.node.images.pull(layout),
+      noSpace(/^image .* failed/, (l) => t.diagnostic(l)),
+    );
     assert.ok((await fs.free()) >= free - MiB / 4, 'the failed flatten gave its space back');
     assert.deepEqual(await c.node.images.list(), []);
     assert.deepEqual(await filesBelow(c.node.config.paths.tmp), []);

@@ -208,3 +208,18 @@ test('restore --count beyond the address range is refused before the snapshot is
     await rm(home, { recursive: true, force: true });
   }
 });
+
+test('demo --clones beyond the address range is refused before anything boots', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('opening a node needs root');
+  const home = await mkdtemp(join(tmpdir(), 'embers-cli-'));
+  try {
+    const r = embers(['demo', '--clones', '99999', '--home', home, '--json']);
+    assert.equal(r.status, 64, r.stderr);
+    assert.equal(r.json?.error?.code, 'EMB_CONFIG_INVALID');
+    assert.match(r.json?.error?.message, /demo --clones 99999 needs 100000 network slots .* this node has 16384 free/);
+    assert.match(r.json?.error?.hint, /--clones 16383 or less/);
+    assert.deepEqual(await readdir(join(home, 'instances')), [], 'nothing was started');
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+});
