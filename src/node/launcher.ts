@@ -44,6 +44,8 @@ export interface RestoreLaunch extends LaunchCommon {
   bundleDir: string;
   /** The snapshot's disk, materialised and checked (rootfs + delta), and how it was made from the rootfs. */
   disk: { path: string; method: CloneMethod };
+  /** No restore fix-ups (benchmarks of their cost only). @default false */
+  skipFixups?: boolean;
 }
 
 /** One instance start, as data: `Launcher.launch` interprets it. */
@@ -136,7 +138,7 @@ export class Launcher {
 
       // before the clone is reported ready or gets traffic: the guest's clock, RNG and restore hook
       let fixup: RestoreFixup | undefined;
-      if (req.kind === 'restore') {
+      if (req.kind === 'restore' && !req.skipFixups) {
         t = performance.now();
         fixup = await restoreFixups(vm, fn, req.snapshot, this.deps.warn);
         mark('fixupMs', t);

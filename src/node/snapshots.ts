@@ -60,6 +60,8 @@ export interface RestoreOptions {
   source?: SnapshotSource;
   /** Download progress. */
   onTransferProgress?: TransferOptions['onProgress'];
+  /** Skip the restore fix-ups (clock, entropy, restore hook): only for benchmarks that measure their cost. @default false */
+  skipFixups?: boolean;
 }
 
 export interface RestoreResult {
@@ -471,6 +473,7 @@ export class SnapshotService {
       disk,
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
+      skipFixups: opts.skipFixups,
     });
     return { record, diskVerified: disk.verified };
   }

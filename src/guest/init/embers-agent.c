@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -174,18 +175,19 @@ static int find_serial_port(char *dev, size_t size) {
 	return found;
 }
 
+static int serial_epoll = -1;
+
 /*
  * Waits until the host is there. A virtio-serial port reads end-of-file while no host is
- * connected; the kernel sends SIGIO (O_ASYNC) when the host connects, so wait for that
- * (blocked, taken with sigtimedwait; the timeout only guards against a lost signal).
+ * connected, and poll() keeps reporting it (POLLHUP), so a level-triggered wait cannot block.
+ * The port's wait queue is woken when the host connects (and when data arrives): an
+ * edge-triggered epoll wakes exactly then, and a wake-up that came before epoll_wait is kept
+ * in its ready list, so none is lost. The timeout only bounds a wait that missed one anyway.
  */
 static void wait_for_host(void) {
 	if (serial) {
-		sigset_t io;
-		sigemptyset(&io);
-		sigaddset(&io, SIGIO);
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = 250 * 1000000L};
-		sigtimedwait(&io, NULL, &ts);
+		struct epoll_event ev;
+		if (serial_epoll < 0 || epoll_wait(serial_epoll, &ev, 1, 1000) < 0) usleep(100000);
 		return;
 	}
 	if (chan >= 0) close(chan);
@@ -214,12 +216,13 @@ static int open_channel(void) {
 				return -1;
 			}
 			serial = 1;
-			sigset_t io;
-			sigemptyset(&io);
-			sigaddset(&io, SIGIO);
-			sigprocmask(SIG_BLOCK, &io, NULL);
-			fcntl(chan, F_SETOWN, getpid());
-			fcntl(chan, F_SETFL, fcntl(chan, F_GETFL) | O_ASYNC);
+			serial_epoll = epoll_create1(EPOLL_CLOEXEC);
+			struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+			if (serial_epoll < 0 || epoll_ctl(serial_epoll, EPOLL_CTL_ADD, chan, &ev) < 0) {
+				logmsg("warning: epoll on %s: %s (polling instead)", dev, strerror(errno));
+				if (serial_epoll >= 0) close(serial_epoll);
+				serial_epoll = -1;
+			}
 			logmsg("serving on %s (virtio-serial %s)", dev, PORT_NAME);
 			return 0;
 		}
