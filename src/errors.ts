@@ -219,6 +219,12 @@ export const ERRORS = {
     exit: 75,
   },
 
+  EMB_WORKING_SET_INVALID: {
+    summary: 'a working set (workingset.ranges or workingset.pages) is malformed: bad magic, truncated, overlapping or out-of-range page ranges',
+    hint: 'the working set cannot be used; the snapshot still restores without it. Record it again with `embers snapshot record-ws <id>`',
+    exit: 65,
+  },
+
   // remote stores (S3-compatible services) and peers (other embers nodes)
   EMB_REMOTE_UNREACHABLE: {
     summary: 'the remote store or peer could not be reached (connection refused, reset or timed out), after retries',
