@@ -1,4 +1,5 @@
-import { open } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 
 /**
@@ -171,4 +172,20 @@ export async function writeWorkingSetPages(memoryPath: string, ws: WorkingSetRan
 export function checkPagesSize(ws: WorkingSetRanges, pagesBytes: number, source: string): void {
   const expected = totalPages(ws) * ws.pageSize;
   if (pagesBytes !== expected) throw invalid(source, `${pagesBytes} bytes of pages, the ranges give ${expected}`);
+}
+
+/**
+ * Writes both working-set files into `dir` (a staging dir): the ranges, and the pages read from
+ * the memory file. Returns the pages' size in bytes.
+ */
+export async function writeWorkingSet(dir: string, memoryPath: string, ws: WorkingSetRanges): Promise<number> {
+  const bytes = await writeWorkingSetPages(memoryPath, ws, join(dir, WORKING_SET_FILES.pages));
+  await writeFile(join(dir, WORKING_SET_FILES.ranges), encodeWorkingSetRanges(ws));
+  return bytes;
+}
+
+/** Reads and checks the ranges file in `dir`, against the memory file's size when given. */
+export async function readWorkingSetRanges(dir: string, opts: { memoryBytes?: number } = {}): Promise<WorkingSetRanges> {
+  const path = join(dir, WORKING_SET_FILES.ranges);
+  return parseWorkingSetRanges(await readFile(path), path, opts);
 }
