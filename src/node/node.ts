@@ -134,6 +134,7 @@ export class EmbersNode {
       kits: this.kits,
       launcher: this.launcher,
       remote: this.remote,
+      cacheDir: config.cacheDir,
       onProgress,
     });
   }
