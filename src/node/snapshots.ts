@@ -530,7 +530,7 @@ export class SnapshotService {
    */
   async recordWorkingSet(
     id: string,
-    opts: { request?: InvokeRequest; readyTimeoutMs?: number; source?: SnapshotSource } = {},
+    opts: { request?: InvokeRequest; readyTimeoutMs?: number; source?: SnapshotSource; /** the recording clone's name */ name?: string } = {},
   ): Promise<RecordWorkingSetResult> {
     const t0 = performance.now();
     const sets = new WorkingSetStore(this.store);
@@ -547,7 +547,7 @@ export class SnapshotService {
     const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
     const existing = await sets.get(id);
     if (existing) return { manifest: existing, recorded: false, memoryBytes, ms: roundMs(performance.now() - t0) };
-    const name = `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    const name = opts.name ?? `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
     const restored = await this.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
     let resident: PageRange[];
     let status: number;
