@@ -28,6 +28,7 @@ export interface QemuReapResult {
   workingSetBytes: number;
   workingSetRanges: number;
   recordMs: number;
+  residentAfterRecordBytes: number;
   plainFirstResponseMs: number[];
   prefetchFirstResponseMs: number[];
   prefetchMs: number[];
@@ -98,7 +99,8 @@ export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
       `prefetch: ${median(prefetchMs).toFixed(1)} ms to read the working set (overlapping QEMU's start), the loaded VM waited ${median(waitMs).toFixed(1)} ms for it (p50)\n` +
         `working set: ${(wsBytes / MiB).toFixed(1)} MiB in ${ranges} ranges = ${((100 * wsBytes) / memory.sizeBytes).toFixed(1)}% of the ${(memory.sizeBytes / MiB).toFixed(0)} MiB memory file` +
         (dataBytes !== undefined ? ` (${((100 * wsBytes) / dataBytes).toFixed(1)}% of its ${(dataBytes / MiB).toFixed(1)} MiB of non-zero data)` : '') +
-        `; recorded in ${recorded.ms} ms (file order: mincore cannot see the touch order)\n`,
+        `; recorded in ${recorded.ms} ms, in file order (pagemap shows what the VM mapped, not in which order)\n` +
+        `page cache after the recording restore: ${(((recorded.residentPages ?? 0) * 4096) / MiB).toFixed(1)} MiB resident (mincore: the working set plus readahead around each fault)\n`,
     );
     return {
       accelerator: accel.accelerator,
@@ -108,6 +110,7 @@ export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
       workingSetBytes: wsBytes,
       workingSetRanges: ranges,
       recordMs: recorded.ms,
+      residentAfterRecordBytes: (recorded.residentPages ?? 0) * 4096,
       plainFirstResponseMs: plain,
       prefetchFirstResponseMs: prefetch,
       prefetchMs,

@@ -8,7 +8,7 @@
  * built with gcc into the cache, named after the digest of its source (scripts/setup.sh
  * builds it the same way).
  */
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, realpath, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../guest/paths.js';
 import { run } from '../util/exec.js';
@@ -89,3 +89,44 @@ function parseRuns(text: string): PageRange[] {
       return { firstPage: first!, pageCount: count! };
     });
 }
+
+/**
+ * The pages of `file` that process `pid` has mapped in its page tables (/proc/PID/pagemap:
+ * present or swapped), in file order: the pages a VM whose memory is that file actually
+ * touched (read, or written and so copied on write), plus the kernel's fault-around (up to 16
+ * already-cached neighbours of a read fault). Unlike the page cache (`resident`), this does not
+ * count the readahead around each fault (read_ahead_kb, often MiBs). Root only (pagemap).
+ */
+export async function mappedPages(pid: number, file: string): Promise<PageRange[]> {
+  const target = await realpath(file);
+  const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+  const pages = new Set<number>();
+  const fh = await open(`/proc/${pid}/pagemap`, 'r');
+  try {
+    for (const line of maps.split('\n')) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) \S+ \d+\s+(.*)$/.exec(line);
+      if (!m || m[4] !== target) continue;
+      const start = Number.parseInt(m[1]!, 16);
+      const count = (Number.parseInt(m[2]!, 16) - start) / PAGE;
+      const firstFilePage = Number.parseInt(m[3]!, 16) / PAGE;
+      const buf = Buffer.alloc(count * 8);
+      await fh.read(buf, 0, buf.length, (start / PAGE) * 8);
+      for (let i = 0; i < count; i++) {
+        const flags = buf.readUInt32LE(i * 8 + 4) >>> 30; // bit 63 present, bit 62 swapped
+        if (flags & 0b11) pages.add(firstFilePage + i);
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  const sorted = [...pages].sort((a, b) => a - b);
+  const ranges: PageRange[] = [];
+  for (const p of sorted) {
+    const last = ranges[ranges.length - 1];
+    if (last && last.firstPage + last.pageCount === p) last.pageCount++;
+    else ranges.push({ firstPage: p, pageCount: 1 });
+  }
+  return ranges;
+}
+
+const PAGE = 4096;

@@ -21,7 +21,7 @@ import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
-import { FilePageCache, ensurePageCacheTool } from '../memory/page-cache.js';
+import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
 import { WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
 import { httpRequest, type InvokeRequest } from './invoke.js';
 
@@ -100,6 +100,8 @@ export interface RecordWorkingSetResult {
   memoryBytes: number;
   /** Status of the first request's answer (when recorded). */
   status?: number;
+  /** Pages of the memory file in the page cache after that request (mincore): the working set plus the kernel's readahead (when recorded). */
+  residentPages?: number;
   ms: number;
 }
 
@@ -522,11 +524,12 @@ export class SnapshotService {
   /**
    * Records the working set of snapshot `id` (REAP) with QEMU: drops its memory file from the
    * page cache, restores one clone (which answers its first request: the readiness probe, GET
-   * /), sends it `request` (default: GET /), then reads which pages of the memory file became
-   * resident (mincore) and publishes them, with their bytes, as the snapshot's working set. The
-   * ranges are in file order: the page cache does not tell in which order pages were touched
-   * (Firecracker's page server records the true order). Readahead on the faults adds the pages
-   * around each touched one. A snapshot that has a working set keeps it.
+   * /), sends it `request` (default: GET /), then reads which pages of the memory file the VM
+   * mapped (/proc/PID/pagemap of QEMU; mincore on the file would also count the kernel's
+   * readahead around each fault, reported as `residentPages`) and publishes them, with their
+   * bytes, as the snapshot's working set. The ranges are in file order: neither tells in which
+   * order pages were touched (Firecracker's page server records the true order). A snapshot
+   * that has a working set keeps it.
    */
   async recordWorkingSet(
     id: string,
@@ -550,6 +553,7 @@ export class SnapshotService {
     const name = opts.name ?? `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
     const restored = await this.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
     let resident: PageRange[];
+    let residentPages: number;
     let status: number;
     try {
       const rec = restored.clones[0]!.record;
@@ -563,7 +567,11 @@ export class SnapshotService {
           { cause: err },
         );
       }
-      resident = await (await FilePageCache.open(this.deps.cacheDir, join(this.store.pathOf(id), SNAPSHOT_FILES.memory))).resident();
+      const memoryFile = join(this.store.pathOf(id), SNAPSHOT_FILES.memory);
+      // what the VM mapped (pagemap), not all that became resident: the page cache also holds the
+      // readahead around each fault (read_ahead_kb, 8 MiB on some disks), which is not the working set
+      resident = await mappedPages(rec.vm.pid, memoryFile);
+      residentPages = totalPages({ pageSize: WORKING_SET_PAGE_SIZE, ranges: await (await FilePageCache.open(this.deps.cacheDir, memoryFile)).resident() });
     } finally {
       await this.deps.launcher.stop(name).catch(() => undefined);
     }
@@ -577,13 +585,13 @@ export class SnapshotService {
     }
     const manifest = await sets.publish(id, staging, {
       recordedAt: new Date().toISOString(),
-      recorder: 'qemu-mincore',
+      recorder: 'qemu-pagemap',
       order: 'file',
       pageSize: WORKING_SET_PAGE_SIZE,
       pages: totalPages(ws),
     });
     await writeJsonAtomic(join(this.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
-    return { manifest, recorded: true, memoryBytes, status, ms: roundMs(performance.now() - t0) };
+    return { manifest, recorded: true, memoryBytes, residentPages, status, ms: roundMs(performance.now() - t0) };
   }
 
   /** The working-set manifest of a local snapshot, or undefined; with `verify`, its files are checked first. */

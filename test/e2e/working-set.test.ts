@@ -62,7 +62,8 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
       assert.equal(rec.status, 200);
       assert.equal(rec.memoryBytes, memoryBytes);
       const ws = rec.manifest;
-      assert.equal(ws.recorder, 'qemu-mincore');
+      assert.equal(ws.recorder, 'qemu-pagemap');
+      assert.ok(rec.residentPages !== undefined && rec.residentPages >= ws.pages, 'what the VM mapped is in the page cache');
       assert.equal(ws.order, 'file');
       assert.ok(ws.pages > 0, 'the restore read pages of the memory file');
       assert.ok(ws.pages * 4096 < memoryBytes, `the working set (${ws.pages} pages) is smaller than the memory (${memoryBytes} bytes)`);

@@ -3,6 +3,9 @@
  * harness replays it): the test function booted under QEMU, snapshotted, restored with its
  * memory file out of the page cache, asked its first request, and the pages that restore read
  * recorded (snapshot record-ws). Takes a QEMU boot and two restores: an e2e-tier helper.
+ * A recorded one is also kept as a fixture: test/fixtures/test-function-256m.workingset.ranges
+ * (the test function in a 256 MiB guest under TCG, 2026-12-02: 4937 pages, 19.3 MiB, in 103
+ * ranges, file order; from `npm run bench -- reap --save-working-set DIR`).
  */
 import { cp, mkdir, readFile } from 'node:fs/promises';
 import { run } from '../../src/util/exec.js';

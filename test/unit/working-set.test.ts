@@ -126,3 +126,10 @@ test('working set pages: the bytes of each range in record order; size checked a
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('the recorded fixture (test function, 256 MiB guest) parses as a working set of that memory', async () => {
+  const path = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'test-function-256m.workingset.ranges');
+  const ws = parseWorkingSetRanges(await readFile(path), path, { memoryBytes: 256 * 1024 * 1024 });
+  assert.equal(ws.ranges.length, 103);
+  assert.equal(totalPages(ws), 4937);
+});
