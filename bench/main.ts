@@ -7,6 +7,7 @@ import { benchDiskDiff } from './disk-diff.js';
 import { benchFailures } from './failures.js';
 import { benchImage } from './image.js';
 import { benchReapPager } from './reap-pager.js';
+import { benchReap } from './reap.js';
 import { benchRestore } from './restore.js';
 import { benchRemote } from './remote.js';
 import { benchServe } from './serve.js';
@@ -23,6 +24,11 @@ const BENCHES: Record<string, { about: string; run: (args: string[]) => Promise<
   serve: {
     about: 'through the daemon: cold start restore vs boot to first byte; warm latency via the proxy vs direct; burst of N: fan-out vs N parallel boots',
     run: benchServe,
+  },
+  reap: {
+    about:
+      'REAP working sets: (a) QEMU restore to first response, memory file evicted, plain vs working-set prefetch, and working set vs memory size; (b),(c) see reap-pager',
+    run: benchReap,
   },
   restore: { about: 'cold boot vs snapshot restore to first response; 1 vs N concurrent clones; pool on vs off; memory per extra clone', run: benchRestore },
 };

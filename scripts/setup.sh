@@ -55,6 +55,16 @@ if [ ! -x "$uffd_handler" ]; then
   mv "$uffd_handler.tmp-$$" "$uffd_handler"
 fi
 
+# The page-cache tool for QEMU working sets (native/page-cache.c), cached the same way, as
+# src/memory/page-cache.ts looks for it.
+page_cache="$cache/native/page-cache-$(sha256sum native/page-cache.c | cut -c1-12)"
+if [ ! -x "$page_cache" ]; then
+  echo "setup: building $page_cache" >&2
+  mkdir -p "$cache/native"
+  gcc -O2 -Wall -Wextra -pthread -o "$page_cache.tmp-$$" native/page-cache.c
+  mv "$page_cache.tmp-$$" "$page_cache"
+fi
+
 echo "setup: guest kit (built once, then cached)" >&2
 node bin/embers.js guest build --json >/dev/null
 # The firecracker-config kit: a kernel compiled from Debian's linux-source with Firecracker's

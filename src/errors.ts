@@ -253,6 +253,18 @@ export const ERRORS = {
     exit: 75,
   },
 
+  EMB_WORKING_SET_INVALID: {
+    summary: 'a working set (workingset.ranges or workingset.pages) is malformed: bad magic, truncated, overlapping or out-of-range page ranges',
+    hint: 'the working set cannot be used; the snapshot still restores without it. Record it again with `embers snapshot record-ws <id>`',
+    exit: 65,
+  },
+
+  EMB_WORKING_SET_RECORD_FAILED: {
+    summary: 'recording a working set failed: the memory file could not be dropped from the page cache, or the VMM cannot record one here',
+    hint: 'stop the running clones of the snapshot (`embers ps`; their VMMs keep its memory pages cached), then run `embers snapshot record-ws <id>` again',
+    exit: 75,
+  },
+
   // remote stores (S3-compatible services) and peers (other embers nodes)
   EMB_REMOTE_UNREACHABLE: {
     summary: 'the remote store or peer could not be reached (connection refused, reset or timed out), after retries',

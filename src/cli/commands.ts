@@ -75,11 +75,13 @@ export const COMMANDS = {
   },
   down: { usage: 'down', summary: "stop everything and tear down this node's network pool", options: {} },
   snapshot: {
-    usage: 'snapshot <create|restore|ls|inspect|rm|push|pull> [args] [options]',
+    usage: 'snapshot <create|restore|record-ws|ls|inspect|rm|push|pull> [args] [options]',
     summary: 'create, restore, list, check, remove and transfer snapshots',
     subcommands: {
       create: '<instance>: pause, snapshot (state, memory, disk delta), resume (or stop)',
       restore: '<id>: restore N clones concurrently; each answers before this returns',
+      'record-ws':
+        "<id>: record the snapshot's working set (REAP, QEMU): restore a clone with the memory file out of the page cache, serve the first request, keep the pages it read",
       ls: 'list local snapshots (--remote: those in the S3-compatible store)',
       inspect: '<id>: the manifest (--verify: check every file against its sha256)',
       rm: '<id>: remove a snapshot',
@@ -99,6 +101,12 @@ export const COMMANDS = {
         help: "restore: restore on a host whose CPU, VMM or guest kernel differs from the snapshot's (differences become warnings)",
       },
       'ready-timeout': readyTimeout,
+      prefetch: {
+        type: 'string',
+        arg: 'auto|on|off',
+        help: "restore: read the snapshot's working set into the page cache before the clones resume (default auto: when it has one)",
+      },
+      path: { type: 'string', arg: 'PATH', help: "record-ws: the first request's path (default /)" },
       remote: { type: 'boolean', default: false, help: 'ls: list the S3-compatible store instead' },
       'from-peer': { type: 'string', arg: 'URL', help: 'restore, pull: fetch from this peer node (embers serve)' },
       token: { type: 'string', arg: 'TOKEN', help: 'the peer token (default EMBERS_PEER_TOKEN)' },

@@ -11,6 +11,7 @@ import { runDemo } from './demo.js';
 import { transferProgress } from './progress.js';
 import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
 import type { SnapshotSource } from '../node/remote.js';
+import type { PrefetchMode } from '../node/snapshots.js';
 import { DEFAULT_API_PORT, startDaemon } from '../api/daemon.js';
 import { fnCommand } from './fn.js';
 import { mib } from '../util/format.js';
@@ -35,6 +36,10 @@ usage: embers [global options] <command> [options]     (embers <command> --help 
                           restore N clones concurrently; each answers before this returns;
                           refused on a host whose CPU, VMM major version or guest kernel
                           differs from the snapshot's, unless --allow-host-mismatch
+  snapshot record-ws <id> [--path PATH]
+                          record its working set (REAP, QEMU): the pages a restored clone
+                          reads to answer its first request; restores then prefetch them
+                          (snapshot restore --prefetch auto|on|off, default auto)
   snapshot ls [--remote] | inspect <id> [--verify] | rm <id>
   snapshot push <id>      upload a snapshot to the S3-compatible store
   snapshot pull <id> [--from-peer URL]
@@ -367,6 +372,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
         source: peerSource(),
         onTransferProgress: transferProgress(),
         readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
+        prefetch: prefetchMode(values.prefetch),
       });
       const clones = r.clones.map((c) => ({
         name: c.record.name,
@@ -378,12 +384,29 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
       }));
       out.result(
         [
-          `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${mib(r.fetch.bytes)} in ${r.fetch.ms} ms)` : ''}`,
+          `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${mib(r.fetch.bytes)} in ${r.fetch.ms} ms)` : ''}${
+            r.prefetched ? `, working set of ${mib(r.prefetched.bytes)} prefetched` : ''
+          }`,
           ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`),
         ].join('\n'),
-        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, hostWarnings: r.hostWarnings, clones },
+        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, prefetched: r.prefetched, hostWarnings: r.hostWarnings, clones },
       );
       await node.settle(); // the slot pool refills in the background, off the restore path
+      return 0;
+    }
+    case 'record-ws': {
+      const r = await snaps.recordWorkingSet(need('snapshot'), {
+        request: values.path ? { path: values.path } : undefined,
+        source: peerSource(),
+        readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
+      });
+      const bytes = r.manifest.pages * r.manifest.pageSize;
+      const share = r.memoryBytes > 0 ? ((100 * bytes) / r.memoryBytes).toFixed(1) : '0';
+      out.result(
+        `${r.recorded ? 'recorded' : 'already had'} the working set of ${arg}: ${r.manifest.pages} pages, ${mib(bytes)} of ${mib(r.memoryBytes)} memory (${share}%), ${r.manifest.order} order${r.recorded ? `, in ${r.ms} ms` : ''}`,
+        { id: arg, recorded: r.recorded, pages: r.manifest.pages, bytes, memoryBytes: r.memoryBytes, status: r.status, ms: r.ms, workingSet: r.manifest },
+      );
+      await node.settle();
       return 0;
     }
     case 'push': {
@@ -414,10 +437,17 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
     }
     case 'inspect': {
       const m = await snaps.inspect(need('snapshot'), { verify: values.verify });
-      out.result(JSON.stringify(m, null, 2) + (values.verify ? '\nverified: every file matches its size and sha256' : ''), {
-        manifest: m,
-        verified: values.verify,
-      });
+      const ws = await snaps.workingSet(m.id, { verify: values.verify });
+      out.result(
+        JSON.stringify(m, null, 2) +
+          (ws ? `\nworking set:\n${JSON.stringify(ws, null, 2)}` : '\nworking set: none') +
+          (values.verify ? '\nverified: every file matches its size and sha256' : ''),
+        {
+          manifest: m,
+          workingSet: ws ?? null,
+          verified: values.verify,
+        },
+      );
       return 0;
     }
     case 'rm': {
@@ -426,7 +456,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
       return 0;
     }
     default:
-      throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|ls|inspect|rm');
+      throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|record-ws|ls|inspect|rm|push|pull');
   }
 }
 
@@ -503,3 +533,9 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
 }
 
 process.exitCode = await main(process.argv.slice(2));
+
+function prefetchMode(value: string | undefined): PrefetchMode | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'auto' && value !== 'on' && value !== 'off') throw new EmbersError('EMB_USAGE', `--prefetch must be auto, on or off, not "${value}"`);
+  return value;
+}

@@ -137,6 +137,13 @@ export interface LifecycleOptions {
   remoteLookupTtlMs?: number;
   /** Peer nodes whose snapshots cold starts may restore from (their peer endpoints and token). @default [] */
   peers?: Peer[];
+  /**
+   * REAP: once a snapshot is ready, record its working set in the background (QEMU nodes): a
+   * clone restored with the memory file out of the page cache answers its first request, the
+   * pages it read are kept with the snapshot (and uploaded in remote mode), and later restores
+   * prefetch them. @default true
+   */
+  recordWorkingSets?: boolean;
 }
 
 export class Lifecycle {
@@ -158,6 +165,7 @@ export class Lifecycle {
   private readonly ownedDir: string;
   private readonly log: NonNullable<LifecycleOptions['log']>;
   private readonly lookupTtlMs: number;
+  private readonly recordWorkingSets: boolean;
   private closing = false;
 
   private constructor(opts: LifecycleOptions) {
@@ -170,6 +178,7 @@ export class Lifecycle {
     this.finder = new SnapshotFinder({ remote: this.node.remote, useStore: this.node.remote.mode === 'remote', peers, log: (l, m, f) => this.log(l, m, f) });
     const mode = this.node.remote.mode;
     this.sharedMode = mode === 'local' && peers.length > 0 ? 'remote' : mode;
+    this.recordWorkingSets = opts.recordWorkingSets ?? true;
     this.metrics = new NodeMetrics({
       instances: () => {
         const counts = new Map<string, { function: string; state: string; count: number }>();
@@ -574,7 +583,11 @@ export class Lifecycle {
           await crashPoint('lifecycle.snapshot.after-create');
           Object.assign(snap, { state: 'ready', id: r.manifest.id, error: undefined, sources: undefined });
           // warm up for the first restore: its disk is materialised and checked now, off the cold-start path
-          this.track(this.prepareSnapshot(r.manifest.id, undefined).catch(() => undefined));
+          this.track(
+            this.prepareSnapshot(r.manifest.id, undefined)
+              .then(() => this.recordWorkingSet(inst.fn, r.manifest.id))
+              .catch(() => undefined),
+          );
           this.metrics.snapshotCreate.observe(r.timings.createMs / 1000);
           if (this.node.remote.mode === 'remote') this.metrics.transferBytes.inc({ direction: 'upload' }, bundleBytes(r.manifest));
           this.finder.note(r.manifest, inst.key);
@@ -593,6 +606,32 @@ export class Lifecycle {
         }
       })(),
     );
+  }
+
+  /**
+   * Records the working set of a new snapshot (see LifecycleOptions.recordWorkingSets) with a
+   * clone of its own, marked as owned like every instance the daemon starts. A failure (e.g. a
+   * cold start restored the snapshot first, so its pages could not be evicted) only costs the
+   * prefetch: it is logged, and restores go on without one.
+   */
+  private async recordWorkingSet(fn: string, id: string): Promise<void> {
+    if (!this.recordWorkingSets || this.closing || this.node.driver.kind !== 'qemu') return;
+    const name = `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    await this.markOwned(name);
+    try {
+      const r = await this.node.snapshots.recordWorkingSet(id, { name });
+      if (r.recorded && this.node.remote.mode === 'remote') await this.node.snapshots.push(id);
+      this.log('info', `function ${fn}: working set of ${id} recorded: ${r.manifest.pages} pages in ${r.ms} ms`, {
+        function: fn,
+        snapshot: id,
+        pages: r.manifest.pages,
+      });
+    } catch (err) {
+      const e = asEmbersError(err);
+      this.log('warn', `function ${fn}: no working set recorded for ${id}: ${e.code} ${e.message}`, { function: fn, snapshot: id, code: e.code });
+    } finally {
+      await this.unmarkOwned(name);
+    }
   }
 
   /**

@@ -140,6 +140,7 @@ export class EmbersNode {
       kits: this.kits,
       launcher: this.launcher,
       remote: this.remote,
+      cacheDir: config.cacheDir,
       onProgress,
     });
   }

@@ -88,6 +88,16 @@ export class RemoteSnapshots {
     return { fetched: undefined }; // local mode: the store answers "not found" itself
   }
 
+  /**
+   * Fetches the working set of local snapshot `id` from `source` (S3 or a peer) if the store has
+   * none and the source has one: for a snapshot pulled before its working set was recorded.
+   */
+  async pullWorkingSet(local: LocalSnapshotStore, id: string, source: SnapshotSource, opts?: TransferOptions): Promise<{ bytes: number } | undefined> {
+    if (source.kind === 'peer') return new PeerClient({ url: source.url, token: source.token }).pullWorkingSet(local, id, opts);
+    if (source.kind === 's3' || this.mode === 'remote') return this.s3().pullWorkingSet(local, id, opts);
+    return undefined;
+  }
+
   close(): void {
     this.s3Store?.close();
   }

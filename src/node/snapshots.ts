@@ -22,6 +22,10 @@ import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 import { crashPoint } from '../util/crash-point.js';
 import { pidAlive } from '../util/pid.js';
+import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
+import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
+import { WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
+import { httpRequest, type InvokeRequest } from './invoke.js';
 
 export interface CreateSnapshotOptions {
   /** How disk changes are captured. @default 'block' */
@@ -62,7 +66,22 @@ export interface RestoreOptions {
   onTransferProgress?: TransferOptions['onProgress'];
   /** Skip the restore fix-ups (clock, entropy, restore hook): only for benchmarks that measure their cost. @default false */
   skipFixups?: boolean;
+  /**
+   * Prefetch the snapshot's working set (REAP) before the clones resume: 'auto' when it has one
+   * (and this node's VMM prefetches through the page cache: QEMU), 'on' requires one, 'off'
+   * restores as if it had none. @default 'auto'
+   */
+  prefetch?: PrefetchMode;
+  /**
+   * Drop the snapshot's memory file from the page cache (posix_fadvise DONTNEED on that file)
+   * once it is verified, before the clones start: a restore as on a node that has not read it
+   * recently. Recording a working set needs it; benchmarks use it. Refused while running clones
+   * map the file. @default false
+   */
+  evictMemory?: boolean;
 }
+
+export type PrefetchMode = 'auto' | 'on' | 'off';
 
 export interface RestoreResult {
   manifest: SnapshotManifest;
@@ -73,6 +92,21 @@ export interface RestoreResult {
   hostWarnings: string[];
   /** Set when the snapshot was downloaded for this restore. */
   fetch?: { ms: number; bytes: number; resumedBytes: number };
+  /** Set when the clones were restored with the working set prefetched. */
+  prefetched?: { pages: number; bytes: number };
+}
+
+export interface RecordWorkingSetResult {
+  manifest: WorkingSetManifest;
+  /** False when the snapshot already had a working set (they are immutable): nothing was recorded. */
+  recorded: boolean;
+  /** The snapshot's memory file size, to compare the working set against. */
+  memoryBytes: number;
+  /** Status of the first request's answer (when recorded). */
+  status?: number;
+  /** Pages of the memory file in the page cache after that request (mincore): the working set plus the kernel's readahead (when recorded). */
+  residentPages?: number;
+  ms: number;
 }
 
 /** A snapshot's disk, materialised and checked: rootfs + delta. */
@@ -103,6 +137,8 @@ export interface SnapshotServiceDeps {
   kits: GuestKits;
   launcher: Launcher;
   remote: RemoteSnapshots;
+  /** Where native helpers are built (<cacheDir>/native). */
+  cacheDir: string;
   onProgress?: (msg: string) => void;
 }
 
@@ -443,9 +479,11 @@ export class SnapshotService {
     }
     await this.deps.kits.get(kitKindOf(m));
     await crashPoint('snapshot.restore.after-disk');
+    const prefetch = await this.prefetchPlan(m, opts.prefetch ?? 'auto');
+    if (opts.evictMemory) await this.evictMemory(m);
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
-    const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts)));
+    const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts, prefetch)));
     // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
     // (their memory mappings and disks keep what they use)
     if (fetched && !this.remote.cacheSnapshots) await this.remove(id);
@@ -461,10 +499,17 @@ export class SnapshotService {
       prepareMs,
       hostWarnings,
       fetch: fetched ? { ms: fetchMs, bytes: fetched.bytes, resumedBytes: fetched.resumedBytes } : undefined,
+      prefetched: prefetch ? { pages: prefetch.pages, bytes: prefetch.pages * WORKING_SET_PAGE_SIZE } : undefined,
     };
   }
 
-  private async restoreOne(m: SnapshotManifest, name: string, disk: RestoredDisk, opts: RestoreOptions): Promise<RestoredClone> {
+  private async restoreOne(
+    m: SnapshotManifest,
+    name: string,
+    disk: RestoredDisk,
+    opts: RestoreOptions,
+    prefetch: { tool: string; ranges: PageRange[] } | undefined,
+  ): Promise<RestoredClone> {
     const record = await this.deps.launcher.launch({
       kind: 'restore',
       name,
@@ -474,8 +519,142 @@ export class SnapshotService {
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
       skipFixups: opts.skipFixups,
+      prefetch: prefetch ? { tool: prefetch.tool, ranges: prefetch.ranges } : undefined,
     });
     return { record, diskVerified: disk.verified };
+  }
+
+  /**
+   * What a restore of `m` prefetches: its working set's ranges, verified (digests unless the
+   * files' stamps are unchanged since the last check) and checked against the memory file.
+   * 'auto' prefetches with QEMU when the snapshot has a working set (Firecracker's page server
+   * prefetches on its own), 'on' requires one, 'off' never.
+   */
+  private async prefetchPlan(m: SnapshotManifest, mode: PrefetchMode): Promise<{ tool: string; ranges: PageRange[]; pages: number } | undefined> {
+    if (!['auto', 'on', 'off'].includes(mode)) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `prefetch must be auto, on or off, not "${String(mode)}"`,
+        { prefetch: mode },
+        { hint: 'pass --prefetch auto, on or off' },
+      );
+    }
+    if (mode === 'off') return undefined;
+    const sets = new WorkingSetStore(this.store);
+    if (mode === 'auto' && (this.driver.kind !== 'qemu' || !(await sets.has(m.id)))) return undefined;
+    if (this.driver.kind !== 'qemu') {
+      throw new EmbersError('EMB_CONFIG_INVALID', `--prefetch on prefetches through the page cache of QEMU's memory file; this node runs ${this.driver.kind}`, {
+        id: m.id,
+      });
+    }
+    if (!(await sets.has(m.id))) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `snapshot ${m.id} has no working set to prefetch`,
+        { id: m.id },
+        { hint: `record one with \`embers snapshot record-ws ${m.id}\`, or restore with --prefetch auto or off` },
+      );
+    }
+    const stampsPath = join(this.restoreDir, m.id, 'workingset-verified.json');
+    const known = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as Record<string, FileStamp> | null;
+    const { stamps } = await sets.verify(m.id, known ?? undefined);
+    if (JSON.stringify(stamps) !== JSON.stringify(known)) await writeJsonAtomic(stampsPath, stamps);
+    const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
+    const ws = await readWorkingSetRanges(sets.dirOf(m.id), { memoryBytes });
+    return { tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges, pages: totalPages(ws) };
+  }
+
+  /** Drops `m`'s memory file from the page cache; refused while running clones keep pages of it mapped. */
+  private async evictMemory(m: SnapshotManifest): Promise<void> {
+    const cache = await FilePageCache.open(this.deps.cacheDir, join(this.store.pathOf(m.id), SNAPSHOT_FILES.memory));
+    const left = await cache.evict();
+    if (left > 0) {
+      throw new EmbersError(
+        'EMB_WORKING_SET_RECORD_FAILED',
+        `${left} pages of ${m.id}'s memory file stay in the page cache after posix_fadvise(DONTNEED): running clones of it map them`,
+        { id: m.id, residentPages: left },
+      );
+    }
+  }
+
+  /**
+   * Records the working set of snapshot `id` (REAP) with QEMU: drops its memory file from the
+   * page cache, restores one clone (which answers its first request: the readiness probe, GET
+   * /), sends it `request` (default: GET /), then reads which pages of the memory file the VM
+   * mapped (/proc/PID/pagemap of QEMU; mincore on the file would also count the kernel's
+   * readahead around each fault, reported as `residentPages`) and publishes them, with their
+   * bytes, as the snapshot's working set. The ranges are in file order: neither tells in which
+   * order pages were touched (Firecracker's page server records the true order). A snapshot
+   * that has a working set keeps it.
+   */
+  async recordWorkingSet(
+    id: string,
+    opts: { request?: InvokeRequest; readyTimeoutMs?: number; source?: SnapshotSource; /** the recording clone's name */ name?: string } = {},
+  ): Promise<RecordWorkingSetResult> {
+    const t0 = performance.now();
+    const sets = new WorkingSetStore(this.store);
+    if (this.driver.kind !== 'qemu') {
+      throw new EmbersError(
+        'EMB_WORKING_SET_RECORD_FAILED',
+        `recording a working set from the page cache needs QEMU (it maps the memory file); this node runs ${this.driver.kind}`,
+        { id },
+        { hint: 'on Firecracker the page server records it (uffd record mode); record it on a QEMU node, or restore with --vmm qemu' },
+      );
+    }
+    await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' });
+    const m = await this.store.get(id);
+    const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
+    const existing = await sets.get(id);
+    if (existing) return { manifest: existing, recorded: false, memoryBytes, ms: roundMs(performance.now() - t0) };
+    const name = opts.name ?? `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    const restored = await this.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
+    let resident: PageRange[];
+    let residentPages: number;
+    let status: number;
+    try {
+      const rec = restored.clones[0]!.record;
+      try {
+        status = (await httpRequest(rec.cloneIp, rec.function.port, opts.request ?? {})).status;
+      } catch (err) {
+        throw new EmbersError(
+          'EMB_INSTANCE_INVOKE_FAILED',
+          `the first request to ${name}, restored from ${id}, failed: ${(err as Error).message}`,
+          { id, name },
+          { cause: err },
+        );
+      }
+      const memoryFile = join(this.store.pathOf(id), SNAPSHOT_FILES.memory);
+      // what the VM mapped (pagemap), not all that became resident: the page cache also holds the
+      // readahead around each fault (read_ahead_kb, 8 MiB on some disks), which is not the working set
+      resident = await mappedPages(rec.vm.pid, memoryFile);
+      residentPages = totalPages({ pageSize: WORKING_SET_PAGE_SIZE, ranges: await (await FilePageCache.open(this.deps.cacheDir, memoryFile)).resident() });
+    } finally {
+      await this.deps.launcher.stop(name).catch(() => undefined);
+    }
+    const ws = { pageSize: WORKING_SET_PAGE_SIZE, ranges: resident };
+    const staging = await sets.staging(id);
+    try {
+      await writeWorkingSet(staging, join(this.store.pathOf(id), SNAPSHOT_FILES.memory), ws);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+    const manifest = await sets.publish(id, staging, {
+      recordedAt: new Date().toISOString(),
+      recorder: 'qemu-pagemap',
+      order: 'file',
+      pageSize: WORKING_SET_PAGE_SIZE,
+      pages: totalPages(ws),
+    });
+    await writeJsonAtomic(join(this.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
+    return { manifest, recorded: true, memoryBytes, residentPages, status, ms: roundMs(performance.now() - t0) };
+  }
+
+  /** The working-set manifest of a local snapshot, or undefined; with `verify`, its files are checked first. */
+  async workingSet(id: string, opts: { verify?: boolean } = {}): Promise<WorkingSetManifest | undefined> {
+    const sets = new WorkingSetStore(this.store);
+    if (!(await sets.has(id))) return undefined;
+    return opts.verify ? (await sets.verify(id)).manifest : sets.get(id);
   }
 
   /**
@@ -512,7 +691,10 @@ export class SnapshotService {
 
   /** Downloads a snapshot, verified, unless it is already here. @default source: the S3-compatible store */
   async pull(id: string, source: SnapshotSource = { kind: 's3' }, opts?: TransferOptions): Promise<{ fetched: TransferResult | undefined }> {
-    return this.remote.ensureLocal(this.store, id, source, opts);
+    const r = await this.remote.ensureLocal(this.store, id, source, opts);
+    // here already: its working set may have been recorded since it was pulled
+    if (!r.fetched) await this.remote.pullWorkingSet(this.store, id, source, opts);
+    return r;
   }
 
   /** Removes a snapshot and its materialised restore disk. */

@@ -6,7 +6,17 @@ import { EmbersError } from '../errors.js';
 import { exists, fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
 import { lockHeld, lockOwner } from '../util/lock.js';
-import { MANIFEST_FORMAT, MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import {
+  MANIFEST_FORMAT,
+  MANIFEST_NAME,
+  WORKING_SET_DIR,
+  WORKING_SET_STAGING,
+  isSnapshotId,
+  parseManifest,
+  requireSnapshotId,
+  type SnapshotFile,
+  type SnapshotManifest,
+} from './manifest.js';
 import { crashPoint } from '../util/crash-point.js';
 
 const STAGING = '.staging-';
@@ -171,7 +181,8 @@ export class LocalSnapshotStore {
    */
   async verify(m: SnapshotManifest, stamps?: Record<string, FileStamp>): Promise<Record<string, FileStamp>> {
     const dir = this.pathOf(m.id);
-    const present = new Set((await readdir(dir)).filter((n) => n !== MANIFEST_NAME));
+    // the working set is a companion with a manifest of its own (snapshot/working-set-store.ts)
+    const present = new Set((await readdir(dir)).filter((n) => n !== MANIFEST_NAME && n !== WORKING_SET_DIR && !n.startsWith(WORKING_SET_STAGING)));
     for (const name of present) {
       if (!m.files.some((f) => f.name === name)) {
         throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} holds a file its manifest does not list: ${name}`, { id: m.id, file: name });
@@ -264,10 +275,17 @@ export class LocalSnapshotStore {
     await rm(trash, { recursive: true, force: true });
   }
 
-  /** Drops staging dirs and pins of dead processes, and half-removed snapshots. */
+  /** Drops staging dirs and pins of dead processes (working-set staging inside snapshots too), and half-removed snapshots. */
   async reconcile(): Promise<void> {
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       if (name.startsWith(TRASH)) await rm(join(this.dir, name), { recursive: true, force: true });
+      if (isSnapshotId(name)) {
+        for (const inner of await readdir(join(this.dir, name)).catch(() => [] as string[])) {
+          if (!inner.startsWith(WORKING_SET_STAGING)) continue;
+          const pid = Number(inner.slice(WORKING_SET_STAGING.length).split('-')[0]);
+          if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, name, inner), { recursive: true, force: true });
+        }
+      }
       if (name.startsWith(STAGING)) {
         const pid = Number(name.slice(STAGING.length).split('-')[0]);
         if (!pid || !(await pidAlive(pid))) await rm(join(this.dir, name), { recursive: true, force: true });

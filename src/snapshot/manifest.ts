@@ -77,6 +77,15 @@ export const SNAPSHOT_FILES = {
   rsyncBatch: 'disk.rsync-batch',
 } as const;
 
+/**
+ * A snapshot's working set (REAP) lives in this subdirectory of its bundle dir, published
+ * after the snapshot by an atomic rename of a staging dir (`.workingset-staging-<pid>-…`), with
+ * its own manifest (snapshot/working-set-store.ts): the snapshot's manifest and files are never
+ * rewritten. Removing the snapshot removes it.
+ */
+export const WORKING_SET_DIR = 'workingset';
+export const WORKING_SET_STAGING = '.workingset-staging-';
+
 const ID_RE = /^snap-[0-9a-f]{16,64}$/;
 
 export function isSnapshotId(id: string): boolean {

@@ -7,16 +7,9 @@ import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolic
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
+import { WORKING_SET_MANIFEST_PATH, fetchWorkingSet, type WorkingSetSource } from './working-set-transfer.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
-import {
-  emptyBody,
-  fetchSnapshot,
-  isTransientTransferError,
-  networkErrorCode,
-  type RangeSource,
-  type TransferOptions,
-  type TransferResult,
-} from './transfer.js';
+import { emptyBody, fetchSnapshot, isTransientTransferError, networkErrorCode, type TransferOptions, type TransferResult } from './transfer.js';
 
 export interface PeerClientOptions {
   /** The peer's base URL, e.g. `http://10.0.0.2:7070`. */
@@ -38,7 +31,7 @@ export class PeerClient {
   private readonly token: string;
   private readonly retry: RetryPolicy;
   private readonly stallTimeoutMs: number;
-  private readonly source: RangeSource;
+  private readonly source: WorkingSetSource;
 
   constructor(opts: PeerClientOptions) {
     if (!isHttpUrl(opts.url)) {
@@ -55,6 +48,7 @@ export class PeerClient {
       location: `peer ${this.url}`,
       readManifest: (id, signal) => this.readManifest(id, signal),
       readRange: (id, file, start, end, signal) => this.readRange(id, file, start, end, signal),
+      readWorkingSetManifest: (id, signal) => this.readWorkingSetManifest(id, signal),
     };
   }
 
@@ -96,8 +90,30 @@ export class PeerClient {
   }
 
   /** Pulls snapshot `id` from the peer into `store`, under the same id (see `fetchSnapshot`). */
-  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
-    return fetchSnapshot(store, this.source, id, options);
+  async pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+    const result = await fetchSnapshot(store, this.source, id, options);
+    const ws = await this.pullWorkingSet(store, id, options);
+    return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
+  }
+
+  /** Fetches the working set of local snapshot `id`, if the peer has one and the store does not (see fetchWorkingSet). */
+  pullWorkingSet(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<{ bytes: number } | undefined> {
+    return fetchWorkingSet(store, this.source, id, options);
+  }
+
+  private async readWorkingSetManifest(id: string, signal: AbortSignal | undefined): Promise<string | undefined> {
+    requireSnapshotId(id);
+    const res = await this.request(`${PEER_API_PATH}/${id}/${WORKING_SET_MANIFEST_PATH}`, 'GET', {}, signal);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    if (res.status !== 200) throw await this.unexpected(res, `GET ${id}/${WORKING_SET_MANIFEST_PATH}`);
+    try {
+      return await res.text();
+    } catch (err) {
+      throw this.broken(`${id}/${WORKING_SET_MANIFEST_PATH}`, err);
+    }
   }
 
   private async readManifest(id: string, signal: AbortSignal | undefined): Promise<string> {

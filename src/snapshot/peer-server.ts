@@ -5,6 +5,8 @@
  *   GET /v1/snapshots/<id>/manifest.json
  *   GET /v1/snapshots/<id>/<file>       → the file; Range (one range: 206 + Content-Range,
  *                                         416 when unsatisfiable); its sha256 in X-Embers-Sha256
+ *   GET /v1/snapshots/<id>/workingset/manifest.json and /v1/snapshots/<id>/workingset/<file>
+ *                                       → its working set (snapshot/working-set-store.ts), if recorded
  *   (HEAD on each of these)
  *
  * Every request needs `Authorization: Bearer <token>` (compared in constant time; 401
@@ -18,12 +20,13 @@ import { constants, createReadStream } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256 } from '../util/fs.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { FILE_NAME_RE, MANIFEST_NAME, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
+import { FILE_NAME_RE, MANIFEST_NAME, WORKING_SET_DIR, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
+import { parseWorkingSetManifest, type WorkingSetManifest } from './working-set-store.js';
 
 /** The path under which a node serves its snapshots. */
 export const PEER_API_PATH = '/v1/snapshots';
@@ -103,11 +106,15 @@ export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'toke
       const path = (req.url ?? '').split('?')[0];
       const segments = path.split('/');
       if (path === PEER_API_PATH || path === `${PEER_API_PATH}/`) return await serveList(store, req, res);
-      if (!path.startsWith(`${PEER_API_PATH}/`) || segments.length !== 5) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', 'no such resource');
-      const [, , , id, name] = segments;
+      // /v1/snapshots/<id>/<file>, or /v1/snapshots/<id>/workingset/<file> for its working set
+      const workingSet = segments.length === 6 && segments[4] === WORKING_SET_DIR;
+      if (!path.startsWith(`${PEER_API_PATH}/`) || (segments.length !== 5 && !workingSet)) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', 'no such resource');
+      const id = segments[3];
+      const name = segments[segments.length - 1];
       if (!isSnapshotId(id)) return reply(res, 400, 'EMB_USAGE', 'not a snapshot id (snap-<hex>)');
       if (!FILE_NAME_RE.test(name)) return reply(res, 400, 'EMB_USAGE', 'not a snapshot file name');
-      await serveFile(store, id, name, req, res);
+      if (workingSet) await serveWorkingSetFile(store, id, name, req, res);
+      else await serveFile(store, id, name, req, res);
     } catch (err) {
       if (!res.headersSent) {
         const e = isEmbersError(err) ? err : undefined;
@@ -157,23 +164,57 @@ async function serveFile(store: LocalSnapshotStore, id: string, name: string, re
   }
   const entry = manifest.files.find((f) => f.name === name);
   if (!entry) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no file ${name}`);
+  await sendFile(join(dir, name), entry.sha256, `snapshot ${id} lacks ${name} here`, req, res);
+}
 
+/** A file of a snapshot's working set (its manifest, or a file the manifest lists); 404 when the snapshot has none. */
+async function serveWorkingSetFile(store: LocalSnapshotStore, id: string, name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const snapshotDir = join(store.dir, id);
+  if (!(await lstat(snapshotDir).catch(() => undefined))?.isDirectory()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`);
+  const dir = join(snapshotDir, WORKING_SET_DIR);
+  if (!(await lstat(dir).catch(() => undefined))?.isDirectory()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no working set here`);
+  const manifestBytes = await readNoFollow(join(dir, MANIFEST_NAME));
+  if (!manifestBytes) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no working set here`);
+  let manifest: WorkingSetManifest;
+  try {
+    manifest = parseWorkingSetManifest(manifestBytes.toString('utf8'), `${id}/${WORKING_SET_DIR}/${MANIFEST_NAME}`, id);
+  } catch {
+    return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no valid working set here`);
+  }
+  if (name === MANIFEST_NAME) {
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      'Content-Length': manifestBytes.length,
+      [PEER_SHA256_HEADER]: sha256(manifestBytes),
+      'Cache-Control': 'no-store',
+    });
+    res.end(req.method === 'HEAD' ? undefined : manifestBytes);
+    return;
+  }
+  const entry = manifest.files.find((f) => f.name === name);
+  if (!entry) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `the working set of ${id} has no file ${name}`);
+  await sendFile(join(dir, name), entry.sha256, `the working set of ${id} lacks ${name} here`, req, res);
+}
+
+/** Sends a regular file (never through a symlink), whole or one byte range of it, with its sha256 in a header. */
+async function sendFile(path: string, sha: string, missing: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const name = basename(path);
   let fh: FileHandle;
   try {
-    fh = await open(join(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW);
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch {
-    return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} lacks ${name} here`);
+    return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', missing);
   }
   let streaming = false;
   try {
     const st = await fh.stat();
-    if (!st.isFile()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} lacks ${name} here`);
+    if (!st.isFile()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', missing);
     const size = st.size;
     const range = parseRange(req.headers.range, size);
     const headers: Record<string, string | number> = {
       'Content-Type': 'application/octet-stream',
       'Accept-Ranges': 'bytes',
-      [PEER_SHA256_HEADER]: entry.sha256,
+      [PEER_SHA256_HEADER]: sha,
       'Cache-Control': 'no-store',
     };
     if (range === 'unsatisfiable') {

@@ -32,6 +32,8 @@ import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
+import { WorkingSetStore, workingSetPath } from './working-set-store.js';
+import { WORKING_SET_MANIFEST_PATH, fetchWorkingSet, type WorkingSetSource } from './working-set-transfer.js';
 import { MANIFEST_NAME, isSnapshotId, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
 import {
   ProgressTracker,
@@ -46,7 +48,6 @@ import {
   snapshotSizes,
   transfersDir,
   type CompiledTransferOptions,
-  type RangeSource,
   type TransferOptions,
   type TransferResult,
 } from './transfer.js';
@@ -186,7 +187,7 @@ export class S3SnapshotStore {
   readonly endpoint: string;
   /** `s3://bucket/prefix`, for messages. */
   readonly location: string;
-  private readonly source: RangeSource;
+  private readonly source: WorkingSetSource;
 
   constructor(options: S3StoreOptions) {
     this.config = resolveS3StoreOptions(options);
@@ -215,6 +216,7 @@ export class S3SnapshotStore {
       location: `${this.location} (${this.endpoint})`,
       readManifest: (id, signal) => this.readManifest(id, signal),
       readRange: (id, file, start, end, signal) => this.readRange(id, file, start, end, signal),
+      readWorkingSetManifest: (id, signal) => this.readWorkingSetManifest(id, signal),
     };
   }
 
@@ -242,7 +244,12 @@ export class S3SnapshotStore {
     const lock = await TransferLock.acquire(store, `push-${id}`);
     try {
       const state = await PushState.load(store, id, { endpoint: this.endpoint, bucket: this.config.bucket, prefix: this.config.prefix });
-      const tracker = new ProgressTracker('push', id, snapshotSizes(manifest, manifestBytes.length), o.onProgress);
+      const sets = new WorkingSetStore(store);
+      const ws = await sets.getWithBytes(id);
+      const sizes = snapshotSizes(manifest, manifestBytes.length);
+      for (const f of ws?.manifest.files ?? []) sizes.set(workingSetPath(f.name), f.sizeBytes);
+      if (ws) sizes.set(WORKING_SET_MANIFEST_PATH, ws.bytes.length);
+      const tracker = new ProgressTracker('push', id, sizes, o.onProgress);
       const counts = { bytes: 0, resumedBytes: 0 };
       for (const f of manifest.files) {
         await this.pushFile(join(dir, f.name), id, f, state, tracker, counts, o);
@@ -266,6 +273,17 @@ export class S3SnapshotStore {
       counts.bytes += manifestBytes.length;
       tracker.add(MANIFEST_NAME, manifestBytes.length);
       await crashPoint('snapshot.push.after-manifest');
+      // The working set, if recorded, after the snapshot (it may be recorded later: a push then
+      // finds the snapshot's objects in place and moves only the working set), its manifest last.
+      if (ws) {
+        for (const f of ws.manifest.files) {
+          const remote = { ...f, name: workingSetPath(f.name) };
+          await this.pushFile(join(sets.dirOf(id), f.name), id, remote, state, tracker, counts, o);
+        }
+        await this.putSmall(this.keyOf(id, WORKING_SET_MANIFEST_PATH), ws.bytes, 'application/json', o.signal);
+        counts.bytes += ws.bytes.length;
+        tracker.add(WORKING_SET_MANIFEST_PATH, ws.bytes.length);
+      }
       await state.clear();
       return { id, bytes: counts.bytes, resumedBytes: counts.resumedBytes, totalBytes: tracker.bytesTotal, ms: performance.now() - started };
     } finally {
@@ -277,8 +295,15 @@ export class S3SnapshotStore {
    * Downloads snapshot `id` into `store` under the same id: manifest first, then parallel
    * ranged GETs, resumable, every file checked against the manifest, published atomically.
    */
-  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
-    return fetchSnapshot(store, this.source, id, options);
+  async pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+    const result = await fetchSnapshot(store, this.source, id, options);
+    const ws = await this.pullWorkingSet(store, id, options);
+    return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
+  }
+
+  /** Fetches the working set of local snapshot `id`, if the bucket has one and the store does not (see fetchWorkingSet). */
+  pullWorkingSet(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<{ bytes: number } | undefined> {
+    return fetchWorkingSet(store, this.source, id, options);
   }
 
   /** The ids of the snapshots in the bucket (those whose manifest exists), sorted. */
@@ -535,6 +560,42 @@ export class S3SnapshotStore {
           bucket: this.config.bucket,
         });
       },
+    );
+  }
+
+  private async readWorkingSetManifest(id: string, signal: AbortSignal | undefined): Promise<string | undefined> {
+    requireSnapshotId(id);
+    const key = this.keyOf(id, WORKING_SET_MANIFEST_PATH);
+    return this.call(
+      `GET ${key}`,
+      signal,
+      async (s) => {
+        const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: s });
+        try {
+          return await res.Body!.transformToString('utf8');
+        } catch (err) {
+          throw brokenConnection(this.endpoint, key, err);
+        }
+      },
+      () => undefined,
+    );
+  }
+
+  /** PUTs a small object in one request, with Content-MD5 and its sha256 as metadata. */
+  private async putSmall(key: string, body: Buffer, contentType: string, signal: AbortSignal | undefined): Promise<void> {
+    await this.call(`PUT ${key}`, signal, (s) =>
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.config.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: body.length,
+          ContentMD5: md5(body).base64,
+          ContentType: contentType,
+          Metadata: { [SHA256_METADATA]: sha256(body) },
+        }),
+        { abortSignal: s },
+      ),
     );
   }
 

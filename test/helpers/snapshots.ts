@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { GUEST_NET } from '../../src/net/addressing.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import type { SnapshotManifest } from '../../src/snapshot/manifest.js';
+import { WorkingSetStore, type WorkingSetManifest } from '../../src/snapshot/working-set-store.js';
+import { totalPages, writeWorkingSet, type WorkingSetRanges } from '../../src/memory/working-set.js';
 
 export const MiB = 1024 * 1024;
 
@@ -56,4 +58,27 @@ export async function snapshotBytes(store: LocalSnapshotStore, id: string): Prom
 export async function visible(store: LocalSnapshotStore): Promise<{ ids: string[]; staging: string[] }> {
   const names = await readdir(store.dir).catch(() => [] as string[]);
   return { ids: (await store.list()).map((m) => m.id), staging: names.filter((n) => n.startsWith('.staging-')) };
+}
+
+/** Records a working set of `ranges` (default: two ranges out of file order) for snapshot `id`, from its memory file. */
+export async function addWorkingSet(store: LocalSnapshotStore, id: string, ranges?: WorkingSetRanges): Promise<WorkingSetManifest> {
+  const ws = ranges ?? {
+    pageSize: 4096,
+    ranges: [
+      { firstPage: 40, pageCount: 9 },
+      { firstPage: 1, pageCount: 3 },
+    ],
+  };
+  const sets = new WorkingSetStore(store);
+  const staging = await sets.staging(id);
+  await writeWorkingSet(staging, join(store.pathOf(id), 'memory.bin'), ws);
+  return sets.publish(id, staging, { recordedAt: new Date().toISOString(), recorder: 'test', order: 'first-touch', pageSize: 4096, pages: totalPages(ws) });
+}
+
+/** Every file of the working set of snapshot `id`, its manifest included, by name. */
+export async function workingSetBytes(store: LocalSnapshotStore, id: string): Promise<Record<string, Buffer>> {
+  const dir = new WorkingSetStore(store).dirOf(id);
+  const out: Record<string, Buffer> = {};
+  for (const name of (await readdir(dir)).sort()) out[name] = await readFile(join(dir, name));
+  return out;
 }

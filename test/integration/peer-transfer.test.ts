@@ -9,7 +9,8 @@ import { MANIFEST_NAME } from '../../src/snapshot/manifest.js';
 import { PeerClient } from '../../src/snapshot/peer-client.js';
 import { startPeerServer, type PeerServer } from '../../src/snapshot/peer-server.js';
 import { embersErrorWith } from '../helpers/errors.js';
-import { MiB, makeSnapshot, snapshotBytes, tempDir, visible } from '../helpers/snapshots.js';
+import { MiB, addWorkingSet, makeSnapshot, snapshotBytes, tempDir, visible, workingSetBytes } from '../helpers/snapshots.js';
+import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
 
 const TOKEN = 'peer-token-0123456789abcdef';
 const FAST_RETRY = { attempts: 3, baseDelayMs: 20, maxDelayMs: 50 };
@@ -263,5 +264,35 @@ test(
     await appendFile(memory, 'x'); // now also the wrong size: caught from Content-Range, before any byte is written
     await assert.rejects(peer.pull(b, m.id), code('EMB_SNAPSHOT_CORRUPT', 'memory.bin'));
     assert.deepEqual(await visible(b), { ids: [], staging: [] });
+  },
+);
+
+test(
+  "peer: a snapshot's working set comes with it, byte-identical and verified; its files are served only as its manifest lists them",
+  { timeout: 60_000 },
+  async (t) => {
+    const { a, b, serve } = await setup(t);
+    const m = await makeSnapshot(a, { memoryBytes: 2 * MiB });
+    const bare = await makeSnapshot(a, { memoryBytes: MiB });
+    const wm = await addWorkingSet(a, m.id);
+    const server = await serve();
+    const peer = new PeerClient({ url: server.url, token: TOKEN });
+
+    await peer.pull(b, m.id);
+    assert.deepEqual(await workingSetBytes(b, m.id), await workingSetBytes(a, m.id));
+    assert.deepEqual((await new WorkingSetStore(b).verify(m.id)).manifest, wm);
+    await b.verify(await b.get(m.id));
+    // a snapshot without one arrives without one
+    await peer.pull(b, bare.id);
+    assert.equal(await new WorkingSetStore(b).get(bare.id), undefined);
+
+    assert.equal((await raw(server, `/v1/snapshots/${bare.id}/workingset/manifest.json`)).status, 404);
+    assert.equal((await raw(server, `/v1/snapshots/${m.id}/workingset/unlisted`)).status, 404);
+    assert.equal((await raw(server, `/v1/snapshots/${m.id}/workingset/..%2Fmemory.bin`)).status, 400);
+    assert.equal((await raw(server, `/v1/snapshots/${m.id}/other/workingset.pages`)).status, 404);
+    const ranges = await raw(server, `/v1/snapshots/${m.id}/workingset/workingset.ranges`);
+    assert.equal(ranges.status, 200);
+    assert.equal(ranges.headers['x-embers-sha256'], wm.files.find((f) => f.name === 'workingset.ranges')!.sha256);
+    assert.equal((await raw(server, `/v1/snapshots/${m.id}/workingset/workingset.ranges`, {})).status, 401);
   },
 );

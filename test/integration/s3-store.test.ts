@@ -11,7 +11,8 @@ import { S3SnapshotStore } from '../../src/snapshot/s3-store.js';
 import type { TransferProgress } from '../../src/snapshot/transfer.js';
 import { embersErrorWith } from '../helpers/errors.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
-import { MiB, makeSnapshot, snapshotBytes, tempDir, visible } from '../helpers/snapshots.js';
+import { MiB, addWorkingSet, makeSnapshot, snapshotBytes, tempDir, visible, workingSetBytes } from '../helpers/snapshots.js';
+import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -261,3 +262,55 @@ test(
     await assert.rejects(remote.pull(b, m.id), code('EMB_REMOTE_UNREACHABLE', s3.endpoint));
   },
 );
+
+test(
+  's3: a working set recorded after the push goes up with the next push, comes down with a pull, byte-identical and verified; a tampered one is refused',
+  { timeout: 120_000 },
+  async (t) => {
+    const { s3, remote, a, b } = await setup(t);
+    const m = await makeSnapshot(a, { memoryBytes: 4 * MiB });
+    const before = await remote.push(a, m.id, { partSizeBytes: PART });
+    const wm = await addWorkingSet(a, m.id);
+    const pushed = await remote.push(a, m.id, { partSizeBytes: PART });
+    const ws = await workingSetBytes(a, m.id);
+    const wsBytes = Object.values(ws).reduce((n, b) => n + b.length, 0);
+    // the snapshot's objects were in place: only its manifest and the working set moved
+    assert.equal(before.resumedBytes, 0);
+    assert.equal(pushed.bytes, (await readManifestLength(a, m.id)) + wsBytes);
+    assert.equal(pushed.totalBytes, before.totalBytes + wsBytes);
+    assert.deepEqual(await remote.list(), [m.id], 'the working set is no snapshot of its own');
+
+    // tampered at the source: refused, the snapshot itself arrives, no working set is published
+    const pagesKey = remote.keyOf(m.id, 'workingset/workingset.pages');
+    const altered = Buffer.from(ws['workingset.pages']);
+    altered[100] ^= 0xff;
+    await remote.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: pagesKey, Body: altered }));
+    await assert.rejects(remote.pull(b, m.id), code('EMB_WORKING_SET_INVALID', 'workingset.pages'));
+    assert.equal(await new WorkingSetStore(b).get(m.id), undefined);
+    assert.deepEqual(
+      (await readdir(b.pathOf(m.id))).filter((n) => n.startsWith('.')),
+      [],
+      'no staging dir is left',
+    );
+
+    // repaired: the working set alone is fetched (the snapshot is here already)
+    await remote.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: pagesKey, Body: ws['workingset.pages'] }));
+    const fetched = await remote.pullWorkingSet(b, m.id);
+    assert.equal(fetched?.bytes, wsBytes);
+    assert.deepEqual(await workingSetBytes(b, m.id), ws);
+    assert.deepEqual((await new WorkingSetStore(b).verify(m.id)).manifest, wm);
+    await b.verify(await b.get(m.id));
+
+    // a fresh store gets both in one pull; removing the snapshot remotely removes its working set
+    const c = new LocalSnapshotStore(join(b.dir, '..', 'c'));
+    await remote.pull(c, m.id);
+    assert.deepEqual(await workingSetBytes(c, m.id), ws);
+    await remote.remove(m.id);
+    assert.equal(await remote.has(m.id), false);
+    assert.equal(await remote.pullWorkingSet(c, m.id), undefined, 'a store that has it fetches nothing');
+  },
+);
+
+async function readManifestLength(store: LocalSnapshotStore, id: string): Promise<number> {
+  return (await store.getWithBytes(id)).bytes.length;
+}

@@ -1,0 +1,88 @@
+/**
+ * Moving a snapshot's working set (snapshot/working-set-store.ts) with the snapshot. Remotes
+ * hold its files under `<id>/workingset/` beside the snapshot's (S3 keys, peer URLs), its
+ * manifest written last on a push. A pull reads the manifest (none: the snapshot has no working
+ * set there), downloads each file whole (working sets are small: the pages a function touches),
+ * proves it against the manifest's sha256 and publishes the set atomically into the snapshot's
+ * dir. Nothing unverified is ever published.
+ */
+import { createHash } from 'node:crypto';
+import { open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EmbersError, isEmbersError } from '../errors.js';
+import { retry } from '../util/retry.js';
+import type { LocalSnapshotStore } from './local-store.js';
+import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
+import { compileTransferOptions, isTransientTransferError, type RangeSource, type TransferOptions } from './transfer.js';
+import { WorkingSetStore, parseWorkingSetManifest, workingSetPath, type WorkingSetManifest } from './working-set-store.js';
+
+/** A RangeSource that can also say whether the snapshot has a working set there. */
+export interface WorkingSetSource extends RangeSource {
+  /** The working-set manifest of snapshot `id` at the source, or undefined when it has none. */
+  readWorkingSetManifest(id: string, signal: AbortSignal | undefined): Promise<string | undefined>;
+}
+
+/** The working-set manifest's name as remotes store it (`workingset/manifest.json`). */
+export const WORKING_SET_MANIFEST_PATH = workingSetPath(MANIFEST_NAME);
+
+/**
+ * Fetches the working set of snapshot `id` (which must be in `store`) from `source`, unless the
+ * store already has one. Returns the bytes moved, or undefined when nothing was fetched (here
+ * already, or the source has none).
+ */
+export async function fetchWorkingSet(
+  store: LocalSnapshotStore,
+  source: WorkingSetSource,
+  id: string,
+  options: TransferOptions = {},
+): Promise<{ manifest: WorkingSetManifest; bytes: number } | undefined> {
+  const o = compileTransferOptions(options);
+  const sets = new WorkingSetStore(store);
+  if (await sets.has(id)) return undefined;
+  const text = await retry(() => source.readWorkingSetManifest(id, o.signal), isTransientTransferError, o.retry, o.signal);
+  if (text === undefined) return undefined;
+  const manifest = parseWorkingSetManifest(text, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id);
+  const staging = await sets.staging(id);
+  let bytes = Buffer.byteLength(text);
+  try {
+    for (const f of manifest.files) {
+      bytes += await retry(() => downloadWhole(source, id, f, join(staging, f.name), o.signal), isTransientTransferError, o.retry, o.signal);
+    }
+    return { manifest: await sets.publishFetched(id, staging, manifest), bytes };
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Downloads file `f` of the working set into `path`, checking its size and sha256. */
+async function downloadWhole(source: WorkingSetSource, id: string, f: SnapshotFile, path: string, signal: AbortSignal | undefined): Promise<number> {
+  const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
+  const body = await source.readRange(id, remote, 0, f.sizeBytes, signal);
+  const fh = await open(path, 'w', 0o644);
+  const hash = createHash('sha256');
+  let got = 0;
+  try {
+    for await (const chunk of body) {
+      if (got + chunk.length > f.sizeBytes) break;
+      await fh.write(chunk, 0, chunk.length, got);
+      hash.update(chunk);
+      got += chunk.length;
+    }
+    await fh.sync();
+  } catch (err) {
+    if (isEmbersError(err)) throw err;
+    throw new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${source.location} broke while reading ${remote.name} of ${id}`, { id }, { cause: err });
+  } finally {
+    await fh.close();
+  }
+  const digest = hash.digest('hex');
+  if (got !== f.sizeBytes || digest !== f.sha256) {
+    throw new EmbersError(
+      'EMB_WORKING_SET_INVALID',
+      `working set of ${id} from ${source.location}: ${f.name} does not match its manifest (${got} of ${f.sizeBytes} bytes, sha256 ${digest}); nothing was published`,
+      { id, file: f.name, source: source.location, expected: f.sha256, actual: digest },
+    );
+  }
+  return got;
+}
