@@ -36,6 +36,8 @@ export interface DaemonOptions extends NodeOptions {
   bodyLimit?: number;
   /** Largest invocation body. @default 6 MiB */
   invokeBodyLimit?: number;
+  /** Record each new snapshot's working set (REAP) with a clone of its own. @default true */
+  recordWorkingSets?: boolean;
   /** How long shutdown waits for in-flight requests. @default 30000 */
   drainMs?: number;
   logLevel?: string;
@@ -104,6 +106,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     engine = await Lifecycle.start({
       node,
       peers: peers.map((url) => ({ url, token: peerToken! })),
+      recordWorkingSets: opts.recordWorkingSets,
       log: (level, msg, fields) => app?.log[level](fields ?? {}, msg),
     });
     app = await buildApi({ engine, token, peerToken, bodyLimit: opts.bodyLimit, invokeBodyLimit: opts.invokeBodyLimit, logLevel: opts.logLevel });

@@ -126,6 +126,11 @@ export const COMMANDS = {
         arg: 'URL',
         help: 'a peer node (its embers serve URL) whose snapshots cold starts restore from; repeatable (default EMBERS_PEERS, comma-separated; they share the peer token)',
       },
+      'record-working-sets': {
+        type: 'string',
+        arg: 'on|off',
+        help: "record each new snapshot's working set (REAP) with a clone of its own, for prefetching restores (default on)",
+      },
       'drain-timeout': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long queued requests may still be served (default 30s)' },
       'body-limit': { type: 'string', arg: 'BYTES', help: 'the largest API request body in bytes, invocations aside (default 1 MiB)' },
     },

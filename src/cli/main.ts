@@ -135,13 +135,11 @@ function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions 
   if (snapshots !== undefined && !['disabled', 'local', 'remote'].includes(snapshots)) {
     throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
   }
-  const cache = values['cache-snapshots'] as string | undefined;
-  if (cache !== undefined && !['true', 'false', 'on', 'off'].includes(cache))
-    throw new EmbersError('EMB_USAGE', `--cache-snapshots must be on or off, not "${cache}"`);
+  const cache = onOff(values['cache-snapshots'] as string | undefined, '--cache-snapshots');
   return {
     home: values.home as string | undefined,
     snapshots: snapshots as NodeOptions['snapshots'],
-    cacheSnapshots: cache === undefined ? undefined : cache === 'true' || cache === 'on',
+    cacheSnapshots: cache,
     s3: s3FromFlags(values),
     accel: accel as NodeOptions['accel'],
     vmm: vmm as NodeOptions['vmm'],
@@ -500,6 +498,13 @@ async function imageCommand(argv: string[], out: Output): Promise<number> {
   }
 }
 
+/** An on|off flag (true|false too); undefined when not given. */
+function onOff(value: string | undefined, flag: string): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (!['true', 'false', 'on', 'off'].includes(value)) throw new EmbersError('EMB_USAGE', `${flag} must be on or off, not "${value}"`);
+  return value === 'true' || value === 'on';
+}
+
 /**
  * The node daemon: functions, the lifecycle, the HTTP API, metrics and the peer endpoints,
  * until SIGTERM/SIGINT (then it drains and releases everything).
@@ -512,6 +517,7 @@ async function serveCommand(argv: string[], out: Output): Promise<number> {
     port: intOption(values.port, 'port', DEFAULT_API_PORT, 0, 65535),
     peerToken: values['peer-token'] ?? values.token,
     peers: values.peer,
+    recordWorkingSets: onOff(values['record-working-sets'], '--record-working-sets'),
     drainMs: values['drain-timeout'] ? parseDurationMs(values['drain-timeout'], '--drain-timeout') : undefined,
     bodyLimit: values['body-limit'] ? intOption(values['body-limit'], 'body-limit', 0, 1024) : undefined,
   });

@@ -538,9 +538,17 @@ export class Lifecycle {
     const f = this.fns.get(inst.fn);
     if (!f) return;
     if (kind === 'restore' && inst.snapshotId) {
-      // a snapshot that cannot be restored here is not used again: later cold starts boot
       const snap = this.snapshotFor(inst.key);
-      if (snap.id === inst.snapshotId) Object.assign(snap, { state: 'failed', error: `${err.code}: ${err.message}` });
+      this.prepared.delete(inst.snapshotId);
+      if (snap.id === inst.snapshotId) {
+        if (err.code === 'EMB_SNAPSHOT_NOT_FOUND' || err.code === 'EMB_REMOTE_NOT_FOUND') {
+          // removed meanwhile (`embers snapshot rm` on this home): forgotten, so the next boot is snapshotted again
+          Object.assign(snap, { state: 'none', id: undefined, sources: undefined, error: undefined, lookedUpAt: undefined });
+        } else {
+          // a snapshot that cannot be restored here is not used again: later cold starts boot
+          Object.assign(snap, { state: 'failed', error: `${err.code}: ${err.message}` });
+        }
+      }
       this.pump(f);
       return;
     }

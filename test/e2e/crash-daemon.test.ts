@@ -7,13 +7,14 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import type { CrashPointName } from '../../src/util/crash-point.js';
 import { embers, describeRun, formatMatrix, type CrashRow } from '../helpers/crash.js';
-import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { snapshotReady, startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { exists } from '../../src/util/fs.js';
 import { filesBelow, leakedSince, readHostResources } from '../helpers/leaks.js';
 
 const rows: CrashRow[] = [];
@@ -51,11 +52,7 @@ for (const point of POINTS) {
       }
       const again = await d.api('GET', '/v1/functions/crashy/invoke/');
       assert.equal(again.status, 200, again.text);
-      const snapshot = await waitFor('the function has its snapshot', async () => {
-        const s = (await d.api('GET', '/v1/functions/crashy')).json.snapshot;
-        assert.notEqual(s.state, 'failed', `snapshot failed: ${s.error}\n${d.log()}`);
-        return s.state === 'ready' ? (s.id as string) : undefined;
-      });
+      const snapshot = await snapshotReady(d, 'crashy');
       assert.equal((await embers(home, ['snapshot', 'inspect', snapshot, '--verify'])).code, 0);
       rows.push({
         point,
@@ -74,3 +71,48 @@ for (const point of POINTS) {
     }
   });
 }
+
+test('concurrency with the daemon: snapshot rm from the CLI while the daemon restores that snapshot is EMB_SNAPSHOT_BUSY; removed later, the next cold start boots and snapshots again', async () => {
+  const before = await readHostResources();
+  const work = await mkdtemp(join(tmpdir(), 'embers-daemon-cli-'));
+  const home = join(work, 'home');
+  const go = join(work, 'go-restore');
+  const image = await buildTestFunctionImage(join(work, 'fn'));
+  // the daemon stops inside its first restore (after the fetch, the snapshot pinned) until `go` exists
+  const d = await startTestDaemon({
+    home,
+    env: { EMBERS_PAUSE_AT: 'snapshot.restore.after-fetch', EMBERS_PAUSE_FILE: go },
+    args: ['--record-working-sets', 'off'],
+  });
+  try {
+    assert.equal((await d.api('PUT', '/v1/functions/shared', { image, memoryMiB: 128, idleTimeoutSeconds: 1 })).status, 200);
+    assert.equal((await d.api('GET', '/v1/functions/shared/invoke/')).headers.get('x-embers-start'), 'boot');
+    const first = await snapshotReady(d, 'shared');
+    await waitFor('scale to zero', async () => ((await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined));
+
+    const restoring = d.api('GET', '/v1/functions/shared/invoke/');
+    await waitFor('the daemon inside its restore', async () => (await exists(`${go}.reached`)) || undefined);
+    const busy = await embers(home, ['snapshot', 'rm', first]);
+    assert.equal(busy.json?.error?.code, 'EMB_SNAPSHOT_BUSY', describeRun(busy));
+    await writeFile(go, '');
+    const restored = await restoring;
+    assert.equal(restored.status, 200, restored.text);
+    assert.equal(restored.headers.get('x-embers-start'), 'restore');
+
+    // once no restore reads it, the CLI removes it; the daemon's next cold start finds it gone, boots, and snapshots again
+    await waitFor('scale to zero', async () => ((await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined));
+    const removed = await embers(home, ['snapshot', 'rm', first]);
+    assert.equal(removed.code, 0, describeRun(removed));
+    const again = await d.api('GET', '/v1/functions/shared/invoke/');
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.headers.get('x-embers-start'), 'boot', `log:\n${d.log()}`);
+    const second = await snapshotReady(d, 'shared');
+    assert.notEqual(second, first);
+    assert.equal((await embers(home, ['snapshot', 'inspect', second, '--verify'])).code, 0);
+  } finally {
+    assert.equal(await d.stop(), 0, `embers serve exit code; log:\n${d.log()}`);
+    assert.deepEqual(await filesBelow(join(home, 'instances')), [], 'instance dirs left');
+    assert.deepEqual(await leakedSince(before), {}, 'host resources leaked');
+    await rm(work, { recursive: true, force: true });
+  }
+});
