@@ -550,21 +550,7 @@ export class SnapshotService {
     const ws = await readWorkingSetRanges(dir, { memoryBytes });
     const pages = totalPages(ws);
     if (route === 'page-cache') return { launch: { via: 'page-cache', tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges }, pages };
-    const pagesFile = manifest.files.find((f) => f.name === WORKING_SET_FILES.pages);
-    return {
-      launch: {
-        via: 'page-server',
-        pageServer: {
-          binary: await ensureUffdHandler(this.deps.cacheDir),
-          workingSet: {
-            rangesPath: join(dir, WORKING_SET_FILES.ranges),
-            // the page server checks the pages file's digest again before it serves any of it
-            ...(pagesFile ? { pagesPath: join(dir, WORKING_SET_FILES.pages), pagesSha256: pagesFile.sha256 } : {}),
-          },
-        },
-      },
-      pages,
-    };
+    return { launch: await pageServerPrefetch(dir, manifest, this.deps.cacheDir), pages };
   }
 
   /** Drops `m`'s memory file from the page cache; refused while running clones keep pages of it mapped. */
@@ -771,4 +757,24 @@ export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: Prefet
     );
   }
   return vmm === 'firecracker' ? 'page-server' : 'page-cache';
+}
+
+/**
+ * A Firecracker restore's prefetch of the verified working set in `dir` (WorkingSetStore.dirOf,
+ * described by `ws`, its manifest): the page server (built into `cacheDir`) copies its pages in,
+ * in first-touch order, before the driver resumes the VM.
+ */
+export async function pageServerPrefetch(dir: string, ws: WorkingSetManifest, cacheDir: string): Promise<PrefetchLaunch> {
+  const pagesFile = ws.files.find((f) => f.name === WORKING_SET_FILES.pages);
+  return {
+    via: 'page-server',
+    pageServer: {
+      binary: await ensureUffdHandler(cacheDir),
+      workingSet: {
+        rangesPath: join(dir, WORKING_SET_FILES.ranges),
+        // the page server checks the pages file's digest again before it serves any of it
+        ...(pagesFile ? { pagesPath: join(dir, WORKING_SET_FILES.pages), pagesSha256: pagesFile.sha256 } : {}),
+      },
+    },
+  };
 }
