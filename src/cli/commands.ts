@@ -104,7 +104,7 @@ export const COMMANDS = {
       prefetch: {
         type: 'string',
         arg: 'auto|on|off',
-        help: "restore: read the snapshot's working set into the page cache before the clones resume (default auto: when it has one)",
+        help: "restore: prefetch the snapshot's working set before the clones resume, QEMU through the page cache, Firecracker through its page server (default auto: when it has one)",
       },
       path: { type: 'string', arg: 'PATH', help: "record-ws: the first request's path (default /)" },
       remote: { type: 'boolean', default: false, help: 'ls: list the S3-compatible store instead' },

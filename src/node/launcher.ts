@@ -11,7 +11,7 @@ import { kernelCmdline } from '../guest/kernel-cmdline.js';
 import { GUEST_NET } from '../net/addressing.js';
 import type { SlotPool } from '../net/pool.js';
 import { SNAPSHOT_FILES, type SnapshotManifest } from '../snapshot/manifest.js';
-import type { HypervisorDriver, VmHandle, VmSpec } from '../vmm/driver.js';
+import type { HypervisorDriver, PageServerOptions, VmHandle, VmSpec } from '../vmm/driver.js';
 import { DEFAULT_RESTORE_HOOK_TIMEOUT_MS, functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
 import type { GuestKits } from './guest-kits.js';
 import type { InstanceRecord, InstanceStore, RestoreFixup } from './instances.js';
@@ -49,12 +49,17 @@ export interface RestoreLaunch extends LaunchCommon {
   /** No restore fix-ups (benchmarks of their cost only). @default false */
   skipFixups?: boolean;
   /**
-   * The snapshot's working set (REAP), verified, to make resident in the memory file's page
-   * cache before the VM resumes (QEMU maps that file): read while the VMM starts and loads its
-   * state, waited for before resume. Absent: the VM faults its memory in page by page.
+   * The snapshot's working set (REAP), verified, in before the VM resumes. 'page-cache': made
+   * resident in the memory file's page cache (QEMU maps that file), read while the VMM starts
+   * and loads its state, waited for before resume. 'page-server': the driver's page server
+   * (Firecracker's `Uffd` backend) copies it into guest memory before the driver resumes the
+   * VM, and serves the rest fault by fault. Absent: the VM faults its memory in page by page.
    */
-  prefetch?: { tool: string; ranges: PageRange[] };
+  prefetch?: PrefetchLaunch;
 }
+
+/** How a restore gets its working set in: see RestoreLaunch.prefetch. */
+export type PrefetchLaunch = { via: 'page-cache'; tool: string; ranges: PageRange[] } | { via: 'page-server'; pageServer: PageServerOptions };
 
 /** One instance start, as data: `Launcher.launch` interprets it. */
 export type LaunchRequest = BootLaunch | RestoreLaunch;
@@ -87,7 +92,7 @@ export class Launcher {
     const fn = req.kind === 'boot' ? req.fn : functionOfSnapshot(req.snapshot);
     const { phases, mark } = phaseTimer();
     // the working set is read from the start, overlapping everything up to the resume
-    const prefetching = req.kind === 'restore' && req.prefetch ? prefetchWorkingSet(req.bundleDir, req.prefetch) : undefined;
+    const prefetching = req.kind === 'restore' && req.prefetch?.via === 'page-cache' ? prefetchWorkingSet(req.bundleDir, req.prefetch) : undefined;
     return withCleanup(async (cleanup) => {
       if (prefetching) cleanup.add('finish the working-set prefetch', () => prefetching.then(() => undefined));
       const dir = await instances.reserve(req.name);
@@ -140,6 +145,7 @@ export class Launcher {
                 // snapshots older than the agent have no agent channel: the restored machine must not either
                 snapshotHasAgent: req.snapshot.vmm.agent ?? false,
                 resume: prefetching ? false : undefined,
+                pageServer: req.prefetch?.via === 'page-server' ? req.prefetch.pageServer : undefined,
               },
             );
       cleanup.add(`stop VM ${req.name}`, () => driver.stop(vm));
@@ -278,7 +284,7 @@ export function kitKindOf(m: SnapshotManifest): GuestKitKind {
 /** Reads a working set into the memory file's page cache; never rejects (the error is returned, so a failure elsewhere leaves no unhandled rejection). */
 async function prefetchWorkingSet(
   bundleDir: string,
-  prefetch: NonNullable<RestoreLaunch['prefetch']>,
+  prefetch: { tool: string; ranges: PageRange[] },
 ): Promise<{ ms: number; bytes: number } | { error: unknown }> {
   const t0 = performance.now();
   try {

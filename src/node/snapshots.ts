@@ -13,10 +13,11 @@ import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import { validateInstanceName, type InstanceRecord, type InstanceStore } from './instances.js';
 import type { ImageStore } from '../image/store.js';
-import type { HypervisorDriver } from '../vmm/driver.js';
+import type { HypervisorDriver, VmmKind } from '../vmm/driver.js';
+import { ensureUffdHandler } from '../vmm/firecracker/uffd-handler.js';
 import { checkHostCompat, describeHost, type HostDescription } from '../snapshot/host-compat.js';
 import type { GuestKits } from './guest-kits.js';
-import { kitKindOf, type Launcher } from './launcher.js';
+import { kitKindOf, type Launcher, type PrefetchLaunch } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
@@ -24,7 +25,8 @@ import { crashPoint } from '../util/crash-point.js';
 import { pidAlive } from '../util/pid.js';
 import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
 import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
-import { WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
+import { MEMORY_CHUNK_SIZE, chunkDigests } from '../memory/chunks.js';
+import { WORKING_SET_FILES, WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
 import { httpRequest, type InvokeRequest } from './invoke.js';
 
 export interface CreateSnapshotOptions {
@@ -67,9 +69,10 @@ export interface RestoreOptions {
   /** Skip the restore fix-ups (clock, entropy, restore hook): only for benchmarks that measure their cost. @default false */
   skipFixups?: boolean;
   /**
-   * Prefetch the snapshot's working set (REAP) before the clones resume: 'auto' when it has one
-   * (and this node's VMM prefetches through the page cache: QEMU), 'on' requires one, 'off'
-   * restores as if it had none. @default 'auto'
+   * Prefetch the snapshot's working set (REAP) before the clones resume: 'auto' when it has one,
+   * 'on' requires one, 'off' restores as if it had none. QEMU reads it into the memory file's
+   * page cache; Firecracker loads with the `Uffd` backend and its page server copies it into
+   * guest memory (see prefetchRoute). @default 'auto'
    */
   prefetch?: PrefetchMode;
   /**
@@ -224,7 +227,8 @@ export class SnapshotService {
       await crashPoint('snapshot.create.after-resume');
 
       t = performance.now();
-      const diskSha = await sha256File(diskCopy);
+      // the memory file's chunk digests (a remote restore verifies each chunk on its own) alongside the disk's
+      const [diskSha, memoryChunks] = await Promise.all([sha256File(diskCopy), chunkDigests(join(staging, SNAPSHOT_FILES.memory), MEMORY_CHUNK_SIZE)]);
       const diskSize = (await stat(diskCopy)).size;
       mark('diskHashMs', t);
 
@@ -248,26 +252,30 @@ export class SnapshotService {
       t = performance.now();
       const accel = await this.driver.accelerator();
       const host = await describeHost(this.driver, rec.kit.kernelVersion);
-      const manifest = await this.store.publish(staging, {
-        createdAt: new Date().toISOString(),
-        function: rec.function,
-        image: { ...rec.image, flattenerVersion: image.flattenerVersion },
-        disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
-        vmm: {
-          kind: this.driver.kind,
-          version: await this.driver.version(),
-          snapshotFormat: await this.driver.snapshotFormat(),
-          accelerator: accel.accelerator,
-          deviceDiscovery: rec.vm.deviceDiscovery ?? this.driver.deviceDiscovery,
-          driveLayout: rec.vm.driveLayout ?? this.driver.driveLayout,
-          vsock: vmFiles.vsock,
-          agent: vmFiles.agent,
+      const manifest = await this.store.publish(
+        staging,
+        {
+          createdAt: new Date().toISOString(),
+          function: rec.function,
+          image: { ...rec.image, flattenerVersion: image.flattenerVersion },
+          disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
+          vmm: {
+            kind: this.driver.kind,
+            version: await this.driver.version(),
+            snapshotFormat: await this.driver.snapshotFormat(),
+            accelerator: accel.accelerator,
+            deviceDiscovery: rec.vm.deviceDiscovery ?? this.driver.deviceDiscovery,
+            driveLayout: rec.vm.driveLayout ?? this.driver.driveLayout,
+            vsock: vmFiles.vsock,
+            agent: vmFiles.agent,
+          },
+          host: { cpu: host.cpu, guestCpu: host.guestCpu },
+          machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
+          guestNetwork: { ...GUEST_NET },
+          guestKit: rec.kit,
         },
-        host: { cpu: host.cpu, guestCpu: host.guestCpu },
-        machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
-        guestNetwork: { ...GUEST_NET },
-        guestKit: rec.kit,
-      });
+        { chunks: { [SNAPSHOT_FILES.memory]: { chunkSize: MEMORY_CHUNK_SIZE, sha256: memoryChunks } } },
+      );
       mark('publishMs', t);
       await crashPoint('snapshot.create.after-publish');
       await this.trustVerified(manifest);
@@ -508,7 +516,7 @@ export class SnapshotService {
     name: string,
     disk: RestoredDisk,
     opts: RestoreOptions,
-    prefetch: { tool: string; ranges: PageRange[] } | undefined,
+    prefetch: { launch: PrefetchLaunch } | undefined,
   ): Promise<RestoredClone> {
     const record = await this.deps.launcher.launch({
       kind: 'restore',
@@ -519,49 +527,30 @@ export class SnapshotService {
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
       skipFixups: opts.skipFixups,
-      prefetch: prefetch ? { tool: prefetch.tool, ranges: prefetch.ranges } : undefined,
+      prefetch: prefetch?.launch,
     });
     return { record, diskVerified: disk.verified };
   }
 
   /**
-   * What a restore of `m` prefetches: its working set's ranges, verified (digests unless the
-   * files' stamps are unchanged since the last check) and checked against the memory file.
-   * 'auto' prefetches with QEMU when the snapshot has a working set (Firecracker's page server
-   * prefetches on its own), 'on' requires one, 'off' never.
+   * What a restore of `m` prefetches (see prefetchRoute): its working set, verified (digests
+   * unless the files' stamps are unchanged since the last check) and checked against the memory
+   * file; on QEMU its ranges for the page cache, on Firecracker the page server with its files.
    */
-  private async prefetchPlan(m: SnapshotManifest, mode: PrefetchMode): Promise<{ tool: string; ranges: PageRange[]; pages: number } | undefined> {
-    if (!['auto', 'on', 'off'].includes(mode)) {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `prefetch must be auto, on or off, not "${String(mode)}"`,
-        { prefetch: mode },
-        { hint: 'pass --prefetch auto, on or off' },
-      );
-    }
-    if (mode === 'off') return undefined;
+  private async prefetchPlan(m: SnapshotManifest, mode: PrefetchMode): Promise<{ launch: PrefetchLaunch; pages: number } | undefined> {
     const sets = new WorkingSetStore(this.store);
-    if (mode === 'auto' && (this.driver.kind !== 'qemu' || !(await sets.has(m.id)))) return undefined;
-    if (this.driver.kind !== 'qemu') {
-      throw new EmbersError('EMB_CONFIG_INVALID', `--prefetch on prefetches through the page cache of QEMU's memory file; this node runs ${this.driver.kind}`, {
-        id: m.id,
-      });
-    }
-    if (!(await sets.has(m.id))) {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `snapshot ${m.id} has no working set to prefetch`,
-        { id: m.id },
-        { hint: `record one with \`embers snapshot record-ws ${m.id}\`, or restore with --prefetch auto or off` },
-      );
-    }
+    const route = prefetchRoute(this.driver.kind, mode === 'off' ? false : await sets.has(m.id), mode, m.id);
+    if (route === 'none') return undefined;
     const stampsPath = join(this.restoreDir, m.id, 'workingset-verified.json');
     const known = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as Record<string, FileStamp> | null;
-    const { stamps } = await sets.verify(m.id, known ?? undefined);
+    const { manifest, stamps } = await sets.verify(m.id, known ?? undefined);
     if (JSON.stringify(stamps) !== JSON.stringify(known)) await writeJsonAtomic(stampsPath, stamps);
     const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
-    const ws = await readWorkingSetRanges(sets.dirOf(m.id), { memoryBytes });
-    return { tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges, pages: totalPages(ws) };
+    const dir = sets.dirOf(m.id);
+    const ws = await readWorkingSetRanges(dir, { memoryBytes });
+    const pages = totalPages(ws);
+    if (route === 'page-cache') return { launch: { via: 'page-cache', tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges }, pages };
+    return { launch: await pageServerPrefetch(dir, manifest, this.deps.cacheDir), pages };
   }
 
   /** Drops `m`'s memory file from the page cache; refused while running clones keep pages of it mapped. */
@@ -737,4 +726,55 @@ async function truncateTo(path: string, size: number): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** How a restore gets a snapshot's working set in: not at all, through the memory file's page cache (QEMU), or through the page server (Firecracker). */
+export type PrefetchRoute = 'none' | 'page-cache' | 'page-server';
+
+/**
+ * The prefetch route of a restore of snapshot `id` on a node running `vmm`: 'auto' prefetches
+ * when the snapshot has a working set, 'on' requires one (refused with EMB_CONFIG_INVALID
+ * otherwise), 'off' never. QEMU maps the memory file, so its working set is read into the page
+ * cache; Firecracker loads with the `Uffd` backend and its page server copies the working set in.
+ */
+export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: PrefetchMode, id: string): PrefetchRoute {
+  if (!['auto', 'on', 'off'].includes(mode)) {
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `prefetch must be auto, on or off, not "${String(mode)}"`,
+      { prefetch: mode },
+      { hint: 'pass --prefetch auto, on or off' },
+    );
+  }
+  if (mode === 'off') return 'none';
+  if (!hasWorkingSet) {
+    if (mode === 'auto') return 'none';
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `snapshot ${id} has no working set to prefetch`,
+      { id },
+      { hint: `record one with \`embers snapshot record-ws ${id}\`, or restore with --prefetch auto or off` },
+    );
+  }
+  return vmm === 'firecracker' ? 'page-server' : 'page-cache';
+}
+
+/**
+ * A Firecracker restore's prefetch of the verified working set in `dir` (WorkingSetStore.dirOf,
+ * described by `ws`, its manifest): the page server (built into `cacheDir`) copies its pages in,
+ * in first-touch order, before the driver resumes the VM.
+ */
+export async function pageServerPrefetch(dir: string, ws: WorkingSetManifest, cacheDir: string): Promise<PrefetchLaunch> {
+  const pagesFile = ws.files.find((f) => f.name === WORKING_SET_FILES.pages);
+  return {
+    via: 'page-server',
+    pageServer: {
+      binary: await ensureUffdHandler(cacheDir),
+      workingSet: {
+        rangesPath: join(dir, WORKING_SET_FILES.ranges),
+        // the page server checks the pages file's digest again before it serves any of it
+        ...(pagesFile ? { pagesPath: join(dir, WORKING_SET_FILES.pages), pagesSha256: pagesFile.sha256 } : {}),
+      },
+    },
+  };
 }

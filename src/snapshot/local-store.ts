@@ -65,7 +65,14 @@ export class LocalSnapshotStore {
    * place as the snapshot. A crash before the rename leaves only a staging dir, which
    * `reconcile` removes; after it, a whole snapshot.
    */
-  async publish(stagingDir: string, meta: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'>): Promise<SnapshotManifest> {
+  async publish(
+    stagingDir: string,
+    meta: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'>,
+    opts: {
+      /** Per-chunk sha256 of some files (by name), computed by the caller (memory/chunks.ts): recorded as their chunkSha256/chunkSize. */
+      chunks?: Record<string, { chunkSize: number; sha256: string[] }>;
+    } = {},
+  ): Promise<SnapshotManifest> {
     const files: SnapshotFile[] = [];
     for (const name of (await readdir(stagingDir)).sort()) {
       const path = join(stagingDir, name);
@@ -74,6 +81,18 @@ export class LocalSnapshotStore {
       const entry: SnapshotFile = { name, sizeBytes: scan.size, sha256: scan.sha256 };
       // a file that is mostly zeros (guest memory) records where its data is, so transfers skip the rest
       if (scan.size >= SPARSE_MIN_BYTES && scan.dataBytes <= scan.size * SPARSE_MAX_DATA_FRACTION) entry.dataRanges = scan.dataRanges;
+      const chunks = opts.chunks?.[name];
+      if (chunks) {
+        if (chunks.sha256.length !== Math.ceil(scan.size / chunks.chunkSize)) {
+          throw new EmbersError(
+            'EMB_SNAPSHOT_CORRUPT',
+            `${chunks.sha256.length} chunk digests of ${chunks.chunkSize} bytes do not cover ${name} (${scan.size} bytes): it changed while it was hashed`,
+            { name, sizeBytes: scan.size, chunkSize: chunks.chunkSize, chunks: chunks.sha256.length },
+          );
+        }
+        entry.chunkSha256 = chunks.sha256;
+        entry.chunkSize = chunks.chunkSize;
+      }
       files.push(entry);
     }
     const id = `snap-${sha256(JSON.stringify({ meta, files, nonce: randomBytes(8).toString('hex') })).slice(0, 24)}`;

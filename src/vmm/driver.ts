@@ -110,8 +110,29 @@ export interface VmTimings {
   loadMs: number;
 }
 
+/** A working set (REAP, WS-FORMAT.md): its page ranges in first-touch order, and its pages' bytes with their sha256. */
+export interface PageServerWorkingSet {
+  rangesPath: string;
+  /** Absent: the pages are read from the memory file. */
+  pagesPath?: string;
+  /** The pages file's sha256: the page server checks it before serving any page of it. */
+  pagesSha256?: string;
+}
+
+/** Guest memory served by a userfaultfd page server (native/uffd-handler.c) instead of mapped from the memory file. */
+export interface PageServerOptions {
+  /** The built page server (vmm/firecracker/uffd-handler.ts ensureUffdHandler). */
+  binary: string;
+  /** Copied into guest memory before the VM resumes (prefetch); the rest is served fault by fault. */
+  workingSet?: PageServerWorkingSet;
+  /** How long to wait for the working set to be in before resuming, in ms. @default 60000 */
+  readyTimeoutMs?: number;
+}
+
 /** Options every driver's restore takes; drivers may take more. */
 export interface RestoreOptions {
+  /** Serve guest memory through a page server (Firecracker's `Uffd` backend); a driver without one (QEMU) refuses it. @default none */
+  pageServer?: PageServerOptions;
   /** Resume the VM once loaded. @default true */
   resume?: boolean;
   /** The tap name recorded in the snapshot (drivers that record it re-point it when the slot's differs). */

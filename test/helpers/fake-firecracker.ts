@@ -17,6 +17,9 @@ export interface FakeKnobs {
   ignoreSigterm?: boolean;
   /** A stand-in guest agent answers HELLO on vsock port 5252 while the VM runs. */
   guestAgent?: boolean;
+  /** A `Uffd` load runs this harness (test/fixtures/uffd-harness.c) as the guest's memory: a real userfaultfd handshake,
+   * pages touched (order: a ranges file, `seq` or `random:SEED`) once the VM is resumed, each checked against memoryFile. */
+  uffdGuest?: { harness: string; memoryFile: string; order?: string; threads?: number };
 }
 
 export interface RecordedRequest {

@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../src/errors.js';
@@ -19,7 +20,13 @@ import type { VmHandle, VmSnapshotFiles, VmTimings } from '../../src/vmm/driver.
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
 import { fixedDrivePath } from '../../src/vmm/firecracker/mount-namespace.js';
-import { ensureUffdHandler } from '../../src/vmm/firecracker/uffd-handler.js';
+import { ensureUffdHandler, type UffdHandlerStats } from '../../src/vmm/firecracker/uffd-handler.js';
+import { pageServerPrefetch } from '../../src/node/snapshots.js';
+import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
+import { SNAPSHOT_FILES } from '../../src/snapshot/manifest.js';
+import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
+import { addWorkingSet, TEST_META } from '../helpers/snapshots.js';
+import { buildHarness } from '../helpers/uffd-harness.js';
 import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
 import { ensureFakeExecutable, find, makeSpec, operations, recorded, setKnobs, type RecordedRequest } from '../helpers/fake-firecracker.js';
@@ -275,6 +282,72 @@ test('restore with the page server (working set): the driver starts it, loads wi
   assert.equal(await pidAlive(load.pid), false, 'the Firecracker process is gone');
   await assert.rejects(access(join(spec.dir, 'uffd.sock')), 'no page-server socket is left');
 });
+
+test("a snapshot with a working set restores through the page server in prefetch mode (the node's plan, the driver, a real userfaultfd): Uffd load, the working set in before the resume, every page the guest touches is the memory file's", async (t) => {
+  if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
+  const made = await snapshotOf('src-ws');
+  // a snapshot in a store, as a node has it: its memory with data (the stand-in writes zeros) and a working set
+  const store = new LocalSnapshotStore(join(root, 'store'));
+  const staging = await store.staging();
+  const memory = Buffer.alloc(64 * 1024 * 1024);
+  randomFillSync(memory, 0, 2 * 1024 * 1024);
+  await writeFile(join(staging, SNAPSHOT_FILES.memory), memory);
+  await writeFile(join(staging, SNAPSHOT_FILES.state), await readFile(made.stateFile));
+  const m = await store.publish(staging, TEST_META);
+  const ranges = {
+    pageSize: 4096,
+    ranges: [
+      { firstPage: 300, pageCount: 20 },
+      { firstPage: 5, pageCount: 10 },
+      { firstPage: 100, pageCount: 1 },
+    ],
+  };
+  await addWorkingSet(store, m.id, ranges);
+  const sets = new WorkingSetStore(store);
+  const launch = await pageServerPrefetch(sets.dirOf(m.id), (await sets.verify(m.id)).manifest, join(root, 'cache'));
+  assert.equal(launch.via, 'page-server');
+  if (launch.via !== 'page-server') return;
+  assert.match(launch.pageServer.workingSet?.pagesSha256 ?? '', /^[0-9a-f]{64}$/, 'the pages file goes with its sha256');
+  const files = { stateFile: join(store.pathOf(m.id), SNAPSHOT_FILES.state), memoryFile: join(store.pathOf(m.id), SNAPSHOT_FILES.memory) };
+
+  const spec = await makeSpec(root, 'clone-ws');
+  // the stand-in's guest memory: a real userfaultfd sent to the page server, touched in the working set's order once resumed
+  await setKnobs(spec.dir, { uffdGuest: { harness: await buildHarness(root), memoryFile: files.memoryFile, order: launch.pageServer.workingSet!.rangesPath } });
+  const d = driver();
+  const { vm } = track(await d.restore(spec, files, { pageServer: launch.pageServer }));
+  const reqs = await recorded(spec.dir);
+  assertAllValid(reqs);
+  const load = find(reqs, 'PUT /snapshot/load')[0];
+  assert.deepEqual(load.body?.mem_backend, { backend_type: 'Uffd', backend_path: join(spec.dir, 'uffd.sock') });
+  assert.equal(load.body?.resume_vm, false);
+  assert.deepEqual(find(reqs, 'PATCH /vm').at(-1)?.body, { state: 'Resumed' }, 'resumed by the driver once the page server was ready');
+  assert.equal(vm.memoryFile, '');
+
+  // the guest touched the working set after the resume and found the memory file's bytes
+  const exit = await waitForFile(join(spec.dir, 'uffd-guest.exit'));
+  assert.equal(exit, '0', await readFile(join(spec.dir, 'uffd-guest.err'), 'utf8'));
+  const report = JSON.parse(await readFile(join(spec.dir, 'uffd-guest.out'), 'utf8')) as { touched: number; checked: number };
+  assert.equal(report.touched, 31);
+  assert.equal(report.checked, 31);
+  // the page server exits with the process it served, writing its counters
+  const stats = JSON.parse(await waitForFile(join(spec.dir, 'uffd-stats.json'))) as UffdHandlerStats;
+  assert.equal(stats.mode, 'prefetch');
+  assert.equal(stats.prefetched, 31, 'the whole working set was copied in');
+  assert.equal(stats.faults, 0, 'in before the guest ran: no page of it faulted');
+  assert.equal(stats.exit, 'process-exited');
+  await d.stop(vm);
+});
+
+/** The file's text once it exists and is not empty (written by another process). */
+async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await readFile(path, 'utf8').catch(() => '');
+    if (text) return text;
+    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes back to the API', async () => {
   const d = driver({ ctrlAltDelGraceMs: 300, sigtermGraceMs: 300 });

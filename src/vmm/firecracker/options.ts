@@ -5,7 +5,7 @@
 import { release as osRelease } from 'node:os';
 import { EmbersError } from '../../errors.js';
 import type { Logger } from './api-types.js';
-import type { DriveLayoutKind, RestoreOptions, VmSnapshotFiles } from '../driver.js';
+import type { DriveLayoutKind, PageServerOptions, RestoreOptions, VmSnapshotFiles } from '../driver.js';
 import type { JailerOptions } from './jailer.js';
 import type { UffdArrivingMemory, UffdHandlerMode } from './uffd-handler.js';
 import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
@@ -111,19 +111,13 @@ export interface FirecrackerSnapshotOptions {
   type?: 'Full' | 'Diff';
 }
 
-export interface FirecrackerPageServer {
-  /** The built page server (ensureUffdHandler(cacheDir)). */
-  binary: string;
+export interface FirecrackerPageServer extends PageServerOptions {
   /** @default 'prefetch' with a working set, 'record' with recordPath, else 'lazy' */
   mode?: UffdHandlerMode;
-  /** The snapshot's working set (WS-FORMAT.md): its ranges, and its pages file with that file's sha256. */
-  workingSet?: { rangesPath: string; pagesPath?: string; pagesSha256?: string };
   /** record mode: where the working set's ranges go when the VM exits (or on SIGUSR1 to the page server). */
   recordPath?: string;
   /** The memory file is still arriving: its chunk list and the control socket a downloader (feedChunks) connects to. */
   arriving?: UffdArrivingMemory;
-  /** How long to wait for the working set to be in before resuming, in ms. @default 60000 */
-  readyTimeoutMs?: number;
 }
 
 export interface FirecrackerRestoreOptions extends RestoreOptions {

@@ -153,6 +153,16 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+    if (opts.pageServer) {
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `QEMU maps the memory file of ${spec.name}: it has no page-server (userfaultfd) memory backend`,
+        { vm: spec.name },
+        {
+          hint: "prefetch a working set through the memory file's page cache instead",
+        },
+      );
+    }
     const { accelerator } = await this.accelerator();
     const discovery = opts.deviceDiscovery ?? this.deviceDiscovery;
     const vm = this.handle(spec, accelerator, files.memoryFile, discovery, opts.snapshotHasAgent ?? this.opts.agent ?? true);
