@@ -8,11 +8,11 @@
  * built with gcc into the cache, named after the digest of its source (scripts/setup.sh
  * builds it the same way).
  */
-import { mkdir, open, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { open, readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../guest/paths.js';
 import { run } from '../util/exec.js';
-import { exists, sha256 } from '../util/fs.js';
+import { ensureNativeTool, nativeToolPath, type NativeTool } from '../util/native-tool.js';
 import type { PageRange } from './working-set.js';
 
 /** The tool's C source in the package. */
@@ -20,26 +20,16 @@ export function pageCacheToolSource(): string {
   return join(packageRoot(), 'native', 'page-cache.c');
 }
 
+const PAGE_CACHE_TOOL = (): NativeTool => ({ name: 'page-cache', sources: [pageCacheToolSource()] });
+
 /** `<cacheDir>/native/page-cache-<sha256[0:12]>` */
-export async function pageCacheToolPath(cacheDir: string): Promise<string> {
-  const digest = sha256(await readFile(pageCacheToolSource())).slice(0, 12);
-  return join(cacheDir, 'native', `page-cache-${digest}`);
+export function pageCacheToolPath(cacheDir: string): Promise<string> {
+  return nativeToolPath(cacheDir, PAGE_CACHE_TOOL());
 }
 
-/** The tool binary, built with gcc if this source was not built yet (built aside, then renamed). */
-export async function ensurePageCacheTool(cacheDir: string): Promise<string> {
-  const binary = await pageCacheToolPath(cacheDir);
-  if (await exists(binary)) return binary;
-  await mkdir(join(cacheDir, 'native'), { recursive: true });
-  const tmp = `${binary}.tmp-${process.pid}`;
-  try {
-    await run('gcc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', tmp, pageCacheToolSource()]);
-    await rename(tmp, binary);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return binary;
+/** The tool binary, built with gcc if this source was not built yet (see util/native-tool.ts). */
+export function ensurePageCacheTool(cacheDir: string): Promise<string> {
+  return ensureNativeTool(cacheDir, PAGE_CACHE_TOOL());
 }
 
 /** The page cache of one file, through the native tool. */

@@ -10,12 +10,11 @@
  * Usage: `const h = await startUffdHandler({...}); driver.restore(spec, files, { memoryBackend:
  * { type: 'Uffd', socketPath: h.socketPath } })`.
  */
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { packageRoot } from '../../guest/paths.js';
-import { run } from '../../util/exec.js';
-import { exists, sha256 } from '../../util/fs.js';
+import { ensureNativeTool, nativeToolPath, type NativeTool } from '../../util/native-tool.js';
 import { spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
 
 /** The handler's C source in the package. */
@@ -28,26 +27,16 @@ function uffdHandlerHeader(): string {
   return join(packageRoot(), 'native', 'sha256.h');
 }
 
+const UFFD_HANDLER = (): NativeTool => ({ name: 'uffd-handler', sources: [uffdHandlerSource(), uffdHandlerHeader()] });
+
 /** Where the handler built from the current sources lives: `<cacheDir>/native/uffd-handler-<sha256(.c then .h)[0:12]>`. */
-export async function uffdHandlerPath(cacheDir: string): Promise<string> {
-  const digest = sha256(Buffer.concat([await readFile(uffdHandlerSource()), await readFile(uffdHandlerHeader())])).slice(0, 12);
-  return join(cacheDir, 'native', `uffd-handler-${digest}`);
+export function uffdHandlerPath(cacheDir: string): Promise<string> {
+  return nativeToolPath(cacheDir, UFFD_HANDLER());
 }
 
-/** The handler binary, built with gcc if this source was not built yet (atomic: built aside, then renamed). */
-export async function ensureUffdHandler(cacheDir: string): Promise<string> {
-  const binary = await uffdHandlerPath(cacheDir);
-  if (await exists(binary)) return binary;
-  await mkdir(join(cacheDir, 'native'), { recursive: true });
-  const tmp = `${binary}.tmp-${process.pid}`;
-  try {
-    await run('gcc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', tmp, uffdHandlerSource()]);
-    await rename(tmp, binary);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return binary;
+/** The handler binary, built with gcc if this source was not built yet (see util/native-tool.ts). */
+export function ensureUffdHandler(cacheDir: string): Promise<string> {
+  return ensureNativeTool(cacheDir, UFFD_HANDLER());
 }
 
 export interface UffdHandlerStats {
