@@ -36,6 +36,7 @@ import type { SnapshotMode, SnapshotSource } from './remote.js';
 import { SnapshotFinder, type Peer } from './snapshot-finder.js';
 import { SpareConnections } from './upstream.js';
 import { crashPoint } from '../util/crash-point.js';
+import { sleep } from '../util/sleep.js';
 
 export type InstanceState = 'starting' | 'idle' | 'busy' | 'snapshotting' | 'stopping';
 export type SnapshotState = 'none' | 'creating' | 'ready' | 'failed';
@@ -901,8 +902,4 @@ function startError(fn: string, err: EmbersError): EmbersError {
     { ...err.details, function: fn, startFailed: true },
     { cause: err, hint: err.hint },
   );
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
