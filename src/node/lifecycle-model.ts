@@ -172,7 +172,3 @@ export function startError(fn: string, err: EmbersError): EmbersError {
     { cause: err, hint: err.hint },
   );
 }
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}

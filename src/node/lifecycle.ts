@@ -25,6 +25,7 @@
  * of instances is scheduler.ts, the snapshots it restores from revision-snapshots.ts, the
  * records and views lifecycle-model.ts, the ownership marks owned-marks.ts.
  */
+import { sleep } from '../util/sleep.js';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import type { EmbersNode } from './node.js';
@@ -38,7 +39,6 @@ import {
   instanceView,
   isIdle,
   notFound,
-  sleep,
   type FunctionState,
   type FunctionView,
   type InstanceView,

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { EmbersError, asEmbersError } from '../errors.js';
 import { roundMs } from '../util/format.js';
 import { crashPoint } from '../util/crash-point.js';
+import { sleep } from '../util/sleep.js';
 import type { EmbersNode } from './node.js';
 import { runtimeSpec } from './functions.js';
 import { NodeMetrics, type StartKind } from './metrics.js';
@@ -20,7 +21,6 @@ import { RevisionSnapshots } from './revision-snapshots.js';
 import {
   bundleBytes,
   isIdle,
-  sleep,
   startError,
   viewState,
   type FunctionState,

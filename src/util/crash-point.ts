@@ -15,6 +15,7 @@
  * checks that each one is reached from src/.
  */
 import { access, writeFile } from 'node:fs/promises';
+import { sleep } from './sleep.js';
 
 export const CRASH_POINTS = {
   'snapshot.create.after-pause': 'the VM is paused; nothing is written',
@@ -83,7 +84,7 @@ export async function crashPoint(name: CrashPointName): Promise<void> {
         )
       )
         return;
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 }
