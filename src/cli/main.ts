@@ -1,5 +1,5 @@
 import { EmbersError } from '../errors.js';
-import { parseCgroupSettings, parseDurationMs } from '../config.js';
+import { environment, parseCgroupSettings, parseDurationMs, s3Settings } from '../config.js';
 import { EmbersNode, type FunctionSpec, type NodeOptions } from '../node/node.js';
 import { validateFunctionSpec } from '../node/function-spec.js';
 import { validateInstanceName } from '../node/instances.js';
@@ -161,7 +161,8 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
   const jailerFlags = ['jailer-uid', 'jailer-gid', 'jailer-bin', 'chroot-base', 'parent-cgroup'].some((n) => str(n) !== undefined) || cgroups !== undefined;
   let jailer: NonNullable<NodeOptions['firecracker']>['jailer'];
   if (jailerFlags) {
-    const uid = int('jailer-uid', 0) ?? (process.env.EMBERS_FC_JAILER_UID ? Number(process.env.EMBERS_FC_JAILER_UID) : undefined);
+    const envUid = environment().firecracker.jailerUid;
+    const uid = int('jailer-uid', 0) ?? (envUid ? Number(envUid) : undefined);
     if (uid === undefined) throw new EmbersError('EMB_USAGE', 'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)');
     jailer = {
       uid,
@@ -175,22 +176,12 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
   return { jailer, vsockCid: int('vsock-cid', 3), diffSnapshots: values['fc-diff-snapshots'] as boolean | undefined };
 }
 
-/** S3 options from --s3-* flags (credentials always from EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY), or undefined to use EMBERS_S3_*. */
+/** S3 options from --s3-* flags over EMBERS_S3_* (config.ts: s3Settings), or undefined without flags to use EMBERS_S3_*. */
 function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
   const flag = (n: string) => values[`s3-${n}`] as string | undefined;
-  if (!['endpoint', 'bucket', 'region', 'prefix'].some((n) => flag(n) !== undefined)) return undefined;
-  const env = process.env;
-  const bucket = flag('bucket') ?? env.EMBERS_S3_BUCKET;
-  if (!bucket) throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
-  const id = env.EMBERS_S3_ACCESS_KEY_ID;
-  const secret = env.EMBERS_S3_SECRET_ACCESS_KEY;
-  return {
-    endpoint: flag('endpoint') ?? env.EMBERS_S3_ENDPOINT,
-    bucket,
-    region: flag('region') ?? env.EMBERS_S3_REGION,
-    prefix: flag('prefix') ?? env.EMBERS_S3_PREFIX,
-    credentials: id && secret ? { accessKeyId: id, secretAccessKey: secret } : undefined,
-  };
+  const flags = { endpoint: flag('endpoint'), bucket: flag('bucket'), region: flag('region'), prefix: flag('prefix') };
+  if (Object.values(flags).every((v) => v === undefined)) return undefined;
+  return s3Settings(flags);
 }
 
 async function dispatch(command: string, argv: string[], out: Output): Promise<number> {
@@ -339,7 +330,7 @@ async function snapshotCommand(argv: string[], out: Output): Promise<number> {
   const peerSource = (): SnapshotSource | undefined => {
     const url = values['from-peer'];
     if (!url) return undefined;
-    const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
+    const token = values.token ?? environment().daemon.peerToken;
     if (!token) throw new EmbersError('EMB_USAGE', '--from-peer needs the peer token: --token or EMBERS_PEER_TOKEN');
     return { kind: 'peer', url, token };
   };
