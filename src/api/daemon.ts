@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { EmbersError } from '../errors.js';
+import { environment } from '../config.js';
 import { isHttpUrl } from '../util/url.js';
 import { heldHere, lockHeld, lockOwner, tryCreateLock } from '../util/lock.js';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
@@ -58,8 +59,9 @@ export function isLoopback(host: string): boolean {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const host = opts.listen ?? '127.0.0.1';
-  const token = opts.token ?? process.env.EMBERS_API_TOKEN ?? undefined;
-  const peerToken = opts.peerToken ?? process.env.EMBERS_PEER_TOKEN ?? undefined;
+  const env = environment().daemon;
+  const token = opts.token ?? env.apiToken;
+  const peerToken = opts.peerToken ?? env.peerToken;
   if (!isLoopback(host) && !token) {
     throw new EmbersError(
       'EMB_CONFIG_INVALID',
@@ -72,13 +74,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     throw new EmbersError('EMB_CONFIG_INVALID', `the API token must be at least ${TOKEN_MIN_LENGTH} characters`, {});
   }
 
-  const peers =
-    opts.peers ??
-    (process.env.EMBERS_PEERS
-      ? process.env.EMBERS_PEERS.split(',')
-          .map((u) => u.trim())
-          .filter(Boolean)
-      : []);
+  const peers = opts.peers ?? env.peers;
   for (const url of peers) {
     if (!isHttpUrl(url))
       throw new EmbersError(

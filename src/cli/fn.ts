@@ -3,7 +3,7 @@
  * (EMBERS_API, default http://127.0.0.1:7070; EMBERS_API_TOKEN as the bearer token).
  */
 import { resolve } from 'node:path';
-import { parseDurationMs } from '../config.js';
+import { environment, parseDurationMs } from '../config.js';
 import { EmbersError, type ErrorCode } from '../errors.js';
 import { DEFAULT_API_URL } from '../api/daemon.js';
 import { exists } from '../util/fs.js';
@@ -32,9 +32,10 @@ interface ApiAnswer {
 }
 
 async function call(method: string, path: string, body?: unknown, extra: { headers?: Record<string, string>; raw?: string } = {}): Promise<ApiAnswer> {
-  const base = (process.env.EMBERS_API ?? DEFAULT_API_URL).replace(/\/+$/, '');
+  const env = environment().daemon;
+  const base = (env.apiUrl ?? DEFAULT_API_URL).replace(/\/+$/, '');
   const headers: Record<string, string> = { ...extra.headers };
-  if (process.env.EMBERS_API_TOKEN) headers.authorization = `Bearer ${process.env.EMBERS_API_TOKEN}`;
+  if (env.apiToken) headers.authorization = `Bearer ${env.apiToken}`;
   let payload: string | undefined = extra.raw;
   if (body !== undefined) {
     headers['content-type'] = 'application/json';

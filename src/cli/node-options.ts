@@ -3,7 +3,7 @@
  * …) turned into the node's options, and the small flag parsers the commands share.
  */
 import { EmbersError } from '../errors.js';
-import { parseCgroupSettings } from '../config.js';
+import { environment, parseCgroupSettings, s3Settings } from '../config.js';
 import type { NodeOptions } from '../node/node.js';
 import type { PrefetchMode } from '../node/snapshots.js';
 import { MAX_SLOTS } from '../net/addressing.js';
@@ -54,7 +54,8 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
   const jailerFlags = ['jailer-uid', 'jailer-gid', 'jailer-bin', 'chroot-base', 'parent-cgroup'].some((n) => str(n) !== undefined) || cgroups !== undefined;
   let jailer: NonNullable<NodeOptions['firecracker']>['jailer'];
   if (jailerFlags) {
-    const uid = int('jailer-uid', 0) ?? (process.env.EMBERS_FC_JAILER_UID ? Number(process.env.EMBERS_FC_JAILER_UID) : undefined);
+    const envUid = environment().firecracker.jailerUid;
+    const uid = int('jailer-uid', 0) ?? (envUid ? Number(envUid) : undefined);
     if (uid === undefined) throw new EmbersError('EMB_USAGE', 'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)');
     jailer = {
       uid,
@@ -68,22 +69,12 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
   return { jailer, vsockCid: int('vsock-cid', 3), diffSnapshots: values['fc-diff-snapshots'] as boolean | undefined };
 }
 
-/** S3 options from --s3-* flags (credentials always from EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY), or undefined to use EMBERS_S3_*. */
+/** S3 options from --s3-* flags over EMBERS_S3_* (config.ts: s3Settings), or undefined without flags to use EMBERS_S3_*. */
 function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
   const flag = (n: string) => values[`s3-${n}`] as string | undefined;
-  if (!['endpoint', 'bucket', 'region', 'prefix'].some((n) => flag(n) !== undefined)) return undefined;
-  const env = process.env;
-  const bucket = flag('bucket') ?? env.EMBERS_S3_BUCKET;
-  if (!bucket) throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
-  const id = env.EMBERS_S3_ACCESS_KEY_ID;
-  const secret = env.EMBERS_S3_SECRET_ACCESS_KEY;
-  return {
-    endpoint: flag('endpoint') ?? env.EMBERS_S3_ENDPOINT,
-    bucket,
-    region: flag('region') ?? env.EMBERS_S3_REGION,
-    prefix: flag('prefix') ?? env.EMBERS_S3_PREFIX,
-    credentials: id && secret ? { accessKeyId: id, secretAccessKey: secret } : undefined,
-  };
+  const flags = { endpoint: flag('endpoint'), bucket: flag('bucket'), region: flag('region'), prefix: flag('prefix') };
+  if (Object.values(flags).every((v) => v === undefined)) return undefined;
+  return s3Settings(flags);
 }
 
 /** An on|off flag (true|false too); undefined when not given. */

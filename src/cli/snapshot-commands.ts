@@ -1,6 +1,6 @@
 /** embers snapshot create|restore|record-ws|ls|inspect|rm|push|pull. */
 import { EmbersError } from '../errors.js';
-import { parseDurationMs } from '../config.js';
+import { environment, parseDurationMs } from '../config.js';
 import { EmbersNode } from '../node/node.js';
 import type { SnapshotSource } from '../node/remote.js';
 import { mib } from '../util/format.js';
@@ -17,7 +17,7 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
   const peerSource = (): SnapshotSource | undefined => {
     const url = values['from-peer'];
     if (!url) return undefined;
-    const token = values.token ?? process.env.EMBERS_PEER_TOKEN;
+    const token = values.token ?? environment().daemon.peerToken;
     if (!token) throw new EmbersError('EMB_USAGE', '--from-peer needs the peer token: --token or EMBERS_PEER_TOKEN');
     return { kind: 'peer', url, token };
   };

@@ -28,6 +28,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { childEnvironment } from '../config.js';
 import { FIXTURE_MTIME, writeOciLayout, type FixtureImage, type LayerEntry } from './oci-layout.js';
 
 export const TEST_FUNCTION_PORT = 8080;
@@ -185,7 +186,7 @@ async function loadBusybox(): Promise<Buffer> {
   try {
     bin = await readFile(BUSYBOX);
   } catch {
-    const r = spawnSync('apt-get', ['install', '-y', '-q', 'busybox-static'], { stdio: 'pipe', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    const r = spawnSync('apt-get', ['install', '-y', '-q', 'busybox-static'], { stdio: 'pipe', env: childEnvironment({ DEBIAN_FRONTEND: 'noninteractive' }) });
     if (r.status !== 0) throw new Error(`${BUSYBOX} is missing and apt-get install busybox-static failed: ${r.stderr?.toString()}`);
     bin = await readFile(BUSYBOX);
   }

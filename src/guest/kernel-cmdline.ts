@@ -12,6 +12,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { EmbersError } from '../errors.js';
+import { environment } from '../config.js';
 
 export interface GuestNetConfig {
   guestIp: string;
@@ -65,8 +66,8 @@ function readNumber(path: string): number | undefined {
  */
 export function hostTscKhz(): number {
   if (cachedKhz !== undefined) return cachedKhz;
-  const fromEnv = Number(process.env.EMBERS_TSC_KHZ);
-  if (Number.isInteger(fromEnv) && fromEnv > 0) return (cachedKhz = fromEnv);
+  const fromEnv = environment().tscKhz;
+  if (fromEnv !== undefined) return (cachedKhz = fromEnv);
   const exported = readNumber('/sys/devices/system/cpu/cpu0/tsc_freq_khz');
   if (exported) return (cachedKhz = Math.round(exported));
   let info: ReturnType<typeof parseCpuinfo> = { flags: new Set() };

@@ -1,6 +1,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
+import { environment } from '../config.js';
 import { exists } from '../util/fs.js';
 import { MAX_NODES } from './addressing.js';
 
@@ -9,7 +10,7 @@ import { MAX_NODES } from './addressing.js';
  * netns names, veth names and address ranges. Claims live in a tmpfs registry (/run), so
  * they vanish on reboot together with the namespaces they name.
  */
-export const RUN_DIR = process.env.EMBERS_RUN_DIR ?? '/run/embers';
+export const RUN_DIR = environment().runDir;
 const NODES_DIR = join(RUN_DIR, 'nodes');
 
 export interface NodeClaim {

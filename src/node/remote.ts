@@ -1,7 +1,8 @@
 import { EmbersError } from '../errors.js';
 import type { LocalSnapshotStore } from '../snapshot/local-store.js';
 import { PeerClient } from '../snapshot/peer-client.js';
-import { S3SnapshotStore, s3StoreOptionsFromEnv, type S3StoreOptions } from '../snapshot/s3-store.js';
+import { S3SnapshotStore, type S3StoreOptions } from '../snapshot/s3-store.js';
+import { s3Settings } from '../config.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 
 /** vHive's snapshot modes: off, local only, or local plus a remote store. */
@@ -12,7 +13,7 @@ export interface RemoteOptions {
   snapshots?: SnapshotMode;
   /** Keep snapshots downloaded for a restore; off deletes them after use. @default true */
   cacheSnapshots?: boolean;
-  /** The S3-compatible store. @default from EMBERS_S3_* (see s3StoreOptionsFromEnv) */
+  /** The S3-compatible store. @default from EMBERS_S3_* (see config.ts: s3Settings) */
   s3?: S3StoreOptions;
 }
 
@@ -31,7 +32,7 @@ export class RemoteSnapshots {
   private s3Store: S3SnapshotStore | undefined;
 
   constructor(opts: RemoteOptions = {}) {
-    this.s3Options = opts.s3 ?? s3StoreOptionsFromEnv();
+    this.s3Options = opts.s3 ?? s3Settings();
     this.mode = opts.snapshots ?? (this.s3Options ? 'remote' : 'local');
     this.cacheSnapshots = opts.cacheSnapshots ?? true;
     if (!['disabled', 'local', 'remote'].includes(this.mode)) {

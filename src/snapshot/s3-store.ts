@@ -24,37 +24,6 @@ import { fetchWorkingSet, pullSnapshot, type WorkingSetSource } from './working-
 
 export { resolveS3StoreOptions, type S3StoreConfig, type S3StoreOptions } from './s3-config.js';
 
-/**
- * S3 options from the environment: EMBERS_S3_ENDPOINT, EMBERS_S3_REGION, EMBERS_S3_BUCKET,
- * EMBERS_S3_PREFIX, EMBERS_S3_ACCESS_KEY_ID, EMBERS_S3_SECRET_ACCESS_KEY. Returns undefined
- * when none is set (no remote store configured); EMB_CONFIG_INVALID when the set is incomplete.
- */
-export function s3StoreOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): S3StoreOptions | undefined {
-  const v = (name: string) => (env[`EMBERS_S3_${name}`] ?? '').trim() || undefined;
-  const names = ['ENDPOINT', 'REGION', 'BUCKET', 'PREFIX', 'ACCESS_KEY_ID', 'SECRET_ACCESS_KEY'];
-  if (names.every((n) => v(n) === undefined)) return undefined;
-  const bucket = v('BUCKET');
-  if (!bucket)
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      'EMBERS_S3_BUCKET is not set, but other EMBERS_S3_* variables are',
-      {},
-      { hint: 'set EMBERS_S3_BUCKET, or unset every EMBERS_S3_* variable' },
-    );
-  const accessKeyId = v('ACCESS_KEY_ID');
-  const secretAccessKey = v('SECRET_ACCESS_KEY');
-  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', 'set both EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY, or neither', {});
-  }
-  return {
-    endpoint: v('ENDPOINT'),
-    region: v('REGION'),
-    bucket,
-    prefix: env.EMBERS_S3_PREFIX !== undefined ? env.EMBERS_S3_PREFIX.trim() : undefined,
-    credentials: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined,
-  };
-}
-
 export class S3SnapshotStore {
   readonly config: S3StoreConfig;
   /** The SDK client (path-style, checksums only where S3 requires them, no SDK retries: this store retries). */

@@ -15,6 +15,7 @@
  * checks that each one is reached from src/.
  */
 import { access, writeFile } from 'node:fs/promises';
+import { environment } from '../config.js';
 import { sleep } from './sleep.js';
 
 export const CRASH_POINTS = {
@@ -63,8 +64,9 @@ function target(spec: string | undefined): { name: string; nth: number } | undef
  * EMBERS_PAUSE_AT names `name`.
  */
 export async function crashPoint(name: CrashPointName): Promise<void> {
-  const crash = target(process.env.EMBERS_CRASH_AT);
-  const pause = target(process.env.EMBERS_PAUSE_AT);
+  const faults = environment().faults;
+  const crash = target(faults.crashAt);
+  const pause = target(faults.pauseAt);
   if (crash?.name !== name && pause?.name !== name) return;
   const n = (passages.get(name) ?? 0) + 1;
   passages.set(name, n);
@@ -73,7 +75,7 @@ export async function crashPoint(name: CrashPointName): Promise<void> {
     await new Promise(() => {}); // the signal is delivered before anything else runs
   }
   if (pause?.name === name && pause.nth === n) {
-    const file = process.env.EMBERS_PAUSE_FILE;
+    const file = faults.pauseFile;
     if (!file) return;
     await writeFile(`${file}.reached`, `${process.pid}\n`);
     for (;;) {

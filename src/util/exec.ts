@@ -2,6 +2,7 @@ import { spawn, type SpawnOptions } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { EmbersError } from '../errors.js';
+import { childEnvironment, environment } from '../config.js';
 
 export interface RunOptions {
   /** Bytes to write to the command's standard input. */
@@ -33,7 +34,7 @@ export function tail(text: string, bytes = TAIL_BYTES): string {
  */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] };
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? childEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] };
     const child = spawn(cmd, args, spawnOpts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -84,7 +85,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 
 /** Finds a program on PATH (plus the sbin dirs, which a non-login root shell may lack). */
 export async function which(program: string): Promise<string | undefined> {
-  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin']);
+  const dirs = environment().path.split(delimiter).concat(['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin']);
   for (const dir of dirs) {
     if (!dir) continue;
     const candidate = join(dir, program);

@@ -5,6 +5,7 @@
  * what is missing.
  */
 import { EmbersError } from '../errors.js';
+import { environment } from '../config.js';
 import { detectAccelerator } from './accel.js';
 import type { Accelerator, HypervisorDriver } from './driver.js';
 import { FirecrackerDriver, findFirecracker, type FirecrackerDriverOptions } from './firecracker/driver.js';
@@ -14,7 +15,7 @@ import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 export interface SelectDriverOptions {
   /** Which VMM: 'auto' prefers Firecracker where it can run. @default 'auto' */
   vmm?: 'auto' | 'qemu' | 'firecracker';
-  /** The firecracker binary. @default process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker' (on PATH) */
+  /** The firecracker binary. @default EMBERS_FIRECRACKER_BIN ?? 'firecracker' (on PATH) */
   firecrackerBin?: string;
   /** Accelerator for QEMU; 'tcg' also rules Firecracker out under 'auto'. @default 'auto' */
   accel?: 'auto' | Accelerator;
@@ -32,8 +33,9 @@ export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ dr
   const qemu = () => new QemuDriver({ ...opts.qemu, accel });
   if (vmm === 'qemu') return { driver: qemu(), reason: 'QEMU requested' };
 
-  const wanted = opts.firecrackerBin ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker';
-  const from = opts.firecrackerBin ? 'the --firecracker-bin option' : process.env.EMBERS_FIRECRACKER_BIN ? 'EMBERS_FIRECRACKER_BIN' : 'PATH';
+  const fromEnv = environment().firecracker.binary;
+  const wanted = opts.firecrackerBin ?? fromEnv ?? 'firecracker';
+  const from = opts.firecrackerBin ? 'the --firecracker-bin option' : fromEnv ? 'EMBERS_FIRECRACKER_BIN' : 'PATH';
   const binary = await findFirecracker(wanted);
   const probe = await detectAccelerator('auto');
   const hardwareKvm = probe.accelerator === 'kvm';
@@ -96,7 +98,7 @@ export async function probeFirecrackers(opts: {
 }): Promise<FirecrackerProbe[]> {
   const candidates: { name: string; from: string }[] = [];
   if (opts.firecrackerBin) candidates.push({ name: opts.firecrackerBin, from: '--firecracker-bin' });
-  else if (process.env.EMBERS_FIRECRACKER_BIN) candidates.push({ name: process.env.EMBERS_FIRECRACKER_BIN, from: 'EMBERS_FIRECRACKER_BIN' });
+  else if (environment().firecracker.binary) candidates.push({ name: environment().firecracker.binary!, from: 'EMBERS_FIRECRACKER_BIN' });
   candidates.push({ name: 'firecracker', from: 'PATH' });
   const probe = await detectAccelerator('auto');
   const out: FirecrackerProbe[] = [];

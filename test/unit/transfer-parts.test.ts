@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { parseRange } from '../../src/snapshot/peer-server.js';
-import { resolveS3StoreOptions, s3StoreOptionsFromEnv } from '../../src/snapshot/s3-store.js';
+import { resolveS3StoreOptions } from '../../src/snapshot/s3-store.js';
+import { environment, s3Settings } from '../../src/config.js';
 import { compileTransferOptions, isTransientTransferError } from '../../src/snapshot/transfer.js';
 import { runPool } from '../../src/util/worker-pool.js';
 import { exists } from '../../src/util/fs.js';
@@ -136,7 +137,7 @@ test('peer Range header parsing: one range, suffix, open end, unsatisfiable, ign
 });
 
 test('S3 options: from the environment, with defaults; incomplete or invalid settings are refused', () => {
-  assert.equal(s3StoreOptionsFromEnv({}), undefined);
+  assert.equal(s3Settings({}, environment({})), undefined);
   const env = {
     EMBERS_S3_ENDPOINT: 'http://127.0.0.1:9000',
     EMBERS_S3_REGION: 'eu-west-1',
@@ -145,7 +146,7 @@ test('S3 options: from the environment, with defaults; incomplete or invalid set
     EMBERS_S3_ACCESS_KEY_ID: 'key',
     EMBERS_S3_SECRET_ACCESS_KEY: 'secret',
   };
-  const o = s3StoreOptionsFromEnv(env)!;
+  const o = s3Settings({}, environment(env))!;
   assert.deepEqual(o, {
     endpoint: 'http://127.0.0.1:9000',
     region: 'eu-west-1',
@@ -161,8 +162,8 @@ test('S3 options: from the environment, with defaults; incomplete or invalid set
   assert.equal(resolveS3StoreOptions({ bucket: 'snaps', prefix: '' }).prefix, '');
 
   const bad = (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID');
-  assert.throws(() => s3StoreOptionsFromEnv({ EMBERS_S3_ENDPOINT: 'http://x' }), bad);
-  assert.throws(() => s3StoreOptionsFromEnv({ EMBERS_S3_BUCKET: 'b-1', EMBERS_S3_ACCESS_KEY_ID: 'k' }), bad);
+  assert.throws(() => s3Settings({}, environment({ EMBERS_S3_ENDPOINT: 'http://x' })), bad);
+  assert.throws(() => s3Settings({}, environment({ EMBERS_S3_BUCKET: 'b-1', EMBERS_S3_ACCESS_KEY_ID: 'k' })), bad);
   assert.throws(() => resolveS3StoreOptions({ bucket: 'Bad_Bucket' }), bad);
   assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', endpoint: 'ftp://x' }), bad);
   assert.throws(() => resolveS3StoreOptions({ bucket: 'snaps', prefix: 'a/../b' }), bad);

@@ -1,7 +1,6 @@
 /** Options of the registry client, with their defaults, and which registries speak plain HTTP. */
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
+import { environment } from '../../config.js';
 import { retryPolicy, type RetryOptions, type RetryPolicy } from '../../util/retry.js';
 import { splitHostPort } from './reference.js';
 
@@ -10,12 +9,12 @@ export const DEFAULT_INSECURE_REGISTRIES: readonly string[] = ['localhost', '127
 export interface RegistryOptions {
   /** Registries reached over plain HTTP instead of HTTPS, as `host` (any port) or `host:port`.
    * Replaces the default list when given.
-   * @default process.env.EMBERS_INSECURE_REGISTRIES (comma-separated) ?? ['localhost', '127.0.0.1', '[::1]'] */
+   * @default EMBERS_INSECURE_REGISTRIES (comma-separated) ?? ['localhost', '127.0.0.1', '[::1]'] */
   insecureRegistries?: readonly string[];
   /** Credentials file, in the format of docker's `config.json` (an `auths` object keyed by
    * registry, each entry with `auth` = base64 of `user:password`, or `username` and `password`).
    * A missing file means no credentials.
-   * @default process.env.EMBERS_REGISTRY_AUTH_FILE ?? `${process.env.DOCKER_CONFIG ?? '~/.docker'}/config.json` */
+   * @default EMBERS_REGISTRY_AUTH_FILE ?? `${DOCKER_CONFIG ?? '~/.docker'}/config.json` (config.ts: Environment.registry) */
   authFile?: string;
   /** Blobs (layers) downloaded at once by one pull.
    * @default 3 */
@@ -45,18 +44,14 @@ export interface CompiledRegistryOptions {
   userAgent: string;
 }
 
-export function defaultAuthFile(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.EMBERS_REGISTRY_AUTH_FILE) return env.EMBERS_REGISTRY_AUTH_FILE;
-  return join(env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json');
+/** The credentials file from the environment (`env`, or this process's: config.ts reads it). */
+export function defaultAuthFile(env?: NodeJS.ProcessEnv): string {
+  return environment(env).registry.authFile;
 }
 
-export function insecureFromEnv(env: NodeJS.ProcessEnv = process.env): readonly string[] {
-  const raw = env.EMBERS_INSECURE_REGISTRIES;
-  if (raw === undefined) return DEFAULT_INSECURE_REGISTRIES;
-  return raw
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
+/** The plain-HTTP registries from the environment, or the default list. */
+export function insecureFromEnv(env?: NodeJS.ProcessEnv): readonly string[] {
+  return environment(env).registry.insecure ?? DEFAULT_INSECURE_REGISTRIES;
 }
 
 export function compileRegistryOptions(opts: RegistryOptions = {}): CompiledRegistryOptions {

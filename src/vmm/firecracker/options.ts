@@ -4,6 +4,7 @@
  */
 import { release as osRelease } from 'node:os';
 import { EmbersError } from '../../errors.js';
+import { environment } from '../../config.js';
 import type { Logger } from './api-types.js';
 import type { DriveLayoutKind, PageServerOptions, RestoreOptions, VmSnapshotFiles } from '../driver.js';
 import type { JailerOptions } from './jailer.js';
@@ -12,7 +13,7 @@ import { DEFAULT_FIXED_DIR } from './mount-namespace.js';
 
 export interface FirecrackerDriverOptions {
   /** The firecracker binary (a path, or a name looked up on PATH).
-   * @default process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker' */
+   * @default EMBERS_FIRECRACKER_BIN ?? 'firecracker' */
   binary?: string;
   /** Run Firecracker inside the VM's netns (`ip netns exec <VmSpec.network.netns>`). Off only
    * to run a stand-in VMM directly in tests. @default true */
@@ -88,7 +89,7 @@ export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): 
   }
   const mountNs = opts.jailer ? false : { fixedDir: opts.mountNamespace?.fixedDir ?? DEFAULT_FIXED_DIR };
   return {
-    binary: opts.binary ?? process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker',
+    binary: opts.binary ?? environment().firecracker.binary ?? 'firecracker',
     netns: opts.netns ?? true,
     mountNamespace: mountNs,
     jailer: opts.jailer,
