@@ -623,7 +623,7 @@ export class Lifecycle {
    * prefetch: it is logged, and restores go on without one.
    */
   private async recordWorkingSet(fn: string, id: string): Promise<void> {
-    if (!this.recordWorkingSets || this.closing || this.node.driver.kind !== 'qemu') return;
+    if (!this.recordWorkingSets || this.closing) return; // QEMU: pagemap; Firecracker: the page server's record mode
     const name = `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
     await this.markOwned(name);
     try {

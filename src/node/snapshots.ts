@@ -13,7 +13,7 @@ import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import { validateInstanceName, type InstanceRecord, type InstanceStore } from './instances.js';
 import type { ImageStore } from '../image/store.js';
-import type { HypervisorDriver, VmmKind } from '../vmm/driver.js';
+import type { HypervisorDriver } from '../vmm/driver.js';
 import { ensureUffdHandler } from '../vmm/firecracker/uffd-handler.js';
 import { checkHostCompat, describeHost, type HostDescription } from '../snapshot/host-compat.js';
 import type { GuestKits } from './guest-kits.js';
@@ -26,8 +26,12 @@ import { pidAlive } from '../util/pid.js';
 import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
 import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
 import { MEMORY_CHUNK_SIZE, chunkDigests } from '../memory/chunks.js';
-import { WORKING_SET_FILES, WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
+import { WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
 import { httpRequest, type InvokeRequest } from './invoke.js';
+import { runWhileArriving, startArrivingSnapshot, type ArrivingSnapshot } from './arriving-snapshot.js';
+import { pageServerPrefetch, pageServerRecord, prefetchRoute, publishRecordedWorkingSet, type PrefetchMode } from './working-sets.js';
+
+export { pageServerPrefetch, pageServerRecord, prefetchRoute, publishRecordedWorkingSet, type PrefetchMode, type PrefetchRoute } from './working-sets.js';
 
 export interface CreateSnapshotOptions {
   /** How disk changes are captured. @default 'block' */
@@ -82,9 +86,13 @@ export interface RestoreOptions {
    * map the file. @default false
    */
   evictMemory?: boolean;
+  /**
+   * Firecracker: serve guest memory through the page server in record mode, which writes the
+   * pages' first-touch order to this path when the clone's VMM exits (recordWorkingSet). No
+   * prefetch then. @default none
+   */
+  recordTo?: string;
 }
-
-export type PrefetchMode = 'auto' | 'on' | 'off';
 
 export interface RestoreResult {
   manifest: SnapshotManifest;
@@ -97,6 +105,11 @@ export interface RestoreResult {
   fetch?: { ms: number; bytes: number; resumedBytes: number };
   /** Set when the clones were restored with the working set prefetched. */
   prefetched?: { pages: number; bytes: number };
+  /**
+   * Set when the clone started before the snapshot had arrived (arriving-snapshot.ts): ms from the
+   * call until it was up, bytes downloaded before it could start, and the memory chunks its faults asked for first.
+   */
+  earlyStart?: { startMs: number; bytesBeforeStart: number; requestedChunks: number[] };
 }
 
 export interface RecordWorkingSetResult {
@@ -346,7 +359,12 @@ export class SnapshotService {
    * The restored disk of a snapshot, materialised once: rootfs + delta, proven bit-identical
    * to the disk at pause by its sha256. Cached in <home>/restore/<id>/ for later restores.
    */
-  async restoredDisk(m: SnapshotManifest, opts: { allowUnverifiedDisk?: boolean } = {}): Promise<RestoredDisk> {
+  async restoredDisk(
+    m: SnapshotManifest,
+    opts: { allowUnverifiedDisk?: boolean } = {},
+    /** A snapshot still arriving (arriving-snapshot.ts): its files other than memory, verified by the download, are in this dir. */
+    arriving?: { bundleDir: string },
+  ): Promise<RestoredDisk> {
     const dir = join(this.restoreDir, m.id);
     const disk = join(dir, 'disk.img');
     const stampsPath = join(dir, 'verified.json');
@@ -359,7 +377,7 @@ export class SnapshotService {
     } | null;
 
     // the bundle itself: sizes always, digests unless unchanged since last verified
-    const snapshotStamps = await this.store.verify(m, cached?.snapshot);
+    const snapshotStamps = arriving ? {} : await this.store.verify(m, cached?.snapshot);
     const diskStamp = await stampFile(disk);
     if (cached?.disk && diskStamp && JSON.stringify(diskStamp) === JSON.stringify(cached.disk)) {
       if (!cached.verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
@@ -369,7 +387,7 @@ export class SnapshotService {
     // the rootfs is copied below: `image gc` waits until the restored disk is made
     const release = await this.deps.images.hold();
     try {
-      return await this.materialiseDisk(m, dir, disk, stampsPath, snapshotStamps, opts);
+      return await this.materialiseDisk(m, dir, disk, stampsPath, snapshotStamps, opts, arriving?.bundleDir ?? this.store.pathOf(m.id));
     } finally {
       await release();
     }
@@ -382,6 +400,7 @@ export class SnapshotService {
     stampsPath: string,
     snapshotStamps: Record<string, FileStamp>,
     opts: { allowUnverifiedDisk?: boolean },
+    snapDir: string,
   ): Promise<RestoredDisk> {
     // the image exactly as the snapshot saw it: a registry tag may have moved since
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
@@ -412,7 +431,6 @@ export class SnapshotService {
     try {
       // a reflink of the rootfs where possible, so clones keep sharing its unchanged blocks
       const method = await cloneDisk(image.rootfsPath, tmp);
-      const snapDir = this.store.pathOf(m.id);
       let verified: boolean;
       if (m.disk.diff === 'block') {
         await applyDelta(join(snapDir, SNAPSHOT_FILES.blockDelta), tmp);
@@ -468,6 +486,8 @@ export class SnapshotService {
   }
 
   private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
+    const arriving = await this.startArriving(id, count, opts);
+    if (arriving) return this.restoreArriving(arriving, t0, opts);
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
@@ -487,7 +507,9 @@ export class SnapshotService {
     }
     await this.deps.kits.get(kitKindOf(m));
     await crashPoint('snapshot.restore.after-disk');
-    const prefetch = await this.prefetchPlan(m, opts.prefetch ?? 'auto');
+    const prefetch = opts.recordTo
+      ? { launch: await pageServerRecord(opts.recordTo, this.deps.cacheDir), pages: 0 }
+      : await this.prefetchPlan(m, opts.prefetch ?? 'auto');
     if (opts.evictMemory) await this.evictMemory(m);
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
@@ -511,18 +533,75 @@ export class SnapshotService {
     };
   }
 
+  /**
+   * An early start (arriving-snapshot.ts) of a restore of `id` that is not here: on Firecracker,
+   * one clone, with prefetch not off, from a remote whose manifest gives the memory file's chunk
+   * digests and that has a working set. Undefined otherwise: the snapshot is downloaded whole first.
+   */
+  private async startArriving(id: string, count: number, opts: RestoreOptions): Promise<ArrivingSnapshot | undefined> {
+    if (this.driver.kind !== 'firecracker' || count !== 1 || opts.prefetch === 'off' || opts.recordTo || (await this.store.has(id))) return undefined;
+    const source = this.remote.rangeSource(opts.source ?? { kind: 'local' });
+    if (!source) return undefined;
+    return startArrivingSnapshot({
+      store: this.store,
+      source,
+      id,
+      pageServerBinary: await ensureUffdHandler(this.deps.cacheDir),
+      tmpDir: this.deps.tmpDir,
+      transfer: { onProgress: opts.onTransferProgress },
+    });
+  }
+
+  /**
+   * Restores one clone of a snapshot still arriving: it starts from its verified working set while
+   * the memory file streams in; the download's end (whole-file digest, atomic publish) is awaited
+   * before this resolves. A chunk or file that fails its digest stops the clone: EMB_SNAPSHOT_CORRUPT.
+   */
+  private async restoreArriving(a: ArrivingSnapshot, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
+    const m = a.manifest;
+    let prepared: { prepareMs: number; hostWarnings: string[]; disk: RestoredDisk };
+    try {
+      await this.checkCompatible(m);
+      const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
+      const disk = await this.restoredDisk(m, opts, { bundleDir: a.bundleDir });
+      await this.deps.kits.get(kitKindOf(m));
+      prepared = { prepareMs: roundMs(performance.now() - t0), hostWarnings, disk };
+    } catch (err) {
+      await a.abandon();
+      throw err;
+    }
+    const name = opts.names?.[0] ?? `${m.id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    const run = await runWhileArriving(
+      a,
+      () => this.restoreOne(m, name, prepared.disk, opts, { launch: { via: 'page-server', pageServer: a.pageServer } }, a.bundleDir),
+      (clone) => this.deps.launcher.stop(clone.record.name),
+    );
+    await this.trustVerified(run.manifest);
+    if (!this.remote.cacheSnapshots) await this.remove(m.id);
+    return {
+      manifest: m,
+      clones: [run.clone],
+      prepareMs: prepared.prepareMs,
+      hostWarnings: prepared.hostWarnings,
+      fetch: { ms: roundMs(performance.now() - t0), bytes: run.bytes, resumedBytes: 0 },
+      prefetched: { pages: a.workingSet.pages, bytes: a.workingSet.pages * WORKING_SET_PAGE_SIZE },
+      earlyStart: { startMs: roundMs(run.startedAt - t0), bytesBeforeStart: a.bytesBeforeStart, requestedChunks: run.requested },
+    };
+  }
+
   private async restoreOne(
     m: SnapshotManifest,
     name: string,
     disk: RestoredDisk,
     opts: RestoreOptions,
     prefetch: { launch: PrefetchLaunch } | undefined,
+    bundleDir = this.store.pathOf(m.id),
   ): Promise<RestoredClone> {
     const record = await this.deps.launcher.launch({
       kind: 'restore',
       name,
       snapshot: m,
-      bundleDir: this.store.pathOf(m.id),
+      bundleDir,
       disk,
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
@@ -567,7 +646,10 @@ export class SnapshotService {
   }
 
   /**
-   * Records the working set of snapshot `id` (REAP) with QEMU: drops its memory file from the
+   * Records the working set of snapshot `id` (REAP). On Firecracker: restores one clone with the
+   * page server in record mode (every page served lazily, each first fault logged), sends it
+   * `request` (default: GET /), stops it, and publishes the pages in first-touch order, with
+   * their bytes (working-sets.ts publishRecordedWorkingSet). With QEMU: drops its memory file from the
    * page cache, restores one clone (which answers its first request: the readiness probe, GET
    * /), sends it `request` (default: GET /), then reads which pages of the memory file the VM
    * mapped (/proc/PID/pagemap of QEMU; mincore on the file would also count the kernel's
@@ -582,36 +664,33 @@ export class SnapshotService {
   ): Promise<RecordWorkingSetResult> {
     const t0 = performance.now();
     const sets = new WorkingSetStore(this.store);
-    if (this.driver.kind !== 'qemu') {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `recording a working set from the page cache needs QEMU (it maps the memory file); this node runs ${this.driver.kind}`,
-        { id },
-        { hint: 'on Firecracker the page server records it (uffd record mode); record it on a QEMU node, or restore with --vmm qemu' },
-      );
-    }
     await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' });
     const m = await this.store.get(id);
     const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
     const existing = await sets.get(id);
     if (existing) return { manifest: existing, recorded: false, memoryBytes, ms: roundMs(performance.now() - t0) };
     const name = opts.name ?? `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    if (this.driver.kind === 'firecracker') {
+      // the page server logs each page's first fault and writes the order when the VMM exits
+      const recordTo = join(this.deps.tmpDir, `ws-record-${process.pid}-${randomBytes(3).toString('hex')}.ranges`);
+      const restored = await this.restore(id, { names: [name], recordTo, readyTimeoutMs: opts.readyTimeoutMs });
+      let status: number;
+      try {
+        status = await this.firstRequest(restored.clones[0]!.record, id, opts.request);
+      } finally {
+        await this.deps.launcher.stop(name).catch(() => undefined);
+      }
+      const manifest = await publishRecordedWorkingSet(this.store, m, recordTo).finally(() => rm(recordTo, { force: true }));
+      await writeJsonAtomic(join(this.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
+      return { manifest, recorded: true, memoryBytes, status, ms: roundMs(performance.now() - t0) };
+    }
     const restored = await this.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
     let resident: PageRange[];
     let residentPages: number;
     let status: number;
     try {
       const rec = restored.clones[0]!.record;
-      try {
-        status = (await httpRequest(rec.cloneIp, rec.function.port, opts.request ?? {})).status;
-      } catch (err) {
-        throw new EmbersError(
-          'EMB_INSTANCE_INVOKE_FAILED',
-          `the first request to ${name}, restored from ${id}, failed: ${(err as Error).message}`,
-          { id, name },
-          { cause: err },
-        );
-      }
+      status = await this.firstRequest(rec, id, opts.request);
       const memoryFile = join(this.store.pathOf(id), SNAPSHOT_FILES.memory);
       // what the VM mapped (pagemap), not all that became resident: the page cache also holds the
       // readahead around each fault (read_ahead_kb, 8 MiB on some disks), which is not the working set
@@ -637,6 +716,20 @@ export class SnapshotService {
     });
     await writeJsonAtomic(join(this.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
     return { manifest, recorded: true, memoryBytes, residentPages, status, ms: roundMs(performance.now() - t0) };
+  }
+
+  /** Sends a recording clone its first request (default GET /); returns the answer's status. */
+  private async firstRequest(rec: InstanceRecord, id: string, request: InvokeRequest | undefined): Promise<number> {
+    try {
+      return (await httpRequest(rec.cloneIp, rec.function.port, request ?? {})).status;
+    } catch (err) {
+      throw new EmbersError(
+        'EMB_INSTANCE_INVOKE_FAILED',
+        `the first request to ${rec.name}, restored from ${id}, failed: ${(err as Error).message}`,
+        { id, name: rec.name },
+        { cause: err },
+      );
+    }
   }
 
   /** The working-set manifest of a local snapshot, or undefined; with `verify`, its files are checked first. */
@@ -726,55 +819,4 @@ async function truncateTo(path: string, size: number): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-/** How a restore gets a snapshot's working set in: not at all, through the memory file's page cache (QEMU), or through the page server (Firecracker). */
-export type PrefetchRoute = 'none' | 'page-cache' | 'page-server';
-
-/**
- * The prefetch route of a restore of snapshot `id` on a node running `vmm`: 'auto' prefetches
- * when the snapshot has a working set, 'on' requires one (refused with EMB_CONFIG_INVALID
- * otherwise), 'off' never. QEMU maps the memory file, so its working set is read into the page
- * cache; Firecracker loads with the `Uffd` backend and its page server copies the working set in.
- */
-export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: PrefetchMode, id: string): PrefetchRoute {
-  if (!['auto', 'on', 'off'].includes(mode)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `prefetch must be auto, on or off, not "${String(mode)}"`,
-      { prefetch: mode },
-      { hint: 'pass --prefetch auto, on or off' },
-    );
-  }
-  if (mode === 'off') return 'none';
-  if (!hasWorkingSet) {
-    if (mode === 'auto') return 'none';
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `snapshot ${id} has no working set to prefetch`,
-      { id },
-      { hint: `record one with \`embers snapshot record-ws ${id}\`, or restore with --prefetch auto or off` },
-    );
-  }
-  return vmm === 'firecracker' ? 'page-server' : 'page-cache';
-}
-
-/**
- * A Firecracker restore's prefetch of the verified working set in `dir` (WorkingSetStore.dirOf,
- * described by `ws`, its manifest): the page server (built into `cacheDir`) copies its pages in,
- * in first-touch order, before the driver resumes the VM.
- */
-export async function pageServerPrefetch(dir: string, ws: WorkingSetManifest, cacheDir: string): Promise<PrefetchLaunch> {
-  const pagesFile = ws.files.find((f) => f.name === WORKING_SET_FILES.pages);
-  return {
-    via: 'page-server',
-    pageServer: {
-      binary: await ensureUffdHandler(cacheDir),
-      workingSet: {
-        rangesPath: join(dir, WORKING_SET_FILES.ranges),
-        // the page server checks the pages file's digest again before it serves any of it
-        ...(pagesFile ? { pagesPath: join(dir, WORKING_SET_FILES.pages), pagesSha256: pagesFile.sha256 } : {}),
-      },
-    },
-  };
 }
