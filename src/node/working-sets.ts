@@ -14,9 +14,9 @@ import { WORKING_SET_FILES, WORKING_SET_PAGE_SIZE, parseWorkingSetRanges, totalP
 import type { VmmKind } from '../vmm/driver.js';
 import { ensureUffdHandler } from '../vmm/firecracker/uffd-handler.js';
 import type { PrefetchLaunch } from './launcher.js';
+import type { PrefetchMode } from './snapshot-types.js';
 
-/** How a restore uses a snapshot's working set: see RestoreOptions.prefetch. */
-export type PrefetchMode = 'auto' | 'on' | 'off';
+export type { PrefetchMode } from './snapshot-types.js';
 
 /** How a restore gets a snapshot's working set in: not at all, through the memory file's page cache (QEMU), or through the page server (Firecracker). */
 export type PrefetchRoute = 'none' | 'page-cache' | 'page-server';
