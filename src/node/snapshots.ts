@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, asEmbersError } from '../errors.js';
 import { allocatedBytes, asNoSpaceError, fsyncPath, requireFreeSpace, sha256File, writeJsonAtomic } from '../util/fs.js';
@@ -403,7 +403,7 @@ export class SnapshotService {
       () => this.restoreOne(m, name, prepared.disk, opts, { launch: { via: 'page-server', pageServer: a.pageServer } }, a.bundleDir),
       (clone) => this.deps.launcher.stop(clone.record.name),
     );
-    await this.trustVerified(run.manifest);
+    await this.trustVerified(run.manifest, { keepDisk: true });
     if (!this.remote.cacheSnapshots) await this.remove(m.id);
     return {
       manifest: m,
@@ -456,8 +456,11 @@ export class SnapshotService {
    * published or downloaded them), so the first restore checks stamps instead of hashing
    * again; any later change to a file changes its stamp and brings the hashing back.
    */
-  private async trustVerified(m: SnapshotManifest): Promise<void> {
-    await writeJsonAtomic(join(this.restoreDir, m.id, 'verified.json'), { snapshot: await this.store.stampsOf(m) });
+  private async trustVerified(m: SnapshotManifest, opts: { keepDisk?: boolean } = {}): Promise<void> {
+    const path = join(this.restoreDir, m.id, 'verified.json');
+    // an early restore made the disk before the snapshot was published: its record stays
+    const kept = opts.keepDisk ? (JSON.parse(await readFile(path, 'utf8').catch(() => '{}')) as object) : {};
+    await writeJsonAtomic(path, { ...kept, snapshot: await this.store.stampsOf(m) });
   }
 
   /** The snapshots in the local store. */

@@ -129,7 +129,7 @@ async function restoreArriving(name: string, from: WorkingSetSource, store: Loca
     },
   );
   run.catch(() => undefined);
-  return { a, spec, run, stopped };
+  return { a, spec, run, stopped, bytesBeforeStart: a.bytesBeforeStart };
 }
 
 async function guestResult(dir: string): Promise<{ exit: string; err: string; out: string }> {
@@ -156,7 +156,7 @@ for (const via of ['s3', 'peer'] as const) {
     const peer = via === 'peer' ? await startPeerServer({ store: source, token: TOKEN }) : undefined;
     try {
       const from = via === 's3' ? remote.source : new PeerClient({ url: `http://127.0.0.1:${peer!.port}`, token: TOKEN }).source;
-      const { spec, run } = await restoreArriving(`clone-${via}`, from, store, 'random:5:300');
+      const { spec, run, bytesBeforeStart } = await restoreArriving(`clone-${via}`, from, store, 'random:5:300');
       const guest = await guestResult(spec.dir);
       assert.equal(guest.exit, '0', guest.err);
       const report = JSON.parse(guest.out) as { touched: number; checked: number };
@@ -164,6 +164,10 @@ for (const via of ['s3', 'peer'] as const) {
       const done = await run;
       const vm = done.clone;
       assert.ok(done.requested.length > 0, 'faults outside the working set asked for their chunks');
+      t.diagnostic(
+        `${via}: the clone could start after ${bytesBeforeStart} bytes (memory file ${fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes} bytes); ` +
+          `${new Set(done.requested).size} chunks asked for by faults; ${done.bytes} bytes fetched in all`,
+      );
       // published whole, and it verifies (digests and chunk digests) like any snapshot
       assert.deepEqual(await store.get(m.id), m);
       await store.verify(m);
