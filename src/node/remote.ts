@@ -4,6 +4,7 @@ import { PeerClient } from '../snapshot/peer-client.js';
 import { S3SnapshotStore, type S3StoreOptions } from '../snapshot/s3-store.js';
 import { s3Settings } from '../config.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
+import type { WorkingSetSource } from '../snapshot/working-set-transfer.js';
 
 /** vHive's snapshot modes: off, local only, or local plus a remote store. */
 export type SnapshotMode = 'disabled' | 'local' | 'remote';
@@ -96,6 +97,16 @@ export class RemoteSnapshots {
   async pullWorkingSet(local: LocalSnapshotStore, id: string, source: SnapshotSource, opts?: TransferOptions): Promise<{ bytes: number } | undefined> {
     if (source.kind === 'peer') return new PeerClient({ url: source.url, token: source.token }).pullWorkingSet(local, id, opts);
     if (source.kind === 's3' || this.mode === 'remote') return this.s3().pullWorkingSet(local, id, opts);
+    return undefined;
+  }
+
+  /**
+   * Where `source` reads a snapshot's bytes from (ranged reads), for a restore that starts before
+   * the memory file has arrived; undefined for a local source in local mode.
+   */
+  rangeSource(source: SnapshotSource): WorkingSetSource | undefined {
+    if (source.kind === 'peer') return new PeerClient({ url: source.url, token: source.token }).source;
+    if (source.kind === 's3' || this.mode === 'remote') return this.s3().source;
     return undefined;
   }
 

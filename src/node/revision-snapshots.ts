@@ -77,7 +77,7 @@ export class RevisionSnapshots {
    * prefetch: it is logged, and restores go on without one.
    */
   async recordWorkingSet(fn: string, id: string): Promise<void> {
-    if (!this.opts.recordWorkingSets || this.opts.closing() || this.node.driver.kind !== 'qemu') return;
+    if (!this.opts.recordWorkingSets || this.opts.closing()) return; // QEMU: pagemap; Firecracker: the page server's record mode
     const name = `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
     await this.opts.owned.mark(name);
     try {

@@ -1,19 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, asEmbersError } from '../errors.js';
 import { allocatedBytes, asNoSpaceError, fsyncPath, requireFreeSpace, sha256File, writeJsonAtomic } from '../util/fs.js';
-import { cloneDisk, type CloneMethod } from '../disk/clone.js';
+import { cloneDisk } from '../disk/clone.js';
 import { diffByExtents } from '../disk/extents.js';
-import { applyDelta, diffByComparison, writeDelta } from '../disk/delta.js';
-import { applyRsyncBatch, writeRsyncBatch } from '../disk/rsync-diff.js';
+import { diffByComparison, writeDelta } from '../disk/delta.js';
+import { writeRsyncBatch } from '../disk/rsync-diff.js';
 import { GUEST_NET } from '../net/addressing.js';
-import { pinImageReference } from '../image/index.js';
-import { LocalSnapshotStore, stampFile, type FileStamp } from '../snapshot/local-store.js';
+import { LocalSnapshotStore } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
-import { validateInstanceName, type InstanceRecord, type InstanceStore } from './instances.js';
+import { validateInstanceName, type InstanceStore } from './instances.js';
 import type { ImageStore } from '../image/store.js';
-import type { HypervisorDriver, VmmKind } from '../vmm/driver.js';
+import type { HypervisorDriver } from '../vmm/driver.js';
 import { ensureUffdHandler } from '../vmm/firecracker/uffd-handler.js';
 import { checkHostCompat, describeHost, type HostDescription } from '../snapshot/host-compat.js';
 import type { GuestKits } from './guest-kits.js';
@@ -23,108 +22,35 @@ import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
 import { phaseTimer, roundMs } from '../util/format.js';
 import { crashPoint } from '../util/crash-point.js';
 import { pidAlive } from '../util/pid.js';
-import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
-import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
+import type { WorkingSetManifest } from '../snapshot/working-set-store.js';
 import { MEMORY_CHUNK_SIZE, chunkDigests } from '../memory/chunks.js';
-import { WORKING_SET_FILES, WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
-import { httpRequest, type InvokeRequest } from './invoke.js';
+import { WORKING_SET_PAGE_SIZE } from '../memory/working-set.js';
+import { RestoredDisks, withRsyncWork, type RestoredDisk } from './restored-disk.js';
+import { runWhileArriving, startArrivingSnapshot, type ArrivingSnapshot } from './arriving-snapshot.js';
+import { pageServerRecord } from './working-sets.js';
+import { NodeWorkingSets } from './working-set-service.js';
+import type {
+  CreateSnapshotOptions,
+  CreateSnapshotResult,
+  RecordWorkingSetOptions,
+  RecordWorkingSetResult,
+  RestoreOptions,
+  RestoreResult,
+  RestoredClone,
+} from './snapshot-types.js';
 
-export interface CreateSnapshotOptions {
-  /** How disk changes are captured. @default 'block' */
-  diskDiff?: 'block' | 'rsync';
-  /** Stop the instance after the snapshot instead of resuming it. @default false */
-  stop?: boolean;
-  /** Upload progress (remote mode). */
-  onTransferProgress?: TransferOptions['onProgress'];
-}
-
-export interface CreateSnapshotResult {
-  manifest: SnapshotManifest;
-  /** How the changed blocks were found: extent maps (reflink filesystems), block comparison, or an rsync batch. */
-  diffMethod: 'extents' | 'comparison' | 'rsync';
-  timings: { createMs: number; pausedMs: number; phases: Record<string, number> };
-}
-
-export interface RestoreOptions {
-  /** Clones to restore concurrently. @default 1 */
-  count?: number;
-  /** Names for the clones; default <snapshot>-<random>. */
-  names?: string[];
-  readyTimeoutMs?: number;
-  /**
-   * Restore an rsync-mode snapshot although its disk cannot be proven bit-identical
-   * (for comparisons only: the guest's filesystem state may not match its disk).
-   */
-  allowUnverifiedDisk?: boolean;
-  /**
-   * Restore although this host differs from the snapshot's in a way that can break the guest
-   * (CPU vendor, flags or model, VMM major version, guest kernel, drive layout; see
-   * snapshot/host-compat.ts): the differences become warnings. @default false
-   */
-  allowHostMismatch?: boolean;
-  /** Where to get the snapshot if it is not here: S3 (remote mode's default) or a peer node. */
-  source?: SnapshotSource;
-  /** Download progress. */
-  onTransferProgress?: TransferOptions['onProgress'];
-  /** Skip the restore fix-ups (clock, entropy, restore hook): only for benchmarks that measure their cost. @default false */
-  skipFixups?: boolean;
-  /**
-   * Prefetch the snapshot's working set (REAP) before the clones resume: 'auto' when it has one,
-   * 'on' requires one, 'off' restores as if it had none. QEMU reads it into the memory file's
-   * page cache; Firecracker loads with the `Uffd` backend and its page server copies it into
-   * guest memory (see prefetchRoute). @default 'auto'
-   */
-  prefetch?: PrefetchMode;
-  /**
-   * Drop the snapshot's memory file from the page cache (posix_fadvise DONTNEED on that file)
-   * once it is verified, before the clones start: a restore as on a node that has not read it
-   * recently. Recording a working set needs it; benchmarks use it. Refused while running clones
-   * map the file. @default false
-   */
-  evictMemory?: boolean;
-}
-
-export type PrefetchMode = 'auto' | 'on' | 'off';
-
-export interface RestoreResult {
-  manifest: SnapshotManifest;
-  clones: RestoredClone[];
-  /** ms from the call to the clones' VMMs starting: fetch, verification, disk. */
-  prepareMs: number;
-  /** Host differences that were allowed, and what an older manifest does not record. */
-  hostWarnings: string[];
-  /** Set when the snapshot was downloaded for this restore. */
-  fetch?: { ms: number; bytes: number; resumedBytes: number };
-  /** Set when the clones were restored with the working set prefetched. */
-  prefetched?: { pages: number; bytes: number };
-}
-
-export interface RecordWorkingSetResult {
-  manifest: WorkingSetManifest;
-  /** False when the snapshot already had a working set (they are immutable): nothing was recorded. */
-  recorded: boolean;
-  /** The snapshot's memory file size, to compare the working set against. */
-  memoryBytes: number;
-  /** Status of the first request's answer (when recorded). */
-  status?: number;
-  /** Pages of the memory file in the page cache after that request (mincore): the working set plus the kernel's readahead (when recorded). */
-  residentPages?: number;
-  ms: number;
-}
-
-/** A snapshot's disk, materialised and checked: rootfs + delta. */
-export interface RestoredDisk {
-  path: string;
-  /** Its sha256 equals the disk's at pause. */
-  verified: boolean;
-  /** How it was made from the rootfs. */
-  method: CloneMethod;
-}
-
-export interface RestoredClone {
-  record: InstanceRecord;
-  diskVerified: boolean;
-}
+export type { RestoredDisk } from './restored-disk.js';
+export type {
+  CreateSnapshotOptions,
+  CreateSnapshotResult,
+  PrefetchMode,
+  RecordWorkingSetOptions,
+  RecordWorkingSetResult,
+  RestoreOptions,
+  RestoreResult,
+  RestoredClone,
+} from './snapshot-types.js';
+export { pageServerPrefetch, pageServerRecord, prefetchRoute, publishRecordedWorkingSet, type PrefetchRoute } from './working-sets.js';
 
 /** What the snapshot service works with: given, not reached for through the node. */
 export interface SnapshotServiceDeps {
@@ -156,9 +82,22 @@ export class SnapshotService {
   private readonly restoreDir: string;
   private readonly driver: HypervisorDriver;
   private readonly remote: RemoteSnapshots;
+  private readonly disks: RestoredDisks;
+  private readonly sets: NodeWorkingSets;
 
   constructor(private readonly deps: SnapshotServiceDeps) {
     this.store = new LocalSnapshotStore(deps.snapshotsDir);
+    this.sets = new NodeWorkingSets({
+      store: this.store,
+      restoreDir: deps.restoreDir,
+      cacheDir: deps.cacheDir,
+      tmpDir: deps.tmpDir,
+      vmm: deps.driver.kind,
+      ensureLocal: (id, source) => this.remote.ensureLocal(this.store, id, source),
+      restore: (id, opts) => this.restore(id, opts),
+      stop: (name) => this.deps.launcher.stop(name),
+    });
+    this.disks = new RestoredDisks({ store: this.store, restoreDir: deps.restoreDir, tmpDir: deps.tmpDir, images: deps.images, onProgress: deps.onProgress });
     this.restoreDir = deps.restoreDir;
     this.driver = deps.driver;
     this.remote = deps.remote;
@@ -244,7 +183,7 @@ export class SnapshotService {
         changedBytes = stats.changedBytes;
       } else {
         const batch = join(staging, SNAPSHOT_FILES.rsyncBatch);
-        changedBytes = (await this.withRsyncWork((work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))).batchBytes;
+        changedBytes = (await withRsyncWork(this.deps.tmpDir, (work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))).batchBytes;
       }
       mark('diskDiffMs', t);
       await crashPoint('snapshot.create.after-delta');
@@ -344,109 +283,15 @@ export class SnapshotService {
 
   /**
    * The restored disk of a snapshot, materialised once: rootfs + delta, proven bit-identical
-   * to the disk at pause by its sha256. Cached in <home>/restore/<id>/ for later restores.
+   * to the disk at pause by its sha256 (see RestoredDisks). Cached in <home>/restore/<id>/.
    */
-  async restoredDisk(m: SnapshotManifest, opts: { allowUnverifiedDisk?: boolean } = {}): Promise<RestoredDisk> {
-    const dir = join(this.restoreDir, m.id);
-    const disk = join(dir, 'disk.img');
-    const stampsPath = join(dir, 'verified.json');
-    const cached = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as {
-      snapshot: Record<string, FileStamp>;
-      /** Absent until the disk is materialised (the stamps alone are written after a publish or fetch). */
-      disk?: FileStamp;
-      verified?: boolean;
-      method?: CloneMethod;
-    } | null;
-
-    // the bundle itself: sizes always, digests unless unchanged since last verified
-    const snapshotStamps = await this.store.verify(m, cached?.snapshot);
-    const diskStamp = await stampFile(disk);
-    if (cached?.disk && diskStamp && JSON.stringify(diskStamp) === JSON.stringify(cached.disk)) {
-      if (!cached.verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
-      return { path: disk, verified: cached.verified === true, method: cached.method ?? 'sparse-copy' };
-    }
-
-    // the rootfs is copied below: `image gc` waits until the restored disk is made
-    const release = await this.deps.images.hold();
-    try {
-      return await this.materialiseDisk(m, dir, disk, stampsPath, snapshotStamps, opts);
-    } finally {
-      await release();
-    }
-  }
-
-  private async materialiseDisk(
+  async restoredDisk(
     m: SnapshotManifest,
-    dir: string,
-    disk: string,
-    stampsPath: string,
-    snapshotStamps: Record<string, FileStamp>,
-    opts: { allowUnverifiedDisk?: boolean },
+    opts: { allowUnverifiedDisk?: boolean } = {},
+    /** A snapshot still arriving (arriving-snapshot.ts): its files other than memory, verified by the download, are in this dir. */
+    arriving?: { bundleDir: string },
   ): Promise<RestoredDisk> {
-    // the image exactly as the snapshot saw it: a registry tag may have moved since
-    const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
-    const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });
-    if (image.manifestDigest !== m.image.manifestDigest) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_DISK_MISMATCH',
-        `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`,
-        {
-          id: m.id,
-          which: 'image manifest digest',
-        },
-      );
-    }
-    if (image.rootfsSha256 !== m.image.rootfsSha256) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_DISK_MISMATCH',
-        `the rootfs built here for ${m.image.manifestDigest} has sha256 ${image.rootfsSha256}, the snapshot's was ${m.image.rootfsSha256}`,
-        {
-          id: m.id,
-          which: 'rootfs sha256',
-        },
-      );
-    }
-
-    await mkdir(dir, { recursive: true });
-    const tmp = join(dir, `.disk-${process.pid}-${randomBytes(3).toString('hex')}.img`);
-    try {
-      // a reflink of the rootfs where possible, so clones keep sharing its unchanged blocks
-      const method = await cloneDisk(image.rootfsPath, tmp);
-      const snapDir = this.store.pathOf(m.id);
-      let verified: boolean;
-      if (m.disk.diff === 'block') {
-        await applyDelta(join(snapDir, SNAPSHOT_FILES.blockDelta), tmp);
-      } else {
-        await this.withRsyncWork((work) => applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work));
-        await truncateTo(tmp, m.disk.sizeBytes);
-      }
-      const digest = await sha256File(tmp);
-      verified = digest === m.disk.sha256AtPause;
-      if (!verified && m.disk.diff === 'block') {
-        throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `restored disk of ${m.id} has sha256 ${digest}, the disk at pause had ${m.disk.sha256AtPause}`, {
-          id: m.id,
-          which: 'disk sha256',
-          expected: m.disk.sha256AtPause,
-          actual: digest,
-        });
-      }
-      await crashPoint('snapshot.restore.disk.before-rename');
-      await rename(tmp, disk);
-      await writeJsonAtomic(stampsPath, { snapshot: snapshotStamps, disk: await stampFile(disk), verified, method });
-      if (!verified && !opts.allowUnverifiedDisk) throw this.unverified(m);
-      return { path: disk, verified, method };
-    } finally {
-      await rm(tmp, { force: true });
-    }
-  }
-
-  private unverified(m: SnapshotManifest): EmbersError {
-    return new EmbersError(
-      'EMB_SNAPSHOT_DISK_MISMATCH',
-      `snapshot ${m.id} captured its disk with rsync: the patched disk has the same files but not the same bytes as the disk at pause, so the guest's cached filesystem state would not match it`,
-      { id: m.id, which: 'disk sha256', diff: m.disk.diff },
-      { hint: 'create the snapshot with --disk-diff block (the default); pass --allow-unverified-disk only to study the rsync method' },
-    );
+    return this.disks.get(m, opts, arriving);
   }
 
   /**
@@ -468,6 +313,8 @@ export class SnapshotService {
   }
 
   private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
+    const arriving = await this.startArriving(id, count, opts);
+    if (arriving) return this.restoreArriving(arriving, t0, opts);
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
@@ -487,8 +334,10 @@ export class SnapshotService {
     }
     await this.deps.kits.get(kitKindOf(m));
     await crashPoint('snapshot.restore.after-disk');
-    const prefetch = await this.prefetchPlan(m, opts.prefetch ?? 'auto');
-    if (opts.evictMemory) await this.evictMemory(m);
+    const prefetch = opts.recordTo
+      ? { launch: await pageServerRecord(opts.recordTo, this.deps.cacheDir), pages: 0 }
+      : await this.sets.prefetchPlan(m, opts.prefetch ?? 'auto');
+    if (opts.evictMemory) await this.sets.evictMemory(m);
     const prepareMs = roundMs(performance.now() - t0);
     const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts, prefetch)));
@@ -511,18 +360,75 @@ export class SnapshotService {
     };
   }
 
+  /**
+   * An early start (arriving-snapshot.ts) of a restore of `id` that is not here: on Firecracker,
+   * one clone, with prefetch not off, from a remote whose manifest gives the memory file's chunk
+   * digests and that has a working set. Undefined otherwise: the snapshot is downloaded whole first.
+   */
+  private async startArriving(id: string, count: number, opts: RestoreOptions): Promise<ArrivingSnapshot | undefined> {
+    if (this.driver.kind !== 'firecracker' || count !== 1 || opts.prefetch === 'off' || opts.recordTo || (await this.store.has(id))) return undefined;
+    const source = this.remote.rangeSource(opts.source ?? { kind: 'local' });
+    if (!source) return undefined;
+    return startArrivingSnapshot({
+      store: this.store,
+      source,
+      id,
+      pageServerBinary: await ensureUffdHandler(this.deps.cacheDir),
+      tmpDir: this.deps.tmpDir,
+      transfer: { onProgress: opts.onTransferProgress },
+    });
+  }
+
+  /**
+   * Restores one clone of a snapshot still arriving: it starts from its verified working set while
+   * the memory file streams in; the download's end (whole-file digest, atomic publish) is awaited
+   * before this resolves. A chunk or file that fails its digest stops the clone: EMB_SNAPSHOT_CORRUPT.
+   */
+  private async restoreArriving(a: ArrivingSnapshot, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
+    const m = a.manifest;
+    let prepared: { prepareMs: number; hostWarnings: string[]; disk: RestoredDisk };
+    try {
+      await this.checkCompatible(m);
+      const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
+      const disk = await this.restoredDisk(m, opts, { bundleDir: a.bundleDir });
+      await this.deps.kits.get(kitKindOf(m));
+      prepared = { prepareMs: roundMs(performance.now() - t0), hostWarnings, disk };
+    } catch (err) {
+      await a.abandon();
+      throw err;
+    }
+    const name = opts.names?.[0] ?? `${m.id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
+    const run = await runWhileArriving(
+      a,
+      () => this.restoreOne(m, name, prepared.disk, opts, { launch: { via: 'page-server', pageServer: a.pageServer } }, a.bundleDir),
+      (clone) => this.deps.launcher.stop(clone.record.name),
+    );
+    await this.trustVerified(run.manifest, { keepDisk: true });
+    if (!this.remote.cacheSnapshots) await this.remove(m.id);
+    return {
+      manifest: m,
+      clones: [run.clone],
+      prepareMs: prepared.prepareMs,
+      hostWarnings: prepared.hostWarnings,
+      fetch: { ms: roundMs(performance.now() - t0), bytes: run.bytes, resumedBytes: 0 },
+      prefetched: { pages: a.workingSet.pages, bytes: a.workingSet.pages * WORKING_SET_PAGE_SIZE },
+      earlyStart: { startMs: roundMs(run.startedAt - t0), bytesBeforeStart: a.bytesBeforeStart, requestedChunks: run.requested },
+    };
+  }
+
   private async restoreOne(
     m: SnapshotManifest,
     name: string,
     disk: RestoredDisk,
     opts: RestoreOptions,
     prefetch: { launch: PrefetchLaunch } | undefined,
+    bundleDir = this.store.pathOf(m.id),
   ): Promise<RestoredClone> {
     const record = await this.deps.launcher.launch({
       kind: 'restore',
       name,
       snapshot: m,
-      bundleDir: this.store.pathOf(m.id),
+      bundleDir,
       disk,
       startedAt: performance.now(),
       readyTimeoutMs: opts.readyTimeoutMs,
@@ -533,117 +439,16 @@ export class SnapshotService {
   }
 
   /**
-   * What a restore of `m` prefetches (see prefetchRoute): its working set, verified (digests
-   * unless the files' stamps are unchanged since the last check) and checked against the memory
-   * file; on QEMU its ranges for the page cache, on Firecracker the page server with its files.
+   * Records the working set of snapshot `id` (REAP): see NodeWorkingSets.record (Firecracker:
+   * the page server's first-touch order; QEMU: the pages the VM mapped).
    */
-  private async prefetchPlan(m: SnapshotManifest, mode: PrefetchMode): Promise<{ launch: PrefetchLaunch; pages: number } | undefined> {
-    const sets = new WorkingSetStore(this.store);
-    const route = prefetchRoute(this.driver.kind, mode === 'off' ? false : await sets.has(m.id), mode, m.id);
-    if (route === 'none') return undefined;
-    const stampsPath = join(this.restoreDir, m.id, 'workingset-verified.json');
-    const known = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as Record<string, FileStamp> | null;
-    const { manifest, stamps } = await sets.verify(m.id, known ?? undefined);
-    if (JSON.stringify(stamps) !== JSON.stringify(known)) await writeJsonAtomic(stampsPath, stamps);
-    const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
-    const dir = sets.dirOf(m.id);
-    const ws = await readWorkingSetRanges(dir, { memoryBytes });
-    const pages = totalPages(ws);
-    if (route === 'page-cache') return { launch: { via: 'page-cache', tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges }, pages };
-    return { launch: await pageServerPrefetch(dir, manifest, this.deps.cacheDir), pages };
-  }
-
-  /** Drops `m`'s memory file from the page cache; refused while running clones keep pages of it mapped. */
-  private async evictMemory(m: SnapshotManifest): Promise<void> {
-    const cache = await FilePageCache.open(this.deps.cacheDir, join(this.store.pathOf(m.id), SNAPSHOT_FILES.memory));
-    const left = await cache.evict();
-    if (left > 0) {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `${left} pages of ${m.id}'s memory file stay in the page cache after posix_fadvise(DONTNEED): running clones of it map them`,
-        { id: m.id, residentPages: left },
-      );
-    }
-  }
-
-  /**
-   * Records the working set of snapshot `id` (REAP) with QEMU: drops its memory file from the
-   * page cache, restores one clone (which answers its first request: the readiness probe, GET
-   * /), sends it `request` (default: GET /), then reads which pages of the memory file the VM
-   * mapped (/proc/PID/pagemap of QEMU; mincore on the file would also count the kernel's
-   * readahead around each fault, reported as `residentPages`) and publishes them, with their
-   * bytes, as the snapshot's working set. The ranges are in file order: neither tells in which
-   * order pages were touched (Firecracker's page server records the true order). A snapshot
-   * that has a working set keeps it.
-   */
-  async recordWorkingSet(
-    id: string,
-    opts: { request?: InvokeRequest; readyTimeoutMs?: number; source?: SnapshotSource; /** the recording clone's name */ name?: string } = {},
-  ): Promise<RecordWorkingSetResult> {
-    const t0 = performance.now();
-    const sets = new WorkingSetStore(this.store);
-    if (this.driver.kind !== 'qemu') {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `recording a working set from the page cache needs QEMU (it maps the memory file); this node runs ${this.driver.kind}`,
-        { id },
-        { hint: 'on Firecracker the page server records it (uffd record mode); record it on a QEMU node, or restore with --vmm qemu' },
-      );
-    }
-    await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' });
-    const m = await this.store.get(id);
-    const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
-    const existing = await sets.get(id);
-    if (existing) return { manifest: existing, recorded: false, memoryBytes, ms: roundMs(performance.now() - t0) };
-    const name = opts.name ?? `ws-${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
-    const restored = await this.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
-    let resident: PageRange[];
-    let residentPages: number;
-    let status: number;
-    try {
-      const rec = restored.clones[0]!.record;
-      try {
-        status = (await httpRequest(rec.cloneIp, rec.function.port, opts.request ?? {})).status;
-      } catch (err) {
-        throw new EmbersError(
-          'EMB_INSTANCE_INVOKE_FAILED',
-          `the first request to ${name}, restored from ${id}, failed: ${(err as Error).message}`,
-          { id, name },
-          { cause: err },
-        );
-      }
-      const memoryFile = join(this.store.pathOf(id), SNAPSHOT_FILES.memory);
-      // what the VM mapped (pagemap), not all that became resident: the page cache also holds the
-      // readahead around each fault (read_ahead_kb, 8 MiB on some disks), which is not the working set
-      resident = await mappedPages(rec.vm.pid, memoryFile);
-      residentPages = totalPages({ pageSize: WORKING_SET_PAGE_SIZE, ranges: await (await FilePageCache.open(this.deps.cacheDir, memoryFile)).resident() });
-    } finally {
-      await this.deps.launcher.stop(name).catch(() => undefined);
-    }
-    const ws = { pageSize: WORKING_SET_PAGE_SIZE, ranges: resident };
-    const staging = await sets.staging(id);
-    try {
-      await writeWorkingSet(staging, join(this.store.pathOf(id), SNAPSHOT_FILES.memory), ws);
-    } catch (err) {
-      await rm(staging, { recursive: true, force: true });
-      throw err;
-    }
-    const manifest = await sets.publish(id, staging, {
-      recordedAt: new Date().toISOString(),
-      recorder: 'qemu-pagemap',
-      order: 'file',
-      pageSize: WORKING_SET_PAGE_SIZE,
-      pages: totalPages(ws),
-    });
-    await writeJsonAtomic(join(this.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
-    return { manifest, recorded: true, memoryBytes, residentPages, status, ms: roundMs(performance.now() - t0) };
+  recordWorkingSet(id: string, opts: RecordWorkingSetOptions = {}): Promise<RecordWorkingSetResult> {
+    return this.sets.record(id, opts);
   }
 
   /** The working-set manifest of a local snapshot, or undefined; with `verify`, its files are checked first. */
-  async workingSet(id: string, opts: { verify?: boolean } = {}): Promise<WorkingSetManifest | undefined> {
-    const sets = new WorkingSetStore(this.store);
-    if (!(await sets.has(id))) return undefined;
-    return opts.verify ? (await sets.verify(id)).manifest : sets.get(id);
+  workingSet(id: string, opts: { verify?: boolean } = {}): Promise<WorkingSetManifest | undefined> {
+    return this.sets.get(id, opts);
   }
 
   /**
@@ -651,8 +456,11 @@ export class SnapshotService {
    * published or downloaded them), so the first restore checks stamps instead of hashing
    * again; any later change to a file changes its stamp and brings the hashing back.
    */
-  private async trustVerified(m: SnapshotManifest): Promise<void> {
-    await writeJsonAtomic(join(this.restoreDir, m.id, 'verified.json'), { snapshot: await this.store.stampsOf(m) });
+  private async trustVerified(m: SnapshotManifest, opts: { keepDisk?: boolean } = {}): Promise<void> {
+    const path = join(this.restoreDir, m.id, 'verified.json');
+    // an early restore made the disk before the snapshot was published: its record stays
+    const kept = opts.keepDisk ? (JSON.parse(await readFile(path, 'utf8').catch(() => '{}')) as object) : {};
+    await writeJsonAtomic(path, { ...kept, snapshot: await this.store.stampsOf(m) });
   }
 
   /** The snapshots in the local store. */
@@ -707,74 +515,4 @@ export class SnapshotService {
       }
     }
   }
-
-  /** Runs `fn` with a scratch dir for rsync under the node's tmp (named with our pid, so reconcile can tell a dead run's), removed afterwards. */
-  private async withRsyncWork<T>(fn: (work: string) => Promise<T>): Promise<T> {
-    const work = join(this.deps.tmpDir, `rsync-${process.pid}-${randomBytes(3).toString('hex')}`);
-    try {
-      return await fn(work);
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-}
-
-async function truncateTo(path: string, size: number): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.truncate(size);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** How a restore gets a snapshot's working set in: not at all, through the memory file's page cache (QEMU), or through the page server (Firecracker). */
-export type PrefetchRoute = 'none' | 'page-cache' | 'page-server';
-
-/**
- * The prefetch route of a restore of snapshot `id` on a node running `vmm`: 'auto' prefetches
- * when the snapshot has a working set, 'on' requires one (refused with EMB_CONFIG_INVALID
- * otherwise), 'off' never. QEMU maps the memory file, so its working set is read into the page
- * cache; Firecracker loads with the `Uffd` backend and its page server copies the working set in.
- */
-export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: PrefetchMode, id: string): PrefetchRoute {
-  if (!['auto', 'on', 'off'].includes(mode)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `prefetch must be auto, on or off, not "${String(mode)}"`,
-      { prefetch: mode },
-      { hint: 'pass --prefetch auto, on or off' },
-    );
-  }
-  if (mode === 'off') return 'none';
-  if (!hasWorkingSet) {
-    if (mode === 'auto') return 'none';
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `snapshot ${id} has no working set to prefetch`,
-      { id },
-      { hint: `record one with \`embers snapshot record-ws ${id}\`, or restore with --prefetch auto or off` },
-    );
-  }
-  return vmm === 'firecracker' ? 'page-server' : 'page-cache';
-}
-
-/**
- * A Firecracker restore's prefetch of the verified working set in `dir` (WorkingSetStore.dirOf,
- * described by `ws`, its manifest): the page server (built into `cacheDir`) copies its pages in,
- * in first-touch order, before the driver resumes the VM.
- */
-export async function pageServerPrefetch(dir: string, ws: WorkingSetManifest, cacheDir: string): Promise<PrefetchLaunch> {
-  const pagesFile = ws.files.find((f) => f.name === WORKING_SET_FILES.pages);
-  return {
-    via: 'page-server',
-    pageServer: {
-      binary: await ensureUffdHandler(cacheDir),
-      workingSet: {
-        rangesPath: join(dir, WORKING_SET_FILES.ranges),
-        // the page server checks the pages file's digest again before it serves any of it
-        ...(pagesFile ? { pagesPath: join(dir, WORKING_SET_FILES.pages), pagesSha256: pagesFile.sha256 } : {}),
-      },
-    },
-  };
 }

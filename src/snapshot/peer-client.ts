@@ -32,7 +32,8 @@ export class PeerClient {
   private readonly token: string;
   private readonly retry: RetryPolicy;
   private readonly stallTimeoutMs: number;
-  private readonly source: WorkingSetSource;
+  /** Where this store's snapshot bytes come from (ranged reads): an early restore reads the memory file chunk by chunk through it. */
+  readonly source: WorkingSetSource;
 
   constructor(opts: PeerClientOptions) {
     if (!isHttpUrl(opts.url)) {

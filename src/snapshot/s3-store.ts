@@ -33,7 +33,8 @@ export class S3SnapshotStore {
   /** `s3://bucket/prefix`, for messages. */
   readonly location: string;
   private readonly bucket: S3Bucket;
-  private readonly source: WorkingSetSource;
+  /** Where this store's snapshot bytes come from (ranged reads): an early restore reads the memory file chunk by chunk through it. */
+  readonly source: WorkingSetSource;
 
   constructor(options: S3StoreOptions) {
     this.config = resolveS3StoreOptions(options);

@@ -127,6 +127,12 @@ export interface PageServerOptions {
   workingSet?: PageServerWorkingSet;
   /** How long to wait for the working set to be in before resuming, in ms. @default 60000 */
   readyTimeoutMs?: number;
+  /** The memory file is still arriving: its chunk list (one sha256 per line), the chunk size, and the control
+   * socket the downloader (memory/chunks.ts feedChunks) connects to. Pages are served only from verified chunks. */
+  arriving?: { chunkListPath: string; chunkSize: number; controlPath: string };
+  /** Record mode (no working set given): every page's first fault is logged, and the ranges in first-touch order
+   * are written to this path (WS-FORMAT) when the VM's process exits. */
+  recordPath?: string;
 }
 
 /** Options every driver's restore takes; drivers may take more. */

@@ -21,7 +21,7 @@ import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
 import { fixedDrivePath } from '../../src/vmm/firecracker/mount-namespace.js';
 import { ensureUffdHandler, type UffdHandlerStats } from '../../src/vmm/firecracker/uffd-handler.js';
-import { pageServerPrefetch } from '../../src/node/snapshots.js';
+import { pageServerPrefetch } from '../../src/node/working-sets.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { SNAPSHOT_FILES } from '../../src/snapshot/manifest.js';
 import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';

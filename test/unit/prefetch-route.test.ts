@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { MEMORY_CHUNK_SIZE, chunkDigests } from '../../src/memory/chunks.js';
-import { prefetchRoute, type PrefetchMode } from '../../src/node/snapshots.js';
+import { prefetchRoute, type PrefetchMode } from '../../src/node/working-sets.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { fileEntry, parseManifest } from '../../src/snapshot/manifest.js';
 import { TEST_META } from '../helpers/snapshots.js';
