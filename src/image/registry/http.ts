@@ -4,7 +4,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { EmbersError, isEmbersError } from '../../errors.js';
+import { EmbersError, isEmbersError, type RegistryRequestDetails } from '../../errors.js';
 
 export interface SendOptions {
   method: 'GET' | 'HEAD';
@@ -161,8 +161,8 @@ export function statusError(
   url: URL,
   what: string,
   registryError: { code?: string; message?: string },
-  details: Record<string, unknown> = {},
-): EmbersError {
+  details: RegistryRequestDetails = {},
+): EmbersError<'EMB_REGISTRY_AUTH' | 'EMB_REGISTRY_UNAVAILABLE' | 'EMB_REGISTRY_REQUEST_FAILED'> {
   const said = registryError.code ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})` : '';
   const d = { ...details, url: url.href, status, ...(registryError.code ? { registryCode: registryError.code } : {}) };
   if (status === 401 || status === 403) return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);
