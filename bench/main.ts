@@ -27,7 +27,7 @@ const BENCHES: Record<string, { about: string; run: (args: string[]) => Promise<
   },
   reap: {
     about:
-      'REAP working sets: (a) QEMU restore to first response, memory file evicted, plain vs working-set prefetch, and working set vs memory size; (b),(c) see reap-pager',
+      'REAP working sets on the test function: (a) QEMU restore to first response, memory file evicted, plain vs working-set prefetch; (b) page server lazy vs prefetch and (c) remote start, whole file vs working set first, on the same snapshot and its recorded working set; working set vs memory size',
     run: benchReap,
   },
   restore: { about: 'cold boot vs snapshot restore to first response; 1 vs N concurrent clones; pool on vs off; memory per extra clone', run: benchRestore },

@@ -16,9 +16,12 @@
  *     first, faults asking for theirs), and the bytes fetched by then (goal: no more than the
  *     working set's bytes plus one chunk).
  *
- * The memory file and the working set are synthetic (test/helpers/uffd-harness.ts): data runs
- * and holes, a working set of scattered stretches, about --ws-share of the data pages; or a
- * real snapshot's memory file and recorded working set (--memory, --ws-ranges; only read).
+ * Here the memory file and the working set are synthetic (test/helpers/uffd-harness.ts): data
+ * runs and holes, a working set of scattered stretches, about --ws-share of the data pages; or a
+ * real snapshot's memory file and the working set recorded from that same snapshot (--memory,
+ * --ws-ranges; only read; a ranges file recorded from another snapshot does not describe this
+ * file's bytes). `npm run bench -- reap` runs these parts on the test function's real snapshot
+ * and the working set it records in the same run.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
@@ -50,8 +53,10 @@ export interface PagerBenchOptions {
   /** Runs of each mode (medians are reported). @default 3 */
   runs?: number;
   /** A real snapshot's memory file and its recorded working set (workingset.ranges, WS-FORMAT.md),
-   * e.g. from `embers snapshot record-ws`, instead of synthetic ones (memMiB and wsShare are then unused). */
-  real?: { memoryFile: string; rangesPath: string };
+   * e.g. from `embers snapshot record-ws`, instead of synthetic ones (memMiB and wsShare are then unused).
+   * `dataRanges` (the manifest's data map of the memory file, [offset, length] runs): when given, the
+   * whole-file baseline of (c) fetches only the chunks holding data, as a sparse transfer would. */
+  real?: { memoryFile: string; rangesPath: string; dataRanges?: [number, number][] };
 }
 
 export interface PagerBenchResult {
@@ -66,7 +71,7 @@ export interface PagerBenchResult {
   prefetchPagesPerSec: number;
   /** lazy ÷ prefetch (goal >= 3). */
   ratio: number;
-  /** (c): ms until a clone can start, and bytes fetched by then. */
+  /** (c): ms until a clone can start, and bytes fetched by then (the whole file: its chunks holding data when the data map is known). */
   remoteWholeStartMs: number;
   remoteWholeBytes: number;
   remoteWsFirstStartMs: number;
@@ -186,6 +191,10 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         return data;
       };
       const fetchChunk = (i: number): Promise<Buffer> => get('memory.bin', i * MEMORY_CHUNK_SIZE, Math.min(memBytes, (i + 1) * MEMORY_CHUNK_SIZE));
+      // The whole-file baseline fetches every chunk, or only those holding data when the data map is known
+      // (a sparse transfer skips the holes; the rest of the file is already zeros after the truncate).
+      const dataChunks = digests.map((_, i) => i).filter((i) => !opts.real?.dataRanges || chunkHasData(opts.real.dataRanges, i));
+      const wholeBytes = dataChunks.reduce((n, i) => n + Math.min(MEMORY_CHUNK_SIZE, memBytes - i * MEMORY_CHUNK_SIZE), 0);
       const wholeSamples: number[] = [];
       const wsSamples: number[] = [];
       let wsBytesFetched = 0;
@@ -196,7 +205,7 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         const t0 = performance.now();
         const fh = await open(target, 'w');
         await fh.truncate(memBytes);
-        const queue = digests.map((_, i) => i);
+        const queue = dataChunks.slice();
         await Promise.all(
           [0, 1].map(async () => {
             for (let i = queue.shift(); i !== undefined; i = queue.shift()) await fh.write(await fetchChunk(i), 0, undefined, i * MEMORY_CHUNK_SIZE);
@@ -261,7 +270,7 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         await h.stats();
         await rm(target2, { force: true });
       }
-      remote = { wholeMs: median(wholeSamples), wholeBytes: memBytes, wsMs: median(wsSamples), wsBytesFetched };
+      remote = { wholeMs: median(wholeSamples), wholeBytes, wsMs: median(wsSamples), wsBytesFetched };
       client.destroy();
     } finally {
       await s3.dispose();
@@ -276,7 +285,11 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
       ['(b) lazy', wsPageCount / (lazyMs / 1000), 'pages/s'],
       ['(b) prefetch', wsPageCount / (prefetchMs / 1000), 'pages/s'],
       ['(b) lazy / prefetch', lazyMs / prefetchMs, 'x (goal >= 3)'],
-      ['(c) remote, whole file first: clone can start after', remote.wholeMs, `ms, ${(remote.wholeBytes / MiB).toFixed(1)} MiB fetched`],
+      [
+        '(c) remote, whole file first: clone can start after',
+        remote.wholeMs,
+        `ms, ${(remote.wholeBytes / MiB).toFixed(1)} MiB fetched${opts.real?.dataRanges ? ' (the chunks holding data; holes skipped)' : ''}`,
+      ],
       ['(c) remote, working set first: clone can start after', remote.wsMs, `ms, ${(remote.wsBytesFetched / MiB).toFixed(1)} MiB fetched`],
       [
         '(c) goal: working set + one chunk',
@@ -306,6 +319,13 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Whether chunk `i` of the memory file overlaps one of its data runs. */
+function chunkHasData(dataRanges: [number, number][], i: number): boolean {
+  const start = i * MEMORY_CHUNK_SIZE;
+  const end = start + MEMORY_CHUNK_SIZE;
+  return dataRanges.some(([off, len]) => off < end && off + len > start);
 }
 
 function realFiles(args: string[]): PagerBenchOptions['real'] {

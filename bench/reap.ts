@@ -1,12 +1,15 @@
 /**
- * REAP working sets, `npm run bench -- reap [--repeats N] [--memory MiB] [--save-working-set DIR] [--only-a] [--json]`:
+ * REAP working sets, `npm run bench -- reap [--repeats N] [--runs N] [--memory MiB] [--save-working-set DIR] [--only-a] [--json]`:
  * (a) QEMU restore to first response with the snapshot's memory file evicted from the page
  *     cache (posix_fadvise DONTNEED on that file), plain (the guest faults its memory in page by
  *     page through the private mapping) vs with the recorded working set prefetched (read in
  *     file order by 4 threads while QEMU starts, the VM resumed after it); alternated, so drift
  *     on a noisy host hits both; medians; and the working set's size against the memory's.
- * (b), (c): the Firecracker page server on its harness and remote early starts, in
- *     bench/reap-pager.ts (owned with native/uffd-handler.c), run from here when present.
+ * (b), (c): the Firecracker page server on its harness and remote early starts
+ *     (bench/reap-pager.ts), on the same snapshot: its real memory file (copied out of the store
+ *     before the node goes down) and the working set recorded from it in (a), so the ranges
+ *     describe exactly these bytes. The QEMU recorder sees what the VM mapped, not in which
+ *     order, so the harness's guest touches the working set in file order; --runs N repeats of each.
  */
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,7 +17,10 @@ import { join } from 'node:path';
 import { buildTestFunctionImage } from '../src/examples/test-function.js';
 import { EmbersNode } from '../src/node/node.js';
 import { SNAPSHOT_FILES, fileEntry } from '../src/snapshot/manifest.js';
+import { WORKING_SET_FILES } from '../src/memory/working-set.js';
 import { WorkingSetStore } from '../src/snapshot/working-set-store.js';
+import { run } from '../src/util/exec.js';
+import { runPagerBench } from './reap-pager.js';
 import { median, optionValue, printTable } from './table.js';
 
 const MiB = 1024 * 1024;
@@ -35,8 +41,16 @@ export interface QemuReapResult {
   prefetchWaitMs: number[];
 }
 
+/** The snapshot's memory file and the working set recorded from it, kept for (b) and (c). */
+interface KeptSnapshot {
+  dir: string;
+  memoryFile: string;
+  rangesPath: string;
+  dataRanges: [number, number][] | undefined;
+}
+
 /** Part (a): QEMU, evicted memory file, plain vs working-set prefetch, to first response. */
-export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
+export async function benchQemuReap(args: string[], keepIn?: string): Promise<QemuReapResult & { kept?: KeptSnapshot }> {
   const repeats = optionValue(args, 'repeats', 5);
   const memoryMiB = optionValue(args, 'memory', 256);
   const home = await mkdtemp(join(tmpdir(), 'embers-bench-reap-'));
@@ -88,6 +102,15 @@ export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
 
     const wsBytes = ws.pages * ws.pageSize;
     const dataBytes = memory.dataRanges?.reduce((n, [, len]) => n + len, 0);
+    let kept: KeptSnapshot | undefined;
+    if (keepIn) {
+      // a sparse copy (the file is mostly holes) of this snapshot's memory file, and its working set's ranges
+      const memoryFile = join(keepIn, 'memory.bin');
+      const rangesPath = join(keepIn, WORKING_SET_FILES.ranges);
+      await run('cp', ['--sparse=always', join(node.snapshots.store.pathOf(id), SNAPSHOT_FILES.memory), memoryFile]);
+      await copyFile(join(new WorkingSetStore(node.snapshots.store).dirOf(id), WORKING_SET_FILES.ranges), rangesPath);
+      kept = { dir: keepIn, memoryFile, rangesPath, dataRanges: memory.dataRanges };
+    }
     printTable(
       ['restore → first response (evicted)', 'p50 ms', 'min ms', 'max ms', 'speedup'],
       [
@@ -115,6 +138,7 @@ export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
       prefetchFirstResponseMs: prefetch,
       prefetchMs,
       prefetchWaitMs: waitMs,
+      kept,
     };
   } finally {
     await node.down().catch(() => undefined);
@@ -122,22 +146,32 @@ export async function benchQemuReap(args: string[]): Promise<QemuReapResult> {
   }
 }
 
-/** Parts (b) and (c) live in bench/reap-pager.ts, when that file is part of the build. */
-async function pagerParts(args: string[]): Promise<Record<string, unknown> | undefined> {
-  const path = './reap-pager.js'; // not a literal import: this builds without that file
-  const mod = (await import(path).catch(() => undefined)) as { benchReapPager?: (args: string[]) => Promise<Record<string, unknown>> } | undefined;
-  if (!mod?.benchReapPager) {
-    process.stdout.write('(b),(c): see bench reap-pager\n');
-    return undefined;
-  }
-  return mod.benchReapPager(args);
-}
-
 export async function benchReap(args: string[]): Promise<Record<string, unknown>> {
-  const only = args.includes('--only-a') ? 'a' : undefined;
-  const qemu = await benchQemuReap(args);
-  const pager = only ? undefined : await pagerParts(args);
-  return { bench: 'reap', qemu, pager };
+  const onlyA = args.includes('--only-a');
+  const keep = onlyA ? undefined : await mkdtemp(join(tmpdir(), 'embers-bench-reap-kept-'));
+  try {
+    const { kept, ...qemu } = await benchQemuReap(args, keep);
+    if (!kept) return { bench: 'reap', qemu };
+    const runs = optionValue(args, 'runs', 3);
+    process.stdout.write(
+      `\nreap (b), (c): the page server (native/uffd-handler.c) on its harness, this snapshot's memory file and the working set just recorded from it, ${runs} runs each\n`,
+    );
+    const pager = await runPagerBench({ runs, real: { memoryFile: kept.memoryFile, rangesPath: kept.rangesPath, dataRanges: kept.dataRanges } });
+    printTable(['what', 'figure', 'unit'], pager.rows);
+    const { rows, ...figures } = pager;
+    void rows;
+    const a = median(qemu.plainFirstResponseMs) / median(qemu.prefetchFirstResponseMs);
+    process.stdout.write(
+      `\nreap summary: (a) QEMU evicted, plain / prefetch ${a.toFixed(2)}x (goal: >= 1); ` +
+        `(b) page server, lazy / prefetch ${pager.ratio.toFixed(2)}x (goal: >= 3, ${pager.ratio >= 3 ? 'met' : 'NOT met'}); ` +
+        `(c) remote start, whole / working set first ${pager.remoteRatio.toFixed(2)}x, ${(pager.remoteWsFirstBytes / MiB).toFixed(1)} MiB fetched by the start ` +
+        `(goal: <= working set + one chunk = ${(pager.remoteGoalBytes / MiB).toFixed(1)} MiB, ${pager.remoteWsFirstBytes <= pager.remoteGoalBytes ? 'met' : 'NOT met'}); ` +
+        `working set ${(pager.workingSetBytes / MiB).toFixed(1)} MiB of ${(pager.memoryBytes / MiB).toFixed(0)} MiB memory (${((100 * pager.workingSetBytes) / pager.memoryBytes).toFixed(1)}%)\n`,
+    );
+    return { bench: 'reap', qemu, pager: figures };
+  } finally {
+    if (keep) await rm(keep, { recursive: true, force: true });
+  }
 }
 
 function optionString(args: string[], name: string): string | undefined {

@@ -7,13 +7,13 @@
  * `Authorization: Bearer <token>`, compared in constant time. The peer routes
  * (/v1/snapshots/<id>/<file>) check the peer token instead, and GET /v1/snapshots takes either.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
 import type { Lease, Lifecycle } from '../node/lifecycle.js';
 import { peerRequestHandler } from '../snapshot/peer-server.js';
+import { bearerTokenCheck } from '../util/bearer.js';
 import { errorBody, httpStatusOf, sendRawError } from './errors.js';
 import { SHARED_SCHEMAS, errorRef, instanceParams, nameParams, noQuery } from './schemas.js';
 import { exitCodeOf } from '../guest/agent-protocol.js';
@@ -65,9 +65,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
 
-  const apiToken = opts.token ? digest(`Bearer ${opts.token}`) : undefined;
-  const peerToken = opts.peerToken ? digest(`Bearer ${opts.peerToken}`) : undefined;
-  const matches = (req: FastifyRequest, expected: Buffer | undefined) => !!expected && timingSafeEqual(digest(req.headers.authorization ?? ''), expected);
+  const apiToken = opts.token ? bearerTokenCheck(opts.token) : undefined;
+  const peerToken = opts.peerToken ? bearerTokenCheck(opts.peerToken) : undefined;
+  const matches = (req: FastifyRequest, check: ((authorization: string | undefined) => boolean) | undefined) => !!check && check(req.headers.authorization);
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
@@ -421,8 +421,4 @@ function forwardHeaders(h: IncomingHttpHeaders, remote: string | undefined): Rec
   out['x-forwarded-for'] = [h['x-forwarded-for'], remote].filter(Boolean).join(', ');
   out.connection = 'close';
   return out;
-}
-
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
 }

@@ -3,6 +3,7 @@ import { startDaemon } from '../api/daemon.js';
 import { expectedFileSha256 } from '../examples/test-function.js';
 import type { NodeOptions } from '../node/node.js';
 import { roundMs } from '../util/format.js';
+import { sleep } from '../util/sleep.js';
 
 export interface LifecycleDemo {
   url: string;
@@ -52,7 +53,7 @@ export async function runLifecycleDemo(opts: NodeOptions, image: string, say: (m
     const deadline = Date.now() + 300_000;
     while (!(await check())) {
       if (Date.now() > deadline) throw new Error('the daemon did not get there in 5 minutes');
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     return roundMs(performance.now() - t0);
   };

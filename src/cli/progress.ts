@@ -1,4 +1,4 @@
-import type { TransferProgress } from '../snapshot/transfer.js';
+import type { TransferProgress } from '../snapshot/transfer-progress.js';
 import { mib } from '../util/format.js';
 
 /**

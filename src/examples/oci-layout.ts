@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { writeTar, type TarWriteEntry } from '../image/tar.js';
+import { writeTar, type TarWriteEntry } from './tar-writer.js';
 
 /** A fixed mtime for fixture entries (2023-11-14T22:13:20Z). */
 export const FIXTURE_MTIME = 1_700_000_000;

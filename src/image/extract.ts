@@ -53,6 +53,7 @@ import { EmbersError } from '../errors.js';
 import { run } from '../util/exec.js';
 import type { TarEntry, TarHeader } from './tar.js';
 import type { RootMetadata } from './ext4.js';
+import { escapeAttrPath, unescapeAttrPath } from './xattr-dump.js';
 
 /** Largest mtime the flattener stores: ext4 (through mke2fs -d) keeps 32 signed bits. */
 const MAX_MTIME = 2 ** 31 - 1;
@@ -481,28 +482,4 @@ export class LayerApplier {
       );
     }
   }
-}
-
-/** getfattr/setfattr dump-format escaping of file names (octal escapes for unsafe bytes). */
-export function escapeAttrPath(rel: string): string {
-  const bytes = Buffer.from(rel === '' ? '.' : `./${rel}`);
-  let out = '';
-  for (const b of bytes) {
-    if (b <= 0x20 || b === 0x5c || b === 0x7f || b >= 0x80 || b === 0x3d) out += `\\${b.toString(8).padStart(3, '0')}`;
-    else out += String.fromCharCode(b);
-  }
-  return out;
-}
-
-function unescapeAttrPath(text: string): string {
-  const bytes: number[] = [];
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] === '\\' && /^[0-7]{3}$/.test(text.slice(i + 1, i + 4))) {
-      bytes.push(parseInt(text.slice(i + 1, i + 4), 8));
-      i += 3;
-    } else {
-      bytes.push(...Buffer.from(text[i]!));
-    }
-  }
-  return Buffer.from(bytes).toString('utf8');
 }

@@ -3,7 +3,7 @@
  *   `oci:PATH[:TAG|@DIGEST]`, `docker-archive:PATH[:TAG]`  local, explicitly
  *   `docker://REF`                                          registry, explicitly
  *   a path that exists (whole, or before its last `:` or `@`), or that starts with
- *   `/`, `./`, `../` or `~/`                                local (see oci.ts)
+ *   `/`, `./`, `../` or `~/`                                local (see resolve.ts)
  *   anything else                                           a registry reference (reference.ts)
  */
 import { homedir } from 'node:os';

@@ -27,7 +27,8 @@ import { asNoSpaceError, fsyncPath, makeTempDir, sha256File, writeJsonAtomic } f
 import { LayerApplier } from './extract.js';
 import { buildRootfs, FLATTENER_VERSION, randomSuffix, ROOTFS_EPOCH } from './flatten.js';
 import { locateImage } from './locate.js';
-import { checkIndex, kindOf, resolveFromBlobs, resolveImage, type ResolvedImage, type ResolvedLayer } from './oci.js';
+import { checkIndex, kindOf } from './manifest.js';
+import { resolveFromBlobs, resolveImage, type ResolvedImage, type ResolvedLayer } from './resolve.js';
 import { loadAuthFile, normalizeAuthKey, TokenCache } from './registry/auth.js';
 import { BlobStore } from './registry/blob-store.js';
 import { RegistryClient } from './registry/client.js';
@@ -194,7 +195,7 @@ export class ImageStore {
 
   /**
    * Resolves, verifies and flattens `ref`, or returns the cached rootfs of its manifest. See
-   * oci.ts for the reference syntax.
+   * resolve.ts for the reference syntax.
    */
   async ensure(ref: string, opts: EnsureOptions = {}): Promise<FlattenedImage> {
     const location = await locateImage(ref);

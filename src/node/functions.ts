@@ -7,11 +7,10 @@
  * written atomically (temp file, fsync, rename), so a restarted daemon serves the same
  * functions and a crash never leaves half a spec.
  */
-import { createHash } from 'node:crypto';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, type ErrorDetails } from '../errors.js';
-import { writeJsonAtomic } from '../util/fs.js';
+import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { hostLimits, type FunctionSpec, type HostLimits } from './function-spec.js';
 import type { SnapshotMode } from './remote.js';
 
@@ -203,7 +202,7 @@ export function runtimeSpec(spec: FunctionConfig): FunctionSpec {
 
 /** The revision id of a spec resolved to an image manifest digest. */
 export function revisionId(manifestDigest: string, spec: FunctionConfig): string {
-  return `rev-${createHash('sha256').update(canonicalJson({ manifestDigest, spec })).digest('hex').slice(0, 16)}`;
+  return `rev-${sha256(canonicalJson({ manifestDigest, spec })).slice(0, 16)}`;
 }
 
 /**
@@ -215,9 +214,7 @@ export function revisionId(manifestDigest: string, spec: FunctionConfig): string
 export function snapshotKey(manifestDigest: string, fn: FunctionSpec): string {
   const { image, vcpus, memoryMiB, port, env, entrypoint, cmd, restoreHook } = fn;
   // restoreHook only when set: the keys of snapshots without one stay what they were
-  return createHash('sha256')
-    .update(canonicalJson({ manifestDigest, image, vcpus, memoryMiB, port, env, entrypoint: entrypoint ?? null, cmd: cmd ?? null, restoreHook }))
-    .digest('hex');
+  return sha256(canonicalJson({ manifestDigest, image, vcpus, memoryMiB, port, env, entrypoint: entrypoint ?? null, cmd: cmd ?? null, restoreHook }));
 }
 
 /** JSON with object keys sorted at every level, so equal values give equal bytes. */

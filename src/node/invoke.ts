@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { EmbersError } from '../errors.js';
 import { pidAlive } from '../util/pid.js';
+import { sleep } from '../util/sleep.js';
 
 export interface InvokeRequest {
   path?: string;
@@ -77,7 +78,7 @@ export async function waitUntilServing(
         timeoutMs: opts.timeoutMs,
       });
     }
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
 }
 

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
@@ -226,7 +226,20 @@ export class LocalSnapshotStore {
         const stamp = stampFromStats(st);
         const known = stamps?.[f.name];
         if (!known || JSON.stringify(known) !== JSON.stringify(stamp)) {
-          const digest = await sha256File(path);
+          // a file with chunk digests (memory): each chunk is checked too, in the same read, since a
+          // restore whose memory file is still arriving trusts them chunk by chunk
+          const { sha256: digest, chunks } = await sha256FileAndChunks(path, f.chunkSha256 ? f.chunkSize : undefined);
+          const bad = f.chunkSha256?.findIndex((d, i) => chunks[i] !== d) ?? -1;
+          if (bad >= 0 || (f.chunkSha256 && chunks.length !== f.chunkSha256.length)) {
+            const chunk = bad >= 0 ? bad : Math.min(chunks.length, f.chunkSha256!.length);
+            const start = chunk * f.chunkSize!;
+            throw new EmbersError(
+              'EMB_SNAPSHOT_CORRUPT',
+              `snapshot ${m.id}: chunk ${chunk} of ${f.name} (bytes ${start}-${Math.min(start + f.chunkSize!, f.sizeBytes) - 1}) does not match its sha256 (corrupt or tampered)`,
+              { id: m.id, file: f.name, chunk, expected: f.chunkSha256![chunk], actual: chunks[chunk] },
+              { hint: `remove it (\`embers snapshot rm ${m.id}\`) and pull or create it again` },
+            );
+          }
           if (digest !== f.sha256) {
             throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id}: ${f.name} does not match its sha256 (corrupt or tampered)`, {
               id: m.id,
@@ -345,4 +358,35 @@ function stampFromStats(st: BigIntStats): FileStamp {
 export async function stampFile(path: string): Promise<FileStamp | undefined> {
   const st = await stat(path, { bigint: true }).catch(() => undefined);
   return st ? stampFromStats(st) : undefined;
+}
+
+/** sha256 of the file at `path`, and with `chunkSize` the sha256 of each chunk of that size (the last one may be shorter), in one read. */
+async function sha256FileAndChunks(path: string, chunkSize?: number): Promise<{ sha256: string; chunks: string[] }> {
+  if (!chunkSize) return { sha256: await sha256File(path), chunks: [] };
+  const fh = await open(path, 'r');
+  try {
+    const whole = createHash('sha256');
+    const chunks: string[] = [];
+    const buf = Buffer.allocUnsafe(Math.min(chunkSize, 1 << 20));
+    let part = createHash('sha256');
+    let filled = 0;
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, chunkSize - filled), pos);
+      if (bytesRead === 0) break;
+      const data = buf.subarray(0, bytesRead);
+      whole.update(data);
+      part.update(data);
+      filled += bytesRead;
+      pos += bytesRead;
+      if (filled === chunkSize) {
+        chunks.push(part.digest('hex'));
+        part = createHash('sha256');
+        filled = 0;
+      }
+    }
+    if (filled > 0) chunks.push(part.digest('hex'));
+    return { sha256: whole.digest('hex'), chunks };
+  } finally {
+    await fh.close();
+  }
 }

@@ -7,9 +7,10 @@ import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolic
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
-import { WORKING_SET_MANIFEST_PATH, fetchWorkingSet, type WorkingSetSource } from './working-set-transfer.js';
+import { WORKING_SET_MANIFEST_PATH, fetchWorkingSet, pullSnapshot, type WorkingSetSource } from './working-set-transfer.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
-import { emptyBody, fetchSnapshot, isTransientTransferError, networkErrorCode, type TransferOptions, type TransferResult } from './transfer.js';
+import { errnoCode } from '../util/errno.js';
+import { emptyBody, isTransientTransferError, type TransferOptions, type TransferResult } from './transfer.js';
 
 export interface PeerClientOptions {
   /** The peer's base URL, e.g. `http://10.0.0.2:7070`. */
@@ -89,11 +90,9 @@ export class PeerClient {
     return parseManifest(await this.readManifest(id, undefined), `peer ${this.url}: ${id}/${MANIFEST_NAME}`);
   }
 
-  /** Pulls snapshot `id` from the peer into `store`, under the same id (see `fetchSnapshot`). */
-  async pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
-    const result = await fetchSnapshot(store, this.source, id, options);
-    const ws = await this.pullWorkingSet(store, id, options);
-    return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
+  /** Pulls snapshot `id` from the peer into `store`, under the same id, and its working set if the peer has one (see `pullSnapshot`). */
+  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+    return pullSnapshot(store, this.source, id, options);
   }
 
   /** Fetches the working set of local snapshot `id`, if the peer has one and the store does not (see fetchWorkingSet). */
@@ -217,7 +216,7 @@ export class PeerClient {
       disarm();
       if (signal?.aborted) throw signal.reason;
       if (ac.signal.aborted && ac.signal.reason instanceof EmbersError) throw ac.signal.reason;
-      const code = networkErrorCode(err);
+      const code = errnoCode(err);
       throw new EmbersError(
         'EMB_REMOTE_UNREACHABLE',
         `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`,

@@ -15,7 +15,6 @@
  * normalised, so `..` or encoded variants name nothing; no symlink is followed (the snapshot
  * dir must be a real directory, files are opened with O_NOFOLLOW).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -23,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { EmbersError, isEmbersError } from '../errors.js';
+import { bearerTokenCheck } from '../util/bearer.js';
 import { sha256 } from '../util/fs.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { FILE_NAME_RE, MANIFEST_NAME, WORKING_SET_DIR, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
@@ -90,12 +90,11 @@ export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'toke
   if (typeof opts.token !== 'string' || opts.token.length < PEER_TOKEN_MIN_LENGTH) {
     throw new EmbersError('EMB_CONFIG_INVALID', `the peer token must be at least ${PEER_TOKEN_MIN_LENGTH} characters`, {});
   }
-  const expected = digest(`Bearer ${opts.token}`);
+  const tokenMatches = bearerTokenCheck(opts.token);
   const { store } = opts;
   return async (req, res) => {
     try {
-      // Hash both sides, so the comparison takes the same time whatever the length of what was sent.
-      if (!timingSafeEqual(digest(req.headers.authorization ?? ''), expected)) {
+      if (!tokenMatches(req.headers.authorization)) {
         res.setHeader('WWW-Authenticate', 'Bearer realm="embers"');
         return reply(res, 401, 'EMB_PEER_AUTH', 'missing or wrong peer token');
       }
@@ -152,16 +151,7 @@ async function serveFile(store: LocalSnapshotStore, id: string, name: string, re
   }
   if (manifest.id !== id) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`);
 
-  if (name === MANIFEST_NAME) {
-    res.writeHead(200, {
-      'Content-Type': 'application/json',
-      'Content-Length': manifestBytes.length,
-      [PEER_SHA256_HEADER]: sha256(manifestBytes),
-      'Cache-Control': 'no-store',
-    });
-    res.end(req.method === 'HEAD' ? undefined : manifestBytes);
-    return;
-  }
+  if (name === MANIFEST_NAME) return sendManifest(manifestBytes, req, res);
   const entry = manifest.files.find((f) => f.name === name);
   if (!entry) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no file ${name}`);
   await sendFile(join(dir, name), entry.sha256, `snapshot ${id} lacks ${name} here`, req, res);
@@ -181,19 +171,21 @@ async function serveWorkingSetFile(store: LocalSnapshotStore, id: string, name: 
   } catch {
     return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no valid working set here`);
   }
-  if (name === MANIFEST_NAME) {
-    res.writeHead(200, {
-      'Content-Type': 'application/json',
-      'Content-Length': manifestBytes.length,
-      [PEER_SHA256_HEADER]: sha256(manifestBytes),
-      'Cache-Control': 'no-store',
-    });
-    res.end(req.method === 'HEAD' ? undefined : manifestBytes);
-    return;
-  }
+  if (name === MANIFEST_NAME) return sendManifest(manifestBytes, req, res);
   const entry = manifest.files.find((f) => f.name === name);
   if (!entry) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `the working set of ${id} has no file ${name}`);
   await sendFile(join(dir, name), entry.sha256, `the working set of ${id} lacks ${name} here`, req, res);
+}
+
+/** Sends a manifest (of a snapshot or of its working set), with its sha256 in a header. */
+function sendManifest(manifestBytes: Buffer, req: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': manifestBytes.length,
+    [PEER_SHA256_HEADER]: sha256(manifestBytes),
+    'Cache-Control': 'no-store',
+  });
+  res.end(req.method === 'HEAD' ? undefined : manifestBytes);
 }
 
 /** Sends a regular file (never through a symlink), whole or one byte range of it, with its sha256 in a header. */
@@ -279,8 +271,4 @@ function reply(res: ServerResponse, status: number, code: string, message: strin
   const body = Buffer.from(`${JSON.stringify({ code, message })}\n`);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': body.length });
   res.end(body);
-}
-
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
 }

@@ -13,7 +13,8 @@ import { EmbersError, isEmbersError } from '../errors.js';
 import { retry } from '../util/retry.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
-import { compileTransferOptions, isTransientTransferError, type RangeSource, type TransferOptions } from './transfer.js';
+import { fetchSnapshot } from './fetch-snapshot.js';
+import { compileTransferOptions, isTransientTransferError, type RangeSource, type TransferOptions, type TransferResult } from './transfer.js';
 import { WorkingSetStore, parseWorkingSetManifest, workingSetPath, type WorkingSetManifest } from './working-set-store.js';
 
 /** A RangeSource that can also say whether the snapshot has a working set there. */
@@ -24,6 +25,16 @@ export interface WorkingSetSource extends RangeSource {
 
 /** The working-set manifest's name as remotes store it (`workingset/manifest.json`). */
 export const WORKING_SET_MANIFEST_PATH = workingSetPath(MANIFEST_NAME);
+
+/**
+ * Pulls snapshot `id` from `source` into `store` (see fetchSnapshot), then its working set if
+ * the source has one and the store does not (see fetchWorkingSet); `bytes` counts both.
+ */
+export async function pullSnapshot(store: LocalSnapshotStore, source: WorkingSetSource, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+  const result = await fetchSnapshot(store, source, id, options);
+  const ws = await fetchWorkingSet(store, source, id, options);
+  return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
+}
 
 /**
  * Fetches the working set of snapshot `id` (which must be in `store`) from `source`, unless the

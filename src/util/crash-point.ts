@@ -16,6 +16,7 @@
  */
 import { access, writeFile } from 'node:fs/promises';
 import { environment } from '../config.js';
+import { sleep } from './sleep.js';
 
 export const CRASH_POINTS = {
   'snapshot.create.after-pause': 'the VM is paused; nothing is written',
@@ -85,7 +86,7 @@ export async function crashPoint(name: CrashPointName): Promise<void> {
         )
       )
         return;
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 }

@@ -1,9 +1,12 @@
 /**
  * Pid lock files: a file created with O_EXCL holding its owner's pid. A lock whose process is
  * gone is stale and may be taken over; callers decide whether to wait for a live one or give up.
+ * `acquireLock` is the one acquirer; the image cache's locks and the snapshot transfer locks
+ * are taken through it.
  */
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { pidAlive } from './pid.js';
+import { sleep } from './sleep.js';
 
 /**
  * Lock and pin files this process holds. A file naming our pid but not in this set was left
@@ -42,5 +45,65 @@ export async function tryCreateLock(path: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
+  }
+}
+
+export interface AcquireLockOptions {
+  /** The error thrown when a live process (this one included) still holds the lock once
+   * `waitMs` have passed; `waitedMs` is how long this call waited. */
+  busy(pid: number, waitedMs: number): Error;
+  /** How long to wait for a live owner to release the lock, in ms; 0 gives up at once.
+   * @default 0 */
+  waitMs?: number;
+  /** Poll interval while waiting, and the grace given to an owner that created the file but
+   * has not written its pid yet, in ms.
+   * @default 100 */
+  pollMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Takes the lock file `path` (its directory must exist): creates it holding our pid, takes it
+ * over from a process that is gone, and waits while a live process holds it (up to `waitMs`,
+ * then throws `busy`). Within this process, the path is reserved in `heldHere` before the file
+ * is created, so two callers here never both take it. Returns the release function.
+ */
+export async function acquireLock(path: string, opts: AcquireLockOptions): Promise<() => Promise<void>> {
+  const waitMs = opts.waitMs ?? 0;
+  const pollMs = opts.pollMs ?? 100;
+  const started = Date.now();
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    let owner: number | undefined = process.pid;
+    if (!heldHere.has(path)) {
+      heldHere.add(path);
+      let created = false;
+      try {
+        created = await tryCreateLock(path);
+      } finally {
+        if (!created) heldHere.delete(path);
+      }
+      if (created) {
+        return async () => {
+          await rm(path, { force: true });
+          heldHere.delete(path);
+        };
+      }
+      owner = await lockOwner(path);
+      if (owner === undefined) {
+        // Just created and not yet written, or left empty by a crash: give a writer a moment.
+        if ((await readFile(path).catch(() => undefined)) === undefined) continue;
+        await sleep(pollMs, opts.signal);
+        if ((await lockOwner(path)) === undefined) await rm(path, { force: true });
+        continue;
+      }
+      if (!(await pidHolds(path, owner))) {
+        await rm(path, { force: true }); // its owner is gone
+        continue;
+      }
+    }
+    const waited = Date.now() - started;
+    if (waited >= waitMs) throw opts.busy(owner, waited);
+    await sleep(pollMs, opts.signal);
   }
 }

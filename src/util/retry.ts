@@ -1,6 +1,7 @@
 /** Retries of transient failures, with exponential backoff and full jitter. */
 
 import { EmbersError, isEmbersError } from '../errors.js';
+import { sleep } from './sleep.js';
 
 export interface RetryOptions {
   /** Attempts in all, the first included (1 = no retry).
@@ -51,7 +52,7 @@ export async function retry<T>(
       if (attempt >= policy.attempts || !isTransient(err)) throw err;
       const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
       // a server that says when to come back (Retry-After on a 503 SlowDown or a 429) is believed
-      await delay(Math.max(Math.random() * ceiling, retryAfterOf(err) ?? 0), signal);
+      await sleep(Math.max(Math.random() * ceiling, retryAfterOf(err) ?? 0), signal);
     }
   }
 }
@@ -71,25 +72,6 @@ export function parseRetryAfter(value: string | null | undefined): number | unde
   if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason once it is aborted. */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -4,6 +4,7 @@ import { pidAlive } from '../util/pid.js';
 import { exists } from '../util/fs.js';
 import { EmbersError } from '../errors.js';
 import { tail } from '../util/exec.js';
+import { sleep } from '../util/sleep.js';
 
 export { pidAlive, pidCmdline, pidCommandMentions } from '../util/pid.js';
 
@@ -63,9 +64,7 @@ export async function waitForPath(path: string, exited: Promise<unknown>, timeou
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { sleep };
 
 /** Waits until the pid is gone; true if it went within the time. */
 export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {

@@ -4,7 +4,8 @@
  *
  * - SigV4 is not verified by s3rver (it checks only that the access key id is known, and then
  *   accepts any signature; unsigned requests are served too). The wrapper verifies every
- *   request's AWS4-HMAC-SHA256 Authorization header against the one key pair it was given:
+ *   request's AWS4-HMAC-SHA256 Authorization header against the one key pair it was given,
+ *   signing the request again with @smithy/signature-v4 (the AWS SDK's signer):
  *   unknown key → 403 InvalidAccessKeyId, bad signature → 403 SignatureDoesNotMatch, no
  *   Authorization → 403 AccessDenied. Presigned URLs are refused.
  * - ListParts (GET <key>?uploadId=) and AbortMultipartUpload (DELETE <key>?uploadId=) answer
@@ -18,7 +19,7 @@
  * It prints one JSON line `{"port":N}` once it listens, and exits when its stdin closes (its
  * parent is gone) or on SIGTERM.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual, type Hash, type Hmac } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -26,6 +27,7 @@ import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { SignatureV4 } from '@smithy/signature-v4';
 
 interface S3rverApp {
   configureBuckets(): Promise<unknown>;
@@ -59,7 +61,7 @@ export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: n
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const auth = verifySigV4(req, args);
+    const auth = await verifySigV4(req, args);
     if (auth) {
       if (args.refusalLog) appendFileSync(args.refusalLog, `${JSON.stringify({ method: req.method, url: req.url, code: auth.code })}\n`);
       return s3Error(res, auth.status, auth.code, auth.message);
@@ -127,75 +129,80 @@ async function listParts(res: ServerResponse, uploadDir: string, bucket: string,
   res.end(xml);
 }
 
-/** Checks an AWS4-HMAC-SHA256 Authorization header; returns the S3 error to answer, or undefined. */
-export function verifySigV4(
+/** sha256 and HMAC-sha256 (with a secret) for the signer, from node:crypto (the SDK's Checksum shape). */
+class NodeSha256 {
+  private readonly hash: Hash | Hmac;
+  constructor(secret?: SourceData) {
+    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytesOf(secret));
+  }
+  update(data: SourceData): void {
+    this.hash.update(bytesOf(data));
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(this.hash.digest());
+  }
+}
+
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+
+function bytesOf(data: SourceData): string | Uint8Array {
+  if (typeof data === 'string') return data;
+  return ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+}
+
+/**
+ * Checks an AWS4-HMAC-SHA256 Authorization header: @smithy/signature-v4 (the AWS SDK's own signer)
+ * signs the request as received (its method, raw path, query, the headers the client signed,
+ * its x-amz-date and payload hash) with the key pair this server holds, and the signatures must
+ * match. Returns the S3 error to answer, or undefined.
+ */
+export async function verifySigV4(
   req: IncomingMessage,
   creds: { accessKeyId: string; secretAccessKey: string },
-): { status: number; code: string; message: string } | undefined {
+): Promise<{ status: number; code: string; message: string } | undefined> {
   const auth = req.headers.authorization;
   if (!auth) return { status: 403, code: 'AccessDenied', message: 'Anonymous requests are not allowed.' };
   const m = /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/,]+)\/([^/,]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/.exec(
     auth,
   );
   if (!m) return { status: 400, code: 'AuthorizationHeaderMalformed', message: 'The authorization header is malformed (only AWS4-HMAC-SHA256 is accepted).' };
-  const [, keyId, date, region, service, signedHeaders, signature] = m;
+  const [, keyId, , region, service, signedHeaders, signature] = m;
   if (keyId !== creds.accessKeyId)
     return { status: 403, code: 'InvalidAccessKeyId', message: 'The AWS Access Key Id you provided does not exist in our records.' };
+  const mismatch = {
+    status: 403,
+    code: 'SignatureDoesNotMatch',
+    message: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+  };
+  const amzDate = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(String(req.headers['x-amz-date'] ?? ''));
+  if (!amzDate) return mismatch;
+  const [, y, mo, d, h, mi, sec] = amzDate.map(Number);
+  const signingDate = new Date(Date.UTC(y, mo - 1, d, h, mi, sec));
+
   const rawUrl = req.url ?? '/';
   const q = rawUrl.indexOf('?');
-  const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
-  const rawQuery = q < 0 ? '' : rawUrl.slice(q + 1);
-  const query = rawQuery
-    .split('&')
-    .filter(Boolean)
-    .map((p) => {
-      const i = p.indexOf('=');
-      return [rfc3986(decodeURIComponent(i < 0 ? p : p.slice(0, i))), rfc3986(decodeURIComponent(i < 0 ? '' : p.slice(i + 1)))] as const;
-    })
-    .sort((a, b) => (a[0] === b[0] ? cmp(a[1], b[1]) : cmp(a[0], b[0])))
-    .map(([k, v]) => `${k}=${v}`)
-    .join('&');
-  const headers = signedHeaders
-    .split(';')
-    .map(
-      (h) =>
-        `${h}:${String(req.headers[h] ?? '')
-          .trim()
-          .replace(/\s+/g, ' ')}\n`,
-    )
-    .join('');
-  const payloadHash = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
-  const canonical = [req.method, rawPath, query, headers, signedHeaders, payloadHash].join('\n');
-  const stringToSign = [
-    'AWS4-HMAC-SHA256',
-    String(req.headers['x-amz-date'] ?? ''),
-    `${date}/${region}/${service}/aws4_request`,
-    createHash('sha256').update(canonical).digest('hex'),
-  ].join('\n');
-  let key: Buffer = hmac(`AWS4${creds.secretAccessKey}`, date);
-  for (const part of [region, service, 'aws4_request']) key = hmac(key, part);
-  const expected = hmac(key, stringToSign);
-  const given = Buffer.from(signature, 'hex');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    return {
-      status: 403,
-      code: 'SignatureDoesNotMatch',
-      message: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
-    };
+  const query: Record<string, string | string[]> = {};
+  for (const p of (q < 0 ? '' : rawUrl.slice(q + 1)).split('&').filter(Boolean)) {
+    const i = p.indexOf('=');
+    const k = decodeURIComponent(i < 0 ? p : p.slice(0, i));
+    const v = decodeURIComponent(i < 0 ? '' : p.slice(i + 1));
+    const had = query[k];
+    query[k] = had === undefined ? v : [...(Array.isArray(had) ? had : [had]), v];
   }
-  return undefined;
-}
-
-function hmac(key: string | Buffer, data: string): Buffer {
-  return createHmac('sha256', key).update(data).digest();
-}
-
-function rfc3986(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  // Exactly the headers the client signed, plus its payload hash (UNSIGNED-PAYLOAD when it sent none), which is signed only if listed.
+  const signed = new Set(signedHeaders.split(';'));
+  const headers: Record<string, string> = {};
+  for (const name of signed) headers[name] = String(req.headers[name] ?? '');
+  headers['x-amz-content-sha256'] = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
+  const signer = new SignatureV4({ credentials: creds, region, service, sha256: NodeSha256, uriEscapePath: false, applyChecksum: false });
+  const expected = await signer.sign(
+    { method: req.method ?? 'GET', protocol: 'http:', hostname: String(req.headers.host ?? ''), path: q < 0 ? rawUrl : rawUrl.slice(0, q), query, headers },
+    { signingDate, signableHeaders: signed, unsignableHeaders: signed.has('x-amz-content-sha256') ? undefined : new Set(['x-amz-content-sha256']) },
+  );
+  const expectedAuth = String(expected.headers.authorization ?? '');
+  const given = Buffer.from(`SignedHeaders=${signedHeaders}, Signature=${signature}`);
+  const wanted = Buffer.from(expectedAuth.slice(expectedAuth.indexOf('SignedHeaders=')));
+  return given.length === wanted.length && timingSafeEqual(given, wanted) ? undefined : mismatch;
 }
 
 function esc(s: string): string {

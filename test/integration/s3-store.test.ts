@@ -8,7 +8,7 @@ import type { EmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { MANIFEST_NAME } from '../../src/snapshot/manifest.js';
 import { S3SnapshotStore } from '../../src/snapshot/s3-store.js';
-import type { TransferProgress } from '../../src/snapshot/transfer.js';
+import type { TransferProgress } from '../../src/snapshot/transfer-progress.js';
 import { embersErrorWith } from '../helpers/errors.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
 import { MiB, addWorkingSet, makeSnapshot, snapshotBytes, tempDir, visible, workingSetBytes } from '../helpers/snapshots.js';

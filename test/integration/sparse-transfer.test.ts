@@ -8,7 +8,7 @@ import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { PeerClient } from '../../src/snapshot/peer-client.js';
 import { startPeerServer } from '../../src/snapshot/peer-server.js';
 import { S3SnapshotStore } from '../../src/snapshot/s3-store.js';
-import { spansToFetch } from '../../src/snapshot/transfer.js';
+import { spansToFetch } from '../../src/snapshot/fetch-snapshot.js';
 import { sha256File, sha256FileWithDataRanges } from '../../src/util/fs.js';
 import { startS3Server } from '../helpers/s3-server.js';
 import { MiB, TEST_META, tempDir } from '../helpers/snapshots.js';

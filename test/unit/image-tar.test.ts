@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, symlink, writeFile, link } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readTar, writeTar, type TarHeader, type TarWriteEntry } from '../../src/image/tar.js';
+import { readTar, type TarHeader } from '../../src/image/tar.js';
+import { writeTar, type TarWriteEntry } from '../../src/examples/tar-writer.js';
 import { isEmbersError } from '../../src/errors.js';
 import { tempDir } from './image-helpers.js';
 

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
@@ -90,5 +90,40 @@ test('publish refuses chunk digests that do not cover the file, and publishes no
     assert.equal(fileEntry(older, 'memory.bin')!.chunkSha256, undefined);
     assert.deepEqual(parseManifest(JSON.stringify(older), 'older'), older);
     await store.verify(older);
+  });
+});
+
+test('verify checks the memory file chunk by chunk: a corrupted chunk is EMB_SNAPSHOT_CORRUPT naming it, and so is a chunk digest the file does not match', async () => {
+  await withStore(async (store) => {
+    const staging = await store.staging();
+    await writeFile(join(staging, 'memory.bin'), Buffer.concat([randomBytes(MEMORY_CHUNK_SIZE), randomBytes(MEMORY_CHUNK_SIZE), randomBytes(8192)]));
+    await writeFile(join(staging, 'vmstate.bin'), 'state');
+    const digests = await chunkDigests(join(staging, 'memory.bin'));
+    const m = await store.publish(staging, TEST_META, { chunks: { 'memory.bin': { chunkSize: MEMORY_CHUNK_SIZE, sha256: digests } } });
+    await store.verify(m);
+    // the file is right but the manifest's digest of chunk 2 is not: a restore of an arriving file would refuse that chunk
+    const wrongList = structuredClone(m);
+    fileEntry(wrongList, 'memory.bin')!.chunkSha256![2] = digests[0];
+    await assert.rejects(
+      store.verify(wrongList),
+      (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && e.details.chunk === 2 && /chunk 2 of memory\.bin/.test(e.message),
+    );
+    // one byte of chunk 1 flipped on disk
+    const path = join(store.pathOf(m.id), 'memory.bin');
+    const fh = await open(path, 'r+');
+    const at = MEMORY_CHUNK_SIZE + 12345;
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    b[0] ^= 0xff;
+    await fh.write(b, 0, 1, at);
+    await fh.close();
+    await assert.rejects(
+      store.verify(m),
+      (e: unknown) =>
+        isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') &&
+        e.details.chunk === 1 &&
+        e.details.expected === digests[1] &&
+        new RegExp(`chunk 1 of memory\\.bin \\(bytes ${MEMORY_CHUNK_SIZE}-${2 * MEMORY_CHUNK_SIZE - 1}\\)`).test(e.message),
+    );
   });
 });

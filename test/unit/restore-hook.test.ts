@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isEmbersError } from '../../src/errors.js';
-import { parseConfig } from '../../src/image/oci.js';
+import { parseConfig } from '../../src/image/manifest.js';
 import { validateFunctionSpec, type FunctionSpec } from '../../src/node/function-spec.js';
 import { runtimeSpec, snapshotKey, validateFunctionConfig } from '../../src/node/functions.js';
 

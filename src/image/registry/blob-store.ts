@@ -8,7 +8,7 @@
  *
  * A blob appears under sha256/ only by a rename of a file whose bytes were hashed to its
  * name and fsynced: a crash never leaves a half-written blob visible. The layout is that of an
- * OCI image layout's blobs/, so oci.ts reads the store as it reads a layout.
+ * OCI image layout's blobs/, so resolve.ts reads the store as it reads a layout.
  */
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';

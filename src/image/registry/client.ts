@@ -8,7 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import { EmbersError } from '../../errors.js';
 import { sha256 } from '../../util/fs.js';
-import { INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_BYTES, MEDIA, type Descriptor } from '../oci.js';
+import { INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_BYTES, MEDIA, type Descriptor } from '../manifest.js';
 import { basicHeader, parseChallenges, type Challenge, type Credentials, type TokenCache } from './auth.js';
 import { drain, errorBody, readBody, send, statusError } from './http.js';
 import { isInsecure, type CompiledRegistryOptions } from './options.js';
@@ -222,7 +222,7 @@ export class RegistryClient {
         const mt = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType;
         mediaType = typeof mt === 'string' ? mt : contentType;
       } catch {
-        /* oci.ts reports invalid JSON with the right code */
+        /* manifest.ts reports invalid JSON with the right code */
       }
     }
     return { digest, mediaType, bytes };

@@ -13,7 +13,7 @@ import { createReadStream } from 'node:fs';
 import { open, rm, stat, truncate } from 'node:fs/promises';
 import { EmbersError, isEmbersError, type ErrorDetails } from '../../errors.js';
 import { retry, type RetryPolicy } from '../../util/retry.js';
-import type { Descriptor } from '../oci.js';
+import type { Descriptor } from '../manifest.js';
 import type { BlobStore } from './blob-store.js';
 import type { RegistryClient } from './client.js';
 import { isTransientRegistryError, transportError } from './http.js';

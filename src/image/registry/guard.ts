@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EmbersError } from '../../errors.js';
-import { delay } from '../../util/retry.js';
+import { sleep as delay } from '../../util/sleep.js';
 import { acquireLock, heldHere, lockHeld, lockOwner, pidHolds } from './lock.js';
 
 const PIN_RE = /^\.pin-(\d+)-[0-9a-f]+$/;

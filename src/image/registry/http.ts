@@ -5,6 +5,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { EmbersError, isEmbersError, type RegistryRequestDetails } from '../../errors.js';
+import { isNetworkErrorCode } from '../../util/errno.js';
 
 export interface SendOptions {
   method: 'GET' | 'HEAD';
@@ -14,20 +15,6 @@ export interface SendOptions {
   /** Named in errors: "registry localhost:5000", "token service …". */
   what: string;
 }
-
-const UNREACHABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN',
-  'ECONNABORTED',
-  'ENOTFOUND',
-  'EADDRNOTAVAIL',
-  'UND_ERR_SOCKET',
-]);
 
 function isTlsError(err: NodeJS.ErrnoException): boolean {
   const code = err.code ?? '';
@@ -53,7 +40,7 @@ export function transportError(err: unknown, url: URL, what: string): unknown {
       { cause: err },
     );
   }
-  const why = e.code && UNREACHABLE_CODES.has(e.code) ? e.code : e.message;
+  const why = isNetworkErrorCode(e.code) ? e.code : e.message;
   return new EmbersError(
     'EMB_REGISTRY_UNREACHABLE',
     `${what} (${endpoint}) could not be reached: ${why}`,

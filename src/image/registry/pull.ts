@@ -2,7 +2,7 @@
  * Pulls one image from a registry into the blob store: the manifest (through an index or
  * Docker manifest list to its linux/amd64 entry), the config, then the layers, several at once.
  * Every byte is checked against its digest before it is stored. The index and manifest are
- * stored last. The rootfs is then built from the store by oci.ts + ImageStore, exactly as
+ * stored last. The rootfs is then built from the store by resolve.ts + ImageStore, exactly as
  * from a local OCI layout.
  */
 import { readFile } from 'node:fs/promises';
@@ -23,7 +23,7 @@ import {
   parseJson,
   pickPlatform,
   type Descriptor,
-} from '../oci.js';
+} from '../manifest.js';
 import type { BlobStore } from './blob-store.js';
 import type { FetchedManifest, RegistryClient } from './client.js';
 import { downloadBlob } from './download.js';
