@@ -44,26 +44,25 @@ fi
 echo "setup: building" >&2
 npm run --silent build
 
-# The Uffd page server for Firecracker (native/uffd-handler.c + native/sha256.h), cached by the
-# digest of its sources (the .c then the .h), as src/vmm/firecracker/uffd-handler.ts looks for it.
+# The native tools, each cached as $cache/native/NAME-<12 hex of the sha256 of its sources, in
+# the order given> (as src/util/native-tool.ts looks for them), compiled aside, then renamed:
+# the Uffd page server for Firecracker (src/vmm/firecracker/uffd-handler.ts) and the
+# page-cache tool for QEMU working sets (src/memory/page-cache.ts).
 cache="${EMBERS_CACHE:-/var/cache/embers}"
-uffd_handler="$cache/native/uffd-handler-$(cat native/uffd-handler.c native/sha256.h | sha256sum | cut -c1-12)"
-if [ ! -x "$uffd_handler" ]; then
-  echo "setup: building $uffd_handler" >&2
-  mkdir -p "$cache/native"
-  gcc -O2 -Wall -Wextra -pthread -o "$uffd_handler.tmp-$$" native/uffd-handler.c
-  mv "$uffd_handler.tmp-$$" "$uffd_handler"
-fi
-
-# The page-cache tool for QEMU working sets (native/page-cache.c), cached the same way, as
-# src/memory/page-cache.ts looks for it.
-page_cache="$cache/native/page-cache-$(sha256sum native/page-cache.c | cut -c1-12)"
-if [ ! -x "$page_cache" ]; then
-  echo "setup: building $page_cache" >&2
-  mkdir -p "$cache/native"
-  gcc -O2 -Wall -Wextra -pthread -o "$page_cache.tmp-$$" native/page-cache.c
-  mv "$page_cache.tmp-$$" "$page_cache"
-fi
+build_native() { # NAME SOURCE.c [HEADER...]
+  local name="$1"
+  shift
+  local out
+  out="$cache/native/$name-$(cat "$@" | sha256sum | cut -c1-12)"
+  if [ ! -x "$out" ]; then
+    echo "setup: building $out" >&2
+    mkdir -p "$cache/native"
+    gcc -O2 -Wall -Wextra -pthread -o "$out.tmp-$$" "$1"
+    mv "$out.tmp-$$" "$out"
+  fi
+}
+build_native uffd-handler native/uffd-handler.c native/sha256.h
+build_native page-cache native/page-cache.c
 
 echo "setup: guest kit (built once, then cached)" >&2
 node bin/embers.js guest build --json >/dev/null

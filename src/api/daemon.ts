@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { EmbersError } from '../errors.js';
 import { environment } from '../config.js';
 import { isHttpUrl } from '../util/url.js';
-import { heldHere, lockHeld, lockOwner, tryCreateLock } from '../util/lock.js';
+import { acquireLock, heldHere } from '../util/lock.js';
 import { EmbersNode, type NodeOptions } from '../node/node.js';
 import { Lifecycle } from '../node/lifecycle.js';
 import { buildApi } from './server.js';
@@ -140,20 +140,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
 async function takeLock(lock: string, home: string): Promise<void> {
   await mkdir(join(lock, '..'), { recursive: true });
-  for (let attempt = 0; attempt < 3; attempt++) {
-    if (await tryCreateLock(lock)) {
-      heldHere.add(lock);
-      return;
-    }
-    if (await lockHeld(lock)) {
-      throw new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${String(await lockOwner(lock))})`, { home, lock });
-    }
-    await rm(lock, { force: true }); // its process is gone (killed): take it over
-  }
-  throw new EmbersError('EMB_NODE_BUSY', `could not take the daemon lock ${lock}`, { home, lock });
+  // a lock of a process that is gone (killed) is taken over; released by releaseLock
+  await acquireLock(lock, { busy: (pid) => new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${pid})`, { home, lock }) });
 }
 
 async function releaseLock(lock: string): Promise<void> {
-  heldHere.delete(lock);
   await rm(lock, { force: true });
+  heldHere.delete(lock);
 }

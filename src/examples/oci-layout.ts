@@ -1,12 +1,13 @@
 /**
- * Test fixtures: OCI image layouts and `docker save` archives written from in-memory layers.
- * Output is deterministic (fixed mtimes unless given, gzip without timestamps, sorted JSON
+ * OCI image layouts written from in-memory layers: the example function's image
+ * (test-function.ts, built by the demo) and the tests' fixtures (which add `docker save`
+ * archives: test/helpers/docker-save.ts). Output is deterministic (fixed mtimes unless given, gzip without timestamps, sorted JSON
  * construction), so the same input always gives the same manifest digest.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { writeTar, type TarWriteEntry } from './tar-writer.js';
 
@@ -154,7 +155,7 @@ function configJson(image: FixtureImage, diffIds: string[]): Buffer {
 }
 
 /** Collects blobs by digest; written out as a layout directory or archive members. */
-class Blobs {
+export class Blobs {
   readonly files = new Map<string, Buffer>();
   put(data: Buffer): string {
     const hex = sha256(data);
@@ -163,13 +164,13 @@ class Blobs {
   }
 }
 
-interface BuiltImage extends WrittenImage {
+export interface BuiltImage extends WrittenImage {
   manifestMediaType: string;
   configName: string;
   layerTars: Buffer[];
 }
 
-function buildImage(blobs: Blobs, image: FixtureImage): BuiltImage {
+export function buildImage(blobs: Blobs, image: FixtureImage): BuiltImage {
   const style = image.mediaTypes ?? 'oci';
   const layerDescs: Array<{ mediaType: string; digest: string; size: number }> = [];
   const diffIds: string[] = [];
@@ -205,7 +206,7 @@ function buildImage(blobs: Blobs, image: FixtureImage): BuiltImage {
   };
 }
 
-function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: Blobs; main: BuiltImage; index: Buffer; indexDigest?: string } {
+export function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: Blobs; main: BuiltImage; index: Buffer; indexDigest?: string } {
   const blobs = new Blobs();
   const main = buildImage(blobs, image);
   const annotations = opts.refName !== undefined ? { 'org.opencontainers.image.ref.name': opts.refName } : undefined;
@@ -249,7 +250,7 @@ function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: Blobs; 
   return { blobs, main, index, indexDigest };
 }
 
-function written(main: BuiltImage, indexDigest?: string): WrittenImage {
+export function written(main: BuiltImage, indexDigest?: string): WrittenImage {
   return {
     manifestDigest: main.manifestDigest,
     manifestSize: main.manifestSize,
@@ -268,68 +269,4 @@ export async function writeOciLayout(dir: string, image: FixtureImage, opts: Lay
   for (const [name, data] of blobs.files) await writeFile(join(dir, ...name.split('/')), data);
   await writeFile(join(dir, 'index.json'), index);
   return written(main, indexDigest);
-}
-
-/** Path of a blob of a layout directory. */
-export function blobPath(dir: string, digest: string): string {
-  return join(dir, 'blobs', 'sha256', digest.replace(/^sha256:/, ''));
-}
-
-export interface DockerSaveOptions {
-  /** e.g. ['example/app:latest']. */
-  repoTags?: string[];
-  /** 'legacy' (<id>/layer.tar + <config hex>.json, as Docker < 25) or 'oci' (Docker >= 25: an OCI layout plus manifest.json). */
-  style?: 'legacy' | 'oci';
-}
-
-/**
- * Writes a `docker save`-style archive. In 'legacy' style the manifest digest embers computes
- * is synthetic (docker save keeps no manifest), so `manifestDigest` here is the OCI one only
- * for style 'oci'.
- */
-export async function writeDockerSave(file: string, image: FixtureImage, opts: DockerSaveOptions = {}): Promise<WrittenImage> {
-  const repoTags = opts.repoTags ?? ['embers-fixture:latest'];
-  const entries: TarWriteEntry[] = [];
-  const dirs = new Set<string>();
-  const addFile = (name: string, data: Buffer) => {
-    const parts = name.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (!dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ path: d, type: 'dir', mode: 0o755, mtime: FIXTURE_MTIME });
-      }
-    }
-    entries.push({ path: name, type: 'file', mode: 0o644, content: data, mtime: FIXTURE_MTIME });
-  };
-  let result: WrittenImage;
-  if ((opts.style ?? 'legacy') === 'oci') {
-    const { blobs, main, index } = layoutFiles({ ...image, mediaTypes: image.mediaTypes ?? 'oci' }, { refName: repoTags[0] });
-    addFile('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-    addFile('index.json', index);
-    for (const [name, data] of [...blobs.files].sort(([a], [b]) => (a < b ? -1 : 1))) addFile(name, data);
-    addFile(
-      'manifest.json',
-      Buffer.from(JSON.stringify([{ Config: main.configName, RepoTags: repoTags, Layers: main.layerDigests.map((d) => `blobs/sha256/${d.slice(7)}`) }])),
-    );
-    result = written(main);
-  } else {
-    const blobs = new Blobs();
-    const main = buildImage(blobs, { ...image, layers: image.layers.map((l) => ({ ...l, compression: 'none' as const })), mediaTypes: 'docker' });
-    const config = blobs.files.get(main.configName)!;
-    const configName = `${main.configDigest.slice(7)}.json`;
-    addFile(configName, config);
-    const layerNames: string[] = [];
-    main.layerTars.forEach((tar, i) => {
-      const id = sha256(`${main.diffIds.slice(0, i + 1).join(' ')}`);
-      addFile(`${id}/VERSION`, Buffer.from('1.0'));
-      addFile(`${id}/layer.tar`, tar);
-      layerNames.push(`${id}/layer.tar`);
-    });
-    addFile('manifest.json', Buffer.from(JSON.stringify([{ Config: configName, RepoTags: repoTags, Layers: layerNames }])));
-    result = written(main);
-  }
-  await mkdir(dirname(file), { recursive: true });
-  await writeFile(file, writeTar(entries));
-  return result;
 }

@@ -43,15 +43,18 @@ export const DEBIAN_MODULES = [
 export const INIT_SCRIPT = 'init';
 export const EXEC_HELPER_SOURCE = 'embers-exec.c';
 export const AGENT_SOURCE = 'embers-agent.c';
+/** The header both helpers include (logging, PATH lookup, clock); it must sit beside their sources when they are compiled. */
+export const COMMON_HEADER = 'embers-common.h';
 
 /** The guest-side sources, read from src/guest/init/. */
-export async function readGuestSources(): Promise<{ init: Buffer; execSource: Buffer; agentSource: Buffer }> {
+export async function readGuestSources(): Promise<{ init: Buffer; execSource: Buffer; agentSource: Buffer; commonHeader: Buffer }> {
   const dir = guestInitDir();
   try {
     return {
       init: await readFile(join(dir, INIT_SCRIPT)),
       execSource: await readFile(join(dir, EXEC_HELPER_SOURCE)),
       agentSource: await readFile(join(dir, AGENT_SOURCE)),
+      commonHeader: await readFile(join(dir, COMMON_HEADER)),
     };
   } catch (err) {
     throw new EmbersError('EMB_INTERNAL', `the guest init sources are missing from ${dir}`, { dir }, { cause: err });

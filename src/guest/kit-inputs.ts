@@ -99,6 +99,7 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
       agent: sha256(sources.agentSource),
+      common: sha256(sources.commonHeader),
       modules: [...DEBIAN_MODULES],
     };
   } else {
@@ -111,6 +112,7 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
       agent: sha256(sources.agentSource),
+      common: sha256(sources.commonHeader),
       modules: [],
     };
   }

@@ -42,6 +42,8 @@ export interface KitInputs {
   execHelper: string;
   /** sha256 of the guest agent's source. */
   agent: string;
+  /** sha256 of the header the exec helper and the agent share. */
+  common: string;
   modules: string[];
 }
 
@@ -63,6 +65,6 @@ export interface KitManifest {
 export interface Resolved {
   inputs: KitInputs;
   key: string;
-  sources: { init: Buffer; execSource: Buffer; agentSource: Buffer };
+  sources: { init: Buffer; execSource: Buffer; agentSource: Buffer; commonHeader: Buffer };
   kernelPackage?: KernelPackage;
 }

@@ -17,7 +17,7 @@
  *
  * The cache key hashes every input: the kernel package and version (or the kernel source
  * package version and the config with embers' overrides), busybox-static's version, the init
- * script, exec helper and guest agent sources, the module list and the kit format. A kit is published by renaming its finished
+ * script, exec helper and guest agent sources (and the header they share), the module list and the kit format. A kit is published by renaming its finished
  * temp dir, so a crash never leaves a half kit visible; two concurrent builders both finish
  * and the second rename loses harmlessly.
  *

@@ -1,15 +1,16 @@
-export type { FlattenedImage, ImageConfig } from './types.js';
-export {
-  ImageStore,
-  type EnsureOptions,
-  type PullImageOptions,
-  type ImageInspect,
-  type ImageLayerInfo,
-  type ImageListEntry,
-  type RemoveOptions,
-  type RemoveResult,
-  type GcResult,
-} from './store.js';
+export type {
+  FlattenedImage,
+  ImageConfig,
+  EnsureOptions,
+  PullImageOptions,
+  ImageInspect,
+  ImageLayerInfo,
+  ImageListEntry,
+  RemoveOptions,
+  RemoveResult,
+  GcResult,
+} from './types.js';
+export { ImageStore } from './store.js';
 export { FLATTENER_VERSION, ROOTFS_EPOCH, ROOTFS_HEADROOM_BYTES, rootfsIds } from './flatten.js';
 export { locateImage, pinImageReference, type ImageLocation } from './locate.js';
 export { parseImageReference, formatImageReference, type ImageReference } from './registry/reference.js';

@@ -2,7 +2,7 @@
  * Human-readable output of `embers image ls|inspect|rm|gc` (with --json the CLI prints the
  * returned objects instead). Pure functions: objects in, text out.
  */
-import type { GcResult, ImageInspect, ImageListEntry, RemoveResult } from './store.js';
+import type { GcResult, ImageInspect, ImageListEntry, RemoveResult } from './types.js';
 
 const MiB = 1024 * 1024;
 

@@ -1,9 +1,16 @@
 /**
- * The one tar reader of embers (layers, and the index of `docker save` archives): ustar, GNU long names (`L`/`K`) and PAX
- * extended headers (`x`/`g`: path, linkpath, size, uid, gid, mtime, uname, gname,
+ * The one tar reader of embers: image layers, and the member index of `docker save` archives
+ * (sources/archive.ts, through each entry's content offset). ustar, GNU long names (`L`/`K`)
+ * and PAX extended headers (`x`/`g`: path, linkpath, size, uid, gid, mtime, uname, gname,
  * `SCHILY.xattr.*`). Base-256 numeric fields are read. GNU sparse files and multi-volume
  * archives are refused (EMB_IMAGE_LAYER_UNSUPPORTED); malformed archives are
  * EMB_IMAGE_LAYER_INVALID. The reader never touches the filesystem.
+ *
+ * Why not tar-stream (3.x): it decodes PAX values as UTF-8 text, so a binary xattr such as a
+ * `security.capability` with a byte >= 0x80 (cap_setuid, as on newuidmap) would be changed;
+ * it merges global PAX headers only into entries that have a PAX header of their own and
+ * leaves PAX uid/gid/mtime/uname/gname to the caller; it reads the size field of hard links
+ * and symlinks as content; and content offsets (for the archive index) are not in its API.
  */
 import { EmbersError } from '../errors.js';
 

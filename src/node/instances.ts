@@ -2,7 +2,7 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { exists, writeJsonAtomic } from '../util/fs.js';
-import { heldHere, lockOwner, pidHolds, tryCreateLock } from '../util/lock.js';
+import { acquireLock, heldHere, lockOwner, pidHolds } from '../util/lock.js';
 import { pidAlive } from '../util/pid.js';
 import type { SlotAddressing } from '../net/addressing.js';
 import type { VmHandle } from '../vmm/driver.js';
@@ -125,24 +125,16 @@ export class InstanceStore {
    */
   async beginSnapshot(name: string): Promise<void> {
     const path = join(this.dirOf(name), SNAPSHOT_FILE);
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (await tryCreateLock(path)) {
-        heldHere.add(path);
-        return;
-      }
-      const pid = await lockOwner(path);
-      if (pid !== undefined && (await pidHolds(path, pid))) {
-        throw new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, { name, pid, lock: path });
-      }
-      await rm(path, { force: true }); // its process is gone
-    }
-    throw new EmbersError('EMB_INSTANCE_BUSY', `could not take the snapshot marker of instance ${name}`, { name, lock: path });
+    // released by endSnapshot (the release function does the same: rm, then heldHere.delete)
+    await acquireLock(path, {
+      busy: (pid) => new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, { name, pid, lock: path }),
+    });
   }
 
   async endSnapshot(name: string): Promise<void> {
     const path = join(this.dirOf(name), SNAPSHOT_FILE);
-    heldHere.delete(path);
     await rm(path, { force: true });
+    heldHere.delete(path);
   }
 
   /** Instances whose snapshot marker names a process that is gone: a snapshot was killed midway (their VM may be paused). */

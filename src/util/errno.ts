@@ -21,6 +21,8 @@ export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
   'ERR_STREAM_PREMATURE_CLOSE',
   'UND_ERR_SOCKET',
   'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_CLOSED',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
 ]);
 
 /** The errno-style code (ECONNREFUSED, UND_ERR_SOCKET, ...) of an error or of one of its causes. */

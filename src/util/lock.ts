@@ -32,8 +32,8 @@ export async function pidHolds(path: string, pid: number): Promise<boolean> {
   return pid === process.pid ? heldHere.has(path) : pidAlive(pid);
 }
 
-/** Creates `path` holding our pid; false when it exists. */
-export async function tryCreateLock(path: string): Promise<boolean> {
+/** Creates `path` holding our pid; false when it exists. Only acquireLock takes locks. */
+async function tryCreateLock(path: string): Promise<boolean> {
   try {
     const fh = await open(path, 'wx', 0o644);
     try {

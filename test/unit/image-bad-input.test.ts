@@ -5,7 +5,8 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/image/store.js';
 import { isEmbersError, type ErrorCode } from '../../src/errors.js';
-import { blobPath, writeOciLayout, type FixtureImage, type WrittenImage } from '../../src/examples/oci-layout.js';
+import { writeOciLayout, type FixtureImage, type WrittenImage } from '../../src/examples/oci-layout.js';
+import { blobPath } from '../helpers/docker-save.js';
 import { listTree, tempDir } from './image-helpers.js';
 
 const IMAGE: FixtureImage = {

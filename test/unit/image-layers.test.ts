@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { FLATTENER_VERSION } from '../../src/image/flatten.js';
 import { ImageStore } from '../../src/image/store.js';
 import { isEmbersError } from '../../src/errors.js';
-import { writeDockerSave, writeOciLayout, type FixtureImage, type FixtureLayer } from '../../src/examples/oci-layout.js';
+import { writeOciLayout, type FixtureImage, type FixtureLayer } from '../../src/examples/oci-layout.js';
+import { writeDockerSave } from '../helpers/docker-save.js';
 import { catImage, listTree, namesIn, statImage, tempDir } from './image-helpers.js';
 
 const f = (path: string, content = path) => ({ path, type: 'file' as const, content });

@@ -58,6 +58,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LOG_PREFIX "embers-agent: "
+#define LOG_BUF 1024
+#include "embers-common.h"
+
 #define AGENT_VERSION "1"
 #define PORT_NAME "org.embers.agent.0"
 #define VSOCK_PORT 5252
@@ -65,7 +69,6 @@
 #define NEWROOT "/newroot"
 #define CONF_PATH "/embers/exec.conf"
 #define BUSYBOX "/bin/busybox"
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define HOOK_TAIL 4096
 
 enum {
@@ -80,22 +83,6 @@ enum {
 	T_ERROR = 0xff,
 };
 enum { S_NONE = 0, S_EXITED = 1, S_SIGNALED = 2, S_TIMEOUT = 3, S_NOSTART = 4 };
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...) {
-	char buf[1024];
-	int n = snprintf(buf, sizeof buf, "embers-agent: ");
-	va_list ap;
-	va_start(ap, fmt);
-	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (m < 0) m = 0;
-	size_t len = (size_t)n + (size_t)m;
-	if (len > sizeof buf - 2) len = sizeof buf - 2;
-	buf[len++] = '\n';
-	ssize_t w = write(2, buf, len);
-	(void)w;
-}
 
 /* ---------- the channel ---------- */
 
@@ -286,27 +273,7 @@ static char **function_env(void) {
 	return env;
 }
 
-static char *path_lookup(const char *name, const char *path) {
-	for (const char *p = path;;) {
-		const char *end = strchr(p, ':');
-		size_t dlen = end ? (size_t)(end - p) : strlen(p);
-		char *cand;
-		if (asprintf(&cand, "%.*s/%s", (int)dlen, dlen ? p : ".", name) < 0) return NULL;
-		struct stat st;
-		if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0) return cand;
-		free(cand);
-		if (!end) return NULL;
-		p = end + 1;
-	}
-}
-
 /* ---------- running a command (EXEC and the restore hook) ---------- */
-
-static long long now_ms(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct run_result {
 	int state;

@@ -41,30 +41,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LOG_PREFIX "embers-init: "
+#define LOG_BUF 4096
+#include "embers-common.h"
+
 #define CONF_PATH "/embers/exec.conf"
 #define NEWROOT "/newroot"
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_CONF (4 * 1024 * 1024)
 #define MAX_GROUPS 256
-
-/* ---------- logging ---------- */
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...) {
-	char buf[4096];
-	int n = snprintf(buf, sizeof buf, "embers-init: ");
-	va_list ap;
-	va_start(ap, fmt);
-	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (m < 0) m = 0;
-	size_t len = (size_t)n + (size_t)m;
-	if (len > sizeof buf - 2) len = sizeof buf - 2;
-	buf[len++] = '\n';
-	/* one write per line, so lines of different processes do not interleave */
-	ssize_t w = write(2, buf, len);
-	(void)w;
-}
 
 /* ---------- exec.conf ---------- */
 
@@ -383,31 +367,6 @@ static const char *env_get(char **env, const char *key) {
 	return NULL;
 }
 
-/* Finds an executable for `name` on `path`. Returns a malloc'd path, or NULL with errno set. */
-static char *path_lookup(const char *name, const char *path) {
-	int saw_eacces = 0;
-	const char *p = path;
-	for (;;) {
-		const char *end = strchr(p, ':');
-		size_t dlen = end ? (size_t)(end - p) : strlen(p);
-		char *cand;
-		if (asprintf(&cand, "%.*s%s%s", (int)dlen, dlen ? p : ".", "/", name) < 0) {
-			errno = ENOMEM;
-			return NULL;
-		}
-		struct stat st;
-		if (stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
-			if (access(cand, X_OK) == 0) return cand;
-			saw_eacces = 1;
-		}
-		free(cand);
-		if (!end) break;
-		p = end + 1;
-	}
-	errno = saw_eacces ? EACCES : ENOENT;
-	return NULL;
-}
-
 /* ---------- the function (child) ---------- */
 
 static void run_function(struct conf *c) {
@@ -548,12 +507,6 @@ static int open_power_buttons(struct pollfd *pfds, int max) {
 		}
 	}
 	return n;
-}
-
-static long long now_ms(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int main(void) {

@@ -5,12 +5,11 @@
  * on another host gets no Authorization header) and plain HTTP for insecure registries.
  * No retries here: callers wrap whole operations in `retry()`.
  */
-import type { IncomingMessage } from 'node:http';
 import { EmbersError } from '../../errors.js';
 import { sha256 } from '../../util/fs.js';
 import { INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_BYTES, MEDIA, type Descriptor } from '../manifest.js';
 import { basicHeader, parseChallenges, type Challenge, type Credentials, type TokenCache } from './auth.js';
-import { drain, errorBody, readBody, send, statusError } from './http.js';
+import { drain, errorBody, readBody, send, statusError, type RegistryResponse } from './http.js';
 import { isInsecure, type CompiledRegistryOptions } from './options.js';
 import { registryEndpoint } from './reference.js';
 
@@ -25,7 +24,7 @@ export interface FetchedManifest {
 }
 
 export interface BlobResponse {
-  res: IncomingMessage;
+  res: RegistryResponse;
   /** 200 (the whole blob) or 206 (from `start`). */
   status: 200 | 206;
   /** First byte offset of the body within the blob. */
@@ -70,7 +69,7 @@ export class RegistryClient {
   }
 
   /** Sends a request, following redirects; Authorization only goes to the registry's own origin. */
-  private async follow(url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>): Promise<IncomingMessage> {
+  private async follow(url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>): Promise<RegistryResponse> {
     let current = url;
     for (let hop = 0; ; hop++) {
       const sameOrigin = current.origin === url.origin;
@@ -103,7 +102,7 @@ export class RegistryClient {
    * token from the realm, or basic credentials) and tries again; a second 401, or a 403, is
    * EMB_REGISTRY_AUTH. Any other status is returned to the caller.
    */
-  async request(repository: string, method: 'GET' | 'HEAD', path: string, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+  async request(repository: string, method: 'GET' | 'HEAD', path: string, headers: Record<string, string> = {}): Promise<RegistryResponse> {
     const url = new URL(`${this.baseUrl}/v2/${path}`);
     const scope = `repository:${repository}:pull`;
     let answered: 'bearer' | 'basic' | undefined;

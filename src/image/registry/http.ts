@@ -1,9 +1,12 @@
 /**
- * The HTTP transport of the registry client (node:http / node:https): one request, its errors
- * mapped to stable codes, bodies read with a size cap, registry error bodies decoded.
+ * The HTTP transport of the registry client (undici's request API, the HTTP client inside
+ * Node's fetch, which the peer client uses): one request, its errors mapped to stable codes,
+ * bodies read with a size cap, registry error bodies decoded. No redirect is followed here
+ * (the client follows them itself, checking each hop) and no content encoding is undone
+ * (blobs are hashed as sent). `timeoutMs` bounds the connect, the wait for the headers and
+ * each wait for more of the body.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { EmbersError, isEmbersError, type RegistryRequestDetails } from '../../errors.js';
 import { isNetworkErrorCode } from '../../util/errno.js';
 
@@ -15,6 +18,19 @@ export interface SendOptions {
   /** Named in errors: "registry localhost:5000", "token service …". */
   what: string;
 }
+
+/** A response whose body is not read yet: iterate it (Buffers), or destroy it. */
+export interface RegistryResponse extends AsyncIterable<Buffer> {
+  readonly statusCode: number;
+  /** Lower-case names; a header sent more than once is joined with ", " (as node:http does). */
+  readonly headers: Readonly<Record<string, string | undefined>>;
+  /** True once the whole body has been read. */
+  readonly complete: boolean;
+  destroy(): void;
+}
+
+/** undici's timeouts: named ETIMEDOUT in errors, like a socket timeout. */
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 function isTlsError(err: NodeJS.ErrnoException): boolean {
   const code = err.code ?? '';
@@ -40,42 +56,58 @@ export function transportError(err: unknown, url: URL, what: string): unknown {
       { cause: err },
     );
   }
-  const why = isNetworkErrorCode(e.code) ? e.code : e.message;
+  const code = e.code && TIMEOUT_CODES.has(e.code) ? 'ETIMEDOUT' : e.code;
+  const why = isNetworkErrorCode(code) ? code : e.message;
   return new EmbersError(
     'EMB_REGISTRY_UNREACHABLE',
     `${what} (${endpoint}) could not be reached: ${why}`,
-    { endpoint, url: url.href, errno: e.code, transient: e.code !== 'ENOTFOUND' },
+    { endpoint, url: url.href, errno: code, transient: code !== 'ENOTFOUND' },
     { cause: err },
   );
 }
 
+/** One connection pool per timeout (registry clients of a process share one, 30 s by default). */
+const pools = new Map<number, Agent>();
+
+function poolFor(timeoutMs: number): Dispatcher {
+  let pool = pools.get(timeoutMs);
+  if (!pool) {
+    pool = new Agent({ connect: { timeout: timeoutMs }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    pools.set(timeoutMs, pool);
+  }
+  return pool;
+}
+
 /** Sends one request; resolves with the response (body unread), whatever its status. */
-export function send(url: URL, opts: SendOptions): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    let req: ReturnType<typeof httpRequest>;
-    try {
-      req = request(url, { method: opts.method, headers: opts.headers, signal: opts.signal });
-    } catch (err) {
-      reject(transportError(err, url, opts.what));
-      return;
-    }
-    req.setTimeout(opts.timeoutMs, () => {
-      const err = Object.assign(new Error(`no data for ${opts.timeoutMs} ms`), { code: 'ETIMEDOUT' });
-      req.destroy(err);
-    });
-    req.on('error', (err) => reject(transportError(err, url, opts.what)));
-    req.on('response', (res) => {
-      // A stalled body must fail too: the socket timeout stays armed while it is read.
-      res.on('error', () => {});
-      resolve(res);
-    });
-    req.end();
+export async function send(url: URL, opts: SendOptions): Promise<RegistryResponse> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await undiciRequest(url, { method: opts.method, headers: opts.headers, signal: opts.signal, dispatcher: poolFor(opts.timeoutMs) });
+  } catch (err) {
+    throw transportError(err, url, opts.what);
+  }
+  const body = res.body;
+  // A body left unread must not crash the process when it fails (its timeout stays armed); readers see the error.
+  body.on('error', () => {});
+  let complete = false;
+  body.once('end', () => {
+    complete = true;
   });
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(res.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  return {
+    statusCode: res.statusCode,
+    headers,
+    get complete() {
+      return complete;
+    },
+    destroy: () => void body.destroy(),
+    [Symbol.asyncIterator]: () => body[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
+  };
 }
 
 /** Reads a whole body of at most `maxBytes`. Breaks in the body are EMB_REGISTRY_UNREACHABLE. */
-export async function readBody(res: IncomingMessage, url: URL, what: string, maxBytes: number): Promise<Buffer> {
+export async function readBody(res: RegistryResponse, url: URL, what: string, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -100,7 +132,7 @@ export async function readBody(res: IncomingMessage, url: URL, what: string, max
 }
 
 /** Reads and discards a body (so the socket can be reused); never throws. */
-export async function drain(res: IncomingMessage): Promise<void> {
+export async function drain(res: RegistryResponse): Promise<void> {
   try {
     let n = 0;
     for await (const chunk of res) {
@@ -131,7 +163,7 @@ export function registryErrorOf(body: Buffer): { code?: string; message?: string
 }
 
 /** Reads a small error body and returns its decoded registry error, for messages. */
-export async function errorBody(res: IncomingMessage, url: URL, what: string): Promise<{ code?: string; message?: string }> {
+export async function errorBody(res: RegistryResponse, url: URL, what: string): Promise<{ code?: string; message?: string }> {
   const body = await readBody(res, url, what, 64 * 1024).catch(() => Buffer.alloc(0));
   return registryErrorOf(body);
 }
