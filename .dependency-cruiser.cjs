@@ -16,6 +16,7 @@ const LAYERS = [
   ['util'],
   ['config.ts'], // reads the environment: nothing else in src/ does (scripts/check-env-reads.mjs)
   ['errors.ts'],
+  ['error-details.ts'], // the types of each code's details
 ];
 
 const pathOf = (name) => (name.endsWith('.ts') ? `^src/${name.replace('.', '\\.')}$` : `^src/${name}/`);

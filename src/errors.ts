@@ -3,10 +3,15 @@
  * `code` (EMB_<AREA>_<WHAT>): callers branch on the code, never on message text.
  * Each entry says what failed and, in `hint`, what to do next.
  */
+import type { ErrorDetailsByCode } from './error-details.js';
+
+export type { ErrorDetailsByCode, RegistryRequestDetails } from './error-details.js';
 
 export interface ErrorSpec {
-  /** One-line description of the failure, used in docs. */
+  /** One-line description of the failure, used in docs (the README's table of codes). */
   readonly summary: string;
+  /* And, for codes with a standard case, `message`: the message template, a function of the
+   * code's typed details (see ERRORS' type); `EmbersError.of(code, details)` uses it. */
   /** What the user can do about it. */
   readonly hint: string;
   /** Process exit code used by the CLI. */
@@ -196,8 +201,18 @@ export const ERRORS = {
   },
 
   // instances
-  EMB_INSTANCE_NOT_FOUND: { summary: 'no instance has that name', hint: 'list instances with `embers ps`', exit: 66 },
-  EMB_INSTANCE_EXISTS: { summary: 'an instance with that name already exists', hint: 'pick another --name or stop the existing instance', exit: 73 },
+  EMB_INSTANCE_NOT_FOUND: {
+    summary: 'no instance has that name',
+    message: (d) => `no instance named ${d.name}`,
+    hint: 'list instances with `embers ps`',
+    exit: 66,
+  },
+  EMB_INSTANCE_EXISTS: {
+    summary: 'an instance with that name already exists',
+    message: (d) => `instance ${d.name} already exists`,
+    hint: 'pick another --name or stop the existing instance',
+    exit: 73,
+  },
   EMB_INSTANCE_NOT_READY: {
     summary: 'the function did not answer on its port before the timeout',
     hint: 'check the guest console with `embers logs <instance>`; raise --ready-timeout if the function starts slowly',
@@ -206,7 +221,12 @@ export const ERRORS = {
   EMB_INSTANCE_INVOKE_FAILED: { summary: 'the request to the function failed', hint: 'check the guest console with `embers logs <instance>`', exit: 70 },
 
   // snapshots
-  EMB_SNAPSHOT_NOT_FOUND: { summary: 'no snapshot has that id', hint: 'list snapshots with `embers snapshot ls`', exit: 66 },
+  EMB_SNAPSHOT_NOT_FOUND: {
+    summary: 'no snapshot has that id',
+    message: (d) => `no snapshot ${d.id}`,
+    hint: 'list snapshots with `embers snapshot ls`',
+    exit: 66,
+  },
   EMB_SNAPSHOT_CORRUPT: {
     summary: 'a snapshot file is missing, truncated or does not match its digest',
     hint: 'the snapshot cannot be restored safely; delete it and create or pull it again',
@@ -244,6 +264,7 @@ export const ERRORS = {
   },
   EMB_SNAPSHOT_BUSY: {
     summary: 'another process is restoring this snapshot, so it cannot be removed now',
+    message: (d) => `snapshot ${d.id} is being restored by another process (pid ${d.pids.join(', ')})`,
     hint: 'retry `embers snapshot rm` once that restore has finished (its pid is in the details); clones already running keep what they loaded',
     exit: 75,
   },
@@ -298,7 +319,12 @@ export const ERRORS = {
   },
 
   // functions and the node daemon (embers serve) and its HTTP API
-  EMB_FUNCTION_NOT_FOUND: { summary: 'no function has that name on this node', hint: 'list functions with `embers fn ls`', exit: 66 },
+  EMB_FUNCTION_NOT_FOUND: {
+    summary: 'no function has that name on this node',
+    message: (d) => `no function named ${d.function}`,
+    hint: 'list functions with `embers fn ls`',
+    exit: 66,
+  },
   EMB_FUNCTION_SPEC_INVALID: {
     summary: 'a function spec or name is invalid',
     hint: 'fix the field named in the message (see `embers fn deploy --help` and GET /openapi.json for the ranges)',
@@ -342,23 +368,70 @@ export const ERRORS = {
   },
 
   EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
-} as const satisfies Record<string, ErrorSpec>;
+} as const satisfies Catalogue;
 
-export type ErrorCode = keyof typeof ERRORS;
+/** The catalogue's type: per code, its spec and, for codes with a standard case, the message template. */
+type Catalogue = { readonly [C in keyof ErrorDetailsByCode]: ErrorSpec & { readonly message?: (d: ErrorDetails<C>) => string } };
+/** ERRORS seen through its type, so that a code's template takes that code's details. */
+const CATALOGUE: Catalogue = ERRORS;
 
-/** The base class of every error embers reports. */
-export class EmbersError extends Error {
+/** Every code of the catalogue (ERRORS has exactly the codes of ErrorDetailsByCode). */
+export type ErrorCode = keyof ErrorDetailsByCode;
+
+/** Details any code may carry. */
+interface CommonDetails {
+  /** Set by the daemon's lifecycle engine on the error of a cold start that failed: the API
+   * answers 502 whatever the code (api/errors.ts). */
+  readonly startFailed?: boolean;
+  /** The function whose request or start failed (added by the lifecycle engine to any error). */
+  readonly function?: string;
+  /** The snapshot (or instance) the failure concerns (added to any error of a snapshot's upload). */
+  readonly id?: string;
+  /** The tail of the VMM's output, added by the Firecracker driver to any error of a VM that failed to start or load. */
+  readonly tail?: string;
+}
+
+type KeysOfEach<T> = T extends unknown ? keyof T : never;
+/** Every detail field of any code. */
+type DetailKey = KeysOfEach<ErrorDetailsByCode[ErrorCode]> | keyof CommonDetails;
+
+/**
+ * The details of code `C`. The fields of other codes are there as `undefined`, so that the
+ * details of an error whose code is not known (a union) can still be read field by field;
+ * narrow with `isEmbersError(err, code)` to read a code's own fields with their types.
+ */
+export type ErrorDetails<C extends ErrorCode = ErrorCode> = C extends ErrorCode
+  ? ErrorDetailsByCode[C] & CommonDetails & { readonly [K in Exclude<DetailKey, keyof ErrorDetailsByCode[C] | keyof CommonDetails>]?: undefined }
+  : never;
+
+export interface EmbersErrorOptions {
+  cause?: unknown;
+  /** Replaces the catalogue's hint when the failure knows better what to do. */
+  hint?: string;
+}
+
+/**
+ * The base class of every error embers reports. Generic over its code: `new EmbersError(code,
+ * message, details)` is compile-checked against that code's details, and `isEmbersError(err,
+ * code)` gives back typed details.
+ */
+export class EmbersError<C extends ErrorCode = ErrorCode> extends Error {
   override readonly name = 'EmbersError';
-  readonly code: ErrorCode;
+  readonly code: C;
   readonly hint: string;
-  /** Structured context: the input that failed, paths, command output tails. */
-  readonly details: Record<string, unknown>;
+  /** Structured context: the input that failed, paths, command output tails (typed per code). */
+  readonly details: ErrorDetails<C>;
 
-  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown; hint?: string }) {
+  constructor(code: C, message: string, details?: NoInfer<ErrorDetails<C>>, options?: EmbersErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.hint = options?.hint ?? ERRORS[code].hint;
-    this.details = details;
+    this.details = details ?? ({} as ErrorDetails<C>);
+  }
+
+  /** The standard case of `code`: its message comes from the catalogue's template. */
+  static of<C extends ErrorCode>(code: C, details: NoInfer<ErrorDetails<C>>, options?: EmbersErrorOptions): EmbersError<C> {
+    return new EmbersError(code, errorMessage(code, details), details, options);
   }
 
   get exitCode(): number {
@@ -370,7 +443,13 @@ export class EmbersError extends Error {
   }
 }
 
-export function isEmbersError(err: unknown, code?: ErrorCode): err is EmbersError {
+/** The catalogue's message for `code` with these details: its template, else its summary. */
+export function errorMessage<C extends ErrorCode>(code: C, details: ErrorDetails<C>): string {
+  const spec = CATALOGUE[code];
+  return spec.message?.(details) ?? spec.summary;
+}
+
+export function isEmbersError<C extends ErrorCode = ErrorCode>(err: unknown, code?: C): err is EmbersError<C> {
   return err instanceof EmbersError && (code === undefined || err.code === code);
 }
 

@@ -92,7 +92,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     } else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! < 500) {
       e = new EmbersError('EMB_USAGE', err.message, {});
     } else e = asEmbersError(err);
-    if (e.code === 'EMB_FUNCTION_QUEUE_FULL') reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    if (isEmbersError(e, 'EMB_FUNCTION_QUEUE_FULL')) reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
     const status = httpStatusOf(e);
     if (status >= 500) req.log.error({ code: e.code, err: e.message }, 'request failed');
     void reply.status(status).send(errorBody(e));

@@ -4,12 +4,12 @@
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, isEmbersError } from '../errors.js';
+import { EmbersError, isEmbersError, type ErrorDetails } from '../errors.js';
 import { run } from '../util/exec.js';
 
 const APT_HINT = 'run `apt-get update` (the package lists may be missing or stale), check that deb.debian.org is reachable, then `embers guest build` again';
 
-function buildFailed(message: string, details: Record<string, unknown>, cause?: unknown): EmbersError {
+function buildFailed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAILED'>, cause?: unknown): EmbersError {
   return new EmbersError('EMB_GUEST_BUILD_FAILED', message, details, { cause, hint: APT_HINT });
 }
 
@@ -81,7 +81,7 @@ export async function downloadPackages(dir: string, pkgs: { name: string; versio
   } catch (err) {
     throw buildFailed(
       `downloading ${pkgs.map((p) => `${p.name}=${p.version}`).join(' ')} failed`,
-      { pkgs, stderr: isEmbersError(err) ? err.details.stderr : undefined },
+      { pkgs, stderr: isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details.stderr : undefined },
       err,
     );
   }

@@ -79,7 +79,7 @@ async function removeStale(cacheDir: string): Promise<void> {
 function wrap(err: unknown): EmbersError {
   if (isEmbersError(err) && err.code !== 'EMB_HOST_COMMAND_FAILED' && err.code !== 'EMB_INTERNAL') return err;
   const text = err instanceof Error ? err.message : String(err);
-  const details = isEmbersError(err) ? err.details : {};
+  const details = isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {};
   return new EmbersError('EMB_GUEST_BUILD_FAILED', `building the guest kit failed: ${text}`, details, { cause: err });
 }
 

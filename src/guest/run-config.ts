@@ -7,13 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 import { writeCpio } from './cpio.js';
 import { encodeExecConf, EXEC_CONF_PATH, type GuestRunConfig } from './exec-conf.js';
 
 export type { GuestRunConfig } from './exec-conf.js';
 
-function invalid(message: string, details: Record<string, unknown>): EmbersError {
+function invalid(message: string, details: ErrorDetails<'EMB_GUEST_RUN_CONFIG_INVALID'>): EmbersError {
   return new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', message, details);
 }
 

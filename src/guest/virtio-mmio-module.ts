@@ -13,14 +13,14 @@
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
 import { downloadPackages, extractPackage } from './apt.js';
 
 /** The C source file of the module inside the kernel tree. */
 const SOURCE = 'drivers/virtio/virtio_mmio.c';
 
-function failed(message: string, details: Record<string, unknown> = {}): EmbersError {
+function failed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAILED'> = {}): EmbersError {
   return new EmbersError('EMB_GUEST_BUILD_FAILED', message, details);
 }
 

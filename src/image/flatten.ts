@@ -254,7 +254,7 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
       throw new EmbersError(
         'EMB_IMAGE_FLATTEN_FAILED',
         `mke2fs failed: ${err instanceof Error ? err.message : String(err)}`,
-        { args, ...(isEmbersError(err) ? err.details : {}) },
+        { args, ...(isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {}) },
         { cause: err },
       );
     }
@@ -267,7 +267,12 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
   try {
     await run(e2fsck, ['-f', '-n', opts.outPath], { env });
   } catch (err) {
-    throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'the built rootfs does not pass e2fsck', isEmbersError(err) ? err.details : {}, { cause: err });
+    throw new EmbersError(
+      'EMB_IMAGE_FLATTEN_FAILED',
+      'the built rootfs does not pass e2fsck',
+      isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {},
+      { cause: err },
+    );
   }
   return { sizeBytes: geometry.blocks * ROOTFS_BLOCK_SIZE, e2fsprogsVersion: version, geometry, inodesPatched };
 }

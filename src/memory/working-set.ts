@@ -1,6 +1,6 @@
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 
 /**
  * The working set of a snapshot (REAP): the guest memory pages a restored function touched on
@@ -43,7 +43,7 @@ export function totalPages(ws: WorkingSetRanges): number {
   return ws.ranges.reduce((n, r) => n + r.pageCount, 0);
 }
 
-function invalid(source: string, why: string, details: Record<string, unknown> = {}): EmbersError {
+function invalid(source: string, why: string, details: ErrorDetails<'EMB_WORKING_SET_INVALID'> = {}): EmbersError {
   return new EmbersError('EMB_WORKING_SET_INVALID', `working set ${source} is invalid: ${why}`, { source, ...details });
 }
 

@@ -9,7 +9,7 @@
  */
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { hostLimits, type FunctionSpec, type HostLimits } from './function-spec.js';
 import type { SnapshotMode } from './remote.js';
@@ -98,7 +98,7 @@ const ENV_RE = /^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/;
 const MAX_ENV = 128;
 const MAX_IMAGE_REF = 512;
 
-const invalid = (message: string, details: Record<string, unknown> = {}) => new EmbersError('EMB_FUNCTION_SPEC_INVALID', message, details);
+const invalid = (message: string, details: ErrorDetails<'EMB_FUNCTION_SPEC_INVALID'> = {}) => new EmbersError('EMB_FUNCTION_SPEC_INVALID', message, details);
 
 export function validateFunctionName(name: unknown): string {
   if (typeof name !== 'string' || !FUNCTION_NAME_RE.test(name)) {

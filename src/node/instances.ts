@@ -81,7 +81,7 @@ export class InstanceStore {
     try {
       await mkdir(dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new EmbersError('EMB_INSTANCE_EXISTS', `instance ${name} already exists`, { name });
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw EmbersError.of('EMB_INSTANCE_EXISTS', { name });
       throw err;
     }
     await writeFile(join(dir, OWNER_FILE), `${process.pid}\n`);
@@ -103,7 +103,7 @@ export class InstanceStore {
   async get(name: string): Promise<InstanceRecord> {
     validateInstanceName(name);
     const record = await this.readRecord(name);
-    if (record === undefined) throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `no instance named ${name}`, { name });
+    if (record === undefined) throw EmbersError.of('EMB_INSTANCE_NOT_FOUND', { name });
     return record;
   }
 

@@ -297,10 +297,10 @@ export class LocalSnapshotStore {
   /** Removes a snapshot: renamed away first, so it disappears whole. Refused while another process restores it. */
   async remove(id: string): Promise<void> {
     const dir = this.pathOf(id);
-    if (!(await exists(dir))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`, { id });
+    if (!(await exists(dir))) throw EmbersError.of('EMB_SNAPSHOT_NOT_FOUND', { id });
     const readers = await this.readers(id);
     if (readers.length) {
-      throw new EmbersError('EMB_SNAPSHOT_BUSY', `snapshot ${id} is being restored by another process (pid ${readers.join(', ')})`, { id, pids: readers });
+      throw EmbersError.of('EMB_SNAPSHOT_BUSY', { id, pids: readers });
     }
     const trash = join(this.dir, `${TRASH}${id}-${randomBytes(4).toString('hex')}`);
     await rename(dir, trash);

@@ -1,6 +1,6 @@
 /** Retries of transient failures, with exponential backoff and full jitter. */
 
-import { EmbersError } from '../errors.js';
+import { EmbersError, isEmbersError } from '../errors.js';
 import { sleep } from './sleep.js';
 
 export interface RetryOptions {
@@ -62,7 +62,7 @@ export const MAX_RETRY_AFTER_MS = 30_000;
 
 /** The wait a failed request's server asked for (`details.retryAfterMs` of an EmbersError), capped at MAX_RETRY_AFTER_MS. */
 export function retryAfterOf(err: unknown): number | undefined {
-  const ms = (err as { details?: { retryAfterMs?: unknown } } | undefined)?.details?.retryAfterMs;
+  const ms = isEmbersError(err, 'EMB_REMOTE_UNAVAILABLE') || isEmbersError(err, 'EMB_REGISTRY_UNAVAILABLE') ? err.details.retryAfterMs : undefined;
   return typeof ms === 'number' && ms >= 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
 }
 

@@ -11,7 +11,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rm, stat, truncate } from 'node:fs/promises';
-import { EmbersError, isEmbersError } from '../../errors.js';
+import { EmbersError, isEmbersError, type ErrorDetails } from '../../errors.js';
 import { retry, type RetryPolicy } from '../../util/retry.js';
 import type { Descriptor } from '../manifest.js';
 import type { BlobStore } from './blob-store.js';
@@ -63,7 +63,7 @@ async function hashPrefix(path: string): Promise<PartState> {
   return { hash, offset };
 }
 
-function mismatch(message: string, details: Record<string, unknown>): EmbersError {
+function mismatch(message: string, details: ErrorDetails<'EMB_IMAGE_DIGEST_MISMATCH'>): EmbersError {
   return new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', message, details, {
     hint: 'the blob on the registry is corrupt or was tampered with: push the image again',
   });
@@ -98,7 +98,7 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
   let restartedAfterResume = false;
   const initial = (await stat(part).catch(() => undefined))?.size ?? 0;
   const resumedFrom = initial <= desc.size ? initial : 0;
-  const broken = (e: EmbersError, got: number) =>
+  const broken = (e: EmbersError<'EMB_REGISTRY_UNREACHABLE'>, got: number) =>
     new EmbersError(
       e.code,
       `the download of ${desc.digest} from ${where} broke after ${got} of ${desc.size} bytes: ${e.message}`,

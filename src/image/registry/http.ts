@@ -7,7 +7,7 @@
  * each wait for more of the body.
  */
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
-import { EmbersError, isEmbersError } from '../../errors.js';
+import { EmbersError, isEmbersError, type RegistryRequestDetails } from '../../errors.js';
 import { isNetworkErrorCode } from '../../util/errno.js';
 
 export interface SendOptions {
@@ -180,8 +180,8 @@ export function statusError(
   url: URL,
   what: string,
   registryError: { code?: string; message?: string },
-  details: Record<string, unknown> = {},
-): EmbersError {
+  details: RegistryRequestDetails = {},
+): EmbersError<'EMB_REGISTRY_AUTH' | 'EMB_REGISTRY_UNAVAILABLE' | 'EMB_REGISTRY_REQUEST_FAILED'> {
   const said = registryError.code ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})` : '';
   const d = { ...details, url: url.href, status, ...(registryError.code ? { registryCode: registryError.code } : {}) };
   if (status === 401 || status === 403) return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);

@@ -39,6 +39,11 @@ export const DRIVE_ID = 'vda';
  * namespace (or the jailer). Guest RAM is anonymous after a boot; snapshots are Firecracker
  * snapshots (state file + memory file); restores load them into a fresh process.
  */
+/** The same error with the tail of the VMM's output added (an error's details are never changed after the fact). */
+function withTail(err: EmbersError, tail: string): EmbersError {
+  return new EmbersError(err.code, err.message, { ...err.details, tail }, { cause: err.cause, hint: err.hint });
+}
+
 export class FirecrackerDriver implements HypervisorDriver {
   readonly kind = 'firecracker' as const;
   /** Firecracker exits when the guest reboots (i8042 reset): the guest halts that way. */
@@ -139,7 +144,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     } catch (err) {
       await terminate(vm.pid, 1000).catch(() => undefined);
       await removeVmFiles(layout, vm.controlSocket);
-      if (err instanceof EmbersError && err.details.tail === undefined) err.details.tail = await failureTail(layout.launch);
+      if (isEmbersError(err) && err.details.tail === undefined) throw withTail(err, await failureTail(layout.launch));
       throw err;
     }
   }
@@ -208,7 +213,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     } catch (err) {
       // Firecracker treats a failed load as fatal: make sure the process is gone, then say why.
       await terminate(fc.pid, 1000).catch(() => undefined);
-      const fault = isEmbersError(err) ? ((err.details.faultMessage as string | undefined) ?? err.message) : String(err);
+      const fault = isEmbersError(err, 'EMB_VMM_API_FAULT') ? (err.details.faultMessage ?? err.message) : isEmbersError(err) ? err.message : String(err);
       const t = await failureTail(layout.launch);
       throw new EmbersError(
         'EMB_SNAPSHOT_LOAD_FAILED',
@@ -347,8 +352,8 @@ export class FirecrackerDriver implements HypervisorDriver {
     } catch (err) {
       await terminate(fc.pid, 1000).catch(() => undefined);
       await removeVmFiles(layout, layout.launch.apiSocket);
-      if (err instanceof EmbersError && err.code !== 'EMB_SNAPSHOT_LOAD_FAILED' && err.details.tail === undefined) {
-        err.details.tail = await failureTail(layout.launch);
+      if (isEmbersError(err) && err.code !== 'EMB_SNAPSHOT_LOAD_FAILED' && err.details.tail === undefined) {
+        throw withTail(err, await failureTail(layout.launch));
       }
       throw err;
     }
