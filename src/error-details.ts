@@ -365,7 +365,7 @@ export interface ErrorDetailsByCode {
     readonly id?: string;
     readonly source?: string;
   };
-  EMB_WORKING_SET_RECORD_FAILED: { readonly id?: string; readonly residentPages?: number };
+  EMB_WORKING_SET_RECORD_FAILED: { readonly id?: string; readonly residentPages?: number; readonly recordPath?: string };
   EMB_REMOTE_UNREACHABLE: S3RequestDetails & {
     readonly cause?: string | null;
     readonly endpoint?: string;

@@ -13,6 +13,7 @@
  * 5. when every chunk is in, the whole file's sha256 is checked and the snapshot, then its
  *    working set, are published atomically. A failure publishes nothing and drops the staging.
  */
+import { sleep } from '../util/sleep.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -140,7 +141,7 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
         for (let waited = 0; !(await exists(controlPath)); waited += 10) {
           if (abandoned) throw new EmbersError('EMB_VMM_COMMAND_FAILED', `the early restore of ${id} was abandoned before its page server started`, { id });
           if (waited > 60_000) throw new EmbersError('EMB_VMM_TIMEOUT', `the page server for ${id} did not open its control socket ${controlPath}`, { id });
-          await new Promise((r) => setTimeout(r, 10));
+          await sleep(10);
         }
         return feedChunks({
           controlPath,

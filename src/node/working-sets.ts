@@ -4,6 +4,7 @@
  * and for a recording, and the publishing of a working set the page server recorded (in
  * first-touch order) as the snapshot's companion.
  */
+import { sleep } from '../util/sleep.js';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
@@ -102,7 +103,7 @@ export async function publishRecordedWorkingSet(
         { id: m.id, recordPath },
       );
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
   try {
     const ws = parseWorkingSetRanges(bytes, recordPath, { memoryBytes });
