@@ -99,8 +99,18 @@ export async function benchDiskDiff(args: string[]): Promise<Record<string, unkn
       const row = {
         changeMiB: mib,
         extents: { captureMs: median(extentCapture), bitIdentical: extentIdentical },
-        block: { captureMs: median(blockCapture), applyMs: median(blockApply), patchBytes: blockBytes, bitIdentical: blockIdentical },
-        rsync: { captureMs: median(rsyncCapture), applyMs: median(rsyncApply), patchBytes: rsyncBytes, bitIdentical: rsyncIdentical },
+        block: {
+          captureMs: median(blockCapture),
+          applyMs: median(blockApply),
+          patchBytes: blockBytes,
+          bitIdentical: blockIdentical,
+        },
+        rsync: {
+          captureMs: median(rsyncCapture),
+          applyMs: median(rsyncApply),
+          patchBytes: rsyncBytes,
+          bitIdentical: rsyncIdentical,
+        },
       };
       results.push(row);
       rows.push([

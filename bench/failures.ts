@@ -45,7 +45,9 @@ export async function benchFailures(args: string[]): Promise<Record<string, unkn
   };
   try {
     const ok = store();
-    const wrong = store({ credentials: { accessKeyId: s3.credentials.accessKeyId, secretAccessKey: 'not-the-secret' } });
+    const wrong = store({
+      credentials: { accessKeyId: s3.credentials.accessKeyId, secretAccessKey: 'not-the-secret' },
+    });
     const closedPort = await freePort();
     const images = new ImageStore(join(base, 'images'), join(base, 'tmp'));
     const cases: [string, () => Promise<unknown>, ErrorCode | undefined][] = [
@@ -54,7 +56,8 @@ export async function benchFailures(args: string[]): Promise<Record<string, unkn
       ['registry down', () => images.ensure(`127.0.0.1:${closedPort}/acme/fn:v1`), 'EMB_REGISTRY_UNREACHABLE'],
     ];
     const ms: Record<string, number[]> = {};
-    for (let r = 0; r < repeats; r++) for (const [name, fn, code] of cases) (ms[name] ??= []).push(await timeTo(fn, code));
+    for (let r = 0; r < repeats; r++)
+      for (const [name, fn, code] of cases) (ms[name] ??= []).push(await timeTo(fn, code));
     await s3.stop();
     const down = store();
     ms['s3 down'] = [];
@@ -64,7 +67,9 @@ export async function benchFailures(args: string[]): Promise<Record<string, unkn
     const rows = Object.entries(ms).map(([name, xs]) => [name, median(xs), Math.max(...xs), median(xs) / okMs]);
     process.stdout.write(`time to a clear error, median of ${repeats} (ms; × = vs a successful S3 list)\n`);
     printTable(['case', 'p50 ms', 'max ms', '×'], rows as (string | number)[][]);
-    process.stdout.write(`s3 wrong secret answers ${fmt(median(ms['s3 wrong secret']) / okMs)}× a successful list: no retries\n`);
+    process.stdout.write(
+      `s3 wrong secret answers ${fmt(median(ms['s3 wrong secret']) / okMs)}× a successful list: no retries\n`,
+    );
     return {
       repeats,
       medianMs: Object.fromEntries(Object.entries(ms).map(([k, xs]) => [k, Math.round(median(xs) * 10) / 10])),

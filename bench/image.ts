@@ -22,7 +22,8 @@ import { fmt, median, optionValue, printTable } from './table.js';
 const MiB = 1024 * 1024;
 
 function textBlock(size: number, seed: number): Buffer {
-  const line = (i: number) => `${seed}:${i} the quick brown fox jumps over the lazy dog ${(i * 2654435761) % 1000003}\n`;
+  const line = (i: number) =>
+    `${seed}:${i} the quick brown fox jumps over the lazy dog ${(i * 2654435761) % 1000003}\n`;
   const parts: string[] = [];
   let n = 0;
   for (let i = 0; n < size; i++) {
@@ -56,7 +57,9 @@ export async function benchImage(args: string[]): Promise<Record<string, unknown
         ...(i > 0 ? [{ type: 'whiteout' as const, path: `data/${i - 1}/text.txt` }] : []),
       ],
     }));
-    process.stderr.write(`image bench: writing a ${layerCount}-layer image of ${sizeMiB} MiB and pushing it to ${registry.host}…\n`);
+    process.stderr.write(
+      `image bench: writing a ${layerCount}-layer image of ${sizeMiB} MiB and pushing it to ${registry.host}…\n`,
+    );
     const layout = join(base, 'layout');
     const written = await writeOciLayout(layout, { layers, config: { Cmd: ['/bin/true'] } }, { refName: 'v1' });
     await registry.pushLayout(layout, 'v1', 'bench/image:v1');
@@ -65,7 +68,13 @@ export async function benchImage(args: string[]): Promise<Record<string, unknown
     const uncompressed = sizeMiB * MiB;
     const ref = `${registry.host}/bench/image:v1`;
 
-    const rows = { coldPull: [] as number[], coldFlatten: [] as number[], localFlatten: [] as number[], warmEnsure: [] as number[], warmPull: [] as number[] };
+    const rows = {
+      coldPull: [] as number[],
+      coldFlatten: [] as number[],
+      localFlatten: [] as number[],
+      warmEnsure: [] as number[],
+      warmPull: [] as number[],
+    };
     let rootfsSha256 = '';
     for (let run = 0; run < runs; run++) {
       const dir = join(base, `node-${run}`);
@@ -79,11 +88,15 @@ export async function benchImage(args: string[]): Promise<Record<string, unknown
       const localDir = join(base, `local-${run}`);
       const local = await timed(() => new ImageStore(join(localDir, 'images'), join(localDir, 'tmp')).ensure(layout));
       rows.localFlatten.push(local.s);
-      if (local.value.rootfsSha256 !== rootfsSha256) throw new Error('the pulled and the local rootfs differ: determinism is broken');
+      if (local.value.rootfsSha256 !== rootfsSha256)
+        throw new Error('the pulled and the local rootfs differ: determinism is broken');
       await rm(dir, { recursive: true, force: true });
       await rm(localDir, { recursive: true, force: true });
     }
-    const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)])) as Record<keyof typeof rows, number>;
+    const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)])) as Record<
+      keyof typeof rows,
+      number
+    >;
     const coldTotal = m.coldPull + m.coldFlatten;
     const mbps = (bytes: number, s: number) => bytes / 1e6 / s;
     process.stdout.write(
@@ -95,12 +108,19 @@ export async function benchImage(args: string[]): Promise<Record<string, unknown
         ['cold pull (download + verify)', m.coldPull, mbps(compressed, m.coldPull), m.coldPull / m.warmEnsure],
         ['cold flatten (from blobs)', m.coldFlatten, mbps(uncompressed, m.coldFlatten), m.coldFlatten / m.warmEnsure],
         ['cold total', coldTotal, mbps(uncompressed, coldTotal), coldTotal / m.warmEnsure],
-        ['local flatten (OCI layout)', m.localFlatten, mbps(uncompressed, m.localFlatten), m.localFlatten / m.warmEnsure],
+        [
+          'local flatten (OCI layout)',
+          m.localFlatten,
+          mbps(uncompressed, m.localFlatten),
+          m.localFlatten / m.warmEnsure,
+        ],
         ['warm ensure (cached)', m.warmEnsure, '-', 1],
         ['warm pull (manifest only)', m.warmPull, '-', m.warmPull / m.warmEnsure],
       ],
     );
-    process.stdout.write(`cold total / local flatten: ${fmt(coldTotal / m.localFlatten)}x; rootfs sha256 ${rootfsSha256.slice(0, 16)}… (pulled = local)\n`);
+    process.stdout.write(
+      `cold total / local flatten: ${fmt(coldTotal / m.localFlatten)}x; rootfs sha256 ${rootfsSha256.slice(0, 16)}… (pulled = local)\n`,
+    );
     return {
       bench: 'image',
       layers: layerCount,

@@ -29,7 +29,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { resolveConfig } from '../src/config.js';
-import { MEMORY_CHUNK_SIZE, chunkDigests, chunkFetchOrder, feedChunks, writeChunkList, type PageRange } from '../src/memory/chunks.js';
+import {
+  MEMORY_CHUNK_SIZE,
+  chunkDigests,
+  chunkFetchOrder,
+  feedChunks,
+  writeChunkList,
+  type PageRange,
+} from '../src/memory/chunks.js';
 import { run } from '../src/util/exec.js';
 import { ensureUffdHandler, startUffdHandler, type UffdHandlerOptions } from '../src/vmm/firecracker/uffd-handler.js';
 import { startS3Server } from '../test/helpers/s3-server.js';
@@ -143,7 +150,12 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         await evict(mem);
         await evict(wsPages);
         const o = options(
-          kind === 'lazy' ? {} : { mode: 'prefetch', workingSet: { rangesPath: wsRanges, pagesPath: kind === 'prefetch' ? wsPages : undefined } },
+          kind === 'lazy'
+            ? {}
+            : {
+                mode: 'prefetch',
+                workingSet: { rangesPath: wsRanges, pagesPath: kind === 'prefetch' ? wsPages : undefined },
+              },
         );
         const h = await startUffdHandler(o);
         const res = await runHarness(harnessBin, {
@@ -184,17 +196,27 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
       let fetched = 0;
       const get = async (key: string, start?: number, end?: number): Promise<Buffer> => {
         const res = await client.send(
-          new GetObjectCommand({ Bucket: so.bucket, Key: key, Range: start === undefined ? undefined : `bytes=${start}-${end! - 1}` }),
+          new GetObjectCommand({
+            Bucket: so.bucket,
+            Key: key,
+            Range: start === undefined ? undefined : `bytes=${start}-${end! - 1}`,
+          }),
         );
         const data = Buffer.from(await res.Body!.transformToByteArray());
         fetched += data.length;
         return data;
       };
-      const fetchChunk = (i: number): Promise<Buffer> => get('memory.bin', i * MEMORY_CHUNK_SIZE, Math.min(memBytes, (i + 1) * MEMORY_CHUNK_SIZE));
+      const fetchChunk = (i: number): Promise<Buffer> =>
+        get('memory.bin', i * MEMORY_CHUNK_SIZE, Math.min(memBytes, (i + 1) * MEMORY_CHUNK_SIZE));
       // The whole-file baseline fetches every chunk, or only those holding data when the data map is known
       // (a sparse transfer skips the holes; the rest of the file is already zeros after the truncate).
-      const dataChunks = digests.map((_, i) => i).filter((i) => !opts.real?.dataRanges || chunkHasData(opts.real.dataRanges, i));
-      const wholeBytes = dataChunks.reduce((n, i) => n + Math.min(MEMORY_CHUNK_SIZE, memBytes - i * MEMORY_CHUNK_SIZE), 0);
+      const dataChunks = digests
+        .map((_, i) => i)
+        .filter((i) => !opts.real?.dataRanges || chunkHasData(opts.real.dataRanges, i));
+      const wholeBytes = dataChunks.reduce(
+        (n, i) => n + Math.min(MEMORY_CHUNK_SIZE, memBytes - i * MEMORY_CHUNK_SIZE),
+        0,
+      );
       const wholeSamples: number[] = [];
       const wsSamples: number[] = [];
       let wsBytesFetched = 0;
@@ -208,7 +230,8 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         const queue = dataChunks.slice();
         await Promise.all(
           [0, 1].map(async () => {
-            for (let i = queue.shift(); i !== undefined; i = queue.shift()) await fh.write(await fetchChunk(i), 0, undefined, i * MEMORY_CHUNK_SIZE);
+            for (let i = queue.shift(); i !== undefined; i = queue.shift())
+              await fh.write(await fetchChunk(i), 0, undefined, i * MEMORY_CHUNK_SIZE);
           }),
         );
         await fh.close();
@@ -216,7 +239,12 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         const oWhole = options({ memoryFile: target });
         const hWhole = await startUffdHandler(oWhole);
         wholeSamples.push(performance.now() - t0);
-        const resWhole = await runHarness(harnessBin, { socketPath: hWhole.socketPath, memoryFile: mem, order: wsRanges, checkAfter: true });
+        const resWhole = await runHarness(harnessBin, {
+          socketPath: hWhole.socketPath,
+          memoryFile: mem,
+          order: wsRanges,
+          checkAfter: true,
+        });
         if (resWhole.code !== 0) throw new Error(`harness (remote whole) failed: ${resWhole.stderr}`);
         await hWhole.stats();
         await rm(target, { force: true });
@@ -278,7 +306,11 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
 
     const rows: (string | number)[][] = [
       ['memory file', memBytes / MiB, `MiB (${opts.real ? opts.real.memoryFile : 'synthetic: data runs and holes'})`],
-      ['working set', wsBytes / MiB, `MiB (${((100 * wsBytes) / memBytes).toFixed(1)}% of memory, ${wsPageCount} pages, ${ws.length} ranges)`],
+      [
+        'working set',
+        wsBytes / MiB,
+        `MiB (${((100 * wsBytes) / memBytes).toFixed(1)}% of memory, ${wsPageCount} pages, ${ws.length} ranges)`,
+      ],
       ['(b) lazy, cold cache: handshake -> working set touched', lazyMs, 'ms (median)'],
       ['(b) prefetch from the pages file, cold cache', prefetchMs, 'ms (median, includes the prefetch)'],
       ['(b) prefetch from the memory file, cold cache', prefetchFromMemoryFileMs, 'ms (median)'],
@@ -290,7 +322,11 @@ export async function runPagerBench(opts: PagerBenchOptions = {}): Promise<Pager
         remote.wholeMs,
         `ms, ${(remote.wholeBytes / MiB).toFixed(1)} MiB fetched${opts.real?.dataRanges ? ' (the chunks holding data; holes skipped)' : ''}`,
       ],
-      ['(c) remote, working set first: clone can start after', remote.wsMs, `ms, ${(remote.wsBytesFetched / MiB).toFixed(1)} MiB fetched`],
+      [
+        '(c) remote, working set first: clone can start after',
+        remote.wsMs,
+        `ms, ${(remote.wsBytesFetched / MiB).toFixed(1)} MiB fetched`,
+      ],
       [
         '(c) goal: working set + one chunk',
         (wsBytes + MEMORY_CHUNK_SIZE) / MiB,

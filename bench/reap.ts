@@ -50,11 +50,19 @@ interface KeptSnapshot {
 }
 
 /** Part (a): QEMU, evicted memory file, plain vs working-set prefetch, to first response. */
-export async function benchQemuReap(args: string[], keepIn?: string): Promise<QemuReapResult & { kept?: KeptSnapshot }> {
+export async function benchQemuReap(
+  args: string[],
+  keepIn?: string,
+): Promise<QemuReapResult & { kept?: KeptSnapshot }> {
   const repeats = optionValue(args, 'repeats', 5);
   const memoryMiB = optionValue(args, 'memory', 256);
   const home = await mkdtemp(join(tmpdir(), 'embers-bench-reap-'));
-  const node = await EmbersNode.open({ home, vmm: 'qemu', netPoolSize: 2, onProgress: (m) => process.stderr.write(`${m}\n`) });
+  const node = await EmbersNode.open({
+    home,
+    vmm: 'qemu',
+    netPoolSize: 2,
+    onProgress: (m) => process.stderr.write(`${m}\n`),
+  });
   try {
     const image = await buildTestFunctionImage(join(home, 'fn'));
     const accel = await node.driver.accelerator();
@@ -115,13 +123,21 @@ export async function benchQemuReap(args: string[], keepIn?: string): Promise<Qe
       ['restore → first response (evicted)', 'p50 ms', 'min ms', 'max ms', 'speedup'],
       [
         ['plain (faults through the page cache)', median(plain), Math.min(...plain), Math.max(...plain), 1],
-        ['working set prefetched', median(prefetch), Math.min(...prefetch), Math.max(...prefetch), median(plain) / median(prefetch)],
+        [
+          'working set prefetched',
+          median(prefetch),
+          Math.min(...prefetch),
+          Math.max(...prefetch),
+          median(plain) / median(prefetch),
+        ],
       ],
     );
     process.stdout.write(
       `prefetch: ${median(prefetchMs).toFixed(1)} ms to read the working set (overlapping QEMU's start), the loaded VM waited ${median(waitMs).toFixed(1)} ms for it (p50)\n` +
         `working set: ${(wsBytes / MiB).toFixed(1)} MiB in ${ranges} ranges = ${((100 * wsBytes) / memory.sizeBytes).toFixed(1)}% of the ${(memory.sizeBytes / MiB).toFixed(0)} MiB memory file` +
-        (dataBytes !== undefined ? ` (${((100 * wsBytes) / dataBytes).toFixed(1)}% of its ${(dataBytes / MiB).toFixed(1)} MiB of non-zero data)` : '') +
+        (dataBytes !== undefined
+          ? ` (${((100 * wsBytes) / dataBytes).toFixed(1)}% of its ${(dataBytes / MiB).toFixed(1)} MiB of non-zero data)`
+          : '') +
         `; recorded in ${recorded.ms} ms, in file order (pagemap shows what the VM mapped, not in which order)\n` +
         `page cache after the recording restore: ${(((recorded.residentPages ?? 0) * 4096) / MiB).toFixed(1)} MiB resident (mincore: the working set plus readahead around each fault)\n`,
     );
@@ -156,7 +172,10 @@ export async function benchReap(args: string[]): Promise<Record<string, unknown>
     process.stdout.write(
       `\nreap (b), (c): the page server (native/uffd-handler.c) on its harness, this snapshot's memory file and the working set just recorded from it, ${runs} runs each\n`,
     );
-    const pager = await runPagerBench({ runs, real: { memoryFile: kept.memoryFile, rangesPath: kept.rangesPath, dataRanges: kept.dataRanges } });
+    const pager = await runPagerBench({
+      runs,
+      real: { memoryFile: kept.memoryFile, rangesPath: kept.rangesPath, dataRanges: kept.dataRanges },
+    });
     printTable(['what', 'figure', 'unit'], pager.rows);
     const { rows, ...figures } = pager;
     void rows;

@@ -141,7 +141,12 @@ export async function benchRemoteTransfer(args: string[]): Promise<Record<string
   printTable(
     ['method', 'MiB', 'median ms', 'MiB/s'],
     [
-      [`pull (${r.concurrency} × ${r.partSizeBytes / MiB} MiB ranges, verified)`, r.pull.bytes / MiB, r.pull.medianMs, r.pull.mibPerSec],
+      [
+        `pull (${r.concurrency} × ${r.partSizeBytes / MiB} MiB ranges, verified)`,
+        r.pull.bytes / MiB,
+        r.pull.medianMs,
+        r.pull.mibPerSec,
+      ],
       ['one GetObject (memory.bin)', r.getObject.bytes / MiB, r.getObject.medianMs, r.getObject.mibPerSec],
     ],
   );

@@ -20,8 +20,21 @@ export async function benchRemote(args: string[]): Promise<Record<string, unknow
   const work = await mkdtemp(join(tmpdir(), 'embers-bench-remote-'));
   const s3 = await startS3Server();
   const quiet = { onProgress: () => undefined };
-  const a = await EmbersNode.open({ home: join(work, 'a'), netPoolSize: 2, snapshots: 'remote', s3: s3.storeOptions(), ...quiet });
-  const remoteB = await EmbersNode.open({ home: join(work, 'b'), netPoolSize: 2, snapshots: 'remote', s3: s3.storeOptions(), cacheSnapshots: false, ...quiet });
+  const a = await EmbersNode.open({
+    home: join(work, 'a'),
+    netPoolSize: 2,
+    snapshots: 'remote',
+    s3: s3.storeOptions(),
+    ...quiet,
+  });
+  const remoteB = await EmbersNode.open({
+    home: join(work, 'b'),
+    netPoolSize: 2,
+    snapshots: 'remote',
+    s3: s3.storeOptions(),
+    cacheSnapshots: false,
+    ...quiet,
+  });
   const localB = await EmbersNode.open({ home: join(work, 'b'), netPoolSize: 2, snapshots: 'local', ...quiet });
   try {
     const image = await buildTestFunctionImage(join(work, 'fn'));
@@ -62,7 +75,14 @@ export async function benchRemote(args: string[]): Promise<Record<string, unknow
       ],
     );
     const transfer = await benchRemoteTransfer(args.filter((x) => x !== '--json'));
-    return { bench: 'remote', snapshotBytes: bytes, localFirstResponseMs: local, remoteFirstResponseMs: remote, fetchMs, transfer };
+    return {
+      bench: 'remote',
+      snapshotBytes: bytes,
+      localFirstResponseMs: local,
+      remoteFirstResponseMs: remote,
+      fetchMs,
+      transfer,
+    };
   } finally {
     await remoteB.down().catch(() => undefined);
     await localB.down().catch(() => undefined);

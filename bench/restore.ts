@@ -24,14 +24,20 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
   const repeats = optionValue(args, 'repeats', 3);
   const clones = optionValue(args, 'clones', 4);
   const home = await mkdtemp(join(tmpdir(), 'embers-bench-restore-'));
-  const node = await EmbersNode.open({ home, netPoolSize: clones + 1, onProgress: (m) => process.stderr.write(`${m}\n`) });
+  const node = await EmbersNode.open({
+    home,
+    netPoolSize: clones + 1,
+    onProgress: (m) => process.stderr.write(`${m}\n`),
+  });
   const fn = { vcpus: 1, memoryMiB: 256, port: 8080, env: [] as string[] };
   try {
     const image = await buildTestFunctionImage(join(home, 'fn'));
     await node.settle();
     await node.pool.fill();
     const accel = await node.driver.accelerator();
-    process.stdout.write(`restore: ${node.driver.kind} under ${accel.accelerator}; ${repeats} repeats, ${clones} concurrent clones, 256 MiB guests\n`);
+    process.stdout.write(
+      `restore: ${node.driver.kind} under ${accel.accelerator}; ${repeats} repeats, ${clones} concurrent clones, 256 MiB guests\n`,
+    );
 
     // cold boots
     const cold: number[] = [];
@@ -58,7 +64,8 @@ export async function benchRestore(args: string[]): Promise<Record<string, unkno
     const concurrent: number[] = [];
     const concurrentFixupMs = many.clones.map((c) => c.record.timings.phases.fixupMs ?? 0);
     const concurrentReadyMs = many.clones.map((c) => c.record.timings.readyMs);
-    for (const c of many.clones) concurrent.push(c.record.timings.readyMs + (await node.invoke(c.record.name)).latencyMs);
+    for (const c of many.clones)
+      concurrent.push(c.record.timings.readyMs + (await node.invoke(c.record.name)).latencyMs);
     const allReadyMs = performance.now() - t0;
     const clonePss: number[] = [];
     const cloneRss: number[] = [];

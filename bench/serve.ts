@@ -23,13 +23,18 @@ function percentile(xs: number[], p: number): number {
 const toDaemon = new Agent({ keepAlive: true, maxSockets: 16 });
 
 /** ms until the response headers (the first byte of the answer) arrive, then the body is drained. */
-function timeToFirstByte(url: string, agent: Agent | false = false): Promise<{ ms: number; status: number; start: string }> {
+function timeToFirstByte(
+  url: string,
+  agent: Agent | false = false,
+): Promise<{ ms: number; status: number; start: string }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(url, { agent, headers: agent ? {} : { connection: 'close' } }, (res) => {
       const ms = performance.now() - t0;
       res.resume();
-      res.on('end', () => resolve({ ms, status: res.statusCode ?? 0, start: String(res.headers['x-embers-start'] ?? '') }));
+      res.on('end', () =>
+        resolve({ ms, status: res.statusCode ?? 0, start: String(res.headers['x-embers-start'] ?? '') }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -51,10 +56,14 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
   const burstN = optionValue(args, 'burst', 5);
   const memoryMiB = optionValue(args, 'memory', 256);
   const home = await mkdtemp(join(tmpdir(), 'embers-bench-serve-'));
-  const proc = spawn(process.execPath, [EMBERS, 'serve', '--home', home, '--port', '0', '--net-pool-size', String(burstN + 1), '--json'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, EMBERS_S3_ENDPOINT: undefined, EMBERS_S3_BUCKET: undefined },
-  });
+  const proc = spawn(
+    process.execPath,
+    [EMBERS, 'serve', '--home', home, '--port', '0', '--net-pool-size', String(burstN + 1), '--json'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, EMBERS_S3_ENDPOINT: undefined, EMBERS_S3_BUCKET: undefined },
+    },
+  );
   let log = '';
   proc.stderr.on('data', (c: Buffer) => (log += c.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
@@ -85,12 +94,15 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
         await new Promise((r) => setTimeout(r, 100));
       }
     };
-    const zero = (fn: string) => waitFor(`${fn} at zero`, async () => (await api('GET', `/v1/functions/${fn}`)).instances.length === 0);
+    const zero = (fn: string) =>
+      waitFor(`${fn} at zero`, async () => (await api('GET', `/v1/functions/${fn}`)).instances.length === 0);
     const invoke = (fn: string, path = '') => timeToFirstByte(`${url}/v1/functions/${fn}/invoke${path}`, toDaemon);
 
     const image = await buildTestFunctionImage(join(home, 'fn'));
     const base = { image, memoryMiB, idleTimeoutSeconds: 0.5, maxInstances: burstN };
-    process.stdout.write(`serve: through embers serve; ${repeats} repeats, ${warmRequests} warm requests, burst of ${burstN}, ${memoryMiB} MiB guests\n`);
+    process.stdout.write(
+      `serve: through embers serve; ${repeats} repeats, ${warmRequests} warm requests, burst of ${burstN}, ${memoryMiB} MiB guests\n`,
+    );
 
     // 1. cold start to first byte: boots (snapshots disabled) vs restores, alternately
     await api('PUT', '/v1/functions/booter', { ...base, snapshots: 'disabled' });
@@ -147,7 +159,12 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
       ['cold start: boot, p50', median(boots), percentile(boots, 95), 1],
       ['cold start: restore, p50', median(restores), percentile(restores, 95), median(boots) / median(restores)],
       [`warm: direct to clone IP (${warmRequests})`, median(direct), percentile(direct, 99), 1],
-      [`warm: through the daemon (${warmRequests})`, median(proxied), percentile(proxied, 99), median(direct) / median(proxied)],
+      [
+        `warm: through the daemon (${warmRequests})`,
+        median(proxied),
+        percentile(proxied, 99),
+        median(direct) / median(proxied),
+      ],
       [`burst of ${burstN}: parallel boots, all answered`, parallel.ms, parallel.ms, 1],
       [`burst of ${burstN}: fan-out, all answered`, fanout.ms, fanout.ms, parallel.ms / fanout.ms],
     ];
@@ -169,7 +186,8 @@ export async function benchServe(args: string[]): Promise<Record<string, unknown
     toDaemon.destroy();
     proc.kill('SIGTERM');
     const code = await exited;
-    if (code !== 0) process.stderr.write(`embers serve exited with ${code}:\n${log.split('\n').slice(-30).join('\n')}\n`);
+    if (code !== 0)
+      process.stderr.write(`embers serve exited with ${code}:\n${log.split('\n').slice(-30).join('\n')}\n`);
     await rm(home, { recursive: true, force: true });
   }
 }

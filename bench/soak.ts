@@ -124,7 +124,14 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SoakResult> {
   const nodes: EmbersNode[] = [];
   const homes: { tmp: string; instances: string }[] = [];
   const open = async (name: string, extra: { cacheSnapshots?: boolean }) => {
-    const node = await EmbersNode.open({ home: join(work, name), netPoolSize: wave, snapshots: 'remote', s3: s3.storeOptions(), ...extra, ...quiet });
+    const node = await EmbersNode.open({
+      home: join(work, name),
+      netPoolSize: wave,
+      snapshots: 'remote',
+      s3: s3.storeOptions(),
+      ...extra,
+      ...quiet,
+    });
     nodes.push(node);
     homes.push({ tmp: node.config.paths.tmp, instances: node.config.paths.instances });
     return node;
@@ -138,17 +145,24 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SoakResult> {
     const files = new Map<string, DataFile>();
     for (const f of BEFORE_SNAPSHOT) {
       const seed = `before-${f.name.replace(/\W/g, '')}`;
-      const answer = await a.invoke('origin', { path: `/cgi-bin/write?name=${f.name}&size=${f.size}&seed=${seed}&sync=${f.sync ? 1 : 0}` });
-      if (reportedSha256(answer.body) !== expectedSha256(seed, f.size)) throw new Error(`the origin wrote ${f.name} wrong: ${answer.body}`);
+      const answer = await a.invoke('origin', {
+        path: `/cgi-bin/write?name=${f.name}&size=${f.size}&seed=${seed}&sync=${f.sync ? 1 : 0}`,
+      });
+      if (reportedSha256(answer.body) !== expectedSha256(seed, f.size))
+        throw new Error(`the origin wrote ${f.name} wrong: ${answer.body}`);
       files.set(f.name, { seed, size: f.size });
     }
     const snap = await a.snapshots.create('origin', { stop: true });
     const id = snap.manifest.id;
-    log(`soak: snapshot ${id} made on node A and uploaded; ${perNode} restores per node on ${nodeCount} node(s), waves of ${wave}`);
+    log(
+      `soak: snapshot ${id} made on node A and uploaded; ${perNode} restores per node on ${nodeCount} node(s), waves of ${wave}`,
+    );
     const token = randomBytes(16).toString('hex');
     peer = await startPeerServer({ store: a.snapshots.store, token });
 
-    const plans: { label: string; node: EmbersNode; source: (i: number) => SnapshotSource }[] = [{ label: 'A', node: a, source: () => ({ kind: 'local' }) }];
+    const plans: { label: string; node: EmbersNode; source: (i: number) => SnapshotSource }[] = [
+      { label: 'A', node: a, source: () => ({ kind: 'local' }) },
+    ];
     if (nodeCount === 2) {
       const b = await open('b', { cacheSnapshots: false });
       const peerSource: SnapshotSource = { kind: 'peer', url: peer.url, token };
@@ -206,11 +220,19 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SoakResult> {
               failed++;
               problem(`node ${label} clone ${n} (${name}): stopping failed: ${errText(err)}`);
             }
-            log(`soak: node ${label} clone ${n + 1}/${perNode} (${source.kind}, wave of ${count}) restored in ${fmt(ms)} ms, checked`);
+            log(
+              `soak: node ${label} clone ${n + 1}/${perNode} (${source.kind}, wave of ${count}) restored in ${fmt(ms)} ms, checked`,
+            );
           }),
         );
       }
-      figures.push({ node: label, restores: nodeMs.length, sources, p50RestoreMs: percentile(nodeMs, 50), p95RestoreMs: percentile(nodeMs, 95) });
+      figures.push({
+        node: label,
+        restores: nodeMs.length,
+        sources,
+        p50RestoreMs: percentile(nodeMs, 50),
+        p95RestoreMs: percentile(nodeMs, 95),
+      });
     }
 
     // offline: the kept disks, read-only, one at a time (each copy removed once checked)
@@ -271,7 +293,8 @@ async function exerciseClone(node: EmbersNode, name: string, before: Map<string,
     await call('/cgi-bin/dropcaches');
     for (const [file, f] of files) {
       const got = reportedSha256(await call(`/cgi-bin/read?name=${file}`));
-      if (got !== expectedSha256(f.seed, f.size)) wrong.push(`${when}: ${file} reads ${got}, was written as ${expectedSha256(f.seed, f.size)}`);
+      if (got !== expectedSha256(f.seed, f.size))
+        wrong.push(`${when}: ${file} reads ${got}, was written as ${expectedSha256(f.seed, f.size)}`);
     }
     const listing = (await call('/cgi-bin/files')).trim();
     const expected = [...files.keys()]

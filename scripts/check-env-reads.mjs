@@ -36,9 +36,13 @@ function readsOf(file) {
   const text = readFileSync(file, 'utf8');
   const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const found = [];
-  const at = (node, what) => found.push(`${file.split(sep).join('/')}:${source.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${what}`);
+  const at = (node, what) =>
+    found.push(
+      `${file.split(sep).join('/')}:${source.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${what}`,
+    );
   const visit = (node) => {
-    if (ts.isPropertyAccessExpression(node) && node.name.text === 'env' && isProcess(node.expression)) at(node, node.getText());
+    if (ts.isPropertyAccessExpression(node) && node.name.text === 'env' && isProcess(node.expression))
+      at(node, node.getText());
     else if (
       ts.isElementAccessExpression(node) &&
       isProcess(node.expression) &&
@@ -46,13 +50,25 @@ function readsOf(file) {
       node.argumentExpression.text === 'env'
     )
       at(node, node.getText());
-    else if (ts.isVariableDeclaration(node) && node.initializer && isProcess(node.initializer) && ts.isObjectBindingPattern(node.name)) {
-      if (node.name.elements.some((e) => (e.propertyName ?? e.name).getText() === 'env')) at(node, `${node.getText()} (destructures env)`);
-    } else if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier) && ['process', 'node:process'].includes(node.moduleSpecifier.text)) {
+    else if (
+      ts.isVariableDeclaration(node) &&
+      node.initializer &&
+      isProcess(node.initializer) &&
+      ts.isObjectBindingPattern(node.name)
+    ) {
+      if (node.name.elements.some((e) => (e.propertyName ?? e.name).getText() === 'env'))
+        at(node, `${node.getText()} (destructures env)`);
+    } else if (
+      ts.isImportDeclaration(node) &&
+      ts.isStringLiteral(node.moduleSpecifier) &&
+      ['process', 'node:process'].includes(node.moduleSpecifier.text)
+    ) {
       const bindings = node.importClause?.namedBindings;
-      const named = bindings && ts.isNamedImports(bindings) ? bindings.elements.map((e) => (e.propertyName ?? e.name).text) : [];
+      const named =
+        bindings && ts.isNamedImports(bindings) ? bindings.elements.map((e) => (e.propertyName ?? e.name).text) : [];
       // a default or namespace import gives the whole process object, env included
-      if (named.includes('env') || node.importClause?.name || (bindings && ts.isNamespaceImport(bindings))) at(node, node.getText());
+      if (named.includes('env') || node.importClause?.name || (bindings && ts.isNamespaceImport(bindings)))
+        at(node, node.getText());
     }
     ts.forEachChild(node, visit);
   };
@@ -63,8 +79,12 @@ function readsOf(file) {
 const found = [];
 for (const file of tsFiles(root)) if (!ALLOWED.has(file)) found.push(...readsOf(file));
 if (found.length > 0) {
-  console.error(`check-env-reads: only ${[...ALLOWED].join(', ')} may read the environment; read it through its \`environment()\`:`);
+  console.error(
+    `check-env-reads: only ${[...ALLOWED].join(', ')} may read the environment; read it through its \`environment()\`:`,
+  );
   for (const f of found) console.error(`  ${f}`);
   process.exit(1);
 }
-console.log(`check-env-reads: no file of ${relative('.', root) || '.'} but ${[...ALLOWED].join(', ')} reads the environment`);
+console.log(
+  `check-env-reads: no file of ${relative('.', root) || '.'} but ${[...ALLOWED].join(', ')} reads the environment`,
+);

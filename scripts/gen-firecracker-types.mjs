@@ -69,10 +69,15 @@ export function generateFirecrackerTypes(specText) {
     }
   }
 
-  out.push('/** Every operation of the API, keyed by "METHOD /path/{param}". */', 'export interface FirecrackerOperations {');
+  out.push(
+    '/** Every operation of the API, keyed by "METHOD /path/{param}". */',
+    'export interface FirecrackerOperations {',
+  );
   for (const op of ops) {
     if (op.summary) out.push(`  /** ${oneLine(op.summary)} (${op.operationId}) */`);
-    const params = op.pathParams.length ? `{ ${op.pathParams.map((p) => `${p.name}: ${typeOf(p, '')}`).join('; ')} }` : 'Record<string, never>';
+    const params = op.pathParams.length
+      ? `{ ${op.pathParams.map((p) => `${p.name}: ${typeOf(p, '')}`).join('; ')} }`
+      : 'Record<string, never>';
     const body = op.body === 'optional' ? `${op.bodyType} | undefined` : op.bodyType;
     out.push(`  ${JSON.stringify(op.key)}: {`);
     out.push(`    operationId: ${JSON.stringify(op.operationId)};`);
@@ -83,10 +88,25 @@ export function generateFirecrackerTypes(specText) {
   }
   out.push('}', '');
   out.push('export type FirecrackerOperationKey = keyof FirecrackerOperations;', '');
-  out.push('/** What the client needs at run time to build each request. */', 'export interface FirecrackerOperationInfo {');
-  out.push("  method: 'GET' | 'PUT' | 'PATCH' | 'POST' | 'DELETE';", '  path: string;', '  operationId: string;', '  pathParams: readonly string[];');
-  out.push("  /** Whether the operation takes a JSON body: 'required', 'optional' or 'none'. */", "  body: 'required' | 'optional' | 'none';", '}', '');
-  out.push('export const FIRECRACKER_OPERATIONS: { readonly [K in FirecrackerOperationKey]: FirecrackerOperationInfo } = {');
+  out.push(
+    '/** What the client needs at run time to build each request. */',
+    'export interface FirecrackerOperationInfo {',
+  );
+  out.push(
+    "  method: 'GET' | 'PUT' | 'PATCH' | 'POST' | 'DELETE';",
+    '  path: string;',
+    '  operationId: string;',
+    '  pathParams: readonly string[];',
+  );
+  out.push(
+    "  /** Whether the operation takes a JSON body: 'required', 'optional' or 'none'. */",
+    "  body: 'required' | 'optional' | 'none';",
+    '}',
+    '',
+  );
+  out.push(
+    'export const FIRECRACKER_OPERATIONS: { readonly [K in FirecrackerOperationKey]: FirecrackerOperationInfo } = {',
+  );
   for (const op of ops) {
     out.push(
       `  ${JSON.stringify(op.key)}: { method: ${JSON.stringify(op.method)}, path: ${JSON.stringify(op.path)}, operationId: ${JSON.stringify(op.operationId)}, pathParams: [${op.pathParams

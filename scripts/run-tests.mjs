@@ -26,5 +26,7 @@ const r = spawnSync(
 const report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
 rmSync(tmp, { recursive: true, force: true });
 const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(report)?.[1] ?? 0);
-console.log(`tests (${tiers.join(', ')}): ${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped')} skipped`);
+console.log(
+  `tests (${tiers.join(', ')}): ${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped')} skipped`,
+);
 process.exit(r.status ?? 1);

@@ -182,11 +182,14 @@ export interface S3Flags {
 export function s3Settings(flags: S3Flags = {}, env: Environment = environment()): S3Settings | undefined {
   const fromFlags = Object.values(flags).some((v) => v !== undefined);
   const e = env.s3;
-  const anySet = [e.endpoint, e.region, e.bucket, e.prefix || undefined, e.accessKeyId, e.secretAccessKey].some((v) => v !== undefined);
+  const anySet = [e.endpoint, e.region, e.bucket, e.prefix || undefined, e.accessKeyId, e.secretAccessKey].some(
+    (v) => v !== undefined,
+  );
   if (!fromFlags && !anySet) return undefined;
   const bucket = flags.bucket ?? e.bucket;
   if (!bucket) {
-    if (fromFlags) throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
+    if (fromFlags)
+      throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
     throw new EmbersError(
       'EMB_CONFIG_INVALID',
       'EMBERS_S3_BUCKET is not set, but other EMBERS_S3_* variables are',
@@ -195,14 +198,21 @@ export function s3Settings(flags: S3Flags = {}, env: Environment = environment()
     );
   }
   if ((e.accessKeyId === undefined) !== (e.secretAccessKey === undefined)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', 'set both EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY, or neither', {});
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      'set both EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY, or neither',
+      {},
+    );
   }
   return {
     endpoint: flags.endpoint ?? e.endpoint,
     region: flags.region ?? e.region,
     bucket,
     prefix: flags.prefix ?? e.prefix,
-    credentials: e.accessKeyId && e.secretAccessKey ? { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey } : undefined,
+    credentials:
+      e.accessKeyId && e.secretAccessKey
+        ? { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey }
+        : undefined,
   };
 }
 export interface ConfigOptions {
@@ -254,7 +264,16 @@ export interface FirecrackerConfigOptions {
 
 /** FirecrackerConfigOptions with every default applied (`jailer` stays undefined when off). */
 export interface FirecrackerConfig {
-  jailer: { binary: string; uid: number; gid: number; chrootBaseDir: string; cgroups: Record<string, string>; parentCgroup?: string } | undefined;
+  jailer:
+    | {
+        binary: string;
+        uid: number;
+        gid: number;
+        chrootBaseDir: string;
+        cgroups: Record<string, string>;
+        parentCgroup?: string;
+      }
+    | undefined;
   vsockCid: number | undefined;
   diffSnapshots: boolean;
 }
@@ -279,7 +298,11 @@ export interface Config {
 export function parseDurationMs(value: string | number, option = 'duration'): number {
   if (typeof value === 'number') return value;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
-  if (!m) throw new EmbersError('EMB_CONFIG_INVALID', `${option}: "${value}" is not a duration (e.g. 500ms, 10s, 2m)`, { option, value });
+  if (!m)
+    throw new EmbersError('EMB_CONFIG_INVALID', `${option}: "${value}" is not a duration (e.g. 500ms, 10s, 2m)`, {
+      option,
+      value,
+    });
   const n = Number(m[1]);
   const unit = m[2] ?? 'ms';
   return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1000 : n * 60_000);
@@ -314,7 +337,10 @@ function intFrom(value: number | string | undefined, option: string, min: number
   if (value === undefined || value === '') return undefined;
   const n = typeof value === 'number' ? value : Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `${option} must be an integer from ${min} to ${max}, not "${value}"`, { option, value });
+    throw new EmbersError('EMB_CONFIG_INVALID', `${option} must be an integer from ${min} to ${max}, not "${value}"`, {
+      option,
+      value,
+    });
   }
   return n;
 }
@@ -328,19 +354,32 @@ export function parseCgroupSettings(text: string, option = 'EMBERS_FC_CGROUPS'):
     .filter(Boolean)) {
     const m = /^([a-z0-9_]+\.[a-z0-9_.]+)=(.+)$/.exec(part);
     if (!m)
-      throw new EmbersError('EMB_CONFIG_INVALID', `${option}: "${part}" is not a cgroup v2 setting such as cpu.max=50000 100000`, { option, value: part });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `${option}: "${part}" is not a cgroup v2 setting such as cpu.max=50000 100000`,
+        { option, value: part },
+      );
     out[m[1]] = m[2];
   }
   return out;
 }
 
 function resolveFirecrackerConfig(o: FirecrackerConfigOptions, env: Environment['firecracker']): FirecrackerConfig {
-  const uid = intFrom(o.jailer?.uid ?? env.jailerUid, 'the jailer uid (EMBERS_FC_JAILER_UID, --fc-jailer-uid)', 0, 2 ** 32 - 2);
+  const uid = intFrom(
+    o.jailer?.uid ?? env.jailerUid,
+    'the jailer uid (EMBERS_FC_JAILER_UID, --fc-jailer-uid)',
+    0,
+    2 ** 32 - 2,
+  );
   // every Firecracker VM gets a vsock device by default: the guest agent listens on it
-  const vsockCid = intFrom(o.vsockCid ?? env.vsockCid, 'the vsock guest CID (EMBERS_FC_VSOCK_CID, --fc-vsock-cid)', 3, 2 ** 32 - 2) ?? 3;
+  const vsockCid =
+    intFrom(o.vsockCid ?? env.vsockCid, 'the vsock guest CID (EMBERS_FC_VSOCK_CID, --fc-vsock-cid)', 3, 2 ** 32 - 2) ??
+    3;
   const diffSnapshots = o.diffSnapshots ?? env.diffSnapshots;
   if (uid === undefined) return { jailer: undefined, vsockCid, diffSnapshots };
-  const gid = intFrom(o.jailer?.gid ?? env.jailerGid, 'the jailer gid (EMBERS_FC_JAILER_GID, --fc-jailer-gid)', 0, 2 ** 32 - 2) ?? uid;
+  const gid =
+    intFrom(o.jailer?.gid ?? env.jailerGid, 'the jailer gid (EMBERS_FC_JAILER_GID, --fc-jailer-gid)', 0, 2 ** 32 - 2) ??
+    uid;
   return {
     jailer: {
       binary: o.jailer?.binary ?? env.jailerBinary ?? 'jailer',

@@ -104,7 +104,12 @@ export interface ErrorDetailsByCode {
     readonly vmm?: 'auto' | 'qemu' | 'firecracker';
   };
   EMB_NOT_ROOT: NoDetails;
-  EMB_HOST_TOOL_MISSING: { readonly cmd?: string; readonly debianPackage?: string; readonly header?: string; readonly program?: string };
+  EMB_HOST_TOOL_MISSING: {
+    readonly cmd?: string;
+    readonly debianPackage?: string;
+    readonly header?: string;
+    readonly program?: string;
+  };
   EMB_HOST_COMMAND_FAILED: HostCommandDetails;
   EMB_GUEST_KERNEL_MISSING: {
     readonly attempts?: unknown;
@@ -191,7 +196,12 @@ export interface ErrorDetailsByCode {
     readonly repository?: string;
     readonly status?: number;
   };
-  EMB_IMAGE_LAYER_UNSUPPORTED: { readonly digest?: unknown; readonly layer?: string; readonly mediaType?: string; readonly where?: string };
+  EMB_IMAGE_LAYER_UNSUPPORTED: {
+    readonly digest?: unknown;
+    readonly layer?: string;
+    readonly mediaType?: string;
+    readonly where?: string;
+  };
   EMB_IMAGE_PLATFORM_MISSING: {
     readonly architecture?: unknown;
     readonly digest?: string;
@@ -238,10 +248,17 @@ export interface ErrorDetailsByCode {
     readonly start?: number;
   };
   EMB_DISK_CLONE_FAILED: { readonly source?: string; readonly target?: string };
-  EMB_NO_SPACE: { readonly cause?: string; readonly freeBytes?: number; readonly needBytes?: number; readonly path?: string; readonly totalBytes?: number };
+  EMB_NO_SPACE: {
+    readonly cause?: string;
+    readonly freeBytes?: number;
+    readonly needBytes?: number;
+    readonly path?: string;
+    readonly totalBytes?: number;
+  };
   EMB_NET_SETUP_FAILED: { readonly slot?: unknown };
   EMB_NET_EXHAUSTED: { readonly node?: number; readonly registry?: string };
-  EMB_VMM_NOT_FOUND: SnapshotVersionDetails & FirecrackerHostDetails & { readonly cmd?: string; readonly stdout?: string };
+  EMB_VMM_NOT_FOUND: SnapshotVersionDetails &
+    FirecrackerHostDetails & { readonly cmd?: string; readonly stdout?: string };
   EMB_VMM_START_FAILED: {
     readonly args?: string[];
     readonly cmd?: string;
@@ -280,10 +297,19 @@ export interface ErrorDetailsByCode {
     readonly socket?: string;
     readonly statusCode?: number;
   };
-  EMB_VMM_API_UNREACHABLE: { readonly errno?: string; readonly method?: string; readonly path?: string; readonly socket?: string };
+  EMB_VMM_API_UNREACHABLE: {
+    readonly errno?: string;
+    readonly method?: string;
+    readonly path?: string;
+    readonly socket?: string;
+  };
   EMB_VMM_KVM_UNAVAILABLE: FirecrackerHostDetails;
   EMB_VMM_CLEANUP_FAILED: { readonly leaked?: string[]; readonly steps?: unknown; readonly vm?: string };
-  EMB_GUEST_AGENT_UNREACHABLE: { readonly channel?: 'virtio-serial' | 'vsock'; readonly name?: string; readonly socket?: string };
+  EMB_GUEST_AGENT_UNREACHABLE: {
+    readonly channel?: 'virtio-serial' | 'vsock';
+    readonly name?: string;
+    readonly socket?: string;
+  };
   EMB_GUEST_AGENT_FAILED: { readonly length?: number; readonly reason?: string; readonly type?: number };
   EMB_RESTORE_HOOK_FAILED: {
     readonly code?: number;
@@ -365,7 +391,11 @@ export interface ErrorDetailsByCode {
     readonly id?: string;
     readonly source?: string;
   };
-  EMB_WORKING_SET_RECORD_FAILED: { readonly id?: string; readonly residentPages?: number; readonly recordPath?: string };
+  EMB_WORKING_SET_RECORD_FAILED: {
+    readonly id?: string;
+    readonly residentPages?: number;
+    readonly recordPath?: string;
+  };
   EMB_REMOTE_UNREACHABLE: S3RequestDetails & {
     readonly cause?: string | null;
     readonly endpoint?: string;
@@ -387,7 +417,12 @@ export interface ErrorDetailsByCode {
     readonly status?: number | null;
   };
   EMB_REMOTE_AUTH: S3RequestDetails;
-  EMB_REMOTE_NOT_FOUND: S3RequestDetails & { readonly bucket?: string; readonly endpoint?: string; readonly id?: string; readonly key?: string };
+  EMB_REMOTE_NOT_FOUND: S3RequestDetails & {
+    readonly bucket?: string;
+    readonly endpoint?: string;
+    readonly id?: string;
+    readonly key?: string;
+  };
   EMB_REMOTE_REQUEST_FAILED: S3RequestDetails & {
     readonly bucket?: string;
     readonly end?: number;
@@ -409,7 +444,11 @@ export interface ErrorDetailsByCode {
     readonly hostCpus?: number;
     readonly hostMemoryMiB?: number;
   };
-  EMB_FUNCTION_QUEUE_FULL: { readonly function?: string; readonly queued?: number; readonly retryAfterSeconds?: number };
+  EMB_FUNCTION_QUEUE_FULL: {
+    readonly function?: string;
+    readonly queued?: number;
+    readonly retryAfterSeconds?: number;
+  };
   EMB_FUNCTION_TIMEOUT: { readonly function?: string; readonly requestTimeoutSeconds?: number };
   EMB_FUNCTION_DRAINING: { readonly function?: string };
   EMB_API_AUTH: NoDetails;

@@ -21,14 +21,26 @@ export interface ErrorSpec {
 export const ERRORS = {
   // configuration and usage
   EMB_USAGE: { summary: 'bad command-line usage', hint: 'run `embers --help`', exit: 64 },
-  EMB_CONFIG_INVALID: { summary: 'an option has an invalid value', hint: 'check the option against `embers --help`', exit: 64 },
-  EMB_NOT_ROOT: { summary: 'embers needs root for netns, tap devices and mounts', hint: 'run as root (sudo)', exit: 77 },
+  EMB_CONFIG_INVALID: {
+    summary: 'an option has an invalid value',
+    hint: 'check the option against `embers --help`',
+    exit: 64,
+  },
+  EMB_NOT_ROOT: {
+    summary: 'embers needs root for netns, tap devices and mounts',
+    hint: 'run as root (sudo)',
+    exit: 77,
+  },
   EMB_HOST_TOOL_MISSING: {
     summary: 'a host program embers needs is not installed',
     hint: 'run `scripts/setup.sh` (installs the Debian packages embers uses)',
     exit: 69,
   },
-  EMB_HOST_COMMAND_FAILED: { summary: 'a host command failed', hint: 'see the command output in the error details', exit: 70 },
+  EMB_HOST_COMMAND_FAILED: {
+    summary: 'a host command failed',
+    hint: 'see the command output in the error details',
+    exit: 70,
+  },
 
   // guest kit
   EMB_GUEST_KERNEL_MISSING: {
@@ -42,7 +54,8 @@ export const ERRORS = {
     exit: 70,
   },
   EMB_GUEST_RUN_CONFIG_INVALID: {
-    summary: 'the run configuration of a function (argv, env, user, working dir, hostname) cannot be passed to the guest',
+    summary:
+      'the run configuration of a function (argv, env, user, working dir, hostname) cannot be passed to the guest',
     hint: 'check the image config (Entrypoint, Cmd, Env, User, WorkingDir) and the overrides given on the command line',
     exit: 65,
   },
@@ -83,7 +96,11 @@ export const ERRORS = {
     hint: 'use gzip, zstd or uncompressed tar layers',
     exit: 65,
   },
-  EMB_IMAGE_PLATFORM_MISSING: { summary: 'the image index has no linux/amd64 entry', hint: 'build or pull an image for linux/amd64', exit: 65 },
+  EMB_IMAGE_PLATFORM_MISSING: {
+    summary: 'the image index has no linux/amd64 entry',
+    hint: 'build or pull an image for linux/amd64',
+    exit: 65,
+  },
   EMB_IMAGE_FLATTEN_FAILED: {
     summary: 'building the ext4 rootfs from the image failed',
     hint: 'see the details; check free disk space under the embers home',
@@ -95,14 +112,16 @@ export const ERRORS = {
     exit: 64,
   },
   EMB_IMAGE_CACHE_BUSY: {
-    summary: 'the image cache stayed locked by another process (a pull, or `embers image gc`) for longer than embers waits',
+    summary:
+      'the image cache stayed locked by another process (a pull, or `embers image gc`) for longer than embers waits',
     hint: 'wait for the other `embers image` command to finish (the lock file and its pid are in the details); a lock whose process died is taken over automatically',
     exit: 75,
   },
 
   // registries (the OCI distribution API: Docker Hub, GHCR, Harbor, `registry`…)
   EMB_REGISTRY_UNREACHABLE: {
-    summary: 'the registry could not be reached, or the connection broke before the answer was complete (refused, reset, timed out), after retries',
+    summary:
+      'the registry could not be reached, or the connection broke before the answer was complete (refused, reset, timed out), after retries',
     hint: 'check that the registry named in the details is up and reachable from this node; pull again: blob downloads resume where they stopped',
     exit: 69,
   },
@@ -112,7 +131,8 @@ export const ERRORS = {
     exit: 75,
   },
   EMB_REGISTRY_AUTH: {
-    summary: 'the registry or its token service refused the credentials, or asked for credentials embers does not have (HTTP 401/403)',
+    summary:
+      'the registry or its token service refused the credentials, or asked for credentials embers does not have (HTTP 401/403)',
     hint: 'add an `auths` entry for the registry to the credentials file (EMBERS_REGISTRY_AUTH_FILE, default ~/.docker/config.json; docker config.json format) and check the user name, the password and the access to the repository',
     exit: 77,
   },
@@ -128,7 +148,11 @@ export const ERRORS = {
   },
 
   // disks
-  EMB_DISK_CLONE_FAILED: { summary: 'creating the instance disk failed', hint: 'check free disk space under the embers home', exit: 70 },
+  EMB_DISK_CLONE_FAILED: {
+    summary: 'creating the instance disk failed',
+    hint: 'check free disk space under the embers home',
+    exit: 70,
+  },
   EMB_NO_SPACE: {
     summary: 'the filesystem embers writes to (the home: images, snapshots, instance disks) is full',
     hint:
@@ -155,13 +179,21 @@ export const ERRORS = {
     hint: 'install qemu-system-x86 (Debian) or set the firecracker binary path',
     exit: 69,
   },
-  EMB_VMM_START_FAILED: { summary: 'the hypervisor process exited while starting', hint: 'see the tail of its output in the error details', exit: 70 },
+  EMB_VMM_START_FAILED: {
+    summary: 'the hypervisor process exited while starting',
+    hint: 'see the tail of its output in the error details',
+    exit: 70,
+  },
   EMB_VMM_COMMAND_FAILED: {
     summary: 'the hypervisor refused a command',
     hint: 'see the details; the VM may be in the wrong state for this operation',
     exit: 70,
   },
-  EMB_VMM_TIMEOUT: { summary: 'the hypervisor did not answer in time', hint: 'the host may be overloaded; retry, or raise the timeout', exit: 75 },
+  EMB_VMM_TIMEOUT: {
+    summary: 'the hypervisor did not answer in time',
+    hint: 'the host may be overloaded; retry, or raise the timeout',
+    exit: 75,
+  },
   EMB_VMM_API_FAULT: {
     summary: 'the hypervisor API refused a request (Firecracker answered with a fault_message)',
     hint: 'see method, path and fault_message in the details; the VM may be in the wrong state for this call',
@@ -218,7 +250,11 @@ export const ERRORS = {
     hint: 'check the guest console with `embers logs <instance>`; raise --ready-timeout if the function starts slowly',
     exit: 75,
   },
-  EMB_INSTANCE_INVOKE_FAILED: { summary: 'the request to the function failed', hint: 'check the guest console with `embers logs <instance>`', exit: 70 },
+  EMB_INSTANCE_INVOKE_FAILED: {
+    summary: 'the request to the function failed',
+    hint: 'check the guest console with `embers logs <instance>`',
+    exit: 70,
+  },
 
   // snapshots
   EMB_SNAPSHOT_NOT_FOUND: {
@@ -238,7 +274,8 @@ export const ERRORS = {
     exit: 65,
   },
   EMB_SNAPSHOT_HOST_MISMATCH: {
-    summary: 'the snapshot was made on a host whose CPU, VMM version, guest kernel or drive layout differs from this one',
+    summary:
+      'the snapshot was made on a host whose CPU, VMM version, guest kernel or drive layout differs from this one',
     hint: 'restore it on a host like the one named in the details, or create the snapshot here; if you know the difference is harmless, pass --allow-host-mismatch (RestoreOptions.allowHostMismatch)',
     exit: 65,
   },
@@ -275,13 +312,15 @@ export const ERRORS = {
   },
 
   EMB_WORKING_SET_INVALID: {
-    summary: 'a working set (workingset.ranges or workingset.pages) is malformed: bad magic, truncated, overlapping or out-of-range page ranges',
+    summary:
+      'a working set (workingset.ranges or workingset.pages) is malformed: bad magic, truncated, overlapping or out-of-range page ranges',
     hint: 'the working set cannot be used; the snapshot still restores without it. Record it again with `embers snapshot record-ws <id>`',
     exit: 65,
   },
 
   EMB_WORKING_SET_RECORD_FAILED: {
-    summary: 'recording a working set failed: the memory file could not be dropped from the page cache, or the VMM cannot record one here',
+    summary:
+      'recording a working set failed: the memory file could not be dropped from the page cache, or the VMM cannot record one here',
     hint: 'stop the running clones of the snapshot (`embers ps`; their VMMs keep its memory pages cached), then run `embers snapshot record-ws <id>` again',
     exit: 75,
   },
@@ -293,7 +332,8 @@ export const ERRORS = {
     exit: 69,
   },
   EMB_REMOTE_UNAVAILABLE: {
-    summary: 'the remote store or peer kept answering with a server error or throttling (5xx, 429, SlowDown), after retries',
+    summary:
+      'the remote store or peer kept answering with a server error or throttling (5xx, 429, SlowDown), after retries',
     hint: 'the service is failing or overloaded: retry later; the transfer resumes where it stopped',
     exit: 75,
   },
@@ -350,7 +390,11 @@ export const ERRORS = {
     hint: 'send `Authorization: Bearer <token>` with the EMBERS_API_TOKEN the daemon was started with',
     exit: 77,
   },
-  EMB_API_ROUTE_NOT_FOUND: { summary: 'the API has no such route', hint: 'see GET /openapi.json for the routes', exit: 64 },
+  EMB_API_ROUTE_NOT_FOUND: {
+    summary: 'the API has no such route',
+    hint: 'see GET /openapi.json for the routes',
+    exit: 64,
+  },
   EMB_API_BODY_TOO_LARGE: {
     summary: 'the request body is larger than the API accepts',
     hint: 'send a smaller body (see --body-limit of embers serve)',
@@ -367,11 +411,17 @@ export const ERRORS = {
     exit: 75,
   },
 
-  EMB_INTERNAL: { summary: 'an internal error', hint: 'this is a bug in embers: please report it with the details', exit: 70 },
+  EMB_INTERNAL: {
+    summary: 'an internal error',
+    hint: 'this is a bug in embers: please report it with the details',
+    exit: 70,
+  },
 } as const satisfies Catalogue;
 
 /** The catalogue's type: per code, its spec and, for codes with a standard case, the message template. */
-type Catalogue = { readonly [C in keyof ErrorDetailsByCode]: ErrorSpec & { readonly message?: (d: ErrorDetails<C>) => string } };
+type Catalogue = {
+  readonly [C in keyof ErrorDetailsByCode]: ErrorSpec & { readonly message?: (d: ErrorDetails<C>) => string };
+};
 /** ERRORS seen through its type, so that a code's template takes that code's details. */
 const CATALOGUE: Catalogue = ERRORS;
 
@@ -401,7 +451,10 @@ type DetailKey = KeysOfEach<ErrorDetailsByCode[ErrorCode]> | keyof CommonDetails
  * narrow with `isEmbersError(err, code)` to read a code's own fields with their types.
  */
 export type ErrorDetails<C extends ErrorCode = ErrorCode> = C extends ErrorCode
-  ? ErrorDetailsByCode[C] & CommonDetails & { readonly [K in Exclude<DetailKey, keyof ErrorDetailsByCode[C] | keyof CommonDetails>]?: undefined }
+  ? ErrorDetailsByCode[C] &
+      CommonDetails & {
+        readonly [K in Exclude<DetailKey, keyof ErrorDetailsByCode[C] | keyof CommonDetails>]?: undefined;
+      }
   : never;
 
 export interface EmbersErrorOptions {
@@ -430,7 +483,11 @@ export class EmbersError<C extends ErrorCode = ErrorCode> extends Error {
   }
 
   /** The standard case of `code`: its message comes from the catalogue's template. */
-  static of<C extends ErrorCode>(code: C, details: NoInfer<ErrorDetails<C>>, options?: EmbersErrorOptions): EmbersError<C> {
+  static of<C extends ErrorCode>(
+    code: C,
+    details: NoInfer<ErrorDetails<C>>,
+    options?: EmbersErrorOptions,
+  ): EmbersError<C> {
     return new EmbersError(code, errorMessage(code, details), details, options);
   }
 

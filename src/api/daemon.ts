@@ -67,7 +67,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       'EMB_CONFIG_INVALID',
       `listening on ${host} (not loopback) needs an API token`,
       { listen: host },
-      { hint: `set EMBERS_API_TOKEN (${TOKEN_MIN_LENGTH} characters or more); clients send it as Authorization: Bearer <token>` },
+      {
+        hint: `set EMBERS_API_TOKEN (${TOKEN_MIN_LENGTH} characters or more); clients send it as Authorization: Bearer <token>`,
+      },
     );
   }
   if (token !== undefined && token.length < TOKEN_MIN_LENGTH) {
@@ -105,7 +107,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       recordWorkingSets: opts.recordWorkingSets,
       log: (level, msg, fields) => app?.log[level](fields ?? {}, msg),
     });
-    app = await buildApi({ engine, token, peerToken, bodyLimit: opts.bodyLimit, invokeBodyLimit: opts.invokeBodyLimit, logLevel: opts.logLevel });
+    app = await buildApi({
+      engine,
+      token,
+      peerToken,
+      bodyLimit: opts.bodyLimit,
+      invokeBodyLimit: opts.invokeBodyLimit,
+      logLevel: opts.logLevel,
+    });
     await app.listen({ host, port: opts.port ?? DEFAULT_API_PORT });
   } catch (err) {
     await app?.close().catch(() => undefined);
@@ -141,7 +150,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 async function takeLock(lock: string, home: string): Promise<void> {
   await mkdir(join(lock, '..'), { recursive: true });
   // a lock of a process that is gone (killed) is taken over; released by releaseLock
-  await acquireLock(lock, { busy: (pid) => new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${pid})`, { home, lock }) });
+  await acquireLock(lock, {
+    busy: (pid) =>
+      new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${pid})`, { home, lock }),
+  });
 }
 
 async function releaseLock(lock: string): Promise<void> {

@@ -60,6 +60,10 @@ export function sendRawError(res: ServerResponse, err: unknown, headers: Record<
   }
   const e = asEmbersError(err);
   const body = Buffer.from(`${JSON.stringify(errorBody(e))}\n`);
-  res.writeHead(httpStatusOf(e), { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': body.length });
+  res.writeHead(httpStatusOf(e), {
+    ...headers,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': body.length,
+  });
   res.end(body);
 }

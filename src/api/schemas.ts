@@ -15,14 +15,23 @@ export const errorSchema = {
   description: 'Every error: the EMB code (stable), what failed, and what to do',
   required: ['error'],
   properties: {
-    error: { type: 'object', required: ['code', 'message', 'hint'], properties: { code: str, message: str, hint: str } },
+    error: {
+      type: 'object',
+      required: ['code', 'message', 'hint'],
+      properties: { code: str, message: str, hint: str },
+    },
   },
 } as const;
 
 const limit = (field: keyof typeof FUNCTION_LIMITS, description: string) => {
   const [minimum, maximum, integer] = FUNCTION_LIMITS[field];
   const def = (FUNCTION_DEFAULTS as Record<string, unknown>)[field];
-  return { type: integer ? 'integer' : 'number', minimum, maximum, description: def === undefined ? description : `${description} (default ${String(def)})` };
+  return {
+    type: integer ? 'integer' : 'number',
+    minimum,
+    maximum,
+    description: def === undefined ? description : `${description} (default ${String(def)})`,
+  };
 };
 
 /** The spec a client sends (checked again, with the same limits and EMB codes, by node/functions.ts). */
@@ -32,7 +41,12 @@ export const functionSpecInputSchema = {
   required: ['image'],
   additionalProperties: false,
   properties: {
-    image: { type: 'string', minLength: 1, maxLength: 512, description: 'OCI image reference, or a local OCI layout path on the node' },
+    image: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 512,
+      description: 'OCI image reference, or a local OCI layout path on the node',
+    },
     vcpus: limit('vcpus', 'virtual CPUs'),
     memoryMiB: limit('memoryMiB', 'guest memory in MiB'),
     port: limit('port', 'the guest port the function serves HTTP on'),
@@ -41,8 +55,16 @@ export const functionSpecInputSchema = {
     maxInstances: limit('maxInstances', 'most instances at once'),
     concurrency: limit('concurrency', 'requests one instance serves at a time'),
     idleTimeoutSeconds: limit('idleTimeoutSeconds', 'an idle instance stops after this long'),
-    snapshots: { type: 'string', enum: ['disabled', 'local', 'remote'], description: "snapshot mode (default: the node's)" },
-    snapshotWhen: { type: 'string', enum: ['first-invocation', 'ready'], description: 'when a booted instance is snapshotted (default first-invocation)' },
+    snapshots: {
+      type: 'string',
+      enum: ['disabled', 'local', 'remote'],
+      description: "snapshot mode (default: the node's)",
+    },
+    snapshotWhen: {
+      type: 'string',
+      enum: ['first-invocation', 'ready'],
+      description: 'when a booted instance is snapshotted (default first-invocation)',
+    },
     maxQueue: limit('maxQueue', 'requests that may wait beyond the capacity being started'),
     requestTimeoutSeconds: limit('requestTimeoutSeconds', 'how long a request may wait for an instance'),
     restoreHook: {
@@ -140,11 +162,24 @@ export const execRequestSchema = {
       minItems: 1,
       maxItems: 255,
       items: { type: 'string', maxLength: 65536 },
-      description: 'the command and its arguments, passed as they are (no shell); with shell, one item: a script for sh -c',
+      description:
+        'the command and its arguments, passed as they are (no shell); with shell, one item: a script for sh -c',
     },
-    shell: { type: 'boolean', description: "run argv[0] as a script with the guest kit's busybox sh -c (default false)" },
-    kitRoot: { type: 'boolean', description: "run in the guest kit's root (the function's disk at /newroot) instead of the function's (default false)" },
-    timeoutSeconds: { type: 'number', minimum: 0.001, maximum: 3600, description: "the command's process group is killed after this long (default 60)" },
+    shell: {
+      type: 'boolean',
+      description: "run argv[0] as a script with the guest kit's busybox sh -c (default false)",
+    },
+    kitRoot: {
+      type: 'boolean',
+      description:
+        "run in the guest kit's root (the function's disk at /newroot) instead of the function's (default false)",
+    },
+    timeoutSeconds: {
+      type: 'number',
+      minimum: 0.001,
+      maximum: 3600,
+      description: "the command's process group is killed after this long (default 60)",
+    },
   },
 } as const;
 
@@ -152,16 +187,31 @@ export const execResultSchema = {
   $id: 'ExecResult',
   type: 'object',
   properties: {
-    state: { type: 'string', enum: ['exited', 'signaled', 'timeout', 'not-started'], description: 'how the command ended' },
+    state: {
+      type: 'string',
+      enum: ['exited', 'signaled', 'timeout', 'not-started'],
+      description: 'how the command ended',
+    },
     code: { type: 'integer', description: 'exit status (exited), signal (signaled), errno (not-started)' },
-    exitCode: { type: 'integer', description: 'as a shell reports it: the status, 128+signal, 124 timed out, 127 not started' },
+    exitCode: {
+      type: 'integer',
+      description: 'as a shell reports it: the status, 128+signal, 124 timed out, 127 not started',
+    },
     stdout: { type: 'string', description: 'standard output (UTF-8; at most 1 MiB kept)' },
     stderr: { type: 'string', description: 'standard error (UTF-8; at most 1 MiB kept)' },
     truncated: { type: 'boolean', description: 'output beyond 1 MiB per stream was dropped' },
   },
 } as const;
 
-export const SHARED_SCHEMAS = [errorSchema, instanceSchema, functionSchema, snapshotSchema, functionSpecInputSchema, execRequestSchema, execResultSchema];
+export const SHARED_SCHEMAS = [
+  errorSchema,
+  instanceSchema,
+  functionSchema,
+  snapshotSchema,
+  functionSpecInputSchema,
+  execRequestSchema,
+  execResultSchema,
+];
 
 export const errorRef = { $ref: 'Error#' } as const;
 export const nameParams = {

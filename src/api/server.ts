@@ -7,7 +7,13 @@
  * `Authorization: Bearer <token>`, compared in constant time. The peer routes
  * (/v1/snapshots/<id>/<file>) check the peer token instead, and GET /v1/snapshots takes either.
  */
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { EmbersError, asEmbersError, isEmbersError } from '../errors.js';
@@ -40,7 +46,16 @@ export interface ApiOptions {
 /** Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
 /** Methods a proxy may send again when the connection failed before any answer (RFC 9110 idempotent, and bodiless here). */
 const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authorization',
+]);
 const INVOKE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'] as const;
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
@@ -58,7 +73,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'embers node API', version: opts.version ?? '0.1.0', description: 'Functions with an automatic snapshot lifecycle, on one embers node' },
+      info: {
+        title: 'embers node API',
+        version: opts.version ?? '0.1.0',
+        description: 'Functions with an automatic snapshot lifecycle, on one embers node',
+      },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
@@ -67,7 +86,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   const apiToken = opts.token ? bearerTokenCheck(opts.token) : undefined;
   const peerToken = opts.peerToken ? bearerTokenCheck(opts.peerToken) : undefined;
-  const matches = (req: FastifyRequest, check: ((authorization: string | undefined) => boolean) | undefined) => !!check && check(req.headers.authorization);
+  const matches = (req: FastifyRequest, check: ((authorization: string | undefined) => boolean) | undefined) =>
+    !!check && check(req.headers.authorization);
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
@@ -85,20 +105,34 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     if (isEmbersError(err)) e = err;
     else if ((err as FastifyError).validation) {
       const ctx = (err as FastifyError).validationContext;
-      const code = ctx === 'body' && req.method === 'PUT' ? 'EMB_FUNCTION_SPEC_INVALID' : ctx === 'params' ? 'EMB_FUNCTION_SPEC_INVALID' : 'EMB_USAGE';
+      const code =
+        ctx === 'body' && req.method === 'PUT'
+          ? 'EMB_FUNCTION_SPEC_INVALID'
+          : ctx === 'params'
+            ? 'EMB_FUNCTION_SPEC_INVALID'
+            : 'EMB_USAGE';
       e = new EmbersError(code, `invalid ${ctx ?? 'request'}: ${err.message}`, {});
     } else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      e = new EmbersError('EMB_API_BODY_TOO_LARGE', `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`, {});
+      e = new EmbersError(
+        'EMB_API_BODY_TOO_LARGE',
+        `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`,
+        {},
+      );
     } else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! < 500) {
       e = new EmbersError('EMB_USAGE', err.message, {});
     } else e = asEmbersError(err);
-    if (isEmbersError(e, 'EMB_FUNCTION_QUEUE_FULL')) reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
+    if (isEmbersError(e, 'EMB_FUNCTION_QUEUE_FULL'))
+      reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
     const status = httpStatusOf(e);
     if (status >= 500) req.log.error({ code: e.code, err: e.message }, 'request failed');
     void reply.status(status).send(errorBody(e));
   });
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send(errorBody(new EmbersError('EMB_API_ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, {})));
+    void reply
+      .status(404)
+      .send(
+        errorBody(new EmbersError('EMB_API_ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, {})),
+      );
   });
 
   const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, errorRef]));
@@ -110,7 +144,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         summary: 'liveness: the daemon answers',
         querystring: noQuery,
         security: [],
-        response: { 200: { type: 'object', properties: { status: { type: 'string' }, functions: { type: 'integer' }, instances: { type: 'integer' } } } },
+        response: {
+          200: {
+            type: 'object',
+            properties: { status: { type: 'string' }, functions: { type: 'integer' }, instances: { type: 'integer' } },
+          },
+        },
       },
     },
     async () => ({ status: 'ok', functions: engine.list().length, instances: engine.instances().length }),
@@ -169,7 +208,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       schema: {
         summary: 'list functions',
         querystring: noQuery,
-        response: { 200: { type: 'object', properties: { functions: { type: 'array', items: { $ref: 'Function#' } } } }, ...errors(401) },
+        response: {
+          200: { type: 'object', properties: { functions: { type: 'array', items: { $ref: 'Function#' } } } },
+          ...errors(401),
+        },
       },
     },
     async () => ({ functions: engine.list() }),
@@ -193,9 +235,16 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       schema: {
         summary: 'remove a function: drains its instances; ?snapshots=delete removes its snapshots too',
         params: nameParams,
-        querystring: { type: 'object', additionalProperties: false, properties: { snapshots: { type: 'string', enum: ['delete', 'keep'] } } },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { snapshots: { type: 'string', enum: ['delete', 'keep'] } },
+        },
         response: {
-          200: { type: 'object', properties: { removed: { type: 'string' }, removedSnapshots: { type: 'array', items: { type: 'string' } } } },
+          200: {
+            type: 'object',
+            properties: { removed: { type: 'string' }, removedSnapshots: { type: 'array', items: { type: 'string' } } },
+          },
           ...errors(400, 401, 404),
         },
       },
@@ -212,17 +261,24 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       schema: {
         summary: 'the instances this node runs for its functions',
         querystring: noQuery,
-        response: { 200: { type: 'object', properties: { instances: { type: 'array', items: { $ref: 'Instance#' } } } }, ...errors(401) },
+        response: {
+          200: { type: 'object', properties: { instances: { type: 'array', items: { $ref: 'Instance#' } } } },
+          ...errors(401),
+        },
       },
     },
     async () => ({ instances: engine.instances() }),
   );
 
-  app.post<{ Params: { name: string }; Body: { argv: string[]; shell?: boolean; kitRoot?: boolean; timeoutSeconds?: number } }>(
+  app.post<{
+    Params: { name: string };
+    Body: { argv: string[]; shell?: boolean; kitRoot?: boolean; timeoutSeconds?: number };
+  }>(
     '/v1/instances/:name/exec',
     {
       schema: {
-        summary: "run a command in an instance's guest through the guest agent (never the guest network); answers when it ends",
+        summary:
+          "run a command in an instance's guest through the guest agent (never the guest network); answers when it ends",
         params: instanceParams,
         body: { $ref: 'ExecRequest#' },
         response: { 200: { $ref: 'ExecResult#' }, ...errors(400, 401, 404, 413, 502, 503) },
@@ -231,7 +287,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     async (req) => {
       const { name } = req.params;
       if (!engine.instances().some((i) => i.name === name)) {
-        throw new EmbersError('EMB_INSTANCE_NOT_FOUND', `this daemon runs no instance ${name}`, { name }, { hint: 'GET /v1/instances lists them' });
+        throw new EmbersError(
+          'EMB_INSTANCE_NOT_FOUND',
+          `this daemon runs no instance ${name}`,
+          { name },
+          { hint: 'GET /v1/instances lists them' },
+        );
       }
       const keep = (into: { parts: Buffer[]; size: number; truncated: boolean }) => (b: Buffer) => {
         const room = EXEC_OUTPUT_LIMIT - into.size;
@@ -265,20 +326,30 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       schema: {
         summary: "this node's snapshots (also the peer list: the peer token is accepted here)",
         querystring: noQuery,
-        response: { 200: { type: 'object', properties: { snapshots: { type: 'array', items: { $ref: 'Snapshot#' } } } }, ...errors(401) },
+        response: {
+          200: { type: 'object', properties: { snapshots: { type: 'array', items: { $ref: 'Snapshot#' } } } },
+          ...errors(401),
+        },
       },
     },
     async () => ({ snapshots: await engine.snapshots() }),
   );
 
   // peer transfers: the same handler as the standalone peer server, with its own token
-  const peer = opts.peerToken ? peerRequestHandler({ store: engine.node.snapshots.store, token: opts.peerToken }) : undefined;
+  const peer = opts.peerToken
+    ? peerRequestHandler({ store: engine.node.snapshots.store, token: opts.peerToken })
+    : undefined;
   app.route<{ Params: { id: string; file: string } }>({
     method: ['GET', 'HEAD'],
     url: '/v1/snapshots/:id/:file',
     schema: {
-      summary: 'a snapshot file for a peer node (Range supported; X-Embers-Sha256 holds its digest); peer token required',
-      params: { type: 'object', required: ['id', 'file'], properties: { id: { type: 'string' }, file: { type: 'string' } } },
+      summary:
+        'a snapshot file for a peer node (Range supported; X-Embers-Sha256 holds its digest); peer token required',
+      params: {
+        type: 'object',
+        required: ['id', 'file'],
+        properties: { id: { type: 'string' }, file: { type: 'string' } },
+      },
       response: {
         200: { type: 'string', format: 'binary', description: 'the file' },
         206: { type: 'string', format: 'binary', description: 'a byte range of the file' },
@@ -286,7 +357,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     handler: async (req, reply) => {
-      if (!peer) throw new EmbersError('EMB_API_ROUTE_NOT_FOUND', 'this node serves no snapshots to peers: start it with EMBERS_PEER_TOKEN', {});
+      if (!peer)
+        throw new EmbersError(
+          'EMB_API_ROUTE_NOT_FOUND',
+          'this node serves no snapshots to peers: start it with EMBERS_PEER_TOKEN',
+          {},
+        );
       reply.hijack();
       await peer(req.raw, reply.raw);
     },
@@ -304,7 +380,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       params: {
         type: 'object',
         required: suffix ? ['name', '*'] : ['name'],
-        properties: suffix ? { ...nameParams.properties, '*': { type: 'string', description: 'the path at the function' } } : nameParams.properties,
+        properties: suffix
+          ? { ...nameParams.properties, '*': { type: 'string', description: 'the path at the function' } }
+          : nameParams.properties,
       },
       response: {
         default: {
@@ -355,7 +433,10 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
         createConnection: () => socket,
         method: req.method,
         path: `${path}${query}`,
-        headers: { ...forwardHeaders(req.headers, req.socket.remoteAddress), host: `${lease.instance.cloneIp}:${lease.instance.port}` },
+        headers: {
+          ...forwardHeaders(req.headers, req.socket.remoteAddress),
+          host: `${lease.instance.cloneIp}:${lease.instance.port}`,
+        },
       },
       (up) => {
         const timing = Object.entries(lease.timing).map(([k, v]) => `${k};dur=${v}`);
@@ -377,14 +458,25 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
     upstream.on('error', (err) => {
       // a connection opened in advance that the function had closed meanwhile: a request
       // without a body that got no answer is sent once more, on a new connection
-      if (preopened && !retried && bodyBytes === 0 && req.complete && !res.headersSent && RETRYABLE.has(req.method ?? '')) {
+      if (
+        preopened &&
+        !retried &&
+        bodyBytes === 0 &&
+        req.complete &&
+        !res.headersSent &&
+        RETRYABLE.has(req.method ?? '')
+      ) {
         current = send(true);
         current.end();
         return;
       }
       sendRawError(
         res,
-        new EmbersError('EMB_INSTANCE_INVOKE_FAILED', `request to instance ${lease.instance.name} failed: ${err.message}`, { instance: lease.instance.name }),
+        new EmbersError(
+          'EMB_INSTANCE_INVOKE_FAILED',
+          `request to instance ${lease.instance.name} failed: ${err.message}`,
+          { instance: lease.instance.name },
+        ),
         embersHeaders,
       );
       finish(false);
@@ -399,7 +491,9 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
       current.destroy();
       sendRawError(
         res,
-        new EmbersError('EMB_API_BODY_TOO_LARGE', `the invocation body is larger than ${bodyLimit} bytes`, { limit: bodyLimit }),
+        new EmbersError('EMB_API_BODY_TOO_LARGE', `the invocation body is larger than ${bodyLimit} bytes`, {
+          limit: bodyLimit,
+        }),
         embersHeaders,
       );
       finish(false);

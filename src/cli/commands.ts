@@ -21,7 +21,11 @@ export interface CommandSpec {
   options: Record<string, OptionSpec>;
 }
 
-const readyTimeout = { type: 'string', arg: 'DURATION', help: 'how long to wait for the function to answer (e.g. 90s; default 60s)' } as const;
+const readyTimeout = {
+  type: 'string',
+  arg: 'DURATION',
+  help: 'how long to wait for the function to answer (e.g. 90s; default 60s)',
+} as const;
 
 /**
  * Every command of the CLI, with its options: `main.ts` parses each command's arguments with
@@ -44,7 +48,11 @@ export const COMMANDS = {
         arg: 'PATH',
         help: "an executable in the image run after every restore of this function's snapshots (default: the image's org.embers.restore-hook label)",
       },
-      'restore-hook-timeout': { type: 'string', arg: 'DURATION', help: 'how long the restore hook may run before the restore fails (default 30s)' },
+      'restore-hook-timeout': {
+        type: 'string',
+        arg: 'DURATION',
+        help: 'how long the restore hook may run before the restore fails (default 30s)',
+      },
     },
   },
   invoke: {
@@ -63,9 +71,21 @@ export const COMMANDS = {
     summary:
       "run a command in the guest through the guest agent (never the guest network): output streamed, its exit code returned; a command the image lacks runs as the kit's busybox applet",
     options: {
-      timeout: { type: 'string', arg: 'DURATION', help: "kill the command's process group after this long (exit code 124; default 60s, 0: none)" },
-      shell: { type: 'boolean', default: false, help: "run the one argument as a script with the kit's busybox sh -c (no shell otherwise)" },
-      kit: { type: 'boolean', default: false, help: "run in the guest kit's root (busybox; the function's disk is at /newroot) instead of the function's" },
+      timeout: {
+        type: 'string',
+        arg: 'DURATION',
+        help: "kill the command's process group after this long (exit code 124; default 60s, 0: none)",
+      },
+      shell: {
+        type: 'boolean',
+        default: false,
+        help: "run the one argument as a script with the kit's busybox sh -c (no shell otherwise)",
+      },
+      kit: {
+        type: 'boolean',
+        default: false,
+        help: "run in the guest kit's root (busybox; the function's disk is at /newroot) instead of the function's",
+      },
     },
   },
   stop: {
@@ -89,12 +109,24 @@ export const COMMANDS = {
       pull: '<id>: download a snapshot from the store (or a peer node), verified',
     },
     options: {
-      'disk-diff': { type: 'string', arg: 'block|rsync', help: 'create: how disk changes are captured (default block)' },
-      stop: { type: 'boolean', default: false, help: 'create: stop the instance after the snapshot instead of resuming it' },
+      'disk-diff': {
+        type: 'string',
+        arg: 'block|rsync',
+        help: 'create: how disk changes are captured (default block)',
+      },
+      stop: {
+        type: 'boolean',
+        default: false,
+        help: 'create: stop the instance after the snapshot instead of resuming it',
+      },
       count: { type: 'string', arg: 'N', help: 'restore: clones to restore concurrently (default 1)' },
       name: { type: 'string', multiple: true, arg: 'N', help: 'restore: a clone name (repeatable)' },
       verify: { type: 'boolean', default: false, help: 'inspect: check every file against its size and sha256' },
-      'allow-unverified-disk': { type: 'boolean', default: false, help: 'restore: accept an rsync-mode disk that cannot be proven bit-identical' },
+      'allow-unverified-disk': {
+        type: 'boolean',
+        default: false,
+        help: 'restore: accept an rsync-mode disk that cannot be proven bit-identical',
+      },
       'allow-host-mismatch': {
         type: 'boolean',
         default: false,
@@ -116,9 +148,17 @@ export const COMMANDS = {
     usage: 'serve [options]',
     summary: 'the node daemon: functions and their lifecycle, the HTTP API, metrics and the peer endpoints',
     options: {
-      listen: { type: 'string', arg: 'ADDRESS', help: 'address to listen on (default 127.0.0.1; any other needs EMBERS_API_TOKEN)' },
+      listen: {
+        type: 'string',
+        arg: 'ADDRESS',
+        help: 'address to listen on (default 127.0.0.1; any other needs EMBERS_API_TOKEN)',
+      },
       port: { type: 'string', arg: 'PORT', help: 'port to listen on (default 7070)' },
-      'peer-token': { type: 'string', arg: 'TOKEN', help: 'the token peers must send for snapshot files (default EMBERS_PEER_TOKEN)' },
+      'peer-token': {
+        type: 'string',
+        arg: 'TOKEN',
+        help: 'the token peers must send for snapshot files (default EMBERS_PEER_TOKEN)',
+      },
       token: { type: 'string', arg: 'TOKEN', help: 'the same as --peer-token' },
       peer: {
         type: 'string',
@@ -131,8 +171,16 @@ export const COMMANDS = {
         arg: 'on|off',
         help: "record each new snapshot's working set (REAP) with a clone of its own, for prefetching restores (default on)",
       },
-      'drain-timeout': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long queued requests may still be served (default 30s)' },
-      'body-limit': { type: 'string', arg: 'BYTES', help: 'the largest API request body in bytes, invocations aside (default 1 MiB)' },
+      'drain-timeout': {
+        type: 'string',
+        arg: 'DURATION',
+        help: 'on SIGTERM, how long queued requests may still be served (default 30s)',
+      },
+      'body-limit': {
+        type: 'string',
+        arg: 'BYTES',
+        help: 'the largest API request body in bytes, invocations aside (default 1 MiB)',
+      },
     },
   },
   fn: {
@@ -153,8 +201,16 @@ export const COMMANDS = {
       min: { type: 'string', arg: 'N', help: 'deploy: instances kept warm (default 0)' },
       max: { type: 'string', arg: 'N', help: 'deploy: most instances (default 10)' },
       concurrency: { type: 'string', arg: 'N', help: 'deploy: requests one instance takes at once (default 1)' },
-      'idle-timeout': { type: 'string', arg: 'DURATION', help: 'deploy: idle time before an instance stops (default 60s)' },
-      'snapshot-when': { type: 'string', arg: 'first-invocation|ready', help: 'deploy: when the snapshot is taken (default first-invocation)' },
+      'idle-timeout': {
+        type: 'string',
+        arg: 'DURATION',
+        help: 'deploy: idle time before an instance stops (default 60s)',
+      },
+      'snapshot-when': {
+        type: 'string',
+        arg: 'first-invocation|ready',
+        help: 'deploy: when the snapshot is taken (default first-invocation)',
+      },
       'max-queue': { type: 'string', arg: 'N', help: 'deploy: requests that may wait for an instance (default 100)' },
       'request-timeout': { type: 'string', arg: 'DURATION', help: 'deploy: how long a request may wait (default 60s)' },
       'delete-snapshots': { type: 'boolean', default: false, help: "rm: remove the function's snapshots too" },
@@ -210,7 +266,8 @@ export function commandHelp(name: CommandName): string {
   };
   if (spec.subcommands) lines.push('', 'commands:', ...table(Object.entries(spec.subcommands)));
   const options = Object.entries(spec.options);
-  if (options.length) lines.push('', 'options:', ...table(options.map(([k, o]) => [`--${k}${o.arg ? ` ${o.arg}` : ''}`, o.help])));
+  if (options.length)
+    lines.push('', 'options:', ...table(options.map(([k, o]) => [`--${k}${o.arg ? ` ${o.arg}` : ''}`, o.help])));
   lines.push(
     '',
     `global options (before or after the command): ${Object.keys(GLOBAL_OPTIONS)
@@ -232,7 +289,9 @@ export function hoistGlobalOptions(argv: string[]): { command: string | undefine
   for (; i < argv.length && argv[i].startsWith('-') && argv[i] !== '-' && argv[i] !== '--'; i++) {
     const arg = argv[i];
     const name = arg === '-h' ? 'help' : arg.startsWith('--') ? arg.slice(2).split('=')[0] : '';
-    const spec = Object.hasOwn(GLOBAL_OPTIONS, name) ? (GLOBAL_OPTIONS as Record<string, { type: string }>)[name] : undefined;
+    const spec = Object.hasOwn(GLOBAL_OPTIONS, name)
+      ? (GLOBAL_OPTIONS as Record<string, { type: string }>)[name]
+      : undefined;
     if (!spec) {
       throw new EmbersError(
         'EMB_USAGE',
@@ -253,5 +312,8 @@ export function hoistGlobalOptions(argv: string[]): { command: string | undefine
   // globals go before a `--`: what follows it is a command for the guest (embers exec)
   const rest = argv.slice(i + 1);
   const dd = rest.indexOf('--');
-  return { command: argv[i], args: dd < 0 ? [...rest, ...globals] : [...rest.slice(0, dd), ...globals, ...rest.slice(dd)] };
+  return {
+    command: argv[i],
+    args: dd < 0 ? [...rest, ...globals] : [...rest.slice(0, dd), ...globals, ...rest.slice(dd)],
+  };
 }

@@ -22,7 +22,9 @@ function get(url: string): Promise<{ status: number; start: string; body: string
       const firstByteMs = roundMs(performance.now() - t0);
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, start: String(res.headers['x-embers-start'] ?? ''), body, firstByteMs }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, start: String(res.headers['x-embers-start'] ?? ''), body, firstByteMs }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -36,7 +38,12 @@ function get(url: string): Promise<{ status: number; start: string; body: string
  * zero, an invoke served by a restore (with the file the first invoke wrote), and a burst of
  * `burst` first requests on a fresh function (one boot, then restores: fan-out).
  */
-export async function runLifecycleDemo(opts: NodeOptions, image: string, say: (m: string) => void, burst = 5): Promise<LifecycleDemo> {
+export async function runLifecycleDemo(
+  opts: NodeOptions,
+  image: string,
+  say: (m: string) => void,
+  burst = 5,
+): Promise<LifecycleDemo> {
   const daemon = await startDaemon({ ...opts, port: 0, logLevel: 'warn', drainMs: 10_000 });
   const api = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${daemon.url}${path}`, {
@@ -77,14 +84,20 @@ export async function runLifecycleDemo(opts: NodeOptions, image: string, say: (m
     say(`  scaled to zero ${zeroMs} ms later (idle timeout ${spec.idleTimeoutSeconds} s)`);
     const again = await get(`${invokeUrl}/cgi-bin/read?name=lifecycle.bin`);
     const fileIntact = again.body.startsWith(expectedFileSha256('lifecycle', 65536));
-    say(`  next invoke: ${again.start}, first byte after ${again.firstByteMs} ms, file written before the snapshot ${fileIntact ? 'intact' : 'WRONG'}`);
+    say(
+      `  next invoke: ${again.start}, first byte after ${again.firstByteMs} ms, file written before the snapshot ${fileIntact ? 'intact' : 'WRONG'}`,
+    );
 
     await api('PUT', '/v1/functions/burst', { ...spec, env: ['DEMO=burst'] });
     const t0 = performance.now();
-    const answers = await Promise.all(Array.from({ length: burst }, () => get(`${daemon.url}/v1/functions/burst/invoke`)));
+    const answers = await Promise.all(
+      Array.from({ length: burst }, () => get(`${daemon.url}/v1/functions/burst/invoke`)),
+    );
     const allAnsweredMs = roundMs(performance.now() - t0);
     const starts = answers.map((a) => a.start);
-    say(`  burst of ${burst} first requests on a fresh function: all answered in ${allAnsweredMs} ms (${starts.join(', ')})`);
+    say(
+      `  burst of ${burst} first requests on a fresh function: all answered in ${allAnsweredMs} ms (${starts.join(', ')})`,
+    );
     await api('DELETE', '/v1/functions/burst?snapshots=delete');
     await api('DELETE', '/v1/functions/demo?snapshots=delete');
     return {

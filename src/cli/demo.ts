@@ -29,7 +29,9 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
         'EMB_CONFIG_INVALID',
         `demo --clones ${o.clones} needs ${o.clones + 1} network slots (clone IPs: the boot and ${o.clones} clones), this node has ${room} free`,
         { clones: o.clones, room },
-        { hint: `pass --clones ${Math.max(1, room - 1)} or less, or stop instances you no longer need (\`embers ps\` lists them)` },
+        {
+          hint: `pass --clones ${Math.max(1, room - 1)} or less, or stop instances you no longer need (\`embers ps\` lists them)`,
+        },
       );
     }
     await buildTestFunctionImage(imageDir);
@@ -38,16 +40,27 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     say(`accelerator: ${accel.accelerator} (${accel.reason})`);
 
     say('cold boot: image → rootfs → slot → disk → VMM → function answers …');
-    const rec = await node.run({ image: imageDir, vcpus: 1, memoryMiB: 256, port: 8080, env: [] }, { name: `demo-${randomBytes(2).toString('hex')}` });
+    const rec = await node.run(
+      { image: imageDir, vcpus: 1, memoryMiB: 256, port: 8080, env: [] },
+      { name: `demo-${randomBytes(2).toString('hex')}` },
+    );
     started.push(rec.name);
     const first = await node.invoke(rec.name, { path: '/' });
-    const coldBoot = { readyMs: rec.timings.readyMs, firstResponseMs: roundMs(rec.timings.readyMs + first.latencyMs), phases: rec.timings.phases };
-    say(`  ${rec.name} answered "${first.body.trim()}" — ready ${coldBoot.readyMs} ms, first response ${coldBoot.firstResponseMs} ms`);
+    const coldBoot = {
+      readyMs: rec.timings.readyMs,
+      firstResponseMs: roundMs(rec.timings.readyMs + first.latencyMs),
+      phases: rec.timings.phases,
+    };
+    say(
+      `  ${rec.name} answered "${first.body.trim()}" — ready ${coldBoot.readyMs} ms, first response ${coldBoot.firstResponseMs} ms`,
+    );
 
     // state that must survive: a file written (left in the guest's page cache) before the snapshot
     const seed = `demo-${rec.name}`;
     const size = 256 * 1024;
-    const wrote = await node.invoke(rec.name, { path: `/cgi-bin/write?name=demo.bin&size=${size}&seed=${seed}&sync=0` });
+    const wrote = await node.invoke(rec.name, {
+      path: `/cgi-bin/write?name=demo.bin&size=${size}&seed=${seed}&sync=0`,
+    });
     const expected = expectedFileSha256(seed, size);
 
     await node.settle(); // the slot pool refills in the background, off the start path
@@ -57,7 +70,9 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     snapshotId = snap.manifest.id;
     const memoryBytes = fileEntry(snap.manifest, SNAPSHOT_FILES.memory)?.sizeBytes ?? 0;
     const deltaBytes = fileEntry(snap.manifest, SNAPSHOT_FILES.blockDelta)?.sizeBytes ?? 0;
-    say(`  ${snapshotId}: ${snap.timings.createMs} ms (paused ${snap.timings.pausedMs} ms), memory file ${mib(memoryBytes)}, disk delta ${mib(deltaBytes)}`);
+    say(
+      `  ${snapshotId}: ${snap.timings.createMs} ms (paused ${snap.timings.pausedMs} ms), memory file ${mib(memoryBytes)}, disk delta ${mib(deltaBytes)}`,
+    );
 
     say(`restore: ${o.clones} clones concurrently from one snapshot …`);
     const restored = await node.snapshots.restore(snapshotId, { count: o.clones });
@@ -79,12 +94,20 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
       );
     }
     const speedup = roundMs(coldBoot.firstResponseMs / median(restores.map((r) => r.firstResponseMs)));
-    say(`restore is ${speedup}× faster than a cold boot to first response (median of ${restores.length} clones, restored concurrently)`);
+    say(
+      `restore is ${speedup}× faster than a cold boot to first response (median of ${restores.length} clones, restored concurrently)`,
+    );
     result = {
       accelerator: accel.accelerator,
       vmm: node.driver.kind,
       coldBoot,
-      snapshot: { id: snapshotId, createMs: snap.timings.createMs, pausedMs: snap.timings.pausedMs, memoryBytes, deltaBytes },
+      snapshot: {
+        id: snapshotId,
+        createMs: snap.timings.createMs,
+        pausedMs: snap.timings.pausedMs,
+        memoryBytes,
+        deltaBytes,
+      },
       restorePrepareMs: restored.prepareMs,
       restores,
       speedupFirstResponse: speedup,

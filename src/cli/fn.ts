@@ -31,7 +31,12 @@ interface ApiAnswer {
   text: string;
 }
 
-async function call(method: string, path: string, body?: unknown, extra: { headers?: Record<string, string>; raw?: string } = {}): Promise<ApiAnswer> {
+async function call(
+  method: string,
+  path: string,
+  body?: unknown,
+  extra: { headers?: Record<string, string>; raw?: string } = {},
+): Promise<ApiAnswer> {
   const env = environment().daemon;
   const base = (env.apiUrl ?? DEFAULT_API_URL).replace(/\/+$/, '');
   const headers: Record<string, string> = { ...extra.headers };
@@ -46,7 +51,11 @@ async function call(method: string, path: string, body?: unknown, extra: { heade
     res = await fetch(`${base}${path}`, { method, headers, body: payload });
   } catch (err) {
     const cause = (err as Error & { cause?: Error }).cause;
-    throw new EmbersError('EMB_API_UNREACHABLE', `cannot reach the embers daemon at ${base}: ${cause?.message ?? (err as Error).message}`, { api: base });
+    throw new EmbersError(
+      'EMB_API_UNREACHABLE',
+      `cannot reach the embers daemon at ${base}: ${cause?.message ?? (err as Error).message}`,
+      { api: base },
+    );
   }
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
@@ -57,7 +66,9 @@ function apiError(a: ApiAnswer): EmbersError {
     const e = (JSON.parse(a.text) as { error: { code: ErrorCode; message: string; hint: string } }).error;
     return new EmbersError(e.code, e.message, { status: a.status }, { hint: e.hint });
   } catch {
-    return new EmbersError('EMB_INTERNAL', `the daemon answered ${a.status}: ${a.text.slice(0, 200)}`, { status: a.status });
+    return new EmbersError('EMB_INTERNAL', `the daemon answered ${a.status}: ${a.text.slice(0, 200)}`, {
+      status: a.status,
+    });
   }
 }
 
@@ -103,11 +114,17 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
         if (v !== undefined) spec[field] = intOption(v, flag, 0, min);
       }
       if (values.env) spec.env = values.env;
-      if (values['idle-timeout']) spec.idleTimeoutSeconds = parseDurationMs(values['idle-timeout'], '--idle-timeout') / 1000;
-      if (values['request-timeout']) spec.requestTimeoutSeconds = parseDurationMs(values['request-timeout'], '--request-timeout') / 1000;
+      if (values['idle-timeout'])
+        spec.idleTimeoutSeconds = parseDurationMs(values['idle-timeout'], '--idle-timeout') / 1000;
+      if (values['request-timeout'])
+        spec.requestTimeoutSeconds = parseDurationMs(values['request-timeout'], '--request-timeout') / 1000;
       if (values.snapshots) spec.snapshots = values.snapshots;
       if (values['snapshot-when']) spec.snapshotWhen = values['snapshot-when'];
-      const r = await json<{ changed: boolean; function: FunctionView }>('PUT', `/v1/functions/${encodeURIComponent(name)}`, spec);
+      const r = await json<{ changed: boolean; function: FunctionView }>(
+        'PUT',
+        `/v1/functions/${encodeURIComponent(name)}`,
+        spec,
+      );
       out.result(`${r.function.name}\t${r.function.revision.id}\t${r.changed ? 'deployed' : 'unchanged'}`, r);
       return 0;
     }
@@ -130,8 +147,14 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
     }
     case 'rm': {
       const q = values['delete-snapshots'] ? '?snapshots=delete' : '';
-      const r = await json<{ removed: string; removedSnapshots: string[] }>('DELETE', `/v1/functions/${encodeURIComponent(need('name', name))}${q}`);
-      out.result(`removed ${r.removed}${r.removedSnapshots.length ? ` and snapshots ${r.removedSnapshots.join(', ')}` : ''}`, r);
+      const r = await json<{ removed: string; removedSnapshots: string[] }>(
+        'DELETE',
+        `/v1/functions/${encodeURIComponent(need('name', name))}${q}`,
+      );
+      out.result(
+        `removed ${r.removed}${r.removedSnapshots.length ? ` and snapshots ${r.removedSnapshots.join(', ')}` : ''}`,
+        r,
+      );
       return 0;
     }
     case 'invoke': {
@@ -146,7 +169,10 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
       }
       const method = values.method ?? (values.data === undefined ? 'GET' : 'POST');
       const t0 = performance.now();
-      const a = await call(method, `/v1/functions/${fn}/invoke${path === '/' ? '' : path}`, undefined, { headers, raw: values.data });
+      const a = await call(method, `/v1/functions/${fn}/invoke${path === '/' ? '' : path}`, undefined, {
+        headers,
+        raw: values.data,
+      });
       const latencyMs = Math.round((performance.now() - t0) * 10) / 10;
       if (a.status >= 400 && a.headers.get('x-embers-instance') === null) throw apiError(a);
       out.result(a.text.replace(/\n$/, ''), {

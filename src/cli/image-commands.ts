@@ -1,7 +1,13 @@
 /** embers image pull|ls|inspect|rm|gc: the image cache. */
 import { EmbersError } from '../errors.js';
 import { EmbersNode } from '../node/node.js';
-import { formatGcResult, formatImageInspect, formatImageList, formatRemoveResult, pullProgressDisplay } from '../image/index.js';
+import {
+  formatGcResult,
+  formatImageInspect,
+  formatImageList,
+  formatRemoveResult,
+  pullProgressDisplay,
+} from '../image/index.js';
 import { parse } from './args.js';
 import { nodeOptions } from './node-options.js';
 import type { Output } from './output.js';

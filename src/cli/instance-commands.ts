@@ -23,20 +23,31 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
   };
   if (values['restore-hook'] !== undefined) {
     fn.restoreHook = { path: values['restore-hook'] };
-    if (values['restore-hook-timeout'] !== undefined) fn.restoreHook.timeoutMs = parseDurationMs(values['restore-hook-timeout'], '--restore-hook-timeout');
+    if (values['restore-hook-timeout'] !== undefined)
+      fn.restoreHook.timeoutMs = parseDurationMs(values['restore-hook-timeout'], '--restore-hook-timeout');
   } else if (values['restore-hook-timeout'] !== undefined) {
     throw new EmbersError('EMB_USAGE', '--restore-hook-timeout needs --restore-hook');
   }
-  const readyTimeoutMs = values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined;
+  const readyTimeoutMs = values['ready-timeout']
+    ? parseDurationMs(values['ready-timeout'], '--ready-timeout')
+    : undefined;
   if (values.name !== undefined) validateInstanceName(values.name);
   validateFunctionSpec(fn); // before the node takes anything (node.run checks again)
   const node = await EmbersNode.open(nodeOptions(values, out));
   const rec = await node.run(fn, { name: values.name, readyTimeoutMs });
   out.result(
-    `${rec.name}\t${rec.cloneIp}:${rec.function.port}\tready in ${rec.timings.readyMs} ms (${Object.entries(rec.timings.phases)
+    `${rec.name}\t${rec.cloneIp}:${rec.function.port}\tready in ${rec.timings.readyMs} ms (${Object.entries(
+      rec.timings.phases,
+    )
       .map(([k, v]) => `${k.replace(/Ms$/, '')} ${v}`)
       .join(', ')})\taccelerator ${rec.vm.accelerator}`,
-    { name: rec.name, cloneIp: rec.cloneIp, port: rec.function.port, accelerator: rec.vm.accelerator, timings: rec.timings },
+    {
+      name: rec.name,
+      cloneIp: rec.cloneIp,
+      port: rec.function.port,
+      accelerator: rec.vm.accelerator,
+      timings: rec.timings,
+    },
   );
   await node.settle(); // the slot pool refills in the background, off the start path
   return 0;
@@ -45,7 +56,8 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
 /** embers invoke: one HTTP request to an instance. */
 export async function invokeCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.invoke.options);
-  if (positionals.length !== 1) throw new EmbersError('EMB_USAGE', 'usage: embers invoke <instance> [--path /] [--data TEXT]');
+  if (positionals.length !== 1)
+    throw new EmbersError('EMB_USAGE', 'usage: embers invoke <instance> [--path /] [--data TEXT]');
   const node = await EmbersNode.open(nodeOptions(values, out));
   const res = await node.invoke(positionals[0], { path: values.path, data: values.data, method: values.method });
   out.result(res.body.replace(/\n$/, ''), { status: res.status, body: res.body, latencyMs: res.latencyMs });
@@ -57,7 +69,10 @@ export async function psCommand(argv: string[], out: Output): Promise<number> {
   const { values } = parse(argv, {});
   const node = await EmbersNode.open(nodeOptions(values, out));
   const list = await node.list();
-  const lines = ['NAME\tSTATUS\tADDRESS\tORIGIN\tIMAGE', ...list.map((i) => `${i.name}\t${i.status}\t${i.cloneIp}:${i.port}\t${i.origin}\t${i.image}`)];
+  const lines = [
+    'NAME\tSTATUS\tADDRESS\tORIGIN\tIMAGE',
+    ...list.map((i) => `${i.name}\t${i.status}\t${i.cloneIp}:${i.port}\t${i.origin}\t${i.image}`),
+  ];
   out.result(lines.join('\n'), { instances: list });
   return 0;
 }
@@ -77,7 +92,8 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
   const dd = argv.indexOf('--');
   const { values, positionals } = parse(dd < 0 ? argv : argv.slice(0, dd), COMMANDS.exec.options);
   const command = dd < 0 ? positionals.slice(1) : [...positionals.slice(1), ...argv.slice(dd + 1)];
-  if (positionals.length < 1 || command.length === 0) throw new EmbersError('EMB_USAGE', 'usage: embers exec <instance> [options] -- <command> [args]...');
+  if (positionals.length < 1 || command.length === 0)
+    throw new EmbersError('EMB_USAGE', 'usage: embers exec <instance> [options] -- <command> [args]...');
   const timeoutMs = values.timeout === undefined ? 60_000 : parseDurationMs(values.timeout, '--timeout');
   const node = await EmbersNode.open(nodeOptions(values, out));
   const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
@@ -92,7 +108,12 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
   });
   const exitCode = exitCodeOf(status);
   if (out.json) {
-    out.result('', { ...status, exitCode, stdout: Buffer.concat(captured.stdout).toString(), stderr: Buffer.concat(captured.stderr).toString() });
+    out.result('', {
+      ...status,
+      exitCode,
+      stdout: Buffer.concat(captured.stdout).toString(),
+      stderr: Buffer.concat(captured.stderr).toString(),
+    });
   } else if (status.state === 'timeout') {
     out.progress(`embers exec: the command did not finish in ${values.timeout ?? '60s'}: killed`);
   } else if (status.state === 'not-started') {
@@ -104,7 +125,8 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
 /** embers stop: stops instances and releases what they hold. */
 export async function stopCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.stop.options);
-  if (!values.all && positionals.length === 0) throw new EmbersError('EMB_USAGE', 'usage: embers stop <instance>... | --all');
+  if (!values.all && positionals.length === 0)
+    throw new EmbersError('EMB_USAGE', 'usage: embers stop <instance>... | --all');
   const node = await EmbersNode.open(nodeOptions(values, out));
   const stopped = values.all ? await node.stopAll() : [];
   for (const name of positionals) {
@@ -128,7 +150,8 @@ export async function downCommand(argv: string[], out: Output): Promise<number> 
 export async function guestCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, {});
   const sub = positionals[0];
-  if (sub !== 'build' && sub !== 'build-kernel') throw new EmbersError('EMB_USAGE', 'usage: embers guest build | build-kernel');
+  if (sub !== 'build' && sub !== 'build-kernel')
+    throw new EmbersError('EMB_USAGE', 'usage: embers guest build | build-kernel');
   const node = await EmbersNode.open(nodeOptions(values, out));
   const kit = sub === 'build' ? await node.guestKit() : await node.guestKit('firecracker-config');
   out.result(`kernel ${kit.kernelPath}\ninitrd ${kit.initrdPath}\nversion ${kit.kernelVersion} (${kit.kind})`, kit);

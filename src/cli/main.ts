@@ -10,7 +10,17 @@ import { Output } from './output.js';
 import { runDemo } from './demo.js';
 import { fnCommand } from './fn.js';
 import { imageCommand } from './image-commands.js';
-import { doctorCommand, downCommand, execCommand, guestCommand, invokeCommand, logsCommand, psCommand, runCommand, stopCommand } from './instance-commands.js';
+import {
+  doctorCommand,
+  downCommand,
+  execCommand,
+  guestCommand,
+  invokeCommand,
+  logsCommand,
+  psCommand,
+  runCommand,
+  stopCommand,
+} from './instance-commands.js';
 import { nodeOptions } from './node-options.js';
 import { serveCommand } from './serve-command.js';
 import { snapshotCommand } from './snapshot-commands.js';

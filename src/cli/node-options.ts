@@ -12,7 +12,8 @@ import type { Output } from './output.js';
 
 export function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions {
   const accel = values.accel as string | undefined;
-  if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel)) throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
+  if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel))
+    throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
   const vmm = values.vmm as string | undefined;
   if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm))
     throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
@@ -51,12 +52,18 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
   const str = (n: string) => values[`fc-${n}`] as string | undefined;
   const int = (n: string, min: number) => (str(n) === undefined ? undefined : intOption(str(n), `fc-${n}`, 0, min));
   const cgroups = values['fc-cgroup'] as string[] | undefined;
-  const jailerFlags = ['jailer-uid', 'jailer-gid', 'jailer-bin', 'chroot-base', 'parent-cgroup'].some((n) => str(n) !== undefined) || cgroups !== undefined;
+  const jailerFlags =
+    ['jailer-uid', 'jailer-gid', 'jailer-bin', 'chroot-base', 'parent-cgroup'].some((n) => str(n) !== undefined) ||
+    cgroups !== undefined;
   let jailer: NonNullable<NodeOptions['firecracker']>['jailer'];
   if (jailerFlags) {
     const envUid = environment().firecracker.jailerUid;
     const uid = int('jailer-uid', 0) ?? (envUid ? Number(envUid) : undefined);
-    if (uid === undefined) throw new EmbersError('EMB_USAGE', 'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)');
+    if (uid === undefined)
+      throw new EmbersError(
+        'EMB_USAGE',
+        'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)',
+      );
     jailer = {
       uid,
       gid: int('jailer-gid', 0),
@@ -80,12 +87,14 @@ function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
 /** An on|off flag (true|false too); undefined when not given. */
 export function onOff(value: string | undefined, flag: string): boolean | undefined {
   if (value === undefined) return undefined;
-  if (!['true', 'false', 'on', 'off'].includes(value)) throw new EmbersError('EMB_USAGE', `${flag} must be on or off, not "${value}"`);
+  if (!['true', 'false', 'on', 'off'].includes(value))
+    throw new EmbersError('EMB_USAGE', `${flag} must be on or off, not "${value}"`);
   return value === 'true' || value === 'on';
 }
 
 export function prefetchMode(value: string | undefined): PrefetchMode | undefined {
   if (value === undefined) return undefined;
-  if (value !== 'auto' && value !== 'on' && value !== 'off') throw new EmbersError('EMB_USAGE', `--prefetch must be auto, on or off, not "${value}"`);
+  if (value !== 'auto' && value !== 'on' && value !== 'off')
+    throw new EmbersError('EMB_USAGE', `--prefetch must be auto, on or off, not "${value}"`);
   return value;
 }

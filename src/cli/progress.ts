@@ -5,7 +5,9 @@ import { mib } from '../util/format.js';
  * A transfer progress display on stderr: one line, rewritten in place on a terminal, a
  * line per 10% otherwise (logs stay readable).
  */
-export function transferProgress(write: (line: string) => void = (l) => process.stderr.write(l)): (e: TransferProgress) => void {
+export function transferProgress(
+  write: (line: string) => void = (l) => process.stderr.write(l),
+): (e: TransferProgress) => void {
   const tty = process.stderr.isTTY;
   let lastDecile = -1;
   let lastDraw = 0;

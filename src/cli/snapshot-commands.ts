@@ -30,12 +30,23 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
   switch (sub) {
     case 'create': {
       const diff = values['disk-diff'] ?? 'block';
-      if (diff !== 'block' && diff !== 'rsync') throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
-      const r = await snaps.create(need('instance'), { diskDiff: diff, stop: values.stop, onTransferProgress: transferProgress() });
+      if (diff !== 'block' && diff !== 'rsync')
+        throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
+      const r = await snaps.create(need('instance'), {
+        diskDiff: diff,
+        stop: values.stop,
+        onTransferProgress: transferProgress(),
+      });
       const mem = fileEntry(r.manifest, SNAPSHOT_FILES.memory)?.sizeBytes ?? 0;
       out.result(
         `${r.manifest.id}\tcreated in ${r.timings.createMs} ms (VM paused ${r.timings.pausedMs} ms), memory ${mem} bytes, disk changes ${r.manifest.disk.changedBytes} bytes (${diff})`,
-        { id: r.manifest.id, timings: r.timings, memoryBytes: mem, deltaBytes: r.manifest.disk.changedBytes, manifest: r.manifest },
+        {
+          id: r.manifest.id,
+          timings: r.timings,
+          memoryBytes: mem,
+          deltaBytes: r.manifest.disk.changedBytes,
+          manifest: r.manifest,
+        },
       );
       return 0;
     }
@@ -47,7 +58,9 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
         allowHostMismatch: values['allow-host-mismatch'],
         source: peerSource(),
         onTransferProgress: transferProgress(),
-        readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
+        readyTimeoutMs: values['ready-timeout']
+          ? parseDurationMs(values['ready-timeout'], '--ready-timeout')
+          : undefined,
         prefetch: prefetchMode(values.prefetch),
       });
       const clones = r.clones.map((c) => ({
@@ -63,9 +76,19 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
           `prepared in ${r.prepareMs} ms${r.fetch ? ` (downloaded ${mib(r.fetch.bytes)} in ${r.fetch.ms} ms)` : ''}${
             r.prefetched ? `, working set of ${mib(r.prefetched.bytes)} prefetched` : ''
           }`,
-          ...clones.map((c) => `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`),
+          ...clones.map(
+            (c) =>
+              `${c.name}\t${c.cloneIp}:${c.port}\tready in ${c.readyMs} ms\tdisk ${c.diskVerified ? 'verified' : 'NOT verified'}`,
+          ),
         ].join('\n'),
-        { id: r.manifest.id, prepareMs: r.prepareMs, fetch: r.fetch, prefetched: r.prefetched, hostWarnings: r.hostWarnings, clones },
+        {
+          id: r.manifest.id,
+          prepareMs: r.prepareMs,
+          fetch: r.fetch,
+          prefetched: r.prefetched,
+          hostWarnings: r.hostWarnings,
+          clones,
+        },
       );
       await node.settle(); // the slot pool refills in the background, off the restore path
       return 0;
@@ -74,29 +97,48 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
       const r = await snaps.recordWorkingSet(need('snapshot'), {
         request: values.path ? { path: values.path } : undefined,
         source: peerSource(),
-        readyTimeoutMs: values['ready-timeout'] ? parseDurationMs(values['ready-timeout'], '--ready-timeout') : undefined,
+        readyTimeoutMs: values['ready-timeout']
+          ? parseDurationMs(values['ready-timeout'], '--ready-timeout')
+          : undefined,
       });
       const bytes = r.manifest.pages * r.manifest.pageSize;
       const share = r.memoryBytes > 0 ? ((100 * bytes) / r.memoryBytes).toFixed(1) : '0';
       out.result(
         `${r.recorded ? 'recorded' : 'already had'} the working set of ${arg}: ${r.manifest.pages} pages, ${mib(bytes)} of ${mib(r.memoryBytes)} memory (${share}%), ${r.manifest.order} order${r.recorded ? `, in ${r.ms} ms` : ''}`,
-        { id: arg, recorded: r.recorded, pages: r.manifest.pages, bytes, memoryBytes: r.memoryBytes, status: r.status, ms: r.ms, workingSet: r.manifest },
+        {
+          id: arg,
+          recorded: r.recorded,
+          pages: r.manifest.pages,
+          bytes,
+          memoryBytes: r.memoryBytes,
+          status: r.status,
+          ms: r.ms,
+          workingSet: r.manifest,
+        },
       );
       await node.settle();
       return 0;
     }
     case 'push': {
       const r = await snaps.push(need('snapshot'), { onProgress: transferProgress() });
-      out.result(`pushed ${r.id}: ${mib(r.bytes)} sent, ${mib(r.resumedBytes)} already there, in ${Math.round(r.ms)} ms`, r);
+      out.result(
+        `pushed ${r.id}: ${mib(r.bytes)} sent, ${mib(r.resumedBytes)} already there, in ${Math.round(r.ms)} ms`,
+        r,
+      );
       return 0;
     }
     case 'pull': {
       const id = need('snapshot');
       const { fetched } = await snaps.pull(id, peerSource(), { onProgress: transferProgress() });
-      out.result(fetched ? `pulled ${id}: ${mib(fetched.bytes)} in ${Math.round(fetched.ms)} ms, verified` : `${id} is already here`, {
-        id,
-        fetched,
-      });
+      out.result(
+        fetched
+          ? `pulled ${id}: ${mib(fetched.bytes)} in ${Math.round(fetched.ms)} ms, verified`
+          : `${id} is already here`,
+        {
+          id,
+          fetched,
+        },
+      );
       return 0;
     }
     case 'ls': {
@@ -106,9 +148,21 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
         return 0;
       }
       const list = await snaps.list();
-      out.result(['ID\tCREATED\tIMAGE\tDISK', ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`)].join('\n'), {
-        snapshots: list.map((m) => ({ id: m.id, createdAt: m.createdAt, image: m.image.reference, diskDiff: m.disk.diff, vmm: m.vmm })),
-      });
+      out.result(
+        [
+          'ID\tCREATED\tIMAGE\tDISK',
+          ...list.map((m) => `${m.id}\t${m.createdAt}\t${m.image.reference}\t${m.disk.diff}`),
+        ].join('\n'),
+        {
+          snapshots: list.map((m) => ({
+            id: m.id,
+            createdAt: m.createdAt,
+            image: m.image.reference,
+            diskDiff: m.disk.diff,
+            vmm: m.vmm,
+          })),
+        },
+      );
       return 0;
     }
     case 'inspect': {

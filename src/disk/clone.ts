@@ -18,6 +18,11 @@ export async function cloneDisk(source: string, target: string): Promise<CloneMe
     await run('cp', ['--sparse=always', source, target]);
     return 'sparse-copy';
   } catch (err) {
-    throw new EmbersError('EMB_DISK_CLONE_FAILED', `could not copy ${source} to ${target}: ${(err as Error).message}`, { source, target }, { cause: err });
+    throw new EmbersError(
+      'EMB_DISK_CLONE_FAILED',
+      `could not copy ${source} to ${target}: ${(err as Error).message}`,
+      { source, target },
+      { cause: err },
+    );
   }
 }

@@ -43,7 +43,8 @@ export async function diffByComparison(base: string, disk: string, blockSize = 4
     for (let pos = 0; pos < diskSize; pos += CHUNK) {
       const want = Math.min(CHUNK, diskSize - pos);
       const { bytesRead: nb } = await b.read(bufB, 0, want, pos);
-      const { bytesRead: na } = pos < baseSize ? await a.read(bufA, 0, Math.min(want, baseSize - pos), pos) : { bytesRead: 0 };
+      const { bytesRead: na } =
+        pos < baseSize ? await a.read(bufA, 0, Math.min(want, baseSize - pos), pos) : { bytesRead: 0 };
       if (na < want) bufA.fill(0, na, want);
       if (nb < want) bufB.fill(0, nb, want);
       // fast path: whole chunk equal
@@ -132,7 +133,8 @@ export async function applyDelta(deltaPath: string, target: string): Promise<Del
   const d = await open(deltaPath, 'r');
   try {
     const size = (await d.stat()).size;
-    const corrupt = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `disk delta ${deltaPath} is corrupt: ${why}`, { path: deltaPath });
+    const corrupt = (why: string) =>
+      new EmbersError('EMB_SNAPSHOT_CORRUPT', `disk delta ${deltaPath} is corrupt: ${why}`, { path: deltaPath });
     if (size < HEADER + 32) throw corrupt('file too short');
     // verify the trailing checksum
     const hash = createHash('sha256');

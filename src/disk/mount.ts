@@ -7,7 +7,12 @@ import { run } from '../util/exec.js';
  * Read-only mounts use `noload`, so a disk whose journal is not clean is never replayed (and
  * so never written).
  */
-export async function withLoopMount<T>(image: string, mountPoint: string, mode: 'ro' | 'rw', body: (dir: string) => Promise<T>): Promise<T> {
+export async function withLoopMount<T>(
+  image: string,
+  mountPoint: string,
+  mode: 'ro' | 'rw',
+  body: (dir: string) => Promise<T>,
+): Promise<T> {
   await mkdir(mountPoint, { recursive: true });
   try {
     await run('mount', ['-t', 'ext4', '-o', mode === 'ro' ? 'ro,loop,noload' : 'rw,loop', image, mountPoint]);

@@ -12,7 +12,12 @@ import { withLoopMount } from './mount.js';
  */
 const RSYNC_OPTS = ['-aHAX', '--numeric-ids', '--delete', '--checksum'];
 
-export async function writeRsyncBatch(rootfs: string, disk: string, batchPath: string, workDir: string): Promise<{ batchBytes: number }> {
+export async function writeRsyncBatch(
+  rootfs: string,
+  disk: string,
+  batchPath: string,
+  workDir: string,
+): Promise<{ batchBytes: number }> {
   await withLoopMount(rootfs, join(workDir, 'mnt-rootfs'), 'ro', (base) =>
     withLoopMount(disk, join(workDir, 'mnt-disk'), 'ro', async (changed) => {
       await run('rsync', [...RSYNC_OPTS, `--only-write-batch=${batchPath}`, `${changed}/`, `${base}/`]);

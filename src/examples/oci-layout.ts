@@ -102,7 +102,8 @@ export function layerEntries(layer: FixtureLayer): TarWriteEntry[] {
       const dir = slash === -1 ? '' : `${e.path.slice(0, slash)}/`;
       return { path: `${dir}.wh.${e.path.slice(slash + 1)}`, type: 'file', mode: 0o644, mtime: FIXTURE_MTIME };
     }
-    if (e.type === 'opaque') return { path: `${e.path.replace(/\/$/, '')}/.wh..wh..opq`, type: 'file', mode: 0o644, mtime: FIXTURE_MTIME };
+    if (e.type === 'opaque')
+      return { path: `${e.path.replace(/\/$/, '')}/.wh..wh..opq`, type: 'file', mode: 0o644, mtime: FIXTURE_MTIME };
     return { mtime: FIXTURE_MTIME, ...e };
   });
 }
@@ -189,7 +190,11 @@ export function buildImage(blobs: Blobs, image: FixtureImage): BuiltImage {
     JSON.stringify({
       schemaVersion: 2,
       mediaType: manifestMediaType,
-      config: { mediaType: style === 'docker' ? M.dockerConfig : M.ociConfig, digest: configDigest, size: config.length },
+      config: {
+        mediaType: style === 'docker' ? M.dockerConfig : M.ociConfig,
+        digest: configDigest,
+        size: config.length,
+      },
       layers: layerDescs,
     }),
   );
@@ -206,7 +211,10 @@ export function buildImage(blobs: Blobs, image: FixtureImage): BuiltImage {
   };
 }
 
-export function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: Blobs; main: BuiltImage; index: Buffer; indexDigest?: string } {
+export function layoutFiles(
+  image: FixtureImage,
+  opts: LayoutOptions,
+): { blobs: Blobs; main: BuiltImage; index: Buffer; indexDigest?: string } {
   const blobs = new Blobs();
   const main = buildImage(blobs, image);
   const annotations = opts.refName !== undefined ? { 'org.opencontainers.image.ref.name': opts.refName } : undefined;
@@ -226,12 +234,21 @@ export function layoutFiles(image: FixtureImage, opts: LayoutOptions): { blobs: 
       const other = buildImage(blobs, { ...(p.image ?? image), os: p.os, architecture: p.architecture });
       const platform: Record<string, string> = { architecture: p.architecture, os: p.os };
       if (p.variant) platform.variant = p.variant;
-      platformEntries.push({ mediaType: other.manifestMediaType, digest: other.manifestDigest, size: other.manifestSize, platform });
+      platformEntries.push({
+        mediaType: other.manifestMediaType,
+        digest: other.manifestDigest,
+        size: other.manifestSize,
+        platform,
+      });
     }
     if ((opts.indexStyle ?? 'nested') === 'nested') {
-      const nested = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: M.ociIndex, manifests: platformEntries }));
+      const nested = Buffer.from(
+        JSON.stringify({ schemaVersion: 2, mediaType: M.ociIndex, manifests: platformEntries }),
+      );
       indexDigest = blobs.put(nested);
-      entries = [{ mediaType: M.ociIndex, digest: indexDigest, size: nested.length, ...(annotations ? { annotations } : {}) }];
+      entries = [
+        { mediaType: M.ociIndex, digest: indexDigest, size: nested.length, ...(annotations ? { annotations } : {}) },
+      ];
     } else {
       entries = platformEntries.map((e) => ({ ...(e as object), ...(annotations ? { annotations } : {}) }));
     }
@@ -262,7 +279,11 @@ export function written(main: BuiltImage, indexDigest?: string): WrittenImage {
 }
 
 /** Writes an OCI image layout directory (oci-layout, index.json, blobs/sha256/…). */
-export async function writeOciLayout(dir: string, image: FixtureImage, opts: LayoutOptions = {}): Promise<WrittenImage> {
+export async function writeOciLayout(
+  dir: string,
+  image: FixtureImage,
+  opts: LayoutOptions = {},
+): Promise<WrittenImage> {
   const { blobs, main, index, indexDigest } = layoutFiles(image, opts);
   await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
   await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));

@@ -32,7 +32,15 @@ export interface TarWriteOptions {
   endBlocks?: number;
 }
 
-const TYPEFLAG: Record<TarEntryType, string> = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
+const TYPEFLAG: Record<TarEntryType, string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+};
 
 function writeString(buf: Buffer, offset: number, len: number, value: Buffer): void {
   value.copy(buf, offset, 0, Math.min(len, value.length));
@@ -130,7 +138,12 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
   const longNames = opts.longNames ?? 'pax';
   const out: Buffer[] = [];
   for (const e of entries) {
-    const content = e.type === 'file' ? (typeof e.content === 'string' ? Buffer.from(e.content) : (e.content ?? Buffer.alloc(0))) : Buffer.alloc(0);
+    const content =
+      e.type === 'file'
+        ? typeof e.content === 'string'
+          ? Buffer.from(e.content)
+          : (e.content ?? Buffer.alloc(0))
+        : Buffer.alloc(0);
     const defaultMode = e.type === 'dir' ? 0o755 : e.type === 'symlink' ? 0o777 : 0o644;
     const mode = e.mode ?? defaultMode;
     const uid = e.uid ?? 0;
@@ -158,7 +171,9 @@ export function writeTar(entries: readonly TarWriteEntry[], opts: TarWriteOption
     }
     if (paxRecs.length > 0) {
       const data = Buffer.concat(paxRecs);
-      const paxName = Buffer.from(`PaxHeaders/${name.toString('utf8').replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, 100));
+      const paxName = Buffer.from(
+        `PaxHeaders/${name.toString('utf8').replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, 100),
+      );
       out.push(...metaEntry(paxName, 0o644, mtime, 'x', data));
     }
     out.push(

@@ -186,8 +186,12 @@ async function loadBusybox(): Promise<Buffer> {
   try {
     bin = await readFile(BUSYBOX);
   } catch {
-    const r = spawnSync('apt-get', ['install', '-y', '-q', 'busybox-static'], { stdio: 'pipe', env: childEnvironment({ DEBIAN_FRONTEND: 'noninteractive' }) });
-    if (r.status !== 0) throw new Error(`${BUSYBOX} is missing and apt-get install busybox-static failed: ${r.stderr?.toString()}`);
+    const r = spawnSync('apt-get', ['install', '-y', '-q', 'busybox-static'], {
+      stdio: 'pipe',
+      env: childEnvironment({ DEBIAN_FRONTEND: 'noninteractive' }),
+    });
+    if (r.status !== 0)
+      throw new Error(`${BUSYBOX} is missing and apt-get install busybox-static failed: ${r.stderr?.toString()}`);
     bin = await readFile(BUSYBOX);
   }
   if (!isStaticElf(bin)) throw new Error(`${BUSYBOX} is not statically linked: install Debian's busybox-static`);

@@ -56,7 +56,10 @@ export interface Frame {
 
 export function encodeFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   if (payload.length + 1 > MAX_FRAME)
-    throw new EmbersError('EMB_CONFIG_INVALID', `an agent message of ${payload.length} bytes is larger than ${MAX_FRAME - 1}`);
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `an agent message of ${payload.length} bytes is larger than ${MAX_FRAME - 1}`,
+    );
   const head = Buffer.alloc(5);
   head.writeUInt32LE(payload.length + 1, 0);
   head[4] = type;
@@ -123,7 +126,11 @@ export interface FixupResult {
 }
 
 export function decodeFixupOk(p: Buffer): FixupResult {
-  if (p.length < 17) throw new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent's FIXUP answer is ${p.length} bytes (at least 17 expected)`);
+  if (p.length < 17)
+    throw new EmbersError(
+      'EMB_GUEST_AGENT_FAILED',
+      `the guest agent's FIXUP answer is ${p.length} bytes (at least 17 expected)`,
+    );
   const flags = p.readUInt32LE(8);
   return {
     clockStepNs: p.readBigInt64LE(0),
@@ -144,8 +151,10 @@ export interface ExecRequest {
 export function encodeExec(r: ExecRequest): Buffer {
   if (r.argv.length === 0 || r.argv[0] === '') throw new EmbersError('EMB_USAGE', 'exec needs a command');
   if (r.argv.length > 255) throw new EmbersError('EMB_USAGE', `exec takes at most 255 arguments, not ${r.argv.length}`);
-  for (const a of r.argv) if (a.includes('\0')) throw new EmbersError('EMB_USAGE', 'an exec argument contains a NUL byte');
-  if (r.shell && r.argv.length !== 1) throw new EmbersError('EMB_USAGE', 'with --shell, pass the command as one argument (a sh -c script)');
+  for (const a of r.argv)
+    if (a.includes('\0')) throw new EmbersError('EMB_USAGE', 'an exec argument contains a NUL byte');
+  if (r.shell && r.argv.length !== 1)
+    throw new EmbersError('EMB_USAGE', 'with --shell, pass the command as one argument (a sh -c script)');
   const head = Buffer.alloc(8);
   head.writeUInt32LE(Math.max(0, Math.min(0xffffffff, Math.round(r.timeoutMs))), 0);
   head.writeUInt32LE((r.shell ? EXEC_FLAGS.shell : 0) | (r.kitRoot ? EXEC_FLAGS.kitRoot : 0), 4);
@@ -158,7 +167,8 @@ export interface ExitStatus {
 }
 
 export function decodeExit(p: Buffer): ExitStatus {
-  if (p.length < 5) throw new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent's EXIT answer is ${p.length} bytes (5 expected)`);
+  if (p.length < 5)
+    throw new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent's EXIT answer is ${p.length} bytes (5 expected)`);
   return { state: runState(p[0]), code: p.readInt32LE(1) };
 }
 

@@ -124,15 +124,25 @@ function asAgentError(err: Error, channel: AgentChannel, what: string): EmbersEr
 }
 
 function agentRefused(f: Frame, what: string): EmbersError {
-  return new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent refused ${what}: ${f.payload.toString('utf8')}`, { reason: f.payload.toString('utf8') });
+  return new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent refused ${what}: ${f.payload.toString('utf8')}`, {
+    reason: f.payload.toString('utf8'),
+  });
 }
 
 function unexpected(f: Frame, what: string): EmbersError {
-  return new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent answered ${what} with message type 0x${f.type.toString(16)}`, { type: f.type });
+  return new EmbersError(
+    'EMB_GUEST_AGENT_FAILED',
+    `the guest agent answered ${what} with message type 0x${f.type.toString(16)}`,
+    { type: f.type },
+  );
 }
 
 /** Firecracker's host-initiated vsock connection: "CONNECT <port>\n" → "OK <host port>\n". */
-async function vsockHandshake(sock: Socket, channel: AgentChannel & { kind: 'vsock' }, timeoutMs: number): Promise<void> {
+async function vsockHandshake(
+  sock: Socket,
+  channel: AgentChannel & { kind: 'vsock' },
+  timeoutMs: number,
+): Promise<void> {
   sock.write(`CONNECT ${channel.port ?? AGENT_VSOCK_PORT}\n`);
   await new Promise<void>((resolve, reject) => {
     let got = '';
@@ -160,7 +170,11 @@ async function vsockHandshake(sock: Socket, channel: AgentChannel & { kind: 'vso
   sock.removeAllListeners('close');
 }
 
-async function withConnection<T>(channel: AgentChannel, timeoutMs: number, fn: (c: AgentConnection) => Promise<T>): Promise<T> {
+async function withConnection<T>(
+  channel: AgentChannel,
+  timeoutMs: number,
+  fn: (c: AgentConnection) => Promise<T>,
+): Promise<T> {
   const c = await AgentConnection.open(channel, timeoutMs);
   try {
     return await fn(c);
@@ -184,7 +198,11 @@ export function agentHello(channel: AgentChannel, timeoutMs = 5000): Promise<str
  * The restore fix-ups: sets the guest's clock, feeds its RNG, runs the restore hook (if any).
  * `timeoutMs` bounds the agent's answer on top of the hook's own timeout.
  */
-export function agentFixup(channel: AgentChannel, req: Omit<FixupRequest, 'realtimeNs'>, timeoutMs = 10_000): Promise<FixupResult> {
+export function agentFixup(
+  channel: AgentChannel,
+  req: Omit<FixupRequest, 'realtimeNs'>,
+  timeoutMs = 10_000,
+): Promise<FixupResult> {
   return withConnection(channel, timeoutMs, async (c) => {
     // the clock is read as late as possible: just before the request is written
     const realtimeNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));

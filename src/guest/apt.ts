@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { EmbersError, isEmbersError, type ErrorDetails } from '../errors.js';
 import { run } from '../util/exec.js';
 
-const APT_HINT = 'run `apt-get update` (the package lists may be missing or stale), check that deb.debian.org is reachable, then `embers guest build` again';
+const APT_HINT =
+  'run `apt-get update` (the package lists may be missing or stale), check that deb.debian.org is reachable, then `embers guest build` again';
 
 function buildFailed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAILED'>, cause?: unknown): EmbersError {
   return new EmbersError('EMB_GUEST_BUILD_FAILED', message, details, { cause, hint: APT_HINT });
@@ -17,7 +18,8 @@ function buildFailed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAI
 export async function candidateVersion(pkg: string): Promise<string> {
   const { stdout } = await run('apt-cache', ['policy', pkg]);
   const m = /^\s*Candidate:\s*(\S+)/m.exec(stdout);
-  if (!m || m[1] === '(none)') throw buildFailed(`apt knows no installable version of ${pkg}`, { pkg, policy: stdout.slice(0, 2000) });
+  if (!m || m[1] === '(none)')
+    throw buildFailed(`apt knows no installable version of ${pkg}`, { pkg, policy: stdout.slice(0, 2000) });
   return m[1];
 }
 
@@ -67,17 +69,24 @@ export async function resolveKernelPackage(meta = 'linux-image-amd64'): Promise<
     const version = m[3] ?? (await candidateVersion(name));
     return { meta: { name: meta, version: metaVersion }, name, version, kernelVersion: `${m[2]}-amd64` };
   }
-  throw buildFailed(`cannot find the versioned kernel package in the dependencies of ${meta} ${metaVersion}: ${depends}`, { meta, depends });
+  throw buildFailed(
+    `cannot find the versioned kernel package in the dependencies of ${meta} ${metaVersion}: ${depends}`,
+    { meta, depends },
+  );
 }
 
 /** `apt-get download name=version …` into `dir`; returns the .deb paths in the order asked. */
 export async function downloadPackages(dir: string, pkgs: { name: string; version: string }[]): Promise<string[]> {
   try {
     // _apt cannot write into a private temp dir: download as root without the sandbox warning
-    await run('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...pkgs.map((p) => `${p.name}=${p.version}`)], {
-      cwd: dir,
-      timeoutMs: 30 * 60_000,
-    });
+    await run(
+      'apt-get',
+      ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...pkgs.map((p) => `${p.name}=${p.version}`)],
+      {
+        cwd: dir,
+        timeoutMs: 30 * 60_000,
+      },
+    );
   } catch (err) {
     throw buildFailed(
       `downloading ${pkgs.map((p) => `${p.name}=${p.version}`).join(' ')} failed`,
@@ -88,7 +97,12 @@ export async function downloadPackages(dir: string, pkgs: { name: string; versio
   const files = await readdir(dir);
   return pkgs.map((p) => {
     const debVersion = p.version.replace(/:/g, '%3a');
-    const f = files.find((x) => x.startsWith(`${p.name}_`) && x.endsWith('.deb') && (x.includes(`_${debVersion}_`) || x.includes(`_${p.version}_`)));
+    const f = files.find(
+      (x) =>
+        x.startsWith(`${p.name}_`) &&
+        x.endsWith('.deb') &&
+        (x.includes(`_${debVersion}_`) || x.includes(`_${p.version}_`)),
+    );
     if (!f) throw buildFailed(`apt-get download did not produce a .deb for ${p.name}=${p.version}`, { pkgs, files });
     return join(dir, f);
   });

@@ -62,7 +62,11 @@ function pad4(n: number): number {
 
 function hex8(value: number, field: string, name: string): string {
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new EmbersError('EMB_INTERNAL', `cpio: ${field} of "${name}" does not fit in 32 bits: ${value}`, { name, field, value });
+    throw new EmbersError('EMB_INTERNAL', `cpio: ${field} of "${name}" does not fit in 32 bits: ${value}`, {
+      name,
+      field,
+      value,
+    });
   }
   return value.toString(16).toUpperCase().padStart(8, '0');
 }
@@ -140,7 +144,19 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
     const nameBytes = Buffer.from(`${name}\0`, 'utf8');
     push(
       Buffer.from(
-        header({ ino: entryIno, mode, uid, gid, nlink, mtime, filesize: data.length, rdevMajor, rdevMinor, namesize: nameBytes.length, name }),
+        header({
+          ino: entryIno,
+          mode,
+          uid,
+          gid,
+          nlink,
+          mtime,
+          filesize: data.length,
+          rdevMajor,
+          rdevMinor,
+          namesize: nameBytes.length,
+          name,
+        }),
         'ascii',
       ),
     );
@@ -156,7 +172,9 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
     const name = normaliseName(e.name);
     if (seen.has(name)) throw new EmbersError('EMB_INTERNAL', `cpio: duplicate entry "${name}"`, { name });
     seen.add(name);
-    const perm = (e.mode ?? (e.type === 'dir' ? 0o755 : e.type === 'symlink' ? 0o777 : e.type === 'file' ? 0o644 : 0o600)) & 0o7777;
+    const perm =
+      (e.mode ?? (e.type === 'dir' ? 0o755 : e.type === 'symlink' ? 0o777 : e.type === 'file' ? 0o644 : 0o600)) &
+      0o7777;
     const uid = e.uid ?? 0;
     const gid = e.gid ?? 0;
     const mtime = e.mtime ?? 0;
@@ -175,7 +193,18 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
         break;
       case 'chardev':
       case 'blockdev':
-        emit(name, (e.type === 'chardev' ? S_IFCHR : S_IFBLK) | perm, uid, gid, 1, mtime, Buffer.alloc(0), e.major, e.minor, ino++);
+        emit(
+          name,
+          (e.type === 'chardev' ? S_IFCHR : S_IFBLK) | perm,
+          uid,
+          gid,
+          1,
+          mtime,
+          Buffer.alloc(0),
+          e.major,
+          e.minor,
+          ino++,
+        );
         break;
     }
   }
@@ -194,7 +223,8 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
   let pos = 0;
   const field = (at: number, i: number): number => {
     const text = buf.toString('ascii', at + 6 + i * 8, at + 6 + (i + 1) * 8);
-    if (!/^[0-9A-Fa-f]{8}$/.test(text)) throw new EmbersError('EMB_INTERNAL', `cpio: bad header field at offset ${at}`, { offset: at });
+    if (!/^[0-9A-Fa-f]{8}$/.test(text))
+      throw new EmbersError('EMB_INTERNAL', `cpio: bad header field at offset ${at}`, { offset: at });
     return parseInt(text, 16);
   };
   while (pos < buf.length) {
@@ -203,10 +233,15 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
       pos++;
       continue;
     }
-    if (pos % 4 !== 0) throw new EmbersError('EMB_INTERNAL', `cpio: header at unaligned offset ${pos}`, { offset: pos });
-    if (pos + HEADER_LEN > buf.length) throw new EmbersError('EMB_INTERNAL', `cpio: truncated header at offset ${pos}`, { offset: pos });
+    if (pos % 4 !== 0)
+      throw new EmbersError('EMB_INTERNAL', `cpio: header at unaligned offset ${pos}`, { offset: pos });
+    if (pos + HEADER_LEN > buf.length)
+      throw new EmbersError('EMB_INTERNAL', `cpio: truncated header at offset ${pos}`, { offset: pos });
     const magic = buf.toString('ascii', pos, pos + 6);
-    if (magic !== MAGIC) throw new EmbersError('EMB_INTERNAL', `cpio: bad magic ${JSON.stringify(magic)} at offset ${pos}`, { offset: pos });
+    if (magic !== MAGIC)
+      throw new EmbersError('EMB_INTERNAL', `cpio: bad magic ${JSON.stringify(magic)} at offset ${pos}`, {
+        offset: pos,
+      });
     const ino = field(pos, 0);
     const mode = field(pos, 1);
     const uid = field(pos, 2);
@@ -226,13 +261,28 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
     const name = buf.toString('utf8', nameStart, nameStart + namesize - 1);
     let dataStart = nameStart + namesize;
     dataStart += pad4(dataStart);
-    if (dataStart + filesize > buf.length) throw new EmbersError('EMB_INTERNAL', `cpio: truncated data of "${name}"`, { name });
+    if (dataStart + filesize > buf.length)
+      throw new EmbersError('EMB_INTERNAL', `cpio: truncated data of "${name}"`, { name });
     const data = buf.subarray(dataStart, dataStart + filesize);
     const entryOffset = pos;
     pos = dataStart + filesize;
     pos += pad4(pos);
     if (name === TRAILER) continue;
-    out.push({ name, ino, mode, uid, gid, nlink, mtime, devMajor, devMinor, rdevMajor, rdevMinor, data, offset: entryOffset });
+    out.push({
+      name,
+      ino,
+      mode,
+      uid,
+      gid,
+      nlink,
+      mtime,
+      devMajor,
+      devMinor,
+      rdevMajor,
+      rdevMinor,
+      data,
+      offset: entryOffset,
+    });
   }
   return out;
 }

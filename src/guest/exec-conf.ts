@@ -58,7 +58,11 @@ export function unescapeValue(value: string): string {
 
 /** Serialises a run configuration. Does not validate: see `validateRunConfig`. */
 export function encodeExecConf(config: GuestRunConfig): string {
-  const lines = [`version=${EXEC_CONF_VERSION}`, `workdir=${escapeValue(config.workingDir || '/')}`, `user=${escapeValue(config.user)}`];
+  const lines = [
+    `version=${EXEC_CONF_VERSION}`,
+    `workdir=${escapeValue(config.workingDir || '/')}`,
+    `user=${escapeValue(config.user)}`,
+  ];
   if (config.hostname !== undefined && config.hostname !== '') lines.push(`hostname=${escapeValue(config.hostname)}`);
   for (const a of config.argv) lines.push(`arg=${escapeValue(a)}`);
   for (const e of config.env) lines.push(`env=${escapeValue(e)}`);
@@ -72,7 +76,12 @@ export function decodeExecConf(text: string): GuestRunConfig {
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq < 1) throw new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', `exec.conf: line without key=value: ${JSON.stringify(line)}`, { line });
+    if (eq < 1)
+      throw new EmbersError(
+        'EMB_GUEST_RUN_CONFIG_INVALID',
+        `exec.conf: line without key=value: ${JSON.stringify(line)}`,
+        { line },
+      );
     const key = line.slice(0, eq);
     const value = unescapeValue(line.slice(eq + 1));
     switch (key) {
@@ -100,7 +109,9 @@ export function decodeExecConf(text: string): GuestRunConfig {
     }
   }
   if (version !== EXEC_CONF_VERSION) {
-    throw new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', `exec.conf: unsupported version ${String(version)}`, { version });
+    throw new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', `exec.conf: unsupported version ${String(version)}`, {
+      version,
+    });
   }
   return config;
 }

@@ -32,7 +32,17 @@ const BUILD_HEADERS: [header: string, pkg: string][] = [
 ];
 
 /** The Debian packages the firecracker-config build needs beyond the base set. */
-export const KERNEL_BUILD_PACKAGES = ['make', 'gcc', 'bc', 'bison', 'flex', 'perl', 'libelf-dev', 'libssl-dev', 'xz-utils'];
+export const KERNEL_BUILD_PACKAGES = [
+  'make',
+  'gcc',
+  'bc',
+  'bison',
+  'flex',
+  'perl',
+  'libelf-dev',
+  'libssl-dev',
+  'xz-utils',
+];
 
 export async function checkKernelBuildTools(): Promise<void> {
   for (const [program, pkg] of BUILD_TOOLS) await requireTool(program, pkg);
@@ -79,7 +89,10 @@ export async function buildFirecrackerKernel(opts: {
   await mkdir(srcRoot, { recursive: true });
   await run('tar', ['-xf', join(srcParent, tarball), '-C', srcRoot], { timeoutMs: 30 * 60_000 });
   const top = (await readdir(srcRoot)).find((f) => f.startsWith('linux-source-'));
-  if (!top) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `the source tarball ${tarball} has no linux-source-* folder`, { tarball });
+  if (!top)
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `the source tarball ${tarball} has no linux-source-* folder`, {
+      tarball,
+    });
   const src = join(srcRoot, top);
 
   progress('configuring (Firecracker guest config + embers overrides + make olddefconfig)');
@@ -99,7 +112,10 @@ export async function buildFirecrackerKernel(opts: {
   const jobs = String(availableParallelism());
   const started = Date.now();
   progress(`compiling the kernel with ${jobs} jobs (about 20 minutes on 2 cores)`);
-  const ticker = setInterval(() => progress(`still compiling the kernel (${Math.round((Date.now() - started) / 60_000)} min)`), 60_000);
+  const ticker = setInterval(
+    () => progress(`still compiling the kernel (${Math.round((Date.now() - started) / 60_000)} min)`),
+    60_000,
+  );
   try {
     await run('make', [...makeArgs, `-j${jobs}`, 'vmlinux'], { timeoutMs: 4 * 3600_000 });
   } finally {

@@ -47,7 +47,12 @@ export const AGENT_SOURCE = 'embers-agent.c';
 export const COMMON_HEADER = 'embers-common.h';
 
 /** The guest-side sources, read from src/guest/init/. */
-export async function readGuestSources(): Promise<{ init: Buffer; execSource: Buffer; agentSource: Buffer; commonHeader: Buffer }> {
+export async function readGuestSources(): Promise<{
+  init: Buffer;
+  execSource: Buffer;
+  agentSource: Buffer;
+  commonHeader: Buffer;
+}> {
   const dir = guestInitDir();
   try {
     return {
@@ -70,7 +75,11 @@ export function runToBuffer(cmd: string, args: string[], input?: Buffer): Promis
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'ENOENT' ? new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: e }) : e),
+      reject(
+        e.code === 'ENOENT'
+          ? new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: e })
+          : e,
+      ),
     );
     child.stdin.on('error', () => undefined);
     child.on('close', (code) => {
@@ -100,7 +109,11 @@ export interface ModuleRef {
  * (an unpacked linux-image package): `depmod -b` then `modprobe -d --show-depends`.
  * Built-in modules are skipped; each module appears once, at its first position.
  */
-export async function resolveModules(root: string, kernelVersion: string, wanted: readonly string[]): Promise<ModuleRef[]> {
+export async function resolveModules(
+  root: string,
+  kernelVersion: string,
+  wanted: readonly string[],
+): Promise<ModuleRef[]> {
   await requireTool('depmod', 'kmod');
   await run('depmod', ['-b', root, kernelVersion]);
   const { stdout } = await run('modprobe', ['-d', root, '-S', kernelVersion, '-a', '--show-depends', ...wanted]);
@@ -115,11 +128,15 @@ export async function resolveModules(root: string, kernelVersion: string, wanted
     out.push({ name: basename(path).replace(/\.ko(\.(xz|zst|gz))?$/, ''), path });
   }
   if (out.length === 0)
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `modprobe found none of the modules ${wanted.join(' ')} in ${root}`, {
-      root,
-      kernelVersion,
-      output: stdout,
-    });
+    throw new EmbersError(
+      'EMB_GUEST_BUILD_FAILED',
+      `modprobe found none of the modules ${wanted.join(' ')} in ${root}`,
+      {
+        root,
+        kernelVersion,
+        output: stdout,
+      },
+    );
   return out;
 }
 
@@ -132,7 +149,9 @@ export async function loadModule(path: string): Promise<Buffer> {
   else if (path.endsWith('.ko.gz')) plain = gunzipSync(data);
   else plain = data;
   if (!parseElfHeader(plain.subarray(0, 64)))
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `module ${path} is not an ELF object after decompression`, { path });
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `module ${path} is not an ELF object after decompression`, {
+      path,
+    });
   return plain;
 }
 
@@ -182,8 +201,29 @@ export interface BaseInitramfsInput {
 
 /** Assembles the base initramfs and returns it gzip-compressed. */
 export function buildBaseInitramfs(input: BaseInitramfsInput): Buffer {
-  const dirs = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'newroot', 'embers', 'lib', 'lib/modules', 'etc', 'tmp', 'run', 'root'];
-  const entries: CpioEntry[] = dirs.map((name) => ({ type: 'dir' as const, name, mode: name === 'tmp' ? 0o1777 : name === 'root' ? 0o700 : 0o755 }));
+  const dirs = [
+    'bin',
+    'sbin',
+    'usr',
+    'usr/bin',
+    'usr/sbin',
+    'dev',
+    'proc',
+    'sys',
+    'newroot',
+    'embers',
+    'lib',
+    'lib/modules',
+    'etc',
+    'tmp',
+    'run',
+    'root',
+  ];
+  const entries: CpioEntry[] = dirs.map((name) => ({
+    type: 'dir' as const,
+    name,
+    mode: name === 'tmp' ? 0o1777 : name === 'root' ? 0o700 : 0o755,
+  }));
   // the kernel opens /dev/console for init before devtmpfs is mounted
   entries.push({ type: 'chardev', name: 'dev/console', mode: 0o600, major: 5, minor: 1 });
   entries.push({ type: 'chardev', name: 'dev/null', mode: 0o666, major: 1, minor: 3 });
@@ -200,11 +240,17 @@ export function buildBaseInitramfs(input: BaseInitramfsInput): Buffer {
   if (input.agent) entries.push({ type: 'file', name: 'sbin/embers-agent', mode: 0o755, data: input.agent });
   const names: string[] = [];
   for (const m of input.modules) {
-    if (names.includes(m.file)) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `two modules named ${m.file}`, { file: m.file });
+    if (names.includes(m.file))
+      throw new EmbersError('EMB_GUEST_BUILD_FAILED', `two modules named ${m.file}`, { file: m.file });
     names.push(m.file);
     entries.push({ type: 'file', name: `lib/modules/${m.file}`, mode: 0o644, data: m.data });
   }
-  entries.push({ type: 'file', name: 'lib/modules/embers.list', mode: 0o644, data: names.map((n) => `${n}\n`).join('') });
+  entries.push({
+    type: 'file',
+    name: 'lib/modules/embers.list',
+    mode: 0o644,
+    data: names.map((n) => `${n}\n`).join(''),
+  });
   entries.push({
     type: 'file',
     name: 'etc/embers-kit',

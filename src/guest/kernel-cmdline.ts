@@ -92,10 +92,14 @@ export function lpjFor(khz: number, hz = GUEST_HZ): number {
 }
 
 function checkNet(net: GuestNetConfig): void {
-  if (!IPV4.test(net.guestIp)) throw new EmbersError('EMB_CONFIG_INVALID', `guest IP "${net.guestIp}" is not an IPv4 address`, { net });
-  if (!IPV4.test(net.gatewayIp)) throw new EmbersError('EMB_CONFIG_INVALID', `gateway IP "${net.gatewayIp}" is not an IPv4 address`, { net });
+  if (!IPV4.test(net.guestIp))
+    throw new EmbersError('EMB_CONFIG_INVALID', `guest IP "${net.guestIp}" is not an IPv4 address`, { net });
+  if (!IPV4.test(net.gatewayIp))
+    throw new EmbersError('EMB_CONFIG_INVALID', `gateway IP "${net.gatewayIp}" is not an IPv4 address`, { net });
   if (!Number.isInteger(net.prefixLen) || net.prefixLen < 1 || net.prefixLen > 32) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `prefix length ${net.prefixLen} must be an integer from 1 to 32`, { net });
+    throw new EmbersError('EMB_CONFIG_INVALID', `prefix length ${net.prefixLen} must be an integer from 1 to 32`, {
+      net,
+    });
   }
 }
 
@@ -128,15 +132,23 @@ export function kernelCmdline(net: GuestNetConfig, extra: string[] = []): string
   ];
   for (const p of extra) {
     if (typeof p !== 'string' || p === '' || /[\0\n]/.test(p)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `kernel parameter ${JSON.stringify(p)} is empty or contains a NUL or newline`, { param: p });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `kernel parameter ${JSON.stringify(p)} is empty or contains a NUL or newline`,
+        { param: p },
+      );
     }
     parts.push(p);
   }
   const line = parts.join(' ');
   if (Buffer.byteLength(line) >= MAX_CMDLINE) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `kernel command line is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`, {
-      length: Buffer.byteLength(line),
-    });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `kernel command line is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`,
+      {
+        length: Buffer.byteLength(line),
+      },
+    );
   }
   return line;
 }

@@ -9,7 +9,14 @@ import { EmbersError } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
 import { exists } from '../util/fs.js';
 import { downloadPackages, extractPackage } from './apt.js';
-import { buildBaseInitramfs, COMMON_HEADER, compileExecHelper, isStaticElf, loadModule, resolveModules } from './initramfs.js';
+import {
+  buildBaseInitramfs,
+  COMMON_HEADER,
+  compileExecHelper,
+  isStaticElf,
+  loadModule,
+  resolveModules,
+} from './initramfs.js';
 import { buildCmdlineVirtioMmio } from './virtio-mmio-module.js';
 import { assertVmlinux, extractVmlinux } from './vmlinux.js';
 import { cachedFirecrackerKernel } from './firecracker-kernel-cache.js';
@@ -26,7 +33,8 @@ async function busyboxBinary(input: BusyboxInput, workDir: string): Promise<{ pa
     path = join(root, 'bin', 'busybox');
   }
   const data = await readFile(path);
-  if (!isStaticElf(data)) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${path} is not a static x86-64 busybox`, { path });
+  if (!isStaticElf(data))
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${path} is not a static x86-64 busybox`, { path });
   return { path, data };
 }
 
@@ -96,7 +104,8 @@ export async function buildDebian(
     kernelVersion = moduleDirs[0];
   }
   const vmlinuz = join(root, 'boot', `vmlinuz-${kernelVersion}`);
-  if (!(await exists(vmlinuz))) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${pkg.name} has no boot/vmlinuz-${kernelVersion}`, { vmlinuz });
+  if (!(await exists(vmlinuz)))
+    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${pkg.name} has no boot/vmlinuz-${kernelVersion}`, { vmlinuz });
   progress('extracting the ELF vmlinux from vmlinuz');
   await extractVmlinux(vmlinuz, join(tmp, KERNEL_FILE));
   await assertVmlinux(join(tmp, KERNEL_FILE));
@@ -105,7 +114,8 @@ export async function buildDebian(
   // Debian's virtio_mmio cannot read devices from the command line (ACPI off): ours can
   const mmio = await buildCmdlineVirtioMmio({ workDir, kernelVersion, packageVersion: pkg.version, progress });
   const modules: { file: string; data: Buffer }[] = [];
-  for (const ref of refs) modules.push({ file: `${ref.name}.ko`, data: ref.name === 'virtio_mmio' ? mmio : await loadModule(ref.path) });
+  for (const ref of refs)
+    modules.push({ file: `${ref.name}.ko`, data: ref.name === 'virtio_mmio' ? mmio : await loadModule(ref.path) });
   progress(`modules in load order: ${refs.map((m) => m.name).join(' ')}`);
   await buildInitramfs(r, workDir, modules, kernelVersion, join(tmp, INITRD_FILE), progress);
   return { kernelVersion, modules: refs.map((m) => m.name) };

@@ -63,7 +63,8 @@ async function lookupPackages(kind: GuestKitKind, cacheDir: string): Promise<Pac
   const stamp = await aptStamp();
   try {
     const memo = JSON.parse(await readFile(memoPath, 'utf8')) as PackageMemo;
-    if (memo.stamp === stamp && memo.busybox && (kind === 'debian' ? memo.kernelPackage : memo.sourceVersion)) return memo;
+    if (memo.stamp === stamp && memo.busybox && (kind === 'debian' ? memo.kernelPackage : memo.sourceVersion))
+      return memo;
   } catch {
     /* no memo yet */
   }
@@ -81,7 +82,11 @@ async function lookupPackages(kind: GuestKitKind, cacheDir: string): Promise<Pac
 /** Resolves the inputs of a kit (local look-ups only: apt-cache, dpkg-query, file hashes). */
 export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promise<Resolved> {
   if (kind !== 'debian' && kind !== 'firecracker-config') {
-    throw new EmbersError('EMB_CONFIG_INVALID', `unknown guest kit kind "${String(kind)}" (debian or firecracker-config)`, { kind });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `unknown guest kit kind "${String(kind)}" (debian or firecracker-config)`,
+      { kind },
+    );
   }
   const sources = await readGuestSources();
   const memo = await lookupPackages(kind, cacheDir);
@@ -93,7 +98,11 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
     inputs = {
       format: KIT_FORMAT,
       kind,
-      kernel: { package: kernelPackage.name, version: kernelPackage.version, meta: { package: kernelPackage.meta.name, version: kernelPackage.meta.version } },
+      kernel: {
+        package: kernelPackage.name,
+        version: kernelPackage.version,
+        meta: { package: kernelPackage.meta.name, version: kernelPackage.meta.version },
+      },
       kernelVersion: kernelPackage.kernelVersion,
       busybox,
       init: sha256(sources.init),
@@ -103,7 +112,11 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
       modules: [...DEBIAN_MODULES],
     };
   } else {
-    const config = Buffer.concat([await readFile(firecrackerConfigPath()), Buffer.from('\n'), await readFile(firecrackerOverridesPath())]);
+    const config = Buffer.concat([
+      await readFile(firecrackerConfigPath()),
+      Buffer.from('\n'),
+      await readFile(firecrackerOverridesPath()),
+    ]);
     inputs = {
       format: KIT_FORMAT,
       kind,

@@ -30,7 +30,16 @@ import { dirname, join, resolve } from 'node:path';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { fsyncPath, makeTempDir, sha256File } from '../util/fs.js';
 import { isX86_64Elf, readElfHeader } from './vmlinux.js';
-import { INITRD_FILE, KERNEL_FILE, KIT_FORMAT, MANIFEST, type GuestKit, type GuestKitKind, type KitManifest, type Resolved } from './kit-layout.js';
+import {
+  INITRD_FILE,
+  KERNEL_FILE,
+  KIT_FORMAT,
+  MANIFEST,
+  type GuestKit,
+  type GuestKitKind,
+  type KitManifest,
+  type Resolved,
+} from './kit-layout.js';
 import { resolveInputs } from './kit-inputs.js';
 import { buildDebian, buildFirecrackerConfig } from './kit-build.js';
 
@@ -39,7 +48,10 @@ export { KIT_FORMAT, type GuestKit, type GuestKitKind } from './kit-layout.js';
 const STALE_MS = 6 * 3600_000;
 
 /** Reads and checks a published kit; undefined if `dir` holds no complete kit for `key`. */
-export async function readGuestKit(dir: string, expect?: { kind?: GuestKitKind; cacheKey?: string }): Promise<GuestKit | undefined> {
+export async function readGuestKit(
+  dir: string,
+  expect?: { kind?: GuestKitKind; cacheKey?: string },
+): Promise<GuestKit | undefined> {
   let manifest: KitManifest;
   try {
     manifest = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')) as KitManifest;
@@ -58,7 +70,13 @@ export async function readGuestKit(dir: string, expect?: { kind?: GuestKitKind; 
     return undefined;
   }
   if (!isX86_64Elf(await readElfHeader(kernelPath))) return undefined;
-  return { kernelPath, initrdPath, kernelVersion: manifest.kernelVersion, kind: manifest.kind, cacheKey: manifest.cacheKey };
+  return {
+    kernelPath,
+    initrdPath,
+    kernelVersion: manifest.kernelVersion,
+    kind: manifest.kind,
+    cacheKey: manifest.cacheKey,
+  };
 }
 
 /** Removes temp and work dirs older than STALE_MS (left by crashed builds). */
@@ -87,7 +105,11 @@ function wrap(err: unknown): EmbersError {
  * Returns the guest kit of `kind` (default 'debian'), building it into `cacheDir` first if no
  * kit with the current inputs is cached. `onProgress` receives one-line messages while building.
  */
-export async function ensureGuestKit(opts: { cacheDir: string; kind?: GuestKitKind; onProgress?: (msg: string) => void }): Promise<GuestKit> {
+export async function ensureGuestKit(opts: {
+  cacheDir: string;
+  kind?: GuestKitKind;
+  onProgress?: (msg: string) => void;
+}): Promise<GuestKit> {
   // one build at a time per cache dir and kind within this process; others wait for it
   const flightKey = `${resolve(opts.cacheDir)}\0${opts.kind ?? 'debian'}`;
   const running = inFlight.get(flightKey);
@@ -99,7 +121,11 @@ export async function ensureGuestKit(opts: { cacheDir: string; kind?: GuestKitKi
 
 const inFlight = new Map<string, Promise<GuestKit>>();
 
-async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; onProgress?: (msg: string) => void }): Promise<GuestKit> {
+async function ensureGuestKitNow(opts: {
+  cacheDir: string;
+  kind?: GuestKitKind;
+  onProgress?: (msg: string) => void;
+}): Promise<GuestKit> {
   const kind = opts.kind ?? 'debian';
   const cacheDir = resolve(opts.cacheDir);
   const progress = (msg: string): void => opts.onProgress?.(msg);
@@ -111,7 +137,9 @@ async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; 
     // a kit built earlier still boots, so use the newest one rather than fail
     const newest = await newestKit(cacheDir, kind);
     if (newest) {
-      progress(`cannot resolve the guest kit inputs (${err instanceof Error ? err.message : String(err)}); using the cached kit ${newest.cacheKey}`);
+      progress(
+        `cannot resolve the guest kit inputs (${err instanceof Error ? err.message : String(err)}); using the cached kit ${newest.cacheKey}`,
+      );
       return newest;
     }
     throw wrap(err);
@@ -121,13 +149,18 @@ async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; 
   if (cached) return cached;
 
   const started = Date.now();
-  progress(`building the ${kind} guest kit ${r.key} (${r.inputs.kernel.package} ${r.inputs.kernel.version}) in ${cacheDir}`);
+  progress(
+    `building the ${kind} guest kit ${r.key} (${r.inputs.kernel.package} ${r.inputs.kernel.version}) in ${cacheDir}`,
+  );
   await mkdir(cacheDir, { recursive: true });
   await removeStale(cacheDir);
   const tmp = await makeTempDir(cacheDir, `.tmp-${kind}-${r.key}`);
   const work = await makeTempDir(cacheDir, `.work-${kind}-${r.key}`);
   try {
-    const built = kind === 'debian' ? await buildDebian(r, tmp, work, progress) : await buildFirecrackerConfig(r, tmp, work, progress);
+    const built =
+      kind === 'debian'
+        ? await buildDebian(r, tmp, work, progress)
+        : await buildFirecrackerConfig(r, tmp, work, progress);
     const kernelPath = join(tmp, KERNEL_FILE);
     const initrdPath = join(tmp, INITRD_FILE);
     const [ks, is] = await Promise.all([stat(kernelPath), stat(initrdPath)]);
@@ -156,14 +189,22 @@ async function ensureGuestKitNow(opts: { cacheDir: string; kind?: GuestKitKind; 
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
       // another builder published the same kit first
       const theirs = await readGuestKit(dir, { kind, cacheKey: r.key });
-      if (!theirs) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${dir} exists but holds no valid kit: remove it and build again`, { dir });
+      if (!theirs)
+        throw new EmbersError(
+          'EMB_GUEST_BUILD_FAILED',
+          `${dir} exists but holds no valid kit: remove it and build again`,
+          { dir },
+        );
       await rm(tmp, { recursive: true, force: true });
       return theirs;
     }
     await fsyncPath(cacheDir);
-    progress(`guest kit ready in ${manifest.buildSeconds} s: ${dir} (kernel ${built.kernelVersion}, initramfs ${(is.size / 1e6).toFixed(1)} MB)`);
+    progress(
+      `guest kit ready in ${manifest.buildSeconds} s: ${dir} (kernel ${built.kernelVersion}, initramfs ${(is.size / 1e6).toFixed(1)} MB)`,
+    );
     const kit = await readGuestKit(dir, { kind, cacheKey: r.key });
-    if (!kit) throw new EmbersError('EMB_INTERNAL', `the guest kit just published in ${dir} does not read back`, { dir });
+    if (!kit)
+      throw new EmbersError('EMB_INTERNAL', `the guest kit just published in ${dir} does not read back`, { dir });
     return kit;
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });

@@ -17,7 +17,11 @@ export function packageRoot(): string {
   for (;;) {
     if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'src', 'guest'))) return (root = dir);
     const up = dirname(dir);
-    if (up === dir) throw new EmbersError('EMB_INTERNAL', `cannot find the embers package root above ${fileURLToPath(import.meta.url)}`);
+    if (up === dir)
+      throw new EmbersError(
+        'EMB_INTERNAL',
+        `cannot find the embers package root above ${fileURLToPath(import.meta.url)}`,
+      );
     dir = up;
   }
 }

@@ -19,15 +19,23 @@ function invalid(message: string, details: ErrorDetails<'EMB_GUEST_RUN_CONFIG_IN
 
 /** Checks a run configuration; returns it with defaults filled in (workingDir "/"). */
 export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
-  if (!Array.isArray(config.argv) || config.argv.length === 0 || typeof config.argv[0] !== 'string' || config.argv[0] === '') {
-    throw invalid('the function has no command: argv is empty (the image has neither Entrypoint nor Cmd?)', { argv: config.argv });
+  if (
+    !Array.isArray(config.argv) ||
+    config.argv.length === 0 ||
+    typeof config.argv[0] !== 'string' ||
+    config.argv[0] === ''
+  ) {
+    throw invalid('the function has no command: argv is empty (the image has neither Entrypoint nor Cmd?)', {
+      argv: config.argv,
+    });
   }
   for (const a of config.argv) {
     if (typeof a !== 'string') throw invalid('argv holds a non-string', { argv: config.argv });
     if (a.includes('\0')) throw invalid(`argument ${JSON.stringify(a)} contains a NUL byte`, { arg: a });
   }
   for (const e of config.env ?? []) {
-    if (typeof e !== 'string' || e.indexOf('=') < 1) throw invalid(`environment entry ${JSON.stringify(e)} is not KEY=VALUE`, { env: e });
+    if (typeof e !== 'string' || e.indexOf('=') < 1)
+      throw invalid(`environment entry ${JSON.stringify(e)} is not KEY=VALUE`, { env: e });
     if (e.includes('\0')) throw invalid(`environment entry ${JSON.stringify(e)} contains a NUL byte`, { env: e });
   }
   const workingDir = config.workingDir === undefined || config.workingDir === '' ? '/' : config.workingDir;
@@ -39,16 +47,26 @@ export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
     throw invalid(`user ${JSON.stringify(user)} must be "", "name", "uid", "uid:gid" or "name:group"`, { user });
   }
   for (const part of user.split(':')) {
-    if (/^\d+$/.test(part) && Number(part) > 0xfffffffe) throw invalid(`user ${JSON.stringify(user)}: id ${part} is out of range`, { user });
+    if (/^\d+$/.test(part) && Number(part) > 0xfffffffe)
+      throw invalid(`user ${JSON.stringify(user)}: id ${part} is out of range`, { user });
   }
   if (config.hostname !== undefined && config.hostname !== '') {
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(config.hostname)) {
-      throw invalid(`hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`, {
-        hostname: config.hostname,
-      });
+      throw invalid(
+        `hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`,
+        {
+          hostname: config.hostname,
+        },
+      );
     }
   }
-  return { argv: [...config.argv], env: [...(config.env ?? [])], workingDir, user, ...(config.hostname ? { hostname: config.hostname } : {}) };
+  return {
+    argv: [...config.argv],
+    env: [...(config.env ?? [])],
+    workingDir,
+    user,
+    ...(config.hostname ? { hostname: config.hostname } : {}),
+  };
 }
 
 /** The uncompressed newc archive carrying /embers/exec.conf for `config`. */

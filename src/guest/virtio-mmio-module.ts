@@ -36,7 +36,11 @@ export async function buildCmdlineVirtioMmio(opts: {
   progress: (msg: string) => void;
 }): Promise<Buffer> {
   const m = /^((\d+\.\d+)\.\d+-\d+)-amd64$/.exec(opts.kernelVersion);
-  if (!m) throw failed(`cannot tell the headers packages of kernel ${opts.kernelVersion} (expected <x.y.z>-<abi>-amd64)`, opts);
+  if (!m)
+    throw failed(
+      `cannot tell the headers packages of kernel ${opts.kernelVersion} (expected <x.y.z>-<abi>-amd64)`,
+      opts,
+    );
   const [, abi, series] = m;
   for (const [tool, pkg] of [
     ['make', 'make'],
@@ -50,8 +54,15 @@ export async function buildCmdlineVirtioMmio(opts: {
   const root = join(opts.workDir, 'mmio-root');
   await mkdir(debs, { recursive: true });
   const version = opts.packageVersion;
-  const wanted = [`linux-headers-${opts.kernelVersion}`, `linux-headers-${abi}-common`, `linux-kbuild-${series}`, `linux-source-${series}`];
-  opts.progress(`downloading the headers and source of ${opts.kernelVersion} to build virtio_mmio with command-line devices (about 150 MB)`);
+  const wanted = [
+    `linux-headers-${opts.kernelVersion}`,
+    `linux-headers-${abi}-common`,
+    `linux-kbuild-${series}`,
+    `linux-source-${series}`,
+  ];
+  opts.progress(
+    `downloading the headers and source of ${opts.kernelVersion} to build virtio_mmio with command-line devices (about 150 MB)`,
+  );
   const files = await downloadPackages(
     debs,
     wanted.map((name) => ({ name, version })),
@@ -67,8 +78,13 @@ export async function buildCmdlineVirtioMmio(opts: {
   const moduleDir = join(opts.workDir, 'mmio-module');
   await mkdir(moduleDir, { recursive: true });
   opts.progress(`extracting ${SOURCE} from ${tarball}`);
-  await run('tar', ['-xf', join(srcParent, tarball), '-C', moduleDir, '--strip-components=3', `${top}/${SOURCE}`], { timeoutMs: 10 * 60_000 });
-  await writeFile(join(moduleDir, 'Kbuild'), 'obj-m := virtio_mmio.o\nccflags-y := -DCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=1\n');
+  await run('tar', ['-xf', join(srcParent, tarball), '-C', moduleDir, '--strip-components=3', `${top}/${SOURCE}`], {
+    timeoutMs: 10 * 60_000,
+  });
+  await writeFile(
+    join(moduleDir, 'Kbuild'),
+    'obj-m := virtio_mmio.o\nccflags-y := -DCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=1\n',
+  );
 
   // the headers' Makefile includes the -common one by its installed path: point it here
   const headers = join(root, 'usr', 'src', `linux-headers-${opts.kernelVersion}`);

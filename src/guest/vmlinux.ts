@@ -61,7 +61,10 @@ export function isX86_64Elf(info: ElfInfo | undefined): boolean {
 export async function assertVmlinux(path: string): Promise<void> {
   const info = await readElfHeader(path);
   if (!isX86_64Elf(info)) {
-    throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `${path} is not an x86-64 ELF vmlinux`, { path, elf: info ?? null });
+    throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `${path} is not an x86-64 ELF vmlinux`, {
+      path,
+      elf: info ?? null,
+    });
   }
 }
 
@@ -180,5 +183,8 @@ export async function extractVmlinux(vmlinuzPath: string, outPath: string): Prom
   } finally {
     await rm(tmp, { force: true });
   }
-  throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `no ELF vmlinux found inside ${vmlinuzPath}`, { vmlinuzPath, attempts: attempts.slice(0, 20) });
+  throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `no ELF vmlinux found inside ${vmlinuzPath}`, {
+    vmlinuzPath,
+    attempts: attempts.slice(0, 20),
+  });
 }

@@ -27,7 +27,11 @@ export interface BuildContext {
   active: Set<string>;
 }
 
-export async function buildImage(image: ResolvedImage, ctx: BuildContext, progress: (msg: string) => void): Promise<FlattenedImage> {
+export async function buildImage(
+  image: ResolvedImage,
+  ctx: BuildContext,
+  progress: (msg: string) => void,
+): Promise<FlattenedImage> {
   const { cache, active } = ctx;
   const hex = DIGEST_RE.exec(image.manifestDigest)![1]!;
   const started = Date.now();
@@ -63,7 +67,13 @@ export async function buildImage(image: ResolvedImage, ctx: BuildContext, progre
     const rootfsTmp = join(partial, 'rootfs.ext4');
     let result;
     try {
-      result = await buildRootfs({ stagingDir: staging, outPath: rootfsTmp, manifestDigest: image.manifestDigest, tree, onProgress: progress });
+      result = await buildRootfs({
+        stagingDir: staging,
+        outPath: rootfsTmp,
+        manifestDigest: image.manifestDigest,
+        tree,
+        onProgress: progress,
+      });
     } catch (err) {
       throw isEmbersError(err)
         ? err

@@ -72,10 +72,14 @@ async function* unzstd(input: Readable, label: string): AsyncGenerator<Buffer> {
     const code = await exited;
     await feeding;
     if (code !== 0) {
-      throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `${label}: corrupt zstd stream: ${Buffer.concat(stderr).toString().trim()}`, {
-        layer: label,
-        exit: code,
-      });
+      throw new EmbersError(
+        'EMB_IMAGE_LAYER_INVALID',
+        `${label}: corrupt zstd stream: ${Buffer.concat(stderr).toString().trim()}`,
+        {
+          layer: label,
+          exit: code,
+        },
+      );
     }
     finished = true;
   } finally {

@@ -53,13 +53,19 @@ export interface Ext4Superblock {
 async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.alloc(length);
   const { bytesRead } = await fh.read(buf, 0, length, position);
-  if (bytesRead !== length) throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `short read of the ext4 image at ${position}`, { position, length, bytesRead });
+  if (bytesRead !== length)
+    throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `short read of the ext4 image at ${position}`, {
+      position,
+      length,
+      bytesRead,
+    });
   return buf;
 }
 
 export async function readSuperblock(fh: FileHandle): Promise<Ext4Superblock> {
   const sb = await readAt(fh, SB_OFFSET, 1024);
-  if (sb.readUInt16LE(0x38) !== EXT4_MAGIC) throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'not an ext4 image (bad superblock magic)');
+  if (sb.readUInt16LE(0x38) !== EXT4_MAGIC)
+    throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'not an ext4 image (bad superblock magic)');
   const featureIncompat = sb.readUInt32LE(0x60);
   const featureRoCompat = sb.readUInt32LE(0x64);
   const is64 = (featureIncompat & INCOMPAT_64BIT) !== 0;
@@ -172,7 +178,10 @@ export interface NormalizeResult {
  * directory's mode, owner and mtime. Recomputes inode checksums. Group descriptors,
  * bitmaps and the superblock are not written.
  */
-export async function normalizeInodes(imagePath: string, opts: { epoch: number; root?: RootMetadata }): Promise<NormalizeResult> {
+export async function normalizeInodes(
+  imagePath: string,
+  opts: { epoch: number; root?: RootMetadata },
+): Promise<NormalizeResult> {
   const fh = await open(imagePath, 'r+');
   try {
     const sb = await readSuperblock(fh);
@@ -216,7 +225,8 @@ export async function normalizeInodes(imagePath: string, opts: { epoch: number; 
       }
       if (dirty) {
         const { bytesWritten } = await fh.write(table, 0, table.length, tablePos);
-        if (bytesWritten !== table.length) throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'short write to the ext4 image', { imagePath });
+        if (bytesWritten !== table.length)
+          throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'short write to the ext4 image', { imagePath });
       }
     }
     await fh.sync();

@@ -227,7 +227,8 @@ export class LayerApplier {
     }
     if (base.startsWith('.wh..wh.')) return; // other aufs metadata: ignored
     const target = base.slice('.wh.'.length);
-    if (target === '' || target === '.' || target === '..') throw unsafe(`invalid whiteout ${JSON.stringify(name)}`, this.details({ name }));
+    if (target === '' || target === '.' || target === '..')
+      throw unsafe(`invalid whiteout ${JSON.stringify(name)}`, this.details({ name }));
     const targetRel = dir === '' ? target : `${dir}/${target}`;
     if (!this.checkParents(targetRel, false, name)) return; // nothing there to hide
     this.hideLower(targetRel);
@@ -241,7 +242,11 @@ export class LayerApplier {
     const h = entry.header;
     const rel = normalizeEntryPath(h.path);
     if (rel === '') {
-      if (h.type !== 'dir') throw unsafe(`layer entry ${JSON.stringify(h.path)} would replace the root directory`, this.details({ name: h.path }));
+      if (h.type !== 'dir')
+        throw unsafe(
+          `layer entry ${JSON.stringify(h.path)} would replace the root directory`,
+          this.details({ name: h.path }),
+        );
       this.rootMeta = { mode: h.mode, uid: h.uid, gid: h.gid, mtime: clampTime(h.mtime) };
       return;
     }
@@ -269,7 +274,11 @@ export class LayerApplier {
     if (h.type === 'hardlink') {
       const target = normalizeEntryPath(h.linkname, 'hard link target');
       if (target === rel) return; // a link to itself: nothing to do
-      if (target === '') throw unsafe(`hard link ${JSON.stringify(h.path)} points at the root directory`, this.details({ name: h.path, linkname: h.linkname }));
+      if (target === '')
+        throw unsafe(
+          `hard link ${JSON.stringify(h.path)} points at the root directory`,
+          this.details({ name: h.path, linkname: h.linkname }),
+        );
       const parentsOk = this.checkParents(target, false, h.linkname);
       const tst = parentsOk ? this.existing(target) : undefined;
       if (!tst || !tst.isFile()) {
@@ -289,7 +298,11 @@ export class LayerApplier {
     if (old) this.removePath(rel);
     switch (h.type) {
       case 'file': {
-        const fd = openSync(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        const fd = openSync(
+          abs,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
         try {
           let pos = 0;
           for await (const chunk of entry.body) {
@@ -299,7 +312,12 @@ export class LayerApplier {
             }
             pos += chunk.length;
           }
-          if (pos !== h.size) throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `short content for ${h.path}`, this.details({ name: h.path }));
+          if (pos !== h.size)
+            throw new EmbersError(
+              'EMB_IMAGE_LAYER_INVALID',
+              `short content for ${h.path}`,
+              this.details({ name: h.path }),
+            );
           ftruncateSync(fd, pos);
           fchownSync(fd, h.uid, h.gid);
           fchmodSync(fd, h.mode);
@@ -310,7 +328,11 @@ export class LayerApplier {
       }
       case 'symlink':
         if (h.linkname === '')
-          throw new EmbersError('EMB_IMAGE_LAYER_INVALID', `symlink ${JSON.stringify(h.path)} has an empty target`, this.details({ name: h.path }));
+          throw new EmbersError(
+            'EMB_IMAGE_LAYER_INVALID',
+            `symlink ${JSON.stringify(h.path)} has an empty target`,
+            this.details({ name: h.path }),
+          );
         symlinkSync(h.linkname, abs);
         lchownSync(abs, h.uid, h.gid);
         break;
@@ -318,7 +340,11 @@ export class LayerApplier {
       case 'block':
       case 'fifo': {
         const kind =
-          h.type === 'char' ? ['c', String(h.devmajor), String(h.devminor)] : h.type === 'block' ? ['b', String(h.devmajor), String(h.devminor)] : ['p'];
+          h.type === 'char'
+            ? ['c', String(h.devmajor), String(h.devminor)]
+            : h.type === 'block'
+              ? ['b', String(h.devmajor), String(h.devminor)]
+              : ['p'];
         await run('mknod', ['-m', (h.mode & 0o7777).toString(8), abs, ...kind]);
         lchownSync(abs, h.uid, h.gid);
         chmodSync(abs, h.mode);
@@ -345,7 +371,8 @@ export class LayerApplier {
     const lines: string[] = [];
     for (const [rel, attrs] of [...this.pendingXattrs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       lines.push(`# file: ${escapeAttrPath(rel)}`);
-      for (const [name, value] of [...attrs].sort(([a], [b]) => (a < b ? -1 : 1))) lines.push(`${name}=0x${value.toString('hex')}`);
+      for (const [name, value] of [...attrs].sort(([a], [b]) => (a < b ? -1 : 1)))
+        lines.push(`${name}=0x${value.toString('hex')}`);
       lines.push('');
     }
     const dump = join(this.root, '..', `xattrs-${process.pid}-${Date.now()}.txt`);
@@ -444,7 +471,10 @@ export class LayerApplier {
 
   /** Compares `getfattr -R` of the tree with the xattrs the layers asked for; removes extras. */
   private async verifyXattrs(): Promise<void> {
-    const { stdout } = await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: this.root, okCodes: [1] });
+    const { stdout } = await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], {
+      cwd: this.root,
+      okCodes: [1],
+    });
     let current = '';
     const extras: { rel: string; name: string }[] = [];
     const missing: string[] = [];

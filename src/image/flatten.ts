@@ -170,7 +170,9 @@ export interface BuildRootfsResult {
 function isOutOfSpace(err: unknown): boolean {
   if (!isEmbersError(err, 'EMB_HOST_COMMAND_FAILED')) return false;
   const text = `${err.message} ${String(err.details.stderr ?? '')}`;
-  return /Could not allocate block|No space left|No free space|while allocating inode|Inode bitmap full|inode.*(exhausted|full)/i.test(text);
+  return /Could not allocate block|No space left|No free space|while allocating inode|Inode bitmap full|inode.*(exhausted|full)/i.test(
+    text,
+  );
 }
 
 /** mke2fs -d, then the inode-time normalisation, then e2fsck -fn. */

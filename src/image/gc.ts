@@ -64,7 +64,14 @@ export async function collectGarbage(
   };
   for (const root of roots) await walk(root, 0);
 
-  const result: GcResult = { removedBlobs: [], removedRootfs: [], removedPartialBytes: 0, keptBlobs: 0, keptRootfs: 0, freedBytes: 0 };
+  const result: GcResult = {
+    removedBlobs: [],
+    removedRootfs: [],
+    removedPartialBytes: 0,
+    keptBlobs: 0,
+    keptRootfs: 0,
+    freedBytes: 0,
+  };
   for (const blob of await blobs.list()) {
     if (keepBlobs.has(blob.digest)) {
       result.keptBlobs++;
@@ -112,7 +119,11 @@ export async function reconcileImages({
   try {
     for (const name of await readdir(tmpDir)) {
       const path = join(tmpDir, name);
-      if (name.startsWith(`${WORK_PREFIX}-`) && !active.has(path) && !(await ownerAlive(name.slice(WORK_PREFIX.length + 1)))) {
+      if (
+        name.startsWith(`${WORK_PREFIX}-`) &&
+        !active.has(path) &&
+        !(await ownerAlive(name.slice(WORK_PREFIX.length + 1)))
+      ) {
         await rm(path, { recursive: true, force: true });
       }
     }

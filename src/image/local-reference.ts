@@ -33,7 +33,11 @@ export async function parseReference(ref: string): Promise<ParsedRef> {
     const digest = ref.slice(at + 1);
     if (kind) {
       if (!DIGEST_RE.test(digest))
-        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `invalid digest in image reference ${JSON.stringify(ref)} (want sha256:<64 hex>)`, { ref });
+        throw new EmbersError(
+          'EMB_IMAGE_NOT_FOUND',
+          `invalid digest in image reference ${JSON.stringify(ref)} (want sha256:<64 hex>)`,
+          { ref },
+        );
       return { path: resolve(ref.slice(0, at)), isDir: kind === 'dir', digest };
     }
   }
@@ -42,5 +46,9 @@ export async function parseReference(ref: string): Promise<ParsedRef> {
     const kind = await statKind(resolve(ref.slice(0, colon)));
     if (kind) return { path: resolve(ref.slice(0, colon)), isDir: kind === 'dir', tag: ref.slice(colon + 1) };
   }
-  throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no image at ${JSON.stringify(ref)}: not an OCI layout directory or docker save archive`, { ref });
+  throw new EmbersError(
+    'EMB_IMAGE_NOT_FOUND',
+    `no image at ${JSON.stringify(ref)}: not an OCI layout directory or docker save archive`,
+    { ref },
+  );
 }

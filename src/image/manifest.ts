@@ -55,7 +55,10 @@ export function parseJson(buf: Buffer, what: string, where: string): unknown {
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (err) {
-    throw manifestInvalid(`${what} is not valid JSON (${where}): ${err instanceof Error ? err.message : String(err)}`, { what, where });
+    throw manifestInvalid(`${what} is not valid JSON (${where}): ${err instanceof Error ? err.message : String(err)}`, {
+      what,
+      where,
+    });
   }
 }
 
@@ -78,22 +81,29 @@ export function checkDescriptor(v: unknown, what: string, where: string): Descri
     }
     throw manifestInvalid(`${what} has an invalid digest ${JSON.stringify(digest)} (${where})`, { where, digest });
   }
-  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw manifestInvalid(`${what} has an invalid size (${where})`, { where, digest });
-  if (mediaType !== undefined && typeof mediaType !== 'string') throw manifestInvalid(`${what} has an invalid mediaType (${where})`, { where, digest });
-  if (annotations !== undefined && !isObject(annotations)) throw manifestInvalid(`${what} has invalid annotations (${where})`, { where, digest });
-  if (platform !== undefined && !isObject(platform)) throw manifestInvalid(`${what} has an invalid platform (${where})`, { where, digest });
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
+    throw manifestInvalid(`${what} has an invalid size (${where})`, { where, digest });
+  if (mediaType !== undefined && typeof mediaType !== 'string')
+    throw manifestInvalid(`${what} has an invalid mediaType (${where})`, { where, digest });
+  if (annotations !== undefined && !isObject(annotations))
+    throw manifestInvalid(`${what} has invalid annotations (${where})`, { where, digest });
+  if (platform !== undefined && !isObject(platform))
+    throw manifestInvalid(`${what} has an invalid platform (${where})`, { where, digest });
   return v as unknown as Descriptor;
 }
 
 export function stringArray(v: unknown, what: string, where: string): string[] {
   if (v === undefined || v === null) return [];
-  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw manifestInvalid(`${what} must be an array of strings (${where})`, { where });
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string'))
+    throw manifestInvalid(`${what} must be an array of strings (${where})`, { where });
   return v as string[];
 }
 
 export function refNames(desc: Descriptor): string[] {
   const a = desc.annotations ?? {};
-  return [a['org.opencontainers.image.ref.name'], a['io.containerd.image.name']].filter((s): s is string => typeof s === 'string');
+  return [a['org.opencontainers.image.ref.name'], a['io.containerd.image.name']].filter(
+    (s): s is string => typeof s === 'string',
+  );
 }
 
 export function matchesTag(desc: Descriptor, tag: string): boolean {
@@ -113,9 +123,13 @@ export function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' 
     mt === 'application/vnd.docker.distribution.manifest.v1+prettyjws' ||
     doc.schemaVersion === 1
   ) {
-    throw manifestInvalid(`Docker schema 1 manifests are not supported (${desc.digest})`, { digest: desc.digest, mediaType: mt });
+    throw manifestInvalid(`Docker schema 1 manifests are not supported (${desc.digest})`, {
+      digest: desc.digest,
+      mediaType: mt,
+    });
   }
-  if (mt) throw manifestInvalid(`unexpected media type ${mt} for ${desc.digest}`, { digest: desc.digest, mediaType: mt });
+  if (mt)
+    throw manifestInvalid(`unexpected media type ${mt} for ${desc.digest}`, { digest: desc.digest, mediaType: mt });
   if (Array.isArray(doc.manifests)) return 'index';
   if (Array.isArray(doc.layers)) return 'manifest';
   throw manifestInvalid(`${desc.digest} is neither an image index nor a manifest`, { digest: desc.digest });
@@ -123,7 +137,10 @@ export function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' 
 
 export function checkIndex(doc: unknown, where: string): Descriptor[] {
   if (!isObject(doc)) throw manifestInvalid(`image index is not a JSON object (${where})`, { where });
-  if (doc.schemaVersion !== 2) throw manifestInvalid(`image index has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2 (${where})`, { where });
+  if (doc.schemaVersion !== 2)
+    throw manifestInvalid(`image index has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2 (${where})`, {
+      where,
+    });
   if (!Array.isArray(doc.manifests)) throw manifestInvalid(`image index has no manifests array (${where})`, { where });
   return doc.manifests.map((m, i) => checkDescriptor(m, `manifests[${i}]`, where));
 }
@@ -148,7 +165,8 @@ export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
     return plain ?? amd64[0]!;
   }
   if (usable.length === 1) return usable[0]!;
-  if (usable.length === 0) throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image index ${where} lists no image`, { where });
+  if (usable.length === 0)
+    throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image index ${where} lists no image`, { where });
   const names = usable.flatMap(refNames);
   throw new EmbersError(
     'EMB_IMAGE_NOT_FOUND',
@@ -158,7 +176,10 @@ export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
 }
 
 /** Follows indexes down to one linux/amd64 manifest. */
-export function parseConfig(doc: unknown, digest: string): { config: ImageConfig; diffIds?: string[]; os?: unknown; architecture?: unknown } {
+export function parseConfig(
+  doc: unknown,
+  digest: string,
+): { config: ImageConfig; diffIds?: string[]; os?: unknown; architecture?: unknown } {
   if (!isObject(doc)) throw manifestInvalid(`image config ${digest} is not a JSON object`, { digest });
   const where = `config ${digest}`;
   const c = doc.config ?? {};
@@ -172,7 +193,8 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
   if (!isObject(ports)) throw manifestInvalid(`image config ${digest}: ExposedPorts must be an object`, { digest });
   let diffIds: string[] | undefined;
   if (doc.rootfs !== undefined) {
-    if (!isObject(doc.rootfs) || !Array.isArray(doc.rootfs.diff_ids)) throw manifestInvalid(`image config ${digest}: rootfs.diff_ids missing`, { digest });
+    if (!isObject(doc.rootfs) || !Array.isArray(doc.rootfs.diff_ids))
+      throw manifestInvalid(`image config ${digest}: rootfs.diff_ids missing`, { digest });
     diffIds = doc.rootfs.diff_ids.map((d, i) => {
       if (typeof d !== 'string' || !DIGEST_RE.test(d))
         throw manifestInvalid(`image config ${digest}: rootfs.diff_ids[${i}] is not a sha256 digest`, { digest });
@@ -185,17 +207,23 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
   const hookPath = labels[RESTORE_HOOK_LABEL];
   if (hookPath !== undefined) {
     if (typeof hookPath !== 'string' || !hookPath.startsWith('/') || hookPath.includes('\0')) {
-      throw manifestInvalid(`image config ${digest}: label ${RESTORE_HOOK_LABEL} must be an absolute path in the image`, { digest, label: hookPath });
+      throw manifestInvalid(
+        `image config ${digest}: label ${RESTORE_HOOK_LABEL} must be an absolute path in the image`,
+        { digest, label: hookPath },
+      );
     }
     restoreHook = { path: hookPath };
     const timeout = labels[RESTORE_HOOK_TIMEOUT_LABEL];
     if (timeout !== undefined) {
       const ms = typeof timeout === 'string' && /^\d{1,7}$/.test(timeout) ? Number(timeout) : NaN;
       if (!(ms >= 1 && ms <= 3_600_000)) {
-        throw manifestInvalid(`image config ${digest}: label ${RESTORE_HOOK_TIMEOUT_LABEL} must be a whole number of ms from 1 to 3600000`, {
-          digest,
-          label: timeout,
-        });
+        throw manifestInvalid(
+          `image config ${digest}: label ${RESTORE_HOOK_TIMEOUT_LABEL} must be a whole number of ms from 1 to 3600000`,
+          {
+            digest,
+            label: timeout,
+          },
+        );
       }
       restoreHook.timeoutMs = ms;
     }
@@ -218,11 +246,15 @@ export function parseConfig(doc: unknown, digest: string): { config: ImageConfig
 
 export function checkPlatform(os: unknown, architecture: unknown, digest: string): void {
   if ((os !== undefined && os !== 'linux') || (architecture !== undefined && architecture !== 'amd64')) {
-    throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`, {
-      digest,
-      os,
-      architecture,
-    });
+    throw new EmbersError(
+      'EMB_IMAGE_PLATFORM_MISSING',
+      `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`,
+      {
+        digest,
+        os,
+        architecture,
+      },
+    );
   }
 }
 
@@ -230,8 +262,13 @@ export function checkPlatform(os: unknown, architecture: unknown, digest: string
  * The shape of an image manifest: schemaVersion 2, a config descriptor, a layers array of
  * descriptors. `details` goes into the errors about the manifest as a whole.
  */
-export function checkManifest(doc: Record<string, unknown>, where: string, details: Record<string, unknown>): { configDesc: Descriptor; layers: Descriptor[] } {
-  if (doc.schemaVersion !== 2) throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
+export function checkManifest(
+  doc: Record<string, unknown>,
+  where: string,
+  details: Record<string, unknown>,
+): { configDesc: Descriptor; layers: Descriptor[] } {
+  if (doc.schemaVersion !== 2)
+    throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
   const configDesc = checkDescriptor(doc.config, 'config', where);
   if (!Array.isArray(doc.layers)) throw manifestInvalid(`${where} has no layers array`, details);
   const layers = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
@@ -246,17 +283,26 @@ export function checkManifest(doc: Record<string, unknown>, where: string, detai
 export function layerMediaType(d: Descriptor, i: number, of: string, details: Record<string, unknown>): string {
   const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
   if (!LAYER_TYPES.has(mediaType)) {
-    throw new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `layer ${i + 1} (${d.digest})${of} has the unsupported media type ${mediaType}`, {
-      ...details,
-      digest: d.digest,
-      mediaType,
-    });
+    throw new EmbersError(
+      'EMB_IMAGE_LAYER_UNSUPPORTED',
+      `layer ${i + 1} (${d.digest})${of} has the unsupported media type ${mediaType}`,
+      {
+        ...details,
+        digest: d.digest,
+        mediaType,
+      },
+    );
   }
   return mediaType;
 }
 
 /** The config's diff_ids (when it has them) must be one per manifest layer. */
-export function checkDiffIdCount(diffIds: string[] | undefined, layerCount: number, where: string, details: Record<string, unknown>): void {
+export function checkDiffIdCount(
+  diffIds: string[] | undefined,
+  layerCount: number,
+  where: string,
+  details: Record<string, unknown>,
+): void {
   if (diffIds && diffIds.length !== layerCount) {
     throw manifestInvalid(`${where} has ${layerCount} layers but its config lists ${diffIds.length} diff_ids`, details);
   }

@@ -20,7 +20,9 @@ function short(digest: string | undefined): string {
 
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [headers, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+  return [headers, ...rows]
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '))
+    .join('\n');
 }
 
 /** `embers image ls`: REFERENCE  SOURCE  MANIFEST  ROOTFS  LAYERS  UPDATED, one row per entry. */
@@ -48,7 +50,10 @@ export function formatImageInspect(info: ImageInspect): string {
     `platform:        ${info.platform}`,
     `rootfs:          ${info.rootfsPath ?? 'not built (run `embers image pull` or start the function)'}`,
     ...(info.rootfsSha256
-      ? [`rootfs sha256:   ${info.rootfsSha256}`, `rootfs size:     ${size(info.rootfsSizeBytes)} (sparse), flattener v${info.flattenerVersion}`]
+      ? [
+          `rootfs sha256:   ${info.rootfsSha256}`,
+          `rootfs size:     ${size(info.rootfsSizeBytes)} (sparse), flattener v${info.flattenerVersion}`,
+        ]
       : []),
     `entrypoint:      ${JSON.stringify(info.config.entrypoint)}`,
     `cmd:             ${JSON.stringify(info.config.cmd)}`,
@@ -57,7 +62,9 @@ export function formatImageInspect(info: ImageInspect): string {
     `user:            ${info.config.user || 'root'}`,
     `exposed ports:   ${info.config.exposedPorts.join(' ') || '-'}`,
     `layers:          ${info.layers.length}, ${size(info.layers.reduce((s, l) => s + l.size, 0))}`,
-    ...info.layers.map((l, i) => `  ${String(i + 1).padStart(2)}. ${l.digest}  ${size(l.size).padStart(9)}  ${l.mediaType}`),
+    ...info.layers.map(
+      (l, i) => `  ${String(i + 1).padStart(2)}. ${l.digest}  ${size(l.size).padStart(9)}  ${l.mediaType}`,
+    ),
   ];
   return lines.join('\n');
 }

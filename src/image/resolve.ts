@@ -71,7 +71,8 @@ async function readBlob(source: ByteSource, desc: Descriptor, what: string): Pro
       digest: desc.digest,
       location: source.location,
     });
-  if (size > MAX_JSON_BYTES) throw manifestInvalid(`${what} ${desc.digest} is too large (${size} bytes)`, { digest: desc.digest });
+  if (size > MAX_JSON_BYTES)
+    throw manifestInvalid(`${what} ${desc.digest} is too large (${size} bytes)`, { digest: desc.digest });
   const buf = await source.read(blobName(desc.digest), MAX_JSON_BYTES);
   const actual = `sha256:${sha256(buf)}`;
   if (actual !== desc.digest || buf.length !== desc.size) {
@@ -89,7 +90,11 @@ async function readBlob(source: ByteSource, desc: Descriptor, what: string): Pro
   }
   return buf;
 }
-async function resolveToManifest(source: ByteSource, desc: Descriptor, depth: number): Promise<{ desc: Descriptor; doc: Record<string, unknown> }> {
+async function resolveToManifest(
+  source: ByteSource,
+  desc: Descriptor,
+  depth: number,
+): Promise<{ desc: Descriptor; doc: Record<string, unknown> }> {
   if (depth > 4) throw manifestInvalid('image indexes nest too deeply', { digest: desc.digest });
   if (desc.mediaType !== undefined && !INDEX_TYPES.has(desc.mediaType) && !MANIFEST_TYPES.has(desc.mediaType)) {
     kindOf({}, desc); // throws the right error for schema 1 / unknown types
@@ -104,7 +109,11 @@ async function resolveToManifest(source: ByteSource, desc: Descriptor, depth: nu
   return { desc, doc };
 }
 
-async function* hashing(source: AsyncIterable<Buffer>, expected: string | undefined, label: string): AsyncGenerator<Buffer> {
+async function* hashing(
+  source: AsyncIterable<Buffer>,
+  expected: string | undefined,
+  label: string,
+): AsyncGenerator<Buffer> {
   const hash = createHash('sha256');
   for await (const chunk of source) {
     hash.update(chunk);
@@ -112,11 +121,15 @@ async function* hashing(source: AsyncIterable<Buffer>, expected: string | undefi
   }
   const actual = `sha256:${hash.digest('hex')}`;
   if (expected && actual !== expected) {
-    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `${label}: uncompressed content ${actual} does not match the config's diff_id ${expected}`, {
-      layer: label,
-      diffId: expected,
-      actual,
-    });
+    throw new EmbersError(
+      'EMB_IMAGE_DIGEST_MISMATCH',
+      `${label}: uncompressed content ${actual} does not match the config's diff_id ${expected}`,
+      {
+        layer: label,
+        diffId: expected,
+        actual,
+      },
+    );
   }
 }
 
@@ -125,7 +138,13 @@ interface LayerSpec {
   name: string;
 }
 
-function makeResolved(reference: string, source: ByteSource, manifestDigest: string, config: ImageConfig, specs: LayerSpec[]): ResolvedImage {
+function makeResolved(
+  reference: string,
+  source: ByteSource,
+  manifestDigest: string,
+  config: ImageConfig,
+  specs: LayerSpec[],
+): ResolvedImage {
   const names = new Map(specs.map((s) => [s.layer, s.name]));
   return {
     reference,
@@ -186,7 +205,10 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
     else {
       const size = await source.size(blobName(parsed.digest));
       if (size === undefined)
-        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no manifest ${parsed.digest} in ${source.location}`, { ref, digest: parsed.digest });
+        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no manifest ${parsed.digest} in ${source.location}`, {
+          ref,
+          digest: parsed.digest,
+        });
       chosen = { digest: parsed.digest, size };
     }
   } else if (parsed.tag !== undefined) {
@@ -211,18 +233,33 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
 }
 
 /** The manifest → config → layers part of a resolution, shared by layouts and the pulled-blob store. */
-async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descriptor, doc: Record<string, unknown>): Promise<ResolvedImage> {
+async function resolveManifestDoc(
+  ref: string,
+  source: ByteSource,
+  desc: Descriptor,
+  doc: Record<string, unknown>,
+): Promise<ResolvedImage> {
   const where = `manifest ${desc.digest}`;
   const { configDesc, layers: layerDescs } = checkManifest(doc, where, { digest: desc.digest });
   const configBuf = await readBlob(source, configDesc, 'image config');
-  const cfg = parseConfig(parseJson(configBuf, `image config ${configDesc.digest}`, source.location), configDesc.digest);
+  const cfg = parseConfig(
+    parseJson(configBuf, `image config ${configDesc.digest}`, source.location),
+    configDesc.digest,
+  );
   checkPlatform(cfg.os, cfg.architecture, desc.digest);
   checkDiffIdCount(cfg.diffIds, layerDescs.length, where, { digest: desc.digest });
   const specs = layerDescs.map((d, i): LayerSpec => {
     const mediaType = layerMediaType(d, i, '', {});
     return {
       name: blobName(d.digest),
-      layer: { index: i, digest: d.digest, mediaType, size: d.size, diffId: cfg.diffIds?.[i], label: `layer ${i + 1}/${layerDescs.length} ${d.digest}` },
+      layer: {
+        index: i,
+        digest: d.digest,
+        mediaType,
+        size: d.size,
+        diffId: cfg.diffIds?.[i],
+        label: `layer ${i + 1}/${layerDescs.length} ${d.digest}`,
+      },
     };
   });
   return makeResolved(ref, source, desc.digest, cfg.config, specs);
@@ -232,15 +269,32 @@ async function resolveManifestDoc(ref: string, source: ByteSource, desc: Descrip
 async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteSource): Promise<ResolvedImage> {
   const doc = parseJson(await source.read('manifest.json', MAX_JSON_BYTES), 'manifest.json', source.location);
   if (!Array.isArray(doc) || doc.length === 0)
-    throw manifestInvalid(`manifest.json of ${source.location} is not a non-empty array`, { location: source.location });
+    throw manifestInvalid(`manifest.json of ${source.location} is not a non-empty array`, {
+      location: source.location,
+    });
   const images = doc.map((m, i) => {
-    if (!isObject(m) || typeof m.Config !== 'string' || !Array.isArray(m.Layers) || m.Layers.some((l) => typeof l !== 'string')) {
-      throw manifestInvalid(`manifest.json[${i}] of ${source.location} lacks Config/Layers`, { location: source.location });
+    if (
+      !isObject(m) ||
+      typeof m.Config !== 'string' ||
+      !Array.isArray(m.Layers) ||
+      m.Layers.some((l) => typeof l !== 'string')
+    ) {
+      throw manifestInvalid(`manifest.json[${i}] of ${source.location} lacks Config/Layers`, {
+        location: source.location,
+      });
     }
-    return { config: m.Config, layers: m.Layers as string[], tags: stringArray(m.RepoTags, 'RepoTags', 'manifest.json') };
+    return {
+      config: m.Config,
+      layers: m.Layers as string[],
+      tags: stringArray(m.RepoTags, 'RepoTags', 'manifest.json'),
+    };
   });
   if (parsed.digest)
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${source.location} is a legacy docker save archive: select images by tag, not digest`, { ref });
+    throw new EmbersError(
+      'EMB_IMAGE_NOT_FOUND',
+      `${source.location} is a legacy docker save archive: select images by tag, not digest`,
+      { ref },
+    );
   let image = images[0]!;
   if (parsed.tag !== undefined) {
     const tag = parsed.tag;
@@ -264,21 +318,30 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
   const configDigest = `sha256:${sha256(configBuf)}`;
   const named = /([0-9a-f]{64})(\.json)?$/.exec(image.config);
   if (named && `sha256:${named[1]}` !== configDigest) {
-    throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `image config ${image.config} does not match its name (sha256 ${configDigest})`, {
-      name: image.config,
-      actual: configDigest,
-    });
+    throw new EmbersError(
+      'EMB_IMAGE_DIGEST_MISMATCH',
+      `image config ${image.config} does not match its name (sha256 ${configDigest})`,
+      {
+        name: image.config,
+        actual: configDigest,
+      },
+    );
   }
   const cfg = parseConfig(parseJson(configBuf, `image config ${image.config}`, source.location), configDigest);
   checkPlatform(cfg.os, cfg.architecture, configDigest);
   if (!cfg.diffIds || cfg.diffIds.length !== image.layers.length) {
-    throw manifestInvalid(`image config ${image.config} lists ${cfg.diffIds?.length ?? 0} diff_ids for ${image.layers.length} layers`, { name: image.config });
+    throw manifestInvalid(
+      `image config ${image.config} lists ${cfg.diffIds?.length ?? 0} diff_ids for ${image.layers.length} layers`,
+      { name: image.config },
+    );
   }
   const layerDescs: Descriptor[] = [];
   for (let i = 0; i < image.layers.length; i++) {
     const size = await source.size(image.layers[i]!);
     if (size === undefined)
-      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `layer ${image.layers[i]} is missing from ${source.location}`, { name: image.layers[i] });
+      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `layer ${image.layers[i]} is missing from ${source.location}`, {
+        name: image.layers[i],
+      });
     // The legacy layer.tar is the uncompressed tar: its digest is the diff_id, checked by verifyLayer.
     layerDescs.push({ mediaType: MEDIA.dockerLayerTar, digest: cfg.diffIds[i]!, size });
   }
@@ -293,7 +356,13 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
   const specs = layerDescs.map(
     (d, i): LayerSpec => ({
       name: image.layers[i]!,
-      layer: { index: i, digest: d.digest, mediaType: d.mediaType!, size: d.size, label: `layer ${i + 1}/${layerDescs.length} ${image.layers[i]}` },
+      layer: {
+        index: i,
+        digest: d.digest,
+        mediaType: d.mediaType!,
+        size: d.size,
+        label: `layer ${i + 1}/${layerDescs.length} ${image.layers[i]}`,
+      },
     }),
   );
   return makeResolved(ref, source, manifestDigest, cfg.config, specs);
@@ -303,10 +372,20 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
  * After a failed resolution: closes the source, then rethrows an EmbersError as it is and
  * wraps anything else as EMB_IMAGE_MANIFEST_INVALID (`message: <cause>`).
  */
-async function resolutionFailed(source: ByteSource, err: unknown, message: string, details: Record<string, unknown>): Promise<never> {
+async function resolutionFailed(
+  source: ByteSource,
+  err: unknown,
+  message: string,
+  details: Record<string, unknown>,
+): Promise<never> {
   await source.close();
   if (isEmbersError(err)) throw err;
-  throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${message}: ${err instanceof Error ? err.message : String(err)}`, details, { cause: err });
+  throw new EmbersError(
+    'EMB_IMAGE_MANIFEST_INVALID',
+    `${message}: ${err instanceof Error ? err.message : String(err)}`,
+    details,
+    { cause: err },
+  );
 }
 
 /** Resolves and verifies the manifest and config of an image reference (see the file comment). */
@@ -320,7 +399,8 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
   }
   try {
     if ((await source.size('index.json')) !== undefined) return await resolveOci(ref, parsed, source);
-    if (!parsed.isDir && (await source.size('manifest.json')) !== undefined) return await resolveDockerLegacy(ref, parsed, source);
+    if (!parsed.isDir && (await source.size('manifest.json')) !== undefined)
+      return await resolveDockerLegacy(ref, parsed, source);
     throw new EmbersError(
       'EMB_IMAGE_NOT_FOUND',
       `${parsed.path} is not an OCI image layout (no index.json)${parsed.isDir ? '' : ' or docker save archive (no manifest.json)'}`,
@@ -336,9 +416,16 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
  * (`<root>/blobs/sha256/<hex>`), starting from a manifest (or index) digest: the registry pull
  * path, so that pulled images are verified and flattened exactly as local layouts are.
  */
-export async function resolveFromBlobs(reference: string, root: string, manifestDigest: string): Promise<ResolvedImage> {
+export async function resolveFromBlobs(
+  reference: string,
+  root: string,
+  manifestDigest: string,
+): Promise<ResolvedImage> {
   if (!DIGEST_RE.test(manifestDigest))
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { reference, manifestDigest });
+    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, {
+      reference,
+      manifestDigest,
+    });
   const source = new DirSource(root);
   try {
     const size = await source.size(blobName(manifestDigest));

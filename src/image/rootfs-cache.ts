@@ -57,7 +57,12 @@ export class RootfsCache {
     } catch {
       return undefined;
     }
-    if (typeof json.manifestDigest !== 'string' || typeof json.rootfsSha256 !== 'string' || typeof json.sizeBytes !== 'number') return undefined;
+    if (
+      typeof json.manifestDigest !== 'string' ||
+      typeof json.rootfsSha256 !== 'string' ||
+      typeof json.sizeBytes !== 'number'
+    )
+      return undefined;
     try {
       const st = await stat(join(dir, 'rootfs.ext4'));
       if (!st.isFile() || st.size !== json.sizeBytes) return undefined;
@@ -87,9 +92,15 @@ export class RootfsCache {
   }
 
   /** Removes every cached rootfs (all flattener versions) of a manifest. Idempotent. Returns the disk bytes freed. */
-  async remove(manifestDigest: string, onlyVersion?: number): Promise<{ flattenerVersion: number; diskBytes: number }[]> {
+  async remove(
+    manifestDigest: string,
+    onlyVersion?: number,
+  ): Promise<{ flattenerVersion: number; diskBytes: number }[]> {
     const m = DIGEST_RE.exec(manifestDigest);
-    if (!m) throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, { manifestDigest });
+    if (!m)
+      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, {
+        manifestDigest,
+      });
     const names = await readdir(this.dir).catch(() => [] as string[]);
     const removed: { flattenerVersion: number; diskBytes: number }[] = [];
     for (const name of names) {

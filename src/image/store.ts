@@ -50,7 +50,16 @@ import type {
   RemoveResult,
 } from './types.js';
 
-export type { EnsureOptions, GcResult, ImageInspect, ImageLayerInfo, ImageListEntry, PullImageOptions, RemoveOptions, RemoveResult } from './types.js';
+export type {
+  EnsureOptions,
+  GcResult,
+  ImageInspect,
+  ImageLayerInfo,
+  ImageListEntry,
+  PullImageOptions,
+  RemoveOptions,
+  RemoveResult,
+} from './types.js';
 
 export class ImageStore {
   private readonly inflight = new Map<string, Promise<FlattenedImage>>();
@@ -160,7 +169,9 @@ export class ImageStore {
     const inUse = new Set(opts.inUse ?? []);
     if (DIGEST_RE.test(refOrDigest)) {
       const references = await this.refs.update((images) => {
-        const dropped = Object.keys(images).filter((r) => images[r]!.manifestDigest === refOrDigest || images[r]!.indexDigest === refOrDigest);
+        const dropped = Object.keys(images).filter(
+          (r) => images[r]!.manifestDigest === refOrDigest || images[r]!.indexDigest === refOrDigest,
+        );
         for (const r of dropped) delete images[r];
         return dropped;
       });
@@ -184,7 +195,8 @@ export class ImageStore {
       );
     }
     const digest = outcome.entry.manifestDigest;
-    const rootfs = !outcome.stillNamed && !inUse.has(digest) && (await this.cache.remove(digest)).length > 0 ? [digest] : [];
+    const rootfs =
+      !outcome.stillNamed && !inUse.has(digest) && (await this.cache.remove(digest)).length > 0 ? [digest] : [];
     return { references: [key], rootfs };
   }
 
@@ -227,7 +239,13 @@ export class ImageStore {
     parsed: ImageReference,
     opts: EnsureOptions,
     flatten: boolean,
-  ): Promise<{ reference: string; entry: Omit<RefEntry, 'updatedAt'>; config: ImageConfig; layers: ImageLayerInfo[]; image?: FlattenedImage }> {
+  ): Promise<{
+    reference: string;
+    entry: Omit<RefEntry, 'updatedAt'>;
+    config: ImageConfig;
+    layers: ImageLayerInfo[];
+    image?: FlattenedImage;
+  }> {
     const reference = formatImageReference(parsed);
     const text = opts.onProgress ?? (() => {});
     const listener = opts.onPullProgress;
@@ -262,7 +280,9 @@ export class ImageStore {
         const resolved = await this.fromBlobs(reference, start);
         if (resolved) {
           say(`${reference}: using the cached manifest ${resolved.manifestDigest}`);
-          const indexDigest = known?.indexDigest ?? (parsed.digest && parsed.digest !== resolved.manifestDigest ? parsed.digest : undefined);
+          const indexDigest =
+            known?.indexDigest ??
+            (parsed.digest && parsed.digest !== resolved.manifestDigest ? parsed.digest : undefined);
           return finish(
             resolved,
             {
@@ -314,7 +334,9 @@ export class ImageStore {
     const location = await locateImage(ref);
     if (location.kind === 'local') {
       const started = Date.now();
-      const image = await this.ensure(ref, { onProgress: (message) => opts.onProgress?.({ type: 'step', reference: ref, message }) });
+      const image = await this.ensure(ref, {
+        onProgress: (message) => opts.onProgress?.({ type: 'step', reference: ref, message }),
+      });
       opts.onProgress?.({
         type: 'done',
         reference: ref,
@@ -419,7 +441,9 @@ export class ImageStore {
   /** Sum of the layer sizes of a manifest in the blob store, if it is there. */
   private async layersBytes(manifestDigest: string): Promise<number | undefined> {
     try {
-      const doc = JSON.parse(await readFile(this.blobs.path(manifestDigest), 'utf8')) as { layers?: { size?: unknown }[] };
+      const doc = JSON.parse(await readFile(this.blobs.path(manifestDigest), 'utf8')) as {
+        layers?: { size?: unknown }[];
+      };
       if (!Array.isArray(doc.layers)) return undefined;
       return doc.layers.reduce((s, l) => s + (typeof l.size === 'number' ? l.size : 0), 0);
     } catch {
@@ -490,11 +514,23 @@ export class ImageStore {
 
 /** The layers of a resolved image as `inspect` and `pull` report them. */
 function layerInfos(layers: ResolvedLayer[]): ImageLayerInfo[] {
-  return layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.diffId ? { diffId: l.diffId } : {}) }));
+  return layers.map((l) => ({
+    digest: l.digest,
+    size: l.size,
+    mediaType: l.mediaType,
+    ...(l.diffId ? { diffId: l.diffId } : {}),
+  }));
 }
 
-function rootfsFields(rootfs: FlattenedImage | undefined): Pick<ImageInspect, 'rootfsPath' | 'rootfsSha256' | 'rootfsSizeBytes' | 'flattenerVersion'> {
+function rootfsFields(
+  rootfs: FlattenedImage | undefined,
+): Pick<ImageInspect, 'rootfsPath' | 'rootfsSha256' | 'rootfsSizeBytes' | 'flattenerVersion'> {
   return rootfs
-    ? { rootfsPath: rootfs.rootfsPath, rootfsSha256: rootfs.rootfsSha256, rootfsSizeBytes: rootfs.sizeBytes, flattenerVersion: rootfs.flattenerVersion }
+    ? {
+        rootfsPath: rootfs.rootfsPath,
+        rootfsSha256: rootfs.rootfsSha256,
+        rootfsSizeBytes: rootfs.sizeBytes,
+        flattenerVersion: rootfs.flattenerVersion,
+      }
     : {};
 }

@@ -80,7 +80,11 @@ class ByteReader {
       return false;
     }
     const value = next.value;
-    const buf = Buffer.isBuffer(value) ? value : typeof value === 'string' ? Buffer.from(value) : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const buf = Buffer.isBuffer(value)
+      ? value
+      : typeof value === 'string'
+        ? Buffer.from(value)
+        : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     if (buf.length > 0) {
       this.chunks.push(buf);
       this.buffered += buf.length;
@@ -123,7 +127,9 @@ class ByteReader {
     while (this.buffered < n) {
       if (!(await this.pull())) {
         if (this.buffered === 0) return undefined;
-        throw invalid(`truncated archive (wanted ${n} bytes at offset ${this.offset}, got ${this.buffered})`, { offset: this.offset });
+        throw invalid(`truncated archive (wanted ${n} bytes at offset ${this.offset}, got ${this.buffered})`, {
+          offset: this.offset,
+        });
       }
     }
     return this.take(n);
@@ -141,7 +147,8 @@ class ByteReader {
     let left = n;
     while (left > 0) {
       const got = await this.readSome(left);
-      if (!got) throw invalid(`truncated archive (skipping ${n} bytes at offset ${this.offset})`, { offset: this.offset });
+      if (!got)
+        throw invalid(`truncated archive (skipping ${n} bytes at offset ${this.offset})`, { offset: this.offset });
       left -= got.length;
     }
   }
@@ -251,7 +258,10 @@ function paxNumber(value: Buffer, key: string, allowFraction = false): number {
   return n;
 }
 
-function applyPax(target: Partial<Record<string, unknown>> & { xattrs?: Map<string, Buffer> }, records: PaxRecords): void {
+function applyPax(
+  target: Partial<Record<string, unknown>> & { xattrs?: Map<string, Buffer> },
+  records: PaxRecords,
+): void {
   for (const [key, value] of Object.entries(records)) {
     switch (key) {
       case 'path':
@@ -316,7 +326,8 @@ async function* readEntries(reader: ByteReader): AsyncGenerator<TarEntry> {
     if (!block) break;
     if (isZeroBlock(block)) break; // end of archive (the second zero block is optional in practice)
     const headerOffset = reader.offset - BLOCK;
-    if (!checksumOk(block)) throw invalid(`header checksum mismatch at offset ${headerOffset}`, { offset: headerOffset });
+    if (!checksumOk(block))
+      throw invalid(`header checksum mismatch at offset ${headerOffset}`, { offset: headerOffset });
 
     const typeflag = String.fromCharCode(block[156]!);
     const size = parseNumber(block, 124, 12, 'size');

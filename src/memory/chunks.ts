@@ -55,7 +55,12 @@ export interface PageRange {
 }
 
 /** The order to fetch chunks in: those holding the working set first (in its first-touch order), then the rest ascending. */
-export function chunkFetchOrder(chunkCount: number, chunkSize: number, workingSet: PageRange[] = [], pageSize = 4096): number[] {
+export function chunkFetchOrder(
+  chunkCount: number,
+  chunkSize: number,
+  workingSet: PageRange[] = [],
+  pageSize = 4096,
+): number[] {
   const order: number[] = [];
   const seen = new Set<number>();
   const push = (c: number): void => {
@@ -114,8 +119,16 @@ export interface ChunkFeed {
  */
 export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
   const count = Math.ceil(o.sizeBytes / o.chunkSize);
-  if (new Set(o.order).size !== count || o.order.length !== count || o.order.some((c) => !Number.isInteger(c) || c < 0 || c >= count)) {
-    throw new EmbersError('EMB_VMM_COMMAND_FAILED', `the fetch order of ${o.target} must name each of its ${count} chunks once`, { file: o.target });
+  if (
+    new Set(o.order).size !== count ||
+    o.order.length !== count ||
+    o.order.some((c) => !Number.isInteger(c) || c < 0 || c >= count)
+  ) {
+    throw new EmbersError(
+      'EMB_VMM_COMMAND_FAILED',
+      `the fetch order of ${o.target} must name each of its ${count} chunks once`,
+      { file: o.target },
+    );
   }
   const socket = await connect(o.controlPath);
   const abort = new AbortController();
@@ -171,10 +184,14 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
         o.onRequest?.(index);
         wakeWorkers();
       } else if (verb === 'bad') {
-        refused = new EmbersError('EMB_SNAPSHOT_CORRUPT', `chunk ${arg} of ${o.target} does not match its sha256: the page server refused it`, {
-          file: o.target,
-          chunk: index,
-        });
+        refused = new EmbersError(
+          'EMB_SNAPSHOT_CORRUPT',
+          `chunk ${arg} of ${o.target} does not match its sha256: the page server refused it`,
+          {
+            file: o.target,
+            chunk: index,
+          },
+        );
         abort.abort(refused);
         settle?.();
         wakeWorkers();
@@ -213,10 +230,14 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
       const data = await o.fetchChunk(c, abort.signal);
       const expected = Math.min(o.chunkSize, o.sizeBytes - c * o.chunkSize);
       if (data.length !== expected) {
-        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `chunk ${c} of ${o.target} came with ${data.length} bytes instead of ${expected}`, {
-          file: o.target,
-          chunk: c,
-        });
+        throw new EmbersError(
+          'EMB_SNAPSHOT_CORRUPT',
+          `chunk ${c} of ${o.target} came with ${data.length} bytes instead of ${expected}`,
+          {
+            file: o.target,
+            chunk: c,
+          },
+        );
       }
       await fh.write(data, 0, data.length, c * o.chunkSize);
       bytes += data.length;
@@ -233,7 +254,11 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
       if (o.sha256) {
         const whole = await fileSha256(o.target);
         if (whole !== o.sha256) {
-          throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${o.target} arrived whole with sha256 ${whole}, not ${o.sha256}`, { file: o.target });
+          throw new EmbersError(
+            'EMB_SNAPSHOT_CORRUPT',
+            `${o.target} arrived whole with sha256 ${whole}, not ${o.sha256}`,
+            { file: o.target },
+          );
         }
       }
       return { chunks, bytes, requested };
@@ -251,7 +276,9 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
     requested,
     cancel() {
       abort.abort(new Error('cancelled'));
-      refused ??= new EmbersError('EMB_VMM_COMMAND_FAILED', `the download of ${o.target} was cancelled`, { file: o.target });
+      refused ??= new EmbersError('EMB_VMM_COMMAND_FAILED', `the download of ${o.target} was cancelled`, {
+        file: o.target,
+      });
       wakeWorkers();
       pending.length = 0;
       urgent.length = 0;
@@ -262,7 +289,8 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
 
 async function fileSha256(path: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const data of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) hash.update(data);
+  for await (const data of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>)
+    hash.update(data);
   return hash.digest('hex');
 }
 
@@ -274,7 +302,13 @@ function connect(path: string): Promise<Socket> {
       resolve(s);
     });
     s.once('error', (err) =>
-      reject(new EmbersError('EMB_VMM_COMMAND_FAILED', `cannot reach the page server's control socket ${path}: ${err.message}`, { path })),
+      reject(
+        new EmbersError(
+          'EMB_VMM_COMMAND_FAILED',
+          `cannot reach the page server's control socket ${path}: ${err.message}`,
+          { path },
+        ),
+      ),
     );
   });
 }

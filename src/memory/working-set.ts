@@ -52,18 +52,27 @@ function invalid(source: string, why: string, details: ErrorDetails<'EMB_WORKING
  * length that does not match the count (truncated or trailing bytes), empty ranges, non-zero
  * reserved fields, overlapping ranges and, given `memoryBytes`, ranges past the memory file.
  */
-export function parseWorkingSetRanges(buf: Buffer, source: string, opts: { memoryBytes?: number } = {}): WorkingSetRanges {
-  if (buf.length < HEADER_BYTES) throw invalid(source, `${buf.length} bytes is shorter than the ${HEADER_BYTES}-byte header (truncated)`);
+export function parseWorkingSetRanges(
+  buf: Buffer,
+  source: string,
+  opts: { memoryBytes?: number } = {},
+): WorkingSetRanges {
+  if (buf.length < HEADER_BYTES)
+    throw invalid(source, `${buf.length} bytes is shorter than the ${HEADER_BYTES}-byte header (truncated)`);
   if (!buf.subarray(0, 8).equals(WORKING_SET_MAGIC)) {
     throw invalid(source, `bad magic ${JSON.stringify(buf.subarray(0, 8).toString('latin1'))} (expected "EMBWS1")`);
   }
   const pageSize = buf.readUInt32LE(8);
-  if (pageSize !== WORKING_SET_PAGE_SIZE) throw invalid(source, `page size ${pageSize}, expected ${WORKING_SET_PAGE_SIZE}`);
+  if (pageSize !== WORKING_SET_PAGE_SIZE)
+    throw invalid(source, `page size ${pageSize}, expected ${WORKING_SET_PAGE_SIZE}`);
   const count = buf.readUInt32LE(12);
   if (count > MAX_RANGES) throw invalid(source, `${count} ranges is more than ${MAX_RANGES}`);
   const expected = HEADER_BYTES + count * RECORD_BYTES;
   if (buf.length !== expected) {
-    throw invalid(source, `${buf.length} bytes for ${count} ranges, expected ${expected} (${buf.length < expected ? 'truncated' : 'trailing bytes'})`);
+    throw invalid(
+      source,
+      `${buf.length} bytes for ${count} ranges, expected ${expected} (${buf.length < expected ? 'truncated' : 'trailing bytes'})`,
+    );
   }
   const ranges: PageRange[] = [];
   for (let i = 0; i < count; i++) {
@@ -71,7 +80,8 @@ export function parseWorkingSetRanges(buf: Buffer, source: string, opts: { memor
     const first = buf.readBigUInt64LE(at);
     const pageCount = buf.readUInt32LE(at + 8);
     const reserved = buf.readUInt32LE(at + 12);
-    if (first * BigInt(pageSize) > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(source, `range ${i} starts at page ${first}, past any memory file`);
+    if (first * BigInt(pageSize) > BigInt(Number.MAX_SAFE_INTEGER))
+      throw invalid(source, `range ${i} starts at page ${first}, past any memory file`);
     if (pageCount < 1) throw invalid(source, `range ${i} has no pages`);
     if (reserved !== 0) throw invalid(source, `range ${i} has a non-zero reserved field`);
     ranges.push({ firstPage: Number(first), pageCount });
@@ -86,22 +96,36 @@ export function checkRanges(ws: WorkingSetRanges, source: string, memoryBytes?: 
   const sorted = ws.ranges.map((r, index) => ({ ...r, index })).sort((a, b) => a.firstPage - b.firstPage);
   for (let i = 0; i < sorted.length; i++) {
     const r = sorted[i]!;
-    if (!Number.isSafeInteger(r.firstPage) || r.firstPage < 0 || !Number.isInteger(r.pageCount) || r.pageCount < 1 || r.pageCount > 0xffffffff) {
+    if (
+      !Number.isSafeInteger(r.firstPage) ||
+      r.firstPage < 0 ||
+      !Number.isInteger(r.pageCount) ||
+      r.pageCount < 1 ||
+      r.pageCount > 0xffffffff
+    ) {
       throw invalid(source, `range ${r.index} (${r.firstPage}+${r.pageCount}) is not a page range`);
     }
     const prev = sorted[i - 1];
     if (prev && prev.firstPage + prev.pageCount > r.firstPage) {
-      throw invalid(source, `ranges ${prev.index} (pages ${prev.firstPage}+${prev.pageCount}) and ${r.index} (pages ${r.firstPage}+${r.pageCount}) overlap`);
+      throw invalid(
+        source,
+        `ranges ${prev.index} (pages ${prev.firstPage}+${prev.pageCount}) and ${r.index} (pages ${r.firstPage}+${r.pageCount}) overlap`,
+      );
     }
     if (memoryBytes !== undefined && (r.firstPage + r.pageCount) * ws.pageSize > memoryBytes) {
-      throw invalid(source, `range ${r.index} (pages ${r.firstPage}+${r.pageCount}) ends past the ${memoryBytes}-byte memory file`, { memoryBytes });
+      throw invalid(
+        source,
+        `range ${r.index} (pages ${r.firstPage}+${r.pageCount}) ends past the ${memoryBytes}-byte memory file`,
+        { memoryBytes },
+      );
     }
   }
 }
 
 /** The bytes of a `workingset.ranges` file; refuses ranges that `parseWorkingSetRanges` would refuse. */
 export function encodeWorkingSetRanges(ws: WorkingSetRanges): Buffer {
-  if (ws.pageSize !== WORKING_SET_PAGE_SIZE) throw invalid('(being written)', `page size ${ws.pageSize}, expected ${WORKING_SET_PAGE_SIZE}`);
+  if (ws.pageSize !== WORKING_SET_PAGE_SIZE)
+    throw invalid('(being written)', `page size ${ws.pageSize}, expected ${WORKING_SET_PAGE_SIZE}`);
   checkRanges(ws, '(being written)');
   const buf = Buffer.alloc(HEADER_BYTES + ws.ranges.length * RECORD_BYTES);
   WORKING_SET_MAGIC.copy(buf, 0);
@@ -185,7 +209,10 @@ export async function writeWorkingSet(dir: string, memoryPath: string, ws: Worki
 }
 
 /** Reads and checks the ranges file in `dir`, against the memory file's size when given. */
-export async function readWorkingSetRanges(dir: string, opts: { memoryBytes?: number } = {}): Promise<WorkingSetRanges> {
+export async function readWorkingSetRanges(
+  dir: string,
+  opts: { memoryBytes?: number } = {},
+): Promise<WorkingSetRanges> {
   const path = join(dir, WORKING_SET_FILES.ranges);
   return parseWorkingSetRanges(await readFile(path), path, opts);
 }

@@ -33,8 +33,10 @@ export interface SlotAddressing {
 }
 
 export function slotAddressing(node: number, index: number): SlotAddressing {
-  if (!Number.isInteger(node) || node < 0 || node >= MAX_NODES) throw new RangeError(`node index ${node} out of range 0..${MAX_NODES - 1}`);
-  if (!Number.isInteger(index) || index < 0 || index >= MAX_SLOTS) throw new RangeError(`slot index ${index} out of range 0..${MAX_SLOTS - 1}`);
+  if (!Number.isInteger(node) || node < 0 || node >= MAX_NODES)
+    throw new RangeError(`node index ${node} out of range 0..${MAX_NODES - 1}`);
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_SLOTS)
+    throw new RangeError(`slot index ${index} out of range 0..${MAX_SLOTS - 1}`);
   const linkBase = `10.${160 + node}.${index >> 6}.${(index & 63) * 4}`;
   const parts = linkBase.split('.').map(Number);
   const last = parts[3];

@@ -46,7 +46,12 @@ NFT
     await run('sh', ['-c', script], { timeoutMs: 30_000 });
   } catch (err) {
     await destroySlot(a).catch(() => undefined);
-    throw new EmbersError('EMB_NET_SETUP_FAILED', `could not create network slot ${a.netns}: ${(err as Error).message}`, { slot: a }, { cause: err });
+    throw new EmbersError(
+      'EMB_NET_SETUP_FAILED',
+      `could not create network slot ${a.netns}: ${(err as Error).message}`,
+      { slot: a },
+      { cause: err },
+    );
   }
 }
 
@@ -65,12 +70,16 @@ export async function destroySlot(a: SlotAddressing): Promise<void> {
 async function deleteLinkIfPresent(name: string): Promise<void> {
   const { code, stderr } = await run('ip', ['link', 'del', name], { okCodes: [1, 2] });
   if (code !== 0 && !/Cannot find device|No such device/.test(stderr)) {
-    throw new EmbersError('EMB_HOST_COMMAND_FAILED', `ip link del ${name} failed (exit code ${code}): ${stderr.trim()}`, {
-      cmd: 'ip',
-      args: ['link', 'del', name],
-      exit: code,
-      stderr,
-    });
+    throw new EmbersError(
+      'EMB_HOST_COMMAND_FAILED',
+      `ip link del ${name} failed (exit code ${code}): ${stderr.trim()}`,
+      {
+        cmd: 'ip',
+        args: ['link', 'del', name],
+        exit: code,
+        stderr,
+      },
+    );
   }
 }
 

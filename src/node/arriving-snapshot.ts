@@ -21,11 +21,23 @@ import { EmbersError, isEmbersError } from '../errors.js';
 import { retry, type RetryPolicy } from '../util/retry.js';
 import { exists } from '../util/fs.js';
 import type { LocalSnapshotStore } from '../snapshot/local-store.js';
-import { MANIFEST_NAME, SNAPSHOT_FILES, fileEntry, parseManifest, type SnapshotFile, type SnapshotManifest } from '../snapshot/manifest.js';
+import {
+  MANIFEST_NAME,
+  SNAPSHOT_FILES,
+  fileEntry,
+  parseManifest,
+  type SnapshotFile,
+  type SnapshotManifest,
+} from '../snapshot/manifest.js';
 import { compileTransferOptions, isTransientTransferError, type TransferOptions } from '../snapshot/transfer.js';
 import { spansToFetch } from '../snapshot/fetch-snapshot.js';
 import { WORKING_SET_MANIFEST_PATH, type WorkingSetSource } from '../snapshot/working-set-transfer.js';
-import { WorkingSetStore, parseWorkingSetManifest, workingSetPath, type WorkingSetManifest } from '../snapshot/working-set-store.js';
+import {
+  WorkingSetStore,
+  parseWorkingSetManifest,
+  workingSetPath,
+  type WorkingSetManifest,
+} from '../snapshot/working-set-store.js';
 import { chunkFetchOrder, feedChunks, writeChunkList, type ChunkFeed } from '../memory/chunks.js';
 import { WORKING_SET_FILES, readWorkingSetRanges } from '../memory/working-set.js';
 import type { PageServerOptions } from '../vmm/driver.js';
@@ -77,14 +89,23 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
   const text = await retry(() => source.readManifest(id, t.signal), isTransientTransferError, t.retry, t.signal);
   const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
   if (manifest.id !== id) {
-    throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`, {
-      id,
-      manifestId: manifest.id,
-    });
+    throw new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
+      {
+        id,
+        manifestId: manifest.id,
+      },
+    );
   }
   const memory = fileEntry(manifest, SNAPSHOT_FILES.memory);
   if (!memory?.chunkSha256 || !memory.chunkSize) return undefined;
-  const wsText = await retry(() => source.readWorkingSetManifest(id, t.signal), isTransientTransferError, t.retry, t.signal);
+  const wsText = await retry(
+    () => source.readWorkingSetManifest(id, t.signal),
+    isTransientTransferError,
+    t.retry,
+    t.signal,
+  );
   if (wsText === undefined) return undefined;
   const workingSet = parseWorkingSetManifest(wsText, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id);
 
@@ -102,11 +123,21 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
     // the working set first (it is what the clone starts from), then the other files of the snapshot
     for (const f of workingSet.files) {
       const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
-      bytes += await retry(() => downloadWhole(source, id, remote, join(scratch, 'workingset', f.name), t.signal), isTransientTransferError, t.retry, t.signal);
+      bytes += await retry(
+        () => downloadWhole(source, id, remote, join(scratch, 'workingset', f.name), t.signal),
+        isTransientTransferError,
+        t.retry,
+        t.signal,
+      );
     }
     for (const f of manifest.files) {
       if (f.name === memory.name) continue;
-      bytes += await retry(() => downloadWhole(source, id, f, join(bundleDir, f.name), t.signal), isTransientTransferError, t.retry, t.signal);
+      bytes += await retry(
+        () => downloadWhole(source, id, f, join(bundleDir, f.name), t.signal),
+        isTransientTransferError,
+        t.retry,
+        t.signal,
+      );
     }
     const target = join(bundleDir, memory.name);
     const fh = await open(target, 'w', 0o644);
@@ -139,8 +170,18 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
       async feed(backgroundAfter) {
         // the page server makes its control socket as it starts, inside the driver's restore
         for (let waited = 0; !(await exists(controlPath)); waited += 10) {
-          if (abandoned) throw new EmbersError('EMB_VMM_COMMAND_FAILED', `the early restore of ${id} was abandoned before its page server started`, { id });
-          if (waited > 60_000) throw new EmbersError('EMB_VMM_TIMEOUT', `the page server for ${id} did not open its control socket ${controlPath}`, { id });
+          if (abandoned)
+            throw new EmbersError(
+              'EMB_VMM_COMMAND_FAILED',
+              `the early restore of ${id} was abandoned before its page server started`,
+              { id },
+            );
+          if (waited > 60_000)
+            throw new EmbersError(
+              'EMB_VMM_TIMEOUT',
+              `the page server for ${id} did not open its control socket ${controlPath}`,
+              { id },
+            );
           await sleep(10);
         }
         return feedChunks({
@@ -179,7 +220,14 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
 }
 
 /** Chunk `i` of the memory file `f`, from the source; a chunk the manifest's data ranges say is all zeros is not fetched. */
-async function fetchChunk(source: WorkingSetSource, id: string, f: SnapshotFile, i: number, policy: RetryPolicy, signal: AbortSignal): Promise<Buffer> {
+async function fetchChunk(
+  source: WorkingSetSource,
+  id: string,
+  f: SnapshotFile,
+  i: number,
+  policy: RetryPolicy,
+  signal: AbortSignal,
+): Promise<Buffer> {
   const start = i * f.chunkSize!;
   const end = Math.min(start + f.chunkSize!, f.sizeBytes);
   const out = Buffer.alloc(end - start);
@@ -189,12 +237,20 @@ async function fetchChunk(source: WorkingSetSource, id: string, f: SnapshotFile,
         let at = s - start;
         for await (const part of await source.readRange(id, f, s, e, signal)) {
           if (at + part.length > e - start)
-            throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${source.location} sent more than bytes ${s}-${e - 1} of ${f.name} of ${id}`, { id });
+            throw new EmbersError(
+              'EMB_SNAPSHOT_CORRUPT',
+              `${source.location} sent more than bytes ${s}-${e - 1} of ${f.name} of ${id}`,
+              { id },
+            );
           out.set(part, at);
           at += part.length;
         }
         if (at !== e - start)
-          throw new EmbersError('EMB_REMOTE_UNREACHABLE', `${source.location} ended bytes ${s}-${e - 1} of ${f.name} of ${id} early`, { id });
+          throw new EmbersError(
+            'EMB_REMOTE_UNREACHABLE',
+            `${source.location} ended bytes ${s}-${e - 1} of ${f.name} of ${id} early`,
+            { id },
+          );
       },
       isTransientTransferError,
       policy,
@@ -205,7 +261,13 @@ async function fetchChunk(source: WorkingSetSource, id: string, f: SnapshotFile,
 }
 
 /** Downloads file `f` of snapshot `id` whole into `path`, checking its size and sha256; returns its size. */
-async function downloadWhole(source: WorkingSetSource, id: string, f: SnapshotFile, path: string, signal: AbortSignal | undefined): Promise<number> {
+async function downloadWhole(
+  source: WorkingSetSource,
+  id: string,
+  f: SnapshotFile,
+  path: string,
+  signal: AbortSignal | undefined,
+): Promise<number> {
   const fh = await open(path, 'w', 0o644);
   const hash = createHash('sha256');
   let got = 0;
@@ -221,7 +283,12 @@ async function downloadWhole(source: WorkingSetSource, id: string, f: SnapshotFi
     await fh.sync();
   } catch (err) {
     if (isEmbersError(err)) throw err;
-    throw new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${source.location} broke while reading ${f.name} of ${id}`, { id }, { cause: err });
+    throw new EmbersError(
+      'EMB_REMOTE_UNREACHABLE',
+      `the connection to ${source.location} broke while reading ${f.name} of ${id}`,
+      { id },
+      { cause: err },
+    );
   } finally {
     await fh.close();
   }
@@ -248,7 +315,13 @@ export async function runWhileArriving<T>(
   a: ArrivingSnapshot,
   launch: () => Promise<T>,
   stop: (clone: T) => Promise<void>,
-): Promise<{ clone: T; /** performance.now() when the clone was up */ startedAt: number; bytes: number; requested: number[]; manifest: SnapshotManifest }> {
+): Promise<{
+  clone: T;
+  /** performance.now() when the clone was up */ startedAt: number;
+  bytes: number;
+  requested: number[];
+  manifest: SnapshotManifest;
+}> {
   let feed: ChunkFeed | undefined;
   let launched!: () => void;
   const started = new Promise<void>((resolve) => (launched = resolve));

@@ -53,10 +53,20 @@ const ENV_ENTRY_RE = /^[A-Za-z_][A-Za-z0-9_]*=/;
  */
 export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLimits()): void {
   const bad = (field: string, message: string, hint: string) =>
-    new EmbersError('EMB_CONFIG_INVALID', message, { field, value: (fn as unknown as Record<string, unknown>)[field] }, { hint });
-  if (typeof fn.image !== 'string' || fn.image === '') throw bad('image', 'the function has no image', 'name an image reference or a local OCI layout');
+    new EmbersError(
+      'EMB_CONFIG_INVALID',
+      message,
+      { field, value: (fn as unknown as Record<string, unknown>)[field] },
+      { hint },
+    );
+  if (typeof fn.image !== 'string' || fn.image === '')
+    throw bad('image', 'the function has no image', 'name an image reference or a local OCI layout');
   if (!Number.isInteger(fn.vcpus) || fn.vcpus < 1 || fn.vcpus > host.cpus) {
-    throw bad('vcpus', `vcpus ${String(fn.vcpus)} is not possible here: this host has ${host.cpus} CPU(s)`, `pass --vcpus from 1 to ${host.cpus}`);
+    throw bad(
+      'vcpus',
+      `vcpus ${String(fn.vcpus)} is not possible here: this host has ${host.cpus} CPU(s)`,
+      `pass --vcpus from 1 to ${host.cpus}`,
+    );
   }
   if (!Number.isInteger(fn.memoryMiB) || fn.memoryMiB < MIN_MEMORY_MIB || fn.memoryMiB > host.memoryMiB) {
     throw bad(
@@ -66,15 +76,34 @@ export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLi
     );
   }
   if (!Number.isInteger(fn.port) || fn.port < 1 || fn.port > 65535) {
-    throw bad('port', `port ${String(fn.port)} is not a TCP port (1-65535)`, 'pass --port with the port the function listens on, from 1 to 65535');
+    throw bad(
+      'port',
+      `port ${String(fn.port)} is not a TCP port (1-65535)`,
+      'pass --port with the port the function listens on, from 1 to 65535',
+    );
   }
-  if (!Array.isArray(fn.env)) throw bad('env', 'env must be a list of NAME=value entries', 'pass each entry as --env NAME=value');
+  if (!Array.isArray(fn.env))
+    throw bad('env', 'env must be a list of NAME=value entries', 'pass each entry as --env NAME=value');
   if (fn.restoreHook !== undefined) {
     const h = fn.restoreHook as { path?: unknown; timeoutMs?: unknown };
-    if (typeof h !== 'object' || h === null || typeof h.path !== 'string' || !h.path.startsWith('/') || h.path.includes('\0') || h.path.length > 4096) {
-      throw bad('restoreHook', "restoreHook.path must be an absolute path in the function's root", 'pass --restore-hook /path/to/executable');
+    if (
+      typeof h !== 'object' ||
+      h === null ||
+      typeof h.path !== 'string' ||
+      !h.path.startsWith('/') ||
+      h.path.includes('\0') ||
+      h.path.length > 4096
+    ) {
+      throw bad(
+        'restoreHook',
+        "restoreHook.path must be an absolute path in the function's root",
+        'pass --restore-hook /path/to/executable',
+      );
     }
-    if (h.timeoutMs !== undefined && (!Number.isInteger(h.timeoutMs) || (h.timeoutMs as number) < 1 || (h.timeoutMs as number) > 3_600_000)) {
+    if (
+      h.timeoutMs !== undefined &&
+      (!Number.isInteger(h.timeoutMs) || (h.timeoutMs as number) < 1 || (h.timeoutMs as number) > 3_600_000)
+    ) {
       throw bad(
         'restoreHook',
         `restoreHook.timeoutMs ${String(h.timeoutMs)} is not a whole number of ms from 1 to 3600000`,
@@ -95,7 +124,10 @@ export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLi
 }
 
 /** The function spec a snapshot was made of, sized as the snapshot's machine (its memory file fixes both). */
-export function functionOfSnapshot(m: { function: object; machine: { vcpus: number; memoryMiB: number } }): FunctionSpec {
+export function functionOfSnapshot(m: {
+  function: object;
+  machine: { vcpus: number; memoryMiB: number };
+}): FunctionSpec {
   return { ...(m.function as FunctionSpec), vcpus: m.machine.vcpus, memoryMiB: m.machine.memoryMiB };
 }
 
@@ -106,9 +138,21 @@ export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: 
     const eq = kv.indexOf('=');
     if (eq > 0) env.set(kv.slice(0, eq), kv);
   }
-  const argv = fn.entrypoint ? [...fn.entrypoint, ...(fn.cmd ?? [])] : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
+  const argv = fn.entrypoint
+    ? [...fn.entrypoint, ...(fn.cmd ?? [])]
+    : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
   if (argv.length === 0) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `image ${image.reference} has no entrypoint or cmd, and none was given`, { image: image.reference });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `image ${image.reference} has no entrypoint or cmd, and none was given`,
+      { image: image.reference },
+    );
   }
-  return { argv, env: [...env.values()], workingDir: image.config.workingDir || '/', user: image.config.user, hostname };
+  return {
+    argv,
+    env: [...env.values()],
+    workingDir: image.config.workingDir || '/',
+    user: image.config.user,
+    hostname,
+  };
 }

@@ -98,11 +98,14 @@ const ENV_RE = /^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/;
 const MAX_ENV = 128;
 const MAX_IMAGE_REF = 512;
 
-const invalid = (message: string, details: ErrorDetails<'EMB_FUNCTION_SPEC_INVALID'> = {}) => new EmbersError('EMB_FUNCTION_SPEC_INVALID', message, details);
+const invalid = (message: string, details: ErrorDetails<'EMB_FUNCTION_SPEC_INVALID'> = {}) =>
+  new EmbersError('EMB_FUNCTION_SPEC_INVALID', message, details);
 
 export function validateFunctionName(name: unknown): string {
   if (typeof name !== 'string' || !FUNCTION_NAME_RE.test(name)) {
-    throw invalid(`function name "${String(name)}" is invalid: use 1-40 of a-z, 0-9 and '-', starting with a letter`, { name });
+    throw invalid(`function name "${String(name)}" is invalid: use 1-40 of a-z, 0-9 and '-', starting with a letter`, {
+      name,
+    });
   }
   return name;
 }
@@ -113,21 +116,33 @@ export function validateFunctionName(name: unknown): string {
  * memory beyond what `host` has (refused at deploy, not at the first cold start). `nodeMode`
  * is the node's snapshot mode: the default, and the ceiling (remote needs a node with a store).
  */
-export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, host: HostLimits = hostLimits()): FunctionConfig {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw invalid('the function spec must be a JSON object');
+export function validateFunctionConfig(
+  input: unknown,
+  nodeMode: SnapshotMode,
+  host: HostLimits = hostLimits(),
+): FunctionConfig {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw invalid('the function spec must be a JSON object');
   const raw = input as Record<string, unknown>;
   const known = new Set([...Object.keys(FUNCTION_DEFAULTS), 'image', 'env', 'snapshots', 'restoreHook']);
-  for (const key of Object.keys(raw)) if (!known.has(key)) throw invalid(`unknown field "${key}" in the function spec`, { field: key });
+  for (const key of Object.keys(raw))
+    if (!known.has(key)) throw invalid(`unknown field "${key}" in the function spec`, { field: key });
 
   const image = raw.image;
   if (typeof image !== 'string' || image.length === 0 || image.length > MAX_IMAGE_REF || /[\s\0]/.test(image)) {
-    throw invalid(`image must be an image reference (1-${MAX_IMAGE_REF} characters, no spaces), not ${JSON.stringify(image)}`, { field: 'image' });
+    throw invalid(
+      `image must be an image reference (1-${MAX_IMAGE_REF} characters, no spaces), not ${JSON.stringify(image)}`,
+      { field: 'image' },
+    );
   }
   const num = (field: keyof typeof FUNCTION_LIMITS): number => {
     const v = raw[field] ?? (FUNCTION_DEFAULTS as Record<string, unknown>)[field];
     const [min, max, integer] = FUNCTION_LIMITS[field];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-      throw invalid(`${field} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, not ${JSON.stringify(v)}`, { field, value: v });
+      throw invalid(
+        `${field} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, not ${JSON.stringify(v)}`,
+        { field, value: v },
+      );
     }
     return v;
   };
@@ -137,16 +152,23 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, h
   }
   const snapshots = raw.snapshots ?? nodeMode;
   if (snapshots !== 'disabled' && snapshots !== 'local' && snapshots !== 'remote') {
-    throw invalid(`snapshots must be disabled, local or remote, not ${JSON.stringify(snapshots)}`, { field: 'snapshots' });
+    throw invalid(`snapshots must be disabled, local or remote, not ${JSON.stringify(snapshots)}`, {
+      field: 'snapshots',
+    });
   }
   if (snapshots !== 'disabled' && nodeMode === 'disabled')
     throw invalid('snapshots are disabled on this node: use snapshots "disabled"', { field: 'snapshots' });
   if (snapshots === 'remote' && nodeMode !== 'remote') {
-    throw invalid('snapshots "remote" needs a node with an S3-compatible store (embers serve --snapshots remote, EMBERS_S3_*)', { field: 'snapshots' });
+    throw invalid(
+      'snapshots "remote" needs a node with an S3-compatible store (embers serve --snapshots remote, EMBERS_S3_*)',
+      { field: 'snapshots' },
+    );
   }
   const snapshotWhen = raw.snapshotWhen ?? FUNCTION_DEFAULTS.snapshotWhen;
   if (snapshotWhen !== 'first-invocation' && snapshotWhen !== 'ready') {
-    throw invalid(`snapshotWhen must be first-invocation or ready, not ${JSON.stringify(snapshotWhen)}`, { field: 'snapshotWhen' });
+    throw invalid(`snapshotWhen must be first-invocation or ready, not ${JSON.stringify(snapshotWhen)}`, {
+      field: 'snapshotWhen',
+    });
   }
   const spec: FunctionConfig = {
     image,
@@ -164,7 +186,11 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, h
     requestTimeoutSeconds: num('requestTimeoutSeconds'),
   };
   if (spec.vcpus > host.cpus) {
-    throw invalid(`vcpus ${spec.vcpus} is not possible here: this host has ${host.cpus} CPU(s)`, { field: 'vcpus', value: spec.vcpus, hostCpus: host.cpus });
+    throw invalid(`vcpus ${spec.vcpus} is not possible here: this host has ${host.cpus} CPU(s)`, {
+      field: 'vcpus',
+      value: spec.vcpus,
+      hostCpus: host.cpus,
+    });
   }
   if (spec.memoryMiB > host.memoryMiB) {
     throw invalid(`memoryMiB ${spec.memoryMiB} is not possible here: this host has ${host.memoryMiB} MiB`, {
@@ -176,14 +202,26 @@ export function validateFunctionConfig(input: unknown, nodeMode: SnapshotMode, h
   if (raw.restoreHook !== undefined) {
     const h = raw.restoreHook as { path?: unknown; timeoutMs?: unknown };
     const keys = typeof h === 'object' && h !== null && !Array.isArray(h) ? Object.keys(h) : ['?'];
-    const timeoutOk = h?.timeoutMs === undefined || (Number.isInteger(h.timeoutMs) && (h.timeoutMs as number) >= 1 && (h.timeoutMs as number) <= 3_600_000);
-    if (keys.some((k) => k !== 'path' && k !== 'timeoutMs') || typeof h.path !== 'string' || !/^\/[^\0]{0,4095}$/.test(h.path) || !timeoutOk) {
-      throw invalid('restoreHook must be {"path": an absolute path in the image, "timeoutMs": 1 to 3600000 (optional)}', { field: 'restoreHook' });
+    const timeoutOk =
+      h?.timeoutMs === undefined ||
+      (Number.isInteger(h.timeoutMs) && (h.timeoutMs as number) >= 1 && (h.timeoutMs as number) <= 3_600_000);
+    if (
+      keys.some((k) => k !== 'path' && k !== 'timeoutMs') ||
+      typeof h.path !== 'string' ||
+      !/^\/[^\0]{0,4095}$/.test(h.path) ||
+      !timeoutOk
+    ) {
+      throw invalid(
+        'restoreHook must be {"path": an absolute path in the image, "timeoutMs": 1 to 3600000 (optional)}',
+        { field: 'restoreHook' },
+      );
     }
     spec.restoreHook = { path: h.path, ...(h.timeoutMs !== undefined ? { timeoutMs: h.timeoutMs as number } : {}) };
   }
   if (spec.minInstances > spec.maxInstances) {
-    throw invalid(`minInstances (${spec.minInstances}) must not exceed maxInstances (${spec.maxInstances})`, { field: 'minInstances' });
+    throw invalid(`minInstances (${spec.minInstances}) must not exceed maxInstances (${spec.maxInstances})`, {
+      field: 'minInstances',
+    });
   }
   return spec;
 }
@@ -214,7 +252,19 @@ export function revisionId(manifestDigest: string, spec: FunctionConfig): string
 export function snapshotKey(manifestDigest: string, fn: FunctionSpec): string {
   const { image, vcpus, memoryMiB, port, env, entrypoint, cmd, restoreHook } = fn;
   // restoreHook only when set: the keys of snapshots without one stay what they were
-  return sha256(canonicalJson({ manifestDigest, image, vcpus, memoryMiB, port, env, entrypoint: entrypoint ?? null, cmd: cmd ?? null, restoreHook }));
+  return sha256(
+    canonicalJson({
+      manifestDigest,
+      image,
+      vcpus,
+      memoryMiB,
+      port,
+      env,
+      entrypoint: entrypoint ?? null,
+      cmd: cmd ?? null,
+      restoreHook,
+    }),
+  );
 }
 
 /** JSON with object keys sorted at every level, so equal values give equal bytes. */
@@ -257,7 +307,11 @@ export class FunctionStore {
    * Creates or updates a function. The revision changes when the manifest digest or the spec
    * does; putting the same spec again keeps the revision (and its createdAt).
    */
-  async put(name: string, spec: FunctionConfig, manifestDigest: string): Promise<{ record: FunctionRecord; changed: boolean }> {
+  async put(
+    name: string,
+    spec: FunctionConfig,
+    manifestDigest: string,
+  ): Promise<{ record: FunctionRecord; changed: boolean }> {
     const now = new Date().toISOString();
     const previous = await this.get(name);
     const id = revisionId(manifestDigest, spec);

@@ -32,7 +32,12 @@ export interface InstanceRecord {
   createdAt: string;
   function: FunctionSpec;
   /** restoreHook: the one the image declares (labels), carried into its snapshots. */
-  image: { reference: string; manifestDigest: string; rootfsSha256: string; restoreHook?: { path: string; timeoutMs?: number } };
+  image: {
+    reference: string;
+    manifestDigest: string;
+    rootfsSha256: string;
+    restoreHook?: { path: string; timeoutMs?: number };
+  };
   slot: SlotAddressing;
   cloneIp: string;
   diskPath: string;
@@ -56,9 +61,13 @@ const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export function validateInstanceName(name: string): void {
   if (!NAME_RE.test(name)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `instance name "${name}" is invalid: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit`, {
-      name,
-    });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `instance name "${name}" is invalid: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit`,
+      {
+        name,
+      },
+    );
   }
 }
 
@@ -127,7 +136,12 @@ export class InstanceStore {
     const path = join(this.dirOf(name), SNAPSHOT_FILE);
     // released by endSnapshot (the release function does the same: rm, then heldHere.delete)
     await acquireLock(path, {
-      busy: (pid) => new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, { name, pid, lock: path }),
+      busy: (pid) =>
+        new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, {
+          name,
+          pid,
+          lock: path,
+        }),
     });
   }
 

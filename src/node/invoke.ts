@@ -38,7 +38,12 @@ export function httpRequest(ip: string, port: number, req: InvokeRequest = {}): 
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), latencyMs: performance.now() - t0 }),
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString('utf8'),
+            latencyMs: performance.now() - t0,
+          }),
         );
         res.on('error', reject);
       },
@@ -63,20 +68,30 @@ export async function waitUntilServing(
   let lastError = '';
   for (let attempt = 0; ; attempt++) {
     try {
-      return await httpRequest(ip, port, { path: opts.path ?? '/', timeoutMs: Math.max(200, Math.min(2000, deadline - Date.now())) });
+      return await httpRequest(ip, port, {
+        path: opts.path ?? '/',
+        timeoutMs: Math.max(200, Math.min(2000, deadline - Date.now())),
+      });
     } catch (err) {
       lastError = (err as Error).message;
     }
     if (opts.vm && attempt % 5 === 0 && !(await pidAlive(opts.vm.pid))) {
       const why = `the ${opts.vm.kind} process exited; console tail:\n${await consoleTail(opts.vm.consoleLog)}`;
-      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, { ip, port });
-    }
-    if (Date.now() > deadline) {
-      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the function did not answer on ${ip}:${port} within ${opts.timeoutMs} ms (last error: ${lastError})`, {
+      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, {
         ip,
         port,
-        timeoutMs: opts.timeoutMs,
       });
+    }
+    if (Date.now() > deadline) {
+      throw new EmbersError(
+        'EMB_INSTANCE_NOT_READY',
+        `the function did not answer on ${ip}:${port} within ${opts.timeoutMs} ms (last error: ${lastError})`,
+        {
+          ip,
+          port,
+          timeoutMs: opts.timeoutMs,
+        },
+      );
     }
     await sleep(10);
   }

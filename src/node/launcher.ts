@@ -12,7 +12,12 @@ import { GUEST_NET } from '../net/addressing.js';
 import type { SlotPool } from '../net/pool.js';
 import { SNAPSHOT_FILES, type SnapshotManifest } from '../snapshot/manifest.js';
 import type { HypervisorDriver, PageServerOptions, VmHandle, VmSpec } from '../vmm/driver.js';
-import { DEFAULT_RESTORE_HOOK_TIMEOUT_MS, functionOfSnapshot, runConfigFor, type FunctionSpec } from './function-spec.js';
+import {
+  DEFAULT_RESTORE_HOOK_TIMEOUT_MS,
+  functionOfSnapshot,
+  runConfigFor,
+  type FunctionSpec,
+} from './function-spec.js';
 import type { GuestKits } from './guest-kits.js';
 import type { InstanceRecord, InstanceStore, RestoreFixup } from './instances.js';
 import { waitUntilServing } from './invoke.js';
@@ -59,7 +64,9 @@ export interface RestoreLaunch extends LaunchCommon {
 }
 
 /** How a restore gets its working set in: see RestoreLaunch.prefetch. */
-export type PrefetchLaunch = { via: 'page-cache'; tool: string; ranges: PageRange[] } | { via: 'page-server'; pageServer: PageServerOptions };
+export type PrefetchLaunch =
+  | { via: 'page-cache'; tool: string; ranges: PageRange[] }
+  | { via: 'page-server'; pageServer: PageServerOptions };
 
 /** One instance start, as data: `Launcher.launch` interprets it. */
 export type LaunchRequest = BootLaunch | RestoreLaunch;
@@ -92,7 +99,10 @@ export class Launcher {
     const fn = req.kind === 'boot' ? req.fn : functionOfSnapshot(req.snapshot);
     const { phases, mark } = phaseTimer();
     // the working set is read from the start, overlapping everything up to the resume
-    const prefetching = req.kind === 'restore' && req.prefetch?.via === 'page-cache' ? prefetchWorkingSet(req.bundleDir, req.prefetch) : undefined;
+    const prefetching =
+      req.kind === 'restore' && req.prefetch?.via === 'page-cache'
+        ? prefetchWorkingSet(req.bundleDir, req.prefetch)
+        : undefined;
     return withCleanup(async (cleanup) => {
       if (prefetching) cleanup.add('finish the working-set prefetch', () => prefetching.then(() => undefined));
       const dir = await instances.reserve(req.name);
@@ -107,7 +117,12 @@ export class Launcher {
       const diskPath = join(dir, 'disk.img');
       const cloned = await cloneDisk(req.kind === 'boot' ? req.image.rootfsPath : req.disk.path, diskPath);
       // a clone descends from the rootfs by reflink only if every step was a reflink
-      const diskMethod: CloneMethod = req.kind === 'boot' ? cloned : cloned === 'reflink' && req.disk.method === 'reflink' ? 'reflink' : 'sparse-copy';
+      const diskMethod: CloneMethod =
+        req.kind === 'boot'
+          ? cloned
+          : cloned === 'reflink' && req.disk.method === 'reflink'
+            ? 'reflink'
+            : 'sparse-copy';
       mark('diskMs', t);
 
       t = performance.now();
@@ -123,7 +138,10 @@ export class Launcher {
         dir,
         kernelPath: kit.kernelPath,
         initrdPath,
-        cmdline: kernelCmdline({ guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp }, [...driver.guestKernelArgs]),
+        cmdline: kernelCmdline(
+          { guestIp: GUEST_NET.guestIp, prefixLen: GUEST_NET.prefixLen, gatewayIp: GUEST_NET.gatewayIp },
+          [...driver.guestKernelArgs],
+        ),
         diskPath,
         vcpus: fn.vcpus,
         memoryMiB: fn.memoryMiB,
@@ -135,12 +153,16 @@ export class Launcher {
           ? await driver.boot(spec)
           : await driver.restore(
               spec,
-              { stateFile: join(req.bundleDir, SNAPSHOT_FILES.state), memoryFile: join(req.bundleDir, SNAPSHOT_FILES.memory) },
+              {
+                stateFile: join(req.bundleDir, SNAPSHOT_FILES.state),
+                memoryFile: join(req.bundleDir, SNAPSHOT_FILES.memory),
+              },
               {
                 snapshotTapName: req.snapshot.guestNetwork.tapName,
                 // the machine the snapshot was made on: manifests without these were all ACPI
                 deviceDiscovery: req.snapshot.vmm.deviceDiscovery ?? 'acpi',
-                snapshotDriveLayout: req.snapshot.vmm.driveLayout === 'plain' ? undefined : req.snapshot.vmm.driveLayout,
+                snapshotDriveLayout:
+                  req.snapshot.vmm.driveLayout === 'plain' ? undefined : req.snapshot.vmm.driveLayout,
                 snapshotHasVsock: req.snapshot.vmm.vsock,
                 // snapshots older than the agent have no agent channel: the restored machine must not either
                 snapshotHasAgent: req.snapshot.vmm.agent ?? false,
@@ -185,8 +207,18 @@ export class Launcher {
         function: fn,
         image:
           req.kind === 'boot'
-            ? imageOf(req.image.reference, req.image.manifestDigest, req.image.rootfsSha256, req.image.config.restoreHook)
-            : imageOf(req.snapshot.image.reference, req.snapshot.image.manifestDigest, req.snapshot.image.rootfsSha256, req.snapshot.image.restoreHook),
+            ? imageOf(
+                req.image.reference,
+                req.image.manifestDigest,
+                req.image.rootfsSha256,
+                req.image.config.restoreHook,
+              )
+            : imageOf(
+                req.snapshot.image.reference,
+                req.snapshot.image.manifestDigest,
+                req.snapshot.image.rootfsSha256,
+                req.snapshot.image.restoreHook,
+              ),
         slot: lease.slot,
         cloneIp: lease.slot.cloneIp,
         diskPath,
@@ -206,7 +238,12 @@ export class Launcher {
   /** Refuses, before anything is taken, `count` starts at once that this node's network slots cannot hold. */
   async checkRoom(count: number): Promise<void> {
     if (!Number.isInteger(count) || count < 1) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `count must be a whole number ≥ 1, not ${String(count)}`, { count }, { hint: 'pass --count 1 or more' });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `count must be a whole number ≥ 1, not ${String(count)}`,
+        { count },
+        { hint: 'pass --count 1 or more' },
+      );
     }
     const room = await this.deps.pool.room();
     if (count > room) {
@@ -228,7 +265,12 @@ export class Launcher {
   }
 }
 
-function imageOf(reference: string, manifestDigest: string, rootfsSha256: string, restoreHook?: { path: string; timeoutMs?: number }): InstanceRecord['image'] {
+function imageOf(
+  reference: string,
+  manifestDigest: string,
+  rootfsSha256: string,
+  restoreHook?: { path: string; timeoutMs?: number },
+): InstanceRecord['image'] {
   return { reference, manifestDigest, rootfsSha256, ...(restoreHook ? { restoreHook } : {}) };
 }
 
@@ -240,7 +282,12 @@ const FIXUP_ENTROPY_BYTES = 64;
  * (and a CRNG reseed), then the function's restore hook. A snapshot made before the agent
  * existed restores without them, with a warning; a hook that fails fails the restore.
  */
-async function restoreFixups(vm: VmHandle, fn: FunctionSpec, snapshot: SnapshotManifest, warn?: (msg: string) => void): Promise<RestoreFixup> {
+async function restoreFixups(
+  vm: VmHandle,
+  fn: FunctionSpec,
+  snapshot: SnapshotManifest,
+  warn?: (msg: string) => void,
+): Promise<RestoreFixup> {
   // the function spec's hook, else the one the image declares in its labels
   const declared = fn.restoreHook ?? snapshot.image.restoreHook;
   if (!snapshot.vmm.agent || !vm.agent) {
@@ -250,7 +297,9 @@ async function restoreFixups(vm: VmHandle, fn: FunctionSpec, snapshot: SnapshotM
     );
     return { agent: false };
   }
-  const hook = declared ? { path: declared.path, timeoutMs: declared.timeoutMs ?? DEFAULT_RESTORE_HOOK_TIMEOUT_MS } : undefined;
+  const hook = declared
+    ? { path: declared.path, timeoutMs: declared.timeoutMs ?? DEFAULT_RESTORE_HOOK_TIMEOUT_MS }
+    : undefined;
   const r = await agentFixup(vm.agent, { entropy: randomBytes(FIXUP_ENTROPY_BYTES), hook });
   if (hook && !(r.hook.state === 'exited' && r.hook.code === 0)) {
     const how =
@@ -264,7 +313,14 @@ async function restoreFixups(vm: VmHandle, fn: FunctionSpec, snapshot: SnapshotM
     throw new EmbersError(
       'EMB_RESTORE_HOOK_FAILED',
       `the restore hook ${hook.path} of clone ${vm.name} ${how}: the clone was stopped${r.hook.output ? `\n${r.hook.output.trimEnd()}` : ''}`,
-      { instance: vm.name, hook: hook.path, state: r.hook.state, code: r.hook.code, output: r.hook.output, timeoutMs: hook.timeoutMs },
+      {
+        instance: vm.name,
+        hook: hook.path,
+        state: r.hook.state,
+        code: r.hook.code,
+        output: r.hook.output,
+        timeoutMs: hook.timeoutMs,
+      },
     );
   }
   return {
@@ -288,7 +344,9 @@ async function prefetchWorkingSet(
 ): Promise<{ ms: number; bytes: number } | { error: unknown }> {
   const t0 = performance.now();
   try {
-    const bytes = await new FilePageCache(prefetch.tool, join(bundleDir, SNAPSHOT_FILES.memory)).prefetch(prefetch.ranges);
+    const bytes = await new FilePageCache(prefetch.tool, join(bundleDir, SNAPSHOT_FILES.memory)).prefetch(
+      prefetch.ranges,
+    );
     return { ms: performance.now() - t0, bytes };
   } catch (error) {
     return { error };

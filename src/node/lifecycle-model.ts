@@ -157,9 +157,13 @@ export function notFound(name: string): EmbersError {
 }
 
 export function drainingError(name: string): EmbersError {
-  return new EmbersError('EMB_FUNCTION_DRAINING', `function ${name} takes no new requests: it is being removed or the node is shutting down`, {
-    function: name,
-  });
+  return new EmbersError(
+    'EMB_FUNCTION_DRAINING',
+    `function ${name} takes no new requests: it is being removed or the node is shutting down`,
+    {
+      function: name,
+    },
+  );
 }
 
 /** A start failure as the invoking client sees it: the code of what failed, the function named. */

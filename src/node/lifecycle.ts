@@ -29,7 +29,14 @@ import { sleep } from '../util/sleep.js';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import type { EmbersNode } from './node.js';
-import { FunctionStore, runtimeSpec, snapshotKey, validateFunctionConfig, validateFunctionName, type FunctionRecord } from './functions.js';
+import {
+  FunctionStore,
+  runtimeSpec,
+  snapshotKey,
+  validateFunctionConfig,
+  validateFunctionName,
+  type FunctionRecord,
+} from './functions.js';
 import { functionOfSnapshot } from './function-spec.js';
 import type { NodeMetrics } from './metrics.js';
 import type { SnapshotMode } from './remote.js';
@@ -48,7 +55,14 @@ import {
   type Waiter,
 } from './lifecycle-model.js';
 
-export type { FunctionView, InstanceState, InstanceView, Lease, LifecycleOptions, SnapshotState } from './lifecycle-model.js';
+export type {
+  FunctionView,
+  InstanceState,
+  InstanceView,
+  Lease,
+  LifecycleOptions,
+  SnapshotState,
+} from './lifecycle-model.js';
 
 export class Lifecycle {
   readonly node: EmbersNode;
@@ -110,9 +124,13 @@ export class Lifecycle {
     }
     const f = s.fns.get(name)!;
     if (changed) {
-      this.log('info', `function ${name}: revision ${record.revision.id}`, { function: name, revision: record.revision.id });
+      this.log('info', `function ${name}: revision ${record.revision.id}`, {
+        function: name,
+        revision: record.revision.id,
+      });
       // instances of older revisions drain: idle ones stop now, busy ones when they are given back
-      for (const i of s.instancesByName.values()) if (i.fn === name && i.revision !== record.revision.id && isIdle(i)) s.stopInstance(i, 'old revision');
+      for (const i of s.instancesByName.values())
+        if (i.fn === name && i.revision !== record.revision.id && isIdle(i)) s.stopInstance(i, 'old revision');
     }
     s.pump(f);
     return { function: this.view(f), changed };
@@ -123,7 +141,9 @@ export class Lifecycle {
   }
 
   list(): FunctionView[] {
-    return [...this.scheduler.fns.values()].sort((a, b) => (a.record.name < b.record.name ? -1 : 1)).map((f) => this.view(f));
+    return [...this.scheduler.fns.values()]
+      .sort((a, b) => (a.record.name < b.record.name ? -1 : 1))
+      .map((f) => this.view(f));
   }
 
   instances(): InstanceView[] {
@@ -131,7 +151,9 @@ export class Lifecycle {
   }
 
   /** The local snapshots, with the functions whose current revision they serve. */
-  async snapshots(): Promise<{ id: string; createdAt: string; image: string; manifestDigest: string; functions: string[]; sizeBytes: number }[]> {
+  async snapshots(): Promise<
+    { id: string; createdAt: string; image: string; manifestDigest: string; functions: string[]; sizeBytes: number }[]
+  > {
     const out = [];
     for (const m of await this.node.snapshots.store.list()) {
       const key = snapshotKey(m.image.manifestDigest, functionOfSnapshot(m));
@@ -152,7 +174,10 @@ export class Lifecycle {
    * in-flight ones finish (up to `graceMs`), then its instances stop and its spec goes.
    * With `deleteSnapshots`, the snapshots of its revision go too (local and remote).
    */
-  async remove(name: string, opts: { deleteSnapshots?: boolean; graceMs?: number } = {}): Promise<{ removedSnapshots: string[] }> {
+  async remove(
+    name: string,
+    opts: { deleteSnapshots?: boolean; graceMs?: number } = {},
+  ): Promise<{ removedSnapshots: string[] }> {
     const s = this.scheduler;
     const f = this.requireFunction(name);
     f.draining = true;
@@ -193,7 +218,9 @@ export class Lifecycle {
     if (free && f.queue.length === 0) return Promise.resolve(s.lend(f, free, performance.now()));
     // capacity that existing or startable instances will bring; beyond it, maxQueue may wait
     const live = s.liveOf(f);
-    const coming = (live.filter((i) => i.state === 'starting').length + Math.max(0, spec.maxInstances - live.length)) * spec.concurrency;
+    const coming =
+      (live.filter((i) => i.state === 'starting').length + Math.max(0, spec.maxInstances - live.length)) *
+      spec.concurrency;
     if (f.queue.length - coming >= spec.maxQueue) {
       this.metrics.rejected.inc({ function: name, code: 'EMB_FUNCTION_QUEUE_FULL' });
       return Promise.reject(
@@ -216,10 +243,14 @@ export class Lifecycle {
           s.rejectWaiter(
             f,
             waiter,
-            new EmbersError('EMB_FUNCTION_TIMEOUT', `function ${name}: no instance was free within ${spec.requestTimeoutSeconds} s`, {
-              function: name,
-              requestTimeoutSeconds: spec.requestTimeoutSeconds,
-            }),
+            new EmbersError(
+              'EMB_FUNCTION_TIMEOUT',
+              `function ${name}: no instance was free within ${spec.requestTimeoutSeconds} s`,
+              {
+                function: name,
+                requestTimeoutSeconds: spec.requestTimeoutSeconds,
+              },
+            ),
           );
         }, spec.requestTimeoutSeconds * 1000),
       };
@@ -231,7 +262,10 @@ export class Lifecycle {
   /** Seconds a client should wait before retrying a full queue: about one idle-free cycle. */
   retryAfterSeconds(f: FunctionState | string): number {
     const state = typeof f === 'string' ? this.scheduler.fns.get(f) : f;
-    return Math.max(1, Math.min(30, Math.ceil((state?.queue.length ?? 0) / Math.max(1, state?.record.spec.concurrency ?? 1))));
+    return Math.max(
+      1,
+      Math.min(30, Math.ceil((state?.queue.length ?? 0) / Math.max(1, state?.record.spec.concurrency ?? 1))),
+    );
   }
 
   /**
@@ -244,9 +278,11 @@ export class Lifecycle {
     if (s.closing) return;
     s.closing = true;
     const deadline = Date.now() + graceMs;
-    const inFlight = () => [...s.fns.values()].some((f) => f.queue.length > 0) || [...s.instancesByName.values()].some((i) => i.active > 0);
+    const inFlight = () =>
+      [...s.fns.values()].some((f) => f.queue.length > 0) || [...s.instancesByName.values()].some((i) => i.active > 0);
     while (inFlight() && Date.now() < deadline) await sleep(50);
-    for (const f of s.fns.values()) for (const w of f.queue.splice(0)) s.rejectWaiter(f, w, drainingError(f.record.name));
+    for (const f of s.fns.values())
+      for (const w of f.queue.splice(0)) s.rejectWaiter(f, w, drainingError(f.record.name));
     await s.drainInstances(() => true, Math.max(0, deadline - Date.now()));
     s.spares.closeAll();
     await s.background.settle();
@@ -257,7 +293,12 @@ export class Lifecycle {
   // ---- views ----
 
   private stateFor(record: FunctionRecord, queue: Waiter[] = []): FunctionState {
-    return { record, key: snapshotKey(record.revision.manifestDigest, runtimeSpec(record.spec)), queue, draining: false };
+    return {
+      record,
+      key: snapshotKey(record.revision.manifestDigest, runtimeSpec(record.spec)),
+      queue,
+      draining: false,
+    };
   }
 
   private view(f: FunctionState): FunctionView {

@@ -119,7 +119,11 @@ export class EmbersNode {
     this.pool = new SlotPool({ dir: config.paths.net, home: config.home, poolSize: opts.netPoolSize });
     this.instances = new InstanceStore(config.paths.instances);
     this.remote = new RemoteSnapshots(opts);
-    this.kits = new GuestKits({ cacheDir: config.paths.guestCache, defaultKind: opts.guestKernel ?? 'debian', onProgress });
+    this.kits = new GuestKits({
+      cacheDir: config.paths.guestCache,
+      defaultKind: opts.guestKernel ?? 'debian',
+      onProgress,
+    });
     this.refill = new PoolRefill(this.pool, onProgress);
     this.launcher = new Launcher({
       driver: this.driver,
@@ -146,7 +150,8 @@ export class EmbersNode {
   }
 
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
-    if (process.getuid?.() !== 0) throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
+    if (process.getuid?.() !== 0)
+      throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
     const config = resolveConfig(opts);
     const fc = config.firecracker;
     const chosen = await selectDriver({
@@ -175,7 +180,8 @@ export class EmbersNode {
   async doctor(): Promise<Record<string, unknown>> {
     const accel = await this.driver.accelerator();
     const tools: Record<string, string> = {};
-    for (const [tool, pkg] of Object.entries(HOST_TOOLS)) tools[tool] = (await which(tool)) ?? `missing (apt-get install ${pkg})`;
+    for (const [tool, pkg] of Object.entries(HOST_TOOLS))
+      tools[tool] = (await which(tool)) ?? `missing (apt-get install ${pkg})`;
     let vmmVersion: string;
     try {
       vmmVersion = await this.driver.version();
@@ -208,7 +214,14 @@ export class EmbersNode {
     const t0 = performance.now();
     const image = await this.images.ensure(fn.image, { onProgress: (m) => this.progressLine(m) });
     const imageMs = roundMs(performance.now() - t0);
-    const record = await this.launcher.launch({ kind: 'boot', name, fn, image, startedAt: t0, readyTimeoutMs: opts.readyTimeoutMs });
+    const record = await this.launcher.launch({
+      kind: 'boot',
+      name,
+      fn,
+      image,
+      startedAt: t0,
+      readyTimeoutMs: opts.readyTimeoutMs,
+    });
     record.timings.phases = { imageMs, ...record.timings.phases };
     return record;
   }
@@ -265,7 +278,9 @@ export class EmbersNode {
         'EMB_GUEST_AGENT_UNREACHABLE',
         `instance ${name} has no guest agent channel (it was started before embers had one, or restored from such a snapshot)`,
         { name },
-        { hint: 'start a new instance (embers run) or restore from a snapshot made since; `embers logs` shows the console' },
+        {
+          hint: 'start a new instance (embers run) or restore from a snapshot made since; `embers logs` shows the console',
+        },
       );
     }
     return agentExec(rec.vm.agent, opts);
@@ -342,7 +357,8 @@ export class EmbersNode {
     for (const name of await this.instances.abandonedSnapshots()) {
       if (live.has(name)) {
         const rec = await this.instances.get(name);
-        if ((await this.driver.status(rec.vm).catch(() => 'unknown')) === 'paused') await this.driver.resume(rec.vm).catch(() => undefined);
+        if ((await this.driver.status(rec.vm).catch(() => 'unknown')) === 'paused')
+          await this.driver.resume(rec.vm).catch(() => undefined);
       }
       await this.instances.clearAbandonedSnapshot(name);
     }

@@ -37,7 +37,9 @@ export class RemoteSnapshots {
     this.mode = opts.snapshots ?? (this.s3Options ? 'remote' : 'local');
     this.cacheSnapshots = opts.cacheSnapshots ?? true;
     if (!['disabled', 'local', 'remote'].includes(this.mode)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `snapshots must be disabled, local or remote, not "${this.mode}"`, { snapshots: this.mode });
+      throw new EmbersError('EMB_CONFIG_INVALID', `snapshots must be disabled, local or remote, not "${this.mode}"`, {
+        snapshots: this.mode,
+      });
     }
     if (this.mode === 'remote' && !this.s3Options) {
       throw new EmbersError(
@@ -83,9 +85,15 @@ export class RemoteSnapshots {
   }
 
   /** Makes `id` present in the local store, fetching it from `source` if it is not. */
-  async ensureLocal(local: LocalSnapshotStore, id: string, source: SnapshotSource, opts?: TransferOptions): Promise<{ fetched: TransferResult | undefined }> {
+  async ensureLocal(
+    local: LocalSnapshotStore,
+    id: string,
+    source: SnapshotSource,
+    opts?: TransferOptions,
+  ): Promise<{ fetched: TransferResult | undefined }> {
     if (await local.has(id)) return { fetched: undefined };
-    if (source.kind === 'peer') return { fetched: await new PeerClient({ url: source.url, token: source.token }).pull(local, id, opts) };
+    if (source.kind === 'peer')
+      return { fetched: await new PeerClient({ url: source.url, token: source.token }).pull(local, id, opts) };
     if (source.kind === 's3' || this.mode === 'remote') return { fetched: await this.s3().pull(local, id, opts) };
     return { fetched: undefined }; // local mode: the store answers "not found" itself
   }
@@ -94,8 +102,14 @@ export class RemoteSnapshots {
    * Fetches the working set of local snapshot `id` from `source` (S3 or a peer) if the store has
    * none and the source has one: for a snapshot pulled before its working set was recorded.
    */
-  async pullWorkingSet(local: LocalSnapshotStore, id: string, source: SnapshotSource, opts?: TransferOptions): Promise<{ bytes: number } | undefined> {
-    if (source.kind === 'peer') return new PeerClient({ url: source.url, token: source.token }).pullWorkingSet(local, id, opts);
+  async pullWorkingSet(
+    local: LocalSnapshotStore,
+    id: string,
+    source: SnapshotSource,
+    opts?: TransferOptions,
+  ): Promise<{ bytes: number } | undefined> {
+    if (source.kind === 'peer')
+      return new PeerClient({ url: source.url, token: source.token }).pullWorkingSet(local, id, opts);
     if (source.kind === 's3' || this.mode === 'remote') return this.s3().pullWorkingSet(local, id, opts);
     return undefined;
   }

@@ -71,7 +71,15 @@ export class RestoredDisks {
     // the rootfs is copied below: `image gc` waits until the restored disk is made
     const release = await this.deps.images.hold();
     try {
-      return await this.materialise(m, dir, disk, stampsPath, snapshotStamps, opts, arriving?.bundleDir ?? this.deps.store.pathOf(m.id));
+      return await this.materialise(
+        m,
+        dir,
+        disk,
+        stampsPath,
+        snapshotStamps,
+        opts,
+        arriving?.bundleDir ?? this.deps.store.pathOf(m.id),
+      );
     } finally {
       await release();
     }
@@ -119,18 +127,24 @@ export class RestoredDisks {
       if (m.disk.diff === 'block') {
         await applyDelta(join(snapDir, SNAPSHOT_FILES.blockDelta), tmp);
       } else {
-        await withRsyncWork(this.deps.tmpDir, (work) => applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work));
+        await withRsyncWork(this.deps.tmpDir, (work) =>
+          applyRsyncBatch(tmp, join(snapDir, SNAPSHOT_FILES.rsyncBatch), work),
+        );
         await truncateTo(tmp, m.disk.sizeBytes);
       }
       const digest = await sha256File(tmp);
       verified = digest === m.disk.sha256AtPause;
       if (!verified && m.disk.diff === 'block') {
-        throw new EmbersError('EMB_SNAPSHOT_DISK_MISMATCH', `restored disk of ${m.id} has sha256 ${digest}, the disk at pause had ${m.disk.sha256AtPause}`, {
-          id: m.id,
-          which: 'disk sha256',
-          expected: m.disk.sha256AtPause,
-          actual: digest,
-        });
+        throw new EmbersError(
+          'EMB_SNAPSHOT_DISK_MISMATCH',
+          `restored disk of ${m.id} has sha256 ${digest}, the disk at pause had ${m.disk.sha256AtPause}`,
+          {
+            id: m.id,
+            which: 'disk sha256',
+            expected: m.disk.sha256AtPause,
+            actual: digest,
+          },
+        );
       }
       await crashPoint('snapshot.restore.disk.before-rename');
       await rename(tmp, disk);
@@ -147,7 +161,9 @@ export class RestoredDisks {
       'EMB_SNAPSHOT_DISK_MISMATCH',
       `snapshot ${m.id} captured its disk with rsync: the patched disk has the same files but not the same bytes as the disk at pause, so the guest's cached filesystem state would not match it`,
       { id: m.id, which: 'disk sha256', diff: m.disk.diff },
-      { hint: 'create the snapshot with --disk-diff block (the default); pass --allow-unverified-disk only to study the rsync method' },
+      {
+        hint: 'create the snapshot with --disk-diff block (the default); pass --allow-unverified-disk only to study the rsync method',
+      },
     );
   }
 }

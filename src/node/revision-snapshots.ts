@@ -90,7 +90,11 @@ export class RevisionSnapshots {
       });
     } catch (err) {
       const e = asEmbersError(err);
-      this.log('warn', `function ${fn}: no working set recorded for ${id}: ${e.code} ${e.message}`, { function: fn, snapshot: id, code: e.code });
+      this.log('warn', `function ${fn}: no working set recorded for ${id}: ${e.code} ${e.message}`, {
+        function: fn,
+        snapshot: id,
+        code: e.code,
+      });
     } finally {
       await this.opts.owned.unmark(name);
     }
@@ -131,7 +135,10 @@ export class RevisionSnapshots {
         lastError = err;
         const e = asEmbersError(err);
         const where = source.kind === 'peer' ? `peer ${source.url}` : source.kind === 's3' ? 'the S3 store' : 'here';
-        this.log('warn', `fetching snapshot ${id} from ${where} failed: ${e.code} ${e.message}`, { snapshot: id, code: e.code });
+        this.log('warn', `fetching snapshot ${id} from ${where} failed: ${e.code} ${e.message}`, {
+          snapshot: id,
+          code: e.code,
+        });
       }
     }
     throw lastError;
@@ -158,7 +165,9 @@ export class RevisionSnapshots {
           const found = await this.finder.find(key);
           if (found && snap.state === 'none') {
             Object.assign(snap, { state: 'ready', id: found.id, sources: found.sources });
-            const where = found.sources.map((src) => (src.kind === 'peer' ? `peer ${src.url}` : 'the S3 store')).join(', ');
+            const where = found.sources
+              .map((src) => (src.kind === 'peer' ? `peer ${src.url}` : 'the S3 store'))
+              .join(', ');
             this.log('info', `found snapshot ${found.id} on ${where}`, { snapshot: found.id });
           }
         } finally {

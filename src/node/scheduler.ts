@@ -179,9 +179,15 @@ export class InstanceScheduler {
     if (snap.state === 'creating' || snap.lookingUp) return { kind: 'wait' };
     if (snap.state === 'none') {
       // fan-out: one boot per revision until its snapshot exists
-      const bootPending = [...this.instancesByName.values()].some((i) => i.key === f.key && i.pendingSnapshot && i.state !== 'stopping');
+      const bootPending = [...this.instancesByName.values()].some(
+        (i) => i.key === f.key && i.pendingSnapshot && i.state !== 'stopping',
+      );
       if (bootPending) return { kind: 'wait' };
-      if (f.record.spec.snapshots === 'remote' && this.snapshots.finder.searches && Date.now() - (snap.lookedUpAt ?? 0) > this.lookupTtlMs) {
+      if (
+        f.record.spec.snapshots === 'remote' &&
+        this.snapshots.finder.searches &&
+        Date.now() - (snap.lookedUpAt ?? 0) > this.lookupTtlMs
+      ) {
         this.snapshots.lookupRemote(f.key, () => {
           for (const other of this.fns.values()) if (other.key === f.key) this.pump(other);
         });
@@ -205,7 +211,9 @@ export class InstanceScheduler {
 
   /** Instances of the function's current revision that are not stopping. */
   liveOf(f: FunctionState): ManagedInstance[] {
-    return [...this.instancesByName.values()].filter((i) => i.fn === f.record.name && i.revision === f.record.revision.id && i.state !== 'stopping');
+    return [...this.instancesByName.values()].filter(
+      (i) => i.fn === f.record.name && i.revision === f.record.revision.id && i.state !== 'stopping',
+    );
   }
 
   // ---- cold starts ----
@@ -232,11 +240,15 @@ export class InstanceScheduler {
       lastUsed: Date.now(),
     };
     this.instancesByName.set(inst.name, inst);
-    this.log('info', `function ${record.name}: cold start (${kind}${snapshotId ? ` of ${snapshotId}` : ''}) as ${inst.name}`, {
-      function: record.name,
-      instance: inst.name,
-      kind,
-    });
+    this.log(
+      'info',
+      `function ${record.name}: cold start (${kind}${snapshotId ? ` of ${snapshotId}` : ''}) as ${inst.name}`,
+      {
+        function: record.name,
+        instance: inst.name,
+        kind,
+      },
+    );
     this.background.track(
       (async () => {
         const t0 = performance.now();
@@ -274,7 +286,11 @@ export class InstanceScheduler {
       return;
     }
     inst.state = 'ready';
-    if (inst.pendingSnapshot && f.record.spec.snapshotWhen === 'ready' && this.snapshots.of(inst.key).state === 'none') {
+    if (
+      inst.pendingSnapshot &&
+      f.record.spec.snapshotWhen === 'ready' &&
+      this.snapshots.of(inst.key).state === 'none'
+    ) {
       this.snapshotInstance(f, inst);
       return;
     }
@@ -285,7 +301,10 @@ export class InstanceScheduler {
   private async startFailed(inst: ManagedInstance, kind: 'boot' | 'restore', err: EmbersError): Promise<void> {
     this.instancesByName.delete(inst.name);
     await this.owned.unmark(inst.name);
-    this.log('error', `function ${inst.fn}: ${kind} of ${inst.name} failed: ${err.code} ${err.message}`, { function: inst.fn, code: err.code });
+    this.log('error', `function ${inst.fn}: ${kind} of ${inst.name} failed: ${err.code} ${err.message}`, {
+      function: inst.fn,
+      code: err.code,
+    });
     const f = this.fns.get(inst.fn);
     if (!f) return;
     if (kind === 'restore' && inst.snapshotId) {
@@ -294,7 +313,13 @@ export class InstanceScheduler {
       if (snap.id === inst.snapshotId) {
         if (err.code === 'EMB_SNAPSHOT_NOT_FOUND' || err.code === 'EMB_REMOTE_NOT_FOUND') {
           // removed meanwhile (`embers snapshot rm` on this home): forgotten, so the next boot is snapshotted again
-          Object.assign(snap, { state: 'none', id: undefined, sources: undefined, error: undefined, lookedUpAt: undefined });
+          Object.assign(snap, {
+            state: 'none',
+            id: undefined,
+            sources: undefined,
+            error: undefined,
+            lookedUpAt: undefined,
+          });
         } else {
           // a snapshot that cannot be restored here is not used again: later cold starts boot
           Object.assign(snap, { state: 'failed', error: `${err.code}: ${err.message}` });
@@ -318,7 +343,10 @@ export class InstanceScheduler {
     snap.state = 'creating';
     inst.state = 'snapshotting';
     this.spares.drop(inst.name); // no connection of ours may be caught in the snapshot
-    this.log('info', `function ${inst.fn}: snapshot of ${inst.name} (revision ${inst.revision})`, { function: inst.fn, instance: inst.name });
+    this.log('info', `function ${inst.fn}: snapshot of ${inst.name} (revision ${inst.revision})`, {
+      function: inst.fn,
+      instance: inst.name,
+    });
     this.background.track(
       (async () => {
         try {
@@ -334,14 +362,21 @@ export class InstanceScheduler {
               .catch(() => undefined),
           );
           this.metrics.snapshotCreate.observe(r.timings.createMs / 1000);
-          if (this.node.remote.mode === 'remote') this.metrics.transferBytes.inc({ direction: 'upload' }, bundleBytes(r.manifest));
+          if (this.node.remote.mode === 'remote')
+            this.metrics.transferBytes.inc({ direction: 'upload' }, bundleBytes(r.manifest));
           this.snapshots.finder.note(r.manifest, inst.key);
-          this.log('info', `function ${inst.fn}: snapshot ${r.manifest.id} ready in ${r.timings.createMs} ms`, { function: inst.fn, snapshot: r.manifest.id });
+          this.log('info', `function ${inst.fn}: snapshot ${r.manifest.id} ready in ${r.timings.createMs} ms`, {
+            function: inst.fn,
+            snapshot: r.manifest.id,
+          });
         } catch (err) {
           const e = asEmbersError(err);
           Object.assign(snap, { state: 'failed', error: `${e.code}: ${e.message}` });
           this.metrics.snapshotFailures.inc();
-          this.log('error', `function ${inst.fn}: snapshot of ${inst.name} failed: ${e.code} ${e.message}`, { function: inst.fn, code: e.code });
+          this.log('error', `function ${inst.fn}: snapshot of ${inst.name} failed: ${e.code} ${e.message}`, {
+            function: inst.fn,
+            code: e.code,
+          });
         } finally {
           inst.pendingSnapshot = false;
           if (inst.state === 'snapshotting') inst.state = 'ready';
@@ -364,7 +399,10 @@ export class InstanceScheduler {
       inst.idleTimer = undefined;
       if (!isIdle(inst)) return;
       const current = this.fns.get(inst.fn);
-      const keep = current && current.record.revision.id === inst.revision && this.liveOf(current).length <= current.record.spec.minInstances;
+      const keep =
+        current &&
+        current.record.revision.id === inst.revision &&
+        this.liveOf(current).length <= current.record.spec.minInstances;
       if (keep) return;
       this.stopInstance(inst, `idle for ${f.record.spec.idleTimeoutSeconds} s`);
     }, f.record.spec.idleTimeoutSeconds * 1000);
@@ -397,7 +435,10 @@ export class InstanceScheduler {
   /** Waits (up to graceMs) for the matching instances' requests and starts to finish, then stops them all. */
   async drainInstances(match: (i: ManagedInstance) => boolean, graceMs: number): Promise<void> {
     const deadline = Date.now() + graceMs;
-    const busy = () => [...this.instancesByName.values()].filter((i) => match(i) && (i.active > 0 || i.state === 'starting' || i.state === 'snapshotting'));
+    const busy = () =>
+      [...this.instancesByName.values()].filter(
+        (i) => match(i) && (i.active > 0 || i.state === 'starting' || i.state === 'snapshotting'),
+      );
     while (busy().length > 0 && Date.now() < deadline) await sleep(50);
     for (const i of [...this.instancesByName.values()]) if (match(i)) this.stopInstance(i, 'drain');
     while ([...this.instancesByName.values()].some(match)) {

@@ -63,18 +63,30 @@ export class SnapshotFinder {
 
   /** The newest snapshot of `key` that another place holds, or undefined. */
   async find(key: string): Promise<FoundSnapshot | undefined> {
-    const places: { source: SnapshotSource; ids: () => Promise<string[]>; manifest: (id: string) => Promise<SnapshotManifest> }[] = [
+    const places: {
+      source: SnapshotSource;
+      ids: () => Promise<string[]>;
+      manifest: (id: string) => Promise<SnapshotManifest>;
+    }[] = [
       ...this.peers.map(({ peer, client }) => ({
         source: { kind: 'peer' as const, url: peer.url, token: peer.token },
         ids: async () => (await client.list()).map((s) => s.id),
         manifest: (id: string) => client.manifest(id),
       })),
       ...(this.useStore
-        ? [{ source: { kind: 's3' as const }, ids: () => this.remote.s3().list(), manifest: (id: string) => this.remote.s3().manifest(id) }]
+        ? [
+            {
+              source: { kind: 's3' as const },
+              ids: () => this.remote.s3().list(),
+              manifest: (id: string) => this.remote.s3().manifest(id),
+            },
+          ]
         : []),
     ];
     const found = new Map<string, FoundSnapshot>();
-    const searched = await Promise.allSettled(places.map(async (p) => ({ place: p, ids: await this.matching(key, p.ids, p.manifest) })));
+    const searched = await Promise.allSettled(
+      places.map(async (p) => ({ place: p, ids: await this.matching(key, p.ids, p.manifest) })),
+    );
     searched.forEach((r, i) => {
       if (r.status === 'rejected') {
         const e = asEmbersError(r.reason);

@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, asEmbersError } from '../errors.js';
-import { allocatedBytes, asNoSpaceError, fsyncPath, requireFreeSpace, sha256File, writeJsonAtomic } from '../util/fs.js';
+import {
+  allocatedBytes,
+  asNoSpaceError,
+  fsyncPath,
+  requireFreeSpace,
+  sha256File,
+  writeJsonAtomic,
+} from '../util/fs.js';
 import { cloneDisk } from '../disk/clone.js';
 import { diffByExtents } from '../disk/extents.js';
 import { diffByComparison, writeDelta } from '../disk/delta.js';
@@ -50,7 +57,13 @@ export type {
   RestoreResult,
   RestoredClone,
 } from './snapshot-types.js';
-export { pageServerPrefetch, pageServerRecord, prefetchRoute, publishRecordedWorkingSet, type PrefetchRoute } from './working-sets.js';
+export {
+  pageServerPrefetch,
+  pageServerRecord,
+  prefetchRoute,
+  publishRecordedWorkingSet,
+  type PrefetchRoute,
+} from './working-sets.js';
 
 /** What the snapshot service works with: given, not reached for through the node. */
 export interface SnapshotServiceDeps {
@@ -97,7 +110,13 @@ export class SnapshotService {
       restore: (id, opts) => this.restore(id, opts),
       stop: (name) => this.deps.launcher.stop(name),
     });
-    this.disks = new RestoredDisks({ store: this.store, restoreDir: deps.restoreDir, tmpDir: deps.tmpDir, images: deps.images, onProgress: deps.onProgress });
+    this.disks = new RestoredDisks({
+      store: this.store,
+      restoreDir: deps.restoreDir,
+      tmpDir: deps.tmpDir,
+      images: deps.images,
+      onProgress: deps.onProgress,
+    });
     this.restoreDir = deps.restoreDir;
     this.driver = deps.driver;
     this.remote = deps.remote;
@@ -122,7 +141,11 @@ export class SnapshotService {
     // and the delta (at most the disk's data again). Refused before the VM is paused.
     const memoryBytes = (await allocatedBytes(rec.vm.memoryFile)) ?? rec.function.memoryMiB * 1024 * 1024;
     const diskBytes = (await allocatedBytes(rec.diskPath)) ?? 0;
-    await requireFreeSpace(this.deps.snapshotsDir, memoryBytes + 2 * diskBytes + 4 * 1024 * 1024, `snapshot create of ${instance}`);
+    await requireFreeSpace(
+      this.deps.snapshotsDir,
+      memoryBytes + 2 * diskBytes + 4 * 1024 * 1024,
+      `snapshot create of ${instance}`,
+    );
     const { phases, mark } = phaseTimer();
     const t0 = performance.now();
     const staging = await this.store.staging();
@@ -167,7 +190,10 @@ export class SnapshotService {
 
       t = performance.now();
       // the memory file's chunk digests (a remote restore verifies each chunk on its own) alongside the disk's
-      const [diskSha, memoryChunks] = await Promise.all([sha256File(diskCopy), chunkDigests(join(staging, SNAPSHOT_FILES.memory), MEMORY_CHUNK_SIZE)]);
+      const [diskSha, memoryChunks] = await Promise.all([
+        sha256File(diskCopy),
+        chunkDigests(join(staging, SNAPSHOT_FILES.memory), MEMORY_CHUNK_SIZE),
+      ]);
       const diskSize = (await stat(diskCopy)).size;
       mark('diskHashMs', t);
 
@@ -178,12 +204,17 @@ export class SnapshotService {
         // On a reflink filesystem the extent maps say which blocks changed without reading
         // them (FIEMAP); elsewhere, compare block by block.
         diffMethod = rec.diskMethod === 'reflink' && copyMethod === 'reflink' ? 'extents' : 'comparison';
-        const runs = diffMethod === 'extents' ? await diffByExtents(image.rootfsPath, diskCopy) : await diffByComparison(image.rootfsPath, diskCopy);
+        const runs =
+          diffMethod === 'extents'
+            ? await diffByExtents(image.rootfsPath, diskCopy)
+            : await diffByComparison(image.rootfsPath, diskCopy);
         const stats = await writeDelta(diskCopy, runs, join(staging, SNAPSHOT_FILES.blockDelta));
         changedBytes = stats.changedBytes;
       } else {
         const batch = join(staging, SNAPSHOT_FILES.rsyncBatch);
-        changedBytes = (await withRsyncWork(this.deps.tmpDir, (work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))).batchBytes;
+        changedBytes = (
+          await withRsyncWork(this.deps.tmpDir, (work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))
+        ).batchBytes;
       }
       mark('diskDiffMs', t);
       await crashPoint('snapshot.create.after-delta');
@@ -237,7 +268,11 @@ export class SnapshotService {
         }
         mark('uploadMs', t);
       }
-      return { manifest, diffMethod, timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases } };
+      return {
+        manifest,
+        diffMethod,
+        timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases },
+      };
     } catch (err) {
       if (paused) await this.driver.resume(rec.vm).catch(() => undefined);
       await rm(staging, { recursive: true, force: true });
@@ -265,7 +300,9 @@ export class SnapshotService {
     await driver.checkSnapshotFormat(m.vmm.snapshotFormat, `snapshot ${m.id}`);
     for (const [k, v] of Object.entries(GUEST_NET)) {
       if ((m.guestNetwork as Record<string, unknown>)[k] !== v)
-        throw foreign(`its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`);
+        throw foreign(
+          `its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`,
+        );
     }
   }
 
@@ -274,7 +311,10 @@ export class SnapshotService {
    * on (the rules: snapshot/host-compat.ts), unless `allowHostMismatch`. `here` describes this
    * host, measured by default. Returns (and reports as progress) the warnings.
    */
-  async checkHost(m: SnapshotManifest, opts: { allowHostMismatch?: boolean; here?: HostDescription } = {}): Promise<string[]> {
+  async checkHost(
+    m: SnapshotManifest,
+    opts: { allowHostMismatch?: boolean; here?: HostDescription } = {},
+  ): Promise<string[]> {
     const here = opts.here ?? (await describeHost(this.driver, (await this.deps.kits.get(kitKindOf(m))).kernelVersion));
     const warnings = checkHostCompat(m, here, opts);
     for (const w of warnings) this.deps.onProgress?.(`warning: ${w}`);
@@ -315,7 +355,9 @@ export class SnapshotService {
   private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
     const arriving = await this.startArriving(id, count, opts);
     if (arriving) return this.restoreArriving(arriving, t0, opts);
-    const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, { onProgress: opts.onTransferProgress });
+    const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, {
+      onProgress: opts.onTransferProgress,
+    });
     const fetchMs = roundMs(performance.now() - t0);
     const m = await this.store.get(id);
     if (fetched) await this.trustVerified(m); // the download checked every digest
@@ -323,7 +365,11 @@ export class SnapshotService {
     await this.checkCompatible(m);
     const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
-      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`, { id });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_CORRUPT',
+        `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`,
+        { id },
+      );
     }
     let disk: RestoredDisk;
     try {
@@ -339,7 +385,10 @@ export class SnapshotService {
       : await this.sets.prefetchPlan(m, opts.prefetch ?? 'auto');
     if (opts.evictMemory) await this.sets.evictMemory(m);
     const prepareMs = roundMs(performance.now() - t0);
-    const names = Array.from({ length: count }, (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`);
+    const names = Array.from(
+      { length: count },
+      (_, i) => opts.names?.[i] ?? `${id.slice(5, 13)}-${randomBytes(2).toString('hex')}`,
+    );
     const results = await Promise.allSettled(names.map((name) => this.restoreOne(m, name, disk, opts, prefetch)));
     // --cache-snapshots off: a downloaded snapshot is dropped once its clones have loaded it
     // (their memory mappings and disks keep what they use)
@@ -347,7 +396,8 @@ export class SnapshotService {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // all or nothing: stop the clones that did come up
-      for (const r of results) if (r.status === 'fulfilled') await this.deps.launcher.stop(r.value.record.name).catch(() => undefined);
+      for (const r of results)
+        if (r.status === 'fulfilled') await this.deps.launcher.stop(r.value.record.name).catch(() => undefined);
       throw failed.reason;
     }
     return {
@@ -366,7 +416,14 @@ export class SnapshotService {
    * digests and that has a working set. Undefined otherwise: the snapshot is downloaded whole first.
    */
   private async startArriving(id: string, count: number, opts: RestoreOptions): Promise<ArrivingSnapshot | undefined> {
-    if (this.driver.kind !== 'firecracker' || count !== 1 || opts.prefetch === 'off' || opts.recordTo || (await this.store.has(id))) return undefined;
+    if (
+      this.driver.kind !== 'firecracker' ||
+      count !== 1 ||
+      opts.prefetch === 'off' ||
+      opts.recordTo ||
+      (await this.store.has(id))
+    )
+      return undefined;
     const source = this.remote.rangeSource(opts.source ?? { kind: 'local' });
     if (!source) return undefined;
     return startArrivingSnapshot({
@@ -400,7 +457,15 @@ export class SnapshotService {
     const name = opts.names?.[0] ?? `${m.id.slice(5, 13)}-${randomBytes(2).toString('hex')}`;
     const run = await runWhileArriving(
       a,
-      () => this.restoreOne(m, name, prepared.disk, opts, { launch: { via: 'page-server', pageServer: a.pageServer } }, a.bundleDir),
+      () =>
+        this.restoreOne(
+          m,
+          name,
+          prepared.disk,
+          opts,
+          { launch: { via: 'page-server', pageServer: a.pageServer } },
+          a.bundleDir,
+        ),
       (clone) => this.deps.launcher.stop(clone.record.name),
     );
     await this.trustVerified(run.manifest, { keepDisk: true });
@@ -412,7 +477,11 @@ export class SnapshotService {
       hostWarnings: prepared.hostWarnings,
       fetch: { ms: roundMs(performance.now() - t0), bytes: run.bytes, resumedBytes: 0 },
       prefetched: { pages: a.workingSet.pages, bytes: a.workingSet.pages * WORKING_SET_PAGE_SIZE },
-      earlyStart: { startMs: roundMs(run.startedAt - t0), bytesBeforeStart: a.bytesBeforeStart, requestedChunks: run.requested },
+      earlyStart: {
+        startMs: roundMs(run.startedAt - t0),
+        bytesBeforeStart: a.bytesBeforeStart,
+        requestedChunks: run.requested,
+      },
     };
   }
 
@@ -487,7 +556,11 @@ export class SnapshotService {
   }
 
   /** Downloads a snapshot, verified, unless it is already here. @default source: the S3-compatible store */
-  async pull(id: string, source: SnapshotSource = { kind: 's3' }, opts?: TransferOptions): Promise<{ fetched: TransferResult | undefined }> {
+  async pull(
+    id: string,
+    source: SnapshotSource = { kind: 's3' },
+    opts?: TransferOptions,
+  ): Promise<{ fetched: TransferResult | undefined }> {
     const r = await this.remote.ensureLocal(this.store, id, source, opts);
     // here already: its working set may have been recorded since it was pulled
     if (!r.fetched) await this.remote.pullWorkingSet(this.store, id, source, opts);

@@ -13,13 +13,25 @@ import type { FileStamp, LocalSnapshotStore } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
 import { FilePageCache, ensurePageCacheTool, mappedPages } from '../memory/page-cache.js';
-import { WORKING_SET_PAGE_SIZE, readWorkingSetRanges, totalPages, writeWorkingSet, type PageRange } from '../memory/working-set.js';
+import {
+  WORKING_SET_PAGE_SIZE,
+  readWorkingSetRanges,
+  totalPages,
+  writeWorkingSet,
+  type PageRange,
+} from '../memory/working-set.js';
 import type { VmmKind } from '../vmm/driver.js';
 import type { InstanceRecord } from './instances.js';
 import { httpRequest, type InvokeRequest } from './invoke.js';
 import type { PrefetchLaunch } from './launcher.js';
 import type { SnapshotSource } from './remote.js';
-import type { PrefetchMode, RecordWorkingSetOptions, RecordWorkingSetResult, RestoreOptions, RestoreResult } from './snapshot-types.js';
+import type {
+  PrefetchMode,
+  RecordWorkingSetOptions,
+  RecordWorkingSetResult,
+  RestoreOptions,
+  RestoreResult,
+} from './snapshot-types.js';
 import { pageServerPrefetch, prefetchRoute, publishRecordedWorkingSet } from './working-sets.js';
 
 export interface NodeWorkingSetsDeps {
@@ -47,25 +59,38 @@ export class NodeWorkingSets {
    * unless the files' stamps are unchanged since the last check) and checked against the memory
    * file; on QEMU its ranges for the page cache, on Firecracker the page server with its files.
    */
-  async prefetchPlan(m: SnapshotManifest, mode: PrefetchMode): Promise<{ launch: PrefetchLaunch; pages: number } | undefined> {
+  async prefetchPlan(
+    m: SnapshotManifest,
+    mode: PrefetchMode,
+  ): Promise<{ launch: PrefetchLaunch; pages: number } | undefined> {
     const sets = new WorkingSetStore(this.deps.store);
     const route = prefetchRoute(this.deps.vmm, mode === 'off' ? false : await sets.has(m.id), mode, m.id);
     if (route === 'none') return undefined;
     const stampsPath = join(this.deps.restoreDir, m.id, 'workingset-verified.json');
-    const known = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as Record<string, FileStamp> | null;
+    const known = JSON.parse(await readFile(stampsPath, 'utf8').catch(() => 'null')) as Record<
+      string,
+      FileStamp
+    > | null;
     const { manifest, stamps } = await sets.verify(m.id, known ?? undefined);
     if (JSON.stringify(stamps) !== JSON.stringify(known)) await writeJsonAtomic(stampsPath, stamps);
     const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
     const dir = sets.dirOf(m.id);
     const ws = await readWorkingSetRanges(dir, { memoryBytes });
     const pages = totalPages(ws);
-    if (route === 'page-cache') return { launch: { via: 'page-cache', tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges }, pages };
+    if (route === 'page-cache')
+      return {
+        launch: { via: 'page-cache', tool: await ensurePageCacheTool(this.deps.cacheDir), ranges: ws.ranges },
+        pages,
+      };
     return { launch: await pageServerPrefetch(dir, manifest, this.deps.cacheDir), pages };
   }
 
   /** Drops `m`'s memory file from the page cache; refused while running clones keep pages of it mapped. */
   async evictMemory(m: SnapshotManifest): Promise<void> {
-    const cache = await FilePageCache.open(this.deps.cacheDir, join(this.deps.store.pathOf(m.id), SNAPSHOT_FILES.memory));
+    const cache = await FilePageCache.open(
+      this.deps.cacheDir,
+      join(this.deps.store.pathOf(m.id), SNAPSHOT_FILES.memory),
+    );
     const left = await cache.evict();
     if (left > 0) {
       throw new EmbersError(
@@ -110,13 +135,21 @@ export class NodeWorkingSets {
           await this.deps.stop(name).catch(() => undefined);
         }
         const manifest = await publishRecordedWorkingSet(this.deps.store, m, recordTo);
-        await writeJsonAtomic(join(this.deps.restoreDir, id, 'workingset-verified.json'), (await sets.verify(id)).stamps);
+        await writeJsonAtomic(
+          join(this.deps.restoreDir, id, 'workingset-verified.json'),
+          (await sets.verify(id)).stamps,
+        );
         return { manifest, recorded: true, memoryBytes, status, ms: roundMs(performance.now() - t0) };
       } finally {
         await rm(recordTo, { force: true });
       }
     }
-    const restored = await this.deps.restore(id, { names: [name], prefetch: 'off', evictMemory: true, readyTimeoutMs: opts.readyTimeoutMs });
+    const restored = await this.deps.restore(id, {
+      names: [name],
+      prefetch: 'off',
+      evictMemory: true,
+      readyTimeoutMs: opts.readyTimeoutMs,
+    });
     let resident: PageRange[];
     let residentPages: number;
     let status: number;
@@ -127,7 +160,10 @@ export class NodeWorkingSets {
       // what the VM mapped (pagemap), not all that became resident: the page cache also holds the
       // readahead around each fault (read_ahead_kb, 8 MiB on some disks), which is not the working set
       resident = await mappedPages(rec.vm.pid, memoryFile);
-      residentPages = totalPages({ pageSize: WORKING_SET_PAGE_SIZE, ranges: await (await FilePageCache.open(this.deps.cacheDir, memoryFile)).resident() });
+      residentPages = totalPages({
+        pageSize: WORKING_SET_PAGE_SIZE,
+        ranges: await (await FilePageCache.open(this.deps.cacheDir, memoryFile)).resident(),
+      });
     } finally {
       await this.deps.stop(name).catch(() => undefined);
     }

@@ -11,7 +11,13 @@ import { EmbersError } from '../errors.js';
 import type { LocalSnapshotStore } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
 import { WorkingSetStore, type WorkingSetManifest } from '../snapshot/working-set-store.js';
-import { WORKING_SET_FILES, WORKING_SET_PAGE_SIZE, parseWorkingSetRanges, totalPages, writeWorkingSet } from '../memory/working-set.js';
+import {
+  WORKING_SET_FILES,
+  WORKING_SET_PAGE_SIZE,
+  parseWorkingSetRanges,
+  totalPages,
+  writeWorkingSet,
+} from '../memory/working-set.js';
 import type { VmmKind } from '../vmm/driver.js';
 import { ensureUffdHandler } from '../vmm/firecracker/uffd-handler.js';
 import type { PrefetchLaunch } from './launcher.js';
@@ -55,7 +61,11 @@ export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: Prefet
  * described by `ws`, its manifest): the page server (built into `cacheDir`) copies its pages in,
  * in first-touch order, before the driver resumes the VM.
  */
-export async function pageServerPrefetch(dir: string, ws: WorkingSetManifest, cacheDir: string): Promise<PrefetchLaunch> {
+export async function pageServerPrefetch(
+  dir: string,
+  ws: WorkingSetManifest,
+  cacheDir: string,
+): Promise<PrefetchLaunch> {
   const pagesFile = ws.files.find((f) => f.name === WORKING_SET_FILES.pages);
   return {
     via: 'page-server',
@@ -108,7 +118,11 @@ export async function publishRecordedWorkingSet(
   try {
     const ws = parseWorkingSetRanges(bytes, recordPath, { memoryBytes });
     if (ws.ranges.length === 0) {
-      throw new EmbersError('EMB_WORKING_SET_RECORD_FAILED', `the page server recorded no page of ${m.id}: the clone touched no guest memory`, { id: m.id });
+      throw new EmbersError(
+        'EMB_WORKING_SET_RECORD_FAILED',
+        `the page server recorded no page of ${m.id}: the clone touched no guest memory`,
+        { id: m.id },
+      );
     }
     const sets = new WorkingSetStore(store);
     const existing = await sets.get(m.id);

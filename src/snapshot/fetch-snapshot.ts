@@ -40,7 +40,12 @@ const MiB = 1024 * 1024;
  * 4. the files moved into a staging dir and published atomically (`publishFetched`).
  * If the store already holds the snapshot, nothing is moved.
  */
-export async function fetchSnapshot(store: LocalSnapshotStore, source: RangeSource, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+export async function fetchSnapshot(
+  store: LocalSnapshotStore,
+  source: RangeSource,
+  id: string,
+  options: TransferOptions = {},
+): Promise<TransferResult> {
   const o = compileTransferOptions(options);
   const started = performance.now();
   requireSnapshotId(id);
@@ -84,16 +89,23 @@ class SnapshotFetch {
     this.moved += Buffer.byteLength(text);
     const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
     if (manifest.id !== id) {
-      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`, {
-        id,
-        manifestId: manifest.id,
-        source: source.location,
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_CORRUPT',
+        `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
+        {
+          id,
+          manifestId: manifest.id,
+          source: source.location,
+        },
+      );
     }
     const journal = await PullJournal.open(this.workDir, sha256(text), o.partSizeBytes);
     await crashPoint('snapshot.pull.after-manifest');
     const partSize = journal.partSizeBytes; // a resumed pull keeps the ranges it started with
-    const sizes = new Map<string, number>([[MANIFEST_NAME, Buffer.byteLength(text)], ...manifest.files.map((f) => [f.name, f.sizeBytes] as const)]);
+    const sizes = new Map<string, number>([
+      [MANIFEST_NAME, Buffer.byteLength(text)],
+      ...manifest.files.map((f) => [f.name, f.sizeBytes] as const),
+    ]);
     const tracker = new ProgressTracker('pull', id, sizes, o.onProgress);
     tracker.add(MANIFEST_NAME, Buffer.byteLength(text));
 
@@ -138,7 +150,12 @@ class SnapshotFetch {
             await this.verifyPart(task.file, journal, await hasher.digest());
             return;
           }
-          await retry(() => this.fetchRange(task.file, task.index, partSize, tracker, signal), isTransientTransferError, o.retry, signal);
+          await retry(
+            () => this.fetchRange(task.file, task.index, partSize, tracker, signal),
+            isTransientTransferError,
+            o.retry,
+            signal,
+          );
           await journal.markDone(task.file.name, task.index);
           await crashPoint('snapshot.pull.after-range');
           hasher.completed(task.index); // hashed in file order, overlapping the downloads still running
@@ -207,7 +224,13 @@ class SnapshotFetch {
    * Downloads one range into its place in the part file and syncs it: the whole range, or of a
    * sparse file only the spans with data (the zeros between them stay holes).
    */
-  private async fetchRange(f: SnapshotFile, index: number, partSize: number, tracker: ProgressTracker, signal: AbortSignal): Promise<void> {
+  private async fetchRange(
+    f: SnapshotFile,
+    index: number,
+    partSize: number,
+    tracker: ProgressTracker,
+    signal: AbortSignal,
+  ): Promise<void> {
     const [start, end] = rangeOf(f, index, partSize);
     const spans = spansToFetch(f, start, end);
     let fetched = 0;
@@ -225,7 +248,13 @@ class SnapshotFetch {
   }
 
   /** Downloads [start, end) of a file into its place in the part file and syncs it. */
-  private async fetchSpan(f: SnapshotFile, start: number, end: number, tracker: ProgressTracker, signal: AbortSignal): Promise<void> {
+  private async fetchSpan(
+    f: SnapshotFile,
+    start: number,
+    end: number,
+    tracker: ProgressTracker,
+    signal: AbortSignal,
+  ): Promise<void> {
     const body = await this.source.readRange(this.id, f, start, end, signal);
     const fh = await this.handle(f);
     const it = body[Symbol.asyncIterator]();
@@ -288,7 +317,14 @@ class SnapshotFetch {
     throw new EmbersError(
       'EMB_SNAPSHOT_CORRUPT',
       `snapshot ${this.id} from ${this.source.location}: ${f.name} does not match the sha256 in its manifest (corrupt or tampered at the source); nothing was published`,
-      { id: this.id, file: f.name, source: this.source.location, expected: f.sha256, actual: digest, sizeBytes: st.size },
+      {
+        id: this.id,
+        file: f.name,
+        source: this.source.location,
+        expected: f.sha256,
+        actual: digest,
+        sizeBytes: st.size,
+      },
     );
   }
 }

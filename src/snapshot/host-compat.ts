@@ -70,16 +70,25 @@ export function compareHost(m: SnapshotManifest, here: HostDescription): HostCom
   const mismatches: HostMismatch[] = [];
   const unknown: string[] = [];
   if (m.vmm.kind !== here.vmm.kind) {
-    mismatches.push({ what: 'vmm', recorded: `${m.vmm.kind} ${m.vmm.version}`, here: `${here.vmm.kind} ${here.vmm.version}` });
+    mismatches.push({
+      what: 'vmm',
+      recorded: `${m.vmm.kind} ${m.vmm.version}`,
+      here: `${here.vmm.kind} ${here.vmm.version}`,
+    });
   } else if (typeof m.vmm.version !== 'string' || m.vmm.version === '') {
     unknown.push('VMM version');
   } else if (major(m.vmm.version) !== major(here.vmm.version)) {
-    mismatches.push({ what: 'vmm', recorded: `${m.vmm.kind} ${m.vmm.version}`, here: `${here.vmm.kind} ${here.vmm.version}` });
+    mismatches.push({
+      what: 'vmm',
+      recorded: `${m.vmm.kind} ${m.vmm.version}`,
+      here: `${here.vmm.kind} ${here.vmm.version}`,
+    });
   }
 
   const kernel = m.guestKit?.kernelVersion;
   if (typeof kernel !== 'string' || kernel === '') unknown.push('guest kernel version');
-  else if (kernel !== here.kernelVersion) mismatches.push({ what: 'kernel', recorded: kernel, here: here.kernelVersion });
+  else if (kernel !== here.kernelVersion)
+    mismatches.push({ what: 'kernel', recorded: kernel, here: here.kernelVersion });
 
   if (m.vmm.driveLayout === undefined) {
     if (here.vmm.driveLayout !== undefined && here.vmm.driveLayout !== 'plain') unknown.push('drive layout');
@@ -96,7 +105,11 @@ export function compareHost(m: SnapshotManifest, here: HostDescription): HostCom
     mismatches.push({ what: 'cpu-model', recorded: guestCpu.model, here: here.guestCpu.model });
   } else if (guestCpu.hostDependent) {
     if (cpu.vendor !== here.cpu.vendor) {
-      mismatches.push({ what: 'cpu-vendor', recorded: `${cpu.vendor} (${cpu.modelName})`, here: `${here.cpu.vendor} (${here.cpu.modelName})` });
+      mismatches.push({
+        what: 'cpu-vendor',
+        recorded: `${cpu.vendor} (${cpu.modelName})`,
+        here: `${here.cpu.vendor} (${here.cpu.modelName})`,
+      });
     }
     const have = new Set(here.cpu.flags);
     const missing = cpu.flags.filter((f) => !have.has(f));
@@ -132,24 +145,34 @@ export function describeMismatch(x: HostMismatch): string {
  * `allowHostMismatch`; returns warnings to show: mismatches that were allowed, fields the
  * manifest does not record.
  */
-export function checkHostCompat(m: SnapshotManifest, here: HostDescription, opts: { allowHostMismatch?: boolean } = {}): string[] {
+export function checkHostCompat(
+  m: SnapshotManifest,
+  here: HostDescription,
+  opts: { allowHostMismatch?: boolean } = {},
+): string[] {
   const { mismatches, unknown } = compareHost(m, here);
   const warnings: string[] = [];
   if (mismatches.length > 0) {
     const lines = mismatches.map(describeMismatch);
     if (!opts.allowHostMismatch) {
-      throw new EmbersError('EMB_SNAPSHOT_HOST_MISMATCH', `snapshot ${m.id} was made on a host that differs from this one: ${lines.join('; ')}`, {
-        id: m.id,
-        mismatches,
-        unknown,
-        recorded: { vmm: m.vmm, host: m.host, kernelVersion: m.guestKit?.kernelVersion },
-        here,
-      });
+      throw new EmbersError(
+        'EMB_SNAPSHOT_HOST_MISMATCH',
+        `snapshot ${m.id} was made on a host that differs from this one: ${lines.join('; ')}`,
+        {
+          id: m.id,
+          mismatches,
+          unknown,
+          recorded: { vmm: m.vmm, host: m.host, kernelVersion: m.guestKit?.kernelVersion },
+          here,
+        },
+      );
     }
     warnings.push(`restoring snapshot ${m.id} although its host differs (allowed): ${lines.join('; ')}`);
   }
   if (unknown.length > 0) {
-    warnings.push(`snapshot ${m.id} does not record its ${unknown.join(', ')} (an older manifest): restoring without checking them`);
+    warnings.push(
+      `snapshot ${m.id} does not record its ${unknown.join(', ')} (an older manifest): restoring without checking them`,
+    );
   }
   return warnings;
 }

@@ -3,7 +3,15 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'nod
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
-import { exists, fsyncPath, sha256, sha256File, sha256FileWithDataRanges, writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import {
+  exists,
+  fsyncPath,
+  sha256,
+  sha256File,
+  sha256FileWithDataRanges,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from '../util/fs.js';
 import { pidAlive } from '../util/pid.js';
 import { lockHeld, lockOwner } from '../util/lock.js';
 import {
@@ -80,7 +88,8 @@ export class LocalSnapshotStore {
       await fsyncPath(path);
       const entry: SnapshotFile = { name, sizeBytes: scan.size, sha256: scan.sha256 };
       // a file that is mostly zeros (guest memory) records where its data is, so transfers skip the rest
-      if (scan.size >= SPARSE_MIN_BYTES && scan.dataBytes <= scan.size * SPARSE_MAX_DATA_FRACTION) entry.dataRanges = scan.dataRanges;
+      if (scan.size >= SPARSE_MIN_BYTES && scan.dataBytes <= scan.size * SPARSE_MAX_DATA_FRACTION)
+        entry.dataRanges = scan.dataRanges;
       const chunks = opts.chunks?.[name];
       if (chunks) {
         if (chunks.sha256.length !== Math.ceil(scan.size / chunks.chunkSize)) {
@@ -134,10 +143,14 @@ export class LocalSnapshotStore {
       const path = join(stagingDir, f.name);
       const st = await stat(path);
       if (st.size !== f.sizeBytes) {
-        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`, {
-          id: m.id,
-          file: f.name,
-        });
+        throw new EmbersError(
+          'EMB_SNAPSHOT_CORRUPT',
+          `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`,
+          {
+            id: m.id,
+            file: f.name,
+          },
+        );
       }
       await fsyncPath(path);
     }
@@ -168,11 +181,16 @@ export class LocalSnapshotStore {
       throw err;
     });
     if (bytes === undefined) {
-      if (await exists(dir)) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
+      if (await exists(dir))
+        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
       throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.dir}`, { id });
     }
     const m = parseManifest(bytes.toString('utf8'), `${id}/${MANIFEST_NAME}`);
-    if (m.id !== id) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot dir ${id} holds the manifest of ${m.id}`, { id, manifestId: m.id });
+    if (m.id !== id)
+      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot dir ${id} holds the manifest of ${m.id}`, {
+        id,
+        manifestId: m.id,
+      });
     return { manifest: m, bytes };
   }
 
@@ -201,10 +219,18 @@ export class LocalSnapshotStore {
   async verify(m: SnapshotManifest, stamps?: Record<string, FileStamp>): Promise<Record<string, FileStamp>> {
     const dir = this.pathOf(m.id);
     // the working set is a companion with a manifest of its own (snapshot/working-set-store.ts)
-    const present = new Set((await readdir(dir)).filter((n) => n !== MANIFEST_NAME && n !== WORKING_SET_DIR && !n.startsWith(WORKING_SET_STAGING)));
+    const present = new Set(
+      (await readdir(dir)).filter(
+        (n) => n !== MANIFEST_NAME && n !== WORKING_SET_DIR && !n.startsWith(WORKING_SET_STAGING),
+      ),
+    );
     for (const name of present) {
       if (!m.files.some((f) => f.name === name)) {
-        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} holds a file its manifest does not list: ${name}`, { id: m.id, file: name });
+        throw new EmbersError(
+          'EMB_SNAPSHOT_CORRUPT',
+          `snapshot ${m.id} holds a file its manifest does not list: ${name}`,
+          { id: m.id, file: name },
+        );
       }
     }
     const out: Record<string, FileStamp> = {};
@@ -212,7 +238,11 @@ export class LocalSnapshotStore {
       m.files.map(async (f) => {
         const path = join(dir, f.name);
         const st = await stat(path, { bigint: true }).catch(() => undefined);
-        if (!st) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} is missing ${f.name}`, { id: m.id, file: f.name });
+        if (!st)
+          throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} is missing ${f.name}`, {
+            id: m.id,
+            file: f.name,
+          });
         if (Number(st.size) !== f.sizeBytes) {
           throw new EmbersError(
             'EMB_SNAPSHOT_CORRUPT',
@@ -241,12 +271,16 @@ export class LocalSnapshotStore {
             );
           }
           if (digest !== f.sha256) {
-            throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id}: ${f.name} does not match its sha256 (corrupt or tampered)`, {
-              id: m.id,
-              file: f.name,
-              expected: f.sha256,
-              actual: digest,
-            });
+            throw new EmbersError(
+              'EMB_SNAPSHOT_CORRUPT',
+              `snapshot ${m.id}: ${f.name} does not match its sha256 (corrupt or tampered)`,
+              {
+                id: m.id,
+                file: f.name,
+                expected: f.sha256,
+                actual: digest,
+              },
+            );
           }
         }
         out[f.name] = stamp;
@@ -342,7 +376,8 @@ export class LocalSnapshotStore {
       const locked = owner !== null && (await lockHeld(join(transfers, `${owner[0]}.lock`)));
       if (!st || locked) continue;
       // a pull killed after it published: the snapshot is whole, its journal is of no more use
-      const pulledWhole = owner !== null && name === owner[0] && name.startsWith('pull-') && (await this.has(owner[1]!));
+      const pulledWhole =
+        owner !== null && name === owner[0] && name.startsWith('pull-') && (await this.has(owner[1]!));
       if (pulledWhole || Date.now() - st.mtimeMs > STALE_TRANSFER_MS) await rm(path, { recursive: true, force: true });
     }
   }
@@ -351,7 +386,13 @@ export class LocalSnapshotStore {
 export type { FileStamp };
 
 function stampFromStats(st: BigIntStats): FileStamp {
-  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+  return {
+    dev: Number(st.dev),
+    ino: Number(st.ino),
+    size: Number(st.size),
+    mtimeNs: String(st.mtimeNs),
+    ctimeNs: String(st.ctimeNs),
+  };
 }
 
 /** A file's identity (inode, size, times), or undefined if it does not exist. */

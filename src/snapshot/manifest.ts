@@ -32,7 +32,13 @@ export interface SnapshotManifest {
   /** The workload the snapshot was made of, as its maker described it (node/ stores its function spec); opaque here. */
   function: object;
   /** restoreHook: the image's declared restore hook (its labels), absent when it declares none. */
-  image: { reference: string; manifestDigest: string; rootfsSha256: string; flattenerVersion: number; restoreHook?: { path: string; timeoutMs?: number } };
+  image: {
+    reference: string;
+    manifestDigest: string;
+    rootfsSha256: string;
+    flattenerVersion: number;
+    restoreHook?: { path: string; timeoutMs?: number };
+  };
   disk: {
     /** How the disk changes were captured. */
     diff: 'block' | 'rsync';
@@ -63,7 +69,14 @@ export interface SnapshotManifest {
    */
   host?: { cpu: HostCpu; guestCpu: GuestCpu };
   machine: { vcpus: number; memoryMiB: number };
-  guestNetwork: { tapName: string; guestIp: string; gatewayIp: string; prefixLen: number; guestMac: string; gatewayMac: string };
+  guestNetwork: {
+    tapName: string;
+    guestIp: string;
+    gatewayIp: string;
+    prefixLen: number;
+    guestMac: string;
+    gatewayMac: string;
+  };
   guestKit: { kind: string; kernelVersion: string; cacheKey: string };
   /** Every file of the bundle but the manifest, with its size and digest. */
   files: SnapshotFile[];
@@ -94,7 +107,8 @@ export function isSnapshotId(id: string): boolean {
 
 /** Refuses anything that is not a snapshot id before it reaches a path, a key or a URL. */
 export function requireSnapshotId(id: string): void {
-  if (!isSnapshotId(id)) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+  if (!isSnapshotId(id))
+    throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
 }
 
 /** What a bundle file may be named. */
@@ -106,9 +120,15 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   try {
     m = JSON.parse(text) as SnapshotManifest;
   } catch (err) {
-    throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is not valid JSON`, { source }, { cause: err });
+    throw new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `snapshot manifest ${source} is not valid JSON`,
+      { source },
+      { cause: err },
+    );
   }
-  const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is invalid: ${why}`, { source });
+  const bad = (why: string) =>
+    new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is invalid: ${why}`, { source });
   if (typeof m !== 'object' || m === null) throw bad('not an object');
   if (m.formatVersion !== MANIFEST_FORMAT) {
     throw new EmbersError(
@@ -123,17 +143,25 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
   for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
+    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME)
+      throw bad(`file name ${String(f?.name)}`);
     if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
-    if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes)) throw bad(`data ranges of ${f.name}`);
-    if ((f.chunkSha256 !== undefined || f.chunkSize !== undefined) && !validChunks(f)) throw bad(`chunk digests of ${f.name}`);
+    if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes))
+      throw bad(`data ranges of ${f.name}`);
+    if ((f.chunkSha256 !== undefined || f.chunkSize !== undefined) && !validChunks(f))
+      throw bad(`chunk digests of ${f.name}`);
   }
-  if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause)) throw bad('disk');
-  if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256)) throw bad('image');
-  if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind) || typeof m.vmm.snapshotFormat !== 'string') throw bad('vmm');
-  if (m.vmm.deviceDiscovery !== undefined && !['acpi', 'cmdline'].includes(m.vmm.deviceDiscovery)) throw bad('vmm.deviceDiscovery');
-  if (m.vmm.driveLayout !== undefined && !['plain', 'mount-namespace', 'jail'].includes(m.vmm.driveLayout)) throw bad('vmm.driveLayout');
+  if (!m.disk || !['block', 'rsync'].includes(m.disk.diff) || !/^[0-9a-f]{64}$/.test(m.disk.sha256AtPause))
+    throw bad('disk');
+  if (!m.image || !/^sha256:[0-9a-f]{64}$/.test(m.image.manifestDigest) || !/^[0-9a-f]{64}$/.test(m.image.rootfsSha256))
+    throw bad('image');
+  if (!m.vmm || !['qemu', 'firecracker'].includes(m.vmm.kind) || typeof m.vmm.snapshotFormat !== 'string')
+    throw bad('vmm');
+  if (m.vmm.deviceDiscovery !== undefined && !['acpi', 'cmdline'].includes(m.vmm.deviceDiscovery))
+    throw bad('vmm.deviceDiscovery');
+  if (m.vmm.driveLayout !== undefined && !['plain', 'mount-namespace', 'jail'].includes(m.vmm.driveLayout))
+    throw bad('vmm.driveLayout');
   if (m.vmm.vsock !== undefined && typeof m.vmm.vsock !== 'boolean') throw bad('vmm.vsock');
   if (m.vmm.agent !== undefined && typeof m.vmm.agent !== 'boolean') throw bad('vmm.agent');
   if (m.host !== undefined && !validHost(m.host)) throw bad('host');
@@ -164,8 +192,12 @@ function validHost(h: unknown): boolean {
 
 function validChunks(f: SnapshotFile): boolean {
   const { chunkSha256, chunkSize } = f;
-  if (!Number.isSafeInteger(chunkSize) || chunkSize! <= 0 || chunkSize! % 4096 !== 0 || !Array.isArray(chunkSha256)) return false;
-  return chunkSha256.length === Math.ceil(f.sizeBytes / chunkSize!) && chunkSha256.every((d) => typeof d === 'string' && /^[0-9a-f]{64}$/.test(d));
+  if (!Number.isSafeInteger(chunkSize) || chunkSize! <= 0 || chunkSize! % 4096 !== 0 || !Array.isArray(chunkSha256))
+    return false;
+  return (
+    chunkSha256.length === Math.ceil(f.sizeBytes / chunkSize!) &&
+    chunkSha256.every((d) => typeof d === 'string' && /^[0-9a-f]{64}$/.test(d))
+  );
 }
 
 function validDataRanges(ranges: unknown, size: number): boolean {

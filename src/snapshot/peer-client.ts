@@ -6,8 +6,19 @@ import { EmbersError } from '../errors.js';
 import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile, type SnapshotManifest } from './manifest.js';
-import { WORKING_SET_MANIFEST_PATH, fetchWorkingSet, pullSnapshot, type WorkingSetSource } from './working-set-transfer.js';
+import {
+  MANIFEST_NAME,
+  parseManifest,
+  requireSnapshotId,
+  type SnapshotFile,
+  type SnapshotManifest,
+} from './manifest.js';
+import {
+  WORKING_SET_MANIFEST_PATH,
+  fetchWorkingSet,
+  pullSnapshot,
+  type WorkingSetSource,
+} from './working-set-transfer.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
 import { errnoCode } from '../util/errno.js';
 import { emptyBody, isTransientTransferError, type TransferOptions, type TransferResult } from './transfer.js';
@@ -44,7 +55,9 @@ export class PeerClient {
     this.retry = retryPolicy(opts.retry);
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 60_000;
     if (!(this.stallTimeoutMs > 0)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `stallTimeoutMs must be > 0 ms, not ${opts.stallTimeoutMs}`, { stallTimeoutMs: opts.stallTimeoutMs });
+      throw new EmbersError('EMB_CONFIG_INVALID', `stallTimeoutMs must be > 0 ms, not ${opts.stallTimeoutMs}`, {
+        stallTimeoutMs: opts.stallTimeoutMs,
+      });
     }
     this.source = {
       location: `peer ${this.url}`,
@@ -97,7 +110,11 @@ export class PeerClient {
   }
 
   /** Fetches the working set of local snapshot `id`, if the peer has one and the store does not (see fetchWorkingSet). */
-  pullWorkingSet(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<{ bytes: number } | undefined> {
+  pullWorkingSet(
+    store: LocalSnapshotStore,
+    id: string,
+    options: TransferOptions = {},
+  ): Promise<{ bytes: number } | undefined> {
     return fetchWorkingSet(store, this.source, id, options);
   }
 
@@ -121,7 +138,10 @@ export class PeerClient {
     const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'GET', {}, signal);
     if (res.status === 404) {
       await res.body?.cancel();
-      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `the peer ${this.url} has no snapshot ${id}`, { id, endpoint: this.url });
+      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `the peer ${this.url} has no snapshot ${id}`, {
+        id,
+        endpoint: this.url,
+      });
     }
     if (res.status !== 200) throw await this.unexpected(res, `GET ${id}/${MANIFEST_NAME}`);
     try {
@@ -131,20 +151,37 @@ export class PeerClient {
     }
   }
 
-  private async readRange(id: string, f: SnapshotFile, start: number, end: number, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
+  private async readRange(
+    id: string,
+    f: SnapshotFile,
+    start: number,
+    end: number,
+    signal: AbortSignal | undefined,
+  ): Promise<AsyncIterable<Uint8Array>> {
     const path = `${PEER_API_PATH}/${id}/${f.name}`;
     const mismatch = (what: string) =>
-      new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} at the peer ${this.url}: ${f.name} ${what}`, { id, file: f.name, endpoint: this.url });
+      new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} at the peer ${this.url}: ${f.name} ${what}`, {
+        id,
+        file: f.name,
+        endpoint: this.url,
+      });
     const empty = start === end;
-    const res = await this.request(path, empty ? 'HEAD' : 'GET', empty ? {} : { Range: `bytes=${start}-${end - 1}` }, signal);
+    const res = await this.request(
+      path,
+      empty ? 'HEAD' : 'GET',
+      empty ? {} : { Range: `bytes=${start}-${end - 1}` },
+      signal,
+    );
     const fail = async (err: EmbersError): Promise<never> => {
       await res.body?.cancel().catch(() => {});
       throw err;
     };
-    if (res.status === 404) return fail(mismatch(`is listed in its manifest but the peer does not serve it (${await errorCode(res)})`));
+    if (res.status === 404)
+      return fail(mismatch(`is listed in its manifest but the peer does not serve it (${await errorCode(res)})`));
     if (res.status === 416) return fail(mismatch(`is shorter there than the ${f.sizeBytes} bytes the manifest says`));
     const sha = res.headers.get(PEER_SHA256_HEADER);
-    if (sha !== null && sha !== f.sha256) return fail(mismatch(`has sha256 ${sha} there, the manifest says ${f.sha256}`));
+    if (sha !== null && sha !== f.sha256)
+      return fail(mismatch(`has sha256 ${sha} there, the manifest says ${f.sha256}`));
     if (empty) {
       if (res.status !== 200) return fail(await this.unexpected(res, `HEAD ${path}`));
       const size = Number(res.headers.get('content-length'));
@@ -155,18 +192,27 @@ export class PeerClient {
     const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
     if (!cr)
       return fail(
-        new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`, {
-          endpoint: this.url,
-          path,
-        }),
+        new EmbersError(
+          'EMB_REMOTE_REQUEST_FAILED',
+          `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`,
+          {
+            endpoint: this.url,
+            path,
+          },
+        ),
       );
-    if (Number(cr[3]) !== f.sizeBytes) return fail(mismatch(`is ${cr[3]} bytes there, the manifest says ${f.sizeBytes}`));
+    if (Number(cr[3]) !== f.sizeBytes)
+      return fail(mismatch(`is ${cr[3]} bytes there, the manifest says ${f.sizeBytes}`));
     if (Number(cr[1]) !== start || Number(cr[2]) !== end - 1) {
       return fail(
-        new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`, {
-          endpoint: this.url,
-          path,
-        }),
+        new EmbersError(
+          'EMB_REMOTE_REQUEST_FAILED',
+          `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`,
+          {
+            endpoint: this.url,
+            path,
+          },
+        ),
       );
     }
     if (!res.body) return fail(this.broken(path, undefined));
@@ -174,7 +220,12 @@ export class PeerClient {
   }
 
   /** One HTTP request; network failures become EMB_REMOTE_UNREACHABLE, 401 EMB_PEER_AUTH, 5xx/429 EMB_REMOTE_UNAVAILABLE. */
-  private async request(path: string, method: 'GET' | 'HEAD', headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Response> {
+  private async request(
+    path: string,
+    method: 'GET' | 'HEAD',
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<Response> {
     // a stalled peer (no answer, or no more bytes of the body, for stallTimeoutMs) is a broken connection
     const ac = new AbortController();
     const onAbort = () => ac.abort(signal!.reason);
@@ -188,11 +239,15 @@ export class PeerClient {
       clearTimeout(timer);
       timer = setTimeout(() => {
         ac.abort(
-          new EmbersError('EMB_REMOTE_UNREACHABLE', `the peer ${this.url} sent nothing for ${this.stallTimeoutMs} ms during ${method} ${path}: stalled`, {
-            endpoint: this.url,
-            path,
-            stallTimeoutMs: this.stallTimeoutMs,
-          }),
+          new EmbersError(
+            'EMB_REMOTE_UNREACHABLE',
+            `the peer ${this.url} sent nothing for ${this.stallTimeoutMs} ms during ${method} ${path}: stalled`,
+            {
+              endpoint: this.url,
+              path,
+              stallTimeoutMs: this.stallTimeoutMs,
+            },
+          ),
         );
       }, this.stallTimeoutMs);
       timer.unref();
@@ -200,7 +255,11 @@ export class PeerClient {
     arm();
     let res: Response;
     try {
-      res = await fetch(`${this.url}${path}`, { method, headers: { ...headers, Authorization: `Bearer ${this.token}` }, signal: ac.signal });
+      res = await fetch(`${this.url}${path}`, {
+        method,
+        headers: { ...headers, Authorization: `Bearer ${this.token}` },
+        signal: ac.signal,
+      });
       if (res.body) {
         const body = res.body.pipeThrough(
           new TransformStream<Uint8Array, Uint8Array>({
@@ -227,29 +286,40 @@ export class PeerClient {
     }
     if (res.status === 401) {
       await res.body?.cancel();
-      throw new EmbersError('EMB_PEER_AUTH', `the peer ${this.url} refused the token (401) for ${method} ${path}`, { endpoint: this.url, path });
+      throw new EmbersError('EMB_PEER_AUTH', `the peer ${this.url} refused the token (401) for ${method} ${path}`, {
+        endpoint: this.url,
+        path,
+      });
     }
     if (res.status >= 500 || res.status === 429) {
       const code = await errorCode(res);
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
-      throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`, {
-        endpoint: this.url,
-        path,
-        status: res.status,
-        serviceCode: code,
-        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-      });
+      throw new EmbersError(
+        'EMB_REMOTE_UNAVAILABLE',
+        `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`,
+        {
+          endpoint: this.url,
+          path,
+          status: res.status,
+          serviceCode: code,
+          ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+        },
+      );
     }
     return res;
   }
 
   private async unexpected(res: Response, what: string): Promise<EmbersError> {
     const code = await errorCode(res);
-    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the peer ${this.url} refused ${what} (${res.status} ${code})`, {
-      endpoint: this.url,
-      status: res.status,
-      serviceCode: code,
-    });
+    return new EmbersError(
+      'EMB_REMOTE_REQUEST_FAILED',
+      `the peer ${this.url} refused ${what} (${res.status} ${code})`,
+      {
+        endpoint: this.url,
+        status: res.status,
+        serviceCode: code,
+      },
+    );
   }
 
   private broken(what: string, cause: unknown): EmbersError {

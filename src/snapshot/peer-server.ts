@@ -25,7 +25,14 @@ import { EmbersError, isEmbersError } from '../errors.js';
 import { bearerTokenCheck } from '../util/bearer.js';
 import { sha256 } from '../util/fs.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { FILE_NAME_RE, MANIFEST_NAME, WORKING_SET_DIR, isSnapshotId, parseManifest, type SnapshotManifest } from './manifest.js';
+import {
+  FILE_NAME_RE,
+  MANIFEST_NAME,
+  WORKING_SET_DIR,
+  isSnapshotId,
+  parseManifest,
+  type SnapshotManifest,
+} from './manifest.js';
 import { parseWorkingSetManifest, type WorkingSetManifest } from './working-set-store.js';
 
 /** The path under which a node serves its snapshots. */
@@ -86,9 +93,15 @@ export async function startPeerServer(opts: PeerServerOptions): Promise<PeerServ
  * The request handler, for mounting on a server of one's own. It answers every request it
  * gets (paths outside /v1/snapshots with 404).
  */
-export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'token'>): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+export function peerRequestHandler(
+  opts: Pick<PeerServerOptions, 'store' | 'token'>,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   if (typeof opts.token !== 'string' || opts.token.length < PEER_TOKEN_MIN_LENGTH) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `the peer token must be at least ${PEER_TOKEN_MIN_LENGTH} characters`, {});
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `the peer token must be at least ${PEER_TOKEN_MIN_LENGTH} characters`,
+      {},
+    );
   }
   const tokenMatches = bearerTokenCheck(opts.token);
   const { store } = opts;
@@ -107,7 +120,8 @@ export function peerRequestHandler(opts: Pick<PeerServerOptions, 'store' | 'toke
       if (path === PEER_API_PATH || path === `${PEER_API_PATH}/`) return await serveList(store, req, res);
       // /v1/snapshots/<id>/<file>, or /v1/snapshots/<id>/workingset/<file> for its working set
       const workingSet = segments.length === 6 && segments[4] === WORKING_SET_DIR;
-      if (!path.startsWith(`${PEER_API_PATH}/`) || (segments.length !== 5 && !workingSet)) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', 'no such resource');
+      if (!path.startsWith(`${PEER_API_PATH}/`) || (segments.length !== 5 && !workingSet))
+        return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', 'no such resource');
       const id = segments[3];
       const name = segments[segments.length - 1];
       if (!isSnapshotId(id)) return reply(res, 400, 'EMB_USAGE', 'not a snapshot id (snap-<hex>)');
@@ -133,11 +147,21 @@ async function serveList(store: LocalSnapshotStore, req: IncomingMessage, res: S
     list.snapshots.push({ id: m.id, createdAt: m.createdAt, sizeBytes: m.files.reduce((n, f) => n + f.sizeBytes, 0) });
   }
   const body = Buffer.from(`${JSON.stringify(list)}\n`);
-  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.length, 'Cache-Control': 'no-store' });
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': body.length,
+    'Cache-Control': 'no-store',
+  });
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-async function serveFile(store: LocalSnapshotStore, id: string, name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serveFile(
+  store: LocalSnapshotStore,
+  id: string,
+  name: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const dir = join(store.dir, id);
   const dirStat = await lstat(dir).catch(() => undefined);
   if (!dirStat?.isDirectory()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`);
@@ -158,11 +182,19 @@ async function serveFile(store: LocalSnapshotStore, id: string, name: string, re
 }
 
 /** A file of a snapshot's working set (its manifest, or a file the manifest lists); 404 when the snapshot has none. */
-async function serveWorkingSetFile(store: LocalSnapshotStore, id: string, name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serveWorkingSetFile(
+  store: LocalSnapshotStore,
+  id: string,
+  name: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const snapshotDir = join(store.dir, id);
-  if (!(await lstat(snapshotDir).catch(() => undefined))?.isDirectory()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`);
+  if (!(await lstat(snapshotDir).catch(() => undefined))?.isDirectory())
+    return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id}`);
   const dir = join(snapshotDir, WORKING_SET_DIR);
-  if (!(await lstat(dir).catch(() => undefined))?.isDirectory()) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no working set here`);
+  if (!(await lstat(dir).catch(() => undefined))?.isDirectory())
+    return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no working set here`);
   const manifestBytes = await readNoFollow(join(dir, MANIFEST_NAME));
   if (!manifestBytes) return reply(res, 404, 'EMB_SNAPSHOT_NOT_FOUND', `snapshot ${id} has no working set here`);
   let manifest: WorkingSetManifest;
@@ -189,7 +221,13 @@ function sendManifest(manifestBytes: Buffer, req: IncomingMessage, res: ServerRe
 }
 
 /** Sends a regular file (never through a symlink), whole or one byte range of it, with its sha256 in a header. */
-async function sendFile(path: string, sha: string, missing: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function sendFile(
+  path: string,
+  sha: string,
+  missing: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const name = basename(path);
   let fh: FileHandle;
   try {

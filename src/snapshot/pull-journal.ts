@@ -29,7 +29,13 @@ export class PullJournal {
     const saved = await readFile(path, 'utf8')
       .then((text) => JSON.parse(text) as PullJournalData)
       .catch(() => undefined);
-    if (saved && saved.format === 1 && saved.manifestSha256 === manifestSha256 && Number.isSafeInteger(saved.partSizeBytes) && saved.done) {
+    if (
+      saved &&
+      saved.format === 1 &&
+      saved.manifestSha256 === manifestSha256 &&
+      Number.isSafeInteger(saved.partSizeBytes) &&
+      saved.done
+    ) {
       return new PullJournal(path, saved);
     }
     await rm(workDir, { recursive: true, force: true });

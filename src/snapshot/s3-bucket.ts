@@ -5,7 +5,13 @@
  */
 import { createHash } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { EmbersError, isEmbersError } from '../errors.js';
 import { errnoCode, isNetworkErrorCode } from '../util/errno.js';
 import { parseRetryAfter, retry } from '../util/retry.js';
@@ -58,7 +64,13 @@ export class S3Bucket {
   }
 
   /** PUTs an object in one request, with Content-MD5 and `sha256` as its metadata. */
-  async putObject(key: string, body: Buffer, contentType: string, sha256: string, signal: AbortSignal | undefined): Promise<void> {
+  async putObject(
+    key: string,
+    body: Buffer,
+    contentType: string,
+    sha256: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     await this.call(`PUT ${key}`, signal, (s) =>
       this.client.send(
         new PutObjectCommand({
@@ -81,7 +93,9 @@ export class S3Bucket {
       `GET ${key}`,
       signal,
       async (s) => {
-        const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: s });
+        const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: key }), {
+          abortSignal: s,
+        });
         try {
           return await res.Body!.transformToString('utf8');
         } catch (err) {
@@ -98,7 +112,10 @@ export class S3Bucket {
     let token: string | undefined;
     do {
       const page = await this.call(what, undefined, (signal) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal }),
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: prefix, ContinuationToken: token }),
+          { abortSignal: signal },
+        ),
       );
       for (const obj of page.Contents ?? []) if (obj.Key) keys.push(obj.Key);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -116,7 +133,9 @@ export class S3Bucket {
   }
 
   async headRaw(key: string, signal: AbortSignal): Promise<RemoteObject> {
-    const res = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: signal });
+    const res = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: key }), {
+      abortSignal: signal,
+    });
     return { sizeBytes: res.ContentLength ?? -1, sha256: res.Metadata?.[SHA256_METADATA] };
   }
 
@@ -156,9 +175,18 @@ export class S3Bucket {
   private failure(err: unknown, what: string): EmbersError {
     const status = httpStatus(err);
     const name = errorName(err);
-    const details = { endpoint: this.endpoint, bucket: this.config.bucket, request: what, status: status ?? null, serviceCode: name };
+    const details = {
+      endpoint: this.endpoint,
+      bucket: this.config.bucket,
+      request: what,
+      status: status ?? null,
+      serviceCode: name,
+    };
     const text = err instanceof Error ? err.message : String(err);
-    if (status === undefined && (isNetworkErrorCode(errnoCode(err)) || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))) {
+    if (
+      status === undefined &&
+      (isNetworkErrorCode(errnoCode(err)) || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))
+    ) {
       return new EmbersError(
         'EMB_REMOTE_UNREACHABLE',
         `cannot reach the S3 endpoint ${this.endpoint} (${errnoCode(err) ?? name}) for ${what}`,
@@ -167,21 +195,35 @@ export class S3Bucket {
       );
     }
     if (name === 'CredentialsProviderError') {
-      return new EmbersError('EMB_REMOTE_AUTH', `no S3 credentials for ${this.endpoint}: ${text}`, details, { cause: err });
+      return new EmbersError('EMB_REMOTE_AUTH', `no S3 credentials for ${this.endpoint}: ${text}`, details, {
+        cause: err,
+      });
     }
     if (status === 401 || status === 403 || AUTH_CODES.has(name)) {
-      return new EmbersError('EMB_REMOTE_AUTH', `the S3 endpoint ${this.endpoint} refused the credentials for ${what} (${status ?? '?'} ${name})`, details, {
-        cause: err,
-      });
+      return new EmbersError(
+        'EMB_REMOTE_AUTH',
+        `the S3 endpoint ${this.endpoint} refused the credentials for ${what} (${status ?? '?'} ${name})`,
+        details,
+        {
+          cause: err,
+        },
+      );
     }
     if (name === 'NoSuchBucket') {
-      return new EmbersError('EMB_REMOTE_NOT_FOUND', `the bucket ${this.config.bucket} does not exist at ${this.endpoint}`, details, {
-        cause: err,
-        hint: 'create the bucket, or set the right one (EMBERS_S3_BUCKET)',
-      });
+      return new EmbersError(
+        'EMB_REMOTE_NOT_FOUND',
+        `the bucket ${this.config.bucket} does not exist at ${this.endpoint}`,
+        details,
+        {
+          cause: err,
+          hint: 'create the bucket, or set the right one (EMBERS_S3_BUCKET)',
+        },
+      );
     }
     if ((status !== undefined && (status >= 500 || status === 429)) || THROTTLE_CODES.has(name)) {
-      const retryAfterMs = parseRetryAfter((err as { $response?: { headers?: Record<string, string> } }).$response?.headers?.['retry-after']);
+      const retryAfterMs = parseRetryAfter(
+        (err as { $response?: { headers?: Record<string, string> } }).$response?.headers?.['retry-after'],
+      );
       return new EmbersError(
         'EMB_REMOTE_UNAVAILABLE',
         `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`,
@@ -206,8 +248,22 @@ export class S3Bucket {
   }
 }
 
-const AUTH_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken', 'InvalidClientTokenId']);
-const THROTTLE_CODES = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestTimeout', 'InternalError', 'ServiceUnavailable']);
+const AUTH_CODES = new Set([
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'AccessDenied',
+  'InvalidToken',
+  'ExpiredToken',
+  'InvalidClientTokenId',
+]);
+const THROTTLE_CODES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestTimeout',
+  'InternalError',
+  'ServiceUnavailable',
+]);
 
 export function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
@@ -222,7 +278,12 @@ function errorName(err: unknown): string {
 }
 
 function brokenConnection(endpoint: string, key: string, cause: unknown): EmbersError {
-  return new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${endpoint} broke while reading ${key}`, { endpoint, key }, { cause });
+  return new EmbersError(
+    'EMB_REMOTE_UNREACHABLE',
+    `the connection to ${endpoint} broke while reading ${key}`,
+    { endpoint, key },
+    { cause },
+  );
 }
 
 export function md5(data: Buffer): { hex: string; base64: string } {

@@ -28,12 +28,16 @@ export function readS3Manifest(bucket: S3Bucket, id: string, signal: AbortSignal
   requireSnapshotId(id);
   const key = bucket.keyOf(id, MANIFEST_NAME);
   return bucket.getText(key, signal, () => {
-    throw new EmbersError('EMB_REMOTE_NOT_FOUND', `no snapshot ${id} in ${bucket.location} (${bucket.endpoint}): ${key} does not exist`, {
-      id,
-      key,
-      endpoint: bucket.endpoint,
-      bucket: bucket.config.bucket,
-    });
+    throw new EmbersError(
+      'EMB_REMOTE_NOT_FOUND',
+      `no snapshot ${id} in ${bucket.location} (${bucket.endpoint}): ${key} does not exist`,
+      {
+        id,
+        key,
+        endpoint: bucket.endpoint,
+        bucket: bucket.config.bucket,
+      },
+    );
   });
 }
 
@@ -54,15 +58,20 @@ export async function readS3Range(
     );
   };
   const mismatch = (what: string) =>
-    new EmbersError('EMB_SNAPSHOT_CORRUPT', `remote snapshot ${id} in ${bucket.location}: the object ${key} ${what} (corrupt or tampered)`, {
-      id,
-      file: f.name,
-      key,
-      endpoint: bucket.endpoint,
-    });
+    new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `remote snapshot ${id} in ${bucket.location}: the object ${key} ${what} (corrupt or tampered)`,
+      {
+        id,
+        file: f.name,
+        key,
+        endpoint: bucket.endpoint,
+      },
+    );
   if (start === end) {
     const there = await bucket.call(`HEAD ${key}`, signal, (s) => bucket.headRaw(key, s), missing);
-    if (there.sizeBytes !== f.sizeBytes) throw mismatch(`is ${there.sizeBytes} bytes, the manifest says ${f.sizeBytes}`);
+    if (there.sizeBytes !== f.sizeBytes)
+      throw mismatch(`is ${there.sizeBytes} bytes, the manifest says ${f.sizeBytes}`);
     return emptyBody();
   }
   const res = await bucket.call(
@@ -70,9 +79,12 @@ export async function readS3Range(
     signal,
     async (s) => {
       try {
-        return await bucket.client.send(new GetObjectCommand({ Bucket: bucket.config.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), {
-          abortSignal: s,
-        });
+        return await bucket.client.send(
+          new GetObjectCommand({ Bucket: bucket.config.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }),
+          {
+            abortSignal: s,
+          },
+        );
       } catch (err) {
         if (httpStatus(err) === 416) throw mismatch(`is shorter than the ${f.sizeBytes} bytes the manifest says`);
         throw err;
@@ -86,11 +98,18 @@ export async function readS3Range(
     throw err;
   };
   const total = /^bytes \d+-\d+\/(\d+)$/.exec(res.ContentRange ?? '')?.[1];
-  if (total !== undefined && Number(total) !== f.sizeBytes) fail(mismatch(`is ${total} bytes, the manifest says ${f.sizeBytes}`));
+  if (total !== undefined && Number(total) !== f.sizeBytes)
+    fail(mismatch(`is ${total} bytes, the manifest says ${f.sizeBytes}`));
   if (total === undefined && !(start === 0 && end === f.sizeBytes && res.ContentLength === f.sizeBytes)) {
-    fail(bucket.unexpected(`GET ${key}`, `the answer to a ranged GET (bytes=${start}-${end - 1}) has no Content-Range; the service ignored the Range header`));
+    fail(
+      bucket.unexpected(
+        `GET ${key}`,
+        `the answer to a ranged GET (bytes=${start}-${end - 1}) has no Content-Range; the service ignored the Range header`,
+      ),
+    );
   }
   const stored = res.Metadata?.[SHA256_METADATA];
-  if (stored !== undefined && stored !== f.sha256) fail(mismatch(`carries sha256 ${stored}, the manifest says ${f.sha256}`));
+  if (stored !== undefined && stored !== f.sha256)
+    fail(mismatch(`carries sha256 ${stored}, the manifest says ${f.sha256}`));
   return body;
 }

@@ -10,7 +10,12 @@
  */
 import { open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListPartsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import {
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  ListPartsCommand,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { EmbersError } from '../errors.js';
 import { crashPoint } from '../util/crash-point.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
@@ -54,25 +59,45 @@ interface PushContext {
  * same size and sha256. The local files are sent as they are: a pull is what proves them
  * against the manifest.
  */
-export async function pushSnapshot(bucket: S3Bucket, store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+export async function pushSnapshot(
+  bucket: S3Bucket,
+  store: LocalSnapshotStore,
+  id: string,
+  options: TransferOptions = {},
+): Promise<TransferResult> {
   const o = compileTransferOptions(options);
   if (o.partSizeBytes < S3_MIN_PART_BYTES) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `S3 parts must be at least ${S3_MIN_PART_BYTES} bytes (5 MiB), not ${o.partSizeBytes}`, {
-      partSizeBytes: o.partSizeBytes,
-    });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `S3 parts must be at least ${S3_MIN_PART_BYTES} bytes (5 MiB), not ${o.partSizeBytes}`,
+      {
+        partSizeBytes: o.partSizeBytes,
+      },
+    );
   }
   const started = performance.now();
   const { manifest, bytes: manifestBytes } = await store.getWithBytes(id);
   const dir = store.pathOf(id);
   const release = await acquireTransferLock(store, `push-${id}`);
   try {
-    const state = await PushState.load(store, id, { endpoint: bucket.endpoint, bucket: bucket.config.bucket, prefix: bucket.config.prefix });
+    const state = await PushState.load(store, id, {
+      endpoint: bucket.endpoint,
+      bucket: bucket.config.bucket,
+      prefix: bucket.config.prefix,
+    });
     const sets = new WorkingSetStore(store);
     const ws = await sets.getWithBytes(id);
     const sizes = snapshotSizes(manifest, manifestBytes.length);
     for (const f of ws?.manifest.files ?? []) sizes.set(workingSetPath(f.name), f.sizeBytes);
     if (ws) sizes.set(WORKING_SET_MANIFEST_PATH, ws.bytes.length);
-    const ctx: PushContext = { bucket, id, state, tracker: new ProgressTracker('push', id, sizes, o.onProgress), counts: { bytes: 0, resumedBytes: 0 }, o };
+    const ctx: PushContext = {
+      bucket,
+      id,
+      state,
+      tracker: new ProgressTracker('push', id, sizes, o.onProgress),
+      counts: { bytes: 0, resumedBytes: 0 },
+      o,
+    };
     for (const f of manifest.files) {
       await pushFile(ctx, join(dir, f.name), f);
     }
@@ -90,7 +115,13 @@ export async function pushSnapshot(bucket: S3Bucket, store: LocalSnapshotStore, 
     }
     await state.clear();
     const { counts, tracker } = ctx;
-    return { id, bytes: counts.bytes, resumedBytes: counts.resumedBytes, totalBytes: tracker.bytesTotal, ms: performance.now() - started };
+    return {
+      id,
+      bytes: counts.bytes,
+      resumedBytes: counts.resumedBytes,
+      totalBytes: tracker.bytesTotal,
+      ms: performance.now() - started,
+    };
   } finally {
     await release();
   }
@@ -132,12 +163,19 @@ async function pushFile(ctx: PushContext, path: string, f: SnapshotFile): Promis
 }
 
 /** Uploads a file in parts, resuming the multipart upload an earlier push left (its parts checked against the local bytes). */
-async function pushMultipart(ctx: PushContext, fh: FileHandle, path: string, key: string, f: SnapshotFile): Promise<void> {
+async function pushMultipart(
+  ctx: PushContext,
+  fh: FileHandle,
+  path: string,
+  key: string,
+  f: SnapshotFile,
+): Promise<void> {
   const { bucket: b, state, tracker, counts, o } = ctx;
   const bucket = b.config.bucket;
   const etags = new Map<number, string>();
   let upload = state.get(f.name);
-  if (upload && (upload.key !== key || upload.sha256 !== f.sha256 || upload.sizeBytes !== f.sizeBytes)) upload = undefined;
+  if (upload && (upload.key !== key || upload.sha256 !== f.sha256 || upload.sizeBytes !== f.sizeBytes))
+    upload = undefined;
   if (upload) {
     const parts = await listParts(b, key, upload.uploadId, o.signal);
     if (!parts)
@@ -159,7 +197,12 @@ async function pushMultipart(ctx: PushContext, fh: FileHandle, path: string, key
   if (!upload) {
     const created = await b.call(`CREATE-MULTIPART ${key}`, o.signal, (signal) =>
       b.client.send(
-        new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: 'application/octet-stream', Metadata: { [SHA256_METADATA]: f.sha256 } }),
+        new CreateMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          ContentType: 'application/octet-stream',
+          Metadata: { [SHA256_METADATA]: f.sha256 },
+        }),
         { abortSignal: signal },
       ),
     );
@@ -195,11 +238,15 @@ async function pushMultipart(ctx: PushContext, fh: FileHandle, path: string, key
         );
         const etag = r.ETag?.replace(/"/g, '');
         if (etag && /^[0-9a-f]{32}$/.test(etag) && etag !== sum.hex) {
-          throw new EmbersError('EMB_REMOTE_UNAVAILABLE', `part ${n} of ${key} arrived altered at ${b.endpoint} (ETag ${etag}, sent MD5 ${sum.hex})`, {
-            key,
-            part: n,
-            endpoint: b.endpoint,
-          });
+          throw new EmbersError(
+            'EMB_REMOTE_UNAVAILABLE',
+            `part ${n} of ${key} arrived altered at ${b.endpoint} (ETag ${etag}, sent MD5 ${sum.hex})`,
+            {
+              key,
+              part: n,
+              endpoint: b.endpoint,
+            },
+          );
         }
         return r;
       });
@@ -215,9 +262,17 @@ async function pushMultipart(ctx: PushContext, fh: FileHandle, path: string, key
     `COMPLETE-MULTIPART ${key}`,
     o.signal,
     (signal) =>
-      b.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }), {
-        abortSignal: signal,
-      }),
+      b.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
+        }),
+        {
+          abortSignal: signal,
+        },
+      ),
     async () => {
       // NoSuchUpload: an earlier attempt may have completed it before its answer was lost.
       const there = await b.head(key, o.signal);
@@ -241,12 +296,17 @@ async function listParts(
     const page = await b.call(
       `LIST-PARTS ${key}`,
       signal,
-      (s) => b.client.send(new ListPartsCommand({ Bucket: b.config.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal: s }),
+      (s) =>
+        b.client.send(
+          new ListPartsCommand({ Bucket: b.config.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
+          { abortSignal: s },
+        ),
       () => undefined,
     );
     if (!page) return undefined;
     for (const p of page.Parts ?? []) {
-      if (p.PartNumber && p.Size !== undefined && p.ETag) out.push({ number: p.PartNumber, sizeBytes: p.Size, etag: p.ETag.replace(/"/g, '') });
+      if (p.PartNumber && p.Size !== undefined && p.ETag)
+        out.push({ number: p.PartNumber, sizeBytes: p.Size, etag: p.ETag.replace(/"/g, '') });
     }
     if (!page.IsTruncated || !page.NextPartNumberMarker) return out;
     marker = String(page.NextPartNumberMarker);
@@ -282,7 +342,10 @@ class PushState {
       .then((t) => JSON.parse(t) as PushStateData)
       .catch(() => undefined);
     const same =
-      saved?.format === 1 && saved.target?.endpoint === target.endpoint && saved.target.bucket === target.bucket && saved.target.prefix === target.prefix;
+      saved?.format === 1 &&
+      saved.target?.endpoint === target.endpoint &&
+      saved.target.bucket === target.bucket &&
+      saved.target.prefix === target.prefix;
     return new PushState(path, same && saved.uploads ? saved : { format: 1, target, uploads: {} });
   }
 

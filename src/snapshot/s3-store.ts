@@ -70,7 +70,11 @@ export class S3SnapshotStore {
   }
 
   /** Fetches the working set of local snapshot `id`, if the bucket has one and the store does not (see fetchWorkingSet). */
-  pullWorkingSet(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<{ bytes: number } | undefined> {
+  pullWorkingSet(
+    store: LocalSnapshotStore,
+    id: string,
+    options: TransferOptions = {},
+  ): Promise<{ bytes: number } | undefined> {
     return fetchWorkingSet(store, this.source, id, options);
   }
 
@@ -108,7 +112,9 @@ export class S3SnapshotStore {
       });
     const del = (key: string) =>
       this.bucket.call(`DELETE ${key}`, undefined, (signal) =>
-        this.bucket.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: key }), { abortSignal: signal }),
+        this.bucket.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: key }), {
+          abortSignal: signal,
+        }),
       );
     const manifestKey = this.keyOf(id, MANIFEST_NAME);
     if (keys.includes(manifestKey)) await del(manifestKey);

@@ -57,5 +57,8 @@ export class ProgressTracker {
 
 /** The sizes of a local snapshot's files and of its manifest (`manifestBytes` long), for progress and totals. */
 export function snapshotSizes(m: SnapshotManifest, manifestBytes: number): Map<string, number> {
-  return new Map<string, number>([...m.files.map((f) => [f.name, f.sizeBytes] as const), [MANIFEST_NAME, manifestBytes]]);
+  return new Map<string, number>([
+    ...m.files.map((f) => [f.name, f.sizeBytes] as const),
+    [MANIFEST_NAME, manifestBytes],
+  ]);
 }

@@ -48,12 +48,22 @@ export function compileTransferOptions(opts: TransferOptions = {}): CompiledTran
   const partSizeBytes = opts.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
   const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   if (!Number.isSafeInteger(partSizeBytes) || partSizeBytes < 1) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `partSizeBytes must be a positive integer, not ${partSizeBytes}`, { partSizeBytes });
+    throw new EmbersError('EMB_CONFIG_INVALID', `partSizeBytes must be a positive integer, not ${partSizeBytes}`, {
+      partSizeBytes,
+    });
   }
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `concurrency must be an integer from 1 to 64, not ${concurrency}`, { concurrency });
+    throw new EmbersError('EMB_CONFIG_INVALID', `concurrency must be an integer from 1 to 64, not ${concurrency}`, {
+      concurrency,
+    });
   }
-  return { onProgress: opts.onProgress ?? (() => {}), partSizeBytes, concurrency, retry: retryPolicy(opts.retry), signal: opts.signal };
+  return {
+    onProgress: opts.onProgress ?? (() => {}),
+    partSizeBytes,
+    concurrency,
+    retry: retryPolicy(opts.retry),
+    signal: opts.signal,
+  };
 }
 
 export interface TransferResult {
@@ -88,7 +98,11 @@ export async function acquireTransferLock(store: LocalSnapshotStore, name: strin
   await mkdir(dir, { recursive: true });
   return acquireLock(path, {
     busy: (pid) =>
-      new EmbersError('EMB_SNAPSHOT_TRANSFER_BUSY', `another transfer (${name}) is running with the store ${store.dir} (pid ${pid})`, { lock: path, pid }),
+      new EmbersError(
+        'EMB_SNAPSHOT_TRANSFER_BUSY',
+        `another transfer (${name}) is running with the store ${store.dir} (pid ${pid})`,
+        { lock: path, pid },
+      ),
   });
 }
 
@@ -109,7 +123,13 @@ export interface RangeSource {
    * size or digest than `file` says. Errors while the stream is read are taken as a broken
    * connection (retried).
    */
-  readRange(id: string, file: SnapshotFile, start: number, end: number, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>>;
+  readRange(
+    id: string,
+    file: SnapshotFile,
+    start: number,
+    end: number,
+    signal: AbortSignal | undefined,
+  ): Promise<AsyncIterable<Uint8Array>>;
 }
 
 /** The byte range [start, end) of range `index` (0-based) of a file. */

@@ -13,7 +13,14 @@ import { join } from 'node:path';
 import { EmbersError } from '../errors.js';
 import { fsyncPath, sha256File, writeFileAtomic } from '../util/fs.js';
 import { stampFile, type FileStamp, type LocalSnapshotStore } from './local-store.js';
-import { FILE_NAME_RE, MANIFEST_NAME, WORKING_SET_DIR, WORKING_SET_STAGING, isSnapshotId, type SnapshotFile } from './manifest.js';
+import {
+  FILE_NAME_RE,
+  MANIFEST_NAME,
+  WORKING_SET_DIR,
+  WORKING_SET_STAGING,
+  isSnapshotId,
+  type SnapshotFile,
+} from './manifest.js';
 
 export const WORKING_SET_MANIFEST_FORMAT = 1;
 
@@ -40,23 +47,32 @@ export function workingSetPath(name: string): string {
 
 /** Parses and checks a working-set manifest; `snapshotId`, when given, must be the one it names. */
 export function parseWorkingSetManifest(text: string, source: string, snapshotId?: string): WorkingSetManifest {
-  const bad = (why: string) => new EmbersError('EMB_WORKING_SET_INVALID', `working-set manifest ${source} is invalid: ${why}`, { source });
+  const bad = (why: string) =>
+    new EmbersError('EMB_WORKING_SET_INVALID', `working-set manifest ${source} is invalid: ${why}`, { source });
   let m: WorkingSetManifest;
   try {
     m = JSON.parse(text) as WorkingSetManifest;
   } catch (err) {
-    throw new EmbersError('EMB_WORKING_SET_INVALID', `working-set manifest ${source} is not valid JSON`, { source }, { cause: err });
+    throw new EmbersError(
+      'EMB_WORKING_SET_INVALID',
+      `working-set manifest ${source} is not valid JSON`,
+      { source },
+      { cause: err },
+    );
   }
   if (typeof m !== 'object' || m === null) throw bad('not an object');
-  if (m.formatVersion !== WORKING_SET_MANIFEST_FORMAT) throw bad(`format ${String(m.formatVersion)}; this embers reads format ${WORKING_SET_MANIFEST_FORMAT}`);
+  if (m.formatVersion !== WORKING_SET_MANIFEST_FORMAT)
+    throw bad(`format ${String(m.formatVersion)}; this embers reads format ${WORKING_SET_MANIFEST_FORMAT}`);
   if (typeof m.snapshotId !== 'string' || !isSnapshotId(m.snapshotId)) throw bad('snapshotId');
-  if (snapshotId !== undefined && m.snapshotId !== snapshotId) throw bad(`it belongs to ${m.snapshotId}, not ${snapshotId}`);
+  if (snapshotId !== undefined && m.snapshotId !== snapshotId)
+    throw bad(`it belongs to ${m.snapshotId}, not ${snapshotId}`);
   if (m.order !== 'first-touch' && m.order !== 'file') throw bad('order');
   if (typeof m.recorder !== 'string' || !Number.isInteger(m.pageSize) || !Number.isSafeInteger(m.pages) || m.pages < 0)
     throw bad('recorder, pageSize or pages');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
   for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME) throw bad(`file name ${String(f?.name)}`);
+    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME)
+      throw bad(`file name ${String(f?.name)}`);
     if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
   }
@@ -87,12 +103,16 @@ export class WorkingSetStore {
       throw err;
     });
     if (bytes === undefined) return undefined;
-    return { manifest: parseWorkingSetManifest(bytes.toString('utf8'), `${id}/${WORKING_SET_DIR}/${MANIFEST_NAME}`, id), bytes };
+    return {
+      manifest: parseWorkingSetManifest(bytes.toString('utf8'), `${id}/${WORKING_SET_DIR}/${MANIFEST_NAME}`, id),
+      bytes,
+    };
   }
 
   /** A fresh staging dir inside the snapshot's dir (same filesystem), owned by this process until published or dropped. */
   async staging(id: string): Promise<string> {
-    if (!(await this.store.has(id))) throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.store.dir}`, { id });
+    if (!(await this.store.has(id)))
+      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.store.dir}`, { id });
     const path = join(this.store.pathOf(id), `${WORKING_SET_STAGING}${process.pid}-${randomBytes(4).toString('hex')}`);
     await mkdir(path);
     return path;
@@ -103,7 +123,11 @@ export class WorkingSetStore {
    * dir into place. A snapshot that already has a working set keeps it (working sets are
    * immutable): the staging dir is dropped and the stored one returned.
    */
-  async publish(id: string, stagingDir: string, meta: Omit<WorkingSetManifest, 'formatVersion' | 'snapshotId' | 'files'>): Promise<WorkingSetManifest> {
+  async publish(
+    id: string,
+    stagingDir: string,
+    meta: Omit<WorkingSetManifest, 'formatVersion' | 'snapshotId' | 'files'>,
+  ): Promise<WorkingSetManifest> {
     const files: SnapshotFile[] = [];
     for (const name of (await readdir(stagingDir)).sort()) {
       const path = join(stagingDir, name);
@@ -126,7 +150,11 @@ export class WorkingSetStore {
       .sort()
       .join('/');
     if (staged !== listed) {
-      throw new EmbersError('EMB_WORKING_SET_INVALID', `fetched working set of ${id}: staged files (${staged}) are not the listed ones (${listed})`, { id });
+      throw new EmbersError(
+        'EMB_WORKING_SET_INVALID',
+        `fetched working set of ${id}: staged files (${staged}) are not the listed ones (${listed})`,
+        { id },
+      );
     }
     for (const f of m.files) await fsyncPath(join(stagingDir, f.name));
     return this.install(id, stagingDir, m);
@@ -159,7 +187,10 @@ export class WorkingSetStore {
    * and digest, nothing else. Digests are computed unless `stamps` holds an identical stamp (as
    * LocalSnapshotStore.verify). Returns the manifest and the stamps now valid.
    */
-  async verify(id: string, stamps?: Record<string, FileStamp>): Promise<{ manifest: WorkingSetManifest; stamps: Record<string, FileStamp> }> {
+  async verify(
+    id: string,
+    stamps?: Record<string, FileStamp>,
+  ): Promise<{ manifest: WorkingSetManifest; stamps: Record<string, FileStamp> }> {
     const got = await this.getWithBytes(id);
     if (!got) throw new EmbersError('EMB_WORKING_SET_INVALID', `snapshot ${id} has no working set`, { id });
     const m = got.manifest;
@@ -174,14 +205,16 @@ export class WorkingSetStore {
         },
       );
     for (const name of await readdir(dir)) {
-      if (name !== MANIFEST_NAME && !m.files.some((f) => f.name === name)) throw corrupt(`holds a file its manifest does not list: ${name}`, name);
+      if (name !== MANIFEST_NAME && !m.files.some((f) => f.name === name))
+        throw corrupt(`holds a file its manifest does not list: ${name}`, name);
     }
     const out: Record<string, FileStamp> = {};
     for (const f of m.files) {
       const path = join(dir, f.name);
       const st = await stampFile(path);
       if (!st) throw corrupt(`${f.name} is missing`, f.name);
-      if (st.size !== f.sizeBytes) throw corrupt(`${f.name} is ${st.size} bytes, its manifest says ${f.sizeBytes}`, f.name);
+      if (st.size !== f.sizeBytes)
+        throw corrupt(`${f.name} is ${st.size} bytes, its manifest says ${f.sizeBytes}`, f.name);
       if (!stamps?.[f.name] || JSON.stringify(stamps[f.name]) !== JSON.stringify(st)) {
         if ((await sha256File(path)) !== f.sha256) throw corrupt(`${f.name} does not match its sha256`, f.name);
       }

@@ -14,8 +14,19 @@ import { retry } from '../util/retry.js';
 import type { LocalSnapshotStore } from './local-store.js';
 import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
 import { fetchSnapshot } from './fetch-snapshot.js';
-import { compileTransferOptions, isTransientTransferError, type RangeSource, type TransferOptions, type TransferResult } from './transfer.js';
-import { WorkingSetStore, parseWorkingSetManifest, workingSetPath, type WorkingSetManifest } from './working-set-store.js';
+import {
+  compileTransferOptions,
+  isTransientTransferError,
+  type RangeSource,
+  type TransferOptions,
+  type TransferResult,
+} from './transfer.js';
+import {
+  WorkingSetStore,
+  parseWorkingSetManifest,
+  workingSetPath,
+  type WorkingSetManifest,
+} from './working-set-store.js';
 
 /** A RangeSource that can also say whether the snapshot has a working set there. */
 export interface WorkingSetSource extends RangeSource {
@@ -30,7 +41,12 @@ export const WORKING_SET_MANIFEST_PATH = workingSetPath(MANIFEST_NAME);
  * Pulls snapshot `id` from `source` into `store` (see fetchSnapshot), then its working set if
  * the source has one and the store does not (see fetchWorkingSet); `bytes` counts both.
  */
-export async function pullSnapshot(store: LocalSnapshotStore, source: WorkingSetSource, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+export async function pullSnapshot(
+  store: LocalSnapshotStore,
+  source: WorkingSetSource,
+  id: string,
+  options: TransferOptions = {},
+): Promise<TransferResult> {
   const result = await fetchSnapshot(store, source, id, options);
   const ws = await fetchWorkingSet(store, source, id, options);
   return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
@@ -50,14 +66,24 @@ export async function fetchWorkingSet(
   const o = compileTransferOptions(options);
   const sets = new WorkingSetStore(store);
   if (await sets.has(id)) return undefined;
-  const text = await retry(() => source.readWorkingSetManifest(id, o.signal), isTransientTransferError, o.retry, o.signal);
+  const text = await retry(
+    () => source.readWorkingSetManifest(id, o.signal),
+    isTransientTransferError,
+    o.retry,
+    o.signal,
+  );
   if (text === undefined) return undefined;
   const manifest = parseWorkingSetManifest(text, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id);
   const staging = await sets.staging(id);
   let bytes = Buffer.byteLength(text);
   try {
     for (const f of manifest.files) {
-      bytes += await retry(() => downloadWhole(source, id, f, join(staging, f.name), o.signal), isTransientTransferError, o.retry, o.signal);
+      bytes += await retry(
+        () => downloadWhole(source, id, f, join(staging, f.name), o.signal),
+        isTransientTransferError,
+        o.retry,
+        o.signal,
+      );
     }
     return { manifest: await sets.publishFetched(id, staging, manifest), bytes };
   } catch (err) {
@@ -67,7 +93,13 @@ export async function fetchWorkingSet(
 }
 
 /** Downloads file `f` of the working set into `path`, checking its size and sha256. */
-async function downloadWhole(source: WorkingSetSource, id: string, f: SnapshotFile, path: string, signal: AbortSignal | undefined): Promise<number> {
+async function downloadWhole(
+  source: WorkingSetSource,
+  id: string,
+  f: SnapshotFile,
+  path: string,
+  signal: AbortSignal | undefined,
+): Promise<number> {
   const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
   const body = await source.readRange(id, remote, 0, f.sizeBytes, signal);
   const fh = await open(path, 'w', 0o644);
@@ -83,7 +115,12 @@ async function downloadWhole(source: WorkingSetSource, id: string, f: SnapshotFi
     await fh.sync();
   } catch (err) {
     if (isEmbersError(err)) throw err;
-    throw new EmbersError('EMB_REMOTE_UNREACHABLE', `the connection to ${source.location} broke while reading ${remote.name} of ${id}`, { id }, { cause: err });
+    throw new EmbersError(
+      'EMB_REMOTE_UNREACHABLE',
+      `the connection to ${source.location} broke while reading ${remote.name} of ${id}`,
+      { id },
+      { cause: err },
+    );
   } finally {
     await fh.close();
   }

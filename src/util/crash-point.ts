@@ -44,7 +44,8 @@ export const CRASH_POINTS = {
   'image.flatten.after-publish': 'the rootfs is published; the tag is not recorded yet',
   'lifecycle.cold-start.after-boot': 'the daemon booted a function instance; it has not served its first request',
   'lifecycle.snapshot.before-create': 'the daemon is about to snapshot an instance after its first invocation',
-  'lifecycle.snapshot.after-create': 'the snapshot after the first invocation is published; the daemon has not recorded it',
+  'lifecycle.snapshot.after-create':
+    'the snapshot after the first invocation is published; the daemon has not recorded it',
 } as const;
 
 export type CrashPointName = keyof typeof CRASH_POINTS;

@@ -27,7 +27,11 @@ export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
 
 /** The errno-style code (ECONNREFUSED, UND_ERR_SOCKET, ...) of an error or of one of its causes. */
 export function errnoCode(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0;
+    e && depth < 4;
+    e = e.cause as typeof e, depth++
+  ) {
     if (typeof e.code === 'string') return e.code;
   }
   return undefined;

@@ -34,7 +34,11 @@ export function tail(text: string, bytes = TAIL_BYTES): string {
  */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? childEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] };
+    const spawnOpts: SpawnOptions = {
+      cwd: opts.cwd,
+      env: opts.env ?? childEnvironment(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    };
     const child = spawn(cmd, args, spawnOpts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -53,7 +57,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       if (e.code === 'ENOENT') {
         reject(new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: e }));
       } else {
-        reject(new EmbersError('EMB_HOST_COMMAND_FAILED', `could not run ${cmd}: ${e.message}`, { cmd, args }, { cause: e }));
+        reject(
+          new EmbersError('EMB_HOST_COMMAND_FAILED', `could not run ${cmd}: ${e.message}`, { cmd, args }, { cause: e }),
+        );
       }
     });
     child.on('close', (code, signal) => {
@@ -65,14 +71,22 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         resolve({ code: exit, stdout, stderr });
         return;
       }
-      const why = timedOut ? `timed out after ${opts.timeoutMs} ms` : signal ? `killed by ${signal}` : `exit code ${exit}`;
+      const why = timedOut
+        ? `timed out after ${opts.timeoutMs} ms`
+        : signal
+          ? `killed by ${signal}`
+          : `exit code ${exit}`;
       reject(
-        new EmbersError('EMB_HOST_COMMAND_FAILED', `${cmd} ${args.join(' ')} failed (${why}): ${tail(stderr.trim() || stdout.trim(), 600)}`, {
-          cmd,
-          args,
-          exit,
-          stderr: tail(stderr),
-        }),
+        new EmbersError(
+          'EMB_HOST_COMMAND_FAILED',
+          `${cmd} ${args.join(' ')} failed (${why}): ${tail(stderr.trim() || stdout.trim(), 600)}`,
+          {
+            cmd,
+            args,
+            exit,
+            stderr: tail(stderr),
+          },
+        ),
       );
     });
     child.stdin!.on('error', () => {
@@ -85,7 +99,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 
 /** Finds a program on PATH (plus the sbin dirs, which a non-login root shell may lack). */
 export async function which(program: string): Promise<string | undefined> {
-  const dirs = environment().path.split(delimiter).concat(['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin']);
+  const dirs = environment()
+    .path.split(delimiter)
+    .concat(['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin']);
   for (const dir of dirs) {
     if (!dir) continue;
     const candidate = join(dir, program);

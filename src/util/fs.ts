@@ -55,7 +55,12 @@ export async function sha256FileWithDataRanges(
       }
       pos += bytesRead;
     }
-    return { sha256: hash.digest('hex'), dataRanges: ranges, dataBytes: ranges.reduce((n, r) => n + r[1], 0), size: pos };
+    return {
+      sha256: hash.digest('hex'),
+      dataRanges: ranges,
+      dataBytes: ranges.reduce((n, r) => n + r[1], 0),
+      size: pos,
+    };
   } finally {
     await fh.close();
   }
@@ -80,10 +85,17 @@ export async function fsyncPath(path: string): Promise<void> {
  * fsync, rename, fsync of the directory. A reader sees the old content or the new, never a
  * half-written file.
  */
-export async function writeFileAtomic(path: string, data: string | Buffer, opts: { tmpDir?: string } = {}): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Buffer,
+  opts: { tmpDir?: string } = {},
+): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   // the temp file must be on the same filesystem as `path` (default: beside it)
-  const tmp = join(opts.tmpDir ?? dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const tmp = join(
+    opts.tmpDir ?? dirname(path),
+    `.${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`,
+  );
   try {
     const fh = await open(tmp, 'w', 0o644);
     try {
@@ -150,7 +162,10 @@ export async function asNoSpaceError(err: unknown, what: string, path: string): 
   const freeBytes = fs ? fs.bavail * fs.bsize : undefined;
   const totalBytes = fs ? fs.blocks * fs.bsize : undefined;
   const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
-  const room = freeBytes !== undefined && totalBytes !== undefined ? ` (${mib(freeBytes)} free of ${mib(totalBytes)} after cleaning up)` : '';
+  const room =
+    freeBytes !== undefined && totalBytes !== undefined
+      ? ` (${mib(freeBytes)} free of ${mib(totalBytes)} after cleaning up)`
+      : '';
   return new EmbersError(
     'EMB_NO_SPACE',
     `${what} failed: no space left on the filesystem of ${path}${room}; nothing partial was kept`,

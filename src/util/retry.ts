@@ -23,10 +23,16 @@ const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 
 export function retryPolicy(opts: RetryOptions = {}): RetryPolicy {
   const p = { ...DEFAULT_RETRY, ...stripUndefined(opts) };
   if (!Number.isInteger(p.attempts) || p.attempts < 1) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `retry attempts must be an integer >= 1, not ${p.attempts}`, { attempts: p.attempts });
+    throw new EmbersError('EMB_CONFIG_INVALID', `retry attempts must be an integer >= 1, not ${p.attempts}`, {
+      attempts: p.attempts,
+    });
   }
   if (!(p.baseDelayMs >= 0) || !(p.maxDelayMs >= 0)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `retry delays must be >= 0 ms (base ${p.baseDelayMs}, max ${p.maxDelayMs})`, { ...p });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `retry delays must be >= 0 ms (base ${p.baseDelayMs}, max ${p.maxDelayMs})`,
+      { ...p },
+    );
   }
   return p;
 }
@@ -62,7 +68,10 @@ export const MAX_RETRY_AFTER_MS = 30_000;
 
 /** The wait a failed request's server asked for (`details.retryAfterMs` of an EmbersError), capped at MAX_RETRY_AFTER_MS. */
 export function retryAfterOf(err: unknown): number | undefined {
-  const ms = isEmbersError(err, 'EMB_REMOTE_UNAVAILABLE') || isEmbersError(err, 'EMB_REGISTRY_UNAVAILABLE') ? err.details.retryAfterMs : undefined;
+  const ms =
+    isEmbersError(err, 'EMB_REMOTE_UNAVAILABLE') || isEmbersError(err, 'EMB_REGISTRY_UNAVAILABLE')
+      ? err.details.retryAfterMs
+      : undefined;
   return typeof ms === 'number' && ms >= 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
 }
 

@@ -16,7 +16,10 @@ export async function detectAccelerator(requested: 'auto' | Accelerator = 'auto'
   if (requested === 'tcg') return { accelerator: 'tcg', reason: 'TCG requested' };
   const probe = await probeKvm();
   if (requested === 'kvm') {
-    return { accelerator: 'kvm', reason: probe.hardware ? `KVM requested (${probe.reason})` : `KVM requested although ${probe.reason}` };
+    return {
+      accelerator: 'kvm',
+      reason: probe.hardware ? `KVM requested (${probe.reason})` : `KVM requested although ${probe.reason}`,
+    };
   }
   return probe.hardware ? { accelerator: 'kvm', reason: probe.reason } : { accelerator: 'tcg', reason: probe.reason };
 }
@@ -38,7 +41,9 @@ async function probeKvmNow(): Promise<{ hardware: boolean; reason: string }> {
   const amd = await hasModule('kvm_amd');
   const pvm = await hasModule('kvm_pvm');
   if (intel || amd) return { hardware: true, reason: `/dev/kvm backed by ${intel ? 'kvm_intel' : 'kvm_amd'}` };
-  if (flags.has('vmx') || flags.has('svm')) return { hardware: true, reason: `/dev/kvm present and the CPU has ${flags.has('vmx') ? 'vmx' : 'svm'}` };
-  if (pvm) return { hardware: false, reason: '/dev/kvm is PVM (kvm_pvm, no vmx/svm): ordinary guests cannot run on it' };
+  if (flags.has('vmx') || flags.has('svm'))
+    return { hardware: true, reason: `/dev/kvm present and the CPU has ${flags.has('vmx') ? 'vmx' : 'svm'}` };
+  if (pvm)
+    return { hardware: false, reason: '/dev/kvm is PVM (kvm_pvm, no vmx/svm): ordinary guests cannot run on it' };
   return { hardware: false, reason: '/dev/kvm present but the CPU has no vmx/svm flag' };
 }

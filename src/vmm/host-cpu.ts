@@ -70,7 +70,11 @@ export function parseCpuinfo(text: string): HostCpu {
   const flags = field('flags')
     .split(/\s+/)
     .filter((f) => f !== '' && !HOST_ONLY_FLAGS.has(f));
-  return { vendor: field('vendor_id') || 'unknown', modelName: field('model name') || 'unknown', flags: [...new Set(flags)].sort() };
+  return {
+    vendor: field('vendor_id') || 'unknown',
+    modelName: field('model name') || 'unknown',
+    flags: [...new Set(flags)].sort(),
+  };
 }
 
 let cached: Promise<HostCpu> | undefined;

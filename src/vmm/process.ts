@@ -49,7 +49,13 @@ export async function spawnDetached(
 }
 
 /** Waits for a path to exist, failing early if `exited` settles first. */
-export async function waitForPath(path: string, exited: Promise<unknown>, timeoutMs: number, what: string, logPath: string): Promise<void> {
+export async function waitForPath(
+  path: string,
+  exited: Promise<unknown>,
+  timeoutMs: number,
+  what: string,
+  logPath: string,
+): Promise<void> {
   let dead = false;
   void exited.then(() => (dead = true));
   const deadline = Date.now() + timeoutMs;
@@ -57,9 +63,16 @@ export async function waitForPath(path: string, exited: Promise<unknown>, timeou
     if (await exists(path)) return;
     if (dead) {
       const log = await readFile(logPath, 'utf8').catch(() => '');
-      throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, { log: logPath, tail: tail(log) });
+      throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, {
+        log: logPath,
+        tail: tail(log),
+      });
     }
-    if (Date.now() > deadline) throw new EmbersError('EMB_VMM_TIMEOUT', `${what} did not create ${path} within ${timeoutMs} ms`, { path, log: logPath });
+    if (Date.now() > deadline)
+      throw new EmbersError('EMB_VMM_TIMEOUT', `${what} did not create ${path} within ${timeoutMs} ms`, {
+        path,
+        log: logPath,
+      });
     await sleep(5);
   }
 }
@@ -90,5 +103,6 @@ export async function terminate(pid: number, graceMs = 3000): Promise<void> {
   } catch {
     return;
   }
-  if (!(await waitForExit(pid, 5000))) throw new EmbersError('EMB_VMM_TIMEOUT', `process ${pid} did not exit after SIGKILL`, { pid });
+  if (!(await waitForExit(pid, 5000)))
+    throw new EmbersError('EMB_VMM_TIMEOUT', `process ${pid} did not exit after SIGKILL`, { pid });
 }

@@ -25,7 +25,9 @@ export interface SelectDriverOptions {
   firecracker?: Omit<FirecrackerDriverOptions, 'binary'>;
 }
 
-export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ driver: HypervisorDriver; reason: string }> {
+export async function selectDriver(
+  opts: SelectDriverOptions = {},
+): Promise<{ driver: HypervisorDriver; reason: string }> {
   const vmm = opts.vmm ?? 'auto';
   const accel = opts.accel ?? 'auto';
   if (!['auto', 'qemu', 'firecracker'].includes(vmm))
@@ -58,10 +60,16 @@ export async function selectDriver(opts: SelectDriverOptions = {}): Promise<{ dr
         },
       );
     }
-    return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker requested: ${binary}, ${probe.reason}` };
+    return {
+      driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }),
+      reason: `Firecracker requested: ${binary}, ${probe.reason}`,
+    };
   }
   if (missing.length === 0)
-    return { driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }), reason: `Firecracker at ${binary} and ${probe.reason}` };
+    return {
+      driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }),
+      reason: `Firecracker at ${binary} and ${probe.reason}`,
+    };
   return { driver: qemu(), reason: `QEMU, since Firecracker cannot run here: ${missing.join(' and ')}` };
 }
 
@@ -98,7 +106,8 @@ export async function probeFirecrackers(opts: {
 }): Promise<FirecrackerProbe[]> {
   const candidates: { name: string; from: string }[] = [];
   if (opts.firecrackerBin) candidates.push({ name: opts.firecrackerBin, from: '--firecracker-bin' });
-  else if (environment().firecracker.binary) candidates.push({ name: environment().firecracker.binary!, from: 'EMBERS_FIRECRACKER_BIN' });
+  else if (environment().firecracker.binary)
+    candidates.push({ name: environment().firecracker.binary!, from: 'EMBERS_FIRECRACKER_BIN' });
   candidates.push({ name: 'firecracker', from: 'PATH' });
   const probe = await detectAccelerator('auto');
   const out: FirecrackerProbe[] = [];
@@ -107,7 +116,13 @@ export async function probeFirecrackers(opts: {
     if (path && out.some((p) => p.path === path)) continue;
     if (!path) {
       if (c.from !== 'PATH' || out.length === 0)
-        out.push({ path: c.name, from: c.from, found: false, used: false, reason: `no executable Firecracker at ${c.name}` });
+        out.push({
+          path: c.name,
+          from: c.from,
+          found: false,
+          used: false,
+          reason: `no executable Firecracker at ${c.name}`,
+        });
       continue;
     }
     const entry: FirecrackerProbe = { path, from: c.from, found: true, used: false, reason: '' };
@@ -120,12 +135,15 @@ export async function probeFirecrackers(opts: {
       continue;
     }
     const why: string[] = [];
-    if (out.some((p) => p.found)) why.push(`${out.find((p) => p.found)!.path} (${out.find((p) => p.found)!.from}) comes first`);
+    if (out.some((p) => p.found))
+      why.push(`${out.find((p) => p.found)!.path} (${out.find((p) => p.found)!.from}) comes first`);
     if (opts.vmm === 'qemu') why.push('QEMU was requested (--vmm qemu)');
     if (opts.accel === 'tcg') why.push('TCG was requested and Firecracker runs only on KVM');
     if (probe.accelerator !== 'kvm') why.push(`no hardware-backed KVM (${probe.reason})`);
     entry.used = opts.usedBinary === path;
-    entry.reason = entry.used ? `used: ${probe.reason}` : `found, not used: ${why.join('; ') || 'another VMM was chosen'}`;
+    entry.reason = entry.used
+      ? `used: ${probe.reason}`
+      : `found, not used: ${why.join('; ') || 'another VMM was chosen'}`;
     out.push(entry);
   }
   return out;

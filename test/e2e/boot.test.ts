@@ -14,7 +14,9 @@ const BIN = new URL('../../../bin/embers.js', import.meta.url).pathname;
 /** Runs the embers CLI with --json and returns the last line parsed. */
 function cli(home: string, args: string[]): Promise<{ code: number; json: Record<string, unknown>; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args, '--home', home, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args, '--home', home, '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -46,7 +48,12 @@ test('CLI: run boots the function from its OCI image, invoke/ps/logs work, stop 
     assert.equal(hello.code, 0, hello.stderr);
     assert.equal(String(hello.json.body).trim(), 'hello from embers');
 
-    const wrote = await cli(home, ['invoke', 'hello', '--path', '/cgi-bin/write?name=a.bin&size=100000&seed=s1&sync=1']);
+    const wrote = await cli(home, [
+      'invoke',
+      'hello',
+      '--path',
+      '/cgi-bin/write?name=a.bin&size=100000&seed=s1&sync=1',
+    ]);
     assert.equal(reportedSha256(String(wrote.json.body)), expectedFileSha256('s1', 100000));
     const read = await cli(home, ['invoke', 'hello', '--path', '/cgi-bin/read?name=a.bin']);
     assert.equal(reportedSha256(String(read.json.body)), expectedFileSha256('s1', 100000));
@@ -96,7 +103,10 @@ test('a function that exits at once: the error says the VM stopped, and nothing 
   try {
     const image = await buildTestFunctionImage(join(t.home, 'fn'));
     await assert.rejects(
-      t.node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'false'] }, { name: 'exits' }),
+      t.node.run(
+        { image, vcpus: 1, memoryMiB: 128, port: 8080, env: [], entrypoint: ['/bin/busybox', 'false'] },
+        { name: 'exits' },
+      ),
       (err) => isEmbersError(err, 'EMB_INSTANCE_NOT_READY') && /stopped|exited/.test((err as Error).message),
     );
     assert.deepEqual(await t.node.list(), []);
@@ -108,8 +118,9 @@ test('a function that exits at once: the error says the VM stopped, and nothing 
 test('a missing image dir: EMB_IMAGE_NOT_FOUND before any resource is taken', async () => {
   const t = await openTestNode();
   try {
-    await assert.rejects(t.node.run({ image: join(t.home, 'no-such-image'), vcpus: 1, memoryMiB: 128, port: 8080, env: [] }), (err) =>
-      isEmbersError(err, 'EMB_IMAGE_NOT_FOUND'),
+    await assert.rejects(
+      t.node.run({ image: join(t.home, 'no-such-image'), vcpus: 1, memoryMiB: 128, port: 8080, env: [] }),
+      (err) => isEmbersError(err, 'EMB_IMAGE_NOT_FOUND'),
     );
   } finally {
     await t.close();

@@ -27,7 +27,11 @@ async function exited(d: TestDaemon): Promise<NodeJS.Signals | null> {
   return d.proc.signalCode;
 }
 
-const POINTS: CrashPointName[] = ['lifecycle.cold-start.after-boot', 'lifecycle.snapshot.before-create', 'lifecycle.snapshot.after-create'];
+const POINTS: CrashPointName[] = [
+  'lifecycle.cold-start.after-boot',
+  'lifecycle.snapshot.before-create',
+  'lifecycle.snapshot.after-create',
+];
 
 for (const point of POINTS) {
   test(`crash matrix: the daemon killed at ${point}`, async () => {
@@ -85,10 +89,15 @@ test('concurrency with the daemon: snapshot rm from the CLI while the daemon res
     args: ['--record-working-sets', 'off'],
   });
   try {
-    assert.equal((await d.api('PUT', '/v1/functions/shared', { image, memoryMiB: 128, idleTimeoutSeconds: 1 })).status, 200);
+    assert.equal(
+      (await d.api('PUT', '/v1/functions/shared', { image, memoryMiB: 128, idleTimeoutSeconds: 1 })).status,
+      200,
+    );
     assert.equal((await d.api('GET', '/v1/functions/shared/invoke/')).headers.get('x-embers-start'), 'boot');
     const first = await snapshotReady(d, 'shared');
-    await waitFor('scale to zero', async () => ((await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined));
+    await waitFor('scale to zero', async () =>
+      (await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined,
+    );
 
     const restoring = d.api('GET', '/v1/functions/shared/invoke/');
     await waitFor('the daemon inside its restore', async () => (await exists(`${go}.reached`)) || undefined);
@@ -100,7 +109,9 @@ test('concurrency with the daemon: snapshot rm from the CLI while the daemon res
     assert.equal(restored.headers.get('x-embers-start'), 'restore');
 
     // once no restore reads it, the CLI removes it; the daemon's next cold start finds it gone, boots, and snapshots again
-    await waitFor('scale to zero', async () => ((await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined));
+    await waitFor('scale to zero', async () =>
+      (await d.api('GET', '/v1/functions/shared')).json.instances.length === 0 ? true : undefined,
+    );
     const removed = await embers(home, ['snapshot', 'rm', first]);
     assert.equal(removed.code, 0, describeRun(removed));
     const again = await d.api('GET', '/v1/functions/shared/invoke/');

@@ -17,7 +17,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import type { CrashPointName } from '../../src/util/crash-point.js';
-import { embers as embersIn, embersPausedAt, describeRun, formatMatrix, type CliOptions, type CliRun, type CrashRow } from '../helpers/crash.js';
+import {
+  embers as embersIn,
+  embersPausedAt,
+  describeRun,
+  formatMatrix,
+  type CliOptions,
+  type CliRun,
+  type CrashRow,
+} from '../helpers/crash.js';
 import { leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
 
 let work: string;
@@ -71,7 +79,10 @@ async function assertReconciled(): Promise<void> {
     'no staging or trash dir',
   );
   assert.deepEqual(await readdir(join(home, 'tmp')), [], 'no temp file of the dead command');
-  assert.ok(!(await readdir(join(home, 'instances', 'origin'))).includes('snapshot.pid'), 'no snapshot marker of the dead command');
+  assert.ok(
+    !(await readdir(join(home, 'instances', 'origin'))).includes('snapshot.pid'),
+    'no snapshot marker of the dead command',
+  );
   assert.ok(await verifies(earlier), 'the earlier snapshot still verifies');
   // the instance answers: a VM the dead create left paused runs again
   assert.equal((await ok(['invoke', 'origin', '--path', '/'])).json.body.trim(), 'hello from embers');
@@ -94,7 +105,11 @@ for (const point of CREATE_POINTS) {
     assert.equal(killed.signal, 'SIGKILL', describeRun(killed));
     const afterKill = await listed(); // the next command: it reconciles
     const added = afterKill.filter((id) => !before.includes(id));
-    assert.equal(added.length, point === 'snapshot.create.after-publish' ? 1 : 0, `listed after the kill: ${added.join(', ')}`);
+    assert.equal(
+      added.length,
+      point === 'snapshot.create.after-publish' ? 1 : 0,
+      `listed after the kill: ${added.join(', ')}`,
+    );
     for (const id of added) assert.ok(await verifies(id), `${id} is whole`);
     await assertReconciled();
     const rerun = await ok(['snapshot', 'create', 'origin']);
@@ -156,9 +171,14 @@ for (const [i, point] of RESTORE_POINTS.entries()) {
 }
 
 test('concurrency: two creates of one instance: the second gets EMB_INSTANCE_BUSY, the first finishes', async () => {
-  const first = await embersPausedAt(home, ['snapshot', 'create', 'origin', '--net-pool-size', '1'], 'snapshot.create.after-pause', {
-    pauseFile: join(work, 'go-create'),
-  });
+  const first = await embersPausedAt(
+    home,
+    ['snapshot', 'create', 'origin', '--net-pool-size', '1'],
+    'snapshot.create.after-pause',
+    {
+      pauseFile: join(work, 'go-create'),
+    },
+  );
   const second = await embers(['snapshot', 'create', 'origin']);
   assert.equal(second.json?.error?.code, 'EMB_INSTANCE_BUSY', describeRun(second));
   const done = await first.resume();
@@ -169,9 +189,14 @@ test('concurrency: two creates of one instance: the second gets EMB_INSTANCE_BUS
 });
 
 test('concurrency: snapshot rm while a restore reads the snapshot: EMB_SNAPSHOT_BUSY, the restore finishes, rm then succeeds', async () => {
-  const restoring = await embersPausedAt(home, ['snapshot', 'restore', earlier, '--name', 'reader', '--net-pool-size', '1'], 'snapshot.restore.after-fetch', {
-    pauseFile: join(work, 'go-restore'),
-  });
+  const restoring = await embersPausedAt(
+    home,
+    ['snapshot', 'restore', earlier, '--name', 'reader', '--net-pool-size', '1'],
+    'snapshot.restore.after-fetch',
+    {
+      pauseFile: join(work, 'go-restore'),
+    },
+  );
   const removing = await embers(['snapshot', 'rm', earlier]);
   assert.equal(removing.json?.error?.code, 'EMB_SNAPSHOT_BUSY', describeRun(removing));
   const done = await restoring.resume();
@@ -197,7 +222,8 @@ test('concurrency: image gc while a restore uses the image: gc waits for the res
   let gcDone = false;
   const gc = embers(['image', 'gc']).finally(() => (gcDone = true));
   // gc takes its lock, then waits for the restore's pin on the image cache
-  while (!gcDone && !(await readdir(join(home, 'images'))).includes('.gc.lock')) await new Promise((r) => setTimeout(r, 100));
+  while (!gcDone && !(await readdir(join(home, 'images'))).includes('.gc.lock'))
+    await new Promise((r) => setTimeout(r, 100));
   assert.equal(gcDone, false, `gc did not wait for the restore: ${gcDone ? describeRun(await gc) : ''}`);
   const done = await restoring.resume();
   assert.equal(done.code, 0, describeRun(done));

@@ -37,7 +37,10 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
     daemons.push(a);
     const deployedA = await a.api('PUT', '/v1/functions/shared', spec);
     assert.equal(deployedA.json.function.spec.snapshots, 'remote', 'remote is the default with a store configured');
-    const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=20000&seed=node-a&sync=0');
+    const first = await a.api(
+      'GET',
+      '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=20000&seed=node-a&sync=0',
+    );
     assert.equal(first.headers.get('x-embers-start'), 'boot');
     const snapId = await snapshotReady(a, 'shared');
     // created, so uploaded (create pushes in remote mode before it reports ready)
@@ -47,7 +50,11 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
     const b = await startTestDaemon({ home: join(work, 'b'), env });
     daemons.push(b);
     const deployedB = await b.api('PUT', '/v1/functions/shared', spec);
-    assert.equal(deployedB.json.function.revision.id, deployedA.json.function.revision.id, 'the same revision on both nodes');
+    assert.equal(
+      deployedB.json.function.revision.id,
+      deployedA.json.function.revision.id,
+      'the same revision on both nodes',
+    );
     assert.deepEqual((await b.api('GET', '/v1/snapshots')).json.snapshots, [], 'node B has no snapshot of its own');
     const fromA = await b.api('GET', '/v1/functions/shared/invoke/cgi-bin/read?name=from-a.bin');
     assert.equal(fromA.status, 200, fromA.text);
@@ -76,20 +83,35 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
 test('a daemon with --peer serves its first cold start by restoring the peer node snapshot straight from it (no store, a dead peer skipped)', async () => {
   const before = await readHostResources();
   const work = await mkdtemp(join(tmpdir(), 'embers-daemons-'));
-  const env = { EMBERS_PEER_TOKEN: 'a-shared-peer-token-for-tests', EMBERS_S3_ENDPOINT: undefined, EMBERS_S3_BUCKET: undefined };
+  const env = {
+    EMBERS_PEER_TOKEN: 'a-shared-peer-token-for-tests',
+    EMBERS_S3_ENDPOINT: undefined,
+    EMBERS_S3_BUCKET: undefined,
+  };
   const daemons: TestDaemon[] = [];
   try {
     const image = await buildTestFunctionImage(join(work, 'fn'));
     const spec = { image, memoryMiB: 128, idleTimeoutSeconds: 600 };
     const a = await startTestDaemon({ home: join(work, 'a'), env });
     daemons.push(a);
-    assert.equal((await a.api('PUT', '/v1/functions/shared', spec)).json.function.spec.snapshots, 'local', 'no store, no peers: local');
-    const first = await a.api('GET', '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=30000&seed=peer-a&sync=0');
+    assert.equal(
+      (await a.api('PUT', '/v1/functions/shared', spec)).json.function.spec.snapshots,
+      'local',
+      'no store, no peers: local',
+    );
+    const first = await a.api(
+      'GET',
+      '/v1/functions/shared/invoke/cgi-bin/write?name=from-a.bin&size=30000&seed=peer-a&sync=0',
+    );
     assert.equal(first.headers.get('x-embers-start'), 'boot');
     const snapId = await snapshotReady(a, 'shared');
 
     // the first peer is down: its search fails and is skipped, the second has the snapshot
-    const b = await startTestDaemon({ home: join(work, 'b'), env, args: ['--peer', 'http://127.0.0.1:1', '--peer', a.url] });
+    const b = await startTestDaemon({
+      home: join(work, 'b'),
+      env,
+      args: ['--peer', 'http://127.0.0.1:1', '--peer', a.url],
+    });
     daemons.push(b);
     const deployedB = await b.api('PUT', '/v1/functions/shared', spec);
     assert.equal(deployedB.json.function.spec.snapshots, 'remote', 'with peers, snapshots are shared by default');
@@ -98,7 +120,10 @@ test('a daemon with --peer serves its first cold start by restoring the peer nod
     assert.equal(fromA.headers.get('x-embers-start'), 'restore', `no boot on node B; log:\n${b.log()}`);
     assert.equal(reportedSha256(fromA.text), expectedFileSha256('peer-a', 30000), 'node A state, restored on node B');
     assert.deepEqual(
-      (await b.api('GET', '/v1/functions/shared')).json.instances.map((i: { origin: string; snapshotId: string }) => [i.origin, i.snapshotId]),
+      (await b.api('GET', '/v1/functions/shared')).json.instances.map((i: { origin: string; snapshotId: string }) => [
+        i.origin,
+        i.snapshotId,
+      ]),
       [['restore', snapId]],
     );
     assert.deepEqual(

@@ -22,7 +22,9 @@ async function metric(d: TestDaemon, name: string, labels: Record<string, string
 }
 
 async function noInstances(d: TestDaemon, fn: string): Promise<void> {
-  await waitFor(`${fn} scaled to zero`, async () => ((await d.api('GET', `/v1/functions/${fn}`)).json.instances.length === 0 ? true : undefined));
+  await waitFor(`${fn} scaled to zero`, async () =>
+    (await d.api('GET', `/v1/functions/${fn}`)).json.instances.length === 0 ? true : undefined,
+  );
 }
 
 async function stopAndCheck(d: TestDaemon, before: HostResources): Promise<void> {
@@ -48,7 +50,10 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     const revision = deployed.json.function.revision.id;
     assert.match(revision, /^rev-[0-9a-f]{16}$/);
     assert.equal(deployed.json.function.snapshot.state, 'none');
-    const first = await d.api('GET', '/v1/functions/hello/invoke/cgi-bin/write?name=state.bin&size=100000&seed=daemon&sync=0');
+    const first = await d.api(
+      'GET',
+      '/v1/functions/hello/invoke/cgi-bin/write?name=state.bin&size=100000&seed=daemon&sync=0',
+    );
     assert.equal(first.status, 200, first.text);
     assert.equal(reportedSha256(first.text), expectedFileSha256('daemon', 100000));
     assert.equal(first.headers.get('x-embers-start'), 'boot');
@@ -61,7 +66,9 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     await noInstances(d, 'hello');
     assert.deepEqual((await d.api('GET', '/v1/instances')).json.instances, []);
     assert.ok(
-      (await d.api('GET', '/v1/snapshots')).json.snapshots.some((s: { id: string; functions: string[] }) => s.id === snapId && s.functions.includes('hello')),
+      (await d.api('GET', '/v1/snapshots')).json.snapshots.some(
+        (s: { id: string; functions: string[] }) => s.id === snapId && s.functions.includes('hello'),
+      ),
     );
 
     // the next invoke is a restore, and the file written before the snapshot is there
@@ -98,7 +105,10 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     // fan-out: a burst of 5 first requests on a function with no instance and no snapshot costs one boot
     const boots0 = await metric(d, 'embers_cold_start_seconds_count', { kind: 'boot' });
     const restores0 = await metric(d, 'embers_cold_start_seconds_count', { kind: 'restore' });
-    assert.equal((await d.api('PUT', '/v1/functions/burst', { ...spec, env: ['BURST=1'], idleTimeoutSeconds: 2 })).status, 200);
+    assert.equal(
+      (await d.api('PUT', '/v1/functions/burst', { ...spec, env: ['BURST=1'], idleTimeoutSeconds: 2 })).status,
+      200,
+    );
     const burst = await Promise.all(Array.from({ length: 5 }, () => d.api('GET', '/v1/functions/burst/invoke')));
     for (const r of burst) assert.equal(r.status, 200, r.text);
     const starts = burst.map((r) => r.headers.get('x-embers-start'));
@@ -108,10 +118,19 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
       starts.join(', '),
     );
     await waitFor('the burst cold starts to end', async () =>
-      (await d.api('GET', '/v1/functions/burst')).json.instances.some((i: { state: string }) => i.state === 'starting') ? undefined : true,
+      (await d.api('GET', '/v1/functions/burst')).json.instances.some((i: { state: string }) => i.state === 'starting')
+        ? undefined
+        : true,
     );
-    assert.equal((await metric(d, 'embers_cold_start_seconds_count', { kind: 'boot' })) - boots0, 1, 'one boot for the burst');
-    assert.ok((await metric(d, 'embers_cold_start_seconds_count', { kind: 'restore' })) - restores0 >= 1, 'the rest are restores from its snapshot');
+    assert.equal(
+      (await metric(d, 'embers_cold_start_seconds_count', { kind: 'boot' })) - boots0,
+      1,
+      'one boot for the burst',
+    );
+    assert.ok(
+      (await metric(d, 'embers_cold_start_seconds_count', { kind: 'restore' })) - restores0 >= 1,
+      'the rest are restores from its snapshot',
+    );
     assert.equal(await metric(d, 'embers_invocations_total', { function: 'burst', start: 'boot' }), 1);
 
     // queue full: one instance, one request may wait beyond it, the third gets 429 with Retry-After
@@ -136,7 +155,9 @@ test('daemon lifecycle: boot, snapshot, scale to zero, restore with the disk int
     // SIGTERM while a request waits for a cold start: it is still answered, then everything is released
     await d.api('PUT', '/v1/functions/hello', spec); // back to the revision with a snapshot
     const inFlight = d.api('GET', '/v1/functions/hello/invoke/cgi-bin/read?name=state.bin');
-    await waitFor('a cold start in flight', async () => ((await d.api('GET', '/v1/functions/hello')).json.instances.length > 0 ? true : undefined));
+    await waitFor('a cold start in flight', async () =>
+      (await d.api('GET', '/v1/functions/hello')).json.instances.length > 0 ? true : undefined,
+    );
     d.proc.kill('SIGTERM');
     const answered = await inFlight;
     assert.equal(answered.status, 200, answered.text);
@@ -156,7 +177,10 @@ test('daemon crash: kill -9 leaves a running instance; a restart reconciles it, 
   try {
     const put = await d.api('PUT', '/v1/functions/crashy', { image, memoryMiB: 128, idleTimeoutSeconds: 600 });
     const revision = put.json.function.revision.id;
-    const first = await d.api('GET', '/v1/functions/crashy/invoke/cgi-bin/write?name=kept.bin&size=5000&seed=crash&sync=1');
+    const first = await d.api(
+      'GET',
+      '/v1/functions/crashy/invoke/cgi-bin/write?name=kept.bin&size=5000&seed=crash&sync=1',
+    );
     assert.equal(first.headers.get('x-embers-start'), 'boot');
     const snapId = await snapshotReady(d, 'crashy');
     await d.kill9();

@@ -44,7 +44,8 @@ for (const { kit, discovery } of CASES) {
       assert.equal(origin.kit.kind, kit);
       const machine = (await machineOf(origin.vm.pid)).split(',');
       if (discovery === 'cmdline') {
-        for (const opt of ['acpi=off', 'rtc=off', 'pcie=off']) assert.ok(machine.includes(opt), `${opt} in ${machine.join(',')}`);
+        for (const opt of ['acpi=off', 'rtc=off', 'pcie=off'])
+          assert.ok(machine.includes(opt), `${opt} in ${machine.join(',')}`);
       } else assert.ok(machine.includes('acpi=on'), machine.join(','));
       assert.equal((await node.invoke('origin', { path: '/' })).body.trim(), 'hello from embers');
 
@@ -53,7 +54,11 @@ for (const { kit, discovery } of CASES) {
       assert.equal(manifest.guestKit.kind, kit);
       const originConsole = await stopAndReadConsole(node, 'origin');
       if (discovery === 'cmdline') {
-        if (kit === 'debian') assert.match(originConsole, /embers-init: loaded \d+ modules \(virtio_mmio: device=\S+@0x[0-9a-f]+:\d+ device=/);
+        if (kit === 'debian')
+          assert.match(
+            originConsole,
+            /embers-init: loaded \d+ modules \(virtio_mmio: device=\S+@0x[0-9a-f]+:\d+ device=/,
+          );
         // no ACPI power button: the stop request came as ctrl-alt-del through the i8042
         assert.match(originConsole, /ctrl-alt-del: stopping the function/);
         assert.match(originConsole, /function exited/);
@@ -62,9 +67,16 @@ for (const { kit, discovery } of CASES) {
       const restored = await node.snapshots.restore(manifest.id);
       const clone = restored.clones[0].record;
       assert.equal(clone.vm.deviceDiscovery, discovery);
-      assert.deepEqual((await machineOf(clone.vm.pid)).split(','), machine, 'the clone runs the machine the snapshot was made on');
+      assert.deepEqual(
+        (await machineOf(clone.vm.pid)).split(','),
+        machine,
+        'the clone runs the machine the snapshot was made on',
+      );
       assert.equal((await node.invoke(clone.name, { path: '/' })).body.trim(), 'hello from embers');
-      assert.match((await node.invoke(clone.name, { path: '/cgi-bin/write?name=after.bin&size=4096&seed=c&sync=1' })).body, /after\.bin/);
+      assert.match(
+        (await node.invoke(clone.name, { path: '/cgi-bin/write?name=after.bin&size=4096&seed=c&sync=1' })).body,
+        /after\.bin/,
+      );
     } finally {
       await t.close();
     }

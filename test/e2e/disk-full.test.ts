@@ -22,7 +22,10 @@ const MiB = 1024 * 1024;
  * A small ext4 filesystem on a loop device (`mount -o loop`: the loop device detaches when
  * the filesystem is unmounted), mounted for the test and released after it.
  */
-async function smallFilesystem(t: TestContext, sizeMiB: number): Promise<{ root: string; free(): Promise<number>; fill(leaveBytes: number): Promise<void> }> {
+async function smallFilesystem(
+  t: TestContext,
+  sizeMiB: number,
+): Promise<{ root: string; free(): Promise<number>; fill(leaveBytes: number): Promise<void> }> {
   const work = await mkdtemp(join(tmpdir(), 'embers-full-'));
   const image = join(work, 'fs.img');
   const root = join(work, 'mnt');
@@ -45,7 +48,8 @@ async function smallFilesystem(t: TestContext, sizeMiB: number): Promise<{ root:
     /** Takes space (a ballast file outside the home) until `leaveBytes` are free. */
     async fill(leaveBytes: number) {
       const take = (await free()) - leaveBytes;
-      if (take > MiB) await run('fallocate', ['-l', String(Math.floor(take / 4096) * 4096), join(root, `ballast-${ballasts++}`)]);
+      if (take > MiB)
+        await run('fallocate', ['-l', String(Math.floor(take / 4096) * 4096), join(root, `ballast-${ballasts++}`)]);
     },
   };
 }
@@ -55,7 +59,10 @@ async function storeLeftovers(node: EmbersNode): Promise<string[]> {
   const dir = node.snapshots.store.dir;
   const out: string[] = [];
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name === '.transfers') out.push(...(await filesBelow(join(dir, name))).filter((f) => !f.endsWith('.lock')).map((f) => `.transfers/${f}`));
+    if (name === '.transfers')
+      out.push(
+        ...(await filesBelow(join(dir, name))).filter((f) => !f.endsWith('.lock')).map((f) => `.transfers/${f}`),
+      );
     else if (name.startsWith('.')) out.push(name);
   }
   return out;
@@ -65,7 +72,10 @@ async function storeLeftovers(node: EmbersNode): Promise<string[]> {
 function noSpace(what: RegExp, log?: (line: string) => void) {
   return (err: unknown) => {
     log?.(`refused: ${String((err as { code?: string }).code)}: ${String((err as Error).message)}`);
-    assert.ok(isEmbersError(err, 'EMB_NO_SPACE'), `expected EMB_NO_SPACE, got ${String((err as { code?: string }).code)}: ${String(err)}`);
+    assert.ok(
+      isEmbersError(err, 'EMB_NO_SPACE'),
+      `expected EMB_NO_SPACE, got ${String((err as { code?: string }).code)}: ${String(err)}`,
+    );
     assert.match(err.message, what);
     assert.match(err.message, /no space left on the filesystem of|MiB are free/);
     assert.match(err.hint, /`embers snapshot rm ID`/);
@@ -96,7 +106,9 @@ test('a home on a full filesystem: snapshot create and snapshot pull fail with E
       } catch (err) {
         refused = err;
         const after = await fs.free();
-        t.diagnostic(`create ${i + 1} refused with ${(free / MiB).toFixed(1)} MiB free; ${(after / MiB).toFixed(1)} MiB free after: ${String(err)}`);
+        t.diagnostic(
+          `create ${i + 1} refused with ${(free / MiB).toFixed(1)} MiB free; ${(after / MiB).toFixed(1)} MiB free after: ${String(err)}`,
+        );
         assert.ok(after >= free - MiB, `the failed create gave its space back (${free} free before, ${after} after)`);
       }
     }
@@ -139,7 +151,9 @@ test('a home on a full filesystem: snapshot create and snapshot pull fail with E
     try {
       await assert.rejects(
         node.snapshots.pull(made[1], { kind: 'peer', url: peer.url, token }),
-        noSpace(new RegExp(`^pulling snapshot ${made[1]} from peer ${peer.url.replace(/[.]/g, '\\.')}`), (l) => t.diagnostic(l)),
+        noSpace(new RegExp(`^pulling snapshot ${made[1]} from peer ${peer.url.replace(/[.]/g, '\\.')}`), (l) =>
+          t.diagnostic(l),
+        ),
       );
       assert.ok((await fs.free()) >= free - MiB, 'the failed peer pull gave its space back');
       assert.deepEqual(

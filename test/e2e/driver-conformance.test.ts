@@ -36,7 +36,10 @@ for (const vmm of DRIVERS) {
       assert.equal(await node.driver.status(rec.vm), 'running');
       const snap = await node.snapshots.create('conf', { stop: true });
       const restored = await node.snapshots.restore(snap.manifest.id, { count: 2 });
-      assert.equal(await sha256File(join(tn.home, 'restore', snap.manifest.id, 'disk.img')), snap.manifest.disk.sha256AtPause);
+      assert.equal(
+        await sha256File(join(tn.home, 'restore', snap.manifest.id, 'disk.img')),
+        snap.manifest.disk.sha256AtPause,
+      );
       for (const c of restored.clones) {
         assert.equal(c.diskVerified, true);
         const body = (await node.invoke(c.record.name, { path: '/cgi-bin/read?name=c.bin' })).body;

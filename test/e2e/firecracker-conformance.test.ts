@@ -43,7 +43,9 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
     const image = await buildTestFunctionImage(join(tn.home, 'fn'));
     await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     assert.equal(
-      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
+      reportedSha256(
+        (await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body,
+      ),
       expectedFileSha256('a', 300000),
     );
     const snap = await node.snapshots.create('origin', { stop: true });
@@ -57,9 +59,14 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
       const name = c.record.name;
       assert.equal(c.diskVerified, true);
       assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
       assert.equal(
-        reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=own-${i}.bin&size=50000&seed=c${i}&sync=1` })).body),
+        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
+        expectedFileSha256('a', 300000),
+      );
+      assert.equal(
+        reportedSha256(
+          (await node.invoke(name, { path: `/cgi-bin/write?name=own-${i}.bin&size=50000&seed=c${i}&sync=1` })).body,
+        ),
         expectedFileSha256(`c${i}`, 50000),
       );
       // Mount-namespace isolation: this clone's Firecracker holds its own disk at the fixed path, no other clone's.
@@ -84,7 +91,10 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
 
     // The page server: one more VM loaded from the snapshot's files with the Uffd backend.
     const driver = node.driver as FirecrackerDriver;
-    const files = { stateFile: join(node.config.paths.snapshots, m.id, 'vmstate.bin'), memoryFile: join(node.config.paths.snapshots, m.id, 'memory.bin') };
+    const files = {
+      stateFile: join(node.config.paths.snapshots, m.id, 'vmstate.bin'),
+      memoryFile: join(node.config.paths.snapshots, m.id, 'memory.bin'),
+    };
     const uffdClone = await node.snapshots.restore(m.id, { count: 1 });
     const rec = uffdClone.clones[0].record;
     await driver.stop(rec.vm);

@@ -39,7 +39,11 @@ async function hookedImage(dir: string): Promise<string> {
     layers: [...base.layers, extra],
     config: {
       ...base.config,
-      Entrypoint: ['/bin/sh', '-c', 'head -c 16 /dev/urandom | sha256sum > /tmp/token && exec /bin/busybox httpd -f -v -p 8080 -h /www'],
+      Entrypoint: [
+        '/bin/sh',
+        '-c',
+        'head -c 16 /dev/urandom | sha256sum > /tmp/token && exec /bin/busybox httpd -f -v -p 8080 -h /www',
+      ],
       // the hook is declared by the image (a function spec's restoreHook would override it)
       Labels: { 'org.embers.restore-hook': '/hook', 'org.embers.restore-hook-timeout-ms': '20000' },
     },
@@ -64,13 +68,23 @@ async function shellLessImage(dir: string): Promise<string> {
         ],
       },
     ],
-    config: { Entrypoint: ['/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', '/www'], Env: ['PATH=/bin'], WorkingDir: '/', ExposedPorts: ['8080/tcp'] },
+    config: {
+      Entrypoint: ['/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', '/www'],
+      Env: ['PATH=/bin'],
+      WorkingDir: '/',
+      ExposedPorts: ['8080/tcp'],
+    },
   };
   await writeOciLayout(dir, image, { refName: 'noshell:latest' });
   return dir;
 }
 
-async function exec(node: EmbersNode, name: string, argv: string[], opts: { timeoutMs?: number; shell?: boolean; kitRoot?: boolean } = {}) {
+async function exec(
+  node: EmbersNode,
+  name: string,
+  argv: string[],
+  opts: { timeoutMs?: number; shell?: boolean; kitRoot?: boolean } = {},
+) {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const status: ExitStatus = await node.exec(name, {
@@ -147,7 +161,11 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
     // snapshot S1; then S2 from a disk that makes the hook fail
     const s1 = await node.snapshots.create('origin');
     assert.equal(s1.manifest.vmm.agent, true);
-    assert.deepEqual(s1.manifest.image.restoreHook, { path: '/hook', timeoutMs: 20_000 }, 'the image label is carried into the snapshot');
+    assert.deepEqual(
+      s1.manifest.image.restoreHook,
+      { path: '/hook', timeoutMs: 20_000 },
+      'the image label is carried into the snapshot',
+    );
     await node.invoke('origin', { path: '/cgi-bin/write?name=fail-hook&size=1&seed=x&sync=1' });
     const s2 = await node.snapshots.create('origin', { stop: true });
     const snappedAt = Date.now();
@@ -174,12 +192,18 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
       const name = c.record.name;
       const fix = c.record.fixup!;
       assert.equal(fix.agent, true);
-      assert.ok(fix.clockStepMs! > 29_000, `clock step ${fix.clockStepMs} ms: the clone's clock was behind by the wait`);
+      assert.ok(
+        fix.clockStepMs! > 29_000,
+        `clock step ${fix.clockStepMs} ms: the clone's clock was behind by the wait`,
+      );
       assert.equal(fix.crngReseeded, true);
       assert.deepEqual(fix.hook, { path: '/hook', state: 'exited', code: 0 });
       assert.ok(c.record.timings.phases.fixupMs > 0, 'the fix-up is a restore phase');
       const off = await clockOffsetMs(node, name);
-      assert.ok(off.min <= 1000 && off.max >= -1000, `clone ${name}'s clock is ${off.min}..${off.max} ms off the host's`);
+      assert.ok(
+        off.min <= 1000 && off.max >= -1000,
+        `clone ${name}'s clock is ${off.min}..${off.max} ms off the host's`,
+      );
       const bytes = await exec(node, name, ['head', '-c', '32', '/dev/urandom']);
       assert.equal(bytes.stdout.length, 32);
       random.push(bytes.stdout.toString('hex'));
@@ -192,7 +216,10 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
     // a failing hook fails the restore, and the clone is gone
     await assert.rejects(
       node.snapshots.restore(s2.manifest.id, { count: 1, names: ['hookfail'] }),
-      (e: unknown) => isEmbersError(e, 'EMB_RESTORE_HOOK_FAILED') && /exited with status 3/.test(e.message) && /hook refuses/.test(e.message),
+      (e: unknown) =>
+        isEmbersError(e, 'EMB_RESTORE_HOOK_FAILED') &&
+        /exited with status 3/.test(e.message) &&
+        /hook refuses/.test(e.message),
     );
     assert.deepEqual(
       (await node.list()).map((i) => i.name),
@@ -223,7 +250,9 @@ test('guest agent: a snapshot without the agent (as before embers had one) still
       progress.some((m) => /warning: snapshot .* has no guest agent/.test(m)),
       `warnings: ${progress.join('\n')}`,
     );
-    await assert.rejects(exec(node, clone.name, ['true']), (e: unknown) => isEmbersError(e, 'EMB_GUEST_AGENT_UNREACHABLE'));
+    await assert.rejects(exec(node, clone.name, ['true']), (e: unknown) =>
+      isEmbersError(e, 'EMB_GUEST_AGENT_UNREACHABLE'),
+    );
     await node.stop(clone.name);
   } finally {
     await t.close();

@@ -4,7 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TEST_FUNCTION_REF_NAME, buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
+import {
+  TEST_FUNCTION_REF_NAME,
+  buildTestFunctionImage,
+  expectedFileSha256,
+  reportedSha256,
+} from '../../src/examples/test-function.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { startPeerServer } from '../../src/snapshot/peer-server.js';
 import { run } from '../../src/util/exec.js';
@@ -17,11 +22,23 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 /** Every clone answers, reads back the files written before the snapshot, keeps working, and its disk is clean after stop. */
 async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-  assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('remote-a', 500000));
-  assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('remote-b', 60000));
+  assert.equal(
+    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
+    expectedFileSha256('remote-a', 500000),
+  );
+  assert.equal(
+    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body),
+    expectedFileSha256('remote-b', 60000),
+  );
   for (let i = 0; i < 3; i++) {
     assert.equal(
-      reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}` })).body),
+      reportedSha256(
+        (
+          await node.invoke(name, {
+            path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}`,
+          })
+        ).body,
+      ),
       expectedFileSha256(`${name}-${i}`, 40000),
     );
   }
@@ -71,7 +88,10 @@ test('remote snapshots: node A snapshots and uploads; clean node B restores 3 cl
         const token = randomBytes(16).toString('hex');
         const peer = await startPeerServer({ store: a.node.snapshots.store, token });
         try {
-          const fromPeer = await b.node.snapshots.restore(id, { count: 1, source: { kind: 'peer', url: peer.url, token } });
+          const fromPeer = await b.node.snapshots.restore(id, {
+            count: 1,
+            source: { kind: 'peer', url: peer.url, token },
+          });
           assert.ok(fromPeer.fetch && fromPeer.fetch.bytes > 0);
           assert.equal(fromPeer.clones[0].diskVerified, true);
           await checkClone(b.node, fromPeer.clones[0].record.name);
@@ -107,11 +127,14 @@ test('remote snapshots: a clean node refuses a snapshot whose rootfs it cannot r
       await buildTestFunctionImage(layout, { port: 9090 });
       const b = await openTestNode({ snapshots: 'remote', s3: s3.storeOptions() });
       try {
-        await assert.rejects(b.node.snapshots.restore(snap.manifest.id), (err: Error & { code?: string; details?: { which?: string } }) => {
-          assert.equal(err.code, 'EMB_SNAPSHOT_DISK_MISMATCH');
-          assert.match(String(err.details?.which), /image manifest digest|rootfs sha256/);
-          return true;
-        });
+        await assert.rejects(
+          b.node.snapshots.restore(snap.manifest.id),
+          (err: Error & { code?: string; details?: { which?: string } }) => {
+            assert.equal(err.code, 'EMB_SNAPSHOT_DISK_MISMATCH');
+            assert.match(String(err.details?.which), /image manifest digest|rootfs sha256/);
+            return true;
+          },
+        );
         assert.deepEqual(await b.node.list(), []);
       } finally {
         await b.close();

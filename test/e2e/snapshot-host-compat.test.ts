@@ -48,7 +48,9 @@ test('host compat: a snapshot records its host; a restore under another CPU mode
       const otherKernel = { ...here, kernelVersion: '6.1.0-0-other' };
       await assert.rejects(
         a.snapshots.checkHost(m, { here: otherKernel }),
-        hostMismatch(new RegExp(`guest kernel: ${kit.kernelVersion.replace(/\./g, '\\.')} recorded, 6\\.1\\.0-0-other here`)),
+        hostMismatch(
+          new RegExp(`guest kernel: ${kit.kernelVersion.replace(/\./g, '\\.')} recorded, 6\\.1\\.0-0-other here`),
+        ),
       );
       const warnings = await a.snapshots.checkHost(m, { here: otherKernel, allowHostMismatch: true });
       assert.equal(warnings.length, 1);
@@ -62,7 +64,10 @@ test('host compat: a snapshot records its host; a restore under another CPU mode
     const otherModel = `${model},-hle`; // TSX is not emulated by TCG: the guest sees the same CPU
     const t = await openTestNode({ home, qemuCpuModel: otherModel });
     try {
-      await assert.rejects(t.node.snapshots.restore(id), hostMismatch(new RegExp(`guest CPU model: ${model} recorded, ${otherModel} here`)));
+      await assert.rejects(
+        t.node.snapshots.restore(id),
+        hostMismatch(new RegExp(`guest CPU model: ${model} recorded, ${otherModel} here`)),
+      );
       assert.deepEqual(await t.node.list(), [], 'the refusal started nothing');
       const r = await t.node.snapshots.restore(id, { allowHostMismatch: true });
       assert.equal(r.hostWarnings.length, 1);

@@ -17,13 +17,22 @@ test('snapshots on a reflink filesystem (XFS home): reflinked disks, FIEMAP delt
       await node.invoke('origin', { path: '/cgi-bin/write?name=y.bin&size=5000&seed=cache&sync=0' });
       const snap = await node.snapshots.create('origin', { stop: true });
       assert.equal(snap.diffMethod, 'extents');
-      assert.ok(snap.manifest.disk.changedBytes >= 400000 && snap.manifest.disk.changedBytes < 8 << 20, `changed ${snap.manifest.disk.changedBytes}`);
+      assert.ok(
+        snap.manifest.disk.changedBytes >= 400000 && snap.manifest.disk.changedBytes < 8 << 20,
+        `changed ${snap.manifest.disk.changedBytes}`,
+      );
       const restored = await node.snapshots.restore(snap.manifest.id, { count: 2 });
       for (const c of restored.clones) {
         assert.equal(c.diskVerified, true);
         assert.equal(c.record.diskMethod, 'reflink');
-        assert.equal(reportedSha256((await node.invoke(c.record.name, { path: '/cgi-bin/read?name=x.bin' })).body), expectedFileSha256('xfs', 400000));
-        assert.equal(reportedSha256((await node.invoke(c.record.name, { path: '/cgi-bin/read?name=y.bin' })).body), expectedFileSha256('cache', 5000));
+        assert.equal(
+          reportedSha256((await node.invoke(c.record.name, { path: '/cgi-bin/read?name=x.bin' })).body),
+          expectedFileSha256('xfs', 400000),
+        );
+        assert.equal(
+          reportedSha256((await node.invoke(c.record.name, { path: '/cgi-bin/read?name=y.bin' })).body),
+          expectedFileSha256('cache', 5000),
+        );
       }
       // a snapshot of a restored clone diffs against the rootfs through extents too
       const second = await node.snapshots.create(restored.clones[0].record.name);

@@ -26,11 +26,15 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     const rec = await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     // one file synced to disk, one only in the guest's page cache at snapshot time
     assert.equal(
-      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body),
+      reportedSha256(
+        (await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body,
+      ),
       expectedFileSha256('a', 300000),
     );
     assert.equal(
-      reportedSha256((await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body),
+      reportedSha256(
+        (await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body,
+      ),
       expectedFileSha256('b', 70000),
     );
 
@@ -52,16 +56,25 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     for (const c of restored.clones) {
       assert.equal(c.diskVerified, true);
       const name = c.record.name;
-      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('a', 300000));
-      assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body), expectedFileSha256('b', 70000));
+      assert.equal(
+        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
+        expectedFileSha256('a', 300000),
+      );
+      assert.equal(
+        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body),
+        expectedFileSha256('b', 70000),
+      );
       // each clone keeps working: more writes, on its own disk
       assert.equal(
-        reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body),
+        reportedSha256(
+          (await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body,
+        ),
         expectedFileSha256(name, 50000),
       );
       const files = (await node.invoke(name, { path: '/cgi-bin/files' })).body;
       assert.match(files, new RegExp(`${name}\\.bin`));
-      for (const other of restored.clones) if (other.record.name !== name) assert.doesNotMatch(files, new RegExp(`${other.record.name}\\.bin`));
+      for (const other of restored.clones)
+        if (other.record.name !== name) assert.doesNotMatch(files, new RegExp(`${other.record.name}\\.bin`));
     }
     for (const c of restored.clones) await stopAndFsck(node, c.record.name);
     await stopAndFsck(node, rec.name);
@@ -79,7 +92,9 @@ test('rsync disk diff (the seed method): its restored disk is NOT bit-identical,
     await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' });
     const snap = await node.snapshots.create('origin', { diskDiff: 'rsync', stop: true });
     assert.deepEqual(snap.manifest.files.map((f) => f.name).sort(), ['disk.rsync-batch', 'memory.bin', 'vmstate.bin']);
-    await assert.rejects(node.snapshots.restore(snap.manifest.id), (err) => isEmbersError(err, 'EMB_SNAPSHOT_DISK_MISMATCH'));
+    await assert.rejects(node.snapshots.restore(snap.manifest.id), (err) =>
+      isEmbersError(err, 'EMB_SNAPSHOT_DISK_MISMATCH'),
+    );
     // the truth about the method: the file tree is patched, the bytes are not the disk at pause
     const { path, verified } = await node.snapshots.restoredDisk(snap.manifest, { allowUnverifiedDisk: true });
     assert.equal(verified, false);
@@ -127,7 +142,10 @@ test('corrupt, truncated, missing, extra or foreign snapshot files are refused b
     await writeFile(join(dir, 'manifest.json'), '{"formatVersion":1,');
     await refused('a truncated manifest', 'EMB_SNAPSHOT_CORRUPT');
     const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
-    await writeFile(join(dir, 'manifest.json'), JSON.stringify({ ...manifest, vmm: { ...manifest.vmm, kind: 'firecracker' } }));
+    await writeFile(
+      join(dir, 'manifest.json'),
+      JSON.stringify({ ...manifest, vmm: { ...manifest.vmm, kind: 'firecracker' } }),
+    );
     await refused('a snapshot made by another hypervisor', 'EMB_SNAPSHOT_INCOMPATIBLE');
     // the intact snapshot still restores
     const ok = await node.snapshots.restore(snap.manifest.id);

@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { runSoak } from '../../bench/soak.js';
 
 test('soak, small: 4 clones per node on 2 nodes (local store; S3 and a peer), every file reads back, e2fsck clean, nothing leaked', async (t) => {
-  const result = await runSoak({ restoresPerNode: 4, nodes: 2, wave: 2, fsckEvery: 2, log: (line) => t.diagnostic(line) });
+  const result = await runSoak({
+    restoresPerNode: 4,
+    nodes: 2,
+    wave: 2,
+    fsckEvery: 2,
+    log: (line) => t.diagnostic(line),
+  });
   t.diagnostic(JSON.stringify(result));
   assert.deepEqual(result.problems, []);
   assert.equal(result.restores, 8);

@@ -20,9 +20,14 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 /** The clone answers, reads back the file written before the snapshot, writes a new one; then it is stopped. */
 async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-  assert.equal(reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body), expectedFileSha256('ws-a', 200000));
   assert.equal(
-    reportedSha256((await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=30000&seed=${name}&sync=1` })).body),
+    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
+    expectedFileSha256('ws-a', 200000),
+  );
+  assert.equal(
+    reportedSha256(
+      (await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=30000&seed=${name}&sync=1` })).body,
+    ),
     expectedFileSha256(name, 30000),
   );
   await node.stop(name);
@@ -53,7 +58,9 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
       assert.equal(plain.prefetched, undefined);
       assert.equal(plain.clones[0].record.timings.phases.prefetchMs, undefined);
       // recording needs the memory file out of the page cache: a running clone maps it
-      await assert.rejects(a.node.snapshots.recordWorkingSet(id), (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_RECORD_FAILED'));
+      await assert.rejects(a.node.snapshots.recordWorkingSet(id), (err: unknown) =>
+        isEmbersError(err, 'EMB_WORKING_SET_RECORD_FAILED'),
+      );
       await checkClone(a.node, plain.clones[0].record.name);
 
       // record: a real restore, its first request, the pages it read
@@ -63,21 +70,31 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
       assert.equal(rec.memoryBytes, memoryBytes);
       const ws = rec.manifest;
       assert.equal(ws.recorder, 'qemu-pagemap');
-      assert.ok(rec.residentPages !== undefined && rec.residentPages >= ws.pages, 'what the VM mapped is in the page cache');
+      assert.ok(
+        rec.residentPages !== undefined && rec.residentPages >= ws.pages,
+        'what the VM mapped is in the page cache',
+      );
       assert.equal(ws.order, 'file');
       assert.ok(ws.pages > 0, 'the restore read pages of the memory file');
-      assert.ok(ws.pages * 4096 < memoryBytes, `the working set (${ws.pages} pages) is smaller than the memory (${memoryBytes} bytes)`);
+      assert.ok(
+        ws.pages * 4096 < memoryBytes,
+        `the working set (${ws.pages} pages) is smaller than the memory (${memoryBytes} bytes)`,
+      );
       const sets = new WorkingSetStore(store);
       const ranges = await readWorkingSetRanges(sets.dirOf(id), { memoryBytes });
       assert.equal(totalPages(ranges), ws.pages);
-      for (let i = 1; i < ranges.ranges.length; i++) assert.ok(ranges.ranges[i].firstPage > ranges.ranges[i - 1].firstPage, 'file order');
+      for (let i = 1; i < ranges.ranges.length; i++)
+        assert.ok(ranges.ranges[i].firstPage > ranges.ranges[i - 1].firstPage, 'file order');
       // its bytes are the memory file's
       const memory = await readFile(join(store.pathOf(id), SNAPSHOT_FILES.memory));
       const pages = await readFile(join(sets.dirOf(id), WORKING_SET_FILES.pages));
       let at = 0;
       for (const r of ranges.ranges) {
         const len = r.pageCount * 4096;
-        assert.ok(pages.subarray(at, at + len).equals(memory.subarray(r.firstPage * 4096, r.firstPage * 4096 + len)), `range at page ${r.firstPage}`);
+        assert.ok(
+          pages.subarray(at, at + len).equals(memory.subarray(r.firstPage * 4096, r.firstPage * 4096 + len)),
+          `range at page ${r.firstPage}`,
+        );
         at += len;
       }
       // the snapshot itself did not change by a byte, and still verifies
@@ -89,7 +106,9 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
       const prefetched = await a.node.snapshots.restore(id, { count: 2, evictMemory: true });
       assert.deepEqual(prefetched.prefetched, { pages: ws.pages, bytes: ws.pages * 4096 });
       for (const c of prefetched.clones) {
-        assert.ok(c.record.timings.phases.prefetchMs !== undefined && c.record.timings.phases.prefetchWaitMs !== undefined);
+        assert.ok(
+          c.record.timings.phases.prefetchMs !== undefined && c.record.timings.phases.prefetchWaitMs !== undefined,
+        );
         await checkClone(a.node, c.record.name);
       }
       const off = await a.node.snapshots.restore(id, { prefetch: 'off' });
@@ -98,7 +117,10 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
 
       // a push now sends the working set (the snapshot's objects are there already)
       const pushed = await a.node.snapshots.push(id);
-      assert.equal(pushed.bytes, manifestBefore.length + Object.values(await workingSetBytes(store, id)).reduce((n, b) => n + b.length, 0));
+      assert.equal(
+        pushed.bytes,
+        manifestBefore.length + Object.values(await workingSetBytes(store, id)).reduce((n, b) => n + b.length, 0),
+      );
 
       const b = await openTestNode({ vmm: 'qemu', snapshots: 'remote', s3: s3.storeOptions() });
       try {
@@ -115,7 +137,11 @@ test('working sets on QEMU: recorded from a real restore, prefetched by later re
         const token = randomBytes(16).toString('hex');
         const peer = await startPeerServer({ store, token });
         try {
-          const fromPeer = await b.node.snapshots.restore(id, { source: { kind: 'peer', url: peer.url, token }, evictMemory: true, prefetch: 'on' });
+          const fromPeer = await b.node.snapshots.restore(id, {
+            source: { kind: 'peer', url: peer.url, token },
+            evictMemory: true,
+            prefetch: 'on',
+          });
           assert.deepEqual(fromPeer.prefetched, { pages: ws.pages, bytes: ws.pages * 4096 });
           assert.deepEqual(await workingSetBytes(b.node.snapshots.store, id), await workingSetBytes(store, id));
           await checkClone(b.node, fromPeer.clones[0].record.name);

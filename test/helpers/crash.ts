@@ -26,13 +26,20 @@ export interface CliOptions {
 
 /** Runs `embers <args> --home <home> --json` and waits for it to exit (or be killed). */
 export function embers(home: string, args: string[], opts: CliOptions = {}): Promise<CliRun> {
-  const env: Record<string, string | undefined> = { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...opts.env };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    ...opts.env,
+  };
   delete env.EMBERS_CRASH_AT;
   delete env.EMBERS_PAUSE_AT;
   if (opts.crashAt) env.EMBERS_CRASH_AT = opts.crashAt;
   for (const [k, v] of Object.entries(opts.env ?? {})) if (k.startsWith('EMBERS_') && v !== undefined) env[k] = v;
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [repoPath('bin/embers.js'), ...args, '--home', home, '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(process.execPath, [repoPath('bin/embers.js'), ...args, '--home', home, '--json'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -85,7 +92,8 @@ export function formatMatrix(title: string, rows: CrashRow[]): string {
     '| point | via | after the kill | earlier snapshots/images | next command reconciles | re-run |',
     '| --- | --- | --- | --- | --- | --- |',
   ];
-  for (const r of rows) lines.push(`| ${r.point} | ${r.via} | ${r.visible} | ${r.earlierVerify} | ${r.reconciled} | ${r.rerun} |`);
+  for (const r of rows)
+    lines.push(`| ${r.point} | ${r.via} | ${r.visible} | ${r.earlierVerify} | ${r.reconciled} | ${r.rerun} |`);
   return lines.join('\n');
 }
 
@@ -102,7 +110,8 @@ export async function hostLeftoversOf(home: string): Promise<string[]> {
     const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
     if (argv.some((a) => a.includes(home))) out.push(`process ${pid}: ${argv.join(' ').slice(0, 200)}`);
   }
-  for (const line of (await readFile('/proc/mounts', 'utf8')).split('\n')) if (line.split(' ')[1]?.startsWith(home)) out.push(`mount ${line}`);
+  for (const line of (await readFile('/proc/mounts', 'utf8')).split('\n'))
+    if (line.split(' ')[1]?.startsWith(home)) out.push(`mount ${line}`);
   const loops = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout ?? '';
   for (const line of loops.split('\n')) if (line.includes(home)) out.push(`loop ${line}`);
   return out;
@@ -118,7 +127,9 @@ export async function embersPausedAt(
   point: CrashPointName,
   opts: { env?: Record<string, string | undefined>; pauseFile: string },
 ): Promise<{ resume(): Promise<CliRun>; finished: Promise<CliRun> }> {
-  const finished = embers(home, args, { env: { ...opts.env, EMBERS_PAUSE_AT: point, EMBERS_PAUSE_FILE: opts.pauseFile } });
+  const finished = embers(home, args, {
+    env: { ...opts.env, EMBERS_PAUSE_AT: point, EMBERS_PAUSE_FILE: opts.pauseFile },
+  });
   let done: CliRun | undefined;
   void finished.then((r) => (done = r));
   for (;;) {

@@ -43,7 +43,18 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   const home = opts.home ?? (await mkdtemp(join(tmpdir(), 'embers-daemon-')));
   const proc = spawn(
     process.execPath,
-    [repoPath('bin/embers.js'), 'serve', '--home', home, '--port', '0', '--net-pool-size', '2', '--json', ...(opts.args ?? [])],
+    [
+      repoPath('bin/embers.js'),
+      'serve',
+      '--home',
+      home,
+      '--port',
+      '0',
+      '--net-pool-size',
+      '2',
+      '--json',
+      ...(opts.args ?? []),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
   );
   let stderr = '';
@@ -63,7 +74,9 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
         }
       }
     });
-    void exited.then((code) => reject(new Error(`embers serve exited with ${code} before listening:\n${stdout}\n${stderr}`)));
+    void exited.then((code) =>
+      reject(new Error(`embers serve exited with ${code} before listening:\n${stdout}\n${stderr}`)),
+    );
   });
   // a daemon that never listened leaves nothing of the home this helper made for it
   const url = await listening.catch(async (err: unknown) => {
@@ -72,7 +85,12 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     if (!opts.home) await rm(home, { recursive: true, force: true });
     throw err;
   });
-  const api = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer> => {
+  const api = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<ApiAnswer> => {
     const h: Record<string, string> = { ...headers };
     if (opts.token && !h.authorization) h.authorization = `Bearer ${opts.token}`;
     let payload: string | undefined;

@@ -4,7 +4,16 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Blobs, buildImage, FIXTURE_MTIME, layoutFiles, sha256, written, type FixtureImage, type WrittenImage } from '../../src/examples/oci-layout.js';
+import {
+  Blobs,
+  buildImage,
+  FIXTURE_MTIME,
+  layoutFiles,
+  sha256,
+  written,
+  type FixtureImage,
+  type WrittenImage,
+} from '../../src/examples/oci-layout.js';
 import { writeTar, type TarWriteEntry } from '../../src/examples/tar-writer.js';
 
 /** Path of a blob of a layout directory. */
@@ -24,7 +33,11 @@ export interface DockerSaveOptions {
  * is synthetic (docker save keeps no manifest), so `manifestDigest` here is the OCI one only
  * for style 'oci'.
  */
-export async function writeDockerSave(file: string, image: FixtureImage, opts: DockerSaveOptions = {}): Promise<WrittenImage> {
+export async function writeDockerSave(
+  file: string,
+  image: FixtureImage,
+  opts: DockerSaveOptions = {},
+): Promise<WrittenImage> {
   const repoTags = opts.repoTags ?? ['embers-fixture:latest'];
   const entries: TarWriteEntry[] = [];
   const dirs = new Set<string>();
@@ -41,18 +54,33 @@ export async function writeDockerSave(file: string, image: FixtureImage, opts: D
   };
   let result: WrittenImage;
   if ((opts.style ?? 'legacy') === 'oci') {
-    const { blobs, main, index } = layoutFiles({ ...image, mediaTypes: image.mediaTypes ?? 'oci' }, { refName: repoTags[0] });
+    const { blobs, main, index } = layoutFiles(
+      { ...image, mediaTypes: image.mediaTypes ?? 'oci' },
+      { refName: repoTags[0] },
+    );
     addFile('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
     addFile('index.json', index);
     for (const [name, data] of [...blobs.files].sort(([a], [b]) => (a < b ? -1 : 1))) addFile(name, data);
     addFile(
       'manifest.json',
-      Buffer.from(JSON.stringify([{ Config: main.configName, RepoTags: repoTags, Layers: main.layerDigests.map((d) => `blobs/sha256/${d.slice(7)}`) }])),
+      Buffer.from(
+        JSON.stringify([
+          {
+            Config: main.configName,
+            RepoTags: repoTags,
+            Layers: main.layerDigests.map((d) => `blobs/sha256/${d.slice(7)}`),
+          },
+        ]),
+      ),
     );
     result = written(main);
   } else {
     const blobs = new Blobs();
-    const main = buildImage(blobs, { ...image, layers: image.layers.map((l) => ({ ...l, compression: 'none' as const })), mediaTypes: 'docker' });
+    const main = buildImage(blobs, {
+      ...image,
+      layers: image.layers.map((l) => ({ ...l, compression: 'none' as const })),
+      mediaTypes: 'docker',
+    });
     const config = blobs.files.get(main.configName)!;
     const configName = `${main.configDigest.slice(7)}.json`;
     addFile(configName, config);
@@ -63,7 +91,10 @@ export async function writeDockerSave(file: string, image: FixtureImage, opts: D
       addFile(`${id}/layer.tar`, tar);
       layerNames.push(`${id}/layer.tar`);
     });
-    addFile('manifest.json', Buffer.from(JSON.stringify([{ Config: configName, RepoTags: repoTags, Layers: layerNames }])));
+    addFile(
+      'manifest.json',
+      Buffer.from(JSON.stringify([{ Config: configName, RepoTags: repoTags, Layers: layerNames }])),
+    );
     result = written(main);
   }
   await mkdir(dirname(file), { recursive: true });

@@ -60,7 +60,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const started = performance.now();
 
   const forward = (req: IncomingMessage, onResponse: (up: IncomingMessage) => void, onError: () => void) => {
-    const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, onResponse);
+    const up = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      onResponse,
+    );
     up.on('error', onError);
     req.pipe(up);
     return up;
@@ -69,7 +72,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const entry: ProxiedRequest = { method: req.method ?? '', url: req.url ?? '', at: performance.now() - started };
     log.push(entry);
-    const rule = rules.find((r) => r.left > 0 && (!r.method || r.method === req.method) && (!r.url || r.url.test(req.url ?? '')));
+    const rule = rules.find(
+      (r) => r.left > 0 && (!r.method || r.method === req.method) && (!r.url || r.url.test(req.url ?? '')),
+    );
     const fail = () => res.socket?.destroy();
     if (!rule) {
       forward(
@@ -123,7 +128,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
               up.on('end', () => res.end());
               return;
             }
-            if (fault.kind === 'truncate') headers['content-length'] = String(Math.min(fault.bytes, Number(headers['content-length'] ?? fault.bytes)));
+            if (fault.kind === 'truncate')
+              headers['content-length'] = String(
+                Math.min(fault.bytes, Number(headers['content-length'] ?? fault.bytes)),
+              );
             res.writeHead(up.statusCode ?? 502, headers);
             const limit = fault.kind === 'truncate' ? fault.bytes : fault.afterBytes;
             let sent = 0;

@@ -29,7 +29,8 @@ export interface RealFirecracker {
 }
 
 export async function findRealFirecracker(): Promise<RealFirecracker | { skip: string }> {
-  if (process.getuid?.() !== 0) return { skip: `needs root (netns, mount namespaces, the jailer): this process runs as uid ${process.getuid?.()}` };
+  if (process.getuid?.() !== 0)
+    return { skip: `needs root (netns, mount namespaces, the jailer): this process runs as uid ${process.getuid?.()}` };
   const env = process.env.EMBERS_FIRECRACKER_BIN;
   let binary: string | undefined;
   let from: string;
@@ -40,7 +41,10 @@ export async function findRealFirecracker(): Promise<RealFirecracker | { skip: s
   } else {
     binary = await findFirecracker(SHARED_FIRECRACKER);
     from = SHARED_FIRECRACKER;
-    if (!binary) return { skip: `needs a Firecracker binary: EMBERS_FIRECRACKER_BIN is unset and ${SHARED_FIRECRACKER} does not exist` };
+    if (!binary)
+      return {
+        skip: `needs a Firecracker binary: EMBERS_FIRECRACKER_BIN is unset and ${SHARED_FIRECRACKER} does not exist`,
+      };
   }
   const jailerPath = process.env.EMBERS_JAILER_BIN ?? join(dirname(binary), 'jailer');
   const jailer = await access(jailerPath, constants.X_OK).then(

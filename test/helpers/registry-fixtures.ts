@@ -14,12 +14,23 @@ export const FAST_RETRY = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
 
 /** An ImageStore for one test "node" under `base/<name>`, with no credentials unless given. */
 export function nodeStore(base: string, name: string, opts: RegistryOptions = {}): ImageStore {
-  return new ImageStore(join(base, name, 'images'), join(base, name, 'tmp'), { authFile: join(base, name, 'no-auth.json'), retry: FAST_RETRY, ...opts });
+  return new ImageStore(join(base, name, 'images'), join(base, name, 'tmp'), {
+    authFile: join(base, name, 'no-auth.json'),
+    retry: FAST_RETRY,
+    ...opts,
+  });
 }
 
 /** Writes a docker config.json with an `auths` entry and returns its path. */
-export async function writeAuthFile(path: string, registry: string, user: string, password: string, style: 'auth' | 'fields' = 'auth'): Promise<string> {
-  const entry = style === 'auth' ? { auth: Buffer.from(`${user}:${password}`).toString('base64') } : { username: user, password };
+export async function writeAuthFile(
+  path: string,
+  registry: string,
+  user: string,
+  password: string,
+  style: 'auth' | 'fields' = 'auth',
+): Promise<string> {
+  const entry =
+    style === 'auth' ? { auth: Buffer.from(`${user}:${password}`).toString('base64') } : { username: user, password };
   await writeFile(path, JSON.stringify({ auths: { [registry]: entry } }));
   return path;
 }
@@ -46,7 +57,10 @@ export function layeredImage(): FixtureImage {
 
 /** A one-layer image whose /marker says `name` (and whose Cmd is [name]). */
 export function marked(name: string, extra: Buffer | string = ''): FixtureImage {
-  return { layers: [{ entries: [f('marker', name), ...(extra.length ? [f('extra', extra)] : [])] }], config: { Cmd: [name] } };
+  return {
+    layers: [{ entries: [f('marker', name), ...(extra.length ? [f('extra', extra)] : [])] }],
+    config: { Cmd: [name] },
+  };
 }
 
 /** Deterministic pseudo-random bytes (incompressible). */
@@ -87,7 +101,11 @@ export async function verifiedBlobs(imagesDir: string): Promise<string[]> {
  * left, every visible blob complete and verified, none of `notStored`, and a `.part` only where
  * `parts` allows (an interrupted download kept for resuming).
  */
-export async function assertNothingHalfWritten(imagesDir: string, tmpDir: string, opts: { notStored?: string[]; parts?: boolean } = {}): Promise<void> {
+export async function assertNothingHalfWritten(
+  imagesDir: string,
+  tmpDir: string,
+  opts: { notStored?: string[]; parts?: boolean } = {},
+): Promise<void> {
   assert.deepEqual(await names(join(imagesDir, 'rootfs')), [], 'no rootfs entry');
   assert.deepEqual(await names(tmpDir), [], 'nothing in tmp');
   const top = (await names(imagesDir)).filter((n) => n.startsWith('.pin-') || n.endsWith('.lock'));

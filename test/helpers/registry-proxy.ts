@@ -47,7 +47,13 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
     const n = (seen.get(url) ?? 0) + 1;
     seen.set(url, n);
     const range = typeof req.headers.range === 'string' ? req.headers.range : undefined;
-    const entry: ProxiedRequest = { method: req.method ?? 'GET', url, ...(range ? { range } : {}), bytes: 0, cut: false };
+    const entry: ProxiedRequest = {
+      method: req.method ?? 'GET',
+      url,
+      ...(range ? { range } : {}),
+      bytes: 0,
+      cut: false,
+    };
     requests.push(entry);
     const limit = opts.cut?.({ method: entry.method, url, n, ...(range ? { range } : {}) });
     const headers: IncomingHttpHeaders = { ...req.headers, host: target };
@@ -57,41 +63,44 @@ export async function startProxy(target: string, opts: ProxyOptions = {}): Promi
       res.on('close', () => blobsInFlight--);
     }
     const forward = (): void => {
-      const upstream = request({ host: targetHost, port: Number(targetPort), method: req.method, path: url, headers }, (up) => {
-        entry.status = up.statusCode;
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        if (limit === undefined) {
-          up.on('data', (b: Buffer) => (entry.bytes += b.length));
-          up.pipe(res);
-          return;
-        }
-        res.flushHeaders();
-        if (limit === 0) {
-          entry.cut = true;
-          up.destroy();
-          res.socket?.end();
-          return;
-        }
-        let passed = 0;
-        up.on('data', (chunk: Buffer) => {
-          if (entry.cut) return;
-          const part = chunk.subarray(0, Math.max(0, limit - passed));
-          if (part.length > 0) {
-            res.write(part);
-            passed += part.length;
-            entry.bytes += part.length;
+      const upstream = request(
+        { host: targetHost, port: Number(targetPort), method: req.method, path: url, headers },
+        (up) => {
+          entry.status = up.statusCode;
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          if (limit === undefined) {
+            up.on('data', (b: Buffer) => (entry.bytes += b.length));
+            up.pipe(res);
+            return;
           }
-          if (passed >= limit) {
+          res.flushHeaders();
+          if (limit === 0) {
             entry.cut = true;
             up.destroy();
-            // flush what was written, then close the connection mid-body
             res.socket?.end();
+            return;
           }
-        });
-        up.on('end', () => {
-          if (!entry.cut) res.end();
-        });
-      });
+          let passed = 0;
+          up.on('data', (chunk: Buffer) => {
+            if (entry.cut) return;
+            const part = chunk.subarray(0, Math.max(0, limit - passed));
+            if (part.length > 0) {
+              res.write(part);
+              passed += part.length;
+              entry.bytes += part.length;
+            }
+            if (passed >= limit) {
+              entry.cut = true;
+              up.destroy();
+              // flush what was written, then close the connection mid-body
+              res.socket?.end();
+            }
+          });
+          up.on('end', () => {
+            if (!entry.cut) res.end();
+          });
+        },
+      );
       upstream.on('error', () => res.destroy());
       req.pipe(upstream);
     };

@@ -49,7 +49,12 @@ export interface TestRegistry {
   /** `skopeo copy oci:<layout>:<tag> docker://<host>/<dest>` (`all` copies every platform of an index). */
   pushLayout(layout: string, tag: string, dest: string, opts?: { all?: boolean }): Promise<void>;
   /** Uploads blobs and a manifest with the distribution API (no auth): exact bytes, any media type. */
-  pushRaw(repository: string, reference: string, manifest: { mediaType: string; bytes: Buffer }, blobs: Buffer[]): Promise<void>;
+  pushRaw(
+    repository: string,
+    reference: string,
+    manifest: { mediaType: string; bytes: Buffer },
+    blobs: Buffer[],
+  ): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,7 +62,9 @@ export const DEFAULT_USERS = { embers: 'embers-test-password' };
 
 /** Why the registry tests and bench cannot run here, or false when they can (node:test's `skip` takes either). */
 export function registrySkipReason(): string | false {
-  const present = ['docker-registry', 'skopeo', 'openssl'].every((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status === 0);
+  const present = ['docker-registry', 'skopeo', 'openssl'].every(
+    (p) => spawnSync('sh', ['-c', `command -v ${p}`]).status === 0,
+  );
   return present ? false : 'needs docker-registry, skopeo and openssl (scripts/setup.sh)';
 }
 
@@ -81,7 +88,12 @@ interface TokenServer {
   server: Server;
 }
 
-async function startTokenServer(key: KeyObject, cert: X509Certificate, users: Record<string, string>, log: TokenRequest[]): Promise<TokenServer> {
+async function startTokenServer(
+  key: KeyObject,
+  cert: X509Certificate,
+  users: Record<string, string>,
+  log: TokenRequest[],
+): Promise<TokenServer> {
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://token');
     const auth = req.headers.authorization;
@@ -137,10 +149,13 @@ function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
 
 async function ping(host: string): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port: Number(host.split(':')[1]), path: '/v2/', method: 'GET', timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
+    const req = request(
+      { host: '127.0.0.1', port: Number(host.split(':')[1]), path: '/v2/', method: 'GET', timeout: 1000 },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      },
+    );
     req.on('error', () => resolve(undefined));
     req.on('timeout', () => req.destroy());
     req.end();
@@ -165,11 +180,15 @@ function httpCall(
   headers: Record<string, string> = {},
 ): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } }, (res) => {
-      let text = '';
-      res.on('data', (b: Buffer) => (text += b.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-    });
+    const req = request(
+      url,
+      { method, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } },
+      (res) => {
+        let text = '';
+        res.on('data', (b: Buffer) => (text += b.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -270,7 +289,12 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       const r = await run('skopeo', args);
       if (r.code !== 0) throw new Error(`skopeo ${args.join(' ')} failed: ${r.out}`);
     },
-    async pushRaw(repository: string, reference: string, manifest: { mediaType: string; bytes: Buffer }, blobs: Buffer[]): Promise<void> {
+    async pushRaw(
+      repository: string,
+      reference: string,
+      manifest: { mediaType: string; bytes: Buffer },
+      blobs: Buffer[],
+    ): Promise<void> {
       for (const blob of blobs) {
         const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
         const start = await httpCall('POST', `http://${host}/v2/${repository}/blobs/uploads/`);
@@ -280,7 +304,9 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
         const put = await httpCall('PUT', location.href, blob, { 'content-type': 'application/octet-stream' });
         if (put.status !== 201) throw new Error(`blob upload: HTTP ${put.status} ${put.body}`);
       }
-      const put = await httpCall('PUT', `http://${host}/v2/${repository}/manifests/${reference}`, manifest.bytes, { 'content-type': manifest.mediaType });
+      const put = await httpCall('PUT', `http://${host}/v2/${repository}/manifests/${reference}`, manifest.bytes, {
+        'content-type': manifest.mediaType,
+      });
       if (put.status !== 201) throw new Error(`manifest upload: HTTP ${put.status} ${put.body}`);
     },
     async stop(): Promise<void> {

@@ -50,7 +50,12 @@ export interface S3TestServerArgs {
 }
 
 export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: number; close(): Promise<void> }> {
-  const app = new S3rver({ directory: args.dir, silent: true, configureBuckets: [{ name: args.bucket }], resetOnClose: false });
+  const app = new S3rver({
+    directory: args.dir,
+    silent: true,
+    configureBuckets: [{ name: args.bucket }],
+    resetOnClose: false,
+  });
   await app.configureBuckets();
   const s3rver = app.callback();
   const server: Server = createServer((req, res) => {
@@ -63,7 +68,8 @@ export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: n
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const auth = await verifySigV4(req, args);
     if (auth) {
-      if (args.refusalLog) appendFileSync(args.refusalLog, `${JSON.stringify({ method: req.method, url: req.url, code: auth.code })}\n`);
+      if (args.refusalLog)
+        appendFileSync(args.refusalLog, `${JSON.stringify({ method: req.method, url: req.url, code: auth.code })}\n`);
       return s3Error(res, auth.status, auth.code, auth.message);
     }
     delete req.headers.authorization; // verified here; s3rver would only look the key id up
@@ -72,7 +78,12 @@ export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: n
     const [, bucket, ...keyParts] = url.pathname.split('/');
     const key = keyParts.map(decodeURIComponent).join('/');
     if (uploadId !== null && key && (req.method === 'GET' || req.method === 'DELETE')) {
-      const uploadDir = join(args.dir, bucket ?? '', '._S3rver_uploads', /^[0-9a-f]+$/.test(uploadId) ? uploadId : 'invalid');
+      const uploadDir = join(
+        args.dir,
+        bucket ?? '',
+        '._S3rver_uploads',
+        /^[0-9a-f]+$/.test(uploadId) ? uploadId : 'invalid',
+      );
       const storedKey = await readFile(join(uploadDir, 'key'), 'utf8').catch(() => undefined);
       if (storedKey !== key) return s3Error(res, 404, 'NoSuchUpload', 'The specified upload does not exist.');
       if (req.method === 'DELETE') {
@@ -99,7 +110,14 @@ export async function runS3TestServer(args: S3TestServerArgs): Promise<{ port: n
   };
 }
 
-async function listParts(res: ServerResponse, uploadDir: string, bucket: string, key: string, uploadId: string, q: URLSearchParams): Promise<void> {
+async function listParts(
+  res: ServerResponse,
+  uploadDir: string,
+  bucket: string,
+  key: string,
+  uploadId: string,
+  q: URLSearchParams,
+): Promise<void> {
   const marker = Number(q.get('part-number-marker') ?? 0);
   const maxParts = Math.min(Number(q.get('max-parts') ?? 1000), 1000);
   const names = await readdir(uploadDir);
@@ -108,7 +126,10 @@ async function listParts(res: ServerResponse, uploadDir: string, bucket: string,
     if (!/^\d+$/.test(name) || !names.includes(`${name}.md5`)) continue;
     const n = Number(name);
     if (n <= marker) continue;
-    const [st, md5] = await Promise.all([stat(join(uploadDir, name)), readFile(join(uploadDir, `${name}.md5`), 'utf8')]);
+    const [st, md5] = await Promise.all([
+      stat(join(uploadDir, name)),
+      readFile(join(uploadDir, `${name}.md5`), 'utf8'),
+    ]);
     parts.push({ n, size: st.size, etag: md5.trim(), mtime: st.mtime });
   }
   parts.sort((a, b) => a.n - b.n);
@@ -121,7 +142,8 @@ async function listParts(res: ServerResponse, uploadDir: string, bucket: string,
     `<PartNumberMarker>${marker}</PartNumberMarker><NextPartNumberMarker>${page.at(-1)?.n ?? marker}</NextPartNumberMarker>`,
     `<MaxParts>${maxParts}</MaxParts><IsTruncated>${truncated}</IsTruncated><StorageClass>STANDARD</StorageClass>`,
     ...page.map(
-      (p) => `<Part><PartNumber>${p.n}</PartNumber><LastModified>${p.mtime.toISOString()}</LastModified><ETag>"${p.etag}"</ETag><Size>${p.size}</Size></Part>`,
+      (p) =>
+        `<Part><PartNumber>${p.n}</PartNumber><LastModified>${p.mtime.toISOString()}</LastModified><ETag>"${p.etag}"</ETag><Size>${p.size}</Size></Part>`,
     ),
     '</ListPartsResult>',
   ].join('');
@@ -147,7 +169,9 @@ type SourceData = string | ArrayBuffer | ArrayBufferView;
 
 function bytesOf(data: SourceData): string | Uint8Array {
   if (typeof data === 'string') return data;
-  return ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+  return ArrayBuffer.isView(data)
+    ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    : new Uint8Array(data);
 }
 
 /**
@@ -162,17 +186,28 @@ export async function verifySigV4(
 ): Promise<{ status: number; code: string; message: string } | undefined> {
   const auth = req.headers.authorization;
   if (!auth) return { status: 403, code: 'AccessDenied', message: 'Anonymous requests are not allowed.' };
-  const m = /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/,]+)\/([^/,]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/.exec(
-    auth,
-  );
-  if (!m) return { status: 400, code: 'AuthorizationHeaderMalformed', message: 'The authorization header is malformed (only AWS4-HMAC-SHA256 is accepted).' };
+  const m =
+    /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/,]+)\/([^/,]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/.exec(
+      auth,
+    );
+  if (!m)
+    return {
+      status: 400,
+      code: 'AuthorizationHeaderMalformed',
+      message: 'The authorization header is malformed (only AWS4-HMAC-SHA256 is accepted).',
+    };
   const [, keyId, , region, service, signedHeaders, signature] = m;
   if (keyId !== creds.accessKeyId)
-    return { status: 403, code: 'InvalidAccessKeyId', message: 'The AWS Access Key Id you provided does not exist in our records.' };
+    return {
+      status: 403,
+      code: 'InvalidAccessKeyId',
+      message: 'The AWS Access Key Id you provided does not exist in our records.',
+    };
   const mismatch = {
     status: 403,
     code: 'SignatureDoesNotMatch',
-    message: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+    message:
+      'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
   };
   const amzDate = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(String(req.headers['x-amz-date'] ?? ''));
   if (!amzDate) return mismatch;
@@ -194,10 +229,28 @@ export async function verifySigV4(
   const headers: Record<string, string> = {};
   for (const name of signed) headers[name] = String(req.headers[name] ?? '');
   headers['x-amz-content-sha256'] = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
-  const signer = new SignatureV4({ credentials: creds, region, service, sha256: NodeSha256, uriEscapePath: false, applyChecksum: false });
+  const signer = new SignatureV4({
+    credentials: creds,
+    region,
+    service,
+    sha256: NodeSha256,
+    uriEscapePath: false,
+    applyChecksum: false,
+  });
   const expected = await signer.sign(
-    { method: req.method ?? 'GET', protocol: 'http:', hostname: String(req.headers.host ?? ''), path: q < 0 ? rawUrl : rawUrl.slice(0, q), query, headers },
-    { signingDate, signableHeaders: signed, unsignableHeaders: signed.has('x-amz-content-sha256') ? undefined : new Set(['x-amz-content-sha256']) },
+    {
+      method: req.method ?? 'GET',
+      protocol: 'http:',
+      hostname: String(req.headers.host ?? ''),
+      path: q < 0 ? rawUrl : rawUrl.slice(0, q),
+      query,
+      headers,
+    },
+    {
+      signingDate,
+      signableHeaders: signed,
+      unsignableHeaders: signed.has('x-amz-content-sha256') ? undefined : new Set(['x-amz-content-sha256']),
+    },
   );
   const expectedAuth = String(expected.headers.authorization ?? '');
   const given = Buffer.from(`SignedHeaders=${signedHeaders}, Signature=${signature}`);
@@ -211,7 +264,11 @@ function esc(s: string): string {
 
 function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
   const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${esc(message)}</Message></Error>`;
-  res.writeHead(status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml), 'x-amz-error-code': code });
+  res.writeHead(status, {
+    'Content-Type': 'application/xml',
+    'Content-Length': Buffer.byteLength(xml),
+    'x-amz-error-code': code,
+  });
   res.end(xml);
 }
 

@@ -55,7 +55,10 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
   const refusalLog = join(root, 'refusals.jsonl');
   const bucket = opts.bucket ?? 'embers';
   const region = 'us-east-1';
-  const credentials = { accessKeyId: opts.accessKeyId ?? 'embers-test-key', secretAccessKey: opts.secretAccessKey ?? 'embers-test-secret' };
+  const credentials = {
+    accessKeyId: opts.accessKeyId ?? 'embers-test-key',
+    secretAccessKey: opts.secretAccessKey ?? 'embers-test-secret',
+  };
   let port = 0;
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
@@ -132,7 +135,15 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
       const parts = key.split('/');
       return join(dir, bucket, ...parts.slice(0, -1), `${parts.at(-1)}._S3rver_object`);
     },
-    storeOptions: (overrides = {}) => ({ endpoint, region, bucket, prefix: 'snapshots', credentials, forcePathStyle: true, ...overrides }),
+    storeOptions: (overrides = {}) => ({
+      endpoint,
+      region,
+      bucket,
+      prefix: 'snapshots',
+      credentials,
+      forcePathStyle: true,
+      ...overrides,
+    }),
     refusals: async () =>
       (await readFile(refusalLog, 'utf8').catch(() => ''))
         .split('\n')

@@ -14,7 +14,12 @@ export const MiB = 1024 * 1024;
 export const TEST_META: Omit<SnapshotManifest, 'id' | 'files' | 'formatVersion'> = {
   createdAt: '2026-01-01T00:00:00.000Z',
   function: { image: '/img', vcpus: 1, memoryMiB: 128, port: 8080, env: [] },
-  image: { reference: '/img', manifestDigest: `sha256:${'a'.repeat(64)}`, rootfsSha256: 'b'.repeat(64), flattenerVersion: 1 },
+  image: {
+    reference: '/img',
+    manifestDigest: `sha256:${'a'.repeat(64)}`,
+    rootfsSha256: 'b'.repeat(64),
+    flattenerVersion: 1,
+  },
   disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 4096, changedBytes: 0 },
   vmm: { kind: 'qemu', version: '7.2', snapshotFormat: 'qemu-7.2', accelerator: 'tcg' },
   machine: { vcpus: 1, memoryMiB: 128 },
@@ -32,7 +37,10 @@ export interface SyntheticSnapshotOptions {
 }
 
 /** Publishes a snapshot of random bytes (memory.bin, vmstate.bin, disk.delta) into `store`. */
-export async function makeSnapshot(store: LocalSnapshotStore, opts: SyntheticSnapshotOptions = {}): Promise<SnapshotManifest> {
+export async function makeSnapshot(
+  store: LocalSnapshotStore,
+  opts: SyntheticSnapshotOptions = {},
+): Promise<SnapshotManifest> {
   const staging = await store.staging();
   await writeFile(join(staging, 'memory.bin'), randomBytes(opts.memoryBytes ?? 20 * MiB));
   await writeFile(join(staging, 'vmstate.bin'), randomBytes(opts.stateBytes ?? 64 * 1024 + 7));
@@ -61,7 +69,11 @@ export async function visible(store: LocalSnapshotStore): Promise<{ ids: string[
 }
 
 /** Records a working set of `ranges` (default: two ranges out of file order) for snapshot `id`, from its memory file. */
-export async function addWorkingSet(store: LocalSnapshotStore, id: string, ranges?: WorkingSetRanges): Promise<WorkingSetManifest> {
+export async function addWorkingSet(
+  store: LocalSnapshotStore,
+  id: string,
+  ranges?: WorkingSetRanges,
+): Promise<WorkingSetManifest> {
   const ws = ranges ?? {
     pageSize: 4096,
     ranges: [
@@ -72,7 +84,13 @@ export async function addWorkingSet(store: LocalSnapshotStore, id: string, range
   const sets = new WorkingSetStore(store);
   const staging = await sets.staging(id);
   await writeWorkingSet(staging, join(store.pathOf(id), 'memory.bin'), ws);
-  return sets.publish(id, staging, { recordedAt: new Date().toISOString(), recorder: 'test', order: 'first-touch', pageSize: 4096, pages: totalPages(ws) });
+  return sets.publish(id, staging, {
+    recordedAt: new Date().toISOString(),
+    recorder: 'test',
+    order: 'first-touch',
+    pageSize: 4096,
+    pages: totalPages(ws),
+  });
 }
 
 /** Every file of the working set of snapshot `id`, its manifest included, by name. */

@@ -86,7 +86,13 @@ export class SpecValidator {
     const route = this.routes.find((r) => r.pattern.test(path));
     if (!route) return { ok: false, status: 404, errors: [`no path ${path} in the spec`] };
     const op = route.item[method.toLowerCase()];
-    if (!op) return { ok: false, status: 405, template: route.template, errors: [`${method} is not an operation of ${route.template}`] };
+    if (!op)
+      return {
+        ok: false,
+        status: 405,
+        template: route.template,
+        errors: [`${method} is not an operation of ${route.template}`],
+      };
     const m = route.pattern.exec(path)!;
     const pathParams: Record<string, string> = {};
     route.names.forEach((n, i) => (pathParams[n] = decodeURIComponent(m[i + 1])));
@@ -102,7 +108,8 @@ export class SpecValidator {
     if (!bodyParam) {
       if (body !== undefined) errors.push(`${method} ${route.template} takes no body`);
     } else if (body === undefined) {
-      if (bodyParam.required) errors.push(`${method} ${route.template} needs a body (${bodyParam.schema?.$ref ?? 'object'})`);
+      if (bodyParam.required)
+        errors.push(`${method} ${route.template} needs a body (${bodyParam.schema?.$ref ?? 'object'})`);
     } else {
       errors.push(...this.validate(bodyParam.schema ?? {}, body, 'body'));
     }
@@ -116,7 +123,9 @@ export class SpecValidator {
     if (schema.$ref) return this.validate(this.resolve(schema.$ref), value, where);
     const errors: string[] = [];
     if (schema.enum && !schema.enum.some((e) => e === value)) {
-      errors.push(`${where}: ${JSON.stringify(value)} is not one of ${schema.enum.map((e) => JSON.stringify(e)).join(', ')}`);
+      errors.push(
+        `${where}: ${JSON.stringify(value)} is not one of ${schema.enum.map((e) => JSON.stringify(e)).join(', ')}`,
+      );
       return errors;
     }
     const type = schema.type ?? (schema.properties ? 'object' : undefined);
@@ -135,15 +144,19 @@ export class SpecValidator {
           errors.push(`${where}: expected ${type === 'integer' ? 'an integer' : 'a number'}, got ${describe(value)}`);
           break;
         }
-        if (schema.minimum !== undefined && value < schema.minimum) errors.push(`${where}: ${value} is below the minimum ${schema.minimum}`);
-        if (schema.maximum !== undefined && value > schema.maximum) errors.push(`${where}: ${value} is above the maximum ${schema.maximum}`);
+        if (schema.minimum !== undefined && value < schema.minimum)
+          errors.push(`${where}: ${value} is below the minimum ${schema.minimum}`);
+        if (schema.maximum !== undefined && value > schema.maximum)
+          errors.push(`${where}: ${value} is above the maximum ${schema.maximum}`);
         const range = schema.format ? INT_RANGES[schema.format] : undefined;
-        if (range && (value < range[0] || value > range[1])) errors.push(`${where}: ${value} does not fit ${schema.format}`);
+        if (range && (value < range[0] || value > range[1]))
+          errors.push(`${where}: ${value} does not fit ${schema.format}`);
         break;
       }
       case 'array':
         if (!Array.isArray(value)) errors.push(`${where}: expected an array, got ${describe(value)}`);
-        else if (schema.items) value.forEach((v, i) => errors.push(...this.validate(schema.items!, v, `${where}[${i}]`)));
+        else if (schema.items)
+          value.forEach((v, i) => errors.push(...this.validate(schema.items!, v, `${where}[${i}]`)));
         break;
       case 'object': {
         if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -156,8 +169,12 @@ export class SpecValidator {
         for (const [k, v] of Object.entries(obj)) {
           if (k in props) errors.push(...this.validate(props[k], v, `${where}.${k}`));
           else if (schema.additionalProperties === true) continue;
-          else if (typeof schema.additionalProperties === 'object') errors.push(...this.validate(schema.additionalProperties, v, `${where}.${k}`));
-          else errors.push(`${where}.${k} is not a field of this object (known: ${Object.keys(props).join(', ') || 'none'})`);
+          else if (typeof schema.additionalProperties === 'object')
+            errors.push(...this.validate(schema.additionalProperties, v, `${where}.${k}`));
+          else
+            errors.push(
+              `${where}.${k} is not a field of this object (known: ${Object.keys(props).join(', ') || 'none'})`,
+            );
         }
         break;
       }

@@ -15,7 +15,16 @@ export const PAGE = 4096;
 /** Builds the harness into `dir` with gcc; returns its path. */
 export async function buildHarness(dir: string): Promise<string> {
   const bin = join(dir, 'uffd-harness');
-  await run('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', bin, repoPath('test/fixtures/uffd-harness.c')]);
+  await run('gcc', [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-pthread',
+    '-o',
+    bin,
+    repoPath('test/fixtures/uffd-harness.c'),
+  ]);
   return bin;
 }
 
@@ -23,7 +32,15 @@ export interface HarnessResult {
   code: number;
   stderr: string;
   /** Parsed from its JSON line when it exited 0. */
-  report?: { touched: number; removed: number; checked: number; handshake_ms: number; wait_ms: number; touch_ms: number; total_ms: number };
+  report?: {
+    touched: number;
+    removed: number;
+    checked: number;
+    handshake_ms: number;
+    wait_ms: number;
+    touch_ms: number;
+    total_ms: number;
+  };
 }
 
 export interface HarnessOptions {
@@ -44,7 +61,16 @@ export interface HarnessOptions {
 
 /** Runs the harness to its end; exit 1 (wrong data) and 2 (page server gone) are returned, not thrown. */
 export async function runHarness(bin: string, o: HarnessOptions): Promise<HarnessResult> {
-  const args = ['--socket', o.socketPath, '--mem-file', o.memoryFile, '--order', o.order, '--threads', String(o.threads ?? 2)];
+  const args = [
+    '--socket',
+    o.socketPath,
+    '--mem-file',
+    o.memoryFile,
+    '--order',
+    o.order,
+    '--threads',
+    String(o.threads ?? 2),
+  ];
   if (o.waitFile) args.push('--wait-file', o.waitFile);
   if (o.checkAfter) args.push('--check-after');
   if (o.all) args.push('--all');
@@ -71,7 +97,12 @@ export function prng(seed: number): () => number {
  * page cache, heap: 1 to 64 pages, every page distinct) alternate with holes (never-touched
  * memory), about `dataShare` of it data. Written sparse. Returns the data runs as page ranges.
  */
-export async function syntheticMemoryFile(path: string, pages: number, seed = 1, dataShare = 0.4): Promise<PageRange[]> {
+export async function syntheticMemoryFile(
+  path: string,
+  pages: number,
+  seed = 1,
+  dataShare = 0.4,
+): Promise<PageRange[]> {
   const rand = prng(seed);
   const runs: PageRange[] = [];
   const fh = await open(path, 'w');
@@ -145,10 +176,14 @@ export async function writeRanges(path: string, ranges: PageRange[]): Promise<vo
 /** Reads a workingset.ranges file (WS-FORMAT.md). */
 export async function readRanges(path: string): Promise<PageRange[]> {
   const buf = await readFile(path);
-  if (buf.subarray(0, 8).toString('latin1') !== 'EMBWS1\0\0') throw new Error(`${path} is not a working-set ranges file`);
+  if (buf.subarray(0, 8).toString('latin1') !== 'EMBWS1\0\0')
+    throw new Error(`${path} is not a working-set ranges file`);
   const count = buf.readUInt32LE(12);
   if (buf.length !== 16 + 16 * count) throw new Error(`${path}: size does not match ${count} ranges`);
-  return Array.from({ length: count }, (_, i) => ({ firstPage: Number(buf.readBigUInt64LE(16 + 16 * i)), pageCount: buf.readUInt32LE(24 + 16 * i) }));
+  return Array.from({ length: count }, (_, i) => ({
+    firstPage: Number(buf.readBigUInt64LE(16 + 16 * i)),
+    pageCount: buf.readUInt32LE(24 + 16 * i),
+  }));
 }
 
 /** Writes the working set's pages file: the ranges' bytes from the memory file, in order. */

@@ -31,7 +31,10 @@ export interface RecordedWorkingSet {
  * the working-set files into `outDir` (the node is closed, with its leak checks, before this
  * returns).
  */
-export async function recordTestFunctionWorkingSet(outDir: string, opts: { memoryMiB?: number } = {}): Promise<RecordedWorkingSet> {
+export async function recordTestFunctionWorkingSet(
+  outDir: string,
+  opts: { memoryMiB?: number } = {},
+): Promise<RecordedWorkingSet> {
   await mkdir(outDir, { recursive: true });
   const t = await openTestNode({ vmm: 'qemu' });
   try {
@@ -47,10 +50,16 @@ export async function recordTestFunctionWorkingSet(outDir: string, opts: { memor
       rangesFile: join(outDir, WORKING_SET_FILES.ranges),
       pagesFile: join(outDir, WORKING_SET_FILES.pages),
     };
-    await run('cp', ['--sparse=always', join(t.node.snapshots.store.pathOf(id), SNAPSHOT_FILES.memory), out.memoryFile]);
+    await run('cp', [
+      '--sparse=always',
+      join(t.node.snapshots.store.pathOf(id), SNAPSHOT_FILES.memory),
+      out.memoryFile,
+    ]);
     await cp(join(sets.dirOf(id), WORKING_SET_FILES.ranges), out.rangesFile);
     await cp(join(sets.dirOf(id), WORKING_SET_FILES.pages), out.pagesFile);
-    const ranges = parseWorkingSetRanges(await readFile(out.rangesFile), out.rangesFile, { memoryBytes: r.memoryBytes });
+    const ranges = parseWorkingSetRanges(await readFile(out.rangesFile), out.rangesFile, {
+      memoryBytes: r.memoryBytes,
+    });
     return { ...out, ranges, memoryBytes: r.memoryBytes };
   } finally {
     await t.close();

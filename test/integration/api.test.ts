@@ -31,9 +31,14 @@ function parsePrometheus(text: string): Map<string, { type: string; samples: { l
       continue;
     }
     if (line.startsWith('# HELP ')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    const m =
+      /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(
+        line,
+      );
     assert.ok(m, `not a Prometheus sample line: ${line}`);
-    const family = [...families.keys()].find((f) => m[1] === f || (/_(bucket|sum|count)$/.test(m[1]) && m[1].replace(/_(bucket|sum|count)$/, '') === f));
+    const family = [...families.keys()].find(
+      (f) => m[1] === f || (/_(bucket|sum|count)$/.test(m[1]) && m[1].replace(/_(bucket|sum|count)$/, '') === f),
+    );
     assert.ok(family, `sample ${m[1]} has no # TYPE line`);
     families.get(family)!.samples.push({ labels: m[2] ?? '', value: Number(m[3]) });
   }
@@ -107,10 +112,16 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
       ['get', '/metrics'],
       ['get', '/openapi.json'],
     ];
-    const listed = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m} ${p}`));
-    for (const [method, path] of expected) assert.ok(listed.includes(`${method} ${path}`), `${method} ${path} is missing from ${listed.join(', ')}`);
+    const listed = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) =>
+      Object.keys(ops).map((m) => `${m} ${p}`),
+    );
+    for (const [method, path] of expected)
+      assert.ok(listed.includes(`${method} ${path}`), `${method} ${path} is missing from ${listed.join(', ')}`);
     for (const [path, ops] of Object.entries(
-      doc.paths as Record<string, Record<string, { parameters?: unknown[]; requestBody?: unknown; responses?: Record<string, unknown> }>>,
+      doc.paths as Record<
+        string,
+        Record<string, { parameters?: unknown[]; requestBody?: unknown; responses?: Record<string, unknown> }>
+      >,
     )) {
       for (const [method, op] of Object.entries(ops)) {
         const hasRequest =
@@ -125,7 +136,10 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
         }
       }
     }
-    assert.ok(doc.paths['/v1/functions/{name}'].put.requestBody.content['application/json'].schema, 'the spec body schema');
+    assert.ok(
+      doc.paths['/v1/functions/{name}'].put.requestBody.content['application/json'].schema,
+      'the spec body schema',
+    );
 
     // exec: an instance this daemon does not run is 404, a bad command 400, before any guest is asked
     const noInstance = await d.api('POST', '/v1/instances/nope/exec', { argv: ['true'] });
@@ -160,7 +174,20 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
     // the fn commands are thin clients: same codes, exit codes from the catalogue
     assert.deepEqual((await fn(d.url, 'ls')).json, { functions: [] });
     const image = await buildTestFunctionImage(`${d.home}/fn`);
-    const deployed = await fn(d.url, 'deploy', 'cli-fn', image, '--memory', '128', '--idle-timeout', '30s', '--max', '2', '--env', 'A=1');
+    const deployed = await fn(
+      d.url,
+      'deploy',
+      'cli-fn',
+      image,
+      '--memory',
+      '128',
+      '--idle-timeout',
+      '30s',
+      '--max',
+      '2',
+      '--env',
+      'A=1',
+    );
     assert.equal(deployed.code, 0, JSON.stringify(deployed.json));
     assert.equal(deployed.json.changed, true);
     assert.deepEqual(
@@ -191,7 +218,11 @@ test('API without guests: errors, bad specs, unknown functions, OpenAPI from the
     assert.equal(failed.status, 502, failed.text);
     assert.match(failed.json.error.code, /^EMB_IMAGE_/);
     assert.match(failed.json.error.message, /cli-fn failed to start/);
-    assert.deepEqual((await d.api('GET', '/v1/functions/cli-fn')).json.instances, [], 'nothing left of the failed start');
+    assert.deepEqual(
+      (await d.api('GET', '/v1/functions/cli-fn')).json.instances,
+      [],
+      'nothing left of the failed start',
+    );
     assert.equal((await fn(d.url, 'rm', 'cli-fn')).json.removed, 'cli-fn');
     assert.equal((await fn(d.url, 'inspect', 'cli-fn')).json.error.code, 'EMB_FUNCTION_NOT_FOUND');
     const down = await fn('http://127.0.0.1:9', 'ls');
@@ -227,11 +258,19 @@ test('API off loopback: refused without a token; with one, every route but /heal
 
   const token = randomBytes(16).toString('hex');
   const peerToken = randomBytes(16).toString('hex');
-  const d = await startTestDaemon({ args: ['--listen', '0.0.0.0'], env: { EMBERS_API_TOKEN: token, EMBERS_PEER_TOKEN: peerToken } });
+  const d = await startTestDaemon({
+    args: ['--listen', '0.0.0.0'],
+    env: { EMBERS_API_TOKEN: token, EMBERS_PEER_TOKEN: peerToken },
+  });
   try {
     const url = d.url.replace('0.0.0.0', '127.0.0.1');
-    const get = (path: string, auth?: string) => fetch(`${url}${path}`, { headers: auth ? { authorization: auth } : {} });
-    const exec = await fetch(`${url}/v1/instances/x/exec`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"argv":["id"]}' });
+    const get = (path: string, auth?: string) =>
+      fetch(`${url}${path}`, { headers: auth ? { authorization: auth } : {} });
+    const exec = await fetch(`${url}/v1/instances/x/exec`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"argv":["id"]}',
+    });
     assert.equal(exec.status, 401, 'exec needs the API token');
     for (const path of ['/v1/functions', '/v1/instances', '/metrics', '/openapi.json']) {
       const none = await get(path);

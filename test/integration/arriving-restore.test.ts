@@ -72,7 +72,9 @@ before(async () => {
   const runs = await syntheticMemoryFile(join(staging, SNAPSHOT_FILES.memory), PAGES, 21);
   await writeFile(join(staging, SNAPSHOT_FILES.state), await readFile(made.stateFile));
   const digests = await chunkDigests(join(staging, SNAPSHOT_FILES.memory), CHUNK);
-  m = await source.publish(staging, TEST_META, { chunks: { [SNAPSHOT_FILES.memory]: { chunkSize: CHUNK, sha256: digests } } });
+  m = await source.publish(staging, TEST_META, {
+    chunks: { [SNAPSHOT_FILES.memory]: { chunkSize: CHUNK, sha256: digests } },
+  });
   await addWorkingSet(source, m.id, { pageSize: PAGE, ranges: syntheticWorkingSet(runs, PAGES, 0.2, 22) });
   original = join(source.pathOf(m.id), SNAPSHOT_FILES.memory);
   s3 = await startS3Server();
@@ -88,7 +90,13 @@ after(async () => {
 });
 
 function driver(): FirecrackerDriver {
-  return new FirecrackerDriver({ binary: fake, netns: false, mountNamespace: { fixedDir: join(root, 'fc') }, sigtermGraceMs: 1000, clockRealtime: false });
+  return new FirecrackerDriver({
+    binary: fake,
+    netns: false,
+    mountNamespace: { fixedDir: join(root, 'fc') },
+    sigtermGraceMs: 1000,
+    clockRealtime: false,
+  });
 }
 
 /** The file's text once it exists and is not empty (written by another process). */
@@ -108,13 +116,25 @@ async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
  * touches `order` (harness --order) once resumed.
  */
 async function restoreArriving(name: string, from: WorkingSetSource, store: LocalSnapshotStore, order: string) {
-  const a = (await startArrivingSnapshot({ store, source: from, id: m.id, pageServerBinary: handler, tmpDir: join(root, 'tmp') }))!;
+  const a = (await startArrivingSnapshot({
+    store,
+    source: from,
+    id: m.id,
+    pageServerBinary: handler,
+    tmpDir: join(root, 'tmp'),
+  }))!;
   assert.ok(a, 'the snapshot can start early: chunk digests and a working set at the source');
   const memoryBytes = fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes;
-  assert.ok(a.bytesBeforeStart < memoryBytes / 2, `the clone starts after ${a.bytesBeforeStart} bytes, not the ${memoryBytes}-byte memory file`);
+  assert.ok(
+    a.bytesBeforeStart < memoryBytes / 2,
+    `the clone starts after ${a.bytesBeforeStart} bytes, not the ${memoryBytes}-byte memory file`,
+  );
   const spec = await makeSpec(root, name);
   await setKnobs(spec.dir, { uffdGuest: { harness, memoryFile: original, order } });
-  const files = { stateFile: join(a.bundleDir, SNAPSHOT_FILES.state), memoryFile: join(a.bundleDir, SNAPSHOT_FILES.memory) };
+  const files = {
+    stateFile: join(a.bundleDir, SNAPSHOT_FILES.state),
+    memoryFile: join(a.bundleDir, SNAPSHOT_FILES.memory),
+  };
   const stopped: VmHandle[] = [];
   const run = runWhileArriving(
     a,
@@ -134,7 +154,11 @@ async function restoreArriving(name: string, from: WorkingSetSource, store: Loca
 
 async function guestResult(dir: string): Promise<{ exit: string; err: string; out: string }> {
   const exit = await waitForFile(join(dir, 'uffd-guest.exit'));
-  return { exit, err: await readFile(join(dir, 'uffd-guest.err'), 'utf8'), out: await readFile(join(dir, 'uffd-guest.out'), 'utf8') };
+  return {
+    exit,
+    err: await readFile(join(dir, 'uffd-guest.err'), 'utf8'),
+    out: await readFile(join(dir, 'uffd-guest.out'), 'utf8'),
+  };
 }
 
 async function assertNothingLeft(store: LocalSnapshotStore, a: ArrivingSnapshot): Promise<void> {
@@ -155,7 +179,8 @@ for (const via of ['s3', 'peer'] as const) {
     const store = new LocalSnapshotStore(join(root, `b-${via}`));
     const peer = via === 'peer' ? await startPeerServer({ store: source, token: TOKEN }) : undefined;
     try {
-      const from = via === 's3' ? remote.source : new PeerClient({ url: `http://127.0.0.1:${peer!.port}`, token: TOKEN }).source;
+      const from =
+        via === 's3' ? remote.source : new PeerClient({ url: `http://127.0.0.1:${peer!.port}`, token: TOKEN }).source;
       const { spec, run, bytesBeforeStart } = await restoreArriving(`clone-${via}`, from, store, 'random:5:300');
       const guest = await guestResult(spec.dir);
       assert.equal(guest.exit, '0', guest.err);
@@ -171,7 +196,10 @@ for (const via of ['s3', 'peer'] as const) {
       // published whole, and it verifies (digests and chunk digests) like any snapshot
       assert.deepEqual(await store.get(m.id), m);
       await store.verify(m);
-      assert.equal((await new WorkingSetStore(store).verify(m.id)).manifest.pages, (await new WorkingSetStore(source).get(m.id))!.pages);
+      assert.equal(
+        (await new WorkingSetStore(store).verify(m.id)).manifest.pages,
+        (await new WorkingSetStore(source).get(m.id))!.pages,
+      );
       await driver().stop(vm);
       const stats = JSON.parse(await waitForFile(join(spec.dir, 'uffd-stats.json'))) as UffdHandlerStats;
       assert.equal(stats.mode, 'prefetch');
@@ -202,7 +230,10 @@ test('early restore from S3 with a chunk corrupted in the store: refused by the 
     await writeRanges(order, [{ firstPage: (bad * CHUNK) / PAGE, pageCount: CHUNK / PAGE }]);
     const store = new LocalSnapshotStore(join(root, 'b-corrupt'));
     const { a, spec, run, stopped } = await restoreArriving('clone-corrupt', remote.source, store, order);
-    await assert.rejects(run, (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && new RegExp(`chunk ${bad}`).test(e.message));
+    await assert.rejects(
+      run,
+      (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && new RegExp(`chunk ${bad}`).test(e.message),
+    );
     const guest = await guestResult(spec.dir);
     assert.equal(guest.exit, '2', `the guest must see an error, never wrong data (exit 1): ${guest.err}`);
     const stats = JSON.parse(await waitForFile(join(spec.dir, 'uffd-stats.json'))) as UffdHandlerStats;
@@ -242,7 +273,11 @@ test("recording on Firecracker as the node does it (pageServerRecord, publishRec
   if (launch.via !== 'page-server') return;
   const spec = await makeSpec(root, 'recorder');
   await setKnobs(spec.dir, { uffdGuest: { harness, memoryFile, order, threads: 1 } });
-  const { vm } = await driver().restore(spec, { stateFile: join(store.pathOf(snap.id), SNAPSHOT_FILES.state), memoryFile }, { pageServer: launch.pageServer });
+  const { vm } = await driver().restore(
+    spec,
+    { stateFile: join(store.pathOf(snap.id), SNAPSHOT_FILES.state), memoryFile },
+    { pageServer: launch.pageServer },
+  );
   started.push(vm.pid);
   const guest = await guestResult(spec.dir);
   assert.equal(guest.exit, '0', guest.err);
@@ -254,10 +289,19 @@ test("recording on Firecracker as the node does it (pageServerRecord, publishRec
   const sets = new WorkingSetStore(store);
   await sets.verify(snap.id);
   const dir = sets.dirOf(snap.id);
-  assert.deepEqual((await readWorkingSetRanges(dir)).ranges, touched, 'the ranges are the order the guest touched them');
+  assert.deepEqual(
+    (await readWorkingSetRanges(dir)).ranges,
+    touched,
+    'the ranges are the order the guest touched them',
+  );
   const memory = await readFile(memoryFile);
-  const expected = Buffer.concat(touched.map((r) => memory.subarray(r.firstPage * PAGE, (r.firstPage + r.pageCount) * PAGE)));
-  assert.ok((await readFile(join(dir, WORKING_SET_FILES.pages))).equals(expected), "the pages file holds those pages' bytes, in that order");
+  const expected = Buffer.concat(
+    touched.map((r) => memory.subarray(r.firstPage * PAGE, (r.firstPage + r.pageCount) * PAGE)),
+  );
+  assert.ok(
+    (await readFile(join(dir, WORKING_SET_FILES.pages))).equals(expected),
+    "the pages file holds those pages' bytes, in that order",
+  );
   const stats = JSON.parse(await waitForFile(join(spec.dir, 'uffd-stats.json'))) as UffdHandlerStats;
   assert.equal(stats.mode, 'record');
   assert.equal(stats.recorded, 16);

@@ -67,13 +67,19 @@ for (const point of POINTS) {
     // the next command (ls) reconciles; what it lists of the target is whole or nothing
     const ls = await embers(home, ['image', 'ls']);
     assert.equal(ls.code, 0, describeRun(ls));
-    const seen = (ls.json.images as { reference: string; source: string; rootfsSha256?: string }[]).filter((i) => i.reference.includes('crash/target'));
-    for (const i of seen) assert.equal(i.rootfsSha256, expectedRootfs, `a listed rootfs is whole: ${JSON.stringify(i)}`);
+    const seen = (ls.json.images as { reference: string; source: string; rootfsSha256?: string }[]).filter((i) =>
+      i.reference.includes('crash/target'),
+    );
+    for (const i of seen)
+      assert.equal(i.rootfsSha256, expectedRootfs, `a listed rootfs is whole: ${JSON.stringify(i)}`);
     const inspect = await embers(home, ['image', 'inspect', targetRef]);
     const visible =
-      inspect.code === 0 ? `whole (inspect: rootfs ${inspect.json.rootfsSha256 ? 'built' : 'not built'})` : `inspect: ${inspect.json?.error?.code}`;
+      inspect.code === 0
+        ? `whole (inspect: rootfs ${inspect.json.rootfsSha256 ? 'built' : 'not built'})`
+        : `inspect: ${inspect.json?.error?.code}`;
     if (inspect.code === 0 && inspect.json.rootfsSha256) assert.equal(inspect.json.rootfsSha256, expectedRootfs);
-    if (point !== 'image.flatten.after-publish') assert.ok(seen.every((i) => i.source === 'unreferenced') || seen.length === 0);
+    if (point !== 'image.flatten.after-publish')
+      assert.ok(seen.every((i) => i.source === 'unreferenced') || seen.length === 0);
 
     const images = join(home, 'images');
     assert.deepEqual(

@@ -68,7 +68,11 @@ async function localView(home: string, id: string): Promise<{ listed: boolean; i
   const listed = (ls.json.snapshots as { id: string }[]).some((s) => s.id === id);
   const inspect = await embers(home, ['snapshot', 'inspect', id, '--verify']);
   const names = await readdir(join(home, 'snapshots')).catch(() => [] as string[]);
-  return { listed, inspect: inspect.code === 0 ? 'verified' : String(inspect.json?.error?.code), staging: names.filter((n) => n.startsWith('.')) };
+  return {
+    listed,
+    inspect: inspect.code === 0 ? 'verified' : String(inspect.json?.error?.code),
+    staging: names.filter((n) => n.startsWith('.')),
+  };
 }
 
 /** Transfer state left below `.transfers/` of a home. */
@@ -76,7 +80,11 @@ async function transferLeftovers(home: string): Promise<string[]> {
   return readdir(join(home, 'snapshots', '.transfers')).catch(() => [] as string[]);
 }
 
-const PUSH_POINTS: CrashPointName[] = ['snapshot.push.after-part', 'snapshot.push.before-manifest', 'snapshot.push.after-manifest'];
+const PUSH_POINTS: CrashPointName[] = [
+  'snapshot.push.after-part',
+  'snapshot.push.before-manifest',
+  'snapshot.push.after-manifest',
+];
 
 for (const point of PUSH_POINTS) {
   test(`crash matrix: snapshot push killed at ${point}`, async () => {
@@ -99,7 +107,8 @@ for (const point of PUSH_POINTS) {
     for (const id of [earlier, target]) assert.equal((await localView(homeA, id)).inspect, 'verified');
     const rerun = await embers(homeA, ['snapshot', 'push', target], { env });
     assert.equal(rerun.code, 0, describeRun(rerun));
-    if (point !== 'snapshot.push.after-part') assert.ok(rerun.json.resumedBytes > 0, 'the re-run kept the uploaded files');
+    if (point !== 'snapshot.push.after-part')
+      assert.ok(rerun.json.resumedBytes > 0, 'the re-run kept the uploaded files');
     assert.deepEqual(await transferLeftovers(homeA), [], 'the finished push leaves no state or lock');
     assert.deepEqual(await hostLeftoversOf(homeA), [], 'no process, mount or loop device of the home');
     const pulled = await embers(await mkdtemp(join(work, 'clean-')), ['snapshot', 'pull', target], { env });
@@ -127,8 +136,12 @@ for (const via of ['S3', 'peer'] as const) {
     test(`crash matrix: snapshot pull from ${via} killed at ${point}`, async () => {
       const home = await mkdtemp(join(work, 'b-'));
       // an earlier snapshot of this node, made before the crash
-      const mine = (await makeSnapshot(new LocalSnapshotStore(join(home, 'snapshots')), { memoryBytes: 1024 * 1024 })).id;
-      const args = via === 'S3' ? ['snapshot', 'pull', target] : ['snapshot', 'pull', target, '--from-peer', peer.url, '--token', token];
+      const mine = (await makeSnapshot(new LocalSnapshotStore(join(home, 'snapshots')), { memoryBytes: 1024 * 1024 }))
+        .id;
+      const args =
+        via === 'S3'
+          ? ['snapshot', 'pull', target]
+          : ['snapshot', 'pull', target, '--from-peer', peer.url, '--token', token];
       const env = via === 'S3' ? s3Env('whole') : {};
       const killed = await embers(home, args, { env, crashAt: point });
       assert.equal(killed.signal, 'SIGKILL', describeRun(killed));
@@ -147,7 +160,8 @@ for (const via of ['S3', 'peer'] as const) {
       const rerun = await embers(home, args, { env });
       assert.equal(rerun.code, 0, describeRun(rerun));
       const resumed = rerun.json.fetched?.resumedBytes ?? 0;
-      if (point === 'snapshot.pull.after-range@2') assert.ok(resumed > 0, 'the re-run resumed the ranges already fetched');
+      if (point === 'snapshot.pull.after-range@2')
+        assert.ok(resumed > 0, 'the re-run resumed the ranges already fetched');
       assert.equal((await localView(home, target)).inspect, 'verified');
       assert.deepEqual(await transferLeftovers(home), [], 'no transfer state or lock is left');
       assert.deepEqual(await hostLeftoversOf(home), [], 'no process, mount or loop device of the home');
@@ -166,7 +180,10 @@ for (const via of ['S3', 'peer'] as const) {
 test('concurrency: two pulls of one snapshot into one home: the second gets EMB_SNAPSHOT_TRANSFER_BUSY, the first finishes, then the second finds it here', async () => {
   const home = await mkdtemp(join(work, 'two-pulls-'));
   const env = s3Env('whole');
-  const first = await embersPausedAt(home, ['snapshot', 'pull', target], 'snapshot.pull.after-manifest', { env, pauseFile: join(work, 'go-pull') });
+  const first = await embersPausedAt(home, ['snapshot', 'pull', target], 'snapshot.pull.after-manifest', {
+    env,
+    pauseFile: join(work, 'go-pull'),
+  });
   const second = await embers(home, ['snapshot', 'pull', target], { env });
   assert.equal(second.json?.error?.code, 'EMB_SNAPSHOT_TRANSFER_BUSY', describeRun(second));
   const done = await first.resume();

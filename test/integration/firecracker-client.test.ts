@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 
-async function withServer(handler: Parameters<typeof createServer>[1], body: (socket: string) => Promise<void>): Promise<void> {
+async function withServer(
+  handler: Parameters<typeof createServer>[1],
+  body: (socket: string) => Promise<void>,
+): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'embers-fc-client-'));
   const socket = join(dir, 'api.sock');
   const server = createServer(handler);
@@ -55,7 +58,12 @@ test('client: sends a Content-Length body (micro_http reads no chunked requests)
   assert.equal(seen[1].headers['content-length'], String(Buffer.byteLength(seen[1].body)));
   assert.equal(seen[1].headers['transfer-encoding'], undefined);
   assert.equal(seen[1].headers['content-type'], 'application/json');
-  assert.deepEqual(JSON.parse(seen[1].body), { drive_id: 'vda', is_root_device: false, path_on_host: '/d', is_read_only: false });
+  assert.deepEqual(JSON.parse(seen[1].body), {
+    drive_id: 'vda',
+    is_root_device: false,
+    path_on_host: '/d',
+    is_read_only: false,
+  });
   assert.equal(seen[0].headers['content-length'], undefined, 'a GET has no body');
 });
 
@@ -84,7 +92,9 @@ test('client: no socket is EMB_VMM_API_UNREACHABLE; a 400 is EMB_VMM_API_FAULT w
   await withServer(
     (_req, res) => {
       res.writeHead(400, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({ fault_message: 'The requested operation is not supported before starting the microVM.' }));
+      res.end(
+        JSON.stringify({ fault_message: 'The requested operation is not supported before starting the microVM.' }),
+      );
     },
     async (socket) => {
       await assert.rejects(new FirecrackerClient(socket).call('PATCH /vm', { body: { state: 'Paused' } }), (e) => {

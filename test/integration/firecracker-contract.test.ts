@@ -29,7 +29,15 @@ import { addWorkingSet, TEST_META } from '../helpers/snapshots.js';
 import { buildHarness } from '../helpers/uffd-harness.js';
 import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
-import { ensureFakeExecutable, find, makeSpec, operations, recorded, setKnobs, type RecordedRequest } from '../helpers/fake-firecracker.js';
+import {
+  ensureFakeExecutable,
+  find,
+  makeSpec,
+  operations,
+  recorded,
+  setKnobs,
+  type RecordedRequest,
+} from '../helpers/fake-firecracker.js';
 import { loadSpec, SpecValidator } from '../helpers/swagger-validator.js';
 import { repoPath } from '../helpers/repo.js';
 
@@ -85,7 +93,10 @@ const BOOT_SEQUENCE = [
 function assertTimingsWithin(timings: VmTimings, callMs: number): void {
   assert.ok(timings.spawnMs > 0, `spawn was measured (${timings.spawnMs} ms)`);
   assert.ok(timings.loadMs > 0, `the API calls were measured (${timings.loadMs} ms)`);
-  assert.ok(timings.spawnMs + timings.loadMs <= callMs + 1, `spawn ${timings.spawnMs} + load ${timings.loadMs} ms within the ${callMs} ms call`);
+  assert.ok(
+    timings.spawnMs + timings.loadMs <= callMs + 1,
+    `spawn ${timings.spawnMs} + load ${timings.loadMs} ms within the ${callMs} ms call`,
+  );
 }
 
 test('boot configures every device kind with spec-valid requests; pause, Full and Diff snapshots, resume, shutdown via SendCtrlAltDel', async () => {
@@ -110,8 +121,17 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
     operations(reqs).filter((o) => o !== 'GET /'),
     BOOT_SEQUENCE,
   );
-  assert.deepEqual(find(reqs, 'PUT /machine-config')[0].body, { vcpu_count: 2, mem_size_mib: 64, smt: false, track_dirty_pages: true });
-  assert.deepEqual(find(reqs, 'PUT /boot-source')[0].body, { kernel_image_path: spec.kernelPath, initrd_path: spec.initrdPath, boot_args: spec.cmdline });
+  assert.deepEqual(find(reqs, 'PUT /machine-config')[0].body, {
+    vcpu_count: 2,
+    mem_size_mib: 64,
+    smt: false,
+    track_dirty_pages: true,
+  });
+  assert.deepEqual(find(reqs, 'PUT /boot-source')[0].body, {
+    kernel_image_path: spec.kernelPath,
+    initrd_path: spec.initrdPath,
+    boot_args: spec.cmdline,
+  });
   assert.equal(find(reqs, 'PUT /drives/{drive_id}')[0].url, '/drives/vda');
   assert.deepEqual(find(reqs, 'PUT /drives/{drive_id}')[0].body, {
     drive_id: 'vda',
@@ -120,14 +140,26 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
     is_read_only: false,
     cache_type: 'Writeback',
   });
-  assert.deepEqual(find(reqs, 'PUT /network-interfaces/{iface_id}')[0].body, { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'AA:FC:00:00:00:01' });
+  assert.deepEqual(find(reqs, 'PUT /network-interfaces/{iface_id}')[0].body, {
+    iface_id: 'eth0',
+    host_dev_name: 'tap0',
+    guest_mac: 'AA:FC:00:00:00:01',
+  });
   assert.deepEqual(find(reqs, 'PUT /vsock')[0].body, { guest_cid: 3, uds_path: join(spec.dir, 'vsock.sock') });
-  assert.deepEqual(find(reqs, 'PUT /logger')[0].body, { log_path: join(spec.dir, 'firecracker.log'), level: 'Info', show_level: true, show_log_origin: false });
+  assert.deepEqual(find(reqs, 'PUT /logger')[0].body, {
+    log_path: join(spec.dir, 'firecracker.log'),
+    level: 'Info',
+    show_level: true,
+    show_log_origin: false,
+  });
   assert.deepEqual(find(reqs, 'PUT /metrics')[0].body, { metrics_path: join(spec.dir, 'metrics.json') });
   assert.deepEqual(find(reqs, 'PUT /actions')[0].body, { action_type: 'InstanceStart' });
 
   // A snapshot of a running VM is refused before Firecracker is asked.
-  await assert.rejects(d.snapshot(vm, join(root, 'never')), (e) => isEmbersError(e, 'EMB_VMM_COMMAND_FAILED') && /must be paused/.test((e as Error).message));
+  await assert.rejects(
+    d.snapshot(vm, join(root, 'never')),
+    (e) => isEmbersError(e, 'EMB_VMM_COMMAND_FAILED') && /must be paused/.test((e as Error).message),
+  );
 
   await d.pause(vm);
   assert.equal(await d.status(vm), 'paused');
@@ -187,7 +219,9 @@ async function snapshotOf(name: string, opts: FirecrackerDriverOptions = {}): Pr
 test('restore (File backend): a fresh process gets only logger and metrics before the load; network and vsock overrides; resume_vm', async () => {
   const files = await snapshotOf('src-file', { vsockCid: 3, diffSnapshots: true });
   const d = driver({ vsockCid: 3, diffSnapshots: true });
-  const spec = await makeSpec(root, 'clone-file', { network: { netns: 'embers-test-x', tapName: 'tap-slot7', guestMac: 'AA:FC:00:00:00:01' } });
+  const spec = await makeSpec(root, 'clone-file', {
+    network: { netns: 'embers-test-x', tapName: 'tap-slot7', guestMac: 'AA:FC:00:00:00:01' },
+  });
   const restoreStarted = performance.now();
   const { vm, timings } = track(await d.restore(spec, files, { snapshotTapName: 'tap0' }));
   const restoreMs = performance.now() - restoreStarted;
@@ -223,7 +257,11 @@ test('restore: no network override when the slot tap is the snapshot tap; resume
   const spec = await makeSpec(root, 'clone-same');
   const { vm } = track(await d.restore(spec, files, { snapshotTapName: 'tap0', resume: false }));
   const load = find(await recorded(spec.dir), 'PUT /snapshot/load')[0];
-  assert.deepEqual(load.body, { snapshot_path: files.stateFile, mem_backend: { backend_type: 'File', backend_path: files.memoryFile }, resume_vm: false });
+  assert.deepEqual(load.body, {
+    snapshot_path: files.stateFile,
+    mem_backend: { backend_type: 'File', backend_path: files.memoryFile },
+    resume_vm: false,
+  });
   assert.equal(await d.status(vm), 'paused');
   await d.resume(vm);
   assert.equal(await d.status(vm), 'running');
@@ -284,7 +322,8 @@ test('restore with the page server (working set): the driver starts it, loads wi
 });
 
 test("a snapshot with a working set restores through the page server in prefetch mode (the node's plan, the driver, a real userfaultfd): Uffd load, the working set in before the resume, every page the guest touches is the memory file's", async (t) => {
-  if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
+  if (process.getuid?.() !== 0)
+    return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
   const made = await snapshotOf('src-ws');
   // a snapshot in a store, as a node has it: its memory with data (the stand-in writes zeros) and a working set
   const store = new LocalSnapshotStore(join(root, 'store'));
@@ -307,12 +346,25 @@ test("a snapshot with a working set restores through the page server in prefetch
   const launch = await pageServerPrefetch(sets.dirOf(m.id), (await sets.verify(m.id)).manifest, join(root, 'cache'));
   assert.equal(launch.via, 'page-server');
   if (launch.via !== 'page-server') return;
-  assert.match(launch.pageServer.workingSet?.pagesSha256 ?? '', /^[0-9a-f]{64}$/, 'the pages file goes with its sha256');
-  const files = { stateFile: join(store.pathOf(m.id), SNAPSHOT_FILES.state), memoryFile: join(store.pathOf(m.id), SNAPSHOT_FILES.memory) };
+  assert.match(
+    launch.pageServer.workingSet?.pagesSha256 ?? '',
+    /^[0-9a-f]{64}$/,
+    'the pages file goes with its sha256',
+  );
+  const files = {
+    stateFile: join(store.pathOf(m.id), SNAPSHOT_FILES.state),
+    memoryFile: join(store.pathOf(m.id), SNAPSHOT_FILES.memory),
+  };
 
   const spec = await makeSpec(root, 'clone-ws');
   // the stand-in's guest memory: a real userfaultfd sent to the page server, touched in the working set's order once resumed
-  await setKnobs(spec.dir, { uffdGuest: { harness: await buildHarness(root), memoryFile: files.memoryFile, order: launch.pageServer.workingSet!.rangesPath } });
+  await setKnobs(spec.dir, {
+    uffdGuest: {
+      harness: await buildHarness(root),
+      memoryFile: files.memoryFile,
+      order: launch.pageServer.workingSet!.rangesPath,
+    },
+  });
   const d = driver();
   const { vm } = track(await d.restore(spec, files, { pageServer: launch.pageServer }));
   const reqs = await recorded(spec.dir);
@@ -320,13 +372,20 @@ test("a snapshot with a working set restores through the page server in prefetch
   const load = find(reqs, 'PUT /snapshot/load')[0];
   assert.deepEqual(load.body?.mem_backend, { backend_type: 'Uffd', backend_path: join(spec.dir, 'uffd.sock') });
   assert.equal(load.body?.resume_vm, false);
-  assert.deepEqual(find(reqs, 'PATCH /vm').at(-1)?.body, { state: 'Resumed' }, 'resumed by the driver once the page server was ready');
+  assert.deepEqual(
+    find(reqs, 'PATCH /vm').at(-1)?.body,
+    { state: 'Resumed' },
+    'resumed by the driver once the page server was ready',
+  );
   assert.equal(vm.memoryFile, '');
 
   // the guest touched the working set after the resume and found the memory file's bytes
   const exit = await waitForFile(join(spec.dir, 'uffd-guest.exit'));
   assert.equal(exit, '0', await readFile(join(spec.dir, 'uffd-guest.err'), 'utf8'));
-  const report = JSON.parse(await readFile(join(spec.dir, 'uffd-guest.out'), 'utf8')) as { touched: number; checked: number };
+  const report = JSON.parse(await readFile(join(spec.dir, 'uffd-guest.out'), 'utf8')) as {
+    touched: number;
+    checked: number;
+  };
   assert.equal(report.touched, 31);
   assert.equal(report.checked, 31);
   // the page server exits with the process it served, writing its counters
@@ -371,7 +430,9 @@ test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes b
   assert.equal(await pidAlive(vmB.pid), false);
   reqs = await recorded(b.dir);
   assert.deepEqual(
-    reqs.slice(reqs.findIndex((r) => r.body?.action_type === 'SendCtrlAltDel')).map((r) => r.signal ?? r.event ?? `${r.method} ${r.template}`),
+    reqs
+      .slice(reqs.findIndex((r) => r.body?.action_type === 'SendCtrlAltDel'))
+      .map((r) => r.signal ?? r.event ?? `${r.method} ${r.template}`),
     ['PUT /actions', 'SIGTERM'],
     'SIGTERM was ignored, SIGKILL ended it (no exit record), no API call after the signal',
   );
@@ -407,7 +468,12 @@ test('the spec validator refuses a missing required field, a wrong enum, an unkn
       { snapshot_path: '/s', mem_backend: { backend_type: 'Anonymous', backend_path: '/m' } },
       /backend_type: "Anonymous" is not one of/,
     ],
-    ['PUT', '/snapshot/load', { snapshot_path: '/s', network_overrides: [{ iface_id: 'eth0' }] }, /network_overrides\[0\]\.host_dev_name is required/],
+    [
+      'PUT',
+      '/snapshot/load',
+      { snapshot_path: '/s', network_overrides: [{ iface_id: 'eth0' }] },
+      /network_overrides\[0\]\.host_dev_name is required/,
+    ],
     ['PUT', '/actions', undefined, /needs a body/],
     ['GET', '/', { x: 1 }, /takes no body/],
   ];
@@ -442,7 +508,9 @@ test('an invalid request on the wire is refused with 400 and surfaces as EMB_VMM
 test('a 400 during boot fails the boot with the fault_message, method and path; the process is stopped and its socket removed', async () => {
   const d = driver();
   const spec = await makeSpec(root, 'fault');
-  await setKnobs(spec.dir, { faults: { 'PUT /machine-config': 'Invalid Memory Configuration: cannot allocate 64 MiB' } });
+  await setKnobs(spec.dir, {
+    faults: { 'PUT /machine-config': 'Invalid Memory Configuration: cannot allocate 64 MiB' },
+  });
   let pid = 0;
   await assert.rejects(d.boot(spec), (e) => {
     assert.ok(e instanceof EmbersError && e.code === 'EMB_VMM_API_FAULT', String(e));
@@ -472,7 +540,11 @@ test('a Firecracker that dies at start: the error carries its stderr tail', asyn
 });
 
 test('a missing binary is EMB_VMM_NOT_FOUND', async () => {
-  const d = new FirecrackerDriver({ binary: join(root, 'no-firecracker-here'), netns: false, mountNamespace: { fixedDir: join(root, 'fc') } });
+  const d = new FirecrackerDriver({
+    binary: join(root, 'no-firecracker-here'),
+    netns: false,
+    mountNamespace: { fixedDir: join(root, 'fc') },
+  });
   await assert.rejects(d.version(), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
   await assert.rejects(d.boot(await makeSpec(root, 'nobin')), (e) => isEmbersError(e, 'EMB_VMM_NOT_FOUND'));
 });
@@ -511,7 +583,10 @@ test('a failed load is fatal: the process is gone and the error says why', async
   const spec = await makeSpec(root, 'clone-short');
   await assert.rejects(d.restore(spec, files), (e) => {
     assert.ok(isEmbersError(e, 'EMB_SNAPSHOT_LOAD_FAILED'), String(e));
-    assert.ok(String(e.details.faultMessage).includes(files.memoryFile), `the fault names the memory file: ${String(e.details.faultMessage)}`);
+    assert.ok(
+      String(e.details.faultMessage).includes(files.memoryFile),
+      `the fault names the memory file: ${String(e.details.faultMessage)}`,
+    );
     assert.equal(e.details.path, '/snapshot/load');
     assert.match(e.message, /could not load snapshot/);
     return true;
@@ -595,7 +670,10 @@ test('the guest agent over vsock: no listener in the guest is EMB_GUEST_AGENT_UN
   const spec = await makeSpec(root, 'boot-no-agent');
   const { vm } = track(await d.boot(spec));
   assert.ok(vm.agent);
-  await assert.rejects(agentHello(vm.agent!, 3000), (e: unknown) => isEmbersError(e, 'EMB_GUEST_AGENT_UNREACHABLE') && /closed/.test(e.message));
+  await assert.rejects(
+    agentHello(vm.agent!, 3000),
+    (e: unknown) => isEmbersError(e, 'EMB_GUEST_AGENT_UNREACHABLE') && /closed/.test(e.message),
+  );
   await d.stop(vm);
 });
 

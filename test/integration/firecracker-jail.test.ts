@@ -3,17 +3,29 @@ import assert from 'node:assert/strict';
 import { access, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IN_JAIL, hostPathInJail, jailerCommand, moveOutOfJail, removeJail, stageIntoJail, touchInJail } from '../../src/vmm/firecracker/jailer.js';
+import {
+  IN_JAIL,
+  hostPathInJail,
+  jailerCommand,
+  moveOutOfJail,
+  removeJail,
+  stageIntoJail,
+  touchInJail,
+} from '../../src/vmm/firecracker/jailer.js';
 
 test('jail staging: the disk is linked (same inode) and owned by the jail uid, read-only inputs keep their owner; snapshot files move out; removal keeps the disk', async (t) => {
-  if (process.getuid?.() !== 0) return t.skip(`needs root to chown into the jail: this process runs as uid ${process.getuid?.()}`);
+  if (process.getuid?.() !== 0)
+    return t.skip(`needs root to chown into the jail: this process runs as uid ${process.getuid?.()}`);
   const root = await mkdtemp(join(tmpdir(), 'embers-fc-jail-'));
   try {
     const disk = join(root, 'disk.img');
     const kernel = join(root, 'vmlinux');
     await writeFile(disk, 'disk-bytes');
     await writeFile(kernel, 'kernel-bytes');
-    const plan = jailerCommand({ uid: 12345, gid: 23456, chrootBaseDir: join(root, 'jails') }, { id: 'vm-1', firecrackerBin: '/usr/local/bin/firecracker' });
+    const plan = jailerCommand(
+      { uid: 12345, gid: 23456, chrootBaseDir: join(root, 'jails') },
+      { id: 'vm-1', firecrackerBin: '/usr/local/bin/firecracker' },
+    );
     await stageIntoJail(plan, [
       { host: disk, inJail: IN_JAIL.rootfs, writable: true },
       { host: kernel, inJail: IN_JAIL.kernel, writable: false },

@@ -39,7 +39,10 @@ test('two processes see two different disks at the same fixed path; the host see
   const probe = (disk: string) => {
     const w = wrapInMountNamespace(
       '/bin/sh',
-      ['-c', `cat ${fixedDrivePath(fixedDir)}; echo; stat -c %d:%i ${fixedDrivePath(fixedDir)}; echo written-by-guest >> ${fixedDrivePath(fixedDir)}`],
+      [
+        '-c',
+        `cat ${fixedDrivePath(fixedDir)}; echo; stat -c %d:%i ${fixedDrivePath(fixedDir)}; echo written-by-guest >> ${fixedDrivePath(fixedDir)}`,
+      ],
       { fixedDir, diskPath: disk },
     );
     return run(w.command, w.args);
@@ -60,11 +63,20 @@ test('snapshots record the fixed path; every clone loads ITS OWN disk there, eve
   if (!isRoot) return t.skip(NEEDS_ROOT);
   const fake = await ensureFakeExecutable();
   const fixedDir = join(root, 'fc');
-  const d = new FirecrackerDriver({ binary: fake, netns: false, mountNamespace: { fixedDir }, ctrlAltDelGraceMs: 2000, sigtermGraceMs: 1000 });
+  const d = new FirecrackerDriver({
+    binary: fake,
+    netns: false,
+    mountNamespace: { fixedDir },
+    ctrlAltDelGraceMs: 2000,
+    sigtermGraceMs: 1000,
+  });
   const src = await makeSpec(root, 'source');
   const { vm } = await d.boot(src);
   try {
-    assert.equal(find(await recorded(src.dir), 'PUT /drives/{drive_id}')[0].body?.path_on_host, fixedDrivePath(fixedDir));
+    assert.equal(
+      find(await recorded(src.dir), 'PUT /drives/{drive_id}')[0].body?.path_on_host,
+      fixedDrivePath(fixedDir),
+    );
     await d.pause(vm);
     await mkdir(join(root, 'snap'));
     const files = await d.snapshot(vm, join(root, 'snap'));

@@ -70,7 +70,11 @@ async function deleteNetns(ns: string): Promise<void> {
 }
 
 /** A VM spec in root/<name> with its own disk (its first bytes say whose it is) and a tap in its own netns. */
-async function vmSpec(name: string, tap = 'tap0', kernel?: { kernelPath: string; initrdPath: string }): Promise<VmSpec> {
+async function vmSpec(
+  name: string,
+  tap = 'tap0',
+  kernel?: { kernelPath: string; initrdPath: string },
+): Promise<VmSpec> {
   const dir = join(root, name);
   await mkdir(dir, { recursive: true });
   const diskPath = join(dir, 'disk.img');
@@ -96,7 +100,13 @@ async function vmSpec(name: string, tap = 'tap0', kernel?: { kernelPath: string;
 }
 
 function driver(r: RealFirecracker, opts: FirecrackerDriverOptions = {}): FirecrackerDriver {
-  return new FirecrackerDriver({ binary: r.binary, mountNamespace: { fixedDir: join(root, 'fc') }, ctrlAltDelGraceMs: 500, sigtermGraceMs: 2000, ...opts });
+  return new FirecrackerDriver({
+    binary: r.binary,
+    mountNamespace: { fixedDir: join(root, 'fc') },
+    ctrlAltDelGraceMs: 500,
+    sigtermGraceMs: 2000,
+    ...opts,
+  });
 }
 
 function track(d: FirecrackerDriver, vm: VmHandle): VmHandle {
@@ -126,10 +136,15 @@ async function assertOwnDisks(vms: VmHandle[], drivePath: string): Promise<void>
   for (const [i, vm] of vms.entries()) {
     const open = await openFiles(vm.pid);
     const own = open.filter((f) => f.id === disks[i]);
-    assert.equal(own.length, 1, `${vm.name}'s Firecracker (pid ${vm.pid}) holds its own disk open once: ${JSON.stringify(open)}`);
+    assert.equal(
+      own.length,
+      1,
+      `${vm.name}'s Firecracker (pid ${vm.pid}) holds its own disk open once: ${JSON.stringify(open)}`,
+    );
     assert.equal(own[0].path, drivePath, `${vm.name} opened it at the drive path a snapshot records`);
     for (const [j, other] of disks.entries()) {
-      if (j !== i) assert.ok(!open.some((f) => f.id === other), `${vm.name}'s Firecracker never opened ${vms[j].name}'s disk`);
+      if (j !== i)
+        assert.ok(!open.some((f) => f.id === other), `${vm.name}'s Firecracker never opened ${vms[j].name}'s disk`);
     }
   }
 }
@@ -150,7 +165,9 @@ async function vmmSide(): Promise<{ fc: RealFirecracker; kit: GuestKit } | { ski
   if (noKvm) return { skip: noKvm };
   const kit = (await listGuestKits(resolveConfig().paths.guestCache))[0];
   if (!kit)
-    return { skip: `needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\`` };
+    return {
+      skip: `needs a guest kit in ${resolveConfig().paths.guestCache} (Firecracker loads the kernel at InstanceStart): run \`embers guest build\``,
+    };
   return { fc: real, kit };
 }
 
@@ -165,7 +182,12 @@ test('real Firecracker: --version and --snapshot-version, and the state-file fix
   if (version === '1.16.1') {
     // The committed head of a real v1.16.1 state file carries the format this binary reports.
     const head = await readFile(repoPath('test/fixtures/firecracker-v1.16.1-vmstate-head.bin'));
-    assert.equal(head.subarray(STATE_HEADER.versionOffset, STATE_HEADER.versionOffset + head[STATE_HEADER.lengthOffset]).toString(), format);
+    assert.equal(
+      head
+        .subarray(STATE_HEADER.versionOffset, STATE_HEADER.versionOffset + head[STATE_HEADER.lengthOffset])
+        .toString(),
+      format,
+    );
   }
 });
 
@@ -179,8 +201,16 @@ test('real Firecracker: two VMs configured at once, each in its own netns and mo
   const hostMnt = await nsInode('/proc/self/ns/mnt');
   for (const vm of vms) {
     assert.equal(vm.driveLayout, 'mount-namespace');
-    assert.equal(await nsInode(`/proc/${vm.pid}/ns/net`), await nsInode(`/var/run/netns/${vm.spec.network.netns}`), `${vm.name} runs in its slot's netns`);
-    assert.notEqual(await nsInode(`/proc/${vm.pid}/ns/mnt`), hostMnt, `${vm.name} runs in a mount namespace of its own`);
+    assert.equal(
+      await nsInode(`/proc/${vm.pid}/ns/net`),
+      await nsInode(`/var/run/netns/${vm.spec.network.netns}`),
+      `${vm.name} runs in its slot's netns`,
+    );
+    assert.notEqual(
+      await nsInode(`/proc/${vm.pid}/ns/mnt`),
+      hostMnt,
+      `${vm.name} runs in a mount namespace of its own`,
+    );
     // What Firecracker itself reports: the fixed drive path and the slot's tap.
     const config = await new FirecrackerClient(vm.controlSocket).call('GET /vm/config', {});
     assert.equal(config.drives?.[0].path_on_host, fixed);
@@ -205,19 +235,35 @@ test('real jailer: chroot, uid/gid, netns; the disk linked into the jail is the 
   const d = driver(real, { jailer });
   const spec = await vmSpec('jailed');
   const vm = track(d, (await d.configure(spec)).vm);
-  const plan = jailerCommand(jailer, { id: firecrackerId(spec), firecrackerBin: real.binary, netns: spec.network.netns });
+  const plan = jailerCommand(jailer, {
+    id: firecrackerId(spec),
+    firecrackerBin: real.binary,
+    netns: spec.network.netns,
+  });
   assert.equal(vm.driveLayout, 'jail');
   const status = await readFile(`/proc/${vm.pid}/status`, 'utf8');
   assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'Firecracker runs as the jail uid');
   assert.match(status, /^Gid:\s+65534\s+65534\s+65534\s+65534$/m, 'and the jail gid');
   // The jailer pivots into the chroot (in a mount namespace of its own): the process's root
   // is the jail, holding exactly what the jail dir on the host holds.
-  assert.deepEqual((await readdir(`/proc/${vm.pid}/root`)).sort(), (await readdir(plan.chrootDir)).sort(), 'its root is the jail');
+  assert.deepEqual(
+    (await readdir(`/proc/${vm.pid}/root`)).sort(),
+    (await readdir(plan.chrootDir)).sort(),
+    'its root is the jail',
+  );
   assert.ok(!(await readdir(`/proc/${vm.pid}/root`)).includes('etc'), 'and not the host root');
   assert.equal(await fileId(`/proc/${vm.pid}/root${IN_JAIL.rootfs}`), await fileId(spec.diskPath));
-  assert.equal(await nsInode(`/proc/${vm.pid}/ns/net`), await nsInode(`/var/run/netns/${spec.network.netns}`), 'in the slot netns (joined by the jailer)');
+  assert.equal(
+    await nsInode(`/proc/${vm.pid}/ns/net`),
+    await nsInode(`/var/run/netns/${spec.network.netns}`),
+    'in the slot netns (joined by the jailer)',
+  );
   await assertOwnDisks([vm], IN_JAIL.rootfs);
-  assert.equal(await fileId(hostPathInJail(plan, IN_JAIL.rootfs)), await fileId(spec.diskPath), 'the in-jail disk is a hard link to the VM disk');
+  assert.equal(
+    await fileId(hostPathInJail(plan, IN_JAIL.rootfs)),
+    await fileId(spec.diskPath),
+    'the in-jail disk is a hard link to the VM disk',
+  );
   for (const p of [IN_JAIL.kernel, IN_JAIL.initrd, IN_JAIL.log, IN_JAIL.metrics])
     assert.ok((await stat(hostPathInJail(plan, p))).isFile(), `${p} is in the jail`);
   const config = await new FirecrackerClient(vm.controlSocket).call('GET /vm/config', {});
@@ -262,13 +308,18 @@ test('real Firecracker, VMM side: boot, pause/resume, Full and Diff snapshots, s
   const fullSize = (await stat(files.memoryFile)).size;
   assert.equal(fullSize, 128 * 1024 * 1024);
   const diffStat = await stat(diffFiles.memoryFile);
-  assert.ok(diffStat.blocks * 512 < fullSize, `the Diff memory file is sparse (${diffStat.blocks * 512} of ${fullSize} bytes allocated)`);
+  assert.ok(
+    diffStat.blocks * 512 < fullSize,
+    `the Diff memory file is sparse (${diffStat.blocks * 512} of ${fullSize} bytes allocated)`,
+  );
   await d.stop(vm);
   assert.equal(await pidAlive(vm.pid), false);
 
   // Two clones at once, each in its own netns (its tap named differently from the snapshot's).
   const clones = await Promise.all(['a', 'b'].map((n, i) => vmSpec(`clone-${n}`, `tap-c${i}`)));
-  const restored = (await Promise.all(clones.map((c) => d.restore(c, files, { snapshotTapName: 'tap0', resume: false })))).map((r) => track(d, r.vm));
+  const restored = (
+    await Promise.all(clones.map((c) => d.restore(c, files, { snapshotTapName: 'tap0', resume: false })))
+  ).map((r) => track(d, r.vm));
   await assertOwnDisks(restored, fixedDrivePath(join(root, 'fc')));
   for (const [i, c] of restored.entries()) {
     assert.equal(await d.status(c), 'paused');
@@ -307,7 +358,11 @@ test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (fau
     statsPath: join(clone.dir, 'uffd-stats.json'),
     logPath: join(clone.dir, 'uffd.log'),
   });
-  const restored = track(d, (await d.restore(clone, files, { memoryBackend: { type: 'Uffd', socketPath: handler.socketPath }, resume: false })).vm);
+  const restored = track(
+    d,
+    (await d.restore(clone, files, { memoryBackend: { type: 'Uffd', socketPath: handler.socketPath }, resume: false }))
+      .vm,
+  );
   assert.equal(restored.memoryFile, '');
   await d.resume(restored);
   assert.equal(await d.status(restored), 'running');
@@ -315,7 +370,10 @@ test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (fau
   const stats = await handler.stats();
   assert.equal(stats.exit, 'process-exited', 'the handler exits when Firecracker does');
   assert.equal(stats.regions >= 1, true);
-  assert.ok(stats.faults > 0 && stats.copied + stats.zeroed >= stats.faults - stats.already_mapped, `pages were served: ${JSON.stringify(stats)}`);
+  assert.ok(
+    stats.faults > 0 && stats.copied + stats.zeroed >= stats.faults - stats.already_mapped,
+    `pages were served: ${JSON.stringify(stats)}`,
+  );
   for (const s of [src, clone]) await deleteNetns(s.network.netns);
   await assertNoLeaks();
 });
@@ -347,12 +405,23 @@ test("real Firecracker, VMM side: the driver's page server records a working set
   for (let i = 0; i < ranges; i++) pages += recorded.readUInt32LE(24 + 16 * i);
 
   const clone = await vmSpec('ws-prefetch');
-  const second = track(d, (await d.restore(clone, files, { pageServer: { binary, workingSet: { rangesPath: recordPath } } })).vm);
+  const second = track(
+    d,
+    (await d.restore(clone, files, { pageServer: { binary, workingSet: { rangesPath: recordPath } } })).vm,
+  );
   assert.equal(await d.status(second), 'running');
   await d.stop(second);
-  const stats = JSON.parse(await readFile(join(clone.dir, 'uffd-stats.json'), 'utf8')) as { prefetched: number; already_mapped: number; exit: string };
+  const stats = JSON.parse(await readFile(join(clone.dir, 'uffd-stats.json'), 'utf8')) as {
+    prefetched: number;
+    already_mapped: number;
+    exit: string;
+  };
   assert.equal(stats.exit, 'process-exited');
-  assert.equal(stats.prefetched + stats.already_mapped >= pages, true, `the working set was copied in: ${JSON.stringify(stats)}`);
+  assert.equal(
+    stats.prefetched + stats.already_mapped >= pages,
+    true,
+    `the working set was copied in: ${JSON.stringify(stats)}`,
+  );
   for (const s of [src, recorder, clone]) await deleteNetns(s.network.netns);
   await assertNoLeaks();
 });

@@ -123,5 +123,7 @@ test('agent binary: the host going away kills the command; a bad frame is refuse
   );
   assert.match(answers[0].text, /unknown request type/);
   assert.equal(await agentHello(channel), 'embers-agent 1');
-  await assert.rejects(agentExec(channel, { argv: ['a', 'b'], shell: true, timeoutMs: 0 }), (e: unknown) => isEmbersError(e, 'EMB_USAGE'));
+  await assert.rejects(agentExec(channel, { argv: ['a', 'b'], shell: true, timeoutMs: 0 }), (e: unknown) =>
+    isEmbersError(e, 'EMB_USAGE'),
+  );
 });

@@ -13,7 +13,19 @@ test('QMP client against a real QEMU: negotiate, query, stop/cont, refused comma
   const sock = join(dir, 'qmp.sock');
   const qemu = spawn(
     'qemu-system-x86_64',
-    ['-M', 'microvm', '-accel', 'tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`],
+    [
+      '-M',
+      'microvm',
+      '-accel',
+      'tcg',
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-S',
+      '-qmp',
+      `unix:${sock},server=on,wait=off`,
+    ],
     {
       stdio: 'ignore',
     },
@@ -33,7 +45,10 @@ test('QMP client against a real QEMU: negotiate, query, stop/cont, refused comma
     assert.equal((await qmp.execute<{ running: boolean }>('query-status')).running, true);
     await qmp.execute('stop');
     await qmp.waitEvent('STOP', 5000);
-    await assert.rejects(qmp.execute('no-such-command'), (e) => isEmbersError(e, 'EMB_VMM_COMMAND_FAILED') && /no-such-command/.test((e as Error).message));
+    await assert.rejects(
+      qmp.execute('no-such-command'),
+      (e) => isEmbersError(e, 'EMB_VMM_COMMAND_FAILED') && /no-such-command/.test((e as Error).message),
+    );
     await qmp.execute('quit');
     qmp.close();
     assert.ok(await waitForExit(qemu.pid!, 5000));

@@ -30,8 +30,16 @@ async function rootfsNames(images: string): Promise<string[]> {
 
 test('gc drops what no reference and no in-use digest names, and keeps the rest', { skip }, async () => {
   const shared = { entries: [f('base', noise(64 * 1024, 1))], compression: 'none' as const };
-  const a = await writeOciLayout(join(base, 'a'), { layers: [shared, { entries: [f('app', 'a')] }], config: { Cmd: ['a'] } }, { refName: 'v1' });
-  const b = await writeOciLayout(join(base, 'b'), { layers: [shared, { entries: [f('app', 'b')] }], config: { Cmd: ['b'] } }, { refName: 'v1' });
+  const a = await writeOciLayout(
+    join(base, 'a'),
+    { layers: [shared, { entries: [f('app', 'a')] }], config: { Cmd: ['a'] } },
+    { refName: 'v1' },
+  );
+  const b = await writeOciLayout(
+    join(base, 'b'),
+    { layers: [shared, { entries: [f('app', 'b')] }], config: { Cmd: ['b'] } },
+    { refName: 'v1' },
+  );
   await reg.pushLayout(join(base, 'a'), 'v1', 'acme/a:v1');
   await reg.pushLayout(join(base, 'b'), 'v1', 'acme/b:v1');
   const localLayout = join(base, 'local');
@@ -78,7 +86,10 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
   assert.deepEqual(await verifiedBlobs(images), blobsBefore);
   await assert.rejects(store.remove(refB), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'));
   const second = await store.gc();
-  assert.deepEqual(second.removedBlobs.map((x) => x.digest).sort(), [b.manifestDigest, b.configDigest, b.layerDigests[1]!].sort());
+  assert.deepEqual(
+    second.removedBlobs.map((x) => x.digest).sort(),
+    [b.manifestDigest, b.configDigest, b.layerDigests[1]!].sort(),
+  );
   assert.ok(second.freedBytes > 0);
   const kept = await verifiedBlobs(images);
   assert.ok(kept.includes(a.layerDigests[0]!), 'the layer A shares with B stays');
@@ -103,7 +114,10 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
 
   // nothing uses A any more: all of it goes; the local image stays
   const fourth = await store.gc();
-  assert.deepEqual(fourth.removedBlobs.map((x) => x.digest).sort(), [a.manifestDigest, a.configDigest, ...a.layerDigests].sort());
+  assert.deepEqual(
+    fourth.removedBlobs.map((x) => x.digest).sort(),
+    [a.manifestDigest, a.configDigest, ...a.layerDigests].sort(),
+  );
   assert.deepEqual(
     fourth.removedRootfs.map((x) => x.manifestDigest),
     [a.manifestDigest],
@@ -121,7 +135,11 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
 });
 
 test('gc waits for a running pull, which then completes intact', { skip }, async () => {
-  const written = await writeOciLayout(join(base, 'slow'), { layers: [{ entries: [f('slow', noise(128 * 1024, 3))] }] }, { refName: 'v1' });
+  const written = await writeOciLayout(
+    join(base, 'slow'),
+    { layers: [{ entries: [f('slow', noise(128 * 1024, 3))] }] },
+    { refName: 'v1' },
+  );
   await reg.pushLayout(join(base, 'slow'), 'v1', 'acme/slow:v1');
   const proxy = await startProxy(reg.host, { delayMs: ({ url }) => (url.includes('/blobs/') ? 400 : 0) });
   try {

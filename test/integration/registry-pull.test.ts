@@ -9,7 +9,13 @@ import { blobPath } from '../helpers/docker-save.js';
 import { catImage, namesIn, statImage } from '../unit/image-helpers.js';
 import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startProxy } from '../helpers/registry-proxy.js';
-import { assertNothingHalfWritten, layeredImage, marked, nodeStore, verifiedBlobs } from '../helpers/registry-fixtures.js';
+import {
+  assertNothingHalfWritten,
+  layeredImage,
+  marked,
+  nodeStore,
+  verifiedBlobs,
+} from '../helpers/registry-fixtures.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
 
 const skip = registrySkipReason();
@@ -74,7 +80,8 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
 
   // every blob in the store is verified; the manifest and config are there
   const blobs = await verifiedBlobs(join(base, 'node-a', 'images'));
-  for (const d of [written.manifestDigest, written.configDigest, ...written.layerDigests]) assert.ok(blobs.includes(d), d);
+  for (const d of [written.manifestDigest, written.configDigest, ...written.layerDigests])
+    assert.ok(blobs.includes(d), d);
 
   // node B pulls by digest, node C flattens the local layout: same bytes
   const nodeB = nodeStore(base, 'node-b');
@@ -132,32 +139,36 @@ test('ensure answers from the cache without the registry; pull asks for the mani
   }
 });
 
-test('an index with several platforms (skopeo --all) resolves to linux/amd64 and fetches only its blobs', { skip }, async () => {
-  const layout = join(base, 'multi');
-  const arm = marked('arm64');
-  const written = await writeOciLayout(layout, marked('amd64'), {
-    refName: 'v1',
-    otherPlatforms: [
-      { os: 'linux', architecture: 'arm64', variant: 'v8', image: arm },
-      { os: 'windows', architecture: 'amd64', image: marked('windows') },
-    ],
-  });
-  await reg.pushLayout(layout, 'v1', 'acme/multi:v1', { all: true });
-  const store = nodeStore(base, 'node-multi');
-  const info = await store.pull(`${reg.host}/acme/multi:v1`);
-  assert.equal(info.manifestDigest, written.manifestDigest);
-  assert.equal(info.indexDigest, written.indexDigest);
-  assert.equal(catImage(info.rootfsPath!, '/marker').toString(), 'amd64');
-  assert.deepEqual(info.config.cmd, ['amd64']);
-  const blobs = await verifiedBlobs(join(base, 'node-multi', 'images'));
-  assert.ok(blobs.includes(written.indexDigest!), 'the index is stored');
-  assert.equal(blobs.length, 4, 'index, amd64 manifest, config, layer: nothing of the other platforms');
+test(
+  'an index with several platforms (skopeo --all) resolves to linux/amd64 and fetches only its blobs',
+  { skip },
+  async () => {
+    const layout = join(base, 'multi');
+    const arm = marked('arm64');
+    const written = await writeOciLayout(layout, marked('amd64'), {
+      refName: 'v1',
+      otherPlatforms: [
+        { os: 'linux', architecture: 'arm64', variant: 'v8', image: arm },
+        { os: 'windows', architecture: 'amd64', image: marked('windows') },
+      ],
+    });
+    await reg.pushLayout(layout, 'v1', 'acme/multi:v1', { all: true });
+    const store = nodeStore(base, 'node-multi');
+    const info = await store.pull(`${reg.host}/acme/multi:v1`);
+    assert.equal(info.manifestDigest, written.manifestDigest);
+    assert.equal(info.indexDigest, written.indexDigest);
+    assert.equal(catImage(info.rootfsPath!, '/marker').toString(), 'amd64');
+    assert.deepEqual(info.config.cmd, ['amd64']);
+    const blobs = await verifiedBlobs(join(base, 'node-multi', 'images'));
+    assert.ok(blobs.includes(written.indexDigest!), 'the index is stored');
+    assert.equal(blobs.length, 4, 'index, amd64 manifest, config, layer: nothing of the other platforms');
 
-  // by the index digest, on another node
-  const other = await nodeStore(base, 'node-multi-2').ensure(`${reg.host}/acme/multi@${written.indexDigest}`);
-  assert.equal(other.manifestDigest, written.manifestDigest);
-  assert.equal(other.rootfsSha256, info.rootfsSha256);
-});
+    // by the index digest, on another node
+    const other = await nodeStore(base, 'node-multi-2').ensure(`${reg.host}/acme/multi@${written.indexDigest}`);
+    assert.equal(other.manifestDigest, written.manifestDigest);
+    assert.equal(other.rootfsSha256, info.rootfsSha256);
+  },
+);
 
 test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', { skip }, async () => {
   const images = [
@@ -168,10 +179,23 @@ test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', 
   let amd64Digest = '';
   for (const im of images) {
     const dir = join(base, `docker-${im.name}`);
-    const w = await writeOciLayout(dir, { ...marked(im.name), os: im.os, architecture: im.architecture, mediaTypes: 'docker' });
+    const w = await writeOciLayout(dir, {
+      ...marked(im.name),
+      os: im.os,
+      architecture: im.architecture,
+      mediaTypes: 'docker',
+    });
     const manifest = await readFile(blobPath(dir, w.manifestDigest));
-    const blobs = [await readFile(blobPath(dir, w.configDigest)), ...(await Promise.all(w.layerDigests.map((d) => readFile(blobPath(dir, d)))))];
-    await reg.pushRaw('acme/dockerlist', w.manifestDigest, { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', bytes: manifest }, blobs);
+    const blobs = [
+      await readFile(blobPath(dir, w.configDigest)),
+      ...(await Promise.all(w.layerDigests.map((d) => readFile(blobPath(dir, d))))),
+    ];
+    await reg.pushRaw(
+      'acme/dockerlist',
+      w.manifestDigest,
+      { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', bytes: manifest },
+      blobs,
+    );
     entries.push({
       mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
       digest: w.manifestDigest,
@@ -182,9 +206,18 @@ test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', 
   }
   // amd64 listed last: the choice is by platform, not position
   const list = Buffer.from(
-    JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', manifests: entries.reverse() }),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json',
+      manifests: entries.reverse(),
+    }),
   );
-  await reg.pushRaw('acme/dockerlist', 'v1', { mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', bytes: list }, []);
+  await reg.pushRaw(
+    'acme/dockerlist',
+    'v1',
+    { mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', bytes: list },
+    [],
+  );
   const info = await nodeStore(base, 'node-dockerlist').pull(`${reg.host}/acme/dockerlist:v1`);
   assert.equal(info.manifestDigest, amd64Digest);
   assert.equal(info.indexDigest, `sha256:${createHash('sha256').update(list).digest('hex')}`);
@@ -192,30 +225,35 @@ test('a Docker manifest list with Docker v2 manifests resolves to linux/amd64', 
   assert.equal(catImage(info.rootfsPath!, '/marker').toString(), 'amd64');
 });
 
-test('no linux/amd64 entry: EMB_IMAGE_PLATFORM_MISSING, for an index and for a single manifest, nothing cached', { skip }, async () => {
-  const layout = join(base, 'noamd64');
-  await writeOciLayout(
-    layout,
-    { ...marked('arm64'), architecture: 'arm64' },
-    { refName: 'v1', otherPlatforms: [{ os: 'linux', architecture: 's390x', image: marked('s390x') }] },
-  );
-  await reg.pushLayout(layout, 'v1', 'acme/noamd64:v1', { all: true });
-  const store = nodeStore(base, 'node-noamd64');
-  await assert.rejects(store.pull(`${reg.host}/acme/noamd64:v1`), (e: unknown) => {
-    assert.ok(isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING'), String(e));
-    assert.match((e as Error).message, /linux\/arm64, linux\/s390x/);
-    return true;
-  });
-  await assertNothingHalfWritten(join(base, 'node-noamd64', 'images'), join(base, 'node-noamd64', 'tmp'));
-  assert.deepEqual(await verifiedBlobs(join(base, 'node-noamd64', 'images')), []);
+test(
+  'no linux/amd64 entry: EMB_IMAGE_PLATFORM_MISSING, for an index and for a single manifest, nothing cached',
+  { skip },
+  async () => {
+    const layout = join(base, 'noamd64');
+    await writeOciLayout(
+      layout,
+      { ...marked('arm64'), architecture: 'arm64' },
+      { refName: 'v1', otherPlatforms: [{ os: 'linux', architecture: 's390x', image: marked('s390x') }] },
+    );
+    await reg.pushLayout(layout, 'v1', 'acme/noamd64:v1', { all: true });
+    const store = nodeStore(base, 'node-noamd64');
+    await assert.rejects(store.pull(`${reg.host}/acme/noamd64:v1`), (e: unknown) => {
+      assert.ok(isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING'), String(e));
+      assert.match((e as Error).message, /linux\/arm64, linux\/s390x/);
+      return true;
+    });
+    await assertNothingHalfWritten(join(base, 'node-noamd64', 'images'), join(base, 'node-noamd64', 'tmp'));
+    assert.deepEqual(await verifiedBlobs(join(base, 'node-noamd64', 'images')), []);
 
-  const single = join(base, 'arm-only');
-  await writeOciLayout(single, { ...marked('arm-only'), architecture: 'arm64' }, { refName: 'v1' });
-  await reg.pushLayout(single, 'v1', 'acme/armonly:v1');
-  await assert.rejects(
-    store.ensure(`${reg.host}/acme/armonly:v1`),
-    (e: unknown) => isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING') && /linux\/arm64, not linux\/amd64/.test((e as Error).message),
-  );
-  await assertNothingHalfWritten(join(base, 'node-noamd64', 'images'), join(base, 'node-noamd64', 'tmp'));
-  assert.deepEqual(await store.listImages(), []);
-});
+    const single = join(base, 'arm-only');
+    await writeOciLayout(single, { ...marked('arm-only'), architecture: 'arm64' }, { refName: 'v1' });
+    await reg.pushLayout(single, 'v1', 'acme/armonly:v1');
+    await assert.rejects(
+      store.ensure(`${reg.host}/acme/armonly:v1`),
+      (e: unknown) =>
+        isEmbersError(e, 'EMB_IMAGE_PLATFORM_MISSING') && /linux\/arm64, not linux\/amd64/.test((e as Error).message),
+    );
+    await assertNothingHalfWritten(join(base, 'node-noamd64', 'images'), join(base, 'node-noamd64', 'tmp'));
+    assert.deepEqual(await store.listImages(), []);
+  },
+);

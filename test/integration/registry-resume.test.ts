@@ -35,12 +35,16 @@ test('a layer download interrupted midway resumes with a Range request, in a lat
   await reg.pushLayout(layout, 'v1', 'acme/resume:v1');
   const big = written.layerDigests[1]!;
   const bigSize = (await stat(join(layout, 'blobs', 'sha256', big.slice(7)))).size;
-  const proxy = await startProxy(reg.host, { cut: ({ url, n }) => (url.endsWith(`/blobs/${big}`) && n === 1 ? MiB : undefined) });
+  const proxy = await startProxy(reg.host, {
+    cut: ({ url, n }) => (url.endsWith(`/blobs/${big}`) && n === 1 ? MiB : undefined),
+  });
   try {
     const images = join(base, 'node-resume', 'images');
     const ref = `${proxy.host}/acme/resume:v1`;
     // no retries: the first pull fails with the part on disk
-    await assert.rejects(nodeStore(base, 'node-resume', { retry: { attempts: 1 } }).pull(ref), (e: unknown) => isEmbersError(e, 'EMB_REGISTRY_UNREACHABLE'));
+    await assert.rejects(nodeStore(base, 'node-resume', { retry: { attempts: 1 } }).pull(ref), (e: unknown) =>
+      isEmbersError(e, 'EMB_REGISTRY_UNREACHABLE'),
+    );
     const part = join(images, 'blobs', '.partial', `${big.slice(7)}.part`);
     const kept = (await stat(part)).size;
     assert.ok(kept > MiB / 2 && kept <= MiB, `about 1 MiB kept (${kept})`);
@@ -68,10 +72,16 @@ test('a layer download interrupted midway resumes with a Range request, in a lat
 
 test('within one pull, a retry after a cut connection continues from the bytes received', { skip }, async () => {
   const layout = join(base, 'retry');
-  const written = await writeOciLayout(layout, { layers: [{ entries: [f('big', noise(2 * MiB, 2))], compression: 'none' }] }, { refName: 'v1' });
+  const written = await writeOciLayout(
+    layout,
+    { layers: [{ entries: [f('big', noise(2 * MiB, 2))], compression: 'none' }] },
+    { refName: 'v1' },
+  );
   await reg.pushLayout(layout, 'v1', 'acme/retry:v1');
   const big = written.layerDigests[0]!;
-  const proxy = await startProxy(reg.host, { cut: ({ url, n }) => (url.endsWith(`/blobs/${big}`) && n <= 2 ? 512 * 1024 : undefined) });
+  const proxy = await startProxy(reg.host, {
+    cut: ({ url, n }) => (url.endsWith(`/blobs/${big}`) && n <= 2 ? 512 * 1024 : undefined),
+  });
   try {
     const info = await nodeStore(base, 'node-retry').pull(`${proxy.host}/acme/retry:v1`);
     assert.equal(info.manifestDigest, written.manifestDigest);
@@ -87,10 +97,17 @@ test('within one pull, a retry after a cut connection continues from the bytes r
 });
 
 test('layers download concurrently, and a layer shared by two images is fetched once', { skip }, async () => {
-  const layers = [0, 1, 2, 3].map((i) => ({ entries: [f(`l${i}`, noise(256 * 1024, 10 + i))], compression: 'none' as const }));
+  const layers = [0, 1, 2, 3].map((i) => ({
+    entries: [f(`l${i}`, noise(256 * 1024, 10 + i))],
+    compression: 'none' as const,
+  }));
   const one = await writeOciLayout(join(base, 'conc1'), { layers }, { refName: 'v1' });
   await reg.pushLayout(join(base, 'conc1'), 'v1', 'acme/conc:v1');
-  await writeOciLayout(join(base, 'conc2'), { layers: [layers[0]!, { entries: [f('other', 'x')] }] }, { refName: 'v2' });
+  await writeOciLayout(
+    join(base, 'conc2'),
+    { layers: [layers[0]!, { entries: [f('other', 'x')] }] },
+    { refName: 'v2' },
+  );
   await reg.pushLayout(join(base, 'conc2'), 'v2', 'acme/conc:v2');
   const proxy = await startProxy(reg.host, { delayMs: ({ url }) => (url.includes('/blobs/') ? 150 : 0) });
   try {
@@ -103,7 +120,12 @@ test('layers download concurrently, and a layer shared by two images is fetched 
     const shared = one.layerDigests[0]!;
     assert.equal(proxy.requests.filter((r) => r.url.endsWith(shared)).length, 1, 'the shared layer is fetched once');
     const resolved = events.find((e) => e.type === 'resolved');
-    assert.ok(resolved?.type === 'resolved' && resolved.layers[0]!.cached && !resolved.layers[1]!.cached && resolved.bytesCached === resolved.layers[0]!.size);
+    assert.ok(
+      resolved?.type === 'resolved' &&
+        resolved.layers[0]!.cached &&
+        !resolved.layers[1]!.cached &&
+        resolved.bytesCached === resolved.layers[0]!.size,
+    );
   } finally {
     await proxy.stop();
   }

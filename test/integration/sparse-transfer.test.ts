@@ -21,7 +21,8 @@ async function sparseSnapshot(store: LocalSnapshotStore) {
   const staging = await store.staging();
   const mem = await open(join(staging, 'memory.bin'), 'w');
   await mem.truncate(64 * MiB);
-  for (const at of [0, 5 * MiB + 4096, 40 * MiB, 63 * MiB + 12345]) await mem.write(randomBytes(300 * 1024), 0, 300 * 1024, at);
+  for (const at of [0, 5 * MiB + 4096, 40 * MiB, 63 * MiB + 12345])
+    await mem.write(randomBytes(300 * 1024), 0, 300 * 1024, at);
   await mem.close();
   await writeFile(join(staging, 'vmstate.bin'), randomBytes(70 * 1024));
   await writeFile(join(staging, 'disk.delta'), randomBytes(MiB));
@@ -88,7 +89,9 @@ test('sparse memory files: S3 and peer pulls fetch only the data, and the result
       lying.files.find((f: { name: string }) => f.name === 'memory.bin').dataRanges.splice(1, 1);
       await writeFile(manifestPath, JSON.stringify(lying));
       const d = new LocalSnapshotStore(join(dir.path, 'd'));
-      await assert.rejects(new PeerClient({ url: server.url, token: TOKEN }).pull(d, m.id), (err) => isEmbersError(err, 'EMB_SNAPSHOT_CORRUPT'));
+      await assert.rejects(new PeerClient({ url: server.url, token: TOKEN }).pull(d, m.id), (err) =>
+        isEmbersError(err, 'EMB_SNAPSHOT_CORRUPT'),
+      );
       assert.equal(await d.has(m.id), false);
     } finally {
       await server.close();

@@ -44,14 +44,21 @@ after(async () => {
   await dir?.dispose();
   if (outcomes.length) {
     console.log(
-      ['store faults tried', '| fault | via | outcome |', '| --- | --- | --- |', ...outcomes.map((o) => `| ${o.fault} | ${o.via} | ${o.outcome} |`)].join('\n'),
+      [
+        'store faults tried',
+        '| fault | via | outcome |',
+        '| --- | --- | --- |',
+        ...outcomes.map((o) => `| ${o.fault} | ${o.via} | ${o.outcome} |`),
+      ].join('\n'),
     );
   }
 });
 
 /** An S3 store reached through `proxy`, under a fresh prefix. */
 function s3Through(proxy: FaultProxy, prefix: string, idleTimeoutMs?: number): S3SnapshotStore {
-  return new S3SnapshotStore(s3.storeOptions({ endpoint: proxy.url, prefix, retry: RETRY, ...(idleTimeoutMs ? { idleTimeoutMs } : {}) }));
+  return new S3SnapshotStore(
+    s3.storeOptions({ endpoint: proxy.url, prefix, retry: RETRY, ...(idleTimeoutMs ? { idleTimeoutMs } : {}) }),
+  );
 }
 
 function freshStore(): LocalSnapshotStore {
@@ -82,8 +89,16 @@ test('S3 push: a reset mid-part, a 500, a wrong ETag and a 503 SlowDown with Ret
   const proxy = await startFaultProxy(s3.endpoint);
   try {
     proxy.inject({ method: 'PUT', url: /partNumber=2/, fault: { kind: 'reset-request', afterBytes: 1024 * 1024 } });
-    proxy.inject({ method: 'PUT', url: /partNumber=3/, fault: { kind: 'status', status: 500, body: '<Error><Code>InternalError</Code></Error>' } });
-    proxy.inject({ method: 'PUT', url: /partNumber=1/, fault: { kind: 'etag', etag: '"0123456789abcdef0123456789abcdef"' } });
+    proxy.inject({
+      method: 'PUT',
+      url: /partNumber=3/,
+      fault: { kind: 'status', status: 500, body: '<Error><Code>InternalError</Code></Error>' },
+    });
+    proxy.inject({
+      method: 'PUT',
+      url: /partNumber=1/,
+      fault: { kind: 'etag', etag: '"0123456789abcdef0123456789abcdef"' },
+    });
     proxy.inject({
       method: 'PUT',
       url: /manifest\.json/,
@@ -108,7 +123,10 @@ test('S3 push: a reset mid-part, a 500, a wrong ETag and a 503 SlowDown with Ret
     // Retry-After: 1 s. A lower bound only (the wait the code itself must make), not a timing threshold.
     const slow = faulted(proxy.log).find((r) => r.fault === 'status' && r.url.includes('manifest.json'))!;
     const retried = proxy.log.find((r) => r.url === slow.url && r.at > slow.at)!;
-    assert.ok(retried.at - slow.at >= 1000, `the manifest was sent again ${Math.round(retried.at - slow.at)} ms after a 503 with Retry-After: 1`);
+    assert.ok(
+      retried.at - slow.at >= 1000,
+      `the manifest was sent again ${Math.round(retried.at - slow.at)} ms after a 503 with Retry-After: 1`,
+    );
     const dest = freshStore();
     const direct = new S3SnapshotStore(s3.storeOptions({ prefix: 'push-faults' }));
     try {
@@ -118,10 +136,22 @@ test('S3 push: a reset mid-part, a 500, a wrong ETag and a 503 SlowDown with Ret
     }
     await assertSame(dest);
     outcomes.push(
-      { fault: 'connection reset mid-part (PUT part 2)', via: 'S3 push', outcome: 'part retried, push ok, pulled snapshot verifies' },
+      {
+        fault: 'connection reset mid-part (PUT part 2)',
+        via: 'S3 push',
+        outcome: 'part retried, push ok, pulled snapshot verifies',
+      },
       { fault: '500 InternalError (PUT part 3)', via: 'S3 push', outcome: 'retried, ok' },
-      { fault: 'wrong ETag on a part (PUT part 1)', via: 'S3 push', outcome: 'part re-sent (EMB_REMOTE_UNAVAILABLE, transient), ok' },
-      { fault: '503 SlowDown, Retry-After: 1 (PUT manifest)', via: 'S3 push', outcome: 'retried no earlier than 1 s later, ok' },
+      {
+        fault: 'wrong ETag on a part (PUT part 1)',
+        via: 'S3 push',
+        outcome: 'part re-sent (EMB_REMOTE_UNAVAILABLE, transient), ok',
+      },
+      {
+        fault: '503 SlowDown, Retry-After: 1 (PUT manifest)',
+        via: 'S3 push',
+        outcome: 'retried no earlier than 1 s later, ok',
+      },
     );
   } finally {
     await proxy.close();
@@ -137,7 +167,12 @@ test('S3 pull: resets mid-range, a truncated body, a 503 with Retry-After: retri
     proxy.inject({
       method: 'GET',
       url: /disk\.delta/,
-      fault: { kind: 'status', status: 503, headers: { 'retry-after': '1' }, body: '<Error><Code>SlowDown</Code></Error>' },
+      fault: {
+        kind: 'status',
+        status: 503,
+        headers: { 'retry-after': '1' },
+        body: '<Error><Code>SlowDown</Code></Error>',
+      },
     });
     const dest = freshStore();
     const store = s3Through(proxy, 'pull-faults');
@@ -153,8 +188,16 @@ test('S3 pull: resets mid-range, a truncated body, a 503 with Retry-After: retri
     assert.equal(proxy.log.filter((r) => r.method === 'GET' && r.url.includes('memory.bin')).length, 5);
     assert.deepEqual(await visible(dest), { ids: [snap.id], staging: [] });
     outcomes.push(
-      { fault: 'connection reset mid-range (GET memory.bin)', via: 'S3 pull', outcome: 'that range retried, ok, verifies' },
-      { fault: 'truncated body (GET memory.bin, short Content-Length)', via: 'S3 pull', outcome: 'that range retried, ok, verifies' },
+      {
+        fault: 'connection reset mid-range (GET memory.bin)',
+        via: 'S3 pull',
+        outcome: 'that range retried, ok, verifies',
+      },
+      {
+        fault: 'truncated body (GET memory.bin, short Content-Length)',
+        via: 'S3 pull',
+        outcome: 'that range retried, ok, verifies',
+      },
       { fault: '503 SlowDown, Retry-After: 1 (GET disk.delta)', via: 'S3 pull', outcome: 'retried, ok' },
     );
   } finally {
@@ -172,7 +215,11 @@ test('S3 pull: a stalled range times out with EMB_REMOTE_UNREACHABLE, publishes 
     const store = s3Through(proxy, 'stall', 500);
     try {
       await assert.rejects(
-        store.pull(dest, snap.id, { partSizeBytes: PART, concurrency: 1, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 } }),
+        store.pull(dest, snap.id, {
+          partSizeBytes: PART,
+          concurrency: 1,
+          retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
+        }),
         (err: Error & { code?: string }) => {
           assert.equal(err.code, 'EMB_REMOTE_UNREACHABLE', String(err));
           return true;
@@ -219,7 +266,11 @@ test('pull: bytes corrupted in flight are never published (EMB_SNAPSHOT_CORRUPT)
       store.close();
     }
     await assertSame(dest);
-    outcomes.push({ fault: 'bytes altered in flight (GET vmstate.bin)', via: 'S3 pull', outcome: 'EMB_SNAPSHOT_CORRUPT, nothing published; retry ok' });
+    outcomes.push({
+      fault: 'bytes altered in flight (GET vmstate.bin)',
+      via: 'S3 pull',
+      outcome: 'EMB_SNAPSHOT_CORRUPT, nothing published; retry ok',
+    });
   } finally {
     await proxy.close();
   }
@@ -232,17 +283,29 @@ test('peer pull: a reset mid-range, a 503 with Retry-After and a truncated body 
     const p = await startFaultProxy(peer.url);
     try {
       p.inject({ method: 'GET', url: /memory\.bin/, fault: { kind: 'reset-response', afterBytes: 512 * 1024 } });
-      p.inject({ method: 'GET', url: /memory\.bin/, fault: { kind: 'status', status: 503, headers: { 'retry-after': '1' }, body: '{"code":"EMB_BUSY"}' } });
+      p.inject({
+        method: 'GET',
+        url: /memory\.bin/,
+        fault: { kind: 'status', status: 503, headers: { 'retry-after': '1' }, body: '{"code":"EMB_BUSY"}' },
+      });
       p.inject({ method: 'GET', url: /disk\.delta/, fault: { kind: 'truncate', bytes: 1000 } });
       const dest = freshStore();
-      await new PeerClient({ url: p.url, token: TOKEN, retry: RETRY }).pull(dest, snap.id, { partSizeBytes: PART, concurrency: 1 });
+      await new PeerClient({ url: p.url, token: TOKEN, retry: RETRY }).pull(dest, snap.id, {
+        partSizeBytes: PART,
+        concurrency: 1,
+      });
       assert.deepEqual(p.pending(), []);
       await assertSame(dest);
 
       p.inject({ method: 'GET', url: /memory\.bin/, fault: { kind: 'stall', afterBytes: 64 * 1024 }, times: 100 });
       const stalled = freshStore();
       await assert.rejects(
-        new PeerClient({ url: p.url, token: TOKEN, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 }, stallTimeoutMs: 500 }).pull(stalled, snap.id, {
+        new PeerClient({
+          url: p.url,
+          token: TOKEN,
+          retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
+          stallTimeoutMs: 500,
+        }).pull(stalled, snap.id, {
           partSizeBytes: PART,
           concurrency: 1,
         }),
@@ -256,7 +319,11 @@ test('peer pull: a reset mid-range, a 503 with Retry-After and a truncated body 
         { fault: 'connection reset mid-range (GET memory.bin)', via: 'peer pull', outcome: 'retried, ok, verifies' },
         { fault: '503 with Retry-After: 1', via: 'peer pull', outcome: 'retried, ok' },
         { fault: 'truncated body (GET disk.delta)', via: 'peer pull', outcome: 'retried, ok' },
-        { fault: 'stalled connection (stall timeout 500 ms)', via: 'peer pull', outcome: 'EMB_REMOTE_UNREACHABLE after retries; nothing published' },
+        {
+          fault: 'stalled connection (stall timeout 500 ms)',
+          via: 'peer pull',
+          outcome: 'EMB_REMOTE_UNREACHABLE after retries; nothing published',
+        },
       );
     } finally {
       await p.close();

@@ -50,7 +50,8 @@ async function sparseMemoryFile(path: string): Promise<number> {
 }
 
 test('uffd-handler: every page faulted in is the memory file (copied from data, zero pages for holes); removed pages read back as zeros; exits when the peer process does', async (t) => {
-  if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
+  if (process.getuid?.() !== 0)
+    return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
   const mem = join(root, 'memory.bin');
   const dataPages = await sparseMemoryFile(mem);
   const h = await startUffdHandler({
@@ -62,8 +63,15 @@ test('uffd-handler: every page faulted in is the memory file (copied from data, 
   });
   const removePages = 16;
   const peer = await run(peerBin, [h.socketPath, String(PAGES * PAGE), join(root, 'out.bin'), String(removePages)]);
-  assert.equal(peer.stdout.trim(), `removed-zero ${removePages}`, 'pages given up (madvise DONTNEED) fault again and are served as zeros');
-  assert.ok((await readFile(join(root, 'out.bin'))).equals(await readFile(mem)), 'the memory the peer read is the memory file, byte for byte');
+  assert.equal(
+    peer.stdout.trim(),
+    `removed-zero ${removePages}`,
+    'pages given up (madvise DONTNEED) fault again and are served as zeros',
+  );
+  assert.ok(
+    (await readFile(join(root, 'out.bin'))).equals(await readFile(mem)),
+    'the memory the peer read is the memory file, byte for byte',
+  );
   const stats = await h.stats();
   assert.deepEqual(stats, {
     faults: PAGES + removePages,
@@ -87,7 +95,8 @@ test('uffd-handler: every page faulted in is the memory file (copied from data, 
 });
 
 test('uffd-handler: gives up waiting when the process it serves dies before connecting, and leaves nothing behind', async (t) => {
-  if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
+  if (process.getuid?.() !== 0)
+    return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
   const mem = join(root, 'memory2.bin');
   await sparseMemoryFile(mem);
   const sleeper = await spawnDetached('sleep', ['30'], join(root, 'sleep.log'));
@@ -107,11 +116,20 @@ test('uffd-handler: gives up waiting when the process it serves dies before conn
 });
 
 test('uffd-handler: refuses an unknown mode, a mode without its file and a missing memory file, saying so', async (t) => {
-  if (process.getuid?.() !== 0) return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
-  const mode = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'eager'], { okCodes: [64] });
+  if (process.getuid?.() !== 0)
+    return t.skip(`needs root for userfaultfd: this process runs as uid ${process.getuid?.()}`);
+  const mode = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'eager'], {
+    okCodes: [64],
+  });
   assert.match(mode.stderr, /unknown mode eager \(lazy, record or prefetch\)/);
-  const prefetch = await run(handlerBin, ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'prefetch'], { okCodes: [1] });
+  const prefetch = await run(
+    handlerBin,
+    ['--socket', join(root, 'x.sock'), '--mem-file', '/dev/null', '--mode', 'prefetch'],
+    { okCodes: [1] },
+  );
   assert.match(prefetch.stderr, /mode prefetch needs --ws-ranges FILE/);
-  const missing = await run(handlerBin, ['--socket', join(root, 'y.sock'), '--mem-file', join(root, 'nope')], { okCodes: [1] });
+  const missing = await run(handlerBin, ['--socket', join(root, 'y.sock'), '--mem-file', join(root, 'nope')], {
+    okCodes: [1],
+  });
   assert.match(missing.stderr, /nope: No such file or directory/);
 });

@@ -13,7 +13,11 @@ import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
 import { chunkDigests, chunkFetchOrder, feedChunks, writeChunkList } from '../../src/memory/chunks.js';
 import { sha256 } from '../../src/util/fs.js';
-import { ensureUffdHandler, startUffdHandler, type UffdHandlerOptions } from '../../src/vmm/firecracker/uffd-handler.js';
+import {
+  ensureUffdHandler,
+  startUffdHandler,
+  type UffdHandlerOptions,
+} from '../../src/vmm/firecracker/uffd-handler.js';
 import { pidAlive } from '../../src/vmm/process.js';
 import {
   PAGE,
@@ -117,10 +121,20 @@ test('record: the recorded working set is the first-touch order, per thread exac
       `thread ${thread}'s first touches, in order`,
     );
   }
-  const single = await startUffdHandler(handlerOptions({ mode: 'record', recordPath: join(root, 'recorded-1.ranges') }));
-  assert.equal((await runHarness(harnessBin, { socketPath: single.socketPath, memoryFile: mem, order: wsRanges, threads: 1 })).code, 0);
+  const single = await startUffdHandler(
+    handlerOptions({ mode: 'record', recordPath: join(root, 'recorded-1.ranges') }),
+  );
+  assert.equal(
+    (await runHarness(harnessBin, { socketPath: single.socketPath, memoryFile: mem, order: wsRanges, threads: 1 }))
+      .code,
+    0,
+  );
   await single.stats();
-  assert.deepEqual(pagesOf(await readRanges(join(root, 'recorded-1.ranges'))), pagesOf(input), 'one thread: the record is the touch order itself');
+  assert.deepEqual(
+    pagesOf(await readRanges(join(root, 'recorded-1.ranges'))),
+    pagesOf(input),
+    'one thread: the record is the touch order itself',
+  );
 });
 
 test('prefetch: the working set is copied in before the guest runs (no fault on it), the rest is served lazily', async (t) => {
@@ -129,10 +143,20 @@ test('prefetch: the working set is copied in before the guest runs (no fault on 
   for (const pages of [wsPages, undefined]) {
     const o = handlerOptions({
       mode: 'prefetch',
-      workingSet: { rangesPath: wsRanges, pagesPath: pages, pagesSha256: pages ? sha256(await readFile(pages)) : undefined },
+      workingSet: {
+        rangesPath: wsRanges,
+        pagesPath: pages,
+        pagesSha256: pages ? sha256(await readFile(pages)) : undefined,
+      },
     });
     const h = await startUffdHandler(o);
-    const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: wsRanges, waitFile: o.readyPath, all: true });
+    const r = await runHarness(harnessBin, {
+      socketPath: h.socketPath,
+      memoryFile: mem,
+      order: wsRanges,
+      waitFile: o.readyPath,
+      all: true,
+    });
     assert.equal(r.code, 0, r.stderr);
     const stats = await h.stats();
     assert.equal(stats.prefetched, wsPageCount, `prefetched from ${pages ? 'the pages file' : 'the memory file'}`);
@@ -164,9 +188,17 @@ test('pages given back while other threads fault (UFFD_EVENT_REMOVE mid-run, laz
 test('prefetch: a pages file that does not match its sha256 is refused before any page is served', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
-  const o = handlerOptions({ mode: 'prefetch', workingSet: { rangesPath: wsRanges, pagesPath: wsPages, pagesSha256: '0'.repeat(64) } });
+  const o = handlerOptions({
+    mode: 'prefetch',
+    workingSet: { rangesPath: wsRanges, pagesPath: wsPages, pagesSha256: '0'.repeat(64) },
+  });
   const h = await startUffdHandler(o);
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: wsRanges, waitFile: o.readyPath });
+  const r = await runHarness(harnessBin, {
+    socketPath: h.socketPath,
+    memoryFile: mem,
+    order: wsRanges,
+    waitFile: o.readyPath,
+  });
   assert.equal(r.code, 2, `the harness sees the page server gone: ${r.stderr}`);
   assert.match(await readFile(o.logPath, 'utf8'), /does not match its sha256: refused/);
 });
@@ -181,7 +213,12 @@ async function arrivingSetup(name: string) {
   const chunkListPath = join(root, `${name}.chunks`);
   await writeChunkList(chunkListPath, digests);
   const good = await readFile(mem);
-  return { target, digests, good, arriving: { chunkListPath, chunkSize: CHUNK, controlPath: join(root, `${name}.ctl`) } };
+  return {
+    target,
+    digests,
+    good,
+    arriving: { chunkListPath, chunkSize: CHUNK, controlPath: join(root, `${name}.ctl`) },
+  };
 }
 
 test('arriving memory: a guest starts before the file is there; each fault waits for its chunk, which is fetched first; every page is right', async (t) => {
@@ -234,7 +271,13 @@ test('arriving memory with a working set: it is copied in from its chunks as eac
     sha256: sha256(good),
     fetchChunk: async (i) => good.subarray(i * CHUNK, (i + 1) * CHUNK),
   });
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: wsRanges, waitFile: o.readyPath, all: true });
+  const r = await runHarness(harnessBin, {
+    socketPath: h.socketPath,
+    memoryFile: mem,
+    order: wsRanges,
+    waitFile: o.readyPath,
+    all: true,
+  });
   assert.equal(r.code, 0, r.stderr);
   await feed.done;
   const stats = await h.stats();
@@ -265,7 +308,10 @@ test('arriving memory: a corrupted chunk is refused, never served: the guest see
   });
   const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: 'random:3', all: true });
   assert.equal(r.code, 2, `the harness must see an error, never wrong data (exit 1): ${r.stderr}`);
-  await assert.rejects(feed.done, (err: Error & { code?: string }) => err.code === 'EMB_SNAPSHOT_CORRUPT' && /chunk 5/.test(err.message));
+  await assert.rejects(
+    feed.done,
+    (err: Error & { code?: string }) => err.code === 'EMB_SNAPSHOT_CORRUPT' && /chunk 5/.test(err.message),
+  );
   const stats = await h.stats();
   assert.equal(stats.exit, 'chunk-corrupt');
   assert.equal(stats.bad_chunk, bad);

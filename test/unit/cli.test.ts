@@ -15,7 +15,10 @@ const BIN = repoPath('bin', 'embers.js');
 
 /** Runs the embers CLI; returns its exit code, stdout, stderr and the last JSON line (with --json). */
 function embers(args: string[]): { status: number | null; stdout: string; stderr: string; json?: Record<string, any> } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, EMBERS_S3_ENDPOINT: '', EMBERS_S3_BUCKET: '' } });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, EMBERS_S3_ENDPOINT: '', EMBERS_S3_BUCKET: '' },
+  });
   const last = r.stdout.trim().split('\n').at(-1) ?? '';
   let json: Record<string, any> | undefined;
   try {
@@ -29,7 +32,10 @@ function embers(args: string[]): { status: number | null; stdout: string; stderr
 // ---- error hints name only flags and commands that exist ----
 
 const COMMAND_SPECS: Record<string, CommandSpec> = COMMANDS;
-const FLAGS = new Set([...Object.keys(GLOBAL_OPTIONS), ...Object.values(COMMAND_SPECS).flatMap((c) => Object.keys(c.options))]);
+const FLAGS = new Set([
+  ...Object.keys(GLOBAL_OPTIONS),
+  ...Object.values(COMMAND_SPECS).flatMap((c) => Object.keys(c.options)),
+]);
 
 /** What a hint names that the CLI does not have: unknown --flags, and `embers CMD [SUB]` that is no command. */
 function unknownNames(hint: string): string[] {
@@ -41,7 +47,8 @@ function unknownNames(hint: string): string[] {
     const [, command, sub] = m;
     const spec = COMMAND_SPECS[command];
     if (!spec || !Object.hasOwn(COMMAND_SPECS, command)) problems.push(`embers ${command}`);
-    else if (spec.subcommands && sub !== undefined && !Object.hasOwn(spec.subcommands, sub)) problems.push(`embers ${command} ${sub}`);
+    else if (spec.subcommands && sub !== undefined && !Object.hasOwn(spec.subcommands, sub))
+      problems.push(`embers ${command} ${sub}`);
   }
   return problems;
 }
@@ -55,7 +62,8 @@ async function hintsInSource(): Promise<{ file: string; hint: string }[]> {
       if (e.isDirectory()) await walk(path);
       else if (e.name.endsWith('.ts')) {
         const text = await readFile(path, 'utf8');
-        for (const m of text.matchAll(/\bhint:\s*(['`])((?:\\.|(?!\1)[^\\])*)\1/g)) out.push({ file: path, hint: m[2] });
+        for (const m of text.matchAll(/\bhint:\s*(['`])((?:\\.|(?!\1)[^\\])*)\1/g))
+          out.push({ file: path, hint: m[2] });
       }
     }
   };
@@ -67,7 +75,9 @@ test('every flag and command an error hint names exists in the CLI', async () =>
   const hints = await hintsInSource();
   assert.ok(hints.length >= 40, `found only ${hints.length} hints: the scan is broken`);
   assert.ok(hints.some((h) => h.hint.includes('`embers guest build`')));
-  const bad = hints.flatMap(({ file, hint }) => unknownNames(hint).map((name) => `${file.replace(repoPath(), '')}: ${name} in "${hint}"`));
+  const bad = hints.flatMap(({ file, hint }) =>
+    unknownNames(hint).map((name) => `${file.replace(repoPath(), '')}: ${name} in "${hint}"`),
+  );
   assert.deepEqual(bad, []);
 });
 
@@ -130,7 +140,8 @@ test('`embers CMD --help` explains that command', () => {
   for (const name of Object.keys(COMMANDS) as (keyof typeof COMMANDS)[]) {
     const text = commandHelp(name);
     assert.match(text, new RegExp(`^usage: embers ${name}`), name);
-    for (const option of Object.keys(COMMANDS[name].options)) assert.ok(text.includes(`--${option}`), `${name} --help lists --${option}`);
+    for (const option of Object.keys(COMMANDS[name].options))
+      assert.ok(text.includes(`--${option}`), `${name} --help lists --${option}`);
   }
   const run = embers(['run', '--help']);
   assert.equal(run.status, 0);
@@ -146,7 +157,14 @@ test('`embers CMD --help` explains that command', () => {
 
 // ---- bad input refused up front ----
 
-const fn = (over: Partial<FunctionSpec>): FunctionSpec => ({ image: 'img', vcpus: 1, memoryMiB: 256, port: 8080, env: [], ...over });
+const fn = (over: Partial<FunctionSpec>): FunctionSpec => ({
+  image: 'img',
+  vcpus: 1,
+  memoryMiB: 256,
+  port: 8080,
+  env: [],
+  ...over,
+});
 const host = { cpus: 2, memoryMiB: 4096 };
 
 test('a function spec the host cannot run is refused with EMB_CONFIG_INVALID', () => {
@@ -198,12 +216,41 @@ test('restore --count beyond the address range is refused before the snapshot is
   if (process.getuid?.() !== 0) return t.skip('opening a node needs root');
   const home = await mkdtemp(join(tmpdir(), 'embers-cli-'));
   try {
-    const r = embers(['snapshot', 'restore', 'snap-0123456789abcdef', '--count', '99999', '--home', home, '--snapshots', 'local', '--json']);
+    const r = embers([
+      'snapshot',
+      'restore',
+      'snap-0123456789abcdef',
+      '--count',
+      '99999',
+      '--home',
+      home,
+      '--snapshots',
+      'local',
+      '--json',
+    ]);
     assert.equal(r.status, 64, r.stderr);
     assert.equal(r.json?.error?.code, 'EMB_CONFIG_INVALID');
-    assert.match(r.json?.error?.message, /99999 instances cannot start at once: this node has network slots \(clone IPs\) for 16384 more/);
-    const fits = embers(['snapshot', 'restore', 'snap-0123456789abcdef', '--count', '2', '--home', home, '--snapshots', 'local', '--json']);
-    assert.equal(fits.json?.error?.code, 'EMB_SNAPSHOT_NOT_FOUND', 'a count that fits goes on to look for the snapshot');
+    assert.match(
+      r.json?.error?.message,
+      /99999 instances cannot start at once: this node has network slots \(clone IPs\) for 16384 more/,
+    );
+    const fits = embers([
+      'snapshot',
+      'restore',
+      'snap-0123456789abcdef',
+      '--count',
+      '2',
+      '--home',
+      home,
+      '--snapshots',
+      'local',
+      '--json',
+    ]);
+    assert.equal(
+      fits.json?.error?.code,
+      'EMB_SNAPSHOT_NOT_FOUND',
+      'a count that fits goes on to look for the snapshot',
+    );
   } finally {
     await rm(home, { recursive: true, force: true });
   }

@@ -29,12 +29,23 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
 }
 
 test('firecracker config: defaults are no jailer, no vsock, no Diff snapshots', () => {
-  withEnv({}, () => assert.deepEqual(resolveConfig({ home: '/h' }).firecracker, { jailer: undefined, vsockCid: 3, diffSnapshots: false }));
+  withEnv({}, () =>
+    assert.deepEqual(resolveConfig({ home: '/h' }).firecracker, {
+      jailer: undefined,
+      vsockCid: 3,
+      diffSnapshots: false,
+    }),
+  );
 });
 
 test('firecracker config: the jailer, vsock and Diff snapshots from the environment, with their defaults', () => {
   const fc = withEnv(
-    { EMBERS_FC_JAILER_UID: '65534', EMBERS_FC_VSOCK_CID: '3', EMBERS_FC_DIFF_SNAPSHOTS: '1', EMBERS_FC_CGROUPS: 'cpu.max=50000 100000; memory.max=268435456' },
+    {
+      EMBERS_FC_JAILER_UID: '65534',
+      EMBERS_FC_VSOCK_CID: '3',
+      EMBERS_FC_DIFF_SNAPSHOTS: '1',
+      EMBERS_FC_CGROUPS: 'cpu.max=50000 100000; memory.max=268435456',
+    },
     () => resolveConfig({ home: '/h' }).firecracker,
   );
   assert.deepEqual(fc, {
@@ -57,10 +68,21 @@ test('firecracker config: options win over the environment', () => {
     () =>
       resolveConfig({
         home: '/h',
-        firecracker: { jailer: { uid: 123, gid: 456, chrootBaseDir: '/jails', binary: '/opt/jailer' }, vsockCid: 4, diffSnapshots: false },
+        firecracker: {
+          jailer: { uid: 123, gid: 456, chrootBaseDir: '/jails', binary: '/opt/jailer' },
+          vsockCid: 4,
+          diffSnapshots: false,
+        },
       }).firecracker,
   );
-  assert.deepEqual(fc.jailer, { binary: '/opt/jailer', uid: 123, gid: 456, chrootBaseDir: '/jails', cgroups: {}, parentCgroup: undefined });
+  assert.deepEqual(fc.jailer, {
+    binary: '/opt/jailer',
+    uid: 123,
+    gid: 456,
+    chrootBaseDir: '/jails',
+    cgroups: {},
+    parentCgroup: undefined,
+  });
   assert.equal(fc.vsockCid, 4);
 });
 

@@ -34,7 +34,9 @@ test('crash points: every point in the table is reached from src/, and src/ reac
 });
 
 /** Runs a child that passes `point` twice (printing after each), with `env`. */
-function child(env: Record<string, string>): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
+function child(
+  env: Record<string, string>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
   const script = `
     const { crashPoint } = await import(${JSON.stringify(repoPath('dist/src/util/crash-point.js'))});
     await crashPoint('snapshot.create.after-pause'); console.log('passed 1');
@@ -53,9 +55,21 @@ function child(env: Record<string, string>): Promise<{ code: number | null; sign
 
 test('crashPoint: a no-op unless named; EMBERS_CRASH_AT kills the process with SIGKILL at the n-th passage', async () => {
   assert.deepEqual(await child({}), { code: 0, signal: null, stdout: 'passed 1\npassed 2\n' });
-  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-resume' }), { code: 0, signal: null, stdout: 'passed 1\npassed 2\n' });
-  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-pause' }), { code: null, signal: 'SIGKILL', stdout: '' });
-  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-pause@2' }), { code: null, signal: 'SIGKILL', stdout: 'passed 1\n' });
+  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-resume' }), {
+    code: 0,
+    signal: null,
+    stdout: 'passed 1\npassed 2\n',
+  });
+  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-pause' }), {
+    code: null,
+    signal: 'SIGKILL',
+    stdout: '',
+  });
+  assert.deepEqual(await child({ EMBERS_CRASH_AT: 'snapshot.create.after-pause@2' }), {
+    code: null,
+    signal: 'SIGKILL',
+    stdout: 'passed 1\n',
+  });
 });
 
 test('crashPoint: EMBERS_PAUSE_AT stops at the point, says so in <file>.reached, and goes on once <file> exists', async () => {

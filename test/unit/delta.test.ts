@@ -74,7 +74,10 @@ test('block delta: a truncated or modified delta is refused before the target ch
     await writeDelta(disk, await diffByComparison(base, disk), delta);
     const target = join(dir, 't.img');
     const full = await readFile(delta);
-    for (const bad of [full.subarray(0, full.length - 100), Buffer.concat([full.subarray(0, 200), Buffer.from([full[200] ^ 1]), full.subarray(201)])]) {
+    for (const bad of [
+      full.subarray(0, full.length - 100),
+      Buffer.concat([full.subarray(0, 200), Buffer.from([full[200] ^ 1]), full.subarray(201)]),
+    ]) {
       await writeFile(delta, bad);
       await copyFile(base, target);
       const before = await sha256File(target);

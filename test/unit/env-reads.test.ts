@@ -19,7 +19,10 @@ async function check(files: Record<string, string>): Promise<{ status: number | 
       await mkdir(dirname(join(dir, path)), { recursive: true });
       await writeFile(join(dir, path), text);
     }
-    const r = spawnSync(process.execPath, [repoPath('scripts', 'check-env-reads.mjs'), 'src'], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [repoPath('scripts', 'check-env-reads.mjs'), 'src'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
     return { status: r.status, output: `${r.stdout}${r.stderr}` };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -28,7 +31,8 @@ async function check(files: Record<string, string>): Promise<{ status: number | 
 
 const clean = {
   'src/config.ts': 'export const home = () => process.env.EMBERS_HOME;\n',
-  'src/node/node.ts': "import { home } from '../config.js';\n// process.env is read by config.ts only\nexport const where = () => home() ?? 'process.env';\n",
+  'src/node/node.ts':
+    "import { home } from '../config.js';\n// process.env is read by config.ts only\nexport const where = () => home() ?? 'process.env';\n",
 };
 
 test('env reads: a tree where only src/config.ts reads process.env passes', () => {
@@ -38,7 +42,8 @@ test('env reads: a tree where only src/config.ts reads process.env passes', () =
 test('env reads: process.env outside the configuration module fails lint, naming the file and line', async () => {
   const r = await check({
     ...clean,
-    'src/vmm/select.ts': "export const x = 1;\nexport const bin = () => process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker';\n",
+    'src/vmm/select.ts':
+      "export const x = 1;\nexport const bin = () => process.env.EMBERS_FIRECRACKER_BIN ?? 'firecracker';\n",
   });
   assert.equal(r.status, 1, r.output);
   assert.match(r.output, /src\/vmm\/select\.ts:2: process\.env/);
@@ -54,7 +59,8 @@ test('env reads: the other ways to reach the environment fail too', async () => 
   };
   const r = await check({ ...clean, ...ways });
   assert.equal(r.status, 1, r.output);
-  for (const file of Object.keys(ways)) assert.match(r.output, new RegExp(`${file.replace('.', '\\.')}:\\d+:`), `${file} is reported`);
+  for (const file of Object.keys(ways))
+    assert.match(r.output, new RegExp(`${file.replace('.', '\\.')}:\\d+:`), `${file} is reported`);
 });
 
 test('config: every variable is read through environment(), with its default', () => {
@@ -77,11 +83,20 @@ test('config: every variable is read through environment(), with its default', (
   assert.equal(set.tscKhz, 2_400_000);
   assert.equal(set.registry.authFile, '/etc/auth.json');
   assert.equal(environment({ EMBERS_TSC_KHZ: '2.5' }).tscKhz, undefined, 'not a positive integer: ignored');
-  assert.deepEqual(environment({ EMBERS_INSECURE_REGISTRIES: '' }).registry.insecure, [], 'set but empty: no insecure registry');
+  assert.deepEqual(
+    environment({ EMBERS_INSECURE_REGISTRIES: '' }).registry.insecure,
+    [],
+    'set but empty: no insecure registry',
+  );
 });
 
 test('config: one S3 parser for flags and EMBERS_S3_*: flags win, credentials only from the environment', () => {
-  const env = environment({ EMBERS_S3_BUCKET: 'from-env', EMBERS_S3_REGION: 'eu-west-1', EMBERS_S3_ACCESS_KEY_ID: 'k', EMBERS_S3_SECRET_ACCESS_KEY: 's' });
+  const env = environment({
+    EMBERS_S3_BUCKET: 'from-env',
+    EMBERS_S3_REGION: 'eu-west-1',
+    EMBERS_S3_ACCESS_KEY_ID: 'k',
+    EMBERS_S3_SECRET_ACCESS_KEY: 's',
+  });
   assert.deepEqual(s3Settings({ bucket: 'from-flag', endpoint: 'http://127.0.0.1:9000' }, env), {
     endpoint: 'http://127.0.0.1:9000',
     region: 'eu-west-1',
@@ -89,8 +104,16 @@ test('config: one S3 parser for flags and EMBERS_S3_*: flags win, credentials on
     prefix: undefined,
     credentials: { accessKeyId: 'k', secretAccessKey: 's' },
   });
-  assert.equal(s3Settings({}, environment({ EMBERS_S3_PREFIX: '' })), undefined, 'an empty prefix alone configures no store');
-  assert.equal(s3Settings({}, environment({ EMBERS_S3_BUCKET: 'b', EMBERS_S3_PREFIX: ' ' }))?.prefix, '', "'' is the bucket root");
+  assert.equal(
+    s3Settings({}, environment({ EMBERS_S3_PREFIX: '' })),
+    undefined,
+    'an empty prefix alone configures no store',
+  );
+  assert.equal(
+    s3Settings({}, environment({ EMBERS_S3_BUCKET: 'b', EMBERS_S3_PREFIX: ' ' }))?.prefix,
+    '',
+    "'' is the bucket root",
+  );
   assert.throws(
     () => s3Settings({ endpoint: 'http://x' }, environment({})),
     (e: unknown) => isEmbersError(e, 'EMB_USAGE') && /--s3-bucket/.test(e.message),

@@ -60,9 +60,18 @@ async function compile(files: Record<string, string>): Promise<{ status: number 
     await mkdir(join(dir, 'src'));
     for (const f of ['errors.ts', 'error-details.ts']) await copyFile(repoPath('src', f), join(dir, 'src', f));
     for (const [name, source] of Object.entries(files)) await writeFile(join(dir, 'src', `${name}.ts`), source);
-    const compilerOptions = { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, types: [] };
+    const compilerOptions = {
+      target: 'ES2022',
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      strict: true,
+      noEmit: true,
+      types: [],
+    };
     await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, include: ['src/**/*.ts'] }));
-    const r = spawnSync(process.execPath, [repoPath('node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [repoPath('node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], {
+      encoding: 'utf8',
+    });
     return { status: r.status, output: `${r.stdout}${r.stderr}` };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -93,5 +102,6 @@ test('error details: a field the code does not have, a wrong type, a missing tem
   const r = await compile({ good: GOOD, ...cases });
   assert.notEqual(r.status, 0, r.output);
   assert.doesNotMatch(r.output, /src\/good\.ts/, 'the good file still compiles');
-  for (const name of Object.keys(cases)) assert.match(r.output, new RegExp(`src/${name}\\.ts\\(\\d+,\\d+\\): error TS`), `${name} fails`);
+  for (const name of Object.keys(cases))
+    assert.match(r.output, new RegExp(`src/${name}\\.ts\\(\\d+,\\d+\\): error TS`), `${name} fails`);
 });

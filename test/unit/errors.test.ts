@@ -18,7 +18,12 @@ test('EmbersError carries code, hint, details and serialises to JSON', () => {
   assert.equal(e.code, 'EMB_IMAGE_NOT_FOUND');
   assert.equal(e.hint, ERRORS.EMB_IMAGE_NOT_FOUND.hint);
   assert.equal(e.exitCode, 66);
-  assert.deepEqual(JSON.parse(JSON.stringify(e)), { code: 'EMB_IMAGE_NOT_FOUND', message: 'no image at /x', hint: e.hint, details: { ref: '/x' } });
+  assert.deepEqual(JSON.parse(JSON.stringify(e)), {
+    code: 'EMB_IMAGE_NOT_FOUND',
+    message: 'no image at /x',
+    hint: e.hint,
+    details: { ref: '/x' },
+  });
   assert.ok(isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'));
   assert.ok(!isEmbersError(e, 'EMB_INTERNAL'));
   assert.equal(asEmbersError(new Error('boom')).code, 'EMB_INTERNAL');
@@ -26,12 +31,25 @@ test('EmbersError carries code, hint, details and serialises to JSON', () => {
 });
 
 test('a full filesystem is recognised however it surfaces, and reported as EMB_NO_SPACE with the space left', async () => {
-  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
-  const cp = new EmbersError('EMB_HOST_COMMAND_FAILED', 'cp a b failed (exit code 1)', { stderr: "cp: error writing 'b': No space left on device" });
-  const qemu = new EmbersError('EMB_VMM_COMMAND_FAILED', 'migration failed: Unable to write to file: No space left on device');
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), {
+    code: 'ENOSPC',
+    syscall: 'write',
+  });
+  const cp = new EmbersError('EMB_HOST_COMMAND_FAILED', 'cp a b failed (exit code 1)', {
+    stderr: "cp: error writing 'b': No space left on device",
+  });
+  const qemu = new EmbersError(
+    'EMB_VMM_COMMAND_FAILED',
+    'migration failed: Unable to write to file: No space left on device',
+  );
   const wrapped = new EmbersError('EMB_REMOTE_REQUEST_FAILED', 'reading a range failed', {}, { cause: enospc });
   for (const err of [enospc, cp, qemu, wrapped]) assert.equal(isNoSpace(err), true, String(err));
-  for (const err of [new Error('ECONNRESET'), new EmbersError('EMB_SNAPSHOT_CORRUPT', 'sha256 differs'), undefined, 'text']) {
+  for (const err of [
+    new Error('ECONNRESET'),
+    new EmbersError('EMB_SNAPSHOT_CORRUPT', 'sha256 differs'),
+    undefined,
+    'text',
+  ]) {
     assert.equal(isNoSpace(err), false, String(err));
   }
 
@@ -55,7 +73,10 @@ test('a step that needs more space than is free is refused up front with EMB_NO_
   await requireFreeSpace(tmpdir(), 1, 'a tiny step');
   await assert.rejects(requireFreeSpace(tmpdir(), Number.MAX_SAFE_INTEGER, 'snapshot create of x'), (err: unknown) => {
     assert.ok(isEmbersError(err, 'EMB_NO_SPACE'));
-    assert.match(err.message, /^snapshot create of x needs about \d+\.\d MiB on the filesystem of .*, and \d+\.\d MiB are free; nothing was started$/);
+    assert.match(
+      err.message,
+      /^snapshot create of x needs about \d+\.\d MiB on the filesystem of .*, and \d+\.\d MiB are free; nothing was started$/,
+    );
     return true;
   });
 });

@@ -46,7 +46,10 @@ test('snapshot format check: same major and no newer minor loads; anything else 
     assert.throws(
       () => checkSnapshotFormat(snap, bin, { binaryVersion: '1.16.1' }),
       (e) =>
-        isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH') && e.message.includes(`v${snap}`) && e.message.includes(`v${bin}`) && e.message.includes('1.16.1'),
+        isEmbersError(e, 'EMB_SNAPSHOT_VERSION_MISMATCH') &&
+        e.message.includes(`v${snap}`) &&
+        e.message.includes(`v${bin}`) &&
+        e.message.includes('1.16.1'),
     );
   }
   assert.throws(
@@ -90,7 +93,9 @@ test('snapshot state header: other files and damaged headers are refused as EMB_
   corrupt(head.subarray(0, 14), /version string length 6/);
   corrupt(Buffer.concat([head.subarray(0, 9), Buffer.from([2]), Buffer.from('10')]), /version string length 2/);
   corrupt(Buffer.concat([head.subarray(0, 9), Buffer.from([6]), Buffer.from('ten.00')]), /version "ten.00"/);
-  await assert.rejects(readSnapshotFormatVersion('/nonexistent/vmstate.bin'), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
+  await assert.rejects(readSnapshotFormatVersion('/nonexistent/vmstate.bin'), (e) =>
+    isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
+  );
 });
 
 test('firecracker ids are safe for --id and unique per VM dir', () => {
@@ -102,16 +107,34 @@ test('firecracker ids are safe for --id and unique per VM dir', () => {
 });
 
 test('mount namespace wrapper: unshare a private mount ns, bind the disk on the fixed path, exec firecracker', () => {
-  const w = wrapInMountNamespace('/usr/bin/firecracker', ['--api-sock', '/x/api.sock'], { fixedDir: '/run/embers/fc', diskPath: spec.diskPath });
+  const w = wrapInMountNamespace('/usr/bin/firecracker', ['--api-sock', '/x/api.sock'], {
+    fixedDir: '/run/embers/fc',
+    diskPath: spec.diskPath,
+  });
   assert.equal(w.command, 'unshare');
   assert.deepEqual(w.args.slice(0, 6), ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c']);
-  assert.match(w.args[6], /mount -t tmpfs .* "\$1" && : > "\$1\/rootfs.ext4" && mount --bind "\$2" "\$1\/rootfs.ext4" && shift 2 && exec "\$@"/);
-  assert.deepEqual(w.args.slice(7), ['embers-fc-mountns', '/run/embers/fc', spec.diskPath, '/usr/bin/firecracker', '--api-sock', '/x/api.sock']);
+  assert.match(
+    w.args[6],
+    /mount -t tmpfs .* "\$1" && : > "\$1\/rootfs.ext4" && mount --bind "\$2" "\$1\/rootfs.ext4" && shift 2 && exec "\$@"/,
+  );
+  assert.deepEqual(w.args.slice(7), [
+    'embers-fc-mountns',
+    '/run/embers/fc',
+    spec.diskPath,
+    '/usr/bin/firecracker',
+    '--api-sock',
+    '/x/api.sock',
+  ]);
   assert.equal(fixedDrivePath('/run/embers/fc'), '/run/embers/fc/rootfs.ext4');
 });
 
 test('layouts: default wraps netns around the mount namespace; the drive path is the fixed one', () => {
-  const l = vmLayout(spec, { binary: '/usr/bin/firecracker', netns: true, mountNamespace: { fixedDir: '/run/embers/fc' }, jailer: undefined });
+  const l = vmLayout(spec, {
+    binary: '/usr/bin/firecracker',
+    netns: true,
+    mountNamespace: { fixedDir: '/run/embers/fc' },
+    jailer: undefined,
+  });
   assert.equal(l.kind, 'mount-namespace');
   assert.equal(l.launch.command, 'ip');
   assert.deepEqual(l.launch.args.slice(0, 4), ['netns', 'exec', 'embers-0-3', 'unshare']);
@@ -129,7 +152,13 @@ test('layouts: default wraps netns around the mount namespace; the drive path is
 
 test('jailer: command line (uid/gid, chroot base, netns, cgroup v2) and identical in-jail paths for every VM', () => {
   const plan = jailerCommand(
-    { uid: 123, gid: 456, chrootBaseDir: '/srv/jail', cgroups: { 'memory.max': '536870912', 'cpu.max': '50000 100000' }, parentCgroup: 'embers' },
+    {
+      uid: 123,
+      gid: 456,
+      chrootBaseDir: '/srv/jail',
+      cgroups: { 'memory.max': '536870912', 'cpu.max': '50000 100000' },
+      parentCgroup: 'embers',
+    },
     { id: 'fn-1-abc', firecrackerBin: '/usr/local/bin/firecracker', netns: 'embers-0-3' },
   );
   assert.equal(plan.command, 'jailer');
@@ -164,7 +193,12 @@ test('jailer: command line (uid/gid, chroot base, netns, cgroup v2) and identica
   const jailer = { uid: 123, gid: 456, chrootBaseDir: '/srv/jail' };
   const a = vmLayout(spec, { binary: '/usr/local/bin/firecracker', netns: true, mountNamespace: false, jailer });
   const b = vmLayout(
-    { ...spec, name: 'fn-2', dir: '/var/lib/embers/instances/fn-2', diskPath: '/var/lib/embers/instances/fn-2/disk.img' },
+    {
+      ...spec,
+      name: 'fn-2',
+      dir: '/var/lib/embers/instances/fn-2',
+      diskPath: '/var/lib/embers/instances/fn-2/disk.img',
+    },
     { binary: '/usr/local/bin/firecracker', netns: true, mountNamespace: false, jailer },
   );
   assert.equal(a.kind, 'jail');

@@ -13,7 +13,9 @@ const GENERATED = repoPath('src/vmm/firecracker/api-types.ts');
 const SHARED_SPEC = resolve(REPO_ROOT, '..', 'shared', 'firecracker', 'firecracker-api.yaml');
 
 async function generator(): Promise<(specText: string) => string> {
-  const mod = (await import(pathToFileURL(repoPath('scripts/gen-firecracker-types.mjs')).href)) as { generateFirecrackerTypes: (specText: string) => string };
+  const mod = (await import(pathToFileURL(repoPath('scripts/gen-firecracker-types.mjs')).href)) as {
+    generateFirecrackerTypes: (specText: string) => string;
+  };
   return mod.generateFirecrackerTypes;
 }
 
@@ -21,12 +23,17 @@ test('api-types.ts is exactly what the generator produces from the vendored spec
   const generate = await generator();
   const expected = generate(readFileSync(VENDORED_SPEC, 'utf8'));
   const actual = readFileSync(GENERATED, 'utf8');
-  assert.ok(actual === expected, 'src/vmm/firecracker/api-types.ts drifted from src/vmm/firecracker/firecracker-api.yaml: run `npm run gen:firecracker`');
+  assert.ok(
+    actual === expected,
+    'src/vmm/firecracker/api-types.ts drifted from src/vmm/firecracker/firecracker-api.yaml: run `npm run gen:firecracker`',
+  );
 });
 
 test('the vendored spec equals shared/firecracker/firecracker-api.yaml', (t) => {
   if (!existsSync(SHARED_SPEC)) {
-    t.skip(`${SHARED_SPEC} is absent (CI checks shared/ out at ../shared beside the repo); only the vendored copy was checked`);
+    t.skip(
+      `${SHARED_SPEC} is absent (CI checks shared/ out at ../shared beside the repo); only the vendored copy was checked`,
+    );
     return;
   }
   assert.ok(
@@ -36,10 +43,15 @@ test('the vendored spec equals shared/firecracker/firecracker-api.yaml', (t) => 
 });
 
 test('the generated operation table covers every operation of the spec, and only those', () => {
-  const spec = parse(readFileSync(VENDORED_SPEC, 'utf8')) as { info: { version: string }; paths: Record<string, Record<string, { operationId: string }>> };
+  const spec = parse(readFileSync(VENDORED_SPEC, 'utf8')) as {
+    info: { version: string };
+    paths: Record<string, Record<string, { operationId: string }>>;
+  };
   assert.equal(FIRECRACKER_API_VERSION, String(spec.info.version));
   const fromSpec = Object.entries(spec.paths)
-    .flatMap(([path, item]) => Object.entries(item).map(([method, op]) => `${method.toUpperCase()} ${path} ${op.operationId}`))
+    .flatMap(([path, item]) =>
+      Object.entries(item).map(([method, op]) => `${method.toUpperCase()} ${path} ${op.operationId}`),
+    )
     .sort();
   const generated = Object.entries(FIRECRACKER_OPERATIONS)
     .map(([key, info]) => `${key} ${info.operationId}`)
@@ -50,7 +62,10 @@ test('the generated operation table covers every operation of the spec, and only
 test('the drift check notices a change to the spec', async () => {
   const generate = await generator();
   const text = readFileSync(VENDORED_SPEC, 'utf8');
-  const changed = text.replace('      vcpu_count:\n        type: integer\n        minimum: 1', '      vcpu_count:\n        type: string\n        minimum: 1');
+  const changed = text.replace(
+    '      vcpu_count:\n        type: integer\n        minimum: 1',
+    '      vcpu_count:\n        type: string\n        minimum: 1',
+  );
   assert.notEqual(changed, text, 'the test edit applies to the spec');
   assert.notEqual(generate(changed), generate(text));
 });

@@ -4,7 +4,15 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { FunctionStore, canonicalJson, revisionId, runtimeSpec, snapshotKey, validateFunctionConfig, validateFunctionName } from '../../src/node/functions.js';
+import {
+  FunctionStore,
+  canonicalJson,
+  revisionId,
+  runtimeSpec,
+  snapshotKey,
+  validateFunctionConfig,
+  validateFunctionName,
+} from '../../src/node/functions.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 const invalid = (field?: string) => (err: unknown) => {
@@ -35,7 +43,8 @@ test('function spec: defaults as documented, the node mode as the snapshot defau
 });
 
 test('function spec: bad names, image references, types, ranges and unknown fields are refused naming the field', () => {
-  for (const name of ['', 'A', '1abc', 'a_b', 'a'.repeat(41), 'a/b', '../x', 7]) assert.throws(() => validateFunctionName(name), invalid());
+  for (const name of ['', 'A', '1abc', 'a_b', 'a'.repeat(41), 'a/b', '../x', 7])
+    assert.throws(() => validateFunctionName(name), invalid());
   assert.equal(validateFunctionName('hello-1'), 'hello-1');
   assert.throws(() => validateFunctionConfig(null, 'local'), invalid());
   assert.throws(() => validateFunctionConfig([], 'local'), invalid());
@@ -47,8 +56,14 @@ test('function spec: bad names, image references, types, ranges and unknown fiel
   assert.throws(() => validateFunctionConfig({ image: 'x', vcpus: 1.5 }, 'local'), invalid('vcpus'));
   assert.throws(() => validateFunctionConfig({ image: 'x', port: 70000 }, 'local'), invalid('port'));
   assert.throws(() => validateFunctionConfig({ image: 'x', maxInstances: 0 }, 'local'), invalid('maxInstances'));
-  assert.throws(() => validateFunctionConfig({ image: 'x', minInstances: 3, maxInstances: 2 }, 'local'), invalid('minInstances'));
-  assert.throws(() => validateFunctionConfig({ image: 'x', idleTimeoutSeconds: 0 }, 'local'), invalid('idleTimeoutSeconds'));
+  assert.throws(
+    () => validateFunctionConfig({ image: 'x', minInstances: 3, maxInstances: 2 }, 'local'),
+    invalid('minInstances'),
+  );
+  assert.throws(
+    () => validateFunctionConfig({ image: 'x', idleTimeoutSeconds: 0 }, 'local'),
+    invalid('idleTimeoutSeconds'),
+  );
   assert.throws(() => validateFunctionConfig({ image: 'x', env: ['NOEQUALS'] }, 'local'), invalid('env'));
   assert.throws(() => validateFunctionConfig({ image: 'x', env: 'A=1' }, 'local'), invalid('env'));
   assert.throws(() => validateFunctionConfig({ image: 'x', snapshots: 'sometimes' }, 'local'), invalid('snapshots'));
@@ -68,7 +83,9 @@ test('function spec: vcpus or memory beyond what the host has are refused at dep
   );
   assert.throws(
     () => validateFunctionConfig({ image: 'x', memoryMiB: 1025 }, 'local', host),
-    (e) => invalid('memoryMiB')(e) && /memoryMiB 1025 is not possible here: this host has 1024 MiB/.test((e as Error).message),
+    (e) =>
+      invalid('memoryMiB')(e) &&
+      /memoryMiB 1025 is not possible here: this host has 1024 MiB/.test((e as Error).message),
   );
 });
 

@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isEmbersError } from '../../src/errors.js';
-import { decodeExit, decodeFixupOk, encodeExec, encodeFixup, encodeFrame, exitCodeOf, FrameDecoder, MAX_FRAME, MSG } from '../../src/guest/agent-protocol.js';
+import {
+  decodeExit,
+  decodeFixupOk,
+  encodeExec,
+  encodeFixup,
+  encodeFrame,
+  exitCodeOf,
+  FrameDecoder,
+  MAX_FRAME,
+  MSG,
+} from '../../src/guest/agent-protocol.js';
 
 test('agent frames: u32 LE length of type+payload, then the type byte, then the payload', () => {
   const f = encodeFrame(MSG.HELLO_OK, Buffer.from('embers-agent 1'));
@@ -52,7 +62,11 @@ test('agent frames: a length of 0 or above the maximum is refused (the channel i
 });
 
 test('FIXUP request: realtime ns, entropy length and bytes, hook timeout, hook path', () => {
-  const f = encodeFixup({ realtimeNs: 1_764_633_600_123_456_789n, entropy: Buffer.from([9, 8, 7]), hook: { path: '/hook', timeoutMs: 2500 } });
+  const f = encodeFixup({
+    realtimeNs: 1_764_633_600_123_456_789n,
+    entropy: Buffer.from([9, 8, 7]),
+    hook: { path: '/hook', timeoutMs: 2500 },
+  });
   const [frame] = new FrameDecoder().push(f);
   assert.equal(frame.type, MSG.FIXUP);
   const p = frame.payload;
@@ -96,7 +110,13 @@ test('EXEC request: timeout, flags, NUL-terminated argv; bad argv refused before
   assert.equal(p.subarray(8).toString('latin1'), 'ls\0-l\0\0');
   const sh = new FrameDecoder().push(encodeExec({ argv: ['echo hi; exit 3'], timeoutMs: 0, shell: true }))[0].payload;
   assert.equal(sh.readUInt32LE(4), 1);
-  for (const bad of [{ argv: [] }, { argv: [''] }, { argv: ['a\0b'] }, { argv: ['a', 'b'], shell: true }, { argv: Array(256).fill('x') }]) {
+  for (const bad of [
+    { argv: [] },
+    { argv: [''] },
+    { argv: ['a\0b'] },
+    { argv: ['a', 'b'], shell: true },
+    { argv: Array(256).fill('x') },
+  ]) {
     assert.throws(
       () => encodeExec({ timeoutMs: 0, ...bad }),
       (e: unknown) => isEmbersError(e, 'EMB_USAGE'),

@@ -40,7 +40,9 @@ test('cpio: what is written parses back', () => {
 
 test('cpio: headers and data are 4-byte aligned, archive ends with the trailer', () => {
   const sizes = [0, 1, 2, 3, 4, 5, 7, 8, 9];
-  const buf = writeCpio(sizes.map((n, i) => ({ type: 'file' as const, name: `f${'x'.repeat(i)}`, data: Buffer.alloc(n, 0x61) })));
+  const buf = writeCpio(
+    sizes.map((n, i) => ({ type: 'file' as const, name: `f${'x'.repeat(i)}`, data: Buffer.alloc(n, 0x61) })),
+  );
   assert.equal(buf.length % 4, 0);
   assert.ok(hasTrailer(buf));
   assert.equal(buf.toString('ascii', 0, 6), '070701');

@@ -4,7 +4,18 @@ import { decodeExecConf, encodeExecConf, escapeValue, unescapeValue } from '../.
 import type { GuestRunConfig } from '../../src/guest/run-config.js';
 
 test('exec.conf: escaping round-trips backslashes, newlines and carriage returns', () => {
-  const samples = ['', 'plain', 'a\\b', 'line1\nline2', '\\n is not a newline', 'cr\r\nlf', '\\\\\n\\', 'k=v=w', 'ünïcødé ✓', '#not a comment'];
+  const samples = [
+    '',
+    'plain',
+    'a\\b',
+    'line1\nline2',
+    '\\n is not a newline',
+    'cr\r\nlf',
+    '\\\\\n\\',
+    'k=v=w',
+    'ünïcødé ✓',
+    '#not a comment',
+  ];
   for (const s of samples) {
     const e = escapeValue(s);
     assert.ok(!e.includes('\n') && !e.includes('\r'), `escaped ${JSON.stringify(s)} has no line break`);

@@ -20,5 +20,7 @@ test('firecracker-config kernel: embers overrides what Firecracker leaves out, a
     'CONFIG_KEYBOARD_ATKBD=y',
   ]);
   assert.deepEqual(missingOverrides(`${base}\n${overrides}`, overrides), []);
-  assert.deepEqual(missingOverrides('CONFIG_A=y\n', '# comment\nCONFIG_A=y\n# CONFIG_B is not set\n'), ['# CONFIG_B is not set']);
+  assert.deepEqual(missingOverrides('CONFIG_A=y\n', '# comment\nCONFIG_A=y\n# CONFIG_B is not set\n'), [
+    '# CONFIG_B is not set',
+  ]);
 });

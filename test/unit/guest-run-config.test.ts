@@ -22,7 +22,10 @@ test('buildInstanceInitrd: base bytes, zero padding to 4, then an uncompressed a
   try {
     for (const extra of [0, 1, 2, 3]) {
       // a base of every length modulo 4: a gzip member followed by 0-3 bytes
-      const base = Buffer.concat([gzipSync(writeCpio([{ type: 'file', name: 'init', data: '#!/bin/sh\n' }])), Buffer.alloc(extra, 0)]);
+      const base = Buffer.concat([
+        gzipSync(writeCpio([{ type: 'file', name: 'init', data: '#!/bin/sh\n' }])),
+        Buffer.alloc(extra, 0),
+      ]);
       await writeFile(join(dir, 'base.img'), base);
       const out = join(dir, `inst-${extra}.img`);
       await buildInstanceInitrd(join(dir, 'base.img'), config, out);
@@ -52,7 +55,9 @@ test('buildInstanceInitrd: base bytes, zero padding to 4, then an uncompressed a
 });
 
 test('buildInstanceInitrd: a missing base is EMB_GUEST_KERNEL_MISSING', async () => {
-  await assert.rejects(buildInstanceInitrd('/nonexistent/base.img', config, join(tmpdir(), 'never')), (e) => isEmbersError(e, 'EMB_GUEST_KERNEL_MISSING'));
+  await assert.rejects(buildInstanceInitrd('/nonexistent/base.img', config, join(tmpdir(), 'never')), (e) =>
+    isEmbersError(e, 'EMB_GUEST_KERNEL_MISSING'),
+  );
 });
 
 test('validateRunConfig: defaults and refusals', () => {
@@ -69,5 +74,6 @@ test('validateRunConfig: defaults and refusals', () => {
   assert.throws(bad({ user: 'a b' }), code);
   assert.throws(bad({ user: '99999999999' }), code);
   assert.throws(bad({ hostname: 'bad host' }), code);
-  for (const user of ['', 'app', '1000', '1000:1000', 'app:staff', '0:0']) assert.equal(validateRunConfig({ ...config, user }).user, user);
+  for (const user of ['', 'app', '1000', '1000:1000', 'app:staff', '0:0'])
+    assert.equal(validateRunConfig({ ...config, user }).user, user);
 });

@@ -36,7 +36,11 @@ test('extractVmlinux: finds the xz stream after junk (and after a false xz magic
   await withDir(async (dir) => {
     const elf = fakeElf();
     // junk holding a false xz magic followed by garbage, then the real stream, then a trailer
-    const junk = Buffer.concat([randomBytes(1000), Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), randomBytes(333)]);
+    const junk = Buffer.concat([
+      randomBytes(1000),
+      Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]),
+      randomBytes(333),
+    ]);
     const image = Buffer.concat([junk, xz(elf), randomBytes(777)]);
     await writeFile(join(dir, 'vmlinuz'), image);
     await extractVmlinux(join(dir, 'vmlinuz'), join(dir, 'vmlinux'));
@@ -50,7 +54,10 @@ test('extractVmlinux: finds the xz stream after junk (and after a false xz magic
 test('extractVmlinux: gzip payloads and already-ELF inputs', async () => {
   await withDir(async (dir) => {
     const elf = fakeElf(50_000);
-    await writeFile(join(dir, 'gz'), Buffer.concat([randomBytes(513).map((b) => (b === 0x1f ? 0 : b)), gzipSync(elf), randomBytes(100)]));
+    await writeFile(
+      join(dir, 'gz'),
+      Buffer.concat([randomBytes(513).map((b) => (b === 0x1f ? 0 : b)), gzipSync(elf), randomBytes(100)]),
+    );
     await extractVmlinux(join(dir, 'gz'), join(dir, 'out1'));
     assert.deepEqual(await readFile(join(dir, 'out1')), elf);
     await writeFile(join(dir, 'elf'), elf);
@@ -63,7 +70,9 @@ test('extractVmlinux: no ELF inside is EMB_GUEST_KERNEL_MISSING, and leaves no o
   await withDir(async (dir) => {
     const notElf = Buffer.concat([randomBytes(100), xz(Buffer.from('not a kernel at all'.repeat(100)))]);
     await writeFile(join(dir, 'vmlinuz'), notElf);
-    await assert.rejects(extractVmlinux(join(dir, 'vmlinuz'), join(dir, 'vmlinux')), (e) => isEmbersError(e, 'EMB_GUEST_KERNEL_MISSING'));
+    await assert.rejects(extractVmlinux(join(dir, 'vmlinuz'), join(dir, 'vmlinux')), (e) =>
+      isEmbersError(e, 'EMB_GUEST_KERNEL_MISSING'),
+    );
     await assert.rejects(readFile(join(dir, 'vmlinux')), /ENOENT/);
     await assert.rejects(readFile(join(dir, 'vmlinux.extract-tmp')), /ENOENT/);
     await assert.rejects(assertVmlinux(join(dir, 'vmlinuz')), (e) => isEmbersError(e, 'EMB_GUEST_KERNEL_MISSING'));

@@ -10,7 +10,10 @@ import { blobPath } from '../helpers/docker-save.js';
 import { listTree, tempDir } from './image-helpers.js';
 
 const IMAGE: FixtureImage = {
-  layers: [{ entries: [{ path: 'hello', type: 'file', content: 'world' }] }, { entries: [{ path: 'second', type: 'file', content: '2' }] }],
+  layers: [
+    { entries: [{ path: 'hello', type: 'file', content: 'world' }] },
+    { entries: [{ path: 'second', type: 'file', content: '2' }] },
+  ],
   config: { Cmd: ['/hello'] },
 };
 
@@ -27,10 +30,18 @@ async function setup(t: TestContext, image: FixtureImage = IMAGE): Promise<Env> 
   return { ...env, written: await writeOciLayout(env.layout, image, { refName: 'v1' }) };
 }
 
-async function expectError(env: Pick<Env, 'images' | 'tmp'>, ref: string, code: ErrorCode, message?: RegExp): Promise<void> {
+async function expectError(
+  env: Pick<Env, 'images' | 'tmp'>,
+  ref: string,
+  code: ErrorCode,
+  message?: RegExp,
+): Promise<void> {
   const store = new ImageStore(env.images, env.tmp);
   await assert.rejects(store.ensure(ref), (err: unknown) => {
-    assert.ok(isEmbersError(err, code), `expected ${code}, got ${String((err as { code?: string }).code)}: ${(err as Error).message}`);
+    assert.ok(
+      isEmbersError(err, code),
+      `expected ${code}, got ${String((err as { code?: string }).code)}: ${(err as Error).message}`,
+    );
     if (message) assert.match((err as Error).message, message);
     return true;
   });
@@ -53,11 +64,17 @@ async function rewriteJsonChain(
   mutateConfig: ((c: Record<string, unknown>) => void) | undefined,
   manifestBytes?: (m: Record<string, unknown>) => Buffer,
 ): Promise<void> {
-  const manifest = JSON.parse(await readFile(blobPath(env.layout, env.written.manifestDigest), 'utf8')) as Record<string, unknown> & {
+  const manifest = JSON.parse(await readFile(blobPath(env.layout, env.written.manifestDigest), 'utf8')) as Record<
+    string,
+    unknown
+  > & {
     config: { digest: string; size: number };
   };
   if (mutateConfig) {
-    const config = JSON.parse(await readFile(blobPath(env.layout, env.written.configDigest), 'utf8')) as Record<string, unknown>;
+    const config = JSON.parse(await readFile(blobPath(env.layout, env.written.configDigest), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     mutateConfig(config);
     const buf = Buffer.from(JSON.stringify(config));
     await writeFile(blobPath(env.layout, digestOf(buf)), buf);
@@ -65,7 +82,9 @@ async function rewriteJsonChain(
   }
   const mbuf = manifestBytes ? manifestBytes(manifest) : Buffer.from(JSON.stringify(manifest));
   await writeFile(blobPath(env.layout, digestOf(mbuf)), mbuf);
-  const index = JSON.parse(await readFile(join(env.layout, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number }[] };
+  const index = JSON.parse(await readFile(join(env.layout, 'index.json'), 'utf8')) as {
+    manifests: { digest: string; size: number }[];
+  };
   index.manifests[0] = { ...index.manifests[0]!, digest: digestOf(mbuf), size: mbuf.length };
   await writeFile(join(env.layout, 'index.json'), JSON.stringify(index));
 }
@@ -87,7 +106,10 @@ test('corrupt index.json: EMB_IMAGE_MANIFEST_INVALID', async (t) => {
   await expectError(env, env.layout, 'EMB_IMAGE_MANIFEST_INVALID', /index\.json is not valid JSON/);
   await writeFile(join(env.layout, 'index.json'), '{"schemaVersion": 2}');
   await expectError(env, env.layout, 'EMB_IMAGE_MANIFEST_INVALID', /no manifests/);
-  await writeFile(join(env.layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ digest: 'sha256:xyz', size: 1 }] }));
+  await writeFile(
+    join(env.layout, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, manifests: [{ digest: 'sha256:xyz', size: 1 }] }),
+  );
   await expectError(env, env.layout, 'EMB_IMAGE_MANIFEST_INVALID', /invalid digest/);
 });
 
@@ -142,16 +164,24 @@ test('no linux/amd64: EMB_IMAGE_PLATFORM_MISSING', async (t) => {
   const env = { images: join(base, 'images'), tmp: join(base, 'tmp') };
   await writeOciLayout(join(base, 'arm'), { ...IMAGE, architecture: 'arm64' });
   await expectError(env, join(base, 'arm'), 'EMB_IMAGE_PLATFORM_MISSING', /arm64/);
-  await writeOciLayout(join(base, 'multi'), { ...IMAGE, architecture: 'arm64' }, { otherPlatforms: [{ os: 'linux', architecture: 's390x' }] });
+  await writeOciLayout(
+    join(base, 'multi'),
+    { ...IMAGE, architecture: 'arm64' },
+    { otherPlatforms: [{ os: 'linux', architecture: 's390x' }] },
+  );
   await expectError(env, join(base, 'multi'), 'EMB_IMAGE_PLATFORM_MISSING', /no linux\/amd64/);
 });
 
 test('unsupported layer media type: EMB_IMAGE_LAYER_UNSUPPORTED; garbage layer: EMB_IMAGE_LAYER_INVALID', async (t) => {
-  const env = await setup(t, { layers: [{ entries: [{ path: 'a', type: 'file' }], mediaType: 'application/vnd.oci.image.layer.v1.tar+bzip2' }] });
+  const env = await setup(t, {
+    layers: [{ entries: [{ path: 'a', type: 'file' }], mediaType: 'application/vnd.oci.image.layer.v1.tar+bzip2' }],
+  });
   await expectError(env, env.layout, 'EMB_IMAGE_LAYER_UNSUPPORTED', /bzip2/);
   const garbage = Buffer.alloc(4096, 0x41);
   const env2 = await setup(t, { layers: [{ entries: [], rawTar: garbage }] });
   await expectError(env2, env2.layout, 'EMB_IMAGE_LAYER_INVALID');
-  const env3 = await setup(t, { layers: [{ entries: [], rawTar: Buffer.from('not a tar at all'), compression: 'gzip' }] });
+  const env3 = await setup(t, {
+    layers: [{ entries: [], rawTar: Buffer.from('not a tar at all'), compression: 'gzip' }],
+  });
   await expectError(env3, env3.layout, 'EMB_IMAGE_LAYER_INVALID');
 });

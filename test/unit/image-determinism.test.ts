@@ -8,7 +8,13 @@ import { buildRootfs, ROOTFS_EPOCH, FLATTENER_VERSION } from '../../src/image/fl
 import { readTar } from '../../src/image/tar.js';
 import { writeTar, type TarWriteEntry } from '../../src/examples/tar-writer.js';
 import { sha256File } from '../../src/util/fs.js';
-import { FIXTURE_MTIME, layerEntries, writeOciLayout, type FixtureImage, type FixtureLayer } from '../../src/examples/oci-layout.js';
+import {
+  FIXTURE_MTIME,
+  layerEntries,
+  writeOciLayout,
+  type FixtureImage,
+  type FixtureLayer,
+} from '../../src/examples/oci-layout.js';
 import { catImage, fsck, lsImage, statImage, tempDir, xattrsImage } from './image-helpers.js';
 
 const CAP_NET_RAW = Buffer.from('0100000200200000000000000000000000000000', 'hex');
@@ -22,14 +28,34 @@ function richImage(): FixtureImage {
     { path: 'etc', type: 'dir', mode: 0o755 },
   ];
   for (let i = 0; i < 300; i++)
-    base.push({ path: `usr/lib/lib${i}.so`, type: 'file', mode: 0o644, content: `library ${i}\n`.repeat(i % 7), mtime: 1_600_000_000 + i });
+    base.push({
+      path: `usr/lib/lib${i}.so`,
+      type: 'file',
+      mode: 0o644,
+      content: `library ${i}\n`.repeat(i % 7),
+      mtime: 1_600_000_000 + i,
+    });
   base.push(
     { path: 'etc/passwd', type: 'file', mode: 0o644, content: 'root:x:0:0::/root:/bin/sh\n' },
     { path: 'usr/bin/su', type: 'file', mode: 0o4755, uid: 0, gid: 0, content: 'setuid' },
     { path: 'usr/bin/wall', type: 'file', mode: 0o2755, uid: 0, gid: 5, content: 'setgid' },
-    { path: 'usr/bin/ping', type: 'file', mode: 0o755, content: 'ping', xattrs: { 'security.capability': CAP_NET_RAW } },
+    {
+      path: 'usr/bin/ping',
+      type: 'file',
+      mode: 0o755,
+      content: 'ping',
+      xattrs: { 'security.capability': CAP_NET_RAW },
+    },
     { path: 'home/user', type: 'dir', mode: 0o700, uid: 1000, gid: 1000 },
-    { path: 'home/user/notes', type: 'file', mode: 0o600, uid: 1000, gid: 1000, content: 'mine', xattrs: { 'user.tag': 'blue' } },
+    {
+      path: 'home/user/notes',
+      type: 'file',
+      mode: 0o600,
+      uid: 1000,
+      gid: 1000,
+      content: 'mine',
+      xattrs: { 'user.tag': 'blue' },
+    },
     { path: 'tmp', type: 'dir', mode: 0o1777 },
     { path: 'dev/null', type: 'char', mode: 0o666, devmajor: 1, devminor: 3 },
     { path: 'dev/loop0', type: 'block', mode: 0o660, gid: 6, devmajor: 7, devminor: 0 },
@@ -154,7 +180,12 @@ function shuffled(entries: TarWriteEntry[], seed: number): TarWriteEntry[] {
   return [...out.filter((e) => e.type !== 'hardlink'), ...out.filter((e) => e.type === 'hardlink')];
 }
 
-async function stageAndBuild(stagingBase: string, outDir: string, layers: TarWriteEntry[][], touch: boolean): Promise<string> {
+async function stageAndBuild(
+  stagingBase: string,
+  outDir: string,
+  layers: TarWriteEntry[][],
+  touch: boolean,
+): Promise<string> {
   const staging = join(stagingBase, 'staging');
   await mkdir(staging);
   const applier = new LayerApplier(staging, ROOTFS_EPOCH);

@@ -33,7 +33,14 @@ export function lsImage(image: string, path: string): DirEntry[] {
   for (const line of debugfs(image, `ls -p "${path}"`).toString('utf8').split('\n')) {
     const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
     if (!m || m[5] === '.' || m[5] === '..') continue;
-    out.push({ ino: Number(m[1]), mode: parseInt(m[2]!, 8), uid: Number(m[3]), gid: Number(m[4]), name: m[5]!, size: Number(m[6] || 0) });
+    out.push({
+      ino: Number(m[1]),
+      mode: parseInt(m[2]!, 8),
+      uid: Number(m[3]),
+      gid: Number(m[4]),
+      name: m[5]!,
+      size: Number(m[6] || 0),
+    });
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : 1));
 }

@@ -15,7 +15,17 @@ test('whiteouts and opaque directories across layers give the right tree', async
   const base = await tempDir(t, 'wh');
   const layers: FixtureLayer[] = [
     {
-      entries: [f('a/x'), f('a/b/y'), f('a/b/z'), f('c/keep'), f('c/gone'), f('d/sub/deep'), f('e/file'), f('g/old'), { path: 'g', type: 'dir', mode: 0o755 }],
+      entries: [
+        f('a/x'),
+        f('a/b/y'),
+        f('a/b/z'),
+        f('c/keep'),
+        f('c/gone'),
+        f('d/sub/deep'),
+        f('e/file'),
+        f('g/old'),
+        { path: 'g', type: 'dir', mode: 0o755 },
+      ],
     },
     {
       entries: [
@@ -42,7 +52,14 @@ test('whiteouts and opaque directories across layers give the right tree', async
       ],
       compression: 'zstd',
     },
-    { entries: [{ type: 'opaque', path: 'a' }, f('a/fresh'), { type: 'whiteout', path: 'c/keep' }, f('c/keep', 'again')] },
+    {
+      entries: [
+        { type: 'opaque', path: 'a' },
+        f('a/fresh'),
+        { type: 'whiteout', path: 'c/keep' },
+        f('c/keep', 'again'),
+      ],
+    },
   ];
   await writeOciLayout(join(base, 'layout'), { layers });
   const img = await new ImageStore(join(base, 'images'), join(base, 'tmp')).ensure(join(base, 'layout'));
@@ -63,7 +80,14 @@ test('a later layer can replace a file by a directory and a directory by a file 
   await writeOciLayout(join(base, 'layout'), {
     layers: [
       { entries: [f('x'), f('dir/inner'), f('dir2/inner')] },
-      { entries: [{ path: 'x', type: 'dir' }, f('x/now-a-dir'), f('dir', 'now a file'), { path: 'dir2', type: 'symlink', linkname: 'dir' }] },
+      {
+        entries: [
+          { path: 'x', type: 'dir' },
+          f('x/now-a-dir'),
+          f('dir', 'now a file'),
+          { path: 'dir2', type: 'symlink', linkname: 'dir' },
+        ],
+      },
     ],
   });
   const store = new ImageStore(join(base, 'images'), join(base, 'tmp'));
@@ -74,7 +98,9 @@ test('a later layer can replace a file by a directory and a directory by a file 
 
   // Without a directory entry, a file cannot become a directory (as containerd): refused.
   await writeOciLayout(join(base, 'layout2'), { layers: [{ entries: [f('x')] }, { entries: [f('x/child')] }] });
-  await assert.rejects(store.ensure(join(base, 'layout2')), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_LAYER_INVALID'));
+  await assert.rejects(store.ensure(join(base, 'layout2')), (e: unknown) =>
+    isEmbersError(e, 'EMB_IMAGE_LAYER_INVALID'),
+  );
   assert.deepEqual(await listTree(join(base, 'tmp')), []);
 });
 
@@ -108,10 +134,16 @@ test('path:tag and path@digest pick one image of a layout holding several', asyn
   const indexOne = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: unknown[] };
   const two = await writeOciLayout(dir, marked('two'), { refName: 'example.com/app:two' });
   const indexTwo = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: unknown[] };
-  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [...indexOne.manifests, ...indexTwo.manifests] }));
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, manifests: [...indexOne.manifests, ...indexTwo.manifests] }),
+  );
 
   const store = new ImageStore(join(base, 'images'), join(base, 'tmp'));
-  await assert.rejects(store.ensure(dir), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_NOT_FOUND') && /holds 2 images/.test((e as Error).message));
+  await assert.rejects(
+    store.ensure(dir),
+    (e: unknown) => isEmbersError(e, 'EMB_IMAGE_NOT_FOUND') && /holds 2 images/.test((e as Error).message),
+  );
   assert.equal((await store.ensure(`${dir}:one`)).manifestDigest, one.manifestDigest);
   const byTag = await store.ensure(`${dir}:two`);
   assert.equal(byTag.manifestDigest, two.manifestDigest);
@@ -133,7 +165,17 @@ test('docker save archives (legacy and OCI style) and Docker media types', async
 
   await writeDockerSave(join(base, 'legacy.tar'), image, { repoTags: ['example/app:1.0'] });
   const legacy = await store.ensure(join(base, 'legacy.tar'));
-  assert.deepEqual(namesIn(legacy.rootfsPath, '/'), ['app', 'bin', 'dev', 'etc', 'lost+found', 'proc', 'run', 'sys', 'tmp']);
+  assert.deepEqual(namesIn(legacy.rootfsPath, '/'), [
+    'app',
+    'bin',
+    'dev',
+    'etc',
+    'lost+found',
+    'proc',
+    'run',
+    'sys',
+    'tmp',
+  ]);
   assert.deepEqual(namesIn(legacy.rootfsPath, '/etc'), []);
   assert.deepEqual(legacy.config.entrypoint, ['/app']);
   assert.deepEqual(legacy.config.exposedPorts, ['8080/tcp']);
@@ -142,7 +184,9 @@ test('docker save archives (legacy and OCI style) and Docker media types', async
   const again = await store.ensure(`${join(base, 'legacy-copy.tar')}:1.0`);
   assert.equal(again.manifestDigest, legacy.manifestDigest);
   assert.equal(again.rootfsSha256, legacy.rootfsSha256);
-  await assert.rejects(store.ensure(`${join(base, 'legacy.tar')}:2.0`), (e: unknown) => isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'));
+  await assert.rejects(store.ensure(`${join(base, 'legacy.tar')}:2.0`), (e: unknown) =>
+    isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'),
+  );
 
   const written = await writeDockerSave(join(base, 'oci.tar'), image, { style: 'oci', repoTags: ['example/app:1.0'] });
   const oci = await store.ensure(join(base, 'oci.tar'));
@@ -180,7 +224,10 @@ test('cache: hit without rebuild, list, get, remove, verify, concurrent ensure, 
     hitMessages.some((m) => m.startsWith('cached rootfs for')),
     `the hit is served from the cache (${hitMessages.join('; ')})`,
   );
-  assert.ok(!hitMessages.some((m) => m.startsWith('mke2fs')), 'nothing is rebuilt (its cost: `npm run bench -- image`, warm ensure)');
+  assert.ok(
+    !hitMessages.some((m) => m.startsWith('mke2fs')),
+    'nothing is rebuilt (its cost: `npm run bench -- image`, warm ensure)',
+  );
   const after = await stat(hit.rootfsPath);
   assert.equal(after.ino, before.ino);
   assert.equal(after.mtimeMs, before.mtimeMs);

@@ -43,7 +43,10 @@ const ENTRIES: TarWriteEntry[] = [
     path: 'dir/caps',
     type: 'file',
     content: 'c',
-    xattrs: { 'security.capability': Buffer.from('0100000200200000000000000000000000000000', 'hex'), 'user.note': 'hi' },
+    xattrs: {
+      'security.capability': Buffer.from('0100000200200000000000000000000000000000', 'hex'),
+      'user.note': 'hi',
+    },
   },
 ];
 
@@ -106,7 +109,10 @@ test('tar writer output is read by GNU tar, and GNU tar output (gnu and posix fo
     assert.equal(byPath.get(longName)?.content.toString(), 'long content', `${format}: long name`);
     assert.equal(byPath.get('sym')?.header.linkname, longTarget, `${format}: long link`);
     const hard = byPath.get('a-hard') ?? byPath.get('a');
-    assert.ok(hard && [byPath.get('a-hard')?.header.type, byPath.get('a')?.header.type].includes('hardlink'), `${format}: hard link`);
+    assert.ok(
+      hard && [byPath.get('a-hard')?.header.type, byPath.get('a')?.header.type].includes('hardlink'),
+      `${format}: hard link`,
+    );
   }
 });
 
@@ -154,6 +160,9 @@ test('tar reader: PAX overrides size/uid/mtime, global headers apply, GNU sparse
   assert.equal(e!.header.mtime, 123);
   assert.equal(e!.content.toString(), 'abc');
 
-  const sparse = Buffer.concat([raw('local', 'x', pax('GNU.sparse.major=1\n')), writeTar([{ path: 's', type: 'file', content: 'abc' }])]);
+  const sparse = Buffer.concat([
+    raw('local', 'x', pax('GNU.sparse.major=1\n')),
+    writeTar([{ path: 's', type: 'file', content: 'abc' }]),
+  ]);
   await assert.rejects(readAll(sparse), (err: unknown) => isEmbersError(err, 'EMB_IMAGE_LAYER_UNSUPPORTED'));
 });

@@ -5,7 +5,13 @@ import { createServer, connect } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/image/store.js';
-import { buildTestFunctionImage, expectedBytes, expectedLine, GENERATOR_AWK, TEST_FUNCTION_REF_NAME } from '../../src/examples/test-function.js';
+import {
+  buildTestFunctionImage,
+  expectedBytes,
+  expectedLine,
+  GENERATOR_AWK,
+  TEST_FUNCTION_REF_NAME,
+} from '../../src/examples/test-function.js';
 import { catImage, lsImage, statImage, tempDir } from './image-helpers.js';
 
 async function freePort(): Promise<number> {
@@ -55,12 +61,17 @@ test('the test function image builds deterministically and its rootfs holds busy
   const base = await tempDir(t, 'tf');
   const ref = await buildTestFunctionImage(join(base, 'layout'));
   await buildTestFunctionImage(join(base, 'layout2'));
-  assert.equal(await readFile(join(base, 'layout2', 'index.json'), 'utf8'), await readFile(join(ref, 'index.json'), 'utf8'));
+  assert.equal(
+    await readFile(join(base, 'layout2', 'index.json'), 'utf8'),
+    await readFile(join(ref, 'index.json'), 'utf8'),
+  );
   assert.match(await readFile(join(ref, 'index.json'), 'utf8'), new RegExp(TEST_FUNCTION_REF_NAME));
 
   const started = Date.now();
   const img = await new ImageStore(join(base, 'images'), join(base, 'tmp')).ensure(ref);
-  t.diagnostic(`flattened the test function in ${Date.now() - started} ms (${img.sizeBytes} bytes, sha256 ${img.rootfsSha256})`);
+  t.diagnostic(
+    `flattened the test function in ${Date.now() - started} ms (${img.sizeBytes} bytes, sha256 ${img.rootfsSha256})`,
+  );
   assert.deepEqual(img.config.entrypoint, ['/bin/busybox', 'httpd', '-f', '-v', '-p', '8080', '-h', '/www']);
   assert.deepEqual(img.config.exposedPorts, ['8080/tcp']);
   assert.deepEqual(img.config.env, ['PATH=/bin']);
@@ -81,7 +92,8 @@ test('the test function image builds deterministically and its rootfs holds busy
       ['write', 0o755],
     ],
   );
-  for (const cgi of ['delete', 'dropcaches', 'files', 'read', 'rename', 'write']) assert.match(catImage(p, `/www/cgi-bin/${cgi}`).toString(), /^#!\/bin\/sh\n/);
+  for (const cgi of ['delete', 'dropcaches', 'files', 'read', 'rename', 'write'])
+    assert.match(catImage(p, `/www/cgi-bin/${cgi}`).toString(), /^#!\/bin\/sh\n/);
   assert.equal(catImage(p, '/www/index.html').toString(), 'hello from embers\n');
   assert.equal(statImage(p, '/data').type, 'directory');
   assert.equal(statImage(p, '/tmp').mode & 0o7777, 0o1777);
@@ -91,7 +103,9 @@ test('the test function image builds deterministically and its rootfs holds busy
   const dump = spawnSync('bash', ['-c', `mkdir -p "${root}" && debugfs -R 'rdump / ${root}' "${p}"`]);
   assert.equal(dump.status, 0, dump.stderr.toString());
   const port = await freePort();
-  const httpd = spawn('chroot', [root, '/bin/busybox', 'httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', '/www'], { stdio: 'ignore' });
+  const httpd = spawn('chroot', [root, '/bin/busybox', 'httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', '/www'], {
+    stdio: 'ignore',
+  });
   t.after(() => {
     httpd.kill('SIGKILL');
   });
@@ -101,17 +115,32 @@ test('the test function image builds deterministically and its rootfs holds busy
     return { status: res.status, body: await res.text() };
   };
   assert.deepEqual(await get('/'), { status: 200, body: 'hello from embers\n' });
-  assert.deepEqual(await get('/cgi-bin/write?name=b.bin&size=100000&seed=s1&sync=1'), { status: 200, body: `${expectedLine('b.bin', 's1', 100000)}\n` });
-  assert.deepEqual(await get('/cgi-bin/write?name=a&size=13&seed=7&sync=0'), { status: 200, body: `${expectedLine('a', 7, 13)}\n` });
-  assert.deepEqual(await get('/cgi-bin/write?name=empty&size=0&seed=x'), { status: 200, body: `${expectedLine('empty', 'x', 0)}\n` });
-  assert.deepEqual(await get('/cgi-bin/read?name=b.bin'), { status: 200, body: `${expectedLine('b.bin', 's1', 100000)}\n` });
+  assert.deepEqual(await get('/cgi-bin/write?name=b.bin&size=100000&seed=s1&sync=1'), {
+    status: 200,
+    body: `${expectedLine('b.bin', 's1', 100000)}\n`,
+  });
+  assert.deepEqual(await get('/cgi-bin/write?name=a&size=13&seed=7&sync=0'), {
+    status: 200,
+    body: `${expectedLine('a', 7, 13)}\n`,
+  });
+  assert.deepEqual(await get('/cgi-bin/write?name=empty&size=0&seed=x'), {
+    status: 200,
+    body: `${expectedLine('empty', 'x', 0)}\n`,
+  });
+  assert.deepEqual(await get('/cgi-bin/read?name=b.bin'), {
+    status: 200,
+    body: `${expectedLine('b.bin', 's1', 100000)}\n`,
+  });
   assert.deepEqual(await get('/cgi-bin/read?name=nope'), { status: 404, body: 'missing nope\n' });
   assert.deepEqual(await get('/cgi-bin/files'), {
     status: 200,
     body: `${expectedLine('a', 7, 13)}\n${expectedLine('b.bin', 's1', 100000)}\n${expectedLine('empty', 'x', 0)}\n`,
   });
   assert.deepEqual(await readFile(join(root, 'data', 'b.bin')), expectedBytes('s1', 100000));
-  assert.deepEqual(await get('/cgi-bin/rename?from=a&to=b.bin&sync=1'), { status: 200, body: `${expectedLine('b.bin', 7, 13)}\n` });
+  assert.deepEqual(await get('/cgi-bin/rename?from=a&to=b.bin&sync=1'), {
+    status: 200,
+    body: `${expectedLine('b.bin', 7, 13)}\n`,
+  });
   assert.deepEqual(await get('/cgi-bin/read?name=a'), { status: 404, body: 'missing a\n' });
   assert.deepEqual(await get('/cgi-bin/rename?from=a&to=c'), { status: 404, body: 'missing a\n' });
   assert.deepEqual(await get('/cgi-bin/delete?name=empty'), { status: 200, body: 'deleted empty\n' });

@@ -37,12 +37,19 @@ async function assertNothingLeft(env: Env): Promise<void> {
   );
 }
 
-async function expectRefused(t: TestContext, layers: (env: Env) => FixtureLayer[], code: ErrorCode = 'EMB_IMAGE_LAYER_UNSAFE'): Promise<void> {
+async function expectRefused(
+  t: TestContext,
+  layers: (env: Env) => FixtureLayer[],
+  code: ErrorCode = 'EMB_IMAGE_LAYER_UNSAFE',
+): Promise<void> {
   const env = await setup(t);
   await writeOciLayout(env.layout, { layers: layers(env) });
   const store = new ImageStore(env.images, env.tmp);
   await assert.rejects(store.ensure(env.layout), (err: unknown) => {
-    assert.ok(isEmbersError(err, code), `expected ${code}, got ${String((err as { code?: string }).code)}: ${(err as Error).message}`);
+    assert.ok(
+      isEmbersError(err, code),
+      `expected ${code}, got ${String((err as { code?: string }).code)}: ${(err as Error).message}`,
+    );
     return true;
   });
   await assertCanaryIntact(env);
@@ -68,10 +75,21 @@ test('refuses absolute paths', async (t) => {
 });
 
 test('refuses writes through a symlink from a lower layer, and in the same layer', async (t) => {
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [file('evil/x')] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }, file('evil/x')] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'a/b', type: 'symlink', linkname: env.canary }] }, { entries: [file('a/b/c/d')] }]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ path: 'evil/sub', type: 'dir' }] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [file('evil/x')] },
+  ]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }, file('evil/x')] },
+  ]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'a/b', type: 'symlink', linkname: env.canary }] },
+    { entries: [file('a/b/c/d')] },
+  ]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ path: 'evil/sub', type: 'dir' }] },
+  ]);
   await expectRefused(t, (env) => [
     { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
     { entries: [{ path: 'evil/l', type: 'symlink', linkname: '/etc/shadow' }] },
@@ -118,7 +136,10 @@ test('refuses whiteouts and opaque markers through a symlink (nothing outside is
     { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
     { entries: [{ type: 'whiteout', path: 'evil/keep' }] },
   ]);
-  await expectRefused(t, (env) => [{ entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] }, { entries: [{ type: 'opaque', path: 'evil' }] }]);
+  await expectRefused(t, (env) => [
+    { entries: [{ path: 'evil', type: 'symlink', linkname: env.canary }] },
+    { entries: [{ type: 'opaque', path: 'evil' }] },
+  ]);
   await expectRefused(t, () => [{ entries: [file('x')] }, { entries: [{ path: '.wh...', type: 'file' }] }]);
 });
 
@@ -148,7 +169,18 @@ test('symlinks may point anywhere; replacing a symlink never follows it', async 
   const img = await new ImageStore(env.images, env.tmp).ensure(env.layout);
   await assertCanaryIntact(env);
   assert.deepEqual(await listTree(env.tmp), []);
-  assert.deepEqual(namesIn(img.rootfsPath, '/'), ['dev', 'etc', 'lost+found', 'proc', 'run', 'sys', 'tmp', 'todir', 'tofile', 'up']);
+  assert.deepEqual(namesIn(img.rootfsPath, '/'), [
+    'dev',
+    'etc',
+    'lost+found',
+    'proc',
+    'run',
+    'sys',
+    'tmp',
+    'todir',
+    'tofile',
+    'up',
+  ]);
   assert.match(statImage(img.rootfsPath, '/up').raw, /Fast link dest: "\.\.\/\.\.\/\.\.\/\.\.\/\.\."/);
   assert.equal(catImage(img.rootfsPath, '/tofile').toString(), 'replaced the link, not the target');
   assert.equal(catImage(img.rootfsPath, '/todir/inside').toString(), 'in the image');

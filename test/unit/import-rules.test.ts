@@ -14,16 +14,23 @@ import { repoPath } from '../helpers/repo.js';
 async function cruise(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'embers-import-rules-'));
   try {
-    const tsconfig = { compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true }, include: ['src/**/*.ts'] };
+    const tsconfig = {
+      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true },
+      include: ['src/**/*.ts'],
+    };
     await writeFile(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
     for (const [path, text] of Object.entries(files)) {
       await mkdir(dirname(join(dir, path)), { recursive: true });
       await writeFile(join(dir, path), text);
     }
-    const r = spawnSync(repoPath('node_modules', '.bin', 'depcruise'), ['src', '--config', repoPath('.dependency-cruiser.cjs'), '--output-type', 'err'], {
-      cwd: dir,
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      repoPath('node_modules', '.bin', 'depcruise'),
+      ['src', '--config', repoPath('.dependency-cruiser.cjs'), '--output-type', 'err'],
+      {
+        cwd: dir,
+        encoding: 'utf8',
+      },
+    );
     return { status: r.status, output: `${r.stdout}${r.stderr}` };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -48,7 +55,8 @@ test('import rules: a cycle fails lint, also when one side imports only a type',
     ...clean,
     'src/node/node.ts':
       "import { boot } from '../vmm/driver.js';\nimport { SnapshotService } from './snapshots.js';\nexport class EmbersNode { s = new SnapshotService(); run = () => boot(); }\n",
-    'src/node/snapshots.ts': "import type { EmbersNode } from './node.js';\nexport class SnapshotService { node?: EmbersNode; }\n",
+    'src/node/snapshots.ts':
+      "import type { EmbersNode } from './node.js';\nexport class SnapshotService { node?: EmbersNode; }\n",
   });
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /no-circular: src\/node\/(node|snapshots)\.ts/);
@@ -57,7 +65,8 @@ test('import rules: a cycle fails lint, also when one side imports only a type',
 test('import rules: an import that points up a layer fails lint', async () => {
   const r = await cruise({
     ...clean,
-    'src/vmm/driver.ts': "import type { run } from '../node/node.js';\nexport const boot = (): typeof run | undefined => undefined;\n",
+    'src/vmm/driver.ts':
+      "import type { run } from '../node/node.js';\nexport const boot = (): typeof run | undefined => undefined;\n",
     'src/node/node.ts': 'export const run = () => 1;\n',
   });
   assert.notEqual(r.status, 0, r.output);

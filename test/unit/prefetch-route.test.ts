@@ -33,7 +33,10 @@ test('prefetch route: without a working set auto and off restore as before; on i
     assert.equal(prefetchRoute(vmm, false, 'off', ID), 'none');
     assert.throws(
       () => prefetchRoute(vmm, false, 'on', ID),
-      (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && e.message.includes(`${ID} has no working set`) && /record-ws/.test(e.hint),
+      (e: unknown) =>
+        isEmbersError(e, 'EMB_CONFIG_INVALID') &&
+        e.message.includes(`${ID} has no working set`) &&
+        /record-ws/.test(e.hint),
     );
   }
   assert.throws(
@@ -60,7 +63,9 @@ test('publish records the memory file chunk digests given (memory/chunks.ts): ea
     await writeFile(join(staging, 'vmstate.bin'), 'state');
     const digests = await chunkDigests(join(staging, 'memory.bin'));
     assert.equal(digests.length, 3);
-    const m = await store.publish(staging, TEST_META, { chunks: { 'memory.bin': { chunkSize: MEMORY_CHUNK_SIZE, sha256: digests } } });
+    const m = await store.publish(staging, TEST_META, {
+      chunks: { 'memory.bin': { chunkSize: MEMORY_CHUNK_SIZE, sha256: digests } },
+    });
     const entry = fileEntry(m, 'memory.bin')!;
     assert.equal(entry.chunkSize, MEMORY_CHUNK_SIZE);
     assert.deepEqual(entry.chunkSha256, digests);
@@ -96,17 +101,23 @@ test('publish refuses chunk digests that do not cover the file, and publishes no
 test('verify checks the memory file chunk by chunk: a corrupted chunk is EMB_SNAPSHOT_CORRUPT naming it, and so is a chunk digest the file does not match', async () => {
   await withStore(async (store) => {
     const staging = await store.staging();
-    await writeFile(join(staging, 'memory.bin'), Buffer.concat([randomBytes(MEMORY_CHUNK_SIZE), randomBytes(MEMORY_CHUNK_SIZE), randomBytes(8192)]));
+    await writeFile(
+      join(staging, 'memory.bin'),
+      Buffer.concat([randomBytes(MEMORY_CHUNK_SIZE), randomBytes(MEMORY_CHUNK_SIZE), randomBytes(8192)]),
+    );
     await writeFile(join(staging, 'vmstate.bin'), 'state');
     const digests = await chunkDigests(join(staging, 'memory.bin'));
-    const m = await store.publish(staging, TEST_META, { chunks: { 'memory.bin': { chunkSize: MEMORY_CHUNK_SIZE, sha256: digests } } });
+    const m = await store.publish(staging, TEST_META, {
+      chunks: { 'memory.bin': { chunkSize: MEMORY_CHUNK_SIZE, sha256: digests } },
+    });
     await store.verify(m);
     // the file is right but the manifest's digest of chunk 2 is not: a restore of an arriving file would refuse that chunk
     const wrongList = structuredClone(m);
     fileEntry(wrongList, 'memory.bin')!.chunkSha256![2] = digests[0];
     await assert.rejects(
       store.verify(wrongList),
-      (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && e.details.chunk === 2 && /chunk 2 of memory\.bin/.test(e.message),
+      (e: unknown) =>
+        isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && e.details.chunk === 2 && /chunk 2 of memory\.bin/.test(e.message),
     );
     // one byte of chunk 1 flipped on disk
     const path = join(store.pathOf(m.id), 'memory.bin');
@@ -123,7 +134,9 @@ test('verify checks the memory file chunk by chunk: a corrupted chunk is EMB_SNA
         isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') &&
         e.details.chunk === 1 &&
         e.details.expected === digests[1] &&
-        new RegExp(`chunk 1 of memory\\.bin \\(bytes ${MEMORY_CHUNK_SIZE}-${2 * MEMORY_CHUNK_SIZE - 1}\\)`).test(e.message),
+        new RegExp(`chunk 1 of memory\\.bin \\(bytes ${MEMORY_CHUNK_SIZE}-${2 * MEMORY_CHUNK_SIZE - 1}\\)`).test(
+          e.message,
+        ),
     );
   });
 });

@@ -5,19 +5,50 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { basicHeader, loadAuthFile, normalizeAuthKey, parseChallenges } from '../../src/image/registry/auth.js';
-import { compileRegistryOptions, defaultAuthFile, insecureFromEnv, isInsecure } from '../../src/image/registry/options.js';
+import {
+  compileRegistryOptions,
+  defaultAuthFile,
+  insecureFromEnv,
+  isInsecure,
+} from '../../src/image/registry/options.js';
 import { describePullEvent, pullProgressDisplay, type PullEvent } from '../../src/image/registry/progress.js';
 
 test('WWW-Authenticate: Docker Hub, GHCR and registry challenges; several challenges in one header', () => {
-  assert.deepEqual(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [
-    { scheme: 'bearer', params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' } },
+  assert.deepEqual(
+    parseChallenges(
+      'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"',
+    ),
+    [
+      {
+        scheme: 'bearer',
+        params: {
+          realm: 'https://auth.docker.io/token',
+          service: 'registry.docker.io',
+          scope: 'repository:library/alpine:pull',
+        },
+      },
+    ],
+  );
+  assert.deepEqual(
+    parseChallenges('Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:acme/fn:pull"')[0]!.params
+      .service,
+    'ghcr.io',
+  );
+  assert.deepEqual(parseChallenges('Basic realm="Registry Realm"'), [
+    { scheme: 'basic', params: { realm: 'Registry Realm' } },
   ]);
-  assert.deepEqual(parseChallenges('Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:acme/fn:pull"')[0]!.params.service, 'ghcr.io');
-  assert.deepEqual(parseChallenges('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }]);
-  assert.deepEqual(parseChallenges('Basic realm="a, b", Bearer realm="https://x/t", service=svc , scope="repository:a:pull repository:b:pull"'), [
-    { scheme: 'basic', params: { realm: 'a, b' } },
-    { scheme: 'bearer', params: { realm: 'https://x/t', service: 'svc', scope: 'repository:a:pull repository:b:pull' } },
-  ]);
+  assert.deepEqual(
+    parseChallenges(
+      'Basic realm="a, b", Bearer realm="https://x/t", service=svc , scope="repository:a:pull repository:b:pull"',
+    ),
+    [
+      { scheme: 'basic', params: { realm: 'a, b' } },
+      {
+        scheme: 'bearer',
+        params: { realm: 'https://x/t', service: 'svc', scope: 'repository:a:pull repository:b:pull' },
+      },
+    ],
+  );
   assert.deepEqual(parseChallenges('bearer realm="q\\"uote"'), [{ scheme: 'bearer', params: { realm: 'q"uote' } }]);
   assert.deepEqual(parseChallenges(undefined), []);
   assert.deepEqual(parseChallenges('Negotiate'), [{ scheme: 'negotiate', params: {} }]);
@@ -49,9 +80,15 @@ test('credentials file: docker config.json auths, both entry styles, keys with s
   assert.equal(normalizeAuthKey('registry-1.docker.io'), 'docker.io');
   assert.deepEqual(await loadAuthFile(join(dir, 'missing.json')), new Map());
   await writeFile(file, '{ not json');
-  await assert.rejects(loadAuthFile(file), (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && /not valid/.test((e as Error).message));
+  await assert.rejects(
+    loadAuthFile(file),
+    (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && /not valid/.test((e as Error).message),
+  );
   await writeFile(file, JSON.stringify({ auths: { x: { auth: Buffer.from('nocolon').toString('base64') } } }));
-  await assert.rejects(loadAuthFile(file), (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && /user:password/.test((e as Error).message));
+  await assert.rejects(
+    loadAuthFile(file),
+    (e: unknown) => isEmbersError(e, 'EMB_CONFIG_INVALID') && /user:password/.test((e as Error).message),
+  );
 });
 
 test('insecure registries: localhost and 127.0.0.1 by default, EMBERS_INSECURE_REGISTRIES replaces the list', () => {
@@ -77,7 +114,10 @@ test('insecure registries: localhost and 127.0.0.1 by default, EMBERS_INSECURE_R
   assert.equal(defaultAuthFile({ EMBERS_REGISTRY_AUTH_FILE: '/etc/embers/auth.json' }), '/etc/embers/auth.json');
   assert.equal(defaultAuthFile({ DOCKER_CONFIG: '/cfg' }), '/cfg/config.json');
   const c = compileRegistryOptions({ authFile: '/a', insecureRegistries: [] });
-  assert.deepEqual({ concurrency: c.concurrency, timeoutMs: c.timeoutMs, attempts: c.retry.attempts }, { concurrency: 3, timeoutMs: 30_000, attempts: 5 });
+  assert.deepEqual(
+    { concurrency: c.concurrency, timeoutMs: c.timeoutMs, attempts: c.retry.attempts },
+    { concurrency: 3, timeoutMs: 30_000, attempts: 5 },
+  );
 });
 
 test('progress: text lines for the CLI, in place on a terminal', () => {
@@ -118,7 +158,14 @@ test('progress: text lines for the CLI, in place on a terminal', () => {
       imageBytesDone: 3 << 20,
       imageBytesTotal: 3 << 20,
     },
-    { type: 'done', reference: ref, manifestDigest: `sha256:${'1'.repeat(64)}`, rootfsSha256: 'f'.repeat(64), bytesDownloaded: 2 << 20, ms: 1500 },
+    {
+      type: 'done',
+      reference: ref,
+      manifestDigest: `sha256:${'1'.repeat(64)}`,
+      rootfsSha256: 'f'.repeat(64),
+      bytesDownloaded: 2 << 20,
+      ms: 1500,
+    },
   ];
   assert.equal(describePullEvent(events[1]!), undefined);
   assert.equal(describePullEvent(events[2]!), 'layer 1/1 222222222222: downloaded 3.0 MiB (resumed at 1.0 MiB)');
@@ -128,7 +175,9 @@ test('progress: text lines for the CLI, in place on a terminal', () => {
   for (const e of events) show(e);
   assert.deepEqual(plain.trim().split('\n').length, 3);
   let tty = '';
-  const term = { write: (s: string) => ((tty += s), true), isTTY: true } as unknown as NodeJS.WritableStream & { isTTY: boolean };
+  const term = { write: (s: string) => ((tty += s), true), isTTY: true } as unknown as NodeJS.WritableStream & {
+    isTTY: boolean;
+  };
   const live = pullProgressDisplay(term);
   for (const e of events) live(e);
   assert.match(tty, /1\.0 MiB\/3\.0 MiB {2}33%/);

@@ -5,23 +5,52 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { locateImage } from '../../src/image/locate.js';
-import { formatImageReference, parseImageReference, registryEndpoint, splitHostPort } from '../../src/image/registry/reference.js';
+import {
+  formatImageReference,
+  parseImageReference,
+  registryEndpoint,
+  splitHostPort,
+} from '../../src/image/registry/reference.js';
 
 const D = `sha256:${'ab'.repeat(32)}`;
 
 test('registry references: Docker Hub defaults, registries with ports, tags and digests', () => {
   const cases: [string, string, Record<string, string>][] = [
-    ['alpine', 'docker.io/library/alpine:latest', { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' }],
-    ['alpine:3.20', 'docker.io/library/alpine:3.20', { registry: 'docker.io', repository: 'library/alpine', tag: '3.20' }],
+    [
+      'alpine',
+      'docker.io/library/alpine:latest',
+      { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' },
+    ],
+    [
+      'alpine:3.20',
+      'docker.io/library/alpine:3.20',
+      { registry: 'docker.io', repository: 'library/alpine', tag: '3.20' },
+    ],
     ['acme/fn', 'docker.io/acme/fn:latest', { registry: 'docker.io', repository: 'acme/fn', tag: 'latest' }],
-    ['docker.io/alpine', 'docker.io/library/alpine:latest', { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' }],
-    ['index.docker.io/library/alpine:edge', 'docker.io/library/alpine:edge', { registry: 'docker.io', repository: 'library/alpine', tag: 'edge' }],
+    [
+      'docker.io/alpine',
+      'docker.io/library/alpine:latest',
+      { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' },
+    ],
+    [
+      'index.docker.io/library/alpine:edge',
+      'docker.io/library/alpine:edge',
+      { registry: 'docker.io', repository: 'library/alpine', tag: 'edge' },
+    ],
     ['ghcr.io/acme/fn:1.2', 'ghcr.io/acme/fn:1.2', { registry: 'ghcr.io', repository: 'acme/fn', tag: '1.2' }],
-    ['ghcr.io/acme/team/fn:v1_rc-2', 'ghcr.io/acme/team/fn:v1_rc-2', { registry: 'ghcr.io', repository: 'acme/team/fn', tag: 'v1_rc-2' }],
+    [
+      'ghcr.io/acme/team/fn:v1_rc-2',
+      'ghcr.io/acme/team/fn:v1_rc-2',
+      { registry: 'ghcr.io', repository: 'acme/team/fn', tag: 'v1_rc-2' },
+    ],
     ['localhost:5000/fn', 'localhost:5000/fn:latest', { registry: 'localhost:5000', repository: 'fn', tag: 'latest' }],
     ['localhost/fn:x', 'localhost/fn:x', { registry: 'localhost', repository: 'fn', tag: 'x' }],
     [`localhost:5000/fn@${D}`, `localhost:5000/fn@${D}`, { registry: 'localhost:5000', repository: 'fn', digest: D }],
-    [`127.0.0.1:5000/a/b:t@${D}`, `127.0.0.1:5000/a/b:t@${D}`, { registry: '127.0.0.1:5000', repository: 'a/b', tag: 't', digest: D }],
+    [
+      `127.0.0.1:5000/a/b:t@${D}`,
+      `127.0.0.1:5000/a/b:t@${D}`,
+      { registry: '127.0.0.1:5000', repository: 'a/b', tag: 't', digest: D },
+    ],
     ['[::1]:5000/fn:1', '[::1]:5000/fn:1', { registry: '[::1]:5000', repository: 'fn', tag: '1' }],
     ['docker://quay.io/org/img:tag', 'quay.io/org/img:tag', { registry: 'quay.io', repository: 'org/img', tag: 'tag' }],
     ['Registry/app', 'Registry/app:latest', { registry: 'Registry', repository: 'app', tag: 'latest' }],
@@ -77,7 +106,8 @@ test('local or registry: decided by the reference form', async (t) => {
   const cwd = process.cwd();
   process.chdir(dir);
   t.after(() => process.chdir(cwd));
-  const local = async (ref: string, path: string) => assert.deepEqual(await locateImage(ref), { kind: 'local', path }, ref);
+  const local = async (ref: string, path: string) =>
+    assert.deepEqual(await locateImage(ref), { kind: 'local', path }, ref);
   await local(`oci:${dir}/layout:v1`, `${dir}/layout:v1`);
   await local('docker-archive:/x/img.tar', '/x/img.tar');
   await local('/nonexistent/layout', '/nonexistent/layout');

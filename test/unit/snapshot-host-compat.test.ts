@@ -9,17 +9,38 @@ import { QemuDriver } from '../../src/vmm/qemu/driver.js';
 
 const INTEL_FLAGS = ['avx', 'avx2', 'sse4_2', 'xsave'];
 
-function manifest(over: { vmm?: Partial<SnapshotManifest['vmm']>; host?: SnapshotManifest['host'] | null; kernel?: string } = {}): SnapshotManifest {
+function manifest(
+  over: { vmm?: Partial<SnapshotManifest['vmm']>; host?: SnapshotManifest['host'] | null; kernel?: string } = {},
+): SnapshotManifest {
   const m = {
     formatVersion: 1,
     id: 'snap-0123456789abcdef',
     createdAt: '2026-12-01T00:00:00.000Z',
     function: { image: 'x', vcpus: 1, memoryMiB: 128, port: 8080, env: [] },
-    image: { reference: 'x', manifestDigest: `sha256:${'a'.repeat(64)}`, rootfsSha256: 'b'.repeat(64), flattenerVersion: 1 },
+    image: {
+      reference: 'x',
+      manifestDigest: `sha256:${'a'.repeat(64)}`,
+      rootfsSha256: 'b'.repeat(64),
+      flattenerVersion: 1,
+    },
     disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 1, changedBytes: 1 },
-    vmm: { kind: 'qemu', version: '7.2.22', snapshotFormat: 'qemu-7.2.22', accelerator: 'kvm', driveLayout: 'plain', ...over.vmm },
+    vmm: {
+      kind: 'qemu',
+      version: '7.2.22',
+      snapshotFormat: 'qemu-7.2.22',
+      accelerator: 'kvm',
+      driveLayout: 'plain',
+      ...over.vmm,
+    },
     machine: { vcpus: 1, memoryMiB: 128 },
-    guestNetwork: { tapName: 't', guestIp: '1.1.1.1', gatewayIp: '1.1.1.2', prefixLen: 30, guestMac: 'm', gatewayMac: 'g' },
+    guestNetwork: {
+      tapName: 't',
+      guestIp: '1.1.1.1',
+      gatewayIp: '1.1.1.2',
+      prefixLen: 30,
+      guestMac: 'm',
+      gatewayMac: 'g',
+    },
     guestKit: { kind: 'debian', kernelVersion: over.kernel ?? '6.1.0-57-amd64', cacheKey: 'k' },
     files: [
       { name: 'vmstate.bin', sizeBytes: 1, sha256: 'd'.repeat(64) },
@@ -27,7 +48,10 @@ function manifest(over: { vmm?: Partial<SnapshotManifest['vmm']>; host?: Snapsho
     ],
   } as SnapshotManifest;
   if (over.host !== null)
-    m.host = over.host ?? { cpu: { vendor: 'GenuineIntel', modelName: 'Xeon A', flags: INTEL_FLAGS }, guestCpu: { model: 'host', hostDependent: true } };
+    m.host = over.host ?? {
+      cpu: { vendor: 'GenuineIntel', modelName: 'Xeon A', flags: INTEL_FLAGS },
+      guestCpu: { model: 'host', hostDependent: true },
+    };
   return m;
 }
 
@@ -49,8 +73,14 @@ test('host compat: the same host, or one with more flags, passes without warning
 });
 
 test('host compat: a host-passthrough CPU needs the same vendor and every recorded flag', () => {
-  assert.deepEqual(kinds(manifest(), here({ cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: INTEL_FLAGS } })), ['cpu-vendor']);
-  const lacking = compareHost(manifest(), here({ cpu: { vendor: 'GenuineIntel', modelName: 'Old', flags: ['sse4_2'] } }));
+  assert.deepEqual(
+    kinds(manifest(), here({ cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: INTEL_FLAGS } })),
+    ['cpu-vendor'],
+  );
+  const lacking = compareHost(
+    manifest(),
+    here({ cpu: { vendor: 'GenuineIntel', modelName: 'Old', flags: ['sse4_2'] } }),
+  );
   assert.deepEqual(
     lacking.mismatches.map((x) => [x.what, x.missing]),
     [['cpu-flags', ['avx', 'avx2', 'xsave']]],
@@ -59,28 +89,48 @@ test('host compat: a host-passthrough CPU needs the same vendor and every record
 
 test('host compat: a named or emulated CPU model ignores the host CPU but must be the same model', () => {
   const tcg = manifest({
-    host: { cpu: { vendor: 'GenuineIntel', modelName: 'Xeon A', flags: INTEL_FLAGS }, guestCpu: { model: 'max', hostDependent: false } },
+    host: {
+      cpu: { vendor: 'GenuineIntel', modelName: 'Xeon A', flags: INTEL_FLAGS },
+      guestCpu: { model: 'max', hostDependent: false },
+    },
   });
-  const amdHere = here({ cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: [] }, guestCpu: { model: 'max', hostDependent: false } });
+  const amdHere = here({
+    cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: [] },
+    guestCpu: { model: 'max', hostDependent: false },
+  });
   assert.deepEqual(kinds(tcg, amdHere), [], 'TCG max: any host CPU');
   assert.deepEqual(kinds(tcg, here({ guestCpu: { model: 'Skylake-Client-v4', hostDependent: false } })), ['cpu-model']);
-  assert.deepEqual(kinds(manifest(), here({ guestCpu: { model: 'max', hostDependent: false } })), ['cpu-model'], 'host vs max');
+  assert.deepEqual(
+    kinds(manifest(), here({ guestCpu: { model: 'max', hostDependent: false } })),
+    ['cpu-model'],
+    'host vs max',
+  );
 });
 
 test('host compat: VMM kind or major version, guest kernel and drive layout must match', () => {
   assert.deepEqual(kinds(manifest(), here({ vmm: { kind: 'qemu', version: '8.0.0', driveLayout: 'plain' } })), ['vmm']);
-  assert.deepEqual(kinds(manifest(), here({ vmm: { kind: 'qemu', version: '7.1.0', driveLayout: 'plain' } })), [], 'same major');
-  assert.deepEqual(kinds(manifest(), here({ vmm: { kind: 'firecracker', version: '1.16.1', driveLayout: 'plain' } })), ['vmm']);
+  assert.deepEqual(
+    kinds(manifest(), here({ vmm: { kind: 'qemu', version: '7.1.0', driveLayout: 'plain' } })),
+    [],
+    'same major',
+  );
+  assert.deepEqual(kinds(manifest(), here({ vmm: { kind: 'firecracker', version: '1.16.1', driveLayout: 'plain' } })), [
+    'vmm',
+  ]);
   assert.deepEqual(kinds(manifest(), here({ kernelVersion: '6.1.0-58-amd64' })), ['kernel']);
   const fc = manifest({ vmm: { kind: 'firecracker', version: '1.16.1', driveLayout: 'jail' } });
-  const fcHere = (driveLayout: 'jail' | 'mount-namespace' | undefined) => here({ vmm: { kind: 'firecracker', version: 'v1.16.0', driveLayout } });
+  const fcHere = (driveLayout: 'jail' | 'mount-namespace' | undefined) =>
+    here({ vmm: { kind: 'firecracker', version: 'v1.16.0', driveLayout } });
   assert.deepEqual(kinds(fc, fcHere('mount-namespace')), ['drive-layout']);
   assert.deepEqual(kinds(fc, fcHere('jail')), []);
   assert.deepEqual(kinds(fc, fcHere(undefined)), [], 'a driver that does not say is not compared');
 });
 
 test('host compat: the refusal names every difference; the override turns it into a warning', () => {
-  const other = here({ kernelVersion: '6.1.0-99-amd64', cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: [] } });
+  const other = here({
+    kernelVersion: '6.1.0-99-amd64',
+    cpu: { vendor: 'AuthenticAMD', modelName: 'EPYC', flags: [] },
+  });
   let caught: unknown;
   try {
     checkHostCompat(manifest(), other);
@@ -138,7 +188,10 @@ test('qemu: CPU model policy (max under TCG, host under KVM, named models enforc
     model: 'Skylake-Client-v4',
     hostDependent: false,
   });
-  assert.deepEqual(await new QemuDriver({ accel: 'kvm', cpuModel: 'max,-hle' }).guestCpu(), { model: 'max,-hle', hostDependent: true });
+  assert.deepEqual(await new QemuDriver({ accel: 'kvm', cpuModel: 'max,-hle' }).guestCpu(), {
+    model: 'max,-hle',
+    hostDependent: true,
+  });
   for (const bad of ['', 'host;rm', 'max, -hle', '-max'])
     assert.throws(
       () => new QemuDriver({ cpuModel: bad }),
@@ -163,14 +216,27 @@ test('qemu: cmdline device discovery is microvm without ACPI, RTC or PCI, with a
     memoryMiB: 128,
     network: { netns: 'n', tapName: 't', guestMac: 'm' },
   };
-  const o = { accelerator: 'tcg' as const, cpuModel: 'max', controlSocket: '/s', consoleLog: '/c', memoryFile: '/m', shareMemory: true, incoming: false };
+  const o = {
+    accelerator: 'tcg' as const,
+    cpuModel: 'max',
+    controlSocket: '/s',
+    consoleLog: '/c',
+    memoryFile: '/m',
+    shareMemory: true,
+    incoming: false,
+  };
   const off = qemuArgs(spec, { ...o, deviceDiscovery: 'cmdline' });
   const machine = off[off.indexOf('-M') + 1];
   assert.match(machine, /^microvm,/);
-  for (const opt of ['acpi=off', 'rtc=off', 'pcie=off', 'auto-kernel-cmdline=on']) assert.ok(machine.split(',').includes(opt), opt);
+  for (const opt of ['acpi=off', 'rtc=off', 'pcie=off', 'auto-kernel-cmdline=on'])
+    assert.ok(machine.split(',').includes(opt), opt);
   assert.equal(off[off.indexOf('i8042') - 1], '-device');
   assert.equal(off[off.indexOf('-cpu') + 1], 'max');
-  assert.deepEqual(microvmMachine('acpi'), { machine: 'microvm,acpi=on,memory-backend=mem', devices: [] }, 'the ACPI machine is unchanged');
+  assert.deepEqual(
+    microvmMachine('acpi'),
+    { machine: 'microvm,acpi=on,memory-backend=mem', devices: [] },
+    'the ACPI machine is unchanged',
+  );
   assert.deepEqual(new QemuDriver({ deviceDiscovery: 'cmdline' }).guestKernelArgs, ['embers.halt=reboot']);
   assert.deepEqual(new QemuDriver().guestKernelArgs, []);
 });

@@ -54,7 +54,10 @@ test('local store: tampering is caught even when a stamp from an earlier verific
     const m = await publishOne(store);
     const stamps = await store.verify(m);
     await appendFile(join(store.pathOf(m.id), 'vmstate.bin'), 'x');
-    await assert.rejects(store.verify(m, stamps), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message));
+    await assert.rejects(
+      store.verify(m, stamps),
+      (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message),
+    );
   });
 });
 
@@ -90,7 +93,11 @@ test('manifest: malformed, wrong-format and unsafe manifests are refused', () =>
     (e) => isEmbersError(e, 'EMB_SNAPSHOT_INCOMPATIBLE'),
   );
   assert.throws(
-    () => parseManifest(JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }), 'x'),
+    () =>
+      parseManifest(
+        JSON.stringify({ ...good, files: [{ name: '../etc/passwd', sizeBytes: 1, sha256: 'd'.repeat(64) }] }),
+        'x',
+      ),
     (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'),
   );
   assert.throws(

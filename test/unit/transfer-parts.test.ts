@@ -182,17 +182,27 @@ test('local store: publishFetched publishes exactly the listed files under the m
     };
 
     const missing = await stage('vmstate.bin');
-    await assert.rejects(b.publishFetched(missing, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message));
+    await assert.rejects(
+      b.publishFetched(missing, m),
+      (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /vmstate\.bin/.test((e as Error).message),
+    );
     const extra = await stage();
     await writeFile(join(extra, 'extra.bin'), 'x');
     await assert.rejects(b.publishFetched(extra, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT'));
     const short = await stage();
     await writeFile(join(short, 'memory.bin'), 'short');
-    await assert.rejects(b.publishFetched(short, m), (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /memory\.bin/.test((e as Error).message));
+    await assert.rejects(
+      b.publishFetched(short, m),
+      (e) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && /memory\.bin/.test((e as Error).message),
+    );
     assert.equal(await b.has(m.id), false, 'nothing was published');
 
     assert.deepEqual(await b.publishFetched(await stage(), m), m);
-    assert.deepEqual(await snapshotBytes(b, m.id), await snapshotBytes(a, m.id), 'the manifest is written byte for byte as publish writes it');
+    assert.deepEqual(
+      await snapshotBytes(b, m.id),
+      await snapshotBytes(a, m.id),
+      'the manifest is written byte for byte as publish writes it',
+    );
     await b.verify(m);
     const again = await stage();
     assert.deepEqual(await b.publishFetched(again, m), m, 'already there: kept');

@@ -29,7 +29,10 @@ test('selectDriver: auto picks firecracker only with its binary AND hardware-bac
   }
   const noBin = await selectDriver({ firecrackerBin: '/nonexistent/firecracker' });
   assert.equal(noBin.driver.kind, 'qemu');
-  assert.match(noBin.reason, /no executable Firecracker binary \(\/nonexistent\/firecracker, from the --firecracker-bin option\)/);
+  assert.match(
+    noBin.reason,
+    /no executable Firecracker binary \(\/nonexistent\/firecracker, from the --firecracker-bin option\)/,
+  );
   const tcg = await selectDriver({ firecrackerBin: FAKE, accel: 'tcg' });
   assert.equal(tcg.driver.kind, 'qemu');
   assert.match(tcg.reason, /TCG was requested/);
@@ -51,7 +54,10 @@ test('selectDriver: an explicit firecracker request fails clearly, saying what i
   const hardware = (await detectAccelerator('auto')).accelerator === 'kvm';
   await assert.rejects(selectDriver({ vmm: 'firecracker', firecrackerBin: '/nonexistent/firecracker' }), (e) => {
     assert.ok(isEmbersError(e, 'EMB_VMM_NOT_FOUND'), String(e));
-    assert.match(e.message, /Firecracker was requested but this host has no executable Firecracker binary \(\/nonexistent\/firecracker/);
+    assert.match(
+      e.message,
+      /Firecracker was requested but this host has no executable Firecracker binary \(\/nonexistent\/firecracker/,
+    );
     if (!hardware) assert.match(e.message, /and no hardware-backed KVM/);
     return true;
   });

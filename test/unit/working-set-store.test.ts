@@ -32,13 +32,21 @@ test('working set store: published beside the snapshot without changing a byte o
     const m = await makeSnapshot(store, { memoryBytes: 2 * MiB });
     const sets = new WorkingSetStore(store);
     const dir = store.pathOf(m.id);
-    const before = new Map(await Promise.all((await readdir(dir)).map(async (n) => [n, await readFile(join(dir, n))] as const)));
+    const before = new Map(
+      await Promise.all((await readdir(dir)).map(async (n) => [n, await readFile(join(dir, n))] as const)),
+    );
     assert.equal(await sets.get(m.id), undefined);
 
     const staging = await sets.staging(m.id);
     const pagesBytes = await writeWorkingSet(staging, join(dir, 'memory.bin'), RANGES);
     assert.equal(pagesBytes, 6 * 4096);
-    const wm = await sets.publish(m.id, staging, { recordedAt: new Date().toISOString(), recorder: 'test', order: 'file', pageSize: 4096, pages: 6 });
+    const wm = await sets.publish(m.id, staging, {
+      recordedAt: new Date().toISOString(),
+      recorder: 'test',
+      order: 'file',
+      pageSize: 4096,
+      pages: 6,
+    });
     assert.equal(wm.snapshotId, m.id);
     assert.deepEqual(wm.files.map((f) => f.name).sort(), [WORKING_SET_FILES.pages, WORKING_SET_FILES.ranges]);
     // the snapshot's own files and manifest are untouched, and it still verifies
@@ -55,7 +63,13 @@ test('working set store: published beside the snapshot without changing a byte o
     // a second publish keeps the first (working sets are immutable)
     const again = await sets.staging(m.id);
     await writeWorkingSet(again, join(dir, 'memory.bin'), { pageSize: 4096, ranges: [{ firstPage: 0, pageCount: 1 }] });
-    const kept = await sets.publish(m.id, again, { recordedAt: new Date().toISOString(), recorder: 'test', order: 'file', pageSize: 4096, pages: 1 });
+    const kept = await sets.publish(m.id, again, {
+      recordedAt: new Date().toISOString(),
+      recorder: 'test',
+      order: 'file',
+      pageSize: 4096,
+      pages: 1,
+    });
     assert.deepEqual(kept, wm);
     assert.deepEqual(
       (await readdir(dir)).filter((n) => n.startsWith('.')),
@@ -64,15 +78,24 @@ test('working set store: published beside the snapshot without changing a byte o
 
     // tampering is found: a changed byte, an extra file
     await appendFile(join(sets.dirOf(m.id), WORKING_SET_FILES.pages), 'x');
-    await assert.rejects(sets.verify(m.id), (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /bytes/.test(err.message));
+    await assert.rejects(
+      sets.verify(m.id),
+      (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /bytes/.test(err.message),
+    );
     await writeFile(
       join(sets.dirOf(m.id), WORKING_SET_FILES.pages),
       pages.map((b, i) => (i === 5 ? b ^ 1 : b)),
     );
-    await assert.rejects(sets.verify(m.id), (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /sha256/.test(err.message));
+    await assert.rejects(
+      sets.verify(m.id),
+      (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /sha256/.test(err.message),
+    );
     await writeFile(join(sets.dirOf(m.id), WORKING_SET_FILES.pages), pages);
     await writeFile(join(sets.dirOf(m.id), 'extra'), 'x');
-    await assert.rejects(sets.verify(m.id), (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /extra/.test(err.message));
+    await assert.rejects(
+      sets.verify(m.id),
+      (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID') && /extra/.test(err.message),
+    );
 
     await store.remove(m.id);
     assert.equal(await sets.get(m.id).catch((e: unknown) => e), undefined);
@@ -89,6 +112,8 @@ test('working set store: a dead process leaves a staging dir that reconcile drop
     await writeFile(join(dir, `${WORKING_SET_DIR}.bin`), 'x');
     await assert.rejects(store.verify(m), (err: unknown) => isEmbersError(err, 'EMB_SNAPSHOT_CORRUPT'));
     const sets = new WorkingSetStore(store);
-    await assert.rejects(sets.staging('snap-0000000000000000'), (err: unknown) => isEmbersError(err, 'EMB_SNAPSHOT_NOT_FOUND'));
+    await assert.rejects(sets.staging('snap-0000000000000000'), (err: unknown) =>
+      isEmbersError(err, 'EMB_SNAPSHOT_NOT_FOUND'),
+    );
   });
 });

@@ -119,7 +119,11 @@ test('working set pages: the bytes of each range in record order; size checked a
     checkPagesSize(ws, pages.length, 'x');
     invalid(() => checkPagesSize(ws, pages.length - 1, 'x'), /bytes of pages/);
     await assert.rejects(
-      writeWorkingSetPages(join(dir, 'memory.bin'), { pageSize: 4096, ranges: [{ firstPage: 15, pageCount: 2 }] }, join(dir, 'w2')),
+      writeWorkingSetPages(
+        join(dir, 'memory.bin'),
+        { pageSize: 4096, ranges: [{ firstPage: 15, pageCount: 2 }] },
+        join(dir, 'w2'),
+      ),
       (err: unknown) => isEmbersError(err, 'EMB_WORKING_SET_INVALID'),
     );
   } finally {

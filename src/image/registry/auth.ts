@@ -180,18 +180,26 @@ export class TokenCache {
     const realm = challenge.params.realm;
     const service = challenge.params.service ?? '';
     if (!realm)
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} asked for a bearer token without naming a realm`, {
-        registry: ctx.registry,
-        challenge,
-      });
+      throw new EmbersError(
+        'EMB_REGISTRY_REQUEST_FAILED',
+        `registry ${ctx.registry} asked for a bearer token without naming a realm`,
+        {
+          registry: ctx.registry,
+          challenge,
+        },
+      );
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `registry ${ctx.registry} named an invalid token realm ${JSON.stringify(realm)}`, {
-        registry: ctx.registry,
-        realm,
-      });
+      throw new EmbersError(
+        'EMB_REGISTRY_REQUEST_FAILED',
+        `registry ${ctx.registry} named an invalid token realm ${JSON.stringify(realm)}`,
+        {
+          registry: ctx.registry,
+          realm,
+        },
+      );
     }
     if (url.protocol === 'http:' && !isInsecure(url.host, ctx.insecure)) {
       throw new EmbersError(
@@ -201,7 +209,10 @@ export class TokenCache {
       );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `unsupported token realm ${realm}`, { registry: ctx.registry, realm });
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `unsupported token realm ${realm}`, {
+        registry: ctx.registry,
+        realm,
+      });
     if (service) url.searchParams.set('service', service);
     const scopes = new Set([scope, ...(challenge.params.scope ? challenge.params.scope.split(' ') : [])]);
     for (const s of scopes) url.searchParams.append('scope', s);
@@ -234,12 +245,27 @@ export class TokenCache {
     try {
       doc = JSON.parse(body.toString('utf8')) as typeof doc;
     } catch {
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered with a body that is not JSON`, { registry: ctx.registry, realm });
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered with a body that is not JSON`, {
+        registry: ctx.registry,
+        realm,
+      });
     }
-    const token = typeof doc.token === 'string' && doc.token ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : '';
-    if (!token) throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered without a token`, { registry: ctx.registry, realm });
+    const token =
+      typeof doc.token === 'string' && doc.token
+        ? doc.token
+        : typeof doc.access_token === 'string'
+          ? doc.access_token
+          : '';
+    if (!token)
+      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered without a token`, {
+        registry: ctx.registry,
+        realm,
+      });
     const lifetime = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60;
-    this.tokens.set(this.key(realm, service, scope, creds), { token, expiresAt: Date.now() + Math.max(1, lifetime - 10) * 1000 });
+    this.tokens.set(this.key(realm, service, scope, creds), {
+      token,
+      expiresAt: Date.now() + Math.max(1, lifetime - 10) * 1000,
+    });
     return token;
   }
 }

@@ -61,7 +61,12 @@ export class RegistryClient {
 
   private authHeader(scope: string): string | undefined {
     if (this.bearer) {
-      const token = this.tokens.get(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
+      const token = this.tokens.get(
+        this.bearer.params.realm ?? '',
+        this.bearer.params.service ?? '',
+        scope,
+        this.credentials,
+      );
       if (token) return `Bearer ${token}`;
     }
     if (this.basic && this.credentials) return basicHeader(this.credentials);
@@ -75,23 +80,41 @@ export class RegistryClient {
       const sameOrigin = current.origin === url.origin;
       const h = { ...headers };
       if (!sameOrigin) delete h.authorization;
-      const res = await send(current, { method, headers: h, timeoutMs: this.opts.timeoutMs, signal: this.opts.signal, what: this.what });
+      const res = await send(current, {
+        method,
+        headers: h,
+        timeoutMs: this.opts.timeoutMs,
+        signal: this.opts.signal,
+        what: this.what,
+      });
       const status = res.statusCode ?? 0;
       if (!REDIRECTS.has(status)) return res;
       await drain(res);
       const location = res.headers.location;
       if (!location || hop >= MAX_REDIRECTS) {
-        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} redirected ${url.pathname} ${location ? 'too many times' : 'without a Location'}`, {
-          url: url.href,
-          status,
-        });
+        throw new EmbersError(
+          'EMB_REGISTRY_REQUEST_FAILED',
+          `${this.what} redirected ${url.pathname} ${location ? 'too many times' : 'without a Location'}`,
+          {
+            url: url.href,
+            status,
+          },
+        );
       }
       const next = new URL(location, current);
-      if (next.protocol === 'http:' && current.protocol === 'https:' && !isInsecure(next.host, this.opts.insecureRegistries)) {
-        throw new EmbersError('EMB_REGISTRY_TLS', `${this.what} redirected ${url.pathname} to plain HTTP (${next.host})`, {
-          url: url.href,
-          location: next.href,
-        });
+      if (
+        next.protocol === 'http:' &&
+        current.protocol === 'https:' &&
+        !isInsecure(next.host, this.opts.insecureRegistries)
+      ) {
+        throw new EmbersError(
+          'EMB_REGISTRY_TLS',
+          `${this.what} redirected ${url.pathname} to plain HTTP (${next.host})`,
+          {
+            url: url.href,
+            location: next.href,
+          },
+        );
       }
       current = next;
     }
@@ -102,7 +125,12 @@ export class RegistryClient {
    * token from the realm, or basic credentials) and tries again; a second 401, or a 403, is
    * EMB_REGISTRY_AUTH. Any other status is returned to the caller.
    */
-  async request(repository: string, method: 'GET' | 'HEAD', path: string, headers: Record<string, string> = {}): Promise<RegistryResponse> {
+  async request(
+    repository: string,
+    method: 'GET' | 'HEAD',
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<RegistryResponse> {
     const url = new URL(`${this.baseUrl}/v2/${path}`);
     const scope = `repository:${repository}:pull`;
     let answered: 'bearer' | 'basic' | undefined;
@@ -127,8 +155,12 @@ export class RegistryClient {
         ...(refused.code ? { registryCode: refused.code } : {}),
       };
       if (status === 403 || answered !== undefined) {
-        if (answered === 'bearer' && this.bearer) this.tokens.forget(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
-        const maybeMissing = answered === 'bearer' ? ' (registries such as Docker Hub also answer so for a repository that does not exist)' : '';
+        if (answered === 'bearer' && this.bearer)
+          this.tokens.forget(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
+        const maybeMissing =
+          answered === 'bearer'
+            ? ' (registries such as Docker Hub also answer so for a repository that does not exist)'
+            : '';
         throw new EmbersError(
           'EMB_REGISTRY_AUTH',
           `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}${maybeMissing}`,
@@ -155,7 +187,12 @@ export class RegistryClient {
             details,
           );
         }
-        if (this.basic) throw new EmbersError('EMB_REGISTRY_AUTH', `${this.what} refused the credentials${user}: HTTP ${status}`, details);
+        if (this.basic)
+          throw new EmbersError(
+            'EMB_REGISTRY_AUTH',
+            `${this.what} refused the credentials${user}: HTTP ${status}`,
+            details,
+          );
         this.basic = true;
         answered = 'basic';
         continue;
@@ -193,7 +230,11 @@ export class RegistryClient {
         },
       );
     }
-    if (status !== 200) throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository });
+    if (status !== 200)
+      throw statusError(status, url, this.what, await errorBody(res, url, this.what), {
+        registry: this.registry,
+        repository,
+      });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
     const digest = `sha256:${sha256(bytes)}`;
     const expected = reference.startsWith('sha256:') ? reference : undefined;
@@ -236,7 +277,8 @@ export class RegistryClient {
     const url = new URL(`${this.baseUrl}/v2/${path}`);
     try {
       const res = await this.request(repository, 'GET', path);
-      if (res.statusCode === 404) return (await errorBody(res, url, this.what)).code === 'NAME_UNKNOWN' ? null : undefined;
+      if (res.statusCode === 404)
+        return (await errorBody(res, url, this.what)).code === 'NAME_UNKNOWN' ? null : undefined;
       if (res.statusCode !== 200) {
         await drain(res);
         return undefined;
@@ -262,14 +304,21 @@ export class RegistryClient {
   /** GETs a small blob (a config) whole and checks it against its descriptor. */
   async getBlobBytes(repository: string, desc: Descriptor, what: string): Promise<Buffer> {
     if (desc.size > MAX_JSON_BYTES)
-      throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${what} ${desc.digest} is too large (${desc.size} bytes)`, { digest: desc.digest });
+      throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${what} ${desc.digest} is too large (${desc.size} bytes)`, {
+        digest: desc.digest,
+      });
     const path = `${repository}/blobs/${desc.digest}`;
     const url = new URL(`${this.baseUrl}/v2/${path}`);
     const res = await this.request(repository, 'GET', path);
     const status = res.statusCode ?? 0;
-    if (status === 404) throw this.blobNotFound(repository, desc.digest, status, (await errorBody(res, url, this.what)).code);
+    if (status === 404)
+      throw this.blobNotFound(repository, desc.digest, status, (await errorBody(res, url, this.what)).code);
     if (status !== 200)
-      throw statusError(status, url, this.what, await errorBody(res, url, this.what), { registry: this.registry, repository, digest: desc.digest });
+      throw statusError(status, url, this.what, await errorBody(res, url, this.what), {
+        registry: this.registry,
+        repository,
+        digest: desc.digest,
+      });
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
     const actual = `sha256:${sha256(bytes)}`;
     if (actual !== desc.digest || bytes.length !== desc.size) {
@@ -300,10 +349,14 @@ export class RegistryClient {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
       if (!m) {
         await drain(res);
-        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${this.what} answered a range request for ${digest} without a valid Content-Range`, {
-          url: url.href,
-          contentRange: res.headers['content-range'],
-        });
+        throw new EmbersError(
+          'EMB_REGISTRY_REQUEST_FAILED',
+          `${this.what} answered a range request for ${digest} without a valid Content-Range`,
+          {
+            url: url.href,
+            contentRange: res.headers['content-range'],
+          },
+        );
       }
       return { res, status, start: Number(m[1]) };
     }

@@ -77,19 +77,29 @@ export async function downloadBlob(
   store: BlobStore,
   opts: DownloadOptions,
 ): Promise<DownloadResult> {
-  if (await store.has(desc.digest, desc.size)) return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+  if (await store.has(desc.digest, desc.size))
+    return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
   await store.ensureDirs();
-  const release = await acquireLock(store.lockPath(desc.digest), `the download of ${desc.digest}`, { signal: opts.signal });
+  const release = await acquireLock(store.lockPath(desc.digest), `the download of ${desc.digest}`, {
+    signal: opts.signal,
+  });
   try {
     // Another process may have finished it while we waited for the lock.
-    if (await store.has(desc.digest, desc.size)) return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+    if (await store.has(desc.digest, desc.size))
+      return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
     return await fetchWithResume(client, repository, desc, store, opts);
   } finally {
     await release();
   }
 }
 
-async function fetchWithResume(client: RegistryClient, repository: string, desc: Descriptor, store: BlobStore, opts: DownloadOptions): Promise<DownloadResult> {
+async function fetchWithResume(
+  client: RegistryClient,
+  repository: string,
+  desc: Descriptor,
+  store: BlobStore,
+  opts: DownloadOptions,
+): Promise<DownloadResult> {
   const part = store.partPath(desc.digest);
   const where = `${client.registry}/${repository}`;
   let state: PartState | undefined;
@@ -132,10 +142,14 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
         state = cur;
         if (start !== 0) {
           res.destroy();
-          throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${where} answered a range request for ${desc.digest} from byte ${start}`, {
-            digest: desc.digest,
-            start,
-          });
+          throw new EmbersError(
+            'EMB_REGISTRY_REQUEST_FAILED',
+            `${where} answered a range request for ${desc.digest} from byte ${start}`,
+            {
+              digest: desc.digest,
+              start,
+            },
+          );
         }
       }
       const fh = await open(part, 'a', 0o644);
@@ -148,7 +162,10 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
             await fh.close().catch(() => {});
             await rm(part, { force: true });
             state = undefined;
-            throw mismatch(`${where} sent more than the ${desc.size} bytes of blob ${desc.digest}`, { digest: desc.digest, expectedSize: desc.size });
+            throw mismatch(`${where} sent more than the ${desc.size} bytes of blob ${desc.digest}`, {
+              digest: desc.digest,
+              expectedSize: desc.size,
+            });
           }
           await fh.write(buf);
           cur.hash.update(buf);
@@ -165,7 +182,11 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
       if (cur.offset < desc.size) {
         if (broke !== undefined || !res.complete) {
           const cause = broke ?? Object.assign(new Error('connection closed early'), { code: 'ECONNRESET' });
-          const e = transportError(cause, new URL(`${client.baseUrl}/v2/${repository}/blobs/${desc.digest}`), `registry ${client.registry}`);
+          const e = transportError(
+            cause,
+            new URL(`${client.baseUrl}/v2/${repository}/blobs/${desc.digest}`),
+            `registry ${client.registry}`,
+          );
           throw isEmbersError(e, 'EMB_REGISTRY_UNREACHABLE') ? broken(e, cur.offset) : e;
         }
         await rm(part, { force: true });
@@ -186,7 +207,11 @@ async function fetchWithResume(client: RegistryClient, repository: string, desc:
         restartedAfterResume = true;
         return attempt();
       }
-      throw mismatch(`blob ${desc.digest} from ${where} does not match its digest (sha256 ${actual})`, { digest: desc.digest, actual, size: desc.size });
+      throw mismatch(`blob ${desc.digest} from ${where} does not match its digest (sha256 ${actual})`, {
+        digest: desc.digest,
+        actual,
+        size: desc.size,
+      });
     }
   };
 

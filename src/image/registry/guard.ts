@@ -81,7 +81,11 @@ export class CacheGuard {
         const pins = await this.livePins();
         if (pins.length === 0) return release;
         if (Date.now() - started > this.waitMs) {
-          throw new EmbersError('EMB_IMAGE_CACHE_BUSY', `the image cache ${this.imagesDir} is in use by ${pins.length} running pull(s) or ensure(s)`, { pins });
+          throw new EmbersError(
+            'EMB_IMAGE_CACHE_BUSY',
+            `the image cache ${this.imagesDir} is in use by ${pins.length} running pull(s) or ensure(s)`,
+            { pins },
+          );
         }
         await delay(100);
       }

@@ -82,7 +82,12 @@ function poolFor(timeoutMs: number): Dispatcher {
 export async function send(url: URL, opts: SendOptions): Promise<RegistryResponse> {
   let res: Dispatcher.ResponseData;
   try {
-    res = await undiciRequest(url, { method: opts.method, headers: opts.headers, signal: opts.signal, dispatcher: poolFor(opts.timeoutMs) });
+    res = await undiciRequest(url, {
+      method: opts.method,
+      headers: opts.headers,
+      signal: opts.signal,
+      dispatcher: poolFor(opts.timeoutMs),
+    });
   } catch (err) {
     throw transportError(err, url, opts.what);
   }
@@ -94,7 +99,8 @@ export async function send(url: URL, opts: SendOptions): Promise<RegistryRespons
     complete = true;
   });
   const headers: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(res.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  for (const [name, value] of Object.entries(res.headers))
+    headers[name] = Array.isArray(value) ? value.join(', ') : value;
   return {
     statusCode: res.statusCode,
     headers,
@@ -115,7 +121,11 @@ export async function readBody(res: RegistryResponse, url: URL, what: string, ma
       size += (chunk as Buffer).length;
       if (size > maxBytes) {
         res.destroy();
-        throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} sent more than ${maxBytes} bytes for ${url.pathname}`, { url: url.href, maxBytes });
+        throw new EmbersError(
+          'EMB_REGISTRY_REQUEST_FAILED',
+          `${what} sent more than ${maxBytes} bytes for ${url.pathname}`,
+          { url: url.href, maxBytes },
+        );
       }
       chunks.push(chunk as Buffer);
     }
@@ -163,7 +173,11 @@ export function registryErrorOf(body: Buffer): { code?: string; message?: string
 }
 
 /** Reads a small error body and returns its decoded registry error, for messages. */
-export async function errorBody(res: RegistryResponse, url: URL, what: string): Promise<{ code?: string; message?: string }> {
+export async function errorBody(
+  res: RegistryResponse,
+  url: URL,
+  what: string,
+): Promise<{ code?: string; message?: string }> {
   const body = await readBody(res, url, what, 64 * 1024).catch(() => Buffer.alloc(0));
   return registryErrorOf(body);
 }
@@ -182,9 +196,17 @@ export function statusError(
   registryError: { code?: string; message?: string },
   details: RegistryRequestDetails = {},
 ): EmbersError<'EMB_REGISTRY_AUTH' | 'EMB_REGISTRY_UNAVAILABLE' | 'EMB_REGISTRY_REQUEST_FAILED'> {
-  const said = registryError.code ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})` : '';
+  const said = registryError.code
+    ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})`
+    : '';
   const d = { ...details, url: url.href, status, ...(registryError.code ? { registryCode: registryError.code } : {}) };
-  if (status === 401 || status === 403) return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);
-  if (status === 429 || status >= 500) return new EmbersError('EMB_REGISTRY_UNAVAILABLE', `${what} answered HTTP ${status} for ${url.pathname}${said}`, d);
-  return new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered HTTP ${status} for ${url.pathname}${said}`, d);
+  if (status === 401 || status === 403)
+    return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);
+  if (status === 429 || status >= 500)
+    return new EmbersError('EMB_REGISTRY_UNAVAILABLE', `${what} answered HTTP ${status} for ${url.pathname}${said}`, d);
+  return new EmbersError(
+    'EMB_REGISTRY_REQUEST_FAILED',
+    `${what} answered HTTP ${status} for ${url.pathname}${said}`,
+    d,
+  );
 }

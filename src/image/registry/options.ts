@@ -58,9 +58,14 @@ export function compileRegistryOptions(opts: RegistryOptions = {}): CompiledRegi
   const concurrency = opts.concurrency ?? 3;
   const timeoutMs = opts.timeoutMs ?? 30_000;
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `registry concurrency must be an integer from 1 to 32, not ${concurrency}`, { concurrency });
+    throw new EmbersError(
+      'EMB_CONFIG_INVALID',
+      `registry concurrency must be an integer from 1 to 32, not ${concurrency}`,
+      { concurrency },
+    );
   }
-  if (!(timeoutMs > 0)) throw new EmbersError('EMB_CONFIG_INVALID', `registry timeout must be > 0 ms, not ${timeoutMs}`, { timeoutMs });
+  if (!(timeoutMs > 0))
+    throw new EmbersError('EMB_CONFIG_INVALID', `registry timeout must be > 0 ms, not ${timeoutMs}`, { timeoutMs });
   const insecureRegistries = opts.insecureRegistries ?? insecureFromEnv();
   for (const entry of insecureRegistries) {
     if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$/.test(entry)) {
@@ -68,7 +73,9 @@ export function compileRegistryOptions(opts: RegistryOptions = {}): CompiledRegi
         'EMB_CONFIG_INVALID',
         `insecure registry ${JSON.stringify(entry)} is not host or host:port`,
         { entry },
-        { hint: 'set EMBERS_INSECURE_REGISTRIES to a comma-separated list such as localhost,127.0.0.1,myregistry:5000' },
+        {
+          hint: 'set EMBERS_INSECURE_REGISTRIES to a comma-separated list such as localhost,127.0.0.1,myregistry:5000',
+        },
       );
     }
   }

@@ -76,7 +76,8 @@ export function describePullEvent(e: PullEvent): string | undefined {
     case 'resolved':
       return `${e.reference}: manifest ${e.manifestDigest} (${e.platform}), ${e.layers.length} layers, ${mib(e.bytesTotal)}${e.bytesCached > 0 ? ` (${mib(e.bytesCached)} cached)` : ''}`;
     case 'layer':
-      if (e.status === 'cached') return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: cached (${mib(e.bytesTotal)})`;
+      if (e.status === 'cached')
+        return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: cached (${mib(e.bytesTotal)})`;
       if (e.status === 'done')
         return `layer ${e.index + 1}/${e.count} ${short(e.digest)}: downloaded ${mib(e.bytesTotal)}${e.resumedFrom > 0 ? ` (resumed at ${mib(e.resumedFrom)})` : ''}`;
       return undefined;
@@ -98,7 +99,10 @@ export interface ProgressDisplayOptions {
  * (`layer 2/5 3f1c…  12.0/40.0 MiB  30%`) under the resolved line; elsewhere, one line per
  * event that `describePullEvent` describes. Returns the listener to pass as `onProgress`.
  */
-export function pullProgressDisplay(out: NodeJS.WritableStream & { isTTY?: boolean }, opts: ProgressDisplayOptions = {}): PullProgressListener {
+export function pullProgressDisplay(
+  out: NodeJS.WritableStream & { isTTY?: boolean },
+  opts: ProgressDisplayOptions = {},
+): PullProgressListener {
   const tty = opts.tty ?? Boolean(out.isTTY);
   if (!tty) {
     return (e) => {
@@ -117,13 +121,21 @@ export function pullProgressDisplay(out: NodeJS.WritableStream & { isTTY?: boole
   return (e) => {
     if (e.type === 'resolved') {
       out.write(`${describePullEvent(e)}\n`);
-      lines = e.layers.map((l, i) => `layer ${i + 1}/${e.layers.length} ${short(l.digest)}  ${l.cached ? 'cached' : 'waiting'}`);
+      lines = e.layers.map(
+        (l, i) => `layer ${i + 1}/${e.layers.length} ${short(l.digest)}  ${l.cached ? 'cached' : 'waiting'}`,
+      );
       drawn = 0;
       redraw();
     } else if (e.type === 'layer') {
       const pct = e.bytesTotal > 0 ? Math.floor((e.bytesDone / e.bytesTotal) * 100) : 100;
-      const state = e.status === 'cached' ? 'cached' : e.status === 'done' ? `done ${mib(e.bytesTotal)}` : `${mib(e.bytesDone)}/${mib(e.bytesTotal)}  ${pct}%`;
-      lines[e.index] = `layer ${e.index + 1}/${e.count} ${short(e.digest)}  ${state}${e.resumedFrom > 0 ? ` (resumed at ${mib(e.resumedFrom)})` : ''}`;
+      const state =
+        e.status === 'cached'
+          ? 'cached'
+          : e.status === 'done'
+            ? `done ${mib(e.bytesTotal)}`
+            : `${mib(e.bytesDone)}/${mib(e.bytesTotal)}  ${pct}%`;
+      lines[e.index] =
+        `layer ${e.index + 1}/${e.count} ${short(e.digest)}  ${state}${e.resumedFrom > 0 ? ` (resumed at ${mib(e.resumedFrom)})` : ''}`;
       redraw();
     } else {
       lines = [];

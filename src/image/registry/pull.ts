@@ -68,7 +68,12 @@ function platformText(p: { os?: unknown; architecture?: unknown; variant?: unkno
   return `${String(p.os ?? 'linux')}/${String(p.architecture ?? 'amd64')}${typeof p.variant === 'string' && p.variant ? `/${p.variant}` : ''}`;
 }
 
-export async function pullImage(ref: ImageReference, client: RegistryClient, store: BlobStore, opts: PullOptions): Promise<PullResult> {
+export async function pullImage(
+  ref: ImageReference,
+  client: RegistryClient,
+  store: BlobStore,
+  opts: PullOptions,
+): Promise<PullResult> {
   const started = Date.now();
   const reference = formatImageReference(ref);
   const emit = opts.onEvent ?? (() => {});
@@ -85,14 +90,24 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   for (let depth = 0; ; depth++) {
     manifests.push(current);
     const parsed = parseJson(current.bytes, `manifest ${current.digest}`, reference);
-    if (!isObject(parsed)) throw manifestInvalid(`manifest ${current.digest} of ${reference} is not a JSON object`, { reference, digest: current.digest });
-    const mediaType = INDEX_TYPES.has(current.mediaType) || MANIFEST_TYPES.has(current.mediaType) ? current.mediaType : undefined;
-    const desc: Descriptor = { digest: current.digest, size: current.bytes.length, ...(mediaType ? { mediaType } : {}) };
+    if (!isObject(parsed))
+      throw manifestInvalid(`manifest ${current.digest} of ${reference} is not a JSON object`, {
+        reference,
+        digest: current.digest,
+      });
+    const mediaType =
+      INDEX_TYPES.has(current.mediaType) || MANIFEST_TYPES.has(current.mediaType) ? current.mediaType : undefined;
+    const desc: Descriptor = {
+      digest: current.digest,
+      size: current.bytes.length,
+      ...(mediaType ? { mediaType } : {}),
+    };
     if (kindOf(parsed, desc) === 'manifest') {
       doc = parsed;
       break;
     }
-    if (depth >= MAX_INDEX_DEPTH) throw manifestInvalid(`the indexes of ${reference} nest too deeply`, { reference, digest: current.digest });
+    if (depth >= MAX_INDEX_DEPTH)
+      throw manifestInvalid(`the indexes of ${reference} nest too deeply`, { reference, digest: current.digest });
     if (depth === 0) indexDigest = current.digest;
     const where = `index ${current.digest} of ${reference}`;
     const chosen = pickPlatform(checkIndex(parsed, where), where);
@@ -137,7 +152,16 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
   for (const d of layers) infos.push({ digest: d.digest, size: d.size, cached: await store.has(d.digest, d.size) });
   const bytesTotal = layers.reduce((s, d) => s + d.size, 0);
   const bytesCached = infos.filter((l) => l.cached).reduce((s, l) => s + l.size, 0);
-  emit({ type: 'resolved', reference, manifestDigest, ...(indexDigest ? { indexDigest } : {}), platform, layers: infos, bytesTotal, bytesCached });
+  emit({
+    type: 'resolved',
+    reference,
+    manifestDigest,
+    ...(indexDigest ? { indexDigest } : {}),
+    platform,
+    layers: infos,
+    bytesTotal,
+    bytesCached,
+  });
 
   const perLayer = layers.map((d, i) => (infos[i]!.cached ? d.size : 0));
   const imageDone = () => perLayer.reduce((s, n) => s + n, 0);
@@ -155,9 +179,23 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
       const i = queue.shift();
       if (i === undefined) return;
       const d = layers[i]!;
-      const base = { type: 'layer' as const, reference, index: i, count: layers.length, digest: d.digest, bytesTotal: d.size };
+      const base = {
+        type: 'layer' as const,
+        reference,
+        index: i,
+        count: layers.length,
+        digest: d.digest,
+        bytesTotal: d.size,
+      };
       if (infos[i]!.cached) {
-        emit({ ...base, status: 'cached', bytesDone: d.size, resumedFrom: 0, imageBytesDone: imageDone(), imageBytesTotal: bytesTotal });
+        emit({
+          ...base,
+          status: 'cached',
+          bytesDone: d.size,
+          resumedFrom: 0,
+          imageBytesDone: imageDone(),
+          imageBytesTotal: bytesTotal,
+        });
         continue;
       }
       let lastReported = -Infinity;
@@ -167,7 +205,8 @@ export async function pullImage(ref: ImageReference, client: RegistryClient, sto
           signal: opts.signal,
           onProgress: (p) => {
             perLayer[i] = p.bytesDone;
-            if (p.bytesDone === lastReported || (p.bytesDone - lastReported < MiB && p.bytesDone < p.bytesTotal)) return;
+            if (p.bytesDone === lastReported || (p.bytesDone - lastReported < MiB && p.bytesDone < p.bytesTotal))
+              return;
             lastReported = p.bytesDone;
             emit({
               ...base,

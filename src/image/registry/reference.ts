@@ -34,7 +34,9 @@ const OTHER_DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const MAX_NAME = 255;
 
 function invalid(ref: string, why: string): EmbersError {
-  return new EmbersError('EMB_IMAGE_REFERENCE_INVALID', `invalid image reference ${JSON.stringify(ref)}: ${why}`, { reference: ref });
+  return new EmbersError('EMB_IMAGE_REFERENCE_INVALID', `invalid image reference ${JSON.stringify(ref)}: ${why}`, {
+    reference: ref,
+  });
 }
 
 function validRegistry(registry: string): boolean {
@@ -68,7 +70,8 @@ export function parseImageReference(input: string): ImageReference {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     if (!DIGEST.test(digest)) {
-      if (OTHER_DIGEST.test(digest) && !digest.startsWith('sha256:')) throw invalid(input, `embers verifies sha256 digests only, not ${digest.split(':')[0]}`);
+      if (OTHER_DIGEST.test(digest) && !digest.startsWith('sha256:'))
+        throw invalid(input, `embers verifies sha256 digests only, not ${digest.split(':')[0]}`);
       throw invalid(input, `the digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
     }
   }
@@ -77,7 +80,11 @@ export function parseImageReference(input: string): ImageReference {
   if (colon > rest.lastIndexOf('/')) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) throw invalid(input, `the tag ${JSON.stringify(tag)} is not valid (letters, digits, _ . -, at most 128, not starting with . or -)`);
+    if (!TAG.test(tag))
+      throw invalid(
+        input,
+        `the tag ${JSON.stringify(tag)} is not valid (letters, digits, _ . -, at most 128, not starting with . or -)`,
+      );
   }
   if (rest === '') throw invalid(input, 'it names no repository');
 
@@ -99,11 +106,14 @@ export function parseImageReference(input: string): ImageReference {
   for (const component of repository.split('/')) {
     if (!PATH_COMPONENT.test(component)) {
       const why =
-        component.toLowerCase() !== component ? 'repositories are lowercase' : 'components are lowercase letters and digits joined by . _ __ or dashes';
+        component.toLowerCase() !== component
+          ? 'repositories are lowercase'
+          : 'components are lowercase letters and digits joined by . _ __ or dashes';
       throw invalid(input, `the repository component ${JSON.stringify(component)} is not valid (${why})`);
     }
   }
-  if (registry.length + 1 + repository.length > MAX_NAME) throw invalid(input, `the name is longer than ${MAX_NAME} characters`);
+  if (registry.length + 1 + repository.length > MAX_NAME)
+    throw invalid(input, `the name is longer than ${MAX_NAME} characters`);
   if (tag === undefined && digest === undefined) tag = 'latest';
   return { registry, repository, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) };
 }

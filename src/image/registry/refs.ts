@@ -89,7 +89,8 @@ export class RefStore {
         const before = JSON.stringify(images);
         const result = change(images);
         const sorted = Object.fromEntries(Object.entries(images).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-        if (JSON.stringify(sorted) !== before) await writeJsonAtomic(this.path, { version: 1, images: sorted } satisfies RefsFile);
+        if (JSON.stringify(sorted) !== before)
+          await writeJsonAtomic(this.path, { version: 1, images: sorted } satisfies RefsFile);
         return result;
       } finally {
         await release();

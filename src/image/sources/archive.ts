@@ -55,8 +55,13 @@ export class ArchiveSource implements ByteSource {
 
   async read(name: string, maxBytes: number): Promise<Buffer> {
     const m = this.member(name);
-    if (!m) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, { name, location: this.location });
-    if (m.size > maxBytes) throw manifestInvalid(`${name} is too large (${m.size} bytes)`, { name, location: this.location });
+    if (!m)
+      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, {
+        name,
+        location: this.location,
+      });
+    if (m.size > maxBytes)
+      throw manifestInvalid(`${name} is too large (${m.size} bytes)`, { name, location: this.location });
     const buf = Buffer.alloc(m.size);
     if (m.size > 0) await this.fh.read(buf, 0, m.size, m.offset);
     return buf;
@@ -64,7 +69,11 @@ export class ArchiveSource implements ByteSource {
 
   stream(name: string): Readable {
     const m = this.member(name);
-    if (!m) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, { name, location: this.location });
+    if (!m)
+      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, {
+        name,
+        location: this.location,
+      });
     if (m.size === 0) {
       const empty = new PassThrough();
       empty.end();
@@ -87,12 +96,18 @@ async function indexArchive(path: string): Promise<Map<string, TarMember>> {
   try {
     for await (const { header, offset } of readTar(createReadStream(path, { highWaterMark: 1 << 20 }))) {
       const name = posix.normalize(header.path.replace(/^\/+/, '')).replace(/\/$/, '');
-      const type = header.type === 'file' || header.type === 'symlink' || header.type === 'hardlink' ? header.type : 'other';
+      const type =
+        header.type === 'file' || header.type === 'symlink' || header.type === 'hardlink' ? header.type : 'other';
       members.set(name, { offset, size: header.size, type, linkname: header.linkname });
     }
   } catch (err) {
     if (!isEmbersError(err)) throw err;
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `${path} is not an OCI image layout or a docker save archive (${err.message})`, { path }, { cause: err });
+    throw new EmbersError(
+      'EMB_IMAGE_NOT_FOUND',
+      `${path} is not an OCI image layout or a docker save archive (${err.message})`,
+      { path },
+      { cause: err },
+    );
   }
   return members;
 }

@@ -18,8 +18,13 @@ export class DirSource implements ByteSource {
   }
   async read(name: string, maxBytes: number): Promise<Buffer> {
     const size = await this.size(name);
-    if (size === undefined) throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from ${this.location}`, { name, location: this.location });
-    if (size > maxBytes) throw manifestInvalid(`${name} is too large (${size} bytes)`, { name, location: this.location });
+    if (size === undefined)
+      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from ${this.location}`, {
+        name,
+        location: this.location,
+      });
+    if (size > maxBytes)
+      throw manifestInvalid(`${name} is too large (${size} bytes)`, { name, location: this.location });
     return readFile(this.path(name));
   }
   stream(name: string): Readable {

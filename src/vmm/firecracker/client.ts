@@ -3,10 +3,15 @@ import { EmbersError } from '../../errors.js';
 import { FIRECRACKER_OPERATIONS, type FirecrackerOperationKey, type FirecrackerOperations } from './api-types.js';
 
 /** The arguments of one operation: its path parameters and its JSON body, typed from the spec. */
-export type CallArgs<K extends FirecrackerOperationKey> = (FirecrackerOperations[K]['params'] extends Record<string, never>
+export type CallArgs<K extends FirecrackerOperationKey> = (FirecrackerOperations[K]['params'] extends Record<
+  string,
+  never
+>
   ? { params?: Record<string, never> }
   : { params: FirecrackerOperations[K]['params'] }) &
-  (FirecrackerOperations[K]['body'] extends undefined ? { body?: undefined } : { body: FirecrackerOperations[K]['body'] }) & {
+  (FirecrackerOperations[K]['body'] extends undefined
+    ? { body?: undefined }
+    : { body: FirecrackerOperations[K]['body'] }) & {
     /** Overrides the client's per-call timeout. */
     timeoutMs?: number;
   };
@@ -43,12 +48,16 @@ export class FirecrackerClient {
     const params = (args.params ?? {}) as Record<string, string>;
     const path = info.path.replace(/\{([^}]+)\}/g, (_, name: string) => {
       const value = params[name];
-      if (typeof value !== 'string' || value === '') throw new EmbersError('EMB_INTERNAL', `${op}: path parameter ${name} is missing`, { op, params });
+      if (typeof value !== 'string' || value === '')
+        throw new EmbersError('EMB_INTERNAL', `${op}: path parameter ${name} is missing`, { op, params });
       return encodeURIComponent(value);
     });
     const body = args.body === undefined ? undefined : JSON.stringify(args.body);
-    if (info.body === 'required' && body === undefined) throw new EmbersError('EMB_INTERNAL', `${op} needs a body`, { op });
-    return this.send(info.method, path, body, args.timeoutMs ?? this.timeoutMs) as Promise<FirecrackerOperations[K]['response']>;
+    if (info.body === 'required' && body === undefined)
+      throw new EmbersError('EMB_INTERNAL', `${op} needs a body`, { op });
+    return this.send(info.method, path, body, args.timeoutMs ?? this.timeoutMs) as Promise<
+      FirecrackerOperations[K]['response']
+    >;
   }
 
   private send(method: string, path: string, body: string | undefined, timeoutMs: number): Promise<unknown> {
@@ -78,7 +87,12 @@ export class FirecrackerClient {
       };
       const timer = setTimeout(() => {
         finish(() =>
-          reject(new EmbersError('EMB_VMM_TIMEOUT', `Firecracker did not answer ${method} ${path} within ${timeoutMs} ms`, { ...where, timeoutMs })),
+          reject(
+            new EmbersError('EMB_VMM_TIMEOUT', `Firecracker did not answer ${method} ${path} within ${timeoutMs} ms`, {
+              ...where,
+              timeoutMs,
+            }),
+          ),
         );
         req.destroy();
       }, timeoutMs);
@@ -87,7 +101,10 @@ export class FirecrackerClient {
           reject(
             new EmbersError(
               'EMB_VMM_API_UNREACHABLE',
-              `Firecracker API ${this.socketPath} failed on ${method} ${path}: ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '),
+              `Firecracker API ${this.socketPath} failed on ${method} ${path}: ${err.code ?? ''} ${err.message}`.replace(
+                /\s+/g,
+                ' ',
+              ),
               { ...where, errno: err.code },
               { cause: err },
             ),
@@ -100,7 +117,12 @@ export class FirecrackerClient {
         res.on('error', (err) =>
           finish(() =>
             reject(
-              new EmbersError('EMB_VMM_API_UNREACHABLE', `Firecracker API connection broke during ${method} ${path}: ${err.message}`, where, { cause: err }),
+              new EmbersError(
+                'EMB_VMM_API_UNREACHABLE',
+                `Firecracker API connection broke during ${method} ${path}: ${err.message}`,
+                where,
+                { cause: err },
+              ),
             ),
           ),
         );

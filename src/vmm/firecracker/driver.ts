@@ -3,7 +3,16 @@ import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../errors.js';
 import { which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
-import type { Accelerator, DriveLayoutKind, HypervisorDriver, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type {
+  Accelerator,
+  DriveLayoutKind,
+  HypervisorDriver,
+  VmHandle,
+  VmSnapshotFiles,
+  VmSpec,
+  VmState,
+  VmTimings,
+} from '../driver.js';
 import { pidCommandMentions, terminate } from '../process.js';
 import type { SnapshotLoadParams } from './api-types.js';
 import { FirecrackerClient } from './client.js';
@@ -64,7 +73,10 @@ export class FirecrackerDriver implements HypervisorDriver {
   /** Firecracker runs only on KVM; the reason says whether this host's KVM is hardware-backed. */
   async accelerator(): Promise<{ accelerator: Accelerator; reason: string }> {
     const probe = await detectAccelerator('auto');
-    return { accelerator: 'kvm', reason: probe.accelerator === 'kvm' ? probe.reason : `Firecracker needs hardware-backed KVM, but ${probe.reason}` };
+    return {
+      accelerator: 'kvm',
+      reason: probe.accelerator === 'kvm' ? probe.reason : `Firecracker needs hardware-backed KVM, but ${probe.reason}`,
+    };
   }
 
   /** The binary this driver runs (resolved on PATH when given as a name). */
@@ -97,7 +109,11 @@ export class FirecrackerDriver implements HypervisorDriver {
 
   async checkSnapshotVersion(recordedSnapshotVersion: string, source?: string): Promise<void> {
     const v = await this.readVersions();
-    checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, { binary: await this.resolveBinary(), binaryVersion: v.binary, source });
+    checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, {
+      binary: await this.resolveBinary(),
+      binaryVersion: v.binary,
+      source,
+    });
   }
 
   /** Boots a VM: `configure`, then InstanceStart. */
@@ -105,7 +121,10 @@ export class FirecrackerDriver implements HypervisorDriver {
     const configured = await this.configure(spec);
     const t1 = performance.now();
     await this.instanceStart(configured.vm);
-    return { vm: configured.vm, timings: { spawnMs: configured.timings.spawnMs, loadMs: configured.timings.loadMs + performance.now() - t1 } };
+    return {
+      vm: configured.vm,
+      timings: { spawnMs: configured.timings.spawnMs, loadMs: configured.timings.loadMs + performance.now() - t1 },
+    };
   }
 
   /**
@@ -122,17 +141,26 @@ export class FirecrackerDriver implements HypervisorDriver {
       await fc.client.call('PUT /machine-config', {
         body: { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMiB, smt: false, track_dirty_pages: o.diffSnapshots },
       });
-      await fc.client.call('PUT /boot-source', { body: { kernel_image_path: layout.fc.kernel, initrd_path: layout.fc.initrd, boot_args: spec.cmdline } });
+      await fc.client.call('PUT /boot-source', {
+        body: { kernel_image_path: layout.fc.kernel, initrd_path: layout.fc.initrd, boot_args: spec.cmdline },
+      });
       // The guest init mounts /dev/vda itself (no root= on the command line, as with QEMU).
       await fc.client.call('PUT /drives/{drive_id}', {
         params: { drive_id: DRIVE_ID },
-        body: { drive_id: DRIVE_ID, path_on_host: layout.fc.drive, is_root_device: false, is_read_only: false, cache_type: 'Writeback' },
+        body: {
+          drive_id: DRIVE_ID,
+          path_on_host: layout.fc.drive,
+          is_root_device: false,
+          is_read_only: false,
+          cache_type: 'Writeback',
+        },
       });
       await fc.client.call('PUT /network-interfaces/{iface_id}', {
         params: { iface_id: IFACE_ID },
         body: { iface_id: IFACE_ID, host_dev_name: spec.network.tapName, guest_mac: spec.network.guestMac },
       });
-      if (o.vsockCid !== undefined) await fc.client.call('PUT /vsock', { body: { guest_cid: o.vsockCid, uds_path: layout.fc.vsock } });
+      if (o.vsockCid !== undefined)
+        await fc.client.call('PUT /vsock', { body: { guest_cid: o.vsockCid, uds_path: layout.fc.vsock } });
     });
   }
 
@@ -150,7 +178,11 @@ export class FirecrackerDriver implements HypervisorDriver {
   }
 
   /** Loads a snapshot into a fresh Firecracker process (only the logger and metrics are configured before the load). */
-  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: FirecrackerRestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+  async restore(
+    spec: VmSpec,
+    files: VmSnapshotFiles,
+    opts: FirecrackerRestoreOptions = {},
+  ): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const o = this.options;
     // Refuse a format this binary cannot load before any process starts: a failed load is fatal to it.
     await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
@@ -160,12 +192,19 @@ export class FirecrackerDriver implements HypervisorDriver {
         'EMB_SNAPSHOT_INCOMPATIBLE',
         `snapshot ${files.stateFile} was taken with the ${opts.snapshotDriveLayout} drive layout, this driver runs ${layout.kind}: the drive path it records would not be ${spec.name}'s disk`,
         { stateFile: files.stateFile, snapshotDriveLayout: opts.snapshotDriveLayout, driveLayout: layout.kind },
-        { hint: opts.snapshotDriveLayout === 'jail' ? 'configure the jailer to restore this snapshot' : 'restore this snapshot without the jailer' },
+        {
+          hint:
+            opts.snapshotDriveLayout === 'jail'
+              ? 'configure the jailer to restore this snapshot'
+              : 'restore this snapshot without the jailer',
+        },
       );
     }
     const hasVsock = opts.snapshotHasVsock ?? o.vsockCid !== undefined;
     const pageServer = opts.pageServer ? await startPageServer(spec, files, opts.pageServer) : undefined;
-    const backend = pageServer ? { type: 'Uffd' as const, socketPath: pageServer.socketPath } : (opts.memoryBackend ?? { type: 'File' as const });
+    const backend = pageServer
+      ? { type: 'Uffd' as const, socketPath: pageServer.socketPath }
+      : (opts.memoryBackend ?? { type: 'File' as const });
     const vm = this.handle(spec, layout, backend.type === 'File' ? files.memoryFile : '', hasVsock);
     const resume = opts.resume !== false;
     try {
@@ -199,11 +238,14 @@ export class FirecrackerDriver implements HypervisorDriver {
     const body: SnapshotLoadParams = {
       snapshot_path: exposed.stateFile,
       mem_backend:
-        backend.type === 'File' ? { backend_type: 'File', backend_path: exposed.memoryFile } : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
+        backend.type === 'File'
+          ? { backend_type: 'File', backend_path: exposed.memoryFile }
+          : { backend_type: 'Uffd', backend_path: exposed.uffdSocket! },
       resume_vm: resume,
     };
     if (opts.trackDirtyPages ?? o.diffSnapshots) body.track_dirty_pages = true;
-    if (opts.snapshotTapName !== spec.network.tapName) body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
+    if (opts.snapshotTapName !== spec.network.tapName)
+      body.network_overrides = [{ iface_id: IFACE_ID, host_dev_name: spec.network.tapName }];
     // Only a snapshot with a vsock device takes an override (Firecracker refuses one otherwise).
     if (hasVsock) body.vsock_override = { uds_path: layout.fc.vsock };
     // the guest's kvmclock moves on by the time the snapshot was stored; the agent then sets the wall clock
@@ -213,7 +255,11 @@ export class FirecrackerDriver implements HypervisorDriver {
     } catch (err) {
       // Firecracker treats a failed load as fatal: make sure the process is gone, then say why.
       await terminate(fc.pid, 1000).catch(() => undefined);
-      const fault = isEmbersError(err, 'EMB_VMM_API_FAULT') ? (err.details.faultMessage ?? err.message) : isEmbersError(err) ? err.message : String(err);
+      const fault = isEmbersError(err, 'EMB_VMM_API_FAULT')
+        ? (err.details.faultMessage ?? err.message)
+        : isEmbersError(err)
+          ? err.message
+          : String(err);
       const t = await failureTail(layout.launch);
       throw new EmbersError(
         'EMB_SNAPSHOT_LOAD_FAILED',
@@ -244,7 +290,11 @@ export class FirecrackerDriver implements HypervisorDriver {
    * says which drive layout the state file's drive path belongs to and whether the VM has a
    * vsock device: a restore needs both (record them in the manifest).
    */
-  async snapshot(vm: VmHandle, outDir: string, opts: FirecrackerSnapshotOptions = {}): Promise<FirecrackerSnapshotFiles> {
+  async snapshot(
+    vm: VmHandle,
+    outDir: string,
+    opts: FirecrackerSnapshotOptions = {},
+  ): Promise<FirecrackerSnapshotFiles> {
     const type = opts.type ?? 'Full';
     if (type === 'Diff' && !this.options.diffSnapshots) {
       throw new EmbersError(
@@ -256,10 +306,14 @@ export class FirecrackerDriver implements HypervisorDriver {
     const api = this.client(vm);
     const info = await api.call('GET /', {});
     if (info.state !== 'Paused') {
-      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`, {
-        vm: vm.name,
-        state: info.state,
-      });
+      throw new EmbersError(
+        'EMB_VMM_COMMAND_FAILED',
+        `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`,
+        {
+          vm: vm.name,
+          state: info.state,
+        },
+      );
     }
     const layout = this.layoutFor(vm.spec);
     const targets = layout.snapshotTargets(outDir);
@@ -280,10 +334,18 @@ export class FirecrackerDriver implements HypervisorDriver {
   async stopWithSteps(vm: VmHandle): Promise<StopStep[]> {
     const layout = this.layoutFor(vm.spec);
     const steps = (await this.isOurs(vm))
-      ? await stopFirecracker(vm.pid, this.client(vm), { ctrlAltDelGraceMs: this.options.ctrlAltDelGraceMs, sigtermGraceMs: this.options.sigtermGraceMs })
+      ? await stopFirecracker(vm.pid, this.client(vm), {
+          ctrlAltDelGraceMs: this.options.ctrlAltDelGraceMs,
+          sigtermGraceMs: this.options.sigtermGraceMs,
+        })
       : (['already-exited'] as StopStep[]);
     const leaked = await removeVmFiles(layout, vm.controlSocket);
-    if (leaked.length > 0) throw new EmbersError('EMB_VMM_CLEANUP_FAILED', `stopping ${vm.name} left ${leaked.join(', ')}`, { vm: vm.name, leaked, steps });
+    if (leaked.length > 0)
+      throw new EmbersError('EMB_VMM_CLEANUP_FAILED', `stopping ${vm.name} left ${leaked.join(', ')}`, {
+        vm: vm.name,
+        leaked,
+        steps,
+      });
     return steps;
   }
 
@@ -339,7 +401,10 @@ export class FirecrackerDriver implements HypervisorDriver {
     await layout.prepare(mode);
     let fc: RunningFirecracker;
     try {
-      fc = await startFirecracker(layout.launch, { startTimeoutMs: this.options.startTimeoutMs, apiTimeoutMs: this.options.apiTimeoutMs });
+      fc = await startFirecracker(layout.launch, {
+        startTimeoutMs: this.options.startTimeoutMs,
+        apiTimeoutMs: this.options.apiTimeoutMs,
+      });
     } catch (err) {
       await layout.cleanup();
       throw err;
@@ -392,8 +457,14 @@ export class FirecrackerDriver implements HypervisorDriver {
 }
 
 /** PUT /logger and /metrics: the only calls Firecracker accepts before a snapshot load. */
-async function configureLogging(fc: RunningFirecracker, layout: VmLayout, o: ResolvedFirecrackerOptions): Promise<void> {
-  await fc.client.call('PUT /logger', { body: { log_path: layout.fc.log, level: o.logLevel, show_level: true, show_log_origin: false } });
+async function configureLogging(
+  fc: RunningFirecracker,
+  layout: VmLayout,
+  o: ResolvedFirecrackerOptions,
+): Promise<void> {
+  await fc.client.call('PUT /logger', {
+    body: { log_path: layout.fc.log, level: o.logLevel, show_level: true, show_log_origin: false },
+  });
   await fc.client.call('PUT /metrics', { body: { metrics_path: layout.fc.metrics } });
 }
 

@@ -64,7 +64,10 @@ export function hostPathInJail(plan: JailPlan, inJail: string): string {
 }
 
 /** The jailer command line for VM `id` (`[A-Za-z0-9-]{1,64}`). */
-export function jailerCommand(opts: JailerOptions, o: { id: string; firecrackerBin: string; netns?: string }): JailPlan {
+export function jailerCommand(
+  opts: JailerOptions,
+  o: { id: string; firecrackerBin: string; netns?: string },
+): JailPlan {
   const base = opts.chrootBaseDir ?? '/srv/jailer';
   const exec = basename(o.firecrackerBin);
   const args = [
@@ -82,7 +85,8 @@ export function jailerCommand(opts: JailerOptions, o: { id: string; firecrackerB
     '2',
   ];
   if (opts.parentCgroup) args.push('--parent-cgroup', opts.parentCgroup);
-  for (const [key, value] of Object.entries(opts.cgroups ?? {}).sort(([a], [b]) => a.localeCompare(b))) args.push('--cgroup', `${key}=${value}`);
+  for (const [key, value] of Object.entries(opts.cgroups ?? {}).sort(([a], [b]) => a.localeCompare(b)))
+    args.push('--cgroup', `${key}=${value}`);
   if (opts.joinNetns !== false && o.netns) args.push('--netns', `/var/run/netns/${o.netns}`);
   args.push('--', '--api-sock', IN_JAIL.apiSocket);
   const jailDir = join(base, exec, o.id);
@@ -128,7 +132,8 @@ export async function stageIntoJail(plan: JailPlan, entries: JailEntry[]): Promi
           { host: e.host, target },
           {
             cause: err,
-            hint: code === 'EXDEV' ? 'put the jailer chroot base dir on the same filesystem as the embers home' : undefined,
+            hint:
+              code === 'EXDEV' ? 'put the jailer chroot base dir on the same filesystem as the embers home' : undefined,
           },
         );
       }

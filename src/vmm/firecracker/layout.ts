@@ -67,7 +67,10 @@ export interface VmLayout {
   /** Paths for PUT /snapshot/create, and `collect` to put the files into `outDir`. */
   snapshotTargets(outDir: string): { stateFile: string; memoryFile: string; collect(): Promise<VmSnapshotFiles> };
   /** Makes snapshot files (and a uffd socket) visible to Firecracker; returns its paths. */
-  exposeSnapshot(files: VmSnapshotFiles, uffdSocket?: string): Promise<{ stateFile: string; memoryFile: string; uffdSocket?: string }>;
+  exposeSnapshot(
+    files: VmSnapshotFiles,
+    uffdSocket?: string,
+  ): Promise<{ stateFile: string; memoryFile: string; uffdSocket?: string }>;
   /** After the process is gone: removes what the layout created; returns paths it leaked. */
   cleanup(): Promise<string[]>;
 }
@@ -101,12 +104,19 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
 
   const fixed = o.mountNamespace;
   if (!fixed) {
-    throw new EmbersError('EMB_INTERNAL', `${what}: neither the mount namespace nor the jailer is configured: a clone would reopen the source VM's disk`, {
-      vm: spec.name,
-    });
+    throw new EmbersError(
+      'EMB_INTERNAL',
+      `${what}: neither the mount namespace nor the jailer is configured: a clone would reopen the source VM's disk`,
+      {
+        vm: spec.name,
+      },
+    );
   }
   const fcArgs = ['--api-sock', inDir(HOST_FILES.apiSocket), '--id', id];
-  let cmd: { command: string; args: string[] } = wrapInMountNamespace(o.binary, fcArgs, { fixedDir: fixed.fixedDir, diskPath: spec.diskPath });
+  let cmd: { command: string; args: string[] } = wrapInMountNamespace(o.binary, fcArgs, {
+    fixedDir: fixed.fixedDir,
+    diskPath: spec.diskPath,
+  });
   if (o.netns) cmd = { command: 'ip', args: ['netns', 'exec', spec.network.netns, cmd.command, ...cmd.args] };
   return {
     kind: 'mount-namespace',
@@ -149,7 +159,11 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
 }
 
 function jailLayout(spec: VmSpec, o: LayoutOptions, jailer: JailerOptions, id: string, what: string): VmLayout {
-  const plan: JailPlan = jailerCommand(jailer, { id, firecrackerBin: o.binary, netns: o.netns ? spec.network.netns : undefined });
+  const plan: JailPlan = jailerCommand(jailer, {
+    id,
+    firecrackerBin: o.binary,
+    netns: o.netns ? spec.network.netns : undefined,
+  });
   const host = (p: string) => hostPathInJail(plan, p);
   const cmd =
     o.netns && jailer.joinNetns === false
@@ -167,12 +181,22 @@ function jailLayout(spec: VmSpec, o: LayoutOptions, jailer: JailerOptions, id: s
       logPath: host(IN_JAIL.log),
       staleSockets: [host(IN_JAIL.vsock)],
     },
-    fc: { kernel: IN_JAIL.kernel, initrd: IN_JAIL.initrd, drive: IN_JAIL.rootfs, log: IN_JAIL.log, metrics: IN_JAIL.metrics, vsock: IN_JAIL.vsock },
+    fc: {
+      kernel: IN_JAIL.kernel,
+      initrd: IN_JAIL.initrd,
+      drive: IN_JAIL.rootfs,
+      log: IN_JAIL.log,
+      metrics: IN_JAIL.metrics,
+      vsock: IN_JAIL.vsock,
+    },
     vsockHost: host(IN_JAIL.vsock),
     async prepare(mode) {
       const entries: JailEntry[] = [{ host: spec.diskPath, inJail: IN_JAIL.rootfs, writable: true }];
       if (mode === 'boot') {
-        entries.push({ host: spec.kernelPath, inJail: IN_JAIL.kernel, writable: false }, { host: spec.initrdPath, inJail: IN_JAIL.initrd, writable: false });
+        entries.push(
+          { host: spec.kernelPath, inJail: IN_JAIL.kernel, writable: false },
+          { host: spec.initrdPath, inJail: IN_JAIL.initrd, writable: false },
+        );
       }
       await stageIntoJail(plan, entries);
       await touchInJail(plan, [IN_JAIL.log, IN_JAIL.metrics]);
@@ -196,7 +220,11 @@ function jailLayout(spec: VmSpec, o: LayoutOptions, jailer: JailerOptions, id: s
       ];
       if (uffdSocket) entries.push({ host: uffdSocket, inJail: IN_JAIL.uffd, writable: true });
       await stageIntoJail(plan, entries);
-      return { stateFile: IN_JAIL.snapshotState, memoryFile: IN_JAIL.snapshotMemory, uffdSocket: uffdSocket ? IN_JAIL.uffd : undefined };
+      return {
+        stateFile: IN_JAIL.snapshotState,
+        memoryFile: IN_JAIL.snapshotMemory,
+        uffdSocket: uffdSocket ? IN_JAIL.uffd : undefined,
+      };
     },
     cleanup: () => removeJail(plan),
   };

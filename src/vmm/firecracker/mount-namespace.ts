@@ -59,7 +59,11 @@ const SCRIPT = [
  * `fixedDrivePath(fixedDir)` is `diskPath`. Needs root (CAP_SYS_ADMIN), util-linux's
  * `unshare` and `mount`. The pid stays the same through every exec.
  */
-export function wrapInMountNamespace(command: string, args: readonly string[], o: { fixedDir: string; diskPath: string }): { command: string; args: string[] } {
+export function wrapInMountNamespace(
+  command: string,
+  args: readonly string[],
+  o: { fixedDir: string; diskPath: string },
+): { command: string; args: string[] } {
   return {
     command: 'unshare',
     args: [

@@ -53,7 +53,10 @@ export interface StartOptions {
 }
 
 /** The last lines of Firecracker's stderr and log, labelled, for error messages. */
-export async function failureTail(launch: Pick<FirecrackerLaunch, 'stderrPath' | 'logPath'>, bytes = 1500): Promise<string> {
+export async function failureTail(
+  launch: Pick<FirecrackerLaunch, 'stderrPath' | 'logPath'>,
+  bytes = 1500,
+): Promise<string> {
   const parts: string[] = [];
   for (const [label, path] of [
     ['stderr', launch.stderrPath],
@@ -123,13 +126,24 @@ export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOpt
   }
 }
 
-async function exitedError(launch: FirecrackerLaunch, code: number | null | undefined, cause: unknown): Promise<EmbersError> {
+async function exitedError(
+  launch: FirecrackerLaunch,
+  code: number | null | undefined,
+  cause: unknown,
+): Promise<EmbersError> {
   const how = code === undefined ? 'exited' : code === null ? 'was killed' : `exited with code ${code}`;
   const t = await failureTail(launch);
   return new EmbersError(
     'EMB_VMM_START_FAILED',
     `${launch.what} ${how} before its API was ready:\n${t}`,
-    { command: launch.command, args: launch.args, exitCode: code, stderr: launch.stderrPath, log: launch.logPath, tail: t },
+    {
+      command: launch.command,
+      args: launch.args,
+      exitCode: code,
+      stderr: launch.stderrPath,
+      log: launch.logPath,
+      tail: t,
+    },
     { cause },
   );
 }

@@ -134,10 +134,24 @@ export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandl
     await rm(o.readyPath, { force: true });
     args.push('--ready-file', o.readyPath);
   }
-  if (o.arriving) args.push('--chunks', o.arriving.chunkListPath, '--control', o.arriving.controlPath, '--chunk-size', String(o.arriving.chunkSize));
+  if (o.arriving)
+    args.push(
+      '--chunks',
+      o.arriving.chunkListPath,
+      '--control',
+      o.arriving.controlPath,
+      '--chunk-size',
+      String(o.arriving.chunkSize),
+    );
   const proc = await spawnDetached(o.binary, args, o.logPath);
   try {
-    await waitForPath(o.socketPath, proc.exited, o.startTimeoutMs ?? 5000, `uffd-handler for ${o.memoryFile}`, o.logPath);
+    await waitForPath(
+      o.socketPath,
+      proc.exited,
+      o.startTimeoutMs ?? 5000,
+      `uffd-handler for ${o.memoryFile}`,
+      o.logPath,
+    );
   } catch (err) {
     await terminate(proc.pid, 1000).catch(() => undefined);
     throw err;
@@ -149,17 +163,30 @@ export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandl
     async stats(timeoutMs = 30_000) {
       // Polled, not awaited on `exited`: the handler is detached and does not hold the event loop.
       if (!(await waitForExit(proc.pid, timeoutMs))) {
-        throw new EmbersError('EMB_VMM_TIMEOUT', `uffd-handler ${proc.pid} for ${o.memoryFile} did not exit within ${timeoutMs} ms`, { pid: proc.pid });
+        throw new EmbersError(
+          'EMB_VMM_TIMEOUT',
+          `uffd-handler ${proc.pid} for ${o.memoryFile} did not exit within ${timeoutMs} ms`,
+          { pid: proc.pid },
+        );
       }
       const text = await readFile(o.statsPath, 'utf8').catch(() => '');
       if (!text) {
         const log = await readFile(o.logPath, 'utf8').catch(() => '');
-        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `uffd-handler for ${o.memoryFile} wrote no counters: ${log.trim()}`, { log: o.logPath });
+        throw new EmbersError(
+          'EMB_VMM_COMMAND_FAILED',
+          `uffd-handler for ${o.memoryFile} wrote no counters: ${log.trim()}`,
+          { log: o.logPath },
+        );
       }
       return JSON.parse(text) as UffdHandlerStats;
     },
     async ready(timeoutMs = 60_000) {
-      if (!o.readyPath) throw new EmbersError('EMB_VMM_COMMAND_FAILED', 'uffd-handler was started without a ready file: pass readyPath to wait for it', {});
+      if (!o.readyPath)
+        throw new EmbersError(
+          'EMB_VMM_COMMAND_FAILED',
+          'uffd-handler was started without a ready file: pass readyPath to wait for it',
+          {},
+        );
       await waitForPath(o.readyPath, proc.exited, timeoutMs, `uffd-handler for ${o.memoryFile} to be ready`, o.logPath);
     },
     async stop() {

@@ -54,10 +54,14 @@ export async function binaryVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--version'], { timeoutMs: 10_000 });
   const v = parseBinaryVersion(stdout);
   if (!v)
-    throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --version printed "${stdout.trim()}", not "Firecracker vX.Y.Z": is it Firecracker?`, {
-      binary,
-      stdout,
-    });
+    throw new EmbersError(
+      'EMB_VMM_NOT_FOUND',
+      `${binary} --version printed "${stdout.trim()}", not "Firecracker vX.Y.Z": is it Firecracker?`,
+      {
+        binary,
+        stdout,
+      },
+    );
   return v;
 }
 
@@ -65,17 +69,26 @@ export async function binarySnapshotVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--snapshot-version'], { timeoutMs: 10_000 });
   const v = parseSnapshotVersionOutput(stdout);
   if (!v)
-    throw new EmbersError('EMB_VMM_NOT_FOUND', `${binary} --snapshot-version printed "${stdout.trim()}", not a version: is it Firecracker ≥ 1.0?`, {
-      binary,
-      stdout,
-    });
+    throw new EmbersError(
+      'EMB_VMM_NOT_FOUND',
+      `${binary} --snapshot-version printed "${stdout.trim()}", not a version: is it Firecracker ≥ 1.0?`,
+      {
+        binary,
+        stdout,
+      },
+    );
   return v;
 }
 
 /** The data format version recorded in a snapshot state file's header. */
 export async function readSnapshotFormatVersion(stateFile: string): Promise<string> {
   const fh = await open(stateFile, 'r').catch((err: NodeJS.ErrnoException) => {
-    throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot state file ${stateFile} cannot be opened: ${err.message}`, { stateFile }, { cause: err });
+    throw new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `snapshot state file ${stateFile} cannot be opened: ${err.message}`,
+      { stateFile },
+      { cause: err },
+    );
   });
   try {
     const buf = Buffer.alloc(STATE_HEADER.versionOffset + MAX_VERSION_LENGTH);
@@ -92,14 +105,20 @@ export async function readSnapshotFormatVersion(stateFile: string): Promise<stri
  */
 export function parseSnapshotHeader(head: Buffer, stateFile: string): string {
   const { versionOffset, magicOffset, lengthOffset } = STATE_HEADER;
-  const bad = (why: string) => new EmbersError('EMB_SNAPSHOT_CORRUPT', `${stateFile} is not a Firecracker x86_64 snapshot state file: ${why}`, { stateFile });
+  const bad = (why: string) =>
+    new EmbersError('EMB_SNAPSHOT_CORRUPT', `${stateFile} is not a Firecracker x86_64 snapshot state file: ${why}`, {
+      stateFile,
+    });
   if (head.length < versionOffset) throw bad(`only ${head.length} bytes`);
   const magic = head.readBigUInt64LE(magicOffset);
   if (magic !== SNAPSHOT_MAGIC_X86_64) {
-    throw bad(`magic 0x${magic.toString(16)} at byte ${magicOffset} (expected 0x${SNAPSHOT_MAGIC_X86_64.toString(16)})`);
+    throw bad(
+      `magic 0x${magic.toString(16)} at byte ${magicOffset} (expected 0x${SNAPSHOT_MAGIC_X86_64.toString(16)})`,
+    );
   }
   const len = head[lengthOffset];
-  if (len < 5 || len > MAX_VERSION_LENGTH || versionOffset + len > head.length) throw bad(`version string length ${len}`);
+  if (len < 5 || len > MAX_VERSION_LENGTH || versionOffset + len > head.length)
+    throw bad(`version string length ${len}`);
   const version = head.subarray(versionOffset, versionOffset + len).toString('utf8');
   if (!parseSemVer(version)) throw bad(`version "${version}"`);
   return version;
@@ -120,8 +139,18 @@ export function checkSnapshotFormat(
   const details = { snapshotVersion, binarySnapshotVersion: binaryFormat, ...context };
   const by = `${context.binary ?? 'firecracker'}${context.binaryVersion ? ` v${context.binaryVersion}` : ''}`;
   const from = context.source ? ` (${context.source})` : '';
-  if (!snap) throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot format version "${snapshotVersion}"${from} is not MAJOR.MINOR.PATCH`, details);
-  if (!bin) throw new EmbersError('EMB_VMM_NOT_FOUND', `${by} reports snapshot format "${binaryFormat}", not MAJOR.MINOR.PATCH`, details);
+  if (!snap)
+    throw new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `snapshot format version "${snapshotVersion}"${from} is not MAJOR.MINOR.PATCH`,
+      details,
+    );
+  if (!bin)
+    throw new EmbersError(
+      'EMB_VMM_NOT_FOUND',
+      `${by} reports snapshot format "${binaryFormat}", not MAJOR.MINOR.PATCH`,
+      details,
+    );
   if (snap.major !== bin.major) {
     throw new EmbersError(
       'EMB_SNAPSHOT_VERSION_MISMATCH',

@@ -29,7 +29,10 @@ export interface QemuArgsOptions {
  */
 export function microvmMachine(discovery: DeviceDiscovery): { machine: string; devices: string[] } {
   if (discovery === 'cmdline') {
-    return { machine: 'microvm,acpi=off,rtc=off,pcie=off,auto-kernel-cmdline=on,memory-backend=mem', devices: ['-device', 'i8042'] };
+    return {
+      machine: 'microvm,acpi=off,rtc=off,pcie=off,auto-kernel-cmdline=on,memory-backend=mem',
+      devices: ['-device', 'i8042'],
+    };
   }
   return { machine: 'microvm,acpi=on,memory-backend=mem', devices: [] };
 }

@@ -3,7 +3,17 @@ import { join } from 'node:path';
 import { EmbersError } from '../../errors.js';
 import { run, which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
-import type { Accelerator, DeviceDiscovery, HypervisorDriver, RestoreOptions, VmHandle, VmSnapshotFiles, VmSpec, VmState, VmTimings } from '../driver.js';
+import type {
+  Accelerator,
+  DeviceDiscovery,
+  HypervisorDriver,
+  RestoreOptions,
+  VmHandle,
+  VmSnapshotFiles,
+  VmSpec,
+  VmState,
+  VmTimings,
+} from '../driver.js';
 import type { GuestCpu } from '../host-cpu.js';
 import { pidCommandMentions, sleep, spawnDetached, terminate, waitForExit, waitForPath } from '../process.js';
 import { qemuArgs } from './args.js';
@@ -71,15 +81,23 @@ export class QemuDriver implements HypervisorDriver {
     this.powerdownTimeoutMs = opts.powerdownTimeoutMs ?? 15_000;
     this.deviceDiscovery = opts.deviceDiscovery ?? 'acpi';
     if (this.deviceDiscovery !== 'acpi' && this.deviceDiscovery !== 'cmdline') {
-      throw new EmbersError('EMB_CONFIG_INVALID', `device discovery must be acpi or cmdline, not "${String(this.deviceDiscovery)}"`, {
-        deviceDiscovery: this.deviceDiscovery,
-      });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `device discovery must be acpi or cmdline, not "${String(this.deviceDiscovery)}"`,
+        {
+          deviceDiscovery: this.deviceDiscovery,
+        },
+      );
     }
     this.guestKernelArgs = this.deviceDiscovery === 'cmdline' ? ['embers.halt=reboot'] : [];
     if (opts.cpuModel !== undefined && !CPU_MODEL_RE.test(opts.cpuModel)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `QEMU CPU model "${opts.cpuModel}" is not a model name with optional ,+flag/,-flag/,prop=value`, {
-        cpuModel: opts.cpuModel,
-      });
+      throw new EmbersError(
+        'EMB_CONFIG_INVALID',
+        `QEMU CPU model "${opts.cpuModel}" is not a model name with optional ,+flag/,-flag/,prop=value`,
+        {
+          cpuModel: opts.cpuModel,
+        },
+      );
     }
   }
 
@@ -137,7 +155,13 @@ export class QemuDriver implements HypervisorDriver {
 
   async boot(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const { accelerator } = await this.accelerator();
-    const vm = this.handle(spec, accelerator, join(spec.dir, 'guest-memory'), this.deviceDiscovery, this.opts.agent ?? true);
+    const vm = this.handle(
+      spec,
+      accelerator,
+      join(spec.dir, 'guest-memory'),
+      this.deviceDiscovery,
+      this.opts.agent ?? true,
+    );
     const args = qemuArgs(spec, {
       agentSocket: vm.agent?.socket,
       accelerator,
@@ -152,7 +176,11 @@ export class QemuDriver implements HypervisorDriver {
     return this.start(vm, args, async () => undefined);
   }
 
-  async restore(spec: VmSpec, files: VmSnapshotFiles, opts: RestoreOptions = {}): Promise<{ vm: VmHandle; timings: VmTimings }> {
+  async restore(
+    spec: VmSpec,
+    files: VmSnapshotFiles,
+    opts: RestoreOptions = {},
+  ): Promise<{ vm: VmHandle; timings: VmTimings }> {
     if (opts.pageServer) {
       throw new EmbersError(
         'EMB_CONFIG_INVALID',
@@ -165,7 +193,13 @@ export class QemuDriver implements HypervisorDriver {
     }
     const { accelerator } = await this.accelerator();
     const discovery = opts.deviceDiscovery ?? this.deviceDiscovery;
-    const vm = this.handle(spec, accelerator, files.memoryFile, discovery, opts.snapshotHasAgent ?? this.opts.agent ?? true);
+    const vm = this.handle(
+      spec,
+      accelerator,
+      files.memoryFile,
+      discovery,
+      opts.snapshotHasAgent ?? this.opts.agent ?? true,
+    );
     const args = qemuArgs(spec, {
       agentSocket: vm.agent?.socket,
       accelerator,
@@ -199,7 +233,9 @@ export class QemuDriver implements HypervisorDriver {
     await this.withQmp(vm, async (qmp) => {
       const status = await qmp.execute<{ status: string }>('query-status');
       if (status.status === 'running') {
-        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, { vm: vm.name });
+        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, {
+          vm: vm.name,
+        });
       }
       await setMigrationCapabilities(qmp);
       await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
@@ -222,7 +258,12 @@ export class QemuDriver implements HypervisorDriver {
       if (running) {
         const ask =
           vm.deviceDiscovery === 'cmdline'
-            ? (qmp: QmpClient) => qmp.execute('send-key', { keys: ['ctrl', 'alt', 'delete'].map((k) => ({ type: 'qcode', data: k })) }, 2000)
+            ? (qmp: QmpClient) =>
+                qmp.execute(
+                  'send-key',
+                  { keys: ['ctrl', 'alt', 'delete'].map((k) => ({ type: 'qcode', data: k })) },
+                  2000,
+                )
             : (qmp: QmpClient) => qmp.execute('system_powerdown', undefined, 2000);
         await this.withQmp(vm, ask, 2000).catch(() => undefined);
       }
@@ -238,7 +279,11 @@ export class QemuDriver implements HypervisorDriver {
   async status(vm: VmHandle): Promise<VmState> {
     if (!(await this.isOurs(vm))) return 'stopped';
     try {
-      const s = await this.withQmp(vm, (qmp) => qmp.execute<{ status: string; running: boolean }>('query-status'), 3000);
+      const s = await this.withQmp(
+        vm,
+        (qmp) => qmp.execute<{ status: string; running: boolean }>('query-status'),
+        3000,
+      );
       return s.running ? 'running' : 'paused';
     } catch {
       return 'unknown';
@@ -250,7 +295,13 @@ export class QemuDriver implements HypervisorDriver {
     return pidCommandMentions(vm.pid, vm.controlSocket);
   }
 
-  private handle(spec: VmSpec, accelerator: Accelerator, memoryFile: string, deviceDiscovery: DeviceDiscovery, agent: boolean): VmHandle {
+  private handle(
+    spec: VmSpec,
+    accelerator: Accelerator,
+    memoryFile: string,
+    deviceDiscovery: DeviceDiscovery,
+    agent: boolean,
+  ): VmHandle {
     return {
       ...(agent ? { agent: { kind: 'virtio-serial' as const, socket: join(spec.dir, AGENT_SOCKET) } } : {}),
       deviceDiscovery,
@@ -267,7 +318,11 @@ export class QemuDriver implements HypervisorDriver {
     };
   }
 
-  private async start(vm: VmHandle, args: string[], afterConnect: (qmp: QmpClient) => Promise<void>): Promise<{ vm: VmHandle; timings: VmTimings }> {
+  private async start(
+    vm: VmHandle,
+    args: string[],
+    afterConnect: (qmp: QmpClient) => Promise<void>,
+  ): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const bin = await this.resolveBinary();
     await rm(vm.controlSocket, { force: true });
     const t0 = performance.now();
@@ -356,9 +411,14 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
     const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
     if (info.status === 'completed') return;
     if (info.status === 'failed' || info.status === 'cancelled') {
-      throw new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU migration ${info.status}: ${info['error-desc'] ?? 'no reason given'}`, { migrate: info });
+      throw new EmbersError(
+        'EMB_VMM_COMMAND_FAILED',
+        `QEMU migration ${info.status}: ${info['error-desc'] ?? 'no reason given'}`,
+        { migrate: info },
+      );
     }
-    if (Date.now() > deadline) throw new EmbersError('EMB_VMM_TIMEOUT', `QEMU migration did not complete in ${timeoutMs} ms`, { migrate: info });
+    if (Date.now() > deadline)
+      throw new EmbersError('EMB_VMM_TIMEOUT', `QEMU migration did not complete in ${timeoutMs} ms`, { migrate: info });
     await sleep(5);
   }
 }

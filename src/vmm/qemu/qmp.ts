@@ -39,7 +39,11 @@ export class QmpClient {
       const s = connect(path);
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new EmbersError('EMB_VMM_TIMEOUT', `QMP socket ${path} did not accept a connection in ${timeoutMs} ms`, { path }));
+        reject(
+          new EmbersError('EMB_VMM_TIMEOUT', `QMP socket ${path} did not accept a connection in ${timeoutMs} ms`, {
+            path,
+          }),
+        );
       }, timeoutMs);
       s.once('connect', () => {
         clearTimeout(timer);
@@ -47,7 +51,14 @@ export class QmpClient {
       });
       s.once('error', (err) => {
         clearTimeout(timer);
-        reject(new EmbersError('EMB_VMM_COMMAND_FAILED', `cannot connect to QMP socket ${path}: ${err.message}`, { path }, { cause: err }));
+        reject(
+          new EmbersError(
+            'EMB_VMM_COMMAND_FAILED',
+            `cannot connect to QMP socket ${path}: ${err.message}`,
+            { path },
+            { cause: err },
+          ),
+        );
       });
     });
     const client = new QmpClient(socket, path);
@@ -63,7 +74,12 @@ export class QmpClient {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new EmbersError('EMB_VMM_TIMEOUT', `QMP command ${command} got no answer in ${timeoutMs} ms`, { command, socket: this.path }));
+        reject(
+          new EmbersError('EMB_VMM_TIMEOUT', `QMP command ${command} got no answer in ${timeoutMs} ms`, {
+            command,
+            socket: this.path,
+          }),
+        );
       }, timeoutMs);
       this.pending.set(id, {
         command,
@@ -76,7 +92,9 @@ export class QmpClient {
           reject(e);
         },
       });
-      this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id })}\n`);
+      this.socket.write(
+        `${JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id })}\n`,
+      );
     });
   }
 
@@ -96,7 +114,12 @@ export class QmpClient {
       const timer = setTimeout(() => {
         const i = this.eventWaiters.indexOf(waiter);
         if (i >= 0) this.eventWaiters.splice(i, 1);
-        reject(new EmbersError('EMB_VMM_TIMEOUT', `QMP event ${name} did not arrive in ${timeoutMs} ms`, { event: name, socket: this.path }));
+        reject(
+          new EmbersError('EMB_VMM_TIMEOUT', `QMP event ${name} did not arrive in ${timeoutMs} ms`, {
+            event: name,
+            socket: this.path,
+          }),
+        );
       }, timeoutMs);
       this.eventWaiters.push(waiter);
     });
@@ -120,7 +143,8 @@ export class QmpClient {
         continue;
       }
       if ('QMP' in msg) this.dispatchEvent({ event: '__greeting__', data: msg.QMP as Record<string, unknown> });
-      else if ('event' in msg) this.dispatchEvent({ event: String(msg.event), data: msg.data as Record<string, unknown> | undefined });
+      else if ('event' in msg)
+        this.dispatchEvent({ event: String(msg.event), data: msg.data as Record<string, unknown> | undefined });
       else if (typeof msg.id === 'string') {
         const p = this.pending.get(msg.id);
         if (!p) continue;
@@ -128,10 +152,14 @@ export class QmpClient {
         if ('error' in msg) {
           const e = msg.error as { class?: string; desc?: string };
           p.reject(
-            new EmbersError('EMB_VMM_COMMAND_FAILED', `QEMU refused ${p.command}: ${e.desc ?? 'unknown error'} (${e.class ?? 'Error'})`, {
-              command: p.command,
-              qmpError: e,
-            }),
+            new EmbersError(
+              'EMB_VMM_COMMAND_FAILED',
+              `QEMU refused ${p.command}: ${e.desc ?? 'unknown error'} (${e.class ?? 'Error'})`,
+              {
+                command: p.command,
+                qmpError: e,
+              },
+            ),
           );
         } else p.resolve(msg.return);
       }
@@ -154,6 +182,11 @@ export class QmpClient {
   }
 
   private wrap(what: string, err: Error): EmbersError {
-    return new EmbersError('EMB_VMM_COMMAND_FAILED', `QMP ${what} failed: ${err.message}`, { socket: this.path }, { cause: err });
+    return new EmbersError(
+      'EMB_VMM_COMMAND_FAILED',
+      `QMP ${what} failed: ${err.message}`,
+      { socket: this.path },
+      { cause: err },
+    );
   }
 }
