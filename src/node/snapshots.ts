@@ -1,19 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, asEmbersError } from '../errors.js';
-import {
-  allocatedBytes,
-  asNoSpaceError,
-  fsyncPath,
-  requireFreeSpace,
-  sha256File,
-  writeJsonAtomic,
-} from '../util/fs.js';
-import { cloneDisk } from '../disk/clone.js';
-import { diffByExtents } from '../disk/extents.js';
-import { diffByComparison, writeDelta } from '../disk/delta.js';
-import { writeRsyncBatch } from '../disk/rsync-diff.js';
+import { EmbersError } from '../errors.js';
+import { asNoSpaceError, writeJsonAtomic } from '../util/fs.js';
 import { GUEST_NET } from '../net/addressing.js';
 import { LocalSnapshotStore } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotManifest } from '../snapshot/manifest.js';
@@ -26,13 +15,13 @@ import type { GuestKits } from './guest-kits.js';
 import { kitKindOf, type Launcher, type PrefetchLaunch } from './launcher.js';
 import type { RemoteSnapshots, SnapshotSource } from './remote.js';
 import type { TransferOptions, TransferResult } from '../snapshot/transfer.js';
-import { phaseTimer, roundMs } from '../util/format.js';
+import { roundMs } from '../util/format.js';
 import { crashPoint } from '../util/crash-point.js';
 import { pidAlive } from '../util/pid.js';
 import type { WorkingSetManifest } from '../snapshot/working-set-store.js';
-import { MEMORY_CHUNK_SIZE, chunkDigests } from '../memory/chunks.js';
 import { WORKING_SET_PAGE_SIZE } from '../memory/working-set.js';
-import { RestoredDisks, withRsyncWork, type RestoredDisk } from './restored-disk.js';
+import { RestoredDisks, type RestoredDisk } from './restored-disk.js';
+import { createSnapshot } from './snapshot-create.js';
 import { runWhileArriving, startArrivingSnapshot, type ArrivingSnapshot } from './arriving-snapshot.js';
 import { pageServerRecord } from './working-sets.js';
 import { NodeWorkingSets } from './working-set-service.js';
@@ -85,8 +74,8 @@ export interface SnapshotServiceDeps {
 }
 
 /**
- * Snapshot lifecycle of a node: create (pause → VMM snapshot → flush → disk delta →
- * resume → manifest → atomic publish) and restore (verify → rootfs → disk = rootfs + delta,
+ * Snapshot lifecycle of a node: create (snapshot-create.ts: pause → VMM snapshot → flush → disk
+ * delta → resume → manifest → atomic publish) and restore (verify → rootfs → disk = rootfs + delta,
  * digest-checked → N clones, each with its own slot and copy-on-write disk, memory mapped
  * from the snapshot).
  */
@@ -122,166 +111,23 @@ export class SnapshotService {
     this.remote = deps.remote;
   }
 
-  async create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
-    this.remote.requireEnabled();
-    const diff = opts.diskDiff ?? 'block';
-    const rec = await this.deps.instances.get(instance);
-    const image = await this.deps.images.get(rec.image.manifestDigest);
-    if (!image) {
-      throw new EmbersError(
-        'EMB_IMAGE_NOT_FOUND',
-        `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`,
-        { instance },
-        {
-          hint: `pull the image again (\`embers image pull ${rec.image.reference}\`), then retry`,
-        },
-      );
-    }
-    // What it will write: the guest memory it touched, the state, a frozen copy of the disk
-    // and the delta (at most the disk's data again). Refused before the VM is paused.
-    const memoryBytes = (await allocatedBytes(rec.vm.memoryFile)) ?? rec.function.memoryMiB * 1024 * 1024;
-    const diskBytes = (await allocatedBytes(rec.diskPath)) ?? 0;
-    await requireFreeSpace(
-      this.deps.snapshotsDir,
-      memoryBytes + 2 * diskBytes + 4 * 1024 * 1024,
-      `snapshot create of ${instance}`,
+  /** Snapshots an instance: see createSnapshot (snapshot-create.ts). */
+  create(instance: string, opts: CreateSnapshotOptions = {}): Promise<CreateSnapshotResult> {
+    return createSnapshot(
+      {
+        snapshotsDir: this.deps.snapshotsDir,
+        tmpDir: this.deps.tmpDir,
+        store: this.store,
+        instances: this.deps.instances,
+        images: this.deps.images,
+        driver: this.driver,
+        launcher: this.deps.launcher,
+        remote: this.remote,
+        trustVerified: (m) => this.trustVerified(m),
+      },
+      instance,
+      opts,
     );
-    const { phases, mark } = phaseTimer();
-    const t0 = performance.now();
-    const staging = await this.store.staging();
-    // one snapshot of an instance at a time; a marker a killed create left is taken over
-    await this.deps.instances.beginSnapshot(instance).catch(async (err: unknown) => {
-      await rm(staging, { recursive: true, force: true });
-      throw err;
-    });
-    // a frozen copy of the disk at pause: the VM resumes while it is hashed and diffed
-    const diskCopy = join(this.deps.tmpDir, `snapshot-disk-${process.pid}-${randomBytes(4).toString('hex')}.img`);
-    let paused = false;
-    let pausedAt = 0;
-    let pausedMs = 0;
-    try {
-      let t = performance.now();
-      await this.driver.pause(rec.vm);
-      paused = true;
-      pausedAt = performance.now();
-      mark('pauseMs', t);
-      await crashPoint('snapshot.create.after-pause');
-
-      t = performance.now();
-      const vmFiles = await this.driver.snapshot(rec.vm, staging);
-      mark('vmmSnapshotMs', t);
-      await crashPoint('snapshot.create.after-vmm-snapshot');
-
-      // Every write the VMM accepted is in the disk file once it is paused (QEMU drains and
-      // flushes its block devices on stop); fsync makes it durable, the copy freezes it.
-      t = performance.now();
-      await fsyncPath(rec.diskPath);
-      const copyMethod = await cloneDisk(rec.diskPath, diskCopy);
-      mark('diskCopyMs', t);
-      await crashPoint('snapshot.create.after-disk-copy');
-
-      t = performance.now();
-      if (opts.stop) await this.deps.launcher.stop(instance);
-      else await this.driver.resume(rec.vm);
-      paused = false;
-      pausedMs = performance.now() - pausedAt;
-      mark(opts.stop ? 'stopMs' : 'resumeMs', t);
-      await crashPoint('snapshot.create.after-resume');
-
-      t = performance.now();
-      // the memory file's chunk digests (a remote restore verifies each chunk on its own) alongside the disk's
-      const [diskSha, memoryChunks] = await Promise.all([
-        sha256File(diskCopy),
-        chunkDigests(join(staging, SNAPSHOT_FILES.memory), MEMORY_CHUNK_SIZE),
-      ]);
-      const diskSize = (await stat(diskCopy)).size;
-      mark('diskHashMs', t);
-
-      t = performance.now();
-      let changedBytes: number;
-      let diffMethod: CreateSnapshotResult['diffMethod'] = 'rsync';
-      if (diff === 'block') {
-        // On a reflink filesystem the extent maps say which blocks changed without reading
-        // them (FIEMAP); elsewhere, compare block by block.
-        diffMethod = rec.diskMethod === 'reflink' && copyMethod === 'reflink' ? 'extents' : 'comparison';
-        const runs =
-          diffMethod === 'extents'
-            ? await diffByExtents(image.rootfsPath, diskCopy)
-            : await diffByComparison(image.rootfsPath, diskCopy);
-        const stats = await writeDelta(diskCopy, runs, join(staging, SNAPSHOT_FILES.blockDelta));
-        changedBytes = stats.changedBytes;
-      } else {
-        const batch = join(staging, SNAPSHOT_FILES.rsyncBatch);
-        changedBytes = (
-          await withRsyncWork(this.deps.tmpDir, (work) => writeRsyncBatch(image.rootfsPath, diskCopy, batch, work))
-        ).batchBytes;
-      }
-      mark('diskDiffMs', t);
-      await crashPoint('snapshot.create.after-delta');
-
-      t = performance.now();
-      const accel = await this.driver.accelerator();
-      const host = await describeHost(this.driver, rec.kit.kernelVersion);
-      const manifest = await this.store.publish(
-        staging,
-        {
-          createdAt: new Date().toISOString(),
-          function: rec.function,
-          image: { ...rec.image, flattenerVersion: image.flattenerVersion },
-          disk: { diff, sha256AtPause: diskSha, sizeBytes: diskSize, changedBytes },
-          vmm: {
-            kind: this.driver.kind,
-            version: await this.driver.version(),
-            snapshotFormat: await this.driver.snapshotFormat(),
-            accelerator: accel.accelerator,
-            deviceDiscovery: rec.vm.deviceDiscovery ?? this.driver.deviceDiscovery,
-            driveLayout: rec.vm.driveLayout ?? this.driver.driveLayout,
-            vsock: vmFiles.vsock,
-            agent: vmFiles.agent,
-          },
-          host: { cpu: host.cpu, guestCpu: host.guestCpu },
-          machine: { vcpus: rec.function.vcpus, memoryMiB: rec.function.memoryMiB },
-          guestNetwork: { ...GUEST_NET },
-          guestKit: rec.kit,
-        },
-        { chunks: { [SNAPSHOT_FILES.memory]: { chunkSize: MEMORY_CHUNK_SIZE, sha256: memoryChunks } } },
-      );
-      mark('publishMs', t);
-      await crashPoint('snapshot.create.after-publish');
-      await this.trustVerified(manifest);
-      if (this.remote.mode === 'remote') {
-        // upload after creation (the manifest last, so readers never see a half upload)
-        t = performance.now();
-        try {
-          await this.remote.push(this.store, manifest.id, { onProgress: opts.onTransferProgress });
-        } catch (err) {
-          const e = asEmbersError(err);
-          throw new EmbersError(
-            e.code,
-            `snapshot ${manifest.id} was created here, but its upload failed: ${e.message}`,
-            { ...e.details, id: manifest.id },
-            {
-              cause: err,
-              hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)`,
-            },
-          );
-        }
-        mark('uploadMs', t);
-      }
-      return {
-        manifest,
-        diffMethod,
-        timings: { createMs: roundMs(performance.now() - t0), pausedMs: roundMs(pausedMs), phases },
-      };
-    } catch (err) {
-      if (paused) await this.driver.resume(rec.vm).catch(() => undefined);
-      await rm(staging, { recursive: true, force: true });
-      await rm(diskCopy, { force: true });
-      throw await asNoSpaceError(err, `snapshot create of ${instance}`, this.deps.snapshotsDir);
-    } finally {
-      await rm(diskCopy, { force: true });
-      await this.deps.instances.endSnapshot(instance);
-    }
   }
 
   /** Checks that this node can restore `m` at all (hypervisor, accelerator, network identity). */
