@@ -33,6 +33,12 @@ export const ERRORS = {
   },
   EMB_HOST_TOOL_MISSING: {
     summary: 'a host program embers needs is not installed',
+    message: (d) =>
+      d.cmd !== undefined
+        ? `host program not found: ${d.cmd}`
+        : d.header !== undefined
+          ? `${d.header} is missing (Debian package ${d.debianPackage})`
+          : `${d.program ?? 'a host program'} is not installed (Debian package ${d.debianPackage})`,
     hint: 'run `scripts/setup.sh` (installs the Debian packages embers uses)',
     exit: 69,
   },
@@ -296,6 +302,7 @@ export const ERRORS = {
   },
   EMB_INSTANCE_BUSY: {
     summary: 'another process is snapshotting this instance',
+    message: (d) => `instance ${d.name} is being snapshotted by another process (pid ${d.pid})`,
     hint: 'wait for that `embers snapshot create` to finish (its pid is in the details), then retry; a snapshot whose process died is taken over automatically',
     exit: 75,
   },
@@ -344,6 +351,12 @@ export const ERRORS = {
   },
   EMB_REMOTE_NOT_FOUND: {
     summary: 'the remote store or peer has no snapshot with that id, or the bucket does not exist',
+    message: (d) =>
+      d.bucket === undefined
+        ? `the peer ${d.endpoint} has no snapshot ${d.id}`
+        : d.id === undefined
+          ? `the bucket ${d.bucket} does not exist at ${d.endpoint}`
+          : `no snapshot ${d.id} in the bucket ${d.bucket} (${d.endpoint})`,
     hint: 'check the id, the bucket and the prefix (EMBERS_S3_BUCKET, EMBERS_S3_PREFIX); list what the remote holds',
     exit: 66,
   },
@@ -377,11 +390,16 @@ export const ERRORS = {
   },
   EMB_FUNCTION_TIMEOUT: {
     summary: 'the request waited for an instance longer than its deadline',
+    message: (d) => `function ${d.function}: no instance was free within ${d.requestTimeoutSeconds} s`,
     hint: 'retry; raise requestTimeoutSeconds or maxInstances in the spec if this repeats',
     exit: 75,
   },
   EMB_FUNCTION_DRAINING: {
     summary: 'the function is being removed, or the node is shutting down, so it takes no new requests',
+    message: (d) =>
+      d.function === undefined
+        ? 'the node is shutting down'
+        : `function ${d.function} takes no new requests: it is being removed or the node is shutting down`,
     hint: 'deploy the function again, or retry on a running node',
     exit: 75,
   },

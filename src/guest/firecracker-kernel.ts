@@ -50,13 +50,10 @@ export async function checkKernelBuildTools(): Promise<void> {
     try {
       await access(header);
     } catch {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_HOST_TOOL_MISSING',
-        `${header} is missing (Debian package ${pkg})`,
         { header, debianPackage: pkg },
-        {
-          hint: `run \`apt-get install ${KERNEL_BUILD_PACKAGES.join(' ')}\``,
-        },
+        { hint: `run \`apt-get install ${KERNEL_BUILD_PACKAGES.join(' ')}\`` },
       );
     }
   }

@@ -75,11 +75,7 @@ export function runToBuffer(cmd: string, args: string[], input?: Buffer): Promis
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        e.code === 'ENOENT'
-          ? new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: e })
-          : e,
-      ),
+      reject(e.code === 'ENOENT' ? EmbersError.of('EMB_HOST_TOOL_MISSING', { cmd }, { cause: e }) : e),
     );
     child.stdin.on('error', () => undefined);
     child.on('close', (code) => {

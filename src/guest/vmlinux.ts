@@ -91,9 +91,8 @@ function pipeThrough(cmd: string, args: string[], input: Buffer, outPath: string
       out.destroy();
       if (err.code === 'ENOENT') {
         reject(
-          new EmbersError(
+          EmbersError.of(
             'EMB_HOST_TOOL_MISSING',
-            `host program not found: ${cmd}`,
             { cmd },
             { cause: err, hint: 'run `apt-get install xz-utils zstd` or `scripts/setup.sh`' },
           ),

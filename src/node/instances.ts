@@ -136,12 +136,7 @@ export class InstanceStore {
     const path = join(this.dirOf(name), SNAPSHOT_FILE);
     // released by endSnapshot (the release function does the same: rm, then heldHere.delete)
     await acquireLock(path, {
-      busy: (pid) =>
-        new EmbersError('EMB_INSTANCE_BUSY', `instance ${name} is being snapshotted by another process (pid ${pid})`, {
-          name,
-          pid,
-          lock: path,
-        }),
+      busy: (pid) => EmbersError.of('EMB_INSTANCE_BUSY', { name, pid, lock: path }),
     });
   }
 

@@ -153,17 +153,11 @@ export function bundleBytes(m: SnapshotManifest): number {
 }
 
 export function notFound(name: string): EmbersError {
-  return new EmbersError('EMB_FUNCTION_NOT_FOUND', `no function named ${name}`, { function: name });
+  return EmbersError.of('EMB_FUNCTION_NOT_FOUND', { function: name });
 }
 
 export function drainingError(name: string): EmbersError {
-  return new EmbersError(
-    'EMB_FUNCTION_DRAINING',
-    `function ${name} takes no new requests: it is being removed or the node is shutting down`,
-    {
-      function: name,
-    },
-  );
+  return EmbersError.of('EMB_FUNCTION_DRAINING', { function: name });
 }
 
 /** A start failure as the invoking client sees it: the code of what failed, the function named. */

@@ -243,14 +243,10 @@ export class Lifecycle {
           s.rejectWaiter(
             f,
             waiter,
-            new EmbersError(
-              'EMB_FUNCTION_TIMEOUT',
-              `function ${name}: no instance was free within ${spec.requestTimeoutSeconds} s`,
-              {
-                function: name,
-                requestTimeoutSeconds: spec.requestTimeoutSeconds,
-              },
-            ),
+            EmbersError.of('EMB_FUNCTION_TIMEOUT', {
+              function: name,
+              requestTimeoutSeconds: spec.requestTimeoutSeconds,
+            }),
           );
         }, spec.requestTimeoutSeconds * 1000),
       };
@@ -323,6 +319,6 @@ export class Lifecycle {
   }
 
   private requireOpen(): void {
-    if (this.scheduler.closing) throw new EmbersError('EMB_FUNCTION_DRAINING', 'the node is shutting down', {});
+    if (this.scheduler.closing) throw EmbersError.of('EMB_FUNCTION_DRAINING', {});
   }
 }

@@ -138,10 +138,7 @@ export class PeerClient {
     const res = await this.request(`${PEER_API_PATH}/${id}/${MANIFEST_NAME}`, 'GET', {}, signal);
     if (res.status === 404) {
       await res.body?.cancel();
-      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `the peer ${this.url} has no snapshot ${id}`, {
-        id,
-        endpoint: this.url,
-      });
+      throw EmbersError.of('EMB_REMOTE_NOT_FOUND', { id, endpoint: this.url });
     }
     if (res.status !== 200) throw await this.unexpected(res, `GET ${id}/${MANIFEST_NAME}`);
     try {

@@ -210,15 +210,10 @@ export class S3Bucket {
       );
     }
     if (name === 'NoSuchBucket') {
-      return new EmbersError(
-        'EMB_REMOTE_NOT_FOUND',
-        `the bucket ${this.config.bucket} does not exist at ${this.endpoint}`,
-        details,
-        {
-          cause: err,
-          hint: 'create the bucket, or set the right one (EMBERS_S3_BUCKET)',
-        },
-      );
+      return EmbersError.of('EMB_REMOTE_NOT_FOUND', details, {
+        cause: err,
+        hint: 'create the bucket, or set the right one (EMBERS_S3_BUCKET)',
+      });
     }
     if ((status !== undefined && (status >= 500 || status === 429)) || THROTTLE_CODES.has(name)) {
       const retryAfterMs = parseRetryAfter(

@@ -55,7 +55,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.on('error', (e: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
       if (e.code === 'ENOENT') {
-        reject(new EmbersError('EMB_HOST_TOOL_MISSING', `host program not found: ${cmd}`, { cmd }, { cause: e }));
+        reject(EmbersError.of('EMB_HOST_TOOL_MISSING', { cmd }, { cause: e }));
       } else {
         reject(
           new EmbersError('EMB_HOST_COMMAND_FAILED', `could not run ${cmd}: ${e.message}`, { cmd, args }, { cause: e }),
@@ -119,9 +119,8 @@ export async function which(program: string): Promise<string | undefined> {
 export async function requireTool(program: string, debianPackage: string): Promise<string> {
   const found = await which(program);
   if (!found) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_HOST_TOOL_MISSING',
-      `${program} is not installed (Debian package ${debianPackage})`,
       { program, debianPackage },
       {
         hint: `run \`apt-get install ${debianPackage}\` or \`scripts/setup.sh\``,

@@ -50,6 +50,49 @@ test('error catalogue: a code with a template makes its standard message from ty
   assert.equal(errorMessage('EMB_NOT_ROOT', {}), ERRORS.EMB_NOT_ROOT.summary);
 });
 
+test('error catalogue: each template says what failed from the details alone', () => {
+  const cases: [EmbersError, string][] = [
+    [EmbersError.of('EMB_HOST_TOOL_MISSING', { cmd: 'mkfs.ext4' }), 'host program not found: mkfs.ext4'],
+    [
+      EmbersError.of('EMB_HOST_TOOL_MISSING', { program: 'zstd', debianPackage: 'zstd' }),
+      'zstd is not installed (Debian package zstd)',
+    ],
+    [
+      EmbersError.of('EMB_HOST_TOOL_MISSING', { header: '/usr/include/elf.h', debianPackage: 'libc6-dev' }),
+      '/usr/include/elf.h is missing (Debian package libc6-dev)',
+    ],
+    [
+      EmbersError.of('EMB_INSTANCE_BUSY', { name: 'fn-1', pid: 42, lock: '/x/snapshotting' }),
+      'instance fn-1 is being snapshotted by another process (pid 42)',
+    ],
+    [
+      EmbersError.of('EMB_REMOTE_NOT_FOUND', { id: 'snap-1', endpoint: 'http://10.0.0.2:8080' }),
+      'the peer http://10.0.0.2:8080 has no snapshot snap-1',
+    ],
+    [
+      EmbersError.of('EMB_REMOTE_NOT_FOUND', { bucket: 'b', endpoint: 'http://s3:9000' }),
+      'the bucket b does not exist at http://s3:9000',
+    ],
+    [
+      EmbersError.of('EMB_REMOTE_NOT_FOUND', { id: 'snap-1', bucket: 'b', endpoint: 'http://s3:9000' }),
+      'no snapshot snap-1 in the bucket b (http://s3:9000)',
+    ],
+    [
+      EmbersError.of('EMB_FUNCTION_TIMEOUT', { function: 'hello', requestTimeoutSeconds: 30 }),
+      'function hello: no instance was free within 30 s',
+    ],
+    [
+      EmbersError.of('EMB_FUNCTION_DRAINING', { function: 'hello' }),
+      'function hello takes no new requests: it is being removed or the node is shutting down',
+    ],
+    [EmbersError.of('EMB_FUNCTION_DRAINING', {}), 'the node is shutting down'],
+  ];
+  for (const [err, message] of cases) {
+    assert.equal(err.message, message, err.code);
+    assert.equal(err.hint, ERRORS[err.code].hint, `${err.code}: the catalogue's hint`);
+  }
+});
+
 /**
  * The details are checked by the compiler: tsc over a copy of the catalogue and files of call
  * sites. Call sites that follow each code's shape pass; each way of breaking it fails.
