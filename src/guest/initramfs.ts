@@ -43,15 +43,19 @@ export const DEBIAN_MODULES = [
 export const INIT_SCRIPT = 'init';
 export const EXEC_HELPER_SOURCE = 'embers-exec.c';
 export const AGENT_SOURCE = 'embers-agent.c';
-/** The header both helpers include (logging, PATH lookup, clock); it must sit beside their sources when they are compiled. */
-export const COMMON_HEADER = 'embers-common.h';
+/**
+ * The headers the helpers include: both share embers-common.h (logging, PATH lookup, clock); embers-exec.c
+ * includes embers-users.h (users and groups), embers-agent.c embers-channel.h (the host channel). Header-only,
+ * so each helper stays one gcc call; they must sit beside the sources when those are compiled.
+ */
+export const GUEST_HEADERS = ['embers-common.h', 'embers-users.h', 'embers-channel.h'] as const;
 
 /** The guest-side sources, read from src/guest/init/. */
 export async function readGuestSources(): Promise<{
   init: Buffer;
   execSource: Buffer;
   agentSource: Buffer;
-  commonHeader: Buffer;
+  headers: { name: string; data: Buffer }[];
 }> {
   const dir = guestInitDir();
   try {
@@ -59,7 +63,7 @@ export async function readGuestSources(): Promise<{
       init: await readFile(join(dir, INIT_SCRIPT)),
       execSource: await readFile(join(dir, EXEC_HELPER_SOURCE)),
       agentSource: await readFile(join(dir, AGENT_SOURCE)),
-      commonHeader: await readFile(join(dir, COMMON_HEADER)),
+      headers: await Promise.all(GUEST_HEADERS.map(async (name) => ({ name, data: await readFile(join(dir, name)) }))),
     };
   } catch (err) {
     throw new EmbersError('EMB_INTERNAL', `the guest init sources are missing from ${dir}`, { dir }, { cause: err });

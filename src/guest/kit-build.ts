@@ -9,14 +9,7 @@ import { EmbersError } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
 import { exists } from '../util/fs.js';
 import { downloadPackages, extractPackage } from './apt.js';
-import {
-  buildBaseInitramfs,
-  COMMON_HEADER,
-  compileExecHelper,
-  isStaticElf,
-  loadModule,
-  resolveModules,
-} from './initramfs.js';
+import { buildBaseInitramfs, compileExecHelper, isStaticElf, loadModule, resolveModules } from './initramfs.js';
 import { buildCmdlineVirtioMmio } from './virtio-mmio-module.js';
 import { assertVmlinux, extractVmlinux } from './vmlinux.js';
 import { cachedFirecrackerKernel } from './firecracker-kernel-cache.js';
@@ -48,7 +41,7 @@ async function buildInitramfs(
 ): Promise<void> {
   const bb = await busyboxBinary(r.inputs.busybox, workDir);
   const { stdout: applets } = await run(bb.path, ['--list-full']);
-  await writeFile(join(workDir, COMMON_HEADER), r.sources.commonHeader);
+  for (const h of r.sources.headers) await writeFile(join(workDir, h.name), h.data);
   progress('compiling embers-exec (gcc -static)');
   const src = join(workDir, 'embers-exec.c');
   const bin = join(workDir, 'embers-exec');

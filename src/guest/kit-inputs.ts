@@ -89,6 +89,7 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
     );
   }
   const sources = await readGuestSources();
+  const headers = Object.fromEntries(sources.headers.map((h) => [h.name, sha256(h.data)]));
   const memo = await lookupPackages(kind, cacheDir);
   const busybox = memo.busybox;
   let inputs: KitInputs;
@@ -108,7 +109,7 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
       agent: sha256(sources.agentSource),
-      common: sha256(sources.commonHeader),
+      headers,
       modules: [...DEBIAN_MODULES],
     };
   } else {
@@ -125,7 +126,7 @@ export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promi
       init: sha256(sources.init),
       execHelper: sha256(sources.execSource),
       agent: sha256(sources.agentSource),
-      common: sha256(sources.commonHeader),
+      headers,
       modules: [],
     };
   }

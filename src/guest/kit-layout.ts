@@ -42,8 +42,8 @@ export interface KitInputs {
   execHelper: string;
   /** sha256 of the guest agent's source. */
   agent: string;
-  /** sha256 of the header the exec helper and the agent share. */
-  common: string;
+  /** sha256 of each header the exec helper and the agent include, by file name. */
+  headers: Record<string, string>;
   modules: string[];
 }
 
@@ -65,6 +65,6 @@ export interface KitManifest {
 export interface Resolved {
   inputs: KitInputs;
   key: string;
-  sources: { init: Buffer; execSource: Buffer; agentSource: Buffer; commonHeader: Buffer };
+  sources: { init: Buffer; execSource: Buffer; agentSource: Buffer; headers: { name: string; data: Buffer }[] };
   kernelPackage?: KernelPackage;
 }
