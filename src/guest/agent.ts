@@ -3,8 +3,9 @@
  * request: connect to the VM's agent socket, send the request, read frames to the final
  * answer, close. The VMM serialises connections (QEMU accepts one chardev client at a time).
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { EmbersError } from '../errors.js';
+import { connectWithTimeout } from '../util/socket.js';
 import {
   AGENT_VSOCK_PORT,
   decodeExit,
@@ -62,20 +63,9 @@ class AgentConnection {
   }
 
   static async open(channel: AgentChannel, timeoutMs: number): Promise<AgentConnection> {
-    const sock = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(channel.socket);
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(unreachable(channel, `no connection in ${timeoutMs} ms`));
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-      s.once('error', (err) => {
-        clearTimeout(timer);
-        reject(unreachable(channel, err.message, err));
-      });
+    const sock = await connectWithTimeout(channel.socket, timeoutMs, {
+      timeout: () => unreachable(channel, `no connection in ${timeoutMs} ms`),
+      refused: (err) => unreachable(channel, err.message, err),
     });
     if (channel.kind === 'vsock') await vsockHandshake(sock, channel, timeoutMs);
     return new AgentConnection(sock, channel);

@@ -39,18 +39,22 @@ export type CpioEntry =
   | (EntryCommon & { type: 'symlink'; target: string })
   | (EntryCommon & { type: 'chardev' | 'blockdev'; major: number; minor: number });
 
-export interface CpioParsedEntry {
-  name: string;
+/** The inode fields a newc header carries for every entry, as written and as parsed. */
+interface CpioInodeFields {
   ino: number;
   mode: number;
   uid: number;
   gid: number;
   nlink: number;
   mtime: number;
-  devMajor: number;
-  devMinor: number;
   rdevMajor: number;
   rdevMinor: number;
+}
+
+export interface CpioParsedEntry extends CpioInodeFields {
+  name: string;
+  devMajor: number;
+  devMinor: number;
   data: Buffer;
   /** Byte offset of the entry's header in the parsed buffer. */
   offset: number;
@@ -81,19 +85,7 @@ function normaliseName(name: string): string {
   return n;
 }
 
-function header(fields: {
-  ino: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  mtime: number;
-  filesize: number;
-  rdevMajor: number;
-  rdevMinor: number;
-  namesize: number;
-  name: string;
-}): string {
+function header(fields: CpioInodeFields & { filesize: number; namesize: number; name: string }): string {
   const n = fields.name;
   return (
     MAGIC +

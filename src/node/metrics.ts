@@ -30,20 +30,14 @@ export class NodeMetrics {
     buckets: START_BUCKETS,
     registers: [this.registry],
   });
-  readonly bootPhase = new Histogram({
-    name: 'embers_boot_phase_seconds',
-    help: 'Phases of boots (image, slot, disk, initrd, vmm, toReady)',
-    labelNames: ['phase'] as const,
-    buckets: PHASE_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly restorePhase = new Histogram({
-    name: 'embers_restore_phase_seconds',
-    help: 'Phases of restores (prepare: fetch and verify; slot, disk, vmm, toReady)',
-    labelNames: ['phase'] as const,
-    buckets: PHASE_BUCKETS,
-    registers: [this.registry],
-  });
+  readonly bootPhase = this.phaseHistogram(
+    'embers_boot_phase_seconds',
+    'Phases of boots (image, slot, disk, initrd, vmm, toReady)',
+  );
+  readonly restorePhase = this.phaseHistogram(
+    'embers_restore_phase_seconds',
+    'Phases of restores (prepare: fetch and verify; slot, disk, vmm, toReady)',
+  );
   readonly invocations = new Counter({
     name: 'embers_invocations_total',
     help: 'Invocations answered by an instance, by function and how the instance was started for it (warm, restore, boot)',
@@ -102,6 +96,17 @@ export class NodeMetrics {
       async collect() {
         this.set(await sources.freeSlots());
       },
+    });
+  }
+
+  /** A histogram of the phases of one kind of start, labelled by phase, in this node's registry. */
+  private phaseHistogram(name: string, help: string): Histogram<'phase'> {
+    return new Histogram({
+      name,
+      help,
+      labelNames: ['phase'] as const,
+      buckets: PHASE_BUCKETS,
+      registers: [this.registry],
     });
   }
 

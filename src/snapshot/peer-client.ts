@@ -5,7 +5,6 @@
 import { EmbersError } from '../errors.js';
 import { parseRetryAfter, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../util/retry.js';
 import { isHttpUrl } from '../util/url.js';
-import type { LocalSnapshotStore } from './local-store.js';
 import {
   MANIFEST_NAME,
   parseManifest,
@@ -13,15 +12,10 @@ import {
   type SnapshotFile,
   type SnapshotManifest,
 } from './manifest.js';
-import {
-  WORKING_SET_MANIFEST_PATH,
-  fetchWorkingSet,
-  pullSnapshot,
-  type WorkingSetSource,
-} from './working-set-transfer.js';
+import { WORKING_SET_MANIFEST_PATH, SnapshotRemote, type WorkingSetSource } from './working-set-transfer.js';
 import { PEER_API_PATH, PEER_SHA256_HEADER, type PeerSnapshotList } from './peer-server.js';
 import { errnoCode } from '../util/errno.js';
-import { emptyBody, isTransientTransferError, type TransferOptions, type TransferResult } from './transfer.js';
+import { emptyBody, isTransientTransferError } from './transfer.js';
 
 export interface PeerClientOptions {
   /** The peer's base URL, e.g. `http://10.0.0.2:7070`. */
@@ -37,16 +31,16 @@ export interface PeerClientOptions {
   stallTimeoutMs?: number;
 }
 
-export class PeerClient {
+export class PeerClient extends SnapshotRemote {
   /** The peer's base URL, without a trailing slash. */
   readonly url: string;
   private readonly token: string;
   private readonly retry: RetryPolicy;
   private readonly stallTimeoutMs: number;
-  /** Where this store's snapshot bytes come from (ranged reads): an early restore reads the memory file chunk by chunk through it. */
   readonly source: WorkingSetSource;
 
   constructor(opts: PeerClientOptions) {
+    super();
     if (!isHttpUrl(opts.url)) {
       throw new EmbersError('EMB_CONFIG_INVALID', `peer URL "${opts.url}" is not an http(s) URL`, { url: opts.url });
     }
@@ -102,20 +96,6 @@ export class PeerClient {
   /** The manifest of snapshot `id` at the peer, parsed and checked (to find a snapshot by what it runs without fetching it). */
   async manifest(id: string): Promise<SnapshotManifest> {
     return parseManifest(await this.readManifest(id, undefined), `peer ${this.url}: ${id}/${MANIFEST_NAME}`);
-  }
-
-  /** Pulls snapshot `id` from the peer into `store`, under the same id, and its working set if the peer has one (see `pullSnapshot`). */
-  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
-    return pullSnapshot(store, this.source, id, options);
-  }
-
-  /** Fetches the working set of local snapshot `id`, if the peer has one and the store does not (see fetchWorkingSet). */
-  pullWorkingSet(
-    store: LocalSnapshotStore,
-    id: string,
-    options: TransferOptions = {},
-  ): Promise<{ bytes: number } | undefined> {
-    return fetchWorkingSet(store, this.source, id, options);
   }
 
   private async readWorkingSetManifest(id: string, signal: AbortSignal | undefined): Promise<string | undefined> {

@@ -20,11 +20,11 @@ import { resolveS3StoreOptions, type S3StoreConfig, type S3StoreOptions } from '
 import { readS3Manifest, s3Source } from './s3-pull.js';
 import { pushSnapshot } from './s3-push.js';
 import type { TransferOptions, TransferResult } from './transfer.js';
-import { fetchWorkingSet, pullSnapshot, type WorkingSetSource } from './working-set-transfer.js';
+import { SnapshotRemote, type WorkingSetSource } from './working-set-transfer.js';
 
 export { resolveS3StoreOptions, type S3StoreConfig, type S3StoreOptions } from './s3-config.js';
 
-export class S3SnapshotStore {
+export class S3SnapshotStore extends SnapshotRemote {
   readonly config: S3StoreConfig;
   /** The SDK client (path-style, checksums only where S3 requires them, no SDK retries: this store retries). */
   readonly client: S3Client;
@@ -33,10 +33,10 @@ export class S3SnapshotStore {
   /** `s3://bucket/prefix`, for messages. */
   readonly location: string;
   private readonly bucket: S3Bucket;
-  /** Where this store's snapshot bytes come from (ranged reads): an early restore reads the memory file chunk by chunk through it. */
   readonly source: WorkingSetSource;
 
   constructor(options: S3StoreOptions) {
+    super();
     this.config = resolveS3StoreOptions(options);
     this.bucket = new S3Bucket(this.config);
     this.client = this.bucket.client;
@@ -58,24 +58,6 @@ export class S3SnapshotStore {
    */
   push(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
     return pushSnapshot(this.bucket, store, id, options);
-  }
-
-  /**
-   * Downloads snapshot `id` into `store` under the same id: manifest first, then parallel
-   * ranged GETs, resumable, every file checked against the manifest, published atomically.
-   * Then its working set, if the bucket has one.
-   */
-  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
-    return pullSnapshot(store, this.source, id, options);
-  }
-
-  /** Fetches the working set of local snapshot `id`, if the bucket has one and the store does not (see fetchWorkingSet). */
-  pullWorkingSet(
-    store: LocalSnapshotStore,
-    id: string,
-    options: TransferOptions = {},
-  ): Promise<{ bytes: number } | undefined> {
-    return fetchWorkingSet(store, this.source, id, options);
   }
 
   /** The ids of the snapshots in the bucket (those whose manifest exists), sorted. */

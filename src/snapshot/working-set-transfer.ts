@@ -34,6 +34,29 @@ export interface WorkingSetSource extends RangeSource {
   readWorkingSetManifest(id: string, signal: AbortSignal | undefined): Promise<string | undefined>;
 }
 
+/**
+ * A remote snapshots are pulled from (a peer, a bucket): what it adds is its `source`; pulling a
+ * snapshot, or only its working set, goes through it the same way for every remote.
+ */
+export abstract class SnapshotRemote {
+  /** Where this remote's snapshot bytes come from (ranged reads): an early restore reads the memory file chunk by chunk through it. */
+  abstract readonly source: WorkingSetSource;
+
+  /** Pulls snapshot `id` into `store`, under the same id, and its working set if the remote has one (see `pullSnapshot`). */
+  pull(store: LocalSnapshotStore, id: string, options: TransferOptions = {}): Promise<TransferResult> {
+    return pullSnapshot(store, this.source, id, options);
+  }
+
+  /** Fetches the working set of local snapshot `id`, if the remote has one and the store does not (see fetchWorkingSet). */
+  pullWorkingSet(
+    store: LocalSnapshotStore,
+    id: string,
+    options: TransferOptions = {},
+  ): Promise<{ bytes: number } | undefined> {
+    return fetchWorkingSet(store, this.source, id, options);
+  }
+}
+
 /** The working-set manifest's name as remotes store it (`workingset/manifest.json`). */
 export const WORKING_SET_MANIFEST_PATH = workingSetPath(MANIFEST_NAME);
 

@@ -1,32 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
 import { environment, s3Settings } from '../../src/config.js';
 import { isEmbersError } from '../../src/errors.js';
 import { repoPath } from '../helpers/repo.js';
+import { runOverTree } from '../helpers/source-tree.js';
 
 /**
  * `npm run lint` runs scripts/check-env-reads.mjs over src/: only src/config.ts may read the
  * environment. These tests run the same script over small trees, to prove it can fail.
  */
-async function check(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-env-reads-'));
-  try {
-    for (const [path, text] of Object.entries(files)) {
-      await mkdir(dirname(join(dir, path)), { recursive: true });
-      await writeFile(join(dir, path), text);
-    }
-    const r = spawnSync(process.execPath, [repoPath('scripts', 'check-env-reads.mjs'), 'src'], {
-      cwd: dir,
-      encoding: 'utf8',
-    });
-    return { status: r.status, output: `${r.stdout}${r.stderr}` };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+function check(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
+  return runOverTree('embers-env-reads-', files, process.execPath, [repoPath('scripts', 'check-env-reads.mjs'), 'src']);
 }
 
 const clean = {

@@ -1,40 +1,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
 import { repoPath } from '../helpers/repo.js';
+import { runOverTree } from '../helpers/source-tree.js';
 
 /**
  * `npm run lint` runs dependency-cruiser with .dependency-cruiser.cjs over src/. These tests
  * run the same binary and config over small source trees, to prove the rules can fail: an
  * import cycle (through `import type` too) and an import that points up a layer.
  */
-async function cruise(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-import-rules-'));
-  try {
-    const tsconfig = {
-      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true },
-      include: ['src/**/*.ts'],
-    };
-    await writeFile(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
-    for (const [path, text] of Object.entries(files)) {
-      await mkdir(dirname(join(dir, path)), { recursive: true });
-      await writeFile(join(dir, path), text);
-    }
-    const r = spawnSync(
-      repoPath('node_modules', '.bin', 'depcruise'),
-      ['src', '--config', repoPath('.dependency-cruiser.cjs'), '--output-type', 'err'],
-      {
-        cwd: dir,
-        encoding: 'utf8',
-      },
-    );
-    return { status: r.status, output: `${r.stdout}${r.stderr}` };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+function cruise(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
+  const tsconfig = {
+    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true },
+    include: ['src/**/*.ts'],
+  };
+  return runOverTree(
+    'embers-import-rules-',
+    { 'tsconfig.json': JSON.stringify(tsconfig), ...files },
+    repoPath('node_modules', '.bin', 'depcruise'),
+    ['src', '--config', repoPath('.dependency-cruiser.cjs'), '--output-type', 'err'],
+  );
 }
 
 const clean = {

@@ -1,5 +1,6 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { EmbersError } from '../../errors.js';
+import { connectWithTimeout } from '../../util/socket.js';
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -35,31 +36,18 @@ export class QmpClient {
   }
 
   static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(path);
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(
-          new EmbersError('EMB_VMM_TIMEOUT', `QMP socket ${path} did not accept a connection in ${timeoutMs} ms`, {
-            path,
-          }),
-        );
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-      s.once('error', (err) => {
-        clearTimeout(timer);
-        reject(
-          new EmbersError(
-            'EMB_VMM_COMMAND_FAILED',
-            `cannot connect to QMP socket ${path}: ${err.message}`,
-            { path },
-            { cause: err },
-          ),
-        );
-      });
+    const socket = await connectWithTimeout(path, timeoutMs, {
+      timeout: () =>
+        new EmbersError('EMB_VMM_TIMEOUT', `QMP socket ${path} did not accept a connection in ${timeoutMs} ms`, {
+          path,
+        }),
+      refused: (err) =>
+        new EmbersError(
+          'EMB_VMM_COMMAND_FAILED',
+          `cannot connect to QMP socket ${path}: ${err.message}`,
+          { path },
+          { cause: err },
+        ),
     });
     const client = new QmpClient(socket, path);
     await client.waitEvent('__greeting__', timeoutMs);
