@@ -49,7 +49,7 @@ const RUNTIME_MOUNTPOINTS: readonly [string, number][] = [
   ['tmp', 0o1777],
 ];
 import { join } from 'node:path';
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 import { run } from '../util/exec.js';
 import type { TarEntry, TarHeader } from './tar.js';
 import type { RootMetadata } from './ext4.js';
@@ -62,7 +62,7 @@ const MAX_MTIME = 2 ** 31 - 1;
 const XATTR_PREFIXES = ['user.', 'security.', 'trusted.'];
 const XATTR_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
-function unsafe(message: string, details: Record<string, unknown>): EmbersError {
+function unsafe(message: string, details: ErrorDetails<'EMB_IMAGE_LAYER_UNSAFE'>): EmbersError {
   return new EmbersError('EMB_IMAGE_LAYER_UNSAFE', message, details);
 }
 
@@ -142,7 +142,8 @@ export class LayerApplier {
     return rel === '' ? this.root : join(this.root, rel);
   }
 
-  private details(extra: Record<string, unknown>): Record<string, unknown> {
+  /** `extra` with the current layer's label; the error's code checks the result's keys. */
+  private details<D extends object>(extra: D): D & { readonly layer: string } {
     return { layer: this.layerLabel, ...extra };
   }
 
