@@ -14,10 +14,10 @@
  *    working set, are published atomically. A failure publishes nothing and drops the staging.
  */
 import { sleep } from '../util/sleep.js';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, isEmbersError } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { retry, type RetryPolicy } from '../util/retry.js';
 import { exists } from '../util/fs.js';
 import type { LocalSnapshotStore } from '../snapshot/local-store.js';
@@ -31,7 +31,7 @@ import {
 } from '../snapshot/manifest.js';
 import { compileTransferOptions, isTransientTransferError, type TransferOptions } from '../snapshot/transfer.js';
 import { spansToFetch } from '../snapshot/fetch-snapshot.js';
-import { WORKING_SET_MANIFEST_PATH, type WorkingSetSource } from '../snapshot/working-set-transfer.js';
+import { WORKING_SET_MANIFEST_PATH, readRemoteFile, type WorkingSetSource } from '../snapshot/working-set-transfer.js';
 import {
   WorkingSetStore,
   parseWorkingSetManifest,
@@ -268,31 +268,7 @@ async function downloadWhole(
   path: string,
   signal: AbortSignal | undefined,
 ): Promise<number> {
-  const fh = await open(path, 'w', 0o644);
-  const hash = createHash('sha256');
-  let got = 0;
-  try {
-    if (f.sizeBytes > 0) {
-      for await (const part of await source.readRange(id, f, 0, f.sizeBytes, signal)) {
-        if (got + part.length > f.sizeBytes) break;
-        await fh.write(part, 0, part.length, got);
-        hash.update(part);
-        got += part.length;
-      }
-    }
-    await fh.sync();
-  } catch (err) {
-    if (isEmbersError(err)) throw err;
-    throw new EmbersError(
-      'EMB_REMOTE_UNREACHABLE',
-      `the connection to ${source.location} broke while reading ${f.name} of ${id}`,
-      { id },
-      { cause: err },
-    );
-  } finally {
-    await fh.close();
-  }
-  const digest = hash.digest('hex');
+  const { got, digest } = await readRemoteFile(source, id, f, path, signal);
   if (got !== f.sizeBytes || digest !== f.sha256) {
     throw new EmbersError(
       'EMB_SNAPSHOT_CORRUPT',

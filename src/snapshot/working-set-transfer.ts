@@ -115,25 +115,29 @@ export async function fetchWorkingSet(
   }
 }
 
-/** Downloads file `f` of the working set into `path`, checking its size and sha256. */
-async function downloadWhole(
+/**
+ * Reads file `remote` of snapshot `id` whole from `source` into `path` (synced), hashing it on the
+ * way: returns the bytes read and their sha256. A connection that breaks is EMB_REMOTE_UNREACHABLE;
+ * the caller checks size and digest against what it expects, with its own error code.
+ */
+export async function readRemoteFile(
   source: WorkingSetSource,
   id: string,
-  f: SnapshotFile,
+  remote: SnapshotFile,
   path: string,
   signal: AbortSignal | undefined,
-): Promise<number> {
-  const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
-  const body = await source.readRange(id, remote, 0, f.sizeBytes, signal);
+): Promise<{ got: number; digest: string }> {
   const fh = await open(path, 'w', 0o644);
   const hash = createHash('sha256');
   let got = 0;
   try {
-    for await (const chunk of body) {
-      if (got + chunk.length > f.sizeBytes) break;
-      await fh.write(chunk, 0, chunk.length, got);
-      hash.update(chunk);
-      got += chunk.length;
+    if (remote.sizeBytes > 0) {
+      for await (const chunk of await source.readRange(id, remote, 0, remote.sizeBytes, signal)) {
+        if (got + chunk.length > remote.sizeBytes) break;
+        await fh.write(chunk, 0, chunk.length, got);
+        hash.update(chunk);
+        got += chunk.length;
+      }
     }
     await fh.sync();
   } catch (err) {
@@ -147,7 +151,19 @@ async function downloadWhole(
   } finally {
     await fh.close();
   }
-  const digest = hash.digest('hex');
+  return { got, digest: hash.digest('hex') };
+}
+
+/** Downloads file `f` of the working set into `path`, checking its size and sha256. */
+async function downloadWhole(
+  source: WorkingSetSource,
+  id: string,
+  f: SnapshotFile,
+  path: string,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
+  const { got, digest } = await readRemoteFile(source, id, remote, path, signal);
   if (got !== f.sizeBytes || digest !== f.sha256) {
     throw new EmbersError(
       'EMB_WORKING_SET_INVALID',
