@@ -63,7 +63,7 @@ export interface SnapshotVersionDetails {
  * the few that steer control flow say so.
  */
 export interface ErrorDetailsByCode {
-  EMB_USAGE: { readonly argv?: string[]; readonly option?: string; readonly value?: string };
+  EMB_USAGE: { readonly argv?: string[]; readonly option?: string };
   EMB_CONFIG_INVALID: {
     readonly accel?: 'auto' | 'kvm' | 'tcg';
     readonly attempts?: number;
@@ -168,23 +168,7 @@ export interface ErrorDetailsByCode {
     readonly tags?: string[];
     readonly where?: string;
   };
-  EMB_IMAGE_MANIFEST_INVALID: {
-    readonly digest?: string;
-    /** The value of an image label that is not valid (e.g. the restore hook's path or timeout). */
-    readonly label?: unknown;
-    /** The image directory or archive (image/sources/). */
-    readonly location?: string;
-    readonly mediaType?: string;
-    /** A file inside the image's directory or archive. */
-    readonly name?: string;
-    readonly path?: string;
-    readonly ref?: string;
-    readonly reference?: string;
-    /** Which document failed to parse (e.g. "manifest sha256:…"). */
-    readonly what?: string;
-    /** Where the document came from (an image reference or location). */
-    readonly where?: string;
-  };
+  EMB_IMAGE_MANIFEST_INVALID: { readonly digest?: string; readonly path?: string };
   EMB_IMAGE_DIGEST_MISMATCH: {
     readonly actual?: string;
     readonly diffId?: string;
@@ -200,25 +184,8 @@ export interface ErrorDetailsByCode {
     readonly size?: number;
     readonly status?: number;
   };
-  EMB_IMAGE_LAYER_UNSAFE: {
-    /** The layer being extracted (image/extract.ts). */
-    readonly layer?: string;
-    /** The tar entry refused, and the target of a hard or symbolic link. */
-    readonly name?: string;
-    readonly linkname?: string;
-    /** A parent of the entry that is missing or not a directory, or a symlink on its path. */
-    readonly path?: string;
-    readonly symlink?: string;
-  };
-  EMB_IMAGE_LAYER_INVALID: {
-    readonly exit?: number;
-    readonly layer?: string;
-    /** The tar entry that is not valid, and the parent it needs (image/extract.ts). */
-    readonly name?: string;
-    readonly path?: string;
-    /** Where in the (decompressed) tar stream the archive broke. */
-    readonly offset?: number;
-  };
+  EMB_IMAGE_LAYER_UNSAFE: NoDetails;
+  EMB_IMAGE_LAYER_INVALID: { readonly exit?: number; readonly layer?: string };
   EMB_IMAGE_BLOB_MISSING: {
     readonly digest?: string;
     readonly location?: string;
@@ -233,7 +200,6 @@ export interface ErrorDetailsByCode {
     readonly digest?: unknown;
     readonly layer?: string;
     readonly mediaType?: string;
-    readonly reference?: string;
     readonly where?: string;
   };
   EMB_IMAGE_PLATFORM_MISSING: {
@@ -246,8 +212,6 @@ export interface ErrorDetailsByCode {
   EMB_IMAGE_FLATTEN_FAILED: HostCommandDetails & {
     readonly bytesRead?: number;
     readonly imagePath?: string;
-    /** The layer whose extended attributes could not be set (image/extract.ts). */
-    readonly layer?: string;
     readonly length?: number;
     readonly manifestDigest?: string;
     readonly missing?: string[];

@@ -50,10 +50,7 @@ export function intOption(
   const n = Number(value);
   if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
-    throw new EmbersError('EMB_USAGE', `--${name} must be an integer ${range}, not "${value}"`, {
-      option: name,
-      value,
-    });
+    throw new EmbersError('EMB_USAGE', `--${name} must be an integer ${range}, not "${value}"`, { [name]: value });
   }
   return n;
 }

@@ -54,9 +54,6 @@ import { run } from '../util/exec.js';
 import type { TarEntry, TarHeader } from './tar.js';
 import type { RootMetadata } from './ext4.js';
 import { escapeAttrPath, unescapeAttrPath } from './xattr-dump.js';
-import { baseOf, normalizeEntryPath, parentOf, unsafe } from './entry-path.js';
-
-export { normalizeEntryPath } from './entry-path.js';
 
 /** Largest mtime the flattener stores: ext4 (through mke2fs -d) keeps 32 signed bits. */
 const MAX_MTIME = 2 ** 31 - 1;
@@ -64,6 +61,34 @@ const MAX_MTIME = 2 ** 31 - 1;
 /** The xattr namespaces copied from layers; others (e.g. LIBARCHIVE private ones) are dropped. */
 const XATTR_PREFIXES = ['user.', 'security.', 'trusted.'];
 const XATTR_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+
+function unsafe(message: string, details: Record<string, unknown>): EmbersError {
+  return new EmbersError('EMB_IMAGE_LAYER_UNSAFE', message, details);
+}
+
+/**
+ * Normalises a tar entry name to a relative path without `.` components ('' is the root).
+ * Absolute names and any `..` component are refused.
+ */
+export function normalizeEntryPath(name: string, what = 'entry'): string {
+  if (name.startsWith('/')) throw unsafe(`${what} has an absolute path: ${JSON.stringify(name)}`, { name });
+  const parts: string[] = [];
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') throw unsafe(`${what} path contains "..": ${JSON.stringify(name)}`, { name });
+    parts.push(part);
+  }
+  return parts.join('/');
+}
+
+function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i === -1 ? '' : rel.slice(0, i);
+}
+
+function baseOf(rel: string): string {
+  return rel.slice(rel.lastIndexOf('/') + 1);
+}
 
 function clampTime(t: number): number {
   return Math.min(Math.max(Math.floor(t), 0), MAX_MTIME);
@@ -117,8 +142,7 @@ export class LayerApplier {
     return rel === '' ? this.root : join(this.root, rel);
   }
 
-  /** `extra` with the current layer's label; the error's code checks the result's keys. */
-  private details<D extends object>(extra: D): D & { readonly layer: string } {
+  private details(extra: Record<string, unknown>): Record<string, unknown> {
     return { layer: this.layerLabel, ...extra };
   }
 

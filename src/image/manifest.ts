@@ -4,7 +4,7 @@
  * which blob is wrong). Also the choice of linux/amd64 in an index and of an index entry by tag.
  * Nothing here reads a file: sources (sources/) give bytes, resolve.ts puts them together.
  */
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { RESTORE_HOOK_LABEL, RESTORE_HOOK_TIMEOUT_LABEL, type ImageConfig } from './types.js';
 
 export const MEDIA = {
@@ -47,10 +47,7 @@ export interface Descriptor {
   platform?: { os?: string; architecture?: string; variant?: string };
 }
 
-export function manifestInvalid(
-  message: string,
-  details: ErrorDetails<'EMB_IMAGE_MANIFEST_INVALID'> = {},
-): EmbersError {
+export function manifestInvalid(message: string, details: Record<string, unknown> = {}): EmbersError {
   return new EmbersError('EMB_IMAGE_MANIFEST_INVALID', message, details);
 }
 
@@ -268,7 +265,7 @@ export function checkPlatform(os: unknown, architecture: unknown, digest: string
 export function checkManifest(
   doc: Record<string, unknown>,
   where: string,
-  details: ErrorDetails<'EMB_IMAGE_MANIFEST_INVALID'>,
+  details: Record<string, unknown>,
 ): { configDesc: Descriptor; layers: Descriptor[] } {
   if (doc.schemaVersion !== 2)
     throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
@@ -283,12 +280,7 @@ export function checkManifest(
  * appended to "layer N (digest)" in the message (e.g. " of REF"); `details` come before the
  * digest and media type in the error's details.
  */
-export function layerMediaType(
-  d: Descriptor,
-  i: number,
-  of: string,
-  details: ErrorDetails<'EMB_IMAGE_LAYER_UNSUPPORTED'>,
-): string {
+export function layerMediaType(d: Descriptor, i: number, of: string, details: Record<string, unknown>): string {
   const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
   if (!LAYER_TYPES.has(mediaType)) {
     throw new EmbersError(
@@ -309,7 +301,7 @@ export function checkDiffIdCount(
   diffIds: string[] | undefined,
   layerCount: number,
   where: string,
-  details: ErrorDetails<'EMB_IMAGE_MANIFEST_INVALID'>,
+  details: Record<string, unknown>,
 ): void {
   if (diffIds && diffIds.length !== layerCount) {
     throw manifestInvalid(`${where} has ${layerCount} layers but its config lists ${diffIds.length} diff_ids`, details);

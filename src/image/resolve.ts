@@ -9,7 +9,7 @@
  * Every JSON blob is checked against its digest when read; layers by `verifyLayer()`.
  */
 import { createHash } from 'node:crypto';
-import { EmbersError, isEmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError, isEmbersError } from '../errors.js';
 import { sha256 } from '../util/fs.js';
 import { decompressed } from './decompress.js';
 import { parseReference, type ParsedRef } from './local-reference.js';
@@ -376,7 +376,7 @@ async function resolutionFailed(
   source: ByteSource,
   err: unknown,
   message: string,
-  details: ErrorDetails<'EMB_IMAGE_MANIFEST_INVALID'>,
+  details: Record<string, unknown>,
 ): Promise<never> {
   await source.close();
   if (isEmbersError(err)) throw err;

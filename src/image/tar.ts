@@ -12,7 +12,7 @@
  * leaves PAX uid/gid/mtime/uname/gname to the caller; it reads the size field of hard links
  * and symlinks as content; and content offsets (for the archive index) are not in its API.
  */
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 
 export type TarEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
@@ -51,11 +51,11 @@ export interface TarEntry {
 
 const BLOCK = 512;
 
-function invalid(message: string, details: ErrorDetails<'EMB_IMAGE_LAYER_INVALID'> = {}): EmbersError {
+function invalid(message: string, details: Record<string, unknown> = {}): EmbersError {
   return new EmbersError('EMB_IMAGE_LAYER_INVALID', `invalid tar archive: ${message}`, details);
 }
 
-function unsupported(message: string, details: ErrorDetails<'EMB_IMAGE_LAYER_UNSUPPORTED'> = {}): EmbersError {
+function unsupported(message: string, details: Record<string, unknown> = {}): EmbersError {
   return new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `unsupported tar archive: ${message}`, details);
 }
 
