@@ -21,16 +21,9 @@ import { EmbersError } from '../errors.js';
 import { retry, type RetryPolicy } from '../util/retry.js';
 import { exists } from '../util/fs.js';
 import type { LocalSnapshotStore } from '../snapshot/local-store.js';
-import {
-  MANIFEST_NAME,
-  SNAPSHOT_FILES,
-  fileEntry,
-  parseManifest,
-  type SnapshotFile,
-  type SnapshotManifest,
-} from '../snapshot/manifest.js';
+import { SNAPSHOT_FILES, fileEntry, type SnapshotFile, type SnapshotManifest } from '../snapshot/manifest.js';
 import { compileTransferOptions, isTransientTransferError, type TransferOptions } from '../snapshot/transfer.js';
-import { spansToFetch } from '../snapshot/fetch-snapshot.js';
+import { readRemoteManifest, spansToFetch } from '../snapshot/fetch-snapshot.js';
 import { WORKING_SET_MANIFEST_PATH, readRemoteFile, type WorkingSetSource } from '../snapshot/working-set-transfer.js';
 import {
   WorkingSetStore,
@@ -86,18 +79,7 @@ export interface ArrivingSnapshotOptions {
 export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise<ArrivingSnapshot | undefined> {
   const t = compileTransferOptions(o.transfer);
   const { source, id, store } = o;
-  const text = await retry(() => source.readManifest(id, t.signal), isTransientTransferError, t.retry, t.signal);
-  const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
-  if (manifest.id !== id) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
-      {
-        id,
-        manifestId: manifest.id,
-      },
-    );
-  }
+  const { text, manifest } = await readRemoteManifest(source, id, t);
   const memory = fileEntry(manifest, SNAPSHOT_FILES.memory);
   if (!memory?.chunkSha256 || !memory.chunkSize) return undefined;
   const wsText = await retry(

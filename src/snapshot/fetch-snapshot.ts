@@ -11,7 +11,13 @@ import { retry } from '../util/retry.js';
 import { runPool } from '../util/worker-pool.js';
 import { crashPoint } from '../util/crash-point.js';
 import type { LocalSnapshotStore } from './local-store.js';
-import { MANIFEST_NAME, parseManifest, requireSnapshotId, type SnapshotFile } from './manifest.js';
+import {
+  MANIFEST_NAME,
+  parseManifest,
+  requireSnapshotId,
+  type SnapshotFile,
+  type SnapshotManifest,
+} from './manifest.js';
 import { OrderedHasher } from './ordered-hasher.js';
 import { PullJournal } from './pull-journal.js';
 import { ProgressTracker, snapshotSizes } from './transfer-progress.js';
@@ -85,20 +91,8 @@ class SnapshotFetch {
 
   async run(): Promise<TransferResult> {
     const { id, source, o } = this;
-    const text = await retry(() => source.readManifest(id, o.signal), isTransientTransferError, o.retry, o.signal);
+    const { text, manifest } = await readRemoteManifest(source, id, o);
     this.moved += Buffer.byteLength(text);
-    const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
-    if (manifest.id !== id) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_CORRUPT',
-        `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
-        {
-          id,
-          manifestId: manifest.id,
-          source: source.location,
-        },
-      );
-    }
     const journal = await PullJournal.open(this.workDir, sha256(text), o.partSizeBytes);
     await crashPoint('snapshot.pull.after-manifest');
     const partSize = journal.partSizeBytes; // a resumed pull keeps the ranges it started with
@@ -352,4 +346,25 @@ function brokenStream(location: string, f: SnapshotFile, got: number, want: numb
     { endpoint: location, file: f.name, got, want },
     cause === undefined ? undefined : { cause },
   );
+}
+
+/**
+ * Reads the manifest of snapshot `id` from `source` (retrying transient failures) and checks that
+ * it is that snapshot's: EMB_SNAPSHOT_CORRUPT when the store holds another snapshot's manifest.
+ */
+export async function readRemoteManifest(
+  source: RangeSource,
+  id: string,
+  o: CompiledTransferOptions,
+): Promise<{ text: string; manifest: SnapshotManifest }> {
+  const text = await retry(() => source.readManifest(id, o.signal), isTransientTransferError, o.retry, o.signal);
+  const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
+  if (manifest.id !== id) {
+    throw new EmbersError(
+      'EMB_SNAPSHOT_CORRUPT',
+      `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
+      { id, manifestId: manifest.id, source: source.location },
+    );
+  }
+  return { text, manifest };
 }
