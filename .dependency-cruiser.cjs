@@ -17,6 +17,7 @@ const LAYERS = [
   ['config.ts'], // reads the environment: nothing else in src/ does (scripts/check-env-reads.mjs)
   ['errors.ts'],
   ['error-details.ts'], // the types of each code's details
+  ['error-catalogue'], // the catalogue's entries and details, one file per area
 ];
 
 const pathOf = (name) => (name.endsWith('.ts') ? `^src/${name.replace('.', '\\.')}$` : `^src/${name}/`);

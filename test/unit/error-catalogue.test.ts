@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ERRORS, EmbersError, errorMessage, type ErrorCode } from '../../src/errors.js';
@@ -100,8 +100,11 @@ test('error catalogue: each template says what failed from the details alone', (
 async function compile(files: Record<string, string>): Promise<{ status: number | null; output: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'embers-error-types-'));
   try {
-    await mkdir(join(dir, 'src'));
+    await mkdir(join(dir, 'src', 'error-catalogue'), { recursive: true });
     for (const f of ['errors.ts', 'error-details.ts']) await copyFile(repoPath('src', f), join(dir, 'src', f));
+    for (const f of await readdir(repoPath('src', 'error-catalogue'))) {
+      await copyFile(repoPath('src', 'error-catalogue', f), join(dir, 'src', 'error-catalogue', f));
+    }
     for (const [name, source] of Object.entries(files)) await writeFile(join(dir, 'src', `${name}.ts`), source);
     const compilerOptions = {
       target: 'ES2022',
