@@ -141,11 +141,7 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
       }
       sendRawError(
         res,
-        new EmbersError(
-          'EMB_INSTANCE_INVOKE_FAILED',
-          `request to instance ${lease.instance.name} failed: ${err.message}`,
-          { instance: lease.instance.name },
-        ),
+        EmbersError.of('EMB_INSTANCE_INVOKE_FAILED', { name: lease.instance.name, reason: err.message }),
         embersHeaders,
       );
       finish(false);

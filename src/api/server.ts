@@ -266,12 +266,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     async (req) => {
       const { name } = req.params;
       if (!engine.instances().some((i) => i.name === name)) {
-        throw new EmbersError(
-          'EMB_INSTANCE_NOT_FOUND',
-          `this daemon runs no instance ${name}`,
-          { name },
-          { hint: 'GET /v1/instances lists them' },
-        );
+        throw EmbersError.of('EMB_INSTANCE_NOT_FOUND', { name }, { hint: 'GET /v1/instances lists them' });
       }
       const keep = (into: { parts: Buffer[]; size: number; truncated: boolean }) => (b: Buffer) => {
         const room = EXEC_OUTPUT_LIMIT - into.size;

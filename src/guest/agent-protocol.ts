@@ -77,13 +77,11 @@ export class FrameDecoder {
       if (this.buf.length < 4) break;
       const len = this.buf.readUInt32LE(0);
       if (len < 1 || len > MAX_FRAME) {
-        throw new EmbersError(
-          'EMB_GUEST_AGENT_FAILED',
-          `the guest agent sent a frame of length ${len} (1..${MAX_FRAME} expected): the channel is out of step`,
-          {
-            length: len,
-          },
-        );
+        throw EmbersError.of('EMB_GUEST_AGENT_FAILED', {
+          problem: 'frame-length',
+          length: len,
+          expected: `1..${MAX_FRAME}`,
+        });
       }
       if (this.buf.length < 4 + len) break;
       frames.push({ type: this.buf[4], payload: Buffer.from(this.buf.subarray(5, 4 + len)) });
@@ -127,10 +125,12 @@ export interface FixupResult {
 
 export function decodeFixupOk(p: Buffer): FixupResult {
   if (p.length < 17)
-    throw new EmbersError(
-      'EMB_GUEST_AGENT_FAILED',
-      `the guest agent's FIXUP answer is ${p.length} bytes (at least 17 expected)`,
-    );
+    throw EmbersError.of('EMB_GUEST_AGENT_FAILED', {
+      problem: 'short-answer',
+      what: 'FIXUP',
+      length: p.length,
+      expected: 'at least 17',
+    });
   const flags = p.readUInt32LE(8);
   return {
     clockStepNs: p.readBigInt64LE(0),
@@ -168,13 +168,18 @@ export interface ExitStatus {
 
 export function decodeExit(p: Buffer): ExitStatus {
   if (p.length < 5)
-    throw new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent's EXIT answer is ${p.length} bytes (5 expected)`);
+    throw EmbersError.of('EMB_GUEST_AGENT_FAILED', {
+      problem: 'short-answer',
+      what: 'EXIT',
+      length: p.length,
+      expected: '5',
+    });
   return { state: runState(p[0]), code: p.readInt32LE(1) };
 }
 
 function runState(n: number): RunState {
   const s = RUN_STATES[n];
-  if (!s) throw new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent reported an unknown run state ${n}`);
+  if (!s) throw EmbersError.of('EMB_GUEST_AGENT_FAILED', { problem: 'run-state', state: n });
   return s;
 }
 

@@ -100,10 +100,9 @@ class AgentConnection {
 }
 
 function unreachable(channel: AgentChannel, why: string, cause?: unknown): EmbersError {
-  return new EmbersError(
+  return EmbersError.of(
     'EMB_GUEST_AGENT_UNREACHABLE',
-    `the guest agent at ${channel.socket} (${channel.kind}) did not answer: ${why}`,
-    { socket: channel.socket, channel: channel.kind },
+    { socket: channel.socket, channel: channel.kind, reason: why },
     cause === undefined ? undefined : { cause },
   );
 }
@@ -114,17 +113,11 @@ function asAgentError(err: Error, channel: AgentChannel, what: string): EmbersEr
 }
 
 function agentRefused(f: Frame, what: string): EmbersError {
-  return new EmbersError('EMB_GUEST_AGENT_FAILED', `the guest agent refused ${what}: ${f.payload.toString('utf8')}`, {
-    reason: f.payload.toString('utf8'),
-  });
+  return EmbersError.of('EMB_GUEST_AGENT_FAILED', { problem: 'refused', what, reason: f.payload.toString('utf8') });
 }
 
 function unexpected(f: Frame, what: string): EmbersError {
-  return new EmbersError(
-    'EMB_GUEST_AGENT_FAILED',
-    `the guest agent answered ${what} with message type 0x${f.type.toString(16)}`,
-    { type: f.type },
-  );
+  return EmbersError.of('EMB_GUEST_AGENT_FAILED', { problem: 'unexpected-type', what, type: f.type });
 }
 
 /** Firecracker's host-initiated vsock connection: "CONNECT <port>\n" → "OK <host port>\n". */

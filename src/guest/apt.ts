@@ -4,22 +4,24 @@
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, isEmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError, isEmbersError } from '../errors.js';
 import { run } from '../util/exec.js';
 
 const APT_HINT =
   'run `apt-get update` (the package lists may be missing or stale), check that deb.debian.org is reachable, then `embers guest build` again';
 
-function buildFailed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAILED'>, cause?: unknown): EmbersError {
-  return new EmbersError('EMB_GUEST_BUILD_FAILED', message, details, { cause, hint: APT_HINT });
-}
+const APT = { hint: APT_HINT };
 
 /** The candidate version apt would install, from `apt-cache policy`. */
 export async function candidateVersion(pkg: string): Promise<string> {
   const { stdout } = await run('apt-cache', ['policy', pkg]);
   const m = /^\s*Candidate:\s*(\S+)/m.exec(stdout);
   if (!m || m[1] === '(none)')
-    throw buildFailed(`apt knows no installable version of ${pkg}`, { pkg, policy: stdout.slice(0, 2000) });
+    throw EmbersError.of(
+      'EMB_GUEST_BUILD_FAILED',
+      { problem: 'package-unknown', pkg, policy: stdout.slice(0, 2000) },
+      APT,
+    );
   return m[1];
 }
 
@@ -61,7 +63,7 @@ export interface KernelPackage {
 export async function resolveKernelPackage(meta = 'linux-image-amd64'): Promise<KernelPackage> {
   const metaVersion = await candidateVersion(meta);
   const depends = await packageField(meta, metaVersion, 'Depends');
-  if (!depends) throw buildFailed(`${meta} ${metaVersion} has no Depends field`, { meta, metaVersion });
+  if (!depends) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'depends-missing', meta, metaVersion }, APT);
   for (const alt of depends.split(/[,|]/)) {
     const m = /^\s*(linux-image-(\d+\.\d+[^\s(]*?)-amd64(?:-unsigned)?)\s*(?:\(\s*=\s*([^)\s]+)\s*\))?\s*$/.exec(alt);
     if (!m) continue;
@@ -69,9 +71,10 @@ export async function resolveKernelPackage(meta = 'linux-image-amd64'): Promise<
     const version = m[3] ?? (await candidateVersion(name));
     return { meta: { name: meta, version: metaVersion }, name, version, kernelVersion: `${m[2]}-amd64` };
   }
-  throw buildFailed(
-    `cannot find the versioned kernel package in the dependencies of ${meta} ${metaVersion}: ${depends}`,
-    { meta, depends },
+  throw EmbersError.of(
+    'EMB_GUEST_BUILD_FAILED',
+    { problem: 'kernel-package-unknown', meta, metaVersion, depends },
+    APT,
   );
 }
 
@@ -88,10 +91,14 @@ export async function downloadPackages(dir: string, pkgs: { name: string; versio
       },
     );
   } catch (err) {
-    throw buildFailed(
-      `downloading ${pkgs.map((p) => `${p.name}=${p.version}`).join(' ')} failed`,
-      { pkgs, stderr: isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details.stderr : undefined },
-      err,
+    throw EmbersError.of(
+      'EMB_GUEST_BUILD_FAILED',
+      {
+        problem: 'download-failed',
+        pkgs,
+        stderr: isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details.stderr : undefined,
+      },
+      { ...APT, cause: err },
     );
   }
   const files = await readdir(dir);
@@ -103,7 +110,12 @@ export async function downloadPackages(dir: string, pkgs: { name: string; versio
         x.endsWith('.deb') &&
         (x.includes(`_${debVersion}_`) || x.includes(`_${p.version}_`)),
     );
-    if (!f) throw buildFailed(`apt-get download did not produce a .deb for ${p.name}=${p.version}`, { pkgs, files });
+    if (!f)
+      throw EmbersError.of(
+        'EMB_GUEST_BUILD_FAILED',
+        { problem: 'deb-missing', pkg: `${p.name}=${p.version}`, pkgs, files },
+        APT,
+      );
     return join(dir, f);
   });
 }

@@ -51,7 +51,7 @@ export function unescapeValue(value: string): string {
     if (next === '\\') out += '\\';
     else if (next === 'n') out += '\n';
     else if (next === 'r') out += '\r';
-    else throw new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', `exec.conf: bad escape "\\${next ?? ''}"`, { value });
+    else throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'exec-conf-escape', value, escape: next });
   }
   return out;
 }
@@ -76,12 +76,7 @@ export function decodeExecConf(text: string): GuestRunConfig {
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq < 1)
-      throw new EmbersError(
-        'EMB_GUEST_RUN_CONFIG_INVALID',
-        `exec.conf: line without key=value: ${JSON.stringify(line)}`,
-        { line },
-      );
+    if (eq < 1) throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'exec-conf-line', line });
     const key = line.slice(0, eq);
     const value = unescapeValue(line.slice(eq + 1));
     switch (key) {
@@ -109,9 +104,7 @@ export function decodeExecConf(text: string): GuestRunConfig {
     }
   }
   if (version !== EXEC_CONF_VERSION) {
-    throw new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', `exec.conf: unsupported version ${String(version)}`, {
-      version,
-    });
+    throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'exec-conf-version', version });
   }
   return config;
 }

@@ -81,15 +81,12 @@ export async function buildFirecrackerKernel(opts: {
   await extractPackage(deb, pkgDir);
   const srcParent = join(pkgDir, 'usr', 'src');
   const tarball = (await readdir(srcParent)).find((f) => /^linux-source-.*\.tar\.(xz|gz|bz2)$/.test(f));
-  if (!tarball) throw new EmbersError('EMB_GUEST_BUILD_FAILED', `no source tarball in ${srcParent}`, { srcParent });
+  if (!tarball) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'source-tarball-missing', srcParent });
   const srcRoot = join(workDir, 'src');
   await mkdir(srcRoot, { recursive: true });
   await run('tar', ['-xf', join(srcParent, tarball), '-C', srcRoot], { timeoutMs: 30 * 60_000 });
   const top = (await readdir(srcRoot)).find((f) => f.startsWith('linux-source-'));
-  if (!top)
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `the source tarball ${tarball} has no linux-source-* folder`, {
-      tarball,
-    });
+  if (!top) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'source-folder-missing', tarball });
   const src = join(srcRoot, top);
 
   progress('configuring (Firecracker guest config + embers overrides + make olddefconfig)');
@@ -99,11 +96,11 @@ export async function buildFirecrackerKernel(opts: {
   await run('make', [...makeArgs, 'olddefconfig'], { timeoutMs: 10 * 60_000 });
   const missing = missingOverrides(await readFile(join(src, '.config'), 'utf8'), overrides);
   if (missing.length > 0) {
-    throw new EmbersError(
-      'EMB_GUEST_BUILD_FAILED',
-      `make olddefconfig dropped embers' kernel config overrides: ${missing.join(', ')} (a dependency is off in the base config)`,
-      { missing, overridesPath: opts.overridesPath },
-    );
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', {
+      problem: 'config-overrides-dropped',
+      missing,
+      overridesPath: opts.overridesPath,
+    });
   }
 
   const jobs = String(availableParallelism());

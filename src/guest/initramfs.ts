@@ -128,15 +128,13 @@ export async function resolveModules(
     out.push({ name: basename(path).replace(/\.ko(\.(xz|zst|gz))?$/, ''), path });
   }
   if (out.length === 0)
-    throw new EmbersError(
-      'EMB_GUEST_BUILD_FAILED',
-      `modprobe found none of the modules ${wanted.join(' ')} in ${root}`,
-      {
-        root,
-        kernelVersion,
-        output: stdout,
-      },
-    );
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', {
+      problem: 'modules-not-found',
+      modules: wanted,
+      root,
+      kernelVersion,
+      output: stdout,
+    });
   return out;
 }
 
@@ -149,9 +147,7 @@ export async function loadModule(path: string): Promise<Buffer> {
   else if (path.endsWith('.ko.gz')) plain = gunzipSync(data);
   else plain = data;
   if (!parseElfHeader(plain.subarray(0, 64)))
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `module ${path} is not an ELF object after decompression`, {
-      path,
-    });
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'module-not-elf', path });
   return plain;
 }
 
@@ -241,7 +237,7 @@ export function buildBaseInitramfs(input: BaseInitramfsInput): Buffer {
   const names: string[] = [];
   for (const m of input.modules) {
     if (names.includes(m.file))
-      throw new EmbersError('EMB_GUEST_BUILD_FAILED', `two modules named ${m.file}`, { file: m.file });
+      throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'duplicate-module', file: m.file });
     names.push(m.file);
     entries.push({ type: 'file', name: `lib/modules/${m.file}`, mode: 0o644, data: m.data });
   }

@@ -26,8 +26,7 @@ async function busyboxBinary(input: BusyboxInput, workDir: string): Promise<{ pa
     path = join(root, 'bin', 'busybox');
   }
   const data = await readFile(path);
-  if (!isStaticElf(data))
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${path} is not a static x86-64 busybox`, { path });
+  if (!isStaticElf(data)) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'busybox-not-static', path });
   return { path, data };
 }
 
@@ -89,16 +88,17 @@ export async function buildDebian(
   const moduleDirs = await readdir(join(root, 'lib', 'modules')).catch(() => [] as string[]);
   if (!moduleDirs.includes(kernelVersion)) {
     if (moduleDirs.length !== 1)
-      throw new EmbersError(
-        'EMB_GUEST_BUILD_FAILED',
-        `cannot tell the kernel version of ${pkg.name}: lib/modules holds ${moduleDirs.join(', ') || 'nothing'}`,
-        { moduleDirs },
-      );
+      throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'kernel-version-unknown', pkg: pkg.name, moduleDirs });
     kernelVersion = moduleDirs[0];
   }
   const vmlinuz = join(root, 'boot', `vmlinuz-${kernelVersion}`);
   if (!(await exists(vmlinuz)))
-    throw new EmbersError('EMB_GUEST_BUILD_FAILED', `${pkg.name} has no boot/vmlinuz-${kernelVersion}`, { vmlinuz });
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', {
+      problem: 'vmlinuz-missing',
+      pkg: pkg.name,
+      kernelVersion,
+      vmlinuz,
+    });
   progress('extracting the ELF vmlinux from vmlinuz');
   await extractVmlinux(vmlinuz, join(tmp, KERNEL_FILE));
   await assertVmlinux(join(tmp, KERNEL_FILE));

@@ -97,8 +97,10 @@ async function removeStale(cacheDir: string): Promise<void> {
 function wrap(err: unknown): EmbersError {
   if (isEmbersError(err) && err.code !== 'EMB_HOST_COMMAND_FAILED' && err.code !== 'EMB_INTERNAL') return err;
   const text = err instanceof Error ? err.message : String(err);
-  const details = isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {};
-  return new EmbersError('EMB_GUEST_BUILD_FAILED', `building the guest kit failed: ${text}`, details, { cause: err });
+  // the failed host command's line and stderr, when a host command failed
+  const c = isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : undefined;
+  const command = c ? { cmd: c.cmd, args: c.args, exit: c.exit, stderr: c.stderr } : {};
+  return EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'step-failed', reason: text, ...command }, { cause: err });
 }
 
 /**
@@ -189,12 +191,7 @@ async function ensureGuestKitNow(opts: {
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
       // another builder published the same kit first
       const theirs = await readGuestKit(dir, { kind, cacheKey: r.key });
-      if (!theirs)
-        throw new EmbersError(
-          'EMB_GUEST_BUILD_FAILED',
-          `${dir} exists but holds no valid kit: remove it and build again`,
-          { dir },
-        );
+      if (!theirs) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'kit-invalid', dir });
       await rm(tmp, { recursive: true, force: true });
       return theirs;
     }

@@ -7,15 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { writeCpio } from './cpio.js';
 import { encodeExecConf, EXEC_CONF_PATH, type GuestRunConfig } from './exec-conf.js';
 
 export type { GuestRunConfig } from './exec-conf.js';
-
-function invalid(message: string, details: ErrorDetails<'EMB_GUEST_RUN_CONFIG_INVALID'>): EmbersError {
-  return new EmbersError('EMB_GUEST_RUN_CONFIG_INVALID', message, details);
-}
 
 /** Checks a run configuration; returns it with defaults filled in (workingDir "/"). */
 export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
@@ -25,39 +21,33 @@ export function validateRunConfig(config: GuestRunConfig): GuestRunConfig {
     typeof config.argv[0] !== 'string' ||
     config.argv[0] === ''
   ) {
-    throw invalid('the function has no command: argv is empty (the image has neither Entrypoint nor Cmd?)', {
-      argv: config.argv,
-    });
+    throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'no-command', argv: config.argv });
   }
   for (const a of config.argv) {
-    if (typeof a !== 'string') throw invalid('argv holds a non-string', { argv: config.argv });
-    if (a.includes('\0')) throw invalid(`argument ${JSON.stringify(a)} contains a NUL byte`, { arg: a });
+    if (typeof a !== 'string')
+      throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'argument-not-string', argv: config.argv });
+    if (a.includes('\0')) throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'argument-nul', arg: a });
   }
   for (const e of config.env ?? []) {
     if (typeof e !== 'string' || e.indexOf('=') < 1)
-      throw invalid(`environment entry ${JSON.stringify(e)} is not KEY=VALUE`, { env: e });
-    if (e.includes('\0')) throw invalid(`environment entry ${JSON.stringify(e)} contains a NUL byte`, { env: e });
+      throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'env-not-key-value', env: e });
+    if (e.includes('\0')) throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'env-nul', env: e });
   }
   const workingDir = config.workingDir === undefined || config.workingDir === '' ? '/' : config.workingDir;
   if (!workingDir.startsWith('/') || workingDir.includes('\0') || /[\n\r]/.test(workingDir)) {
-    throw invalid(`working directory ${JSON.stringify(workingDir)} must be an absolute path`, { workingDir });
+    throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'working-dir-not-absolute', workingDir });
   }
   const user = config.user ?? '';
   if (!/^[^:\s\0]*(:[^:\s\0]+)?$/.test(user)) {
-    throw invalid(`user ${JSON.stringify(user)} must be "", "name", "uid", "uid:gid" or "name:group"`, { user });
+    throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'user-format', user });
   }
   for (const part of user.split(':')) {
     if (/^\d+$/.test(part) && Number(part) > 0xfffffffe)
-      throw invalid(`user ${JSON.stringify(user)}: id ${part} is out of range`, { user });
+      throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'user-id-range', user, id: part });
   }
   if (config.hostname !== undefined && config.hostname !== '') {
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(config.hostname)) {
-      throw invalid(
-        `hostname ${JSON.stringify(config.hostname)} is not a valid host name (letters, digits, '-', '.', at most 64)`,
-        {
-          hostname: config.hostname,
-        },
-      );
+      throw EmbersError.of('EMB_GUEST_RUN_CONFIG_INVALID', { problem: 'hostname', hostname: config.hostname });
     }
   }
   return {
@@ -89,9 +79,8 @@ export async function buildInstanceInitrd(baseInitrd: string, config: GuestRunCo
   try {
     baseSize = (await stat(baseInitrd)).size;
   } catch (err) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_GUEST_KERNEL_MISSING',
-      `base initramfs ${baseInitrd} is missing`,
       { baseInitrd },
       { cause: err, hint: 'run `embers guest build` to (re)build the guest kit' },
     );

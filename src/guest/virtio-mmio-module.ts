@@ -13,16 +13,12 @@
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { requireTool, run } from '../util/exec.js';
 import { downloadPackages, extractPackage } from './apt.js';
 
 /** The C source file of the module inside the kernel tree. */
 const SOURCE = 'drivers/virtio/virtio_mmio.c';
-
-function failed(message: string, details: ErrorDetails<'EMB_GUEST_BUILD_FAILED'> = {}): EmbersError {
-  return new EmbersError('EMB_GUEST_BUILD_FAILED', message, details);
-}
 
 /**
  * Builds virtio_mmio.ko with command-line devices for Debian kernel `kernelVersion`
@@ -37,10 +33,11 @@ export async function buildCmdlineVirtioMmio(opts: {
 }): Promise<Buffer> {
   const m = /^((\d+\.\d+)\.\d+-\d+)-amd64$/.exec(opts.kernelVersion);
   if (!m)
-    throw failed(
-      `cannot tell the headers packages of kernel ${opts.kernelVersion} (expected <x.y.z>-<abi>-amd64)`,
-      opts,
-    );
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', {
+      problem: 'headers-unknown',
+      kernelVersion: opts.kernelVersion,
+      packageVersion: opts.packageVersion,
+    });
   const [, abi, series] = m;
   for (const [tool, pkg] of [
     ['make', 'make'],
@@ -73,7 +70,7 @@ export async function buildCmdlineVirtioMmio(opts: {
   // the one source file, from the tarball linux-source ships
   const srcParent = join(opts.workDir, 'mmio-source', 'usr', 'src');
   const tarball = (await readdir(srcParent)).find((f) => /^linux-source-.*\.tar\.(xz|gz|bz2)$/.test(f));
-  if (!tarball) throw failed(`no source tarball in ${srcParent}`, { srcParent });
+  if (!tarball) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'source-tarball-missing', srcParent });
   const top = tarball.replace(/\.tar\.(xz|gz|bz2)$/, '');
   const moduleDir = join(opts.workDir, 'mmio-module');
   await mkdir(moduleDir, { recursive: true });
@@ -91,7 +88,7 @@ export async function buildCmdlineVirtioMmio(opts: {
   const makefile = join(headers, 'Makefile');
   const text = await readFile(makefile, 'utf8');
   const fixed = text.replace(/^include \/usr\/src\//m, `include ${root}/usr/src/`);
-  if (fixed === text) throw failed(`${makefile} does not include /usr/src/…-common/Makefile as expected`, { makefile });
+  if (fixed === text) throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'makefile-unexpected', makefile });
   await writeFile(makefile, fixed);
 
   opts.progress('compiling virtio_mmio.ko');
@@ -99,6 +96,7 @@ export async function buildCmdlineVirtioMmio(opts: {
   const ko = join(moduleDir, 'virtio_mmio.ko');
   await run('strip', ['--strip-debug', ko]);
   const data = await readFile(ko);
-  if (!data.includes('vm_cmdline')) throw failed(`${ko} was built without the device= parameter`, { ko });
+  if (!data.includes('vm_cmdline'))
+    throw EmbersError.of('EMB_GUEST_BUILD_FAILED', { problem: 'module-without-cmdline', ko });
   return data;
 }

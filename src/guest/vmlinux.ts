@@ -61,7 +61,7 @@ export function isX86_64Elf(info: ElfInfo | undefined): boolean {
 export async function assertVmlinux(path: string): Promise<void> {
   const info = await readElfHeader(path);
   if (!isX86_64Elf(info)) {
-    throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `${path} is not an x86-64 ELF vmlinux`, {
+    throw EmbersError.of('EMB_GUEST_KERNEL_MISSING', {
       path,
       elf: info ?? null,
     });
@@ -182,7 +182,7 @@ export async function extractVmlinux(vmlinuzPath: string, outPath: string): Prom
   } finally {
     await rm(tmp, { force: true });
   }
-  throw new EmbersError('EMB_GUEST_KERNEL_MISSING', `no ELF vmlinux found inside ${vmlinuzPath}`, {
+  throw EmbersError.of('EMB_GUEST_KERNEL_MISSING', {
     vmlinuzPath,
     attempts: attempts.slice(0, 20),
   });

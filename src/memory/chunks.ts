@@ -124,11 +124,7 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
     o.order.length !== count ||
     o.order.some((c) => !Number.isInteger(c) || c < 0 || c >= count)
   ) {
-    throw new EmbersError(
-      'EMB_VMM_COMMAND_FAILED',
-      `the fetch order of ${o.target} must name each of its ${count} chunks once`,
-      { file: o.target },
-    );
+    throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'chunk-order', file: o.target, chunks: count });
   }
   const socket = await connect(o.controlPath);
   const abort = new AbortController();
@@ -155,11 +151,12 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
     };
     socket.on('close', () => {
       if (verified.size < o.order.length) {
-        refused ??= new EmbersError(
-          'EMB_VMM_COMMAND_FAILED',
-          `the page server for ${o.target} went away after verifying ${verified.size} of ${o.order.length} chunks`,
-          { file: o.target },
-        );
+        refused ??= EmbersError.of('EMB_VMM_COMMAND_FAILED', {
+          problem: 'page-server-gone',
+          file: o.target,
+          verified: verified.size,
+          chunks: o.order.length,
+        });
         abort.abort(refused);
         reject(refused);
         wakeWorkers();
@@ -276,9 +273,7 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
     requested,
     cancel() {
       abort.abort(new Error('cancelled'));
-      refused ??= new EmbersError('EMB_VMM_COMMAND_FAILED', `the download of ${o.target} was cancelled`, {
-        file: o.target,
-      });
+      refused ??= EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'download-cancelled', file: o.target });
       wakeWorkers();
       pending.length = 0;
       urgent.length = 0;
@@ -303,11 +298,7 @@ function connect(path: string): Promise<Socket> {
     });
     s.once('error', (err) =>
       reject(
-        new EmbersError(
-          'EMB_VMM_COMMAND_FAILED',
-          `cannot reach the page server's control socket ${path}: ${err.message}`,
-          { path },
-        ),
+        EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'page-server-unreachable', path, reason: err.message }),
       ),
     );
   });

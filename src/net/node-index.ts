@@ -41,10 +41,9 @@ export async function claimNodeIndex(home: string): Promise<NodeClaim> {
     await writeFile(join(NODES_DIR, String(index)), `${home}\n`);
     return { index, tookOverStale: true };
   }
-  throw new EmbersError(
+  throw EmbersError.of(
     'EMB_NET_EXHAUSTED',
-    `all ${MAX_NODES} node indexes of this machine are in use by other embers homes`,
-    { registry: NODES_DIR },
+    { registry: NODES_DIR, limit: MAX_NODES },
     {
       hint: `run \`embers down\` in homes no longer needed, or remove stale entries from ${NODES_DIR}`,
     },

@@ -76,7 +76,7 @@ export class SlotPool {
       }
       return { slot, owner };
     }
-    throw new EmbersError('EMB_NET_EXHAUSTED', `node ${node} has no free network slot (${MAX_SLOTS} in use)`, { node });
+    throw EmbersError.of('EMB_NET_EXHAUSTED', { node, limit: MAX_SLOTS });
   }
 
   /** Returns a slot: back to the pool while fewer than poolSize are free, else torn down. */

@@ -46,10 +46,9 @@ NFT
     await run('sh', ['-c', script], { timeoutMs: 30_000 });
   } catch (err) {
     await destroySlot(a).catch(() => undefined);
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_NET_SETUP_FAILED',
-      `could not create network slot ${a.netns}: ${(err as Error).message}`,
-      { slot: a },
+      { netns: a.netns, reason: (err as Error).message, slot: a },
       { cause: err },
     );
   }

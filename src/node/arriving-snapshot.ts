@@ -152,18 +152,9 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
       async feed(backgroundAfter) {
         // the page server makes its control socket as it starts, inside the driver's restore
         for (let waited = 0; !(await exists(controlPath)); waited += 10) {
-          if (abandoned)
-            throw new EmbersError(
-              'EMB_VMM_COMMAND_FAILED',
-              `the early restore of ${id} was abandoned before its page server started`,
-              { id },
-            );
+          if (abandoned) throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'early-restore-abandoned', id });
           if (waited > 60_000)
-            throw new EmbersError(
-              'EMB_VMM_TIMEOUT',
-              `the page server for ${id} did not open its control socket ${controlPath}`,
-              { id },
-            );
+            throw EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'page-server-socket', id, path: controlPath });
           await sleep(10);
         }
         return feedChunks({

@@ -76,22 +76,15 @@ export async function waitUntilServing(
       lastError = (err as Error).message;
     }
     if (opts.vm && attempt % 5 === 0 && !(await pidAlive(opts.vm.pid))) {
-      const why = `the ${opts.vm.kind} process exited; console tail:\n${await consoleTail(opts.vm.consoleLog)}`;
-      throw new EmbersError('EMB_INSTANCE_NOT_READY', `the VM stopped before the function answered: ${why}`, {
+      throw EmbersError.of('EMB_INSTANCE_NOT_READY', {
         ip,
         port,
+        vmm: opts.vm.kind,
+        consoleTail: await consoleTail(opts.vm.consoleLog),
       });
     }
     if (Date.now() > deadline) {
-      throw new EmbersError(
-        'EMB_INSTANCE_NOT_READY',
-        `the function did not answer on ${ip}:${port} within ${opts.timeoutMs} ms (last error: ${lastError})`,
-        {
-          ip,
-          port,
-          timeoutMs: opts.timeoutMs,
-        },
-      );
+      throw EmbersError.of('EMB_INSTANCE_NOT_READY', { ip, port, timeoutMs: opts.timeoutMs, lastError });
     }
     await sleep(10);
   }

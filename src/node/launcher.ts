@@ -302,26 +302,14 @@ async function restoreFixups(
     : undefined;
   const r = await agentFixup(vm.agent, { entropy: randomBytes(FIXUP_ENTROPY_BYTES), hook });
   if (hook && !(r.hook.state === 'exited' && r.hook.code === 0)) {
-    const how =
-      r.hook.state === 'exited'
-        ? `exited with status ${r.hook.code}`
-        : r.hook.state === 'signaled'
-          ? `was killed by signal ${r.hook.code}`
-          : r.hook.state === 'timeout'
-            ? `did not finish in ${hook.timeoutMs} ms (killed)`
-            : `could not start (errno ${r.hook.code})`;
-    throw new EmbersError(
-      'EMB_RESTORE_HOOK_FAILED',
-      `the restore hook ${hook.path} of clone ${vm.name} ${how}: the clone was stopped${r.hook.output ? `\n${r.hook.output.trimEnd()}` : ''}`,
-      {
-        instance: vm.name,
-        hook: hook.path,
-        state: r.hook.state,
-        code: r.hook.code,
-        output: r.hook.output,
-        timeoutMs: hook.timeoutMs,
-      },
-    );
+    throw EmbersError.of('EMB_RESTORE_HOOK_FAILED', {
+      instance: vm.name,
+      hook: hook.path,
+      state: r.hook.state,
+      code: r.hook.code,
+      output: r.hook.output,
+      timeoutMs: hook.timeoutMs,
+    });
   }
   return {
     agent: true,

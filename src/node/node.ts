@@ -232,13 +232,13 @@ export class EmbersNode {
     try {
       return await httpRequest(rec.cloneIp, rec.function.port, req);
     } catch (err) {
-      throw new EmbersError(
-        'EMB_INSTANCE_INVOKE_FAILED',
-        `request to ${name} (${rec.cloneIp}:${rec.function.port}${req.path ?? '/'}) failed: ${(err as Error).message}`,
-        {
-          name,
-        },
-      );
+      throw EmbersError.of('EMB_INSTANCE_INVOKE_FAILED', {
+        name,
+        ip: rec.cloneIp,
+        port: rec.function.port,
+        path: req.path ?? '/',
+        reason: (err as Error).message,
+      });
     }
   }
 
@@ -274,9 +274,8 @@ export class EmbersNode {
   async exec(name: string, opts: ExecOptions): Promise<ExitStatus> {
     const rec = await this.instances.get(name);
     if (!rec.vm.agent) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_GUEST_AGENT_UNREACHABLE',
-        `instance ${name} has no guest agent channel (it was started before embers had one, or restored from such a snapshot)`,
         { name },
         {
           hint: 'start a new instance (embers run) or restore from a snapshot made since; `embers logs` shows the console',

@@ -191,10 +191,9 @@ export class NodeWorkingSets {
     try {
       return (await httpRequest(rec.cloneIp, rec.function.port, request ?? {})).status;
     } catch (err) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_INSTANCE_INVOKE_FAILED',
-        `the first request to ${rec.name}, restored from ${id}, failed: ${(err as Error).message}`,
-        { id, name: rec.name },
+        { id, name: rec.name, reason: (err as Error).message },
         { cause: err },
       );
     }

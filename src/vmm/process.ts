@@ -34,8 +34,8 @@ export async function spawnDetached(
       child.once('error', (err: NodeJS.ErrnoException) =>
         reject(
           err.code === 'ENOENT'
-            ? new EmbersError('EMB_VMM_NOT_FOUND', `${cmd} is not installed`, { cmd })
-            : new EmbersError('EMB_VMM_START_FAILED', `could not start ${cmd}: ${err.message}`, { cmd }),
+            ? EmbersError.of('EMB_VMM_NOT_FOUND', { problem: 'spawn', cmd })
+            : EmbersError.of('EMB_VMM_START_FAILED', { cmd, reason: err.message }),
         ),
       );
     });
@@ -63,16 +63,10 @@ export async function waitForPath(
     if (await exists(path)) return;
     if (dead) {
       const log = await readFile(logPath, 'utf8').catch(() => '');
-      throw new EmbersError('EMB_VMM_START_FAILED', `${what} exited before it was ready: ${tail(log.trim(), 800)}`, {
-        log: logPath,
-        tail: tail(log),
-      });
+      throw EmbersError.of('EMB_VMM_START_FAILED', { what, log: logPath, tail: tail(log) });
     }
     if (Date.now() > deadline)
-      throw new EmbersError('EMB_VMM_TIMEOUT', `${what} did not create ${path} within ${timeoutMs} ms`, {
-        path,
-        log: logPath,
-      });
+      throw EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'path', what, path, timeoutMs, log: logPath });
     await sleep(5);
   }
 }
@@ -103,6 +97,5 @@ export async function terminate(pid: number, graceMs = 3000): Promise<void> {
   } catch {
     return;
   }
-  if (!(await waitForExit(pid, 5000)))
-    throw new EmbersError('EMB_VMM_TIMEOUT', `process ${pid} did not exit after SIGKILL`, { pid });
+  if (!(await waitForExit(pid, 5000))) throw EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'kill', pid });
 }

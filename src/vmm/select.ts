@@ -48,17 +48,18 @@ export async function selectDriver(
 
   if (vmm === 'firecracker') {
     if (missing.length > 0) {
-      const code = !binary ? 'EMB_VMM_NOT_FOUND' : 'EMB_VMM_KVM_UNAVAILABLE';
-      throw new EmbersError(
-        code,
-        `Firecracker was requested but this host has ${missing.join(' and ')}`,
-        { binary: wanted, binaryFound: !!binary, hardwareKvm, kvm: probe.reason, accel },
-        {
-          hint: !binary
-            ? 'download a Firecracker release and pass its path with --firecracker-bin or EMBERS_FIRECRACKER_BIN, on a host with hardware KVM; or use --vmm qemu'
-            : 'run on a host whose CPU has vmx/svm and /dev/kvm from kvm_intel or kvm_amd, or use --vmm qemu',
-        },
-      );
+      const host = { binary: wanted, binaryFound: !!binary, hardwareKvm, kvm: probe.reason, accel, missing };
+      throw !binary
+        ? EmbersError.of(
+            'EMB_VMM_NOT_FOUND',
+            { problem: 'host', ...host },
+            {
+              hint: 'download a Firecracker release and pass its path with --firecracker-bin or EMBERS_FIRECRACKER_BIN, on a host with hardware KVM; or use --vmm qemu',
+            },
+          )
+        : EmbersError.of('EMB_VMM_KVM_UNAVAILABLE', host, {
+            hint: 'run on a host whose CPU has vmx/svm and /dev/kvm from kvm_intel or kvm_amd, or use --vmm qemu',
+          });
     }
     return {
       driver: new FirecrackerDriver({ ...opts.firecracker, binary: binary ?? wanted }),

@@ -86,26 +86,15 @@ export class FirecrackerClient {
         fn();
       };
       const timer = setTimeout(() => {
-        finish(() =>
-          reject(
-            new EmbersError('EMB_VMM_TIMEOUT', `Firecracker did not answer ${method} ${path} within ${timeoutMs} ms`, {
-              ...where,
-              timeoutMs,
-            }),
-          ),
-        );
+        finish(() => reject(EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'api-call', ...where, timeoutMs })));
         req.destroy();
       }, timeoutMs);
       req.on('error', (err: NodeJS.ErrnoException) =>
         finish(() =>
           reject(
-            new EmbersError(
+            EmbersError.of(
               'EMB_VMM_API_UNREACHABLE',
-              `Firecracker API ${this.socketPath} failed on ${method} ${path}: ${err.code ?? ''} ${err.message}`.replace(
-                /\s+/g,
-                ' ',
-              ),
-              { ...where, errno: err.code },
+              { stage: 'request', ...where, errno: err.code, reason: err.message },
               { cause: err },
             ),
           ),
@@ -117,10 +106,9 @@ export class FirecrackerClient {
         res.on('error', (err) =>
           finish(() =>
             reject(
-              new EmbersError(
+              EmbersError.of(
                 'EMB_VMM_API_UNREACHABLE',
-                `Firecracker API connection broke during ${method} ${path}: ${err.message}`,
-                where,
+                { stage: 'response', ...where, reason: err.message },
                 { cause: err },
               ),
             ),
@@ -146,13 +134,7 @@ export class FirecrackerClient {
               typeof (parsed as { fault_message?: unknown })?.fault_message === 'string'
                 ? (parsed as { fault_message: string }).fault_message
                 : text.trim() || `HTTP ${status}`;
-            reject(
-              new EmbersError('EMB_VMM_API_FAULT', `Firecracker refused ${method} ${path} (HTTP ${status}): ${fault}`, {
-                ...where,
-                statusCode: status,
-                faultMessage: fault,
-              }),
-            );
+            reject(EmbersError.of('EMB_VMM_API_FAULT', { ...where, statusCode: status, faultMessage: fault }));
           }),
         );
       });

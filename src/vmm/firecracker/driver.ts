@@ -306,14 +306,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     const api = this.client(vm);
     const info = await api.call('GET /', {});
     if (info.state !== 'Paused') {
-      throw new EmbersError(
-        'EMB_VMM_COMMAND_FAILED',
-        `VM ${vm.name} must be paused before a snapshot (Firecracker reports "${info.state}")`,
-        {
-          vm: vm.name,
-          state: info.state,
-        },
-      );
+      throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'not-paused', vm: vm.name, state: info.state });
     }
     const layout = this.layoutFor(vm.spec);
     const targets = layout.snapshotTargets(outDir);
@@ -341,7 +334,7 @@ export class FirecrackerDriver implements HypervisorDriver {
       : (['already-exited'] as StopStep[]);
     const leaked = await removeVmFiles(layout, vm.controlSocket);
     if (leaked.length > 0)
-      throw new EmbersError('EMB_VMM_CLEANUP_FAILED', `stopping ${vm.name} left ${leaked.join(', ')}`, {
+      throw EmbersError.of('EMB_VMM_CLEANUP_FAILED', {
         vm: vm.name,
         leaked,
         steps,
@@ -440,10 +433,9 @@ export class FirecrackerDriver implements HypervisorDriver {
   private resolveBinary(): Promise<string> {
     this.binaryPath ??= findFirecracker(this.options.binary).then((found) => {
       if (!found) {
-        throw new EmbersError(
+        throw EmbersError.of(
           'EMB_VMM_NOT_FOUND',
-          `Firecracker binary ${this.options.binary} not found`,
-          { binary: this.options.binary },
+          { problem: 'binary', vmm: 'Firecracker', binary: this.options.binary },
           {
             hint: 'download a release from https://github.com/firecracker-microvm/firecracker/releases and pass its path (--firecracker-bin or EMBERS_FIRECRACKER_BIN)',
           },

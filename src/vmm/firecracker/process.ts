@@ -108,10 +108,9 @@ export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOpt
         if (dead !== undefined || !(await pidAlive(proc.pid))) throw await exitedError(launch, dead, err);
         if (!isEmbersError(err, 'EMB_VMM_API_UNREACHABLE') && !isEmbersError(err, 'EMB_VMM_TIMEOUT')) throw err;
         if (Date.now() > deadline) {
-          throw new EmbersError(
+          throw EmbersError.of(
             'EMB_VMM_TIMEOUT',
-            `${launch.what} created ${launch.apiSocket} but its API did not answer within ${opts.startTimeoutMs} ms`,
-            { socket: launch.apiSocket },
+            { problem: 'api-ready', what: launch.what, socket: launch.apiSocket, timeoutMs: opts.startTimeoutMs },
             { cause: err },
           );
         }
@@ -131,12 +130,11 @@ async function exitedError(
   code: number | null | undefined,
   cause: unknown,
 ): Promise<EmbersError> {
-  const how = code === undefined ? 'exited' : code === null ? 'was killed' : `exited with code ${code}`;
   const t = await failureTail(launch);
-  return new EmbersError(
+  return EmbersError.of(
     'EMB_VMM_START_FAILED',
-    `${launch.what} ${how} before its API was ready:\n${t}`,
     {
+      what: launch.what,
       command: launch.command,
       args: launch.args,
       exitCode: code,

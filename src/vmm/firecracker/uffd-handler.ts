@@ -163,30 +163,27 @@ export async function startUffdHandler(o: UffdHandlerOptions): Promise<UffdHandl
     async stats(timeoutMs = 30_000) {
       // Polled, not awaited on `exited`: the handler is detached and does not hold the event loop.
       if (!(await waitForExit(proc.pid, timeoutMs))) {
-        throw new EmbersError(
-          'EMB_VMM_TIMEOUT',
-          `uffd-handler ${proc.pid} for ${o.memoryFile} did not exit within ${timeoutMs} ms`,
-          { pid: proc.pid },
-        );
+        throw EmbersError.of('EMB_VMM_TIMEOUT', {
+          problem: 'uffd-exit',
+          pid: proc.pid,
+          memoryFile: o.memoryFile,
+          timeoutMs,
+        });
       }
       const text = await readFile(o.statsPath, 'utf8').catch(() => '');
       if (!text) {
         const log = await readFile(o.logPath, 'utf8').catch(() => '');
-        throw new EmbersError(
-          'EMB_VMM_COMMAND_FAILED',
-          `uffd-handler for ${o.memoryFile} wrote no counters: ${log.trim()}`,
-          { log: o.logPath },
-        );
+        throw EmbersError.of('EMB_VMM_COMMAND_FAILED', {
+          problem: 'uffd-no-counters',
+          memoryFile: o.memoryFile,
+          output: log.trim(),
+          log: o.logPath,
+        });
       }
       return JSON.parse(text) as UffdHandlerStats;
     },
     async ready(timeoutMs = 60_000) {
-      if (!o.readyPath)
-        throw new EmbersError(
-          'EMB_VMM_COMMAND_FAILED',
-          'uffd-handler was started without a ready file: pass readyPath to wait for it',
-          {},
-        );
+      if (!o.readyPath) throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'uffd-no-ready-file' });
       await waitForPath(o.readyPath, proc.exited, timeoutMs, `uffd-handler for ${o.memoryFile} to be ready`, o.logPath);
     },
     async stop() {

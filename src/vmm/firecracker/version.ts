@@ -53,15 +53,7 @@ export function parseSnapshotVersionOutput(stdout: string): string | undefined {
 export async function binaryVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--version'], { timeoutMs: 10_000 });
   const v = parseBinaryVersion(stdout);
-  if (!v)
-    throw new EmbersError(
-      'EMB_VMM_NOT_FOUND',
-      `${binary} --version printed "${stdout.trim()}", not "Firecracker vX.Y.Z": is it Firecracker?`,
-      {
-        binary,
-        stdout,
-      },
-    );
+  if (!v) throw EmbersError.of('EMB_VMM_NOT_FOUND', { problem: 'version-output', binary, option: '--version', stdout });
   return v;
 }
 
@@ -69,14 +61,12 @@ export async function binarySnapshotVersion(binary: string): Promise<string> {
   const { stdout } = await run(binary, ['--snapshot-version'], { timeoutMs: 10_000 });
   const v = parseSnapshotVersionOutput(stdout);
   if (!v)
-    throw new EmbersError(
-      'EMB_VMM_NOT_FOUND',
-      `${binary} --snapshot-version printed "${stdout.trim()}", not a version: is it Firecracker ≥ 1.0?`,
-      {
-        binary,
-        stdout,
-      },
-    );
+    throw EmbersError.of('EMB_VMM_NOT_FOUND', {
+      problem: 'version-output',
+      binary,
+      option: '--snapshot-version',
+      stdout,
+    });
   return v;
 }
 
@@ -145,12 +135,7 @@ export function checkSnapshotFormat(
       `snapshot format version "${snapshotVersion}"${from} is not MAJOR.MINOR.PATCH`,
       details,
     );
-  if (!bin)
-    throw new EmbersError(
-      'EMB_VMM_NOT_FOUND',
-      `${by} reports snapshot format "${binaryFormat}", not MAJOR.MINOR.PATCH`,
-      details,
-    );
+  if (!bin) throw EmbersError.of('EMB_VMM_NOT_FOUND', { problem: 'snapshot-format', ...details });
   if (snap.major !== bin.major) {
     throw new EmbersError(
       'EMB_SNAPSHOT_VERSION_MISMATCH',

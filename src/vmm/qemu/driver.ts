@@ -233,9 +233,7 @@ export class QemuDriver implements HypervisorDriver {
     await this.withQmp(vm, async (qmp) => {
       const status = await qmp.execute<{ status: string }>('query-status');
       if (status.status === 'running') {
-        throw new EmbersError('EMB_VMM_COMMAND_FAILED', `VM ${vm.name} must be paused before a snapshot`, {
-          vm: vm.name,
-        });
+        throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'not-paused', vm: vm.name });
       }
       await setMigrationCapabilities(qmp);
       await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
@@ -381,10 +379,9 @@ export class QemuDriver implements HypervisorDriver {
           () => false,
         ))
       ) {
-        throw new EmbersError(
+        throw EmbersError.of(
           'EMB_VMM_NOT_FOUND',
-          `QEMU binary ${this.binary} not found`,
-          { binary: this.binary },
+          { problem: 'binary', vmm: 'QEMU', binary: this.binary },
           { hint: 'install it: `apt-get install qemu-system-x86`' },
         );
       }
@@ -411,14 +408,10 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
     const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
     if (info.status === 'completed') return;
     if (info.status === 'failed' || info.status === 'cancelled') {
-      throw new EmbersError(
-        'EMB_VMM_COMMAND_FAILED',
-        `QEMU migration ${info.status}: ${info['error-desc'] ?? 'no reason given'}`,
-        { migrate: info },
-      );
+      throw EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'migration', migrate: info });
     }
     if (Date.now() > deadline)
-      throw new EmbersError('EMB_VMM_TIMEOUT', `QEMU migration did not complete in ${timeoutMs} ms`, { migrate: info });
+      throw EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'migration', timeoutMs, migrate: info });
     await sleep(5);
   }
 }

@@ -37,17 +37,9 @@ export class QmpClient {
 
   static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
     const socket = await connectWithTimeout(path, timeoutMs, {
-      timeout: () =>
-        new EmbersError('EMB_VMM_TIMEOUT', `QMP socket ${path} did not accept a connection in ${timeoutMs} ms`, {
-          path,
-        }),
+      timeout: () => EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'qmp-connect', path, timeoutMs }),
       refused: (err) =>
-        new EmbersError(
-          'EMB_VMM_COMMAND_FAILED',
-          `cannot connect to QMP socket ${path}: ${err.message}`,
-          { path },
-          { cause: err },
-        ),
+        EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'qmp-connect', path, reason: err.message }, { cause: err }),
     });
     const client = new QmpClient(socket, path);
     await client.waitEvent('__greeting__', timeoutMs);
@@ -62,12 +54,7 @@ export class QmpClient {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(
-          new EmbersError('EMB_VMM_TIMEOUT', `QMP command ${command} got no answer in ${timeoutMs} ms`, {
-            command,
-            socket: this.path,
-          }),
-        );
+        reject(EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'qmp-command', command, timeoutMs, socket: this.path }));
       }, timeoutMs);
       this.pending.set(id, {
         command,
@@ -102,12 +89,7 @@ export class QmpClient {
       const timer = setTimeout(() => {
         const i = this.eventWaiters.indexOf(waiter);
         if (i >= 0) this.eventWaiters.splice(i, 1);
-        reject(
-          new EmbersError('EMB_VMM_TIMEOUT', `QMP event ${name} did not arrive in ${timeoutMs} ms`, {
-            event: name,
-            socket: this.path,
-          }),
-        );
+        reject(EmbersError.of('EMB_VMM_TIMEOUT', { problem: 'qmp-event', event: name, timeoutMs, socket: this.path }));
       }, timeoutMs);
       this.eventWaiters.push(waiter);
     });
@@ -140,14 +122,7 @@ export class QmpClient {
         if ('error' in msg) {
           const e = msg.error as { class?: string; desc?: string };
           p.reject(
-            new EmbersError(
-              'EMB_VMM_COMMAND_FAILED',
-              `QEMU refused ${p.command}: ${e.desc ?? 'unknown error'} (${e.class ?? 'Error'})`,
-              {
-                command: p.command,
-                qmpError: e,
-              },
-            ),
+            EmbersError.of('EMB_VMM_COMMAND_FAILED', { problem: 'qmp-refused', command: p.command, qmpError: e }),
           );
         } else p.resolve(msg.return);
       }
@@ -170,10 +145,9 @@ export class QmpClient {
   }
 
   private wrap(what: string, err: Error): EmbersError {
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_VMM_COMMAND_FAILED',
-      `QMP ${what} failed: ${err.message}`,
-      { socket: this.path },
+      { problem: 'qmp-broken', command: what, reason: err.message, socket: this.path },
       { cause: err },
     );
   }
