@@ -36,6 +36,7 @@ import {
   operations,
   recorded,
   setKnobs,
+  waitForFile,
   type RecordedRequest,
 } from '../helpers/fake-firecracker.js';
 import { loadSpec, SpecValidator } from '../helpers/swagger-validator.js';
@@ -396,17 +397,6 @@ test("a snapshot with a working set restores through the page server in prefetch
   assert.equal(stats.exit, 'process-exited');
   await d.stop(vm);
 });
-
-/** The file's text once it exists and is not empty (written by another process). */
-async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await readFile(path, 'utf8').catch(() => '');
-    if (text) return text;
-    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes back to the API', async () => {
   const d = driver({ ctrlAltDelGraceMs: 300, sigtermGraceMs: 300 });
