@@ -87,3 +87,17 @@ export function operations(reqs: RecordedRequest[]): string[] {
 export function find(reqs: RecordedRequest[], op: string): RecordedRequest[] {
   return reqs.filter((r) => r.method && `${r.method} ${r.template ?? r.url}` === op);
 }
+
+/**
+ * The file's text once it exists and is not empty (written by another process: the
+ * stand-in's uffd guest, its page server).
+ */
+export async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await readFile(path, 'utf8').catch(() => '');
+    if (text) return text;
+    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,6 +1,9 @@
-/** Synthetic snapshots for transfer tests: real bundles (random bytes, a valid manifest), no VM. */
+/**
+ * Synthetic snapshots for transfer tests: real bundles (random bytes, a valid manifest), no VM.
+ * And the dirs a VMM driver test takes its snapshots into.
+ */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GUEST_NET } from '../../src/net/addressing.js';
@@ -52,6 +55,13 @@ export async function makeSnapshot(
 export async function tempDir(prefix: string): Promise<{ path: string; dispose(): Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), `embers-${prefix}-`));
   return { path, dispose: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** The dirs `root/<name>`, one per name in order, made (they must not exist yet) for a driver's snapshots. */
+export async function snapshotDirs(root: string, ...names: string[]): Promise<string[]> {
+  const dirs = names.map((name) => join(root, name));
+  for (const dir of dirs) await mkdir(dir);
+  return dirs;
 }
 
 /** Every file of snapshot `id` in `store`, manifest included, by name. */

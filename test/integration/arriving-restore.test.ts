@@ -32,7 +32,7 @@ import type { VmHandle } from '../../src/vmm/driver.js';
 import { FirecrackerDriver } from '../../src/vmm/firecracker/driver.js';
 import { ensureUffdHandler, type UffdHandlerStats } from '../../src/vmm/firecracker/uffd-handler.js';
 import { pidAlive } from '../../src/vmm/process.js';
-import { ensureFakeExecutable, makeSpec, setKnobs } from '../helpers/fake-firecracker.js';
+import { ensureFakeExecutable, makeSpec, setKnobs, waitForFile } from '../helpers/fake-firecracker.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
 import { TEST_META, addWorkingSet } from '../helpers/snapshots.js';
 import { PAGE, buildHarness, syntheticMemoryFile, syntheticWorkingSet, writeRanges } from '../helpers/uffd-harness.js';
@@ -97,17 +97,6 @@ function driver(): FirecrackerDriver {
     sigtermGraceMs: 1000,
     clockRealtime: false,
   });
-}
-
-/** The file's text once it exists and is not empty (written by another process). */
-async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await readFile(path, 'utf8').catch(() => '');
-    if (text) return text;
-    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**

@@ -9,7 +9,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import { pageServerPrefetch } from '../../src/node/working-sets.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { SNAPSHOT_FILES } from '../../src/snapshot/manifest.js';
 import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
-import { addWorkingSet, TEST_META } from '../helpers/snapshots.js';
+import { addWorkingSet, snapshotDirs, TEST_META } from '../helpers/snapshots.js';
 import { buildHarness } from '../helpers/uffd-harness.js';
 import { readSnapshotFormatVersion } from '../../src/vmm/firecracker/version.js';
 import { pidAlive } from '../../src/vmm/process.js';
@@ -36,6 +36,7 @@ import {
   operations,
   recorded,
   setKnobs,
+  waitForFile,
   type RecordedRequest,
 } from '../helpers/fake-firecracker.js';
 import { loadSpec, SpecValidator } from '../helpers/swagger-validator.js';
@@ -163,18 +164,9 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
 
   await d.pause(vm);
   assert.equal(await d.status(vm), 'paused');
-  const full = join(root, 'snap-full');
-  const diff = join(root, 'snap-diff');
-  await mkdir(full);
-  await mkdir(diff);
+  const [full, diff] = await snapshotDirs(root, 'snap-full', 'snap-diff');
   const files = await d.snapshot(vm, full);
-  assert.deepEqual(files, {
-    stateFile: join(full, 'vmstate.bin'),
-    memoryFile: join(full, 'memory.bin'),
-    driveLayout: 'mount-namespace',
-    vsock: true,
-    agent: true,
-  });
+  assert.deepEqual(files, snapshotFilesIn(full, { vsock: true, agent: true }));
   assert.equal(await readSnapshotFormatVersion(files.stateFile), '10.0.0');
   assert.equal((await stat(files.memoryFile)).size, 64 * 1024 * 1024);
   await d.snapshot(vm, diff, { type: 'Diff' });
@@ -203,14 +195,23 @@ test('boot configures every device kind with spec-valid requests; pause, Full an
   assert.deepEqual(find(reqs, 'PUT /actions').at(-1)!.body, { action_type: 'SendCtrlAltDel' });
 });
 
+/** What the driver says a snapshot into `dir` holds, on the mount-namespace drive layout. */
+function snapshotFilesIn(dir: string, channels: { vsock: boolean; agent: boolean }): VmSnapshotFiles {
+  return {
+    stateFile: join(dir, 'vmstate.bin'),
+    memoryFile: join(dir, 'memory.bin'),
+    driveLayout: 'mount-namespace',
+    ...channels,
+  };
+}
+
 /** A booted VM's Full snapshot (its VM stopped), for the restore tests. */
 async function snapshotOf(name: string, opts: FirecrackerDriverOptions = {}): Promise<VmSnapshotFiles> {
   const d = driver(opts);
   const spec = await makeSpec(root, name);
   const { vm } = track(await d.boot(spec));
   await d.pause(vm);
-  const out = join(root, `${name}-snapshot`);
-  await mkdir(out);
+  const [out] = await snapshotDirs(root, `${name}-snapshot`);
   const files = await d.snapshot(vm, out);
   await d.stop(vm);
   return files;
@@ -396,17 +397,6 @@ test("a snapshot with a working set restores through the page server in prefetch
   assert.equal(stats.exit, 'process-exited');
   await d.stop(vm);
 });
-
-/** The file's text once it exists and is not empty (written by another process). */
-async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await readFile(path, 'utf8').catch(() => '');
-    if (text) return text;
-    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test('shutdown escalates SendCtrlAltDel → SIGTERM → SIGKILL and never goes back to the API', async () => {
   const d = driver({ ctrlAltDelGraceMs: 300, sigtermGraceMs: 300 });
@@ -607,16 +597,9 @@ test("no path back to another VM's disk: no layout without the mount namespace o
   assert.equal(vm.driveLayout, 'mount-namespace');
   assert.equal(vm.vsock, false);
   await d.pause(vm);
-  const out = join(root, 'src-layout-snapshot');
-  await mkdir(out);
+  const [out] = await snapshotDirs(root, 'src-layout-snapshot');
   const files = await d.snapshot(vm, out);
-  assert.deepEqual(files, {
-    stateFile: join(out, 'vmstate.bin'),
-    memoryFile: join(out, 'memory.bin'),
-    driveLayout: 'mount-namespace',
-    vsock: false,
-    agent: false,
-  });
+  assert.deepEqual(files, snapshotFilesIn(out, { vsock: false, agent: false }));
   await d.stop(vm);
   const clone = await makeSpec(root, 'clone-layout');
   await assert.rejects(d.restore(clone, files, { snapshotDriveLayout: 'jail' }), (e) => {
@@ -638,8 +621,7 @@ test('vsock_override only for a snapshot with a vsock device', async () => {
   assert.equal(load.body?.vsock_override, undefined);
   assert.equal(await d.status(vm), 'running');
   await d.pause(vm);
-  const out = join(root, 'clone-novsock-snapshot');
-  await mkdir(out);
+  const [out] = await snapshotDirs(root, 'clone-novsock-snapshot');
   assert.equal((await d.snapshot(vm, out)).vsock, false, 'a snapshot of that clone has no vsock either');
   await d.stop(vm);
 });

@@ -24,7 +24,7 @@ import { resolveConfig } from '../../src/config.js';
 import { listGuestKits } from '../../src/guest/index.js';
 import type { GuestKit } from '../../src/guest/kit.js';
 import { run } from '../../src/util/exec.js';
-import type { VmHandle, VmSpec } from '../../src/vmm/driver.js';
+import type { VmHandle, VmSnapshotFiles, VmSpec } from '../../src/vmm/driver.js';
 import { FirecrackerClient } from '../../src/vmm/firecracker/client.js';
 import { FirecrackerDriver, type FirecrackerDriverOptions } from '../../src/vmm/firecracker/driver.js';
 import { hostPathInJail, IN_JAIL, jailerCommand } from '../../src/vmm/firecracker/jailer.js';
@@ -36,6 +36,7 @@ import { pidAlive } from '../../src/vmm/process.js';
 import { leakedSince, readHostResources, type HostResources } from '../helpers/leaks.js';
 import { findRealFirecracker, vmmSideUnavailable, type RealFirecracker } from '../helpers/real-firecracker.js';
 import { repoPath } from '../helpers/repo.js';
+import { snapshotDirs } from '../helpers/snapshots.js';
 
 let root: string;
 let real: RealFirecracker | { skip: string };
@@ -112,6 +113,21 @@ function driver(r: RealFirecracker, opts: FirecrackerDriverOptions = {}): Firecr
 function track(d: FirecrackerDriver, vm: VmHandle): VmHandle {
   started.push({ d, vm });
   return vm;
+}
+
+/** A Full snapshot into root/snap-<name> of a VM booted from `kit` as <name>-src, then stopped; and its spec. */
+async function bootAndSnapshot(
+  d: FirecrackerDriver,
+  name: string,
+  kit: { kernelPath: string; initrdPath: string },
+): Promise<{ src: VmSpec; files: VmSnapshotFiles }> {
+  const src = await vmSpec(`${name}-src`, 'tap0', kit);
+  const vm = track(d, (await d.boot(src)).vm);
+  await d.pause(vm);
+  const [out] = await snapshotDirs(root, `snap-${name}`);
+  const files = await d.snapshot(vm, out);
+  await d.stop(vm);
+  return { src, files };
 }
 
 /** The files a process holds open: what it calls them (in its own mount namespace) and which file each is (dev:ino). */
@@ -286,10 +302,7 @@ test('real Firecracker, VMM side: boot, pause/resume, Full and Diff snapshots, s
   assert.equal(await d.status(vm), 'running');
   await d.pause(vm);
   assert.equal(await d.status(vm), 'paused');
-  const full = join(root, 'snap-full');
-  const diff = join(root, 'snap-diff');
-  await mkdir(full);
-  await mkdir(diff);
+  const [full, diff] = await snapshotDirs(root, 'snap-full', 'snap-diff');
   const files = await d.snapshot(vm, full);
   assert.equal(files.driveLayout, 'mount-namespace');
   await d.resume(vm);
@@ -342,13 +355,7 @@ test('real Firecracker, VMM side: a Uffd load served by native/uffd-handler (fau
   if ('skip' in ready) return t.skip(ready.skip);
   const { fc, kit } = ready;
   const d = driver(fc);
-  const src = await vmSpec('uffd-src', 'tap0', kit);
-  const vm = track(d, (await d.boot(src)).vm);
-  await d.pause(vm);
-  const out = join(root, 'snap-uffd');
-  await mkdir(out);
-  const files = await d.snapshot(vm, out);
-  await d.stop(vm);
+  const { src, files } = await bootAndSnapshot(d, 'uffd', kit);
 
   const clone = await vmSpec('uffd-clone');
   const handler = await startUffdHandler({
@@ -383,13 +390,7 @@ test("real Firecracker, VMM side: the driver's page server records a working set
   if ('skip' in ready) return t.skip(ready.skip);
   const { fc, kit } = ready;
   const d = driver(fc);
-  const src = await vmSpec('ws-src', 'tap0', kit);
-  const vm = track(d, (await d.boot(src)).vm);
-  await d.pause(vm);
-  const out = join(root, 'snap-ws');
-  await mkdir(out);
-  const files = await d.snapshot(vm, out);
-  await d.stop(vm);
+  const { src, files } = await bootAndSnapshot(d, 'ws', kit);
   const binary = await ensureUffdHandler(resolveConfig().cacheDir);
 
   const recordPath = join(root, 'ws.ranges');

@@ -1,26 +1,18 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
-import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import type { TestRegistry } from '../helpers/registry.js';
+import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { marked, nodeStore, writeAuthFile } from '../helpers/registry-fixtures.js';
 
-const skip = registrySkipReason();
 let basic: TestRegistry;
 let token: TestRegistry;
 let base: string;
-
-before(async () => {
-  if (skip) return;
-  base = await mkdtemp('/tmp/embers-registry-auth-');
-  [basic, token] = await Promise.all([startRegistry({ htpasswd: true }), startRegistry({ tokenAuth: true })]);
-});
-
-after(async () => {
-  await Promise.all([basic?.stop(), token?.stop()]);
-  if (base) await rm(base, { recursive: true, force: true });
+const skip = useTestRegistries('registry-auth', [{ htpasswd: true }, { tokenAuth: true }], (dir, registries) => {
+  base = dir;
+  [basic, token] = registries;
 });
 
 test(

@@ -1,34 +1,23 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readdir, rm, stat, truncate } from 'node:fs/promises';
+import { open, readdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError, type ErrorCode } from '../../src/errors.js';
 import { writeOciLayout, type WrittenImage } from '../../src/examples/oci-layout.js';
 import type { ImageStore } from '../../src/image/store.js';
-import { freePort, registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { freePort, type TestRegistry } from '../helpers/registry.js';
+import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { assertNothingHalfWritten, f, nodeStore, noise, writeAuthFile } from '../helpers/registry-fixtures.js';
 
-const skip = registrySkipReason();
 let reg: TestRegistry;
 let authReg: TestRegistry;
 let tokenReg: TestRegistry;
 let base: string;
 let n = 0;
-
-before(async () => {
-  if (skip) return;
-  base = await mkdtemp('/tmp/embers-registry-errors-');
-  [reg, authReg, tokenReg] = await Promise.all([
-    startRegistry(),
-    startRegistry({ htpasswd: true }),
-    startRegistry({ tokenAuth: true }),
-  ]);
-});
-
-after(async () => {
-  await Promise.all([reg?.stop(), authReg?.stop(), tokenReg?.stop()]);
-  if (base) await rm(base, { recursive: true, force: true });
+const skip = useTestRegistries('registry-errors', [{}, { htpasswd: true }, { tokenAuth: true }], (dir, registries) => {
+  base = dir;
+  [reg, authReg, tokenReg] = registries;
 });
 
 /** Pushes a two-layer image (a small layer and a 256 KiB one) to `repo:v1` of `registry`. */

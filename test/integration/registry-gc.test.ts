@@ -1,27 +1,20 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { FLATTENER_VERSION } from '../../src/image/flatten.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
-import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import type { TestRegistry } from '../helpers/registry.js';
+import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { f, nodeStore, noise, verifiedBlobs } from '../helpers/registry-fixtures.js';
 
-const skip = registrySkipReason();
 let reg: TestRegistry;
 let base: string;
-
-before(async () => {
-  if (skip) return;
-  base = await mkdtemp('/tmp/embers-registry-gc-');
-  reg = await startRegistry();
-});
-
-after(async () => {
-  await reg?.stop();
-  if (base) await rm(base, { recursive: true, force: true });
+const skip = useTestRegistries('registry-gc', [{}], (dir, [registry]) => {
+  base = dir;
+  reg = registry;
 });
 
 async function rootfsNames(images: string): Promise<string[]> {

@@ -1,13 +1,14 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import { blobPath } from '../helpers/docker-save.js';
 import { catImage, namesIn, statImage } from '../unit/image-helpers.js';
-import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import type { TestRegistry } from '../helpers/registry.js';
+import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import {
   assertNothingHalfWritten,
@@ -18,19 +19,11 @@ import {
 } from '../helpers/registry-fixtures.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
 
-const skip = registrySkipReason();
 let reg: TestRegistry;
 let base: string;
-
-before(async () => {
-  if (skip) return;
-  base = await mkdtemp('/tmp/embers-registry-pull-');
-  reg = await startRegistry();
-});
-
-after(async () => {
-  await reg?.stop();
-  if (base) await rm(base, { recursive: true, force: true });
+const skip = useTestRegistries('registry-pull', [{}], (dir, [registry]) => {
+  base = dir;
+  reg = registry;
 });
 
 test('pull by tag and by digest: two nodes get the rootfs of the local layout, byte for byte', { skip }, async () => {

@@ -1,28 +1,21 @@
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
-import { registrySkipReason, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import type { TestRegistry } from '../helpers/registry.js';
+import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
 import { f, nodeStore, noise } from '../helpers/registry-fixtures.js';
 
-const skip = registrySkipReason();
 const MiB = 1024 * 1024;
 let reg: TestRegistry;
 let base: string;
-
-before(async () => {
-  if (skip) return;
-  base = await mkdtemp('/tmp/embers-registry-resume-');
-  reg = await startRegistry();
-});
-
-after(async () => {
-  await reg?.stop();
-  if (base) await rm(base, { recursive: true, force: true });
+const skip = useTestRegistries('registry-resume', [{}], (dir, [registry]) => {
+  base = dir;
+  reg = registry;
 });
 
 test('a layer download interrupted midway resumes with a Range request, in a later pull', { skip }, async () => {

@@ -11,7 +11,13 @@ import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
-import { chunkDigests, chunkFetchOrder, feedChunks, writeChunkList } from '../../src/memory/chunks.js';
+import {
+  chunkDigests,
+  chunkFetchOrder,
+  feedChunks,
+  writeChunkList,
+  type ChunkFeedOptions,
+} from '../../src/memory/chunks.js';
 import { sha256 } from '../../src/util/fs.js';
 import {
   ensureUffdHandler,
@@ -29,6 +35,7 @@ import {
   syntheticWorkingSet,
   writeRanges,
   writeWorkingSetPages,
+  type HarnessOptions,
 } from '../helpers/uffd-harness.js';
 
 const PAGES = 4096; // 16 MiB
@@ -75,6 +82,11 @@ function handlerOptions(extra: Partial<UffdHandlerOptions> = {}): UffdHandlerOpt
   };
 }
 
+/** The harness as the guest of page server `server`, every page it touches checked against the memory file. */
+function runGuest(server: { socketPath: string }, o: Omit<HarnessOptions, 'socketPath' | 'memoryFile'>) {
+  return runHarness(harnessBin, { socketPath: server.socketPath, memoryFile: mem, ...o });
+}
+
 async function holePages(path: string): Promise<Set<number>> {
   const data = await readFile(path);
   const zero = Buffer.alloc(PAGE);
@@ -87,7 +99,7 @@ test('lazy: two threads touching in random order get every page of the memory fi
   const skip = needsRoot();
   if (skip) return t.skip(skip);
   const h = await startUffdHandler(handlerOptions());
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: 'random:5', all: true });
+  const r = await runGuest(h, { order: 'random:5', all: true });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.report?.checked, PAGES);
   const stats = await h.stats();
@@ -104,7 +116,7 @@ test('record: the recorded working set is the first-touch order, per thread exac
   if (skip) return t.skip(skip);
   const recordPath = join(root, 'recorded.ranges');
   const h = await startUffdHandler(handlerOptions({ mode: 'record', recordPath }));
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: wsRanges });
+  const r = await runGuest(h, { order: wsRanges });
   assert.equal(r.code, 0, r.stderr);
   const stats = await h.stats();
   assert.equal(stats.recorded, wsPageCount);
@@ -124,11 +136,7 @@ test('record: the recorded working set is the first-touch order, per thread exac
   const single = await startUffdHandler(
     handlerOptions({ mode: 'record', recordPath: join(root, 'recorded-1.ranges') }),
   );
-  assert.equal(
-    (await runHarness(harnessBin, { socketPath: single.socketPath, memoryFile: mem, order: wsRanges, threads: 1 }))
-      .code,
-    0,
-  );
+  assert.equal((await runGuest(single, { order: wsRanges, threads: 1 })).code, 0);
   await single.stats();
   assert.deepEqual(
     pagesOf(await readRanges(join(root, 'recorded-1.ranges'))),
@@ -150,13 +158,7 @@ test('prefetch: the working set is copied in before the guest runs (no fault on 
       },
     });
     const h = await startUffdHandler(o);
-    const r = await runHarness(harnessBin, {
-      socketPath: h.socketPath,
-      memoryFile: mem,
-      order: wsRanges,
-      waitFile: o.readyPath,
-      all: true,
-    });
+    const r = await runGuest(h, { order: wsRanges, waitFile: o.readyPath, all: true });
     assert.equal(r.code, 0, r.stderr);
     const stats = await h.stats();
     assert.equal(stats.prefetched, wsPageCount, `prefetched from ${pages ? 'the pages file' : 'the memory file'}`);
@@ -171,13 +173,7 @@ test('pages given back while other threads fault (UFFD_EVENT_REMOVE mid-run, laz
   for (const mode of ['lazy', 'prefetch'] as const) {
     const o = handlerOptions(mode === 'prefetch' ? { mode, workingSet: { rangesPath: wsRanges } } : {});
     const h = await startUffdHandler(o);
-    const r = await runHarness(harnessBin, {
-      socketPath: h.socketPath,
-      memoryFile: mem,
-      order: mode === 'lazy' ? 'random:9' : wsRanges,
-      all: true,
-      removeEvery: 5,
-    });
+    const r = await runGuest(h, { order: mode === 'lazy' ? 'random:9' : wsRanges, all: true, removeEvery: 5 });
     assert.equal(r.code, 0, `${mode}: ${r.stderr}`);
     assert.ok(r.report!.removed > 0);
     const stats = await h.stats();
@@ -193,12 +189,7 @@ test('prefetch: a pages file that does not match its sha256 is refused before an
     workingSet: { rangesPath: wsRanges, pagesPath: wsPages, pagesSha256: '0'.repeat(64) },
   });
   const h = await startUffdHandler(o);
-  const r = await runHarness(harnessBin, {
-    socketPath: h.socketPath,
-    memoryFile: mem,
-    order: wsRanges,
-    waitFile: o.readyPath,
-  });
+  const r = await runGuest(h, { order: wsRanges, waitFile: o.readyPath });
   assert.equal(r.code, 2, `the harness sees the page server gone: ${r.stderr}`);
   assert.match(await readFile(o.logPath, 'utf8'), /does not match its sha256: refused/);
 });
@@ -213,38 +204,40 @@ async function arrivingSetup(name: string) {
   const chunkListPath = join(root, `${name}.chunks`);
   await writeChunkList(chunkListPath, digests);
   const good = await readFile(mem);
+  const arriving = { chunkListPath, chunkSize: CHUNK, controlPath: join(root, `${name}.ctl`) };
   return {
     target,
     digests,
     good,
-    arriving: { chunkListPath, chunkSize: CHUNK, controlPath: join(root, `${name}.ctl`) },
+    arriving,
+    /** Chunk i of the memory file, as the store holds it. */
+    chunk: (i: number) => good.subarray(i * CHUNK, (i + 1) * CHUNK),
+    /** Fills the copy chunk by chunk for the page server, as a download would. */
+    feedCopy: (o: Omit<ChunkFeedOptions, 'controlPath' | 'target' | 'sizeBytes' | 'chunkSize'>) =>
+      feedChunks({ controlPath: arriving.controlPath, target, sizeBytes: PAGES * PAGE, chunkSize: CHUNK, ...o }),
   };
 }
 
 test('arriving memory: a guest starts before the file is there; each fault waits for its chunk, which is fetched first; every page is right', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
-  const { target, digests, good, arriving } = await arrivingSetup('arriving');
+  const { target, digests, good, arriving, chunk, feedCopy } = await arrivingSetup('arriving');
   assert.equal(digests.length, (PAGES * PAGE) / CHUNK);
   const h = await startUffdHandler(handlerOptions({ memoryFile: target, arriving }));
   let asked!: () => void;
   const firstRequest = new Promise<void>((resolve) => (asked = resolve));
   const order = chunkFetchOrder(digests.length, CHUNK).reverse(); // the guest wants chunk 0 first: the worst order
-  const feed = await feedChunks({
-    controlPath: arriving.controlPath,
-    target,
-    sizeBytes: PAGES * PAGE,
-    chunkSize: CHUNK,
+  const feed = await feedCopy({
     order,
     sha256: sha256(good),
     onRequest: () => asked(),
     // Nothing arrives until the page server asks: its first fault must wait.
     fetchChunk: async (i) => {
       await firstRequest;
-      return good.subarray(i * CHUNK, (i + 1) * CHUNK);
+      return chunk(i);
     },
   });
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: 'seq', all: true });
+  const r = await runGuest(h, { order: 'seq', all: true });
   assert.equal(r.code, 0, r.stderr);
   const fed = await feed.done;
   assert.equal(fed.chunks, digests.length);
@@ -258,26 +251,16 @@ test('arriving memory: a guest starts before the file is there; each fault waits
 test('arriving memory with a working set: it is copied in from its chunks as each is verified, before the guest runs; the rest streams in behind', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
-  const { target, digests, good, arriving } = await arrivingSetup('arriving-ws');
+  const { target, digests, good, arriving, chunk, feedCopy } = await arrivingSetup('arriving-ws');
   const o = handlerOptions({ memoryFile: target, arriving, mode: 'prefetch', workingSet: { rangesPath: wsRanges } });
   const h = await startUffdHandler(o);
   const ws = await readRanges(wsRanges);
-  const feed = await feedChunks({
-    controlPath: arriving.controlPath,
-    target,
-    sizeBytes: PAGES * PAGE,
-    chunkSize: CHUNK,
+  const feed = await feedCopy({
     order: chunkFetchOrder(digests.length, CHUNK, ws),
     sha256: sha256(good),
-    fetchChunk: async (i) => good.subarray(i * CHUNK, (i + 1) * CHUNK),
+    fetchChunk: async (i) => chunk(i),
   });
-  const r = await runHarness(harnessBin, {
-    socketPath: h.socketPath,
-    memoryFile: mem,
-    order: wsRanges,
-    waitFile: o.readyPath,
-    all: true,
-  });
+  const r = await runGuest(h, { order: wsRanges, waitFile: o.readyPath, all: true });
   assert.equal(r.code, 0, r.stderr);
   await feed.done;
   const stats = await h.stats();
@@ -289,24 +272,20 @@ test('arriving memory with a working set: it is copied in from its chunks as eac
 test('arriving memory: a corrupted chunk is refused, never served: the guest sees the page server gone, the download fails', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
-  const { target, digests, good, arriving } = await arrivingSetup('corrupt');
+  const { target, digests, arriving, chunk, feedCopy } = await arrivingSetup('corrupt');
   const bad = 5;
   const o = handlerOptions({ memoryFile: target, arriving });
   const h = await startUffdHandler(o);
-  const feed = await feedChunks({
-    controlPath: arriving.controlPath,
-    target,
-    sizeBytes: PAGES * PAGE,
-    chunkSize: CHUNK,
+  const feed = await feedCopy({
     order: chunkFetchOrder(digests.length, CHUNK),
     concurrency: 1,
     fetchChunk: async (i) => {
-      const data = Buffer.from(good.subarray(i * CHUNK, (i + 1) * CHUNK));
+      const data = Buffer.from(chunk(i));
       if (i === bad) data[12345] ^= 0xff; // one flipped byte
       return data;
     },
   });
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: 'random:3', all: true });
+  const r = await runGuest(h, { order: 'random:3', all: true });
   assert.equal(r.code, 2, `the harness must see an error, never wrong data (exit 1): ${r.stderr}`);
   await assert.rejects(
     feed.done,
@@ -321,28 +300,24 @@ test('arriving memory: a corrupted chunk is refused, never served: the guest see
 test('a page server that dies mid-run: the guest sees an error, never wrong data', async (t) => {
   const skip = needsRoot();
   if (skip) return t.skip(skip);
-  const { target, digests, good, arriving } = await arrivingSetup('dies');
+  const { target, digests, arriving, chunk, feedCopy } = await arrivingSetup('dies');
   const h = await startUffdHandler(handlerOptions({ memoryFile: target, arriving }));
   let delivered = 0;
   let asked!: () => void;
   const firstRequest = new Promise<void>((resolve) => (asked = resolve));
-  const feed = await feedChunks({
-    controlPath: arriving.controlPath,
-    target,
-    sizeBytes: PAGES * PAGE,
-    chunkSize: CHUNK,
+  const feed = await feedCopy({
     order: chunkFetchOrder(digests.length, CHUNK),
     concurrency: 1,
     onRequest: () => asked(),
     // Once the guest runs, half the chunks come; then the page server is killed while the guest waits for the next.
     fetchChunk: async (i, signal) => {
       await firstRequest;
-      if (delivered++ < digests.length / 2) return good.subarray(i * CHUNK, (i + 1) * CHUNK);
+      if (delivered++ < digests.length / 2) return chunk(i);
       process.kill(h.pid, 'SIGKILL');
       return new Promise<Buffer>((_, reject) => signal.addEventListener('abort', () => reject(new Error('cancelled'))));
     },
   });
-  const r = await runHarness(harnessBin, { socketPath: h.socketPath, memoryFile: mem, order: 'seq', all: true });
+  const r = await runGuest(h, { order: 'seq', all: true });
   assert.equal(r.code, 2, `the harness must see an error, never wrong data (exit 1): ${r.stderr}`);
   assert.match(r.stderr, /page server closed its connection/);
   feed.cancel();
