@@ -77,10 +77,13 @@ export async function buildImage(
     } catch (err) {
       throw isEmbersError(err)
         ? err
-        : new EmbersError(
+        : EmbersError.of(
             'EMB_IMAGE_FLATTEN_FAILED',
-            `building the rootfs failed: ${err instanceof Error ? err.message : String(err)}`,
-            { manifestDigest: image.manifestDigest },
+            {
+              problem: 'build',
+              reason: err instanceof Error ? err.message : String(err),
+              manifestDigest: image.manifestDigest,
+            },
             { cause: err },
           );
     }
@@ -121,10 +124,14 @@ export async function buildImage(
     return cache.toFlattened(json, final);
   }).catch((err: unknown) => {
     if (isEmbersError(err)) throw err;
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_IMAGE_FLATTEN_FAILED',
-      `flattening ${image.reference} failed: ${err instanceof Error ? err.message : String(err)}`,
-      { manifestDigest: image.manifestDigest },
+      {
+        problem: 'flatten',
+        reason: err instanceof Error ? err.message : String(err),
+        reference: image.reference,
+        manifestDigest: image.manifestDigest,
+      },
       { cause: err },
     );
   });

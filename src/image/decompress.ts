@@ -37,10 +37,9 @@ async function* gunzip(input: Readable, label: string): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of gz) yield chunk as Buffer;
   } catch (err) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_IMAGE_LAYER_INVALID',
-      `${label}: corrupt gzip stream: ${err instanceof Error ? err.message : String(err)}`,
-      { layer: label },
+      { problem: 'gzip', reason: err instanceof Error ? err.message : String(err), layer: label },
       { cause: err },
     );
   } finally {
@@ -52,10 +51,9 @@ async function* gunzip(input: Readable, label: string): AsyncGenerator<Buffer> {
 async function* unzstd(input: Readable, label: string): AsyncGenerator<Buffer> {
   const zstd = await which('zstd');
   if (!zstd) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_IMAGE_LAYER_UNSUPPORTED',
-      `${label} is zstd-compressed and the zstd program is not installed`,
-      { layer: label },
+      { problem: 'zstd-missing', layer: label },
       { hint: 'install the Debian package zstd' },
     );
   }
@@ -72,14 +70,12 @@ async function* unzstd(input: Readable, label: string): AsyncGenerator<Buffer> {
     const code = await exited;
     await feeding;
     if (code !== 0) {
-      throw new EmbersError(
-        'EMB_IMAGE_LAYER_INVALID',
-        `${label}: corrupt zstd stream: ${Buffer.concat(stderr).toString().trim()}`,
-        {
-          layer: label,
-          exit: code,
-        },
-      );
+      throw EmbersError.of('EMB_IMAGE_LAYER_INVALID', {
+        problem: 'zstd',
+        reason: Buffer.concat(stderr).toString().trim(),
+        layer: label,
+        exit: code,
+      });
     }
     finished = true;
   } finally {

@@ -54,7 +54,8 @@ async function readAt(fh: FileHandle, position: number, length: number): Promise
   const buf = Buffer.alloc(length);
   const { bytesRead } = await fh.read(buf, 0, length, position);
   if (bytesRead !== length)
-    throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', `short read of the ext4 image at ${position}`, {
+    throw EmbersError.of('EMB_IMAGE_FLATTEN_FAILED', {
+      problem: 'short-read',
       position,
       length,
       bytesRead,
@@ -64,8 +65,7 @@ async function readAt(fh: FileHandle, position: number, length: number): Promise
 
 export async function readSuperblock(fh: FileHandle): Promise<Ext4Superblock> {
   const sb = await readAt(fh, SB_OFFSET, 1024);
-  if (sb.readUInt16LE(0x38) !== EXT4_MAGIC)
-    throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'not an ext4 image (bad superblock magic)');
+  if (sb.readUInt16LE(0x38) !== EXT4_MAGIC) throw EmbersError.of('EMB_IMAGE_FLATTEN_FAILED', { problem: 'not-ext4' });
   const featureIncompat = sb.readUInt32LE(0x60);
   const featureRoCompat = sb.readUInt32LE(0x64);
   const is64 = (featureIncompat & INCOMPAT_64BIT) !== 0;
@@ -226,7 +226,7 @@ export async function normalizeInodes(
       if (dirty) {
         const { bytesWritten } = await fh.write(table, 0, table.length, tablePos);
         if (bytesWritten !== table.length)
-          throw new EmbersError('EMB_IMAGE_FLATTEN_FAILED', 'short write to the ext4 image', { imagePath });
+          throw EmbersError.of('EMB_IMAGE_FLATTEN_FAILED', { problem: 'short-write', imagePath });
       }
     }
     await fh.sync();

@@ -62,20 +62,16 @@ const MAX_MTIME = 2 ** 31 - 1;
 const XATTR_PREFIXES = ['user.', 'security.', 'trusted.'];
 const XATTR_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
-function unsafe(message: string, details: Record<string, unknown>): EmbersError {
-  return new EmbersError('EMB_IMAGE_LAYER_UNSAFE', message, details);
-}
-
 /**
  * Normalises a tar entry name to a relative path without `.` components ('' is the root).
  * Absolute names and any `..` component are refused.
  */
 export function normalizeEntryPath(name: string, what = 'entry'): string {
-  if (name.startsWith('/')) throw unsafe(`${what} has an absolute path: ${JSON.stringify(name)}`, { name });
+  if (name.startsWith('/')) throw EmbersError.of('EMB_IMAGE_LAYER_UNSAFE', { problem: 'absolute-path', what, name });
   const parts: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
-    if (part === '..') throw unsafe(`${what} path contains "..": ${JSON.stringify(name)}`, { name });
+    if (part === '..') throw EmbersError.of('EMB_IMAGE_LAYER_UNSAFE', { problem: 'dot-dot', what, name });
     parts.push(part);
   }
   return parts.join('/');
@@ -142,7 +138,8 @@ export class LayerApplier {
     return rel === '' ? this.root : join(this.root, rel);
   }
 
-  private details(extra: Record<string, unknown>): Record<string, unknown> {
+  /** `extra` with the current layer's label, for an error's details. */
+  private details<D extends object>(extra: D): D & { readonly layer: string } {
     return { layer: this.layerLabel, ...extra };
   }
 
@@ -178,16 +175,15 @@ export class LayerApplier {
         continue;
       }
       if (st.isSymbolicLink()) {
-        throw unsafe(
-          `layer entry ${JSON.stringify(entryName)} would be written through the symlink /${cur}`,
-          this.details({ name: entryName, symlink: `/${cur}` }),
+        throw EmbersError.of(
+          'EMB_IMAGE_LAYER_UNSAFE',
+          this.details({ problem: 'through-symlink', name: entryName, symlink: `/${cur}` } as const),
         );
       }
       if (!st.isDirectory()) {
-        throw new EmbersError(
+        throw EmbersError.of(
           'EMB_IMAGE_LAYER_INVALID',
-          `layer entry ${JSON.stringify(entryName)} needs /${cur} to be a directory, but it is not`,
-          this.details({ name: entryName, path: `/${cur}` }),
+          this.details({ problem: 'not-a-directory', name: entryName, path: `/${cur}` } as const),
         );
       }
       this.safeDirs.add(cur);
@@ -228,7 +224,7 @@ export class LayerApplier {
     if (base.startsWith('.wh..wh.')) return; // other aufs metadata: ignored
     const target = base.slice('.wh.'.length);
     if (target === '' || target === '.' || target === '..')
-      throw unsafe(`invalid whiteout ${JSON.stringify(name)}`, this.details({ name }));
+      throw EmbersError.of('EMB_IMAGE_LAYER_UNSAFE', this.details({ problem: 'whiteout', name } as const));
     const targetRel = dir === '' ? target : `${dir}/${target}`;
     if (!this.checkParents(targetRel, false, name)) return; // nothing there to hide
     this.hideLower(targetRel);
@@ -243,9 +239,9 @@ export class LayerApplier {
     const rel = normalizeEntryPath(h.path);
     if (rel === '') {
       if (h.type !== 'dir')
-        throw unsafe(
-          `layer entry ${JSON.stringify(h.path)} would replace the root directory`,
-          this.details({ name: h.path }),
+        throw EmbersError.of(
+          'EMB_IMAGE_LAYER_UNSAFE',
+          this.details({ problem: 'replaces-root', name: h.path } as const),
         );
       this.rootMeta = { mode: h.mode, uid: h.uid, gid: h.gid, mtime: clampTime(h.mtime) };
       return;
@@ -275,16 +271,16 @@ export class LayerApplier {
       const target = normalizeEntryPath(h.linkname, 'hard link target');
       if (target === rel) return; // a link to itself: nothing to do
       if (target === '')
-        throw unsafe(
-          `hard link ${JSON.stringify(h.path)} points at the root directory`,
-          this.details({ name: h.path, linkname: h.linkname }),
+        throw EmbersError.of(
+          'EMB_IMAGE_LAYER_UNSAFE',
+          this.details({ problem: 'hard-link-to-root', name: h.path, linkname: h.linkname } as const),
         );
       const parentsOk = this.checkParents(target, false, h.linkname);
       const tst = parentsOk ? this.existing(target) : undefined;
       if (!tst || !tst.isFile()) {
-        throw unsafe(
-          `hard link ${JSON.stringify(h.path)} -> ${JSON.stringify(h.linkname)}: the target is not an existing regular file in the image`,
-          this.details({ name: h.path, linkname: h.linkname }),
+        throw EmbersError.of(
+          'EMB_IMAGE_LAYER_UNSAFE',
+          this.details({ problem: 'hard-link-target', name: h.path, linkname: h.linkname } as const),
         );
       }
       if (old) this.removePath(rel);
@@ -313,10 +309,9 @@ export class LayerApplier {
             pos += chunk.length;
           }
           if (pos !== h.size)
-            throw new EmbersError(
+            throw EmbersError.of(
               'EMB_IMAGE_LAYER_INVALID',
-              `short content for ${h.path}`,
-              this.details({ name: h.path }),
+              this.details({ problem: 'short-content', name: h.path } as const),
             );
           ftruncateSync(fd, pos);
           fchownSync(fd, h.uid, h.gid);
@@ -328,10 +323,9 @@ export class LayerApplier {
       }
       case 'symlink':
         if (h.linkname === '')
-          throw new EmbersError(
+          throw EmbersError.of(
             'EMB_IMAGE_LAYER_INVALID',
-            `symlink ${JSON.stringify(h.path)} has an empty target`,
-            this.details({ name: h.path }),
+            this.details({ problem: 'empty-symlink', name: h.path } as const),
           );
         symlinkSync(h.linkname, abs);
         lchownSync(abs, h.uid, h.gid);
@@ -380,12 +374,9 @@ export class LayerApplier {
     try {
       await run('setfattr', ['-h', `--restore=${dump}`], { cwd: this.root });
     } catch (err) {
-      throw new EmbersError(
-        'EMB_IMAGE_FLATTEN_FAILED',
-        `could not set the extended attributes of layer ${this.layerLabel} (does the staging file system support them?)`,
-        this.details({}),
-        { cause: err },
-      );
+      throw EmbersError.of('EMB_IMAGE_FLATTEN_FAILED', this.details({ problem: 'xattrs-not-set' } as const), {
+        cause: err,
+      });
     } finally {
       await rm(dump, { force: true });
     }
@@ -505,11 +496,7 @@ export class LayerApplier {
       for (const name of attrs.keys()) if (!found.get(rel)?.has(name)) missing.push(`/${rel} ${name}`);
     }
     if (missing.length > 0) {
-      throw new EmbersError(
-        'EMB_IMAGE_FLATTEN_FAILED',
-        `the staging file system did not keep the image's extended attributes: ${missing.slice(0, 5).join(', ')}`,
-        { missing: missing.slice(0, 50) },
-      );
+      throw EmbersError.of('EMB_IMAGE_FLATTEN_FAILED', { problem: 'xattrs-lost', missing: missing.slice(0, 50) });
     }
   }
 }

@@ -253,10 +253,14 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
         opts.onProgress?.('mke2fs ran out of space; retrying with a larger file system');
         continue;
       }
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_FLATTEN_FAILED',
-        `mke2fs failed: ${err instanceof Error ? err.message : String(err)}`,
-        { args, ...(isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {}) },
+        {
+          problem: 'mke2fs',
+          reason: err instanceof Error ? err.message : String(err),
+          args,
+          ...(isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {}),
+        },
         { cause: err },
       );
     }
@@ -269,10 +273,9 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
   try {
     await run(e2fsck, ['-f', '-n', opts.outPath], { env });
   } catch (err) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_IMAGE_FLATTEN_FAILED',
-      'the built rootfs does not pass e2fsck',
-      isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {},
+      { problem: 'e2fsck', ...(isEmbersError(err, 'EMB_HOST_COMMAND_FAILED') ? err.details : {}) },
       { cause: err },
     );
   }

@@ -24,7 +24,7 @@ async function statKind(path: string): Promise<'dir' | 'file' | undefined> {
 }
 
 export async function parseReference(ref: string): Promise<ParsedRef> {
-  if (ref.trim() === '') throw new EmbersError('EMB_IMAGE_NOT_FOUND', 'empty image reference', { ref });
+  if (ref.trim() === '') throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'empty-reference', ref });
   const whole = await statKind(resolve(ref));
   if (whole) return { path: resolve(ref), isDir: whole === 'dir' };
   const at = ref.lastIndexOf('@');
@@ -32,12 +32,7 @@ export async function parseReference(ref: string): Promise<ParsedRef> {
     const kind = await statKind(resolve(ref.slice(0, at)));
     const digest = ref.slice(at + 1);
     if (kind) {
-      if (!DIGEST_RE.test(digest))
-        throw new EmbersError(
-          'EMB_IMAGE_NOT_FOUND',
-          `invalid digest in image reference ${JSON.stringify(ref)} (want sha256:<64 hex>)`,
-          { ref },
-        );
+      if (!DIGEST_RE.test(digest)) throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'bad-digest', ref });
       return { path: resolve(ref.slice(0, at)), isDir: kind === 'dir', digest };
     }
   }
@@ -46,9 +41,5 @@ export async function parseReference(ref: string): Promise<ParsedRef> {
     const kind = await statKind(resolve(ref.slice(0, colon)));
     if (kind) return { path: resolve(ref.slice(0, colon)), isDir: kind === 'dir', tag: ref.slice(colon + 1) };
   }
-  throw new EmbersError(
-    'EMB_IMAGE_NOT_FOUND',
-    `no image at ${JSON.stringify(ref)}: not an OCI layout directory or docker save archive`,
-    { ref },
-  );
+  throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'no-image', ref });
 }

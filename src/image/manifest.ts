@@ -4,7 +4,7 @@
  * which blob is wrong). Also the choice of linux/amd64 in an index and of an index entry by tag.
  * Nothing here reads a file: sources (sources/) give bytes, resolve.ts puts them together.
  */
-import { EmbersError } from '../errors.js';
+import { EmbersError, type ErrorDetails } from '../errors.js';
 import { RESTORE_HOOK_LABEL, RESTORE_HOOK_TIMEOUT_LABEL, type ImageConfig } from './types.js';
 
 export const MEDIA = {
@@ -47,17 +47,23 @@ export interface Descriptor {
   platform?: { os?: string; architecture?: string; variant?: string };
 }
 
-export function manifestInvalid(message: string, details: Record<string, unknown> = {}): EmbersError {
-  return new EmbersError('EMB_IMAGE_MANIFEST_INVALID', message, details);
+/** Context of a schema error beyond what is wrong: the document, digest, location… */
+type SchemaErrorContext = Omit<ErrorDetails<'EMB_IMAGE_MANIFEST_INVALID'>, 'problem' | 'subject' | 'defect'>;
+
+/** `subject` (e.g. "manifests[0]", "image index") breaks the schema: `defect` says how ("has no digest"). */
+export function manifestInvalid(subject: string, defect: string, details: SchemaErrorContext = {}): EmbersError {
+  return EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', { problem: 'schema', subject, defect, ...details });
 }
 
 export function parseJson(buf: Buffer, what: string, where: string): unknown {
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (err) {
-    throw manifestInvalid(`${what} is not valid JSON (${where}): ${err instanceof Error ? err.message : String(err)}`, {
-      what,
+    throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', {
+      problem: 'not-json',
+      subject: what,
       where,
+      reason: err instanceof Error ? err.message : String(err),
     });
   }
 }
@@ -67,35 +73,34 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 export function checkDescriptor(v: unknown, what: string, where: string): Descriptor {
-  if (!isObject(v)) throw manifestInvalid(`${what} is not a descriptor object (${where})`, { where });
+  if (!isObject(v)) throw manifestInvalid(what, 'is not a descriptor object', { where });
   const { digest, size, mediaType, annotations, platform } = v;
-  if (typeof digest !== 'string') throw manifestInvalid(`${what} has no digest (${where})`, { where });
+  if (typeof digest !== 'string') throw manifestInvalid(what, 'has no digest', { where });
   if (!DIGEST_RE.test(digest)) {
     if (/^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(digest) && !digest.startsWith('sha256:')) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_LAYER_UNSUPPORTED',
-        `${what} uses an unsupported digest algorithm: ${digest}`,
-        { where, digest },
+        { problem: 'digest-algorithm', subject: what, where, digest },
         { hint: 'embers verifies sha256 digests only' },
       );
     }
-    throw manifestInvalid(`${what} has an invalid digest ${JSON.stringify(digest)} (${where})`, { where, digest });
+    throw manifestInvalid(what, `has an invalid digest ${JSON.stringify(digest)}`, { where, digest });
   }
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)
-    throw manifestInvalid(`${what} has an invalid size (${where})`, { where, digest });
+    throw manifestInvalid(what, 'has an invalid size', { where, digest });
   if (mediaType !== undefined && typeof mediaType !== 'string')
-    throw manifestInvalid(`${what} has an invalid mediaType (${where})`, { where, digest });
+    throw manifestInvalid(what, 'has an invalid mediaType', { where, digest });
   if (annotations !== undefined && !isObject(annotations))
-    throw manifestInvalid(`${what} has invalid annotations (${where})`, { where, digest });
+    throw manifestInvalid(what, 'has invalid annotations', { where, digest });
   if (platform !== undefined && !isObject(platform))
-    throw manifestInvalid(`${what} has an invalid platform (${where})`, { where, digest });
+    throw manifestInvalid(what, 'has an invalid platform', { where, digest });
   return v as unknown as Descriptor;
 }
 
 export function stringArray(v: unknown, what: string, where: string): string[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v) || v.some((s) => typeof s !== 'string'))
-    throw manifestInvalid(`${what} must be an array of strings (${where})`, { where });
+    throw manifestInvalid(what, 'must be an array of strings', { where });
   return v as string[];
 }
 
@@ -123,25 +128,25 @@ export function kindOf(doc: Record<string, unknown>, desc: Descriptor): 'index' 
     mt === 'application/vnd.docker.distribution.manifest.v1+prettyjws' ||
     doc.schemaVersion === 1
   ) {
-    throw manifestInvalid(`Docker schema 1 manifests are not supported (${desc.digest})`, {
+    throw manifestInvalid(desc.digest, 'is a Docker schema 1 manifest: not supported', {
       digest: desc.digest,
       mediaType: mt,
     });
   }
   if (mt)
-    throw manifestInvalid(`unexpected media type ${mt} for ${desc.digest}`, { digest: desc.digest, mediaType: mt });
+    throw manifestInvalid(desc.digest, `has an unexpected media type ${mt}`, { digest: desc.digest, mediaType: mt });
   if (Array.isArray(doc.manifests)) return 'index';
   if (Array.isArray(doc.layers)) return 'manifest';
-  throw manifestInvalid(`${desc.digest} is neither an image index nor a manifest`, { digest: desc.digest });
+  throw manifestInvalid(desc.digest, 'is neither an image index nor a manifest', { digest: desc.digest });
 }
 
 export function checkIndex(doc: unknown, where: string): Descriptor[] {
-  if (!isObject(doc)) throw manifestInvalid(`image index is not a JSON object (${where})`, { where });
+  if (!isObject(doc)) throw manifestInvalid('image index', 'is not a JSON object', { where });
   if (doc.schemaVersion !== 2)
-    throw manifestInvalid(`image index has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2 (${where})`, {
+    throw manifestInvalid('image index', `has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, {
       where,
     });
-  if (!Array.isArray(doc.manifests)) throw manifestInvalid(`image index has no manifests array (${where})`, { where });
+  if (!Array.isArray(doc.manifests)) throw manifestInvalid('image index', 'has no manifests array', { where });
   return doc.manifests.map((m, i) => checkDescriptor(m, `manifests[${i}]`, where));
 }
 
@@ -152,27 +157,25 @@ export function pickPlatform(entries: Descriptor[], where: string): Descriptor {
   if (withPlatform.length > 0) {
     const amd64 = withPlatform.filter((d) => d.platform!.os === 'linux' && d.platform!.architecture === 'amd64');
     if (amd64.length === 0) {
-      throw new EmbersError(
-        'EMB_IMAGE_PLATFORM_MISSING',
-        `no linux/amd64 image in ${where} (has ${withPlatform.map((d) => `${d.platform!.os}/${d.platform!.architecture}`).join(', ')})`,
-        {
-          where,
-          platforms: withPlatform.map((d) => d.platform),
-        },
-      );
+      throw EmbersError.of('EMB_IMAGE_PLATFORM_MISSING', {
+        problem: 'no-amd64',
+        where,
+        platforms: withPlatform.map((d) => d.platform),
+      });
     }
     const plain = amd64.find((d) => d.platform!.variant === undefined || d.platform!.variant === 'v1');
     return plain ?? amd64[0]!;
   }
   if (usable.length === 1) return usable[0]!;
-  if (usable.length === 0)
-    throw new EmbersError('EMB_IMAGE_PLATFORM_MISSING', `the image index ${where} lists no image`, { where });
+  if (usable.length === 0) throw EmbersError.of('EMB_IMAGE_PLATFORM_MISSING', { problem: 'empty-index', where });
   const names = usable.flatMap(refNames);
-  throw new EmbersError(
-    'EMB_IMAGE_NOT_FOUND',
-    `${where} holds ${usable.length} images: pick one with PATH:TAG or PATH@DIGEST${names.length ? ` (tags: ${names.join(', ')})` : ''}`,
-    { where, tags: names },
-  );
+  throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+    problem: 'several-images',
+    where,
+    count: usable.length,
+    byDigest: true,
+    tags: names,
+  });
 }
 
 /** Follows indexes down to one linux/amd64 manifest. */
@@ -180,35 +183,36 @@ export function parseConfig(
   doc: unknown,
   digest: string,
 ): { config: ImageConfig; diffIds?: string[]; os?: unknown; architecture?: unknown } {
-  if (!isObject(doc)) throw manifestInvalid(`image config ${digest} is not a JSON object`, { digest });
+  if (!isObject(doc)) throw manifestInvalid(`image config ${digest}`, 'is not a JSON object', { digest });
   const where = `config ${digest}`;
   const c = doc.config ?? {};
-  if (!isObject(c)) throw manifestInvalid(`image config ${digest}: "config" is not an object`, { digest });
+  if (!isObject(c)) throw manifestInvalid(`image config ${digest}: "config"`, 'is not an object', { digest });
   const str = (v: unknown, what: string): string => {
     if (v === undefined || v === null) return '';
-    if (typeof v !== 'string') throw manifestInvalid(`image config ${digest}: ${what} must be a string`, { digest });
+    if (typeof v !== 'string') throw manifestInvalid(`image config ${digest}: ${what}`, 'must be a string', { digest });
     return v;
   };
   const ports = c.ExposedPorts ?? {};
-  if (!isObject(ports)) throw manifestInvalid(`image config ${digest}: ExposedPorts must be an object`, { digest });
+  if (!isObject(ports)) throw manifestInvalid(`image config ${digest}: ExposedPorts`, 'must be an object', { digest });
   let diffIds: string[] | undefined;
   if (doc.rootfs !== undefined) {
     if (!isObject(doc.rootfs) || !Array.isArray(doc.rootfs.diff_ids))
-      throw manifestInvalid(`image config ${digest}: rootfs.diff_ids missing`, { digest });
+      throw manifestInvalid(`image config ${digest}: rootfs.diff_ids`, 'missing', { digest });
     diffIds = doc.rootfs.diff_ids.map((d, i) => {
       if (typeof d !== 'string' || !DIGEST_RE.test(d))
-        throw manifestInvalid(`image config ${digest}: rootfs.diff_ids[${i}] is not a sha256 digest`, { digest });
+        throw manifestInvalid(`image config ${digest}: rootfs.diff_ids[${i}]`, 'is not a sha256 digest', { digest });
       return d;
     });
   }
   const labels = c.Labels ?? {};
-  if (!isObject(labels)) throw manifestInvalid(`image config ${digest}: Labels must be an object`, { digest });
+  if (!isObject(labels)) throw manifestInvalid(`image config ${digest}: Labels`, 'must be an object', { digest });
   let restoreHook: ImageConfig['restoreHook'];
   const hookPath = labels[RESTORE_HOOK_LABEL];
   if (hookPath !== undefined) {
     if (typeof hookPath !== 'string' || !hookPath.startsWith('/') || hookPath.includes('\0')) {
       throw manifestInvalid(
-        `image config ${digest}: label ${RESTORE_HOOK_LABEL} must be an absolute path in the image`,
+        `image config ${digest}: label ${RESTORE_HOOK_LABEL}`,
+        'must be an absolute path in the image',
         { digest, label: hookPath },
       );
     }
@@ -218,7 +222,8 @@ export function parseConfig(
       const ms = typeof timeout === 'string' && /^\d{1,7}$/.test(timeout) ? Number(timeout) : NaN;
       if (!(ms >= 1 && ms <= 3_600_000)) {
         throw manifestInvalid(
-          `image config ${digest}: label ${RESTORE_HOOK_TIMEOUT_LABEL} must be a whole number of ms from 1 to 3600000`,
+          `image config ${digest}: label ${RESTORE_HOOK_TIMEOUT_LABEL}`,
+          'must be a whole number of ms from 1 to 3600000',
           {
             digest,
             label: timeout,
@@ -246,15 +251,7 @@ export function parseConfig(
 
 export function checkPlatform(os: unknown, architecture: unknown, digest: string): void {
   if ((os !== undefined && os !== 'linux') || (architecture !== undefined && architecture !== 'amd64')) {
-    throw new EmbersError(
-      'EMB_IMAGE_PLATFORM_MISSING',
-      `the image ${digest} is for ${String(os)}/${String(architecture)}, not linux/amd64`,
-      {
-        digest,
-        os,
-        architecture,
-      },
-    );
+    throw EmbersError.of('EMB_IMAGE_PLATFORM_MISSING', { problem: 'config', digest, os, architecture });
   }
 }
 
@@ -265,33 +262,30 @@ export function checkPlatform(os: unknown, architecture: unknown, digest: string
 export function checkManifest(
   doc: Record<string, unknown>,
   where: string,
-  details: Record<string, unknown>,
+  details: SchemaErrorContext,
 ): { configDesc: Descriptor; layers: Descriptor[] } {
   if (doc.schemaVersion !== 2)
-    throw manifestInvalid(`${where} has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
+    throw manifestInvalid(where, `has schemaVersion ${JSON.stringify(doc.schemaVersion)}, expected 2`, details);
   const configDesc = checkDescriptor(doc.config, 'config', where);
-  if (!Array.isArray(doc.layers)) throw manifestInvalid(`${where} has no layers array`, details);
+  if (!Array.isArray(doc.layers)) throw manifestInvalid(where, 'has no layers array', details);
   const layers = doc.layers.map((l, i) => checkDescriptor(l, `layers[${i}]`, where));
   return { configDesc, layers };
 }
 
 /**
- * The media type of layer `i` (gzip'd OCI when unset), which must be one embers reads. `of` is
- * appended to "layer N (digest)" in the message (e.g. " of REF"); `details` come before the
- * digest and media type in the error's details.
+ * The media type of layer `i` (gzip'd OCI when unset), which must be one embers reads. The
+ * error names the image `reference` when given.
  */
-export function layerMediaType(d: Descriptor, i: number, of: string, details: Record<string, unknown>): string {
+export function layerMediaType(d: Descriptor, i: number, reference?: string): string {
   const mediaType = d.mediaType ?? MEDIA.ociLayerGzip;
   if (!LAYER_TYPES.has(mediaType)) {
-    throw new EmbersError(
-      'EMB_IMAGE_LAYER_UNSUPPORTED',
-      `layer ${i + 1} (${d.digest})${of} has the unsupported media type ${mediaType}`,
-      {
-        ...details,
-        digest: d.digest,
-        mediaType,
-      },
-    );
+    throw EmbersError.of('EMB_IMAGE_LAYER_UNSUPPORTED', {
+      problem: 'media-type',
+      ...(reference !== undefined ? { reference } : {}),
+      index: i + 1,
+      digest: d.digest,
+      mediaType,
+    });
   }
   return mediaType;
 }
@@ -301,9 +295,9 @@ export function checkDiffIdCount(
   diffIds: string[] | undefined,
   layerCount: number,
   where: string,
-  details: Record<string, unknown>,
+  details: SchemaErrorContext,
 ): void {
   if (diffIds && diffIds.length !== layerCount) {
-    throw manifestInvalid(`${where} has ${layerCount} layers but its config lists ${diffIds.length} diff_ids`, details);
+    throw manifestInvalid(where, `has ${layerCount} layers but its config lists ${diffIds.length} diff_ids`, details);
   }
 }

@@ -67,26 +67,31 @@ export interface ResolvedImage {
 async function readBlob(source: ByteSource, desc: Descriptor, what: string): Promise<Buffer> {
   const size = await source.size(blobName(desc.digest));
   if (size === undefined)
-    throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${what} ${desc.digest} is missing from ${source.location}`, {
+    throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+      source: 'layout',
+      blob: `${what} ${desc.digest}`,
       digest: desc.digest,
       location: source.location,
     });
   if (size > MAX_JSON_BYTES)
-    throw manifestInvalid(`${what} ${desc.digest} is too large (${size} bytes)`, { digest: desc.digest });
+    throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', {
+      problem: 'too-large',
+      subject: `${what} ${desc.digest}`,
+      size,
+      digest: desc.digest,
+    });
   const buf = await source.read(blobName(desc.digest), MAX_JSON_BYTES);
   const actual = `sha256:${sha256(buf)}`;
   if (actual !== desc.digest || buf.length !== desc.size) {
-    throw new EmbersError(
-      'EMB_IMAGE_DIGEST_MISMATCH',
-      `${what} ${desc.digest} does not match its descriptor (sha256 ${actual}, ${buf.length} bytes, expected ${desc.size})`,
-      {
-        digest: desc.digest,
-        actual,
-        size: buf.length,
-        expectedSize: desc.size,
-        location: source.location,
-      },
-    );
+    throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+      problem: 'descriptor',
+      blob: `${what} ${desc.digest}`,
+      digest: desc.digest,
+      actual,
+      size: buf.length,
+      expectedSize: desc.size,
+      location: source.location,
+    });
   }
   return buf;
 }
@@ -95,13 +100,13 @@ async function resolveToManifest(
   desc: Descriptor,
   depth: number,
 ): Promise<{ desc: Descriptor; doc: Record<string, unknown> }> {
-  if (depth > 4) throw manifestInvalid('image indexes nest too deeply', { digest: desc.digest });
+  if (depth > 4) throw manifestInvalid('image indexes', 'nest too deeply', { digest: desc.digest });
   if (desc.mediaType !== undefined && !INDEX_TYPES.has(desc.mediaType) && !MANIFEST_TYPES.has(desc.mediaType)) {
     kindOf({}, desc); // throws the right error for schema 1 / unknown types
   }
   const buf = await readBlob(source, desc, 'manifest');
   const doc = parseJson(buf, `manifest ${desc.digest}`, source.location);
-  if (!isObject(doc)) throw manifestInvalid(`manifest ${desc.digest} is not a JSON object`, { digest: desc.digest });
+  if (!isObject(doc)) throw manifestInvalid(`manifest ${desc.digest}`, 'is not a JSON object', { digest: desc.digest });
   if (kindOf(doc, desc) === 'index') {
     const entries = checkIndex(doc, `index ${desc.digest}`);
     return resolveToManifest(source, pickPlatform(entries, `index ${desc.digest}`), depth + 1);
@@ -121,15 +126,7 @@ async function* hashing(
   }
   const actual = `sha256:${hash.digest('hex')}`;
   if (expected && actual !== expected) {
-    throw new EmbersError(
-      'EMB_IMAGE_DIGEST_MISMATCH',
-      `${label}: uncompressed content ${actual} does not match the config's diff_id ${expected}`,
-      {
-        layer: label,
-        diffId: expected,
-        actual,
-      },
-    );
+    throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', { problem: 'diff-id', layer: label, diffId: expected, actual });
   }
 }
 
@@ -155,7 +152,9 @@ function makeResolved(
       const name = names.get(layer)!;
       const size = await source.size(name);
       if (size === undefined)
-        throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${layer.label} is missing from ${source.location}`, {
+        throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+          source: 'layout',
+          blob: layer.label,
           digest: layer.digest,
           location: source.location,
         });
@@ -163,17 +162,15 @@ function makeResolved(
       for await (const chunk of source.stream(name)) hash.update(chunk as Buffer);
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== layer.digest || size !== layer.size) {
-        throw new EmbersError(
-          'EMB_IMAGE_DIGEST_MISMATCH',
-          `${layer.label} does not match its descriptor (sha256 ${actual}, ${size} bytes, expected ${layer.size})`,
-          {
-            digest: layer.digest,
-            actual,
-            size,
-            expectedSize: layer.size,
-            location: source.location,
-          },
-        );
+        throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+          problem: 'descriptor',
+          blob: layer.label,
+          digest: layer.digest,
+          actual,
+          size,
+          expectedSize: layer.size,
+          location: source.location,
+        });
       }
     },
     openLayer(layer) {
@@ -193,7 +190,10 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
   if (layoutSize !== undefined) {
     const layout = parseJson(await source.read('oci-layout', 64 * 1024), 'oci-layout', source.location);
     if (!isObject(layout) || typeof layout.imageLayoutVersion !== 'string')
-      throw manifestInvalid(`oci-layout has no imageLayoutVersion (${source.location})`, { location: source.location });
+      throw manifestInvalid('oci-layout', 'has no imageLayoutVersion', {
+        where: source.location,
+        location: source.location,
+      });
   }
   const indexBuf = await source.read('index.json', MAX_JSON_BYTES);
   const entries = checkIndex(parseJson(indexBuf, 'index.json', source.location), `${source.location}/index.json`);
@@ -205,23 +205,24 @@ async function resolveOci(ref: string, parsed: ParsedRef, source: ByteSource): P
     else {
       const size = await source.size(blobName(parsed.digest));
       if (size === undefined)
-        throw new EmbersError('EMB_IMAGE_NOT_FOUND', `no manifest ${parsed.digest} in ${source.location}`, {
+        throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+          problem: 'no-manifest',
           ref,
           digest: parsed.digest,
+          location: source.location,
         });
       chosen = { digest: parsed.digest, size };
     }
   } else if (parsed.tag !== undefined) {
     const tagged = entries.filter((d) => matchesTag(d, parsed.tag!));
     if (tagged.length === 0) {
-      throw new EmbersError(
-        'EMB_IMAGE_NOT_FOUND',
-        `no image tagged ${JSON.stringify(parsed.tag)} in ${source.location} (tags: ${entries.flatMap(refNames).join(', ') || 'none'})`,
-        {
-          ref,
-          tag: parsed.tag,
-        },
-      );
+      throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+        problem: 'no-tag',
+        ref,
+        tag: parsed.tag,
+        location: source.location,
+        tags: entries.flatMap(refNames),
+      });
     }
     chosen = pickPlatform(tagged, `${source.location}/index.json`);
   } else {
@@ -249,7 +250,7 @@ async function resolveManifestDoc(
   checkPlatform(cfg.os, cfg.architecture, desc.digest);
   checkDiffIdCount(cfg.diffIds, layerDescs.length, where, { digest: desc.digest });
   const specs = layerDescs.map((d, i): LayerSpec => {
-    const mediaType = layerMediaType(d, i, '', {});
+    const mediaType = layerMediaType(d, i);
     return {
       name: blobName(d.digest),
       layer: {
@@ -269,7 +270,7 @@ async function resolveManifestDoc(
 async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteSource): Promise<ResolvedImage> {
   const doc = parseJson(await source.read('manifest.json', MAX_JSON_BYTES), 'manifest.json', source.location);
   if (!Array.isArray(doc) || doc.length === 0)
-    throw manifestInvalid(`manifest.json of ${source.location} is not a non-empty array`, {
+    throw manifestInvalid(`manifest.json of ${source.location}`, 'is not a non-empty array', {
       location: source.location,
     });
   const images = doc.map((m, i) => {
@@ -279,7 +280,7 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
       !Array.isArray(m.Layers) ||
       m.Layers.some((l) => typeof l !== 'string')
     ) {
-      throw manifestInvalid(`manifest.json[${i}] of ${source.location} lacks Config/Layers`, {
+      throw manifestInvalid(`manifest.json[${i}] of ${source.location}`, 'lacks Config/Layers', {
         location: source.location,
       });
     }
@@ -290,48 +291,46 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
     };
   });
   if (parsed.digest)
-    throw new EmbersError(
-      'EMB_IMAGE_NOT_FOUND',
-      `${source.location} is a legacy docker save archive: select images by tag, not digest`,
-      { ref },
-    );
+    throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'legacy-digest', ref, location: source.location });
   let image = images[0]!;
   if (parsed.tag !== undefined) {
     const tag = parsed.tag;
     const found = images.find((im) => im.tags.some((t) => t === tag || t.endsWith(`:${tag}`)));
     if (!found)
-      throw new EmbersError(
-        'EMB_IMAGE_NOT_FOUND',
-        `no image tagged ${JSON.stringify(tag)} in ${source.location} (tags: ${images.flatMap((im) => im.tags).join(', ') || 'none'})`,
-        { ref, tag },
-      );
+      throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+        problem: 'no-tag',
+        ref,
+        tag,
+        location: source.location,
+        tags: images.flatMap((im) => im.tags),
+      });
     image = found;
   } else if (images.length > 1) {
-    throw new EmbersError(
-      'EMB_IMAGE_NOT_FOUND',
-      `${source.location} holds ${images.length} images: pick one with PATH:TAG (tags: ${images.flatMap((im) => im.tags).join(', ')})`,
-      { ref },
-    );
+    throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+      problem: 'several-images',
+      ref,
+      where: source.location,
+      count: images.length,
+      tags: images.flatMap((im) => im.tags),
+    });
   }
 
   const configBuf = await source.read(image.config, MAX_JSON_BYTES);
   const configDigest = `sha256:${sha256(configBuf)}`;
   const named = /([0-9a-f]{64})(\.json)?$/.exec(image.config);
   if (named && `sha256:${named[1]}` !== configDigest) {
-    throw new EmbersError(
-      'EMB_IMAGE_DIGEST_MISMATCH',
-      `image config ${image.config} does not match its name (sha256 ${configDigest})`,
-      {
-        name: image.config,
-        actual: configDigest,
-      },
-    );
+    throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+      problem: 'config-name',
+      name: image.config,
+      actual: configDigest,
+    });
   }
   const cfg = parseConfig(parseJson(configBuf, `image config ${image.config}`, source.location), configDigest);
   checkPlatform(cfg.os, cfg.architecture, configDigest);
   if (!cfg.diffIds || cfg.diffIds.length !== image.layers.length) {
     throw manifestInvalid(
-      `image config ${image.config} lists ${cfg.diffIds?.length ?? 0} diff_ids for ${image.layers.length} layers`,
+      `image config ${image.config}`,
+      `lists ${cfg.diffIds?.length ?? 0} diff_ids for ${image.layers.length} layers`,
       { name: image.config },
     );
   }
@@ -339,8 +338,11 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
   for (let i = 0; i < image.layers.length; i++) {
     const size = await source.size(image.layers[i]!);
     if (size === undefined)
-      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `layer ${image.layers[i]} is missing from ${source.location}`, {
+      throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+        source: 'archive',
+        blob: `layer ${image.layers[i]}`,
         name: image.layers[i],
+        location: source.location,
       });
     // The legacy layer.tar is the uncompressed tar: its digest is the diff_id, checked by verifyLayer.
     layerDescs.push({ mediaType: MEDIA.dockerLayerTar, digest: cfg.diffIds[i]!, size });
@@ -370,20 +372,19 @@ async function resolveDockerLegacy(ref: string, parsed: ParsedRef, source: ByteS
 
 /**
  * After a failed resolution: closes the source, then rethrows an EmbersError as it is and
- * wraps anything else as EMB_IMAGE_MANIFEST_INVALID (`message: <cause>`).
+ * wraps anything else as EMB_IMAGE_MANIFEST_INVALID (`reading <subject> failed: <cause>`).
  */
 async function resolutionFailed(
   source: ByteSource,
   err: unknown,
-  message: string,
-  details: Record<string, unknown>,
+  subject: string,
+  details: { ref?: string; reference?: string },
 ): Promise<never> {
   await source.close();
   if (isEmbersError(err)) throw err;
-  throw new EmbersError(
+  throw EmbersError.of(
     'EMB_IMAGE_MANIFEST_INVALID',
-    `${message}: ${err instanceof Error ? err.message : String(err)}`,
-    details,
+    { problem: 'unreadable', subject, reason: err instanceof Error ? err.message : String(err), ...details },
     { cause: err },
   );
 }
@@ -401,13 +402,14 @@ export async function resolveImage(ref: string): Promise<ResolvedImage> {
     if ((await source.size('index.json')) !== undefined) return await resolveOci(ref, parsed, source);
     if (!parsed.isDir && (await source.size('manifest.json')) !== undefined)
       return await resolveDockerLegacy(ref, parsed, source);
-    throw new EmbersError(
-      'EMB_IMAGE_NOT_FOUND',
-      `${parsed.path} is not an OCI image layout (no index.json)${parsed.isDir ? '' : ' or docker save archive (no manifest.json)'}`,
-      { ref, path: parsed.path },
-    );
+    throw EmbersError.of('EMB_IMAGE_NOT_FOUND', {
+      problem: 'not-an-image',
+      ref,
+      path: parsed.path,
+      directory: parsed.isDir,
+    });
   } catch (err) {
-    return await resolutionFailed(source, err, `reading ${ref} failed`, { ref });
+    return await resolutionFailed(source, err, ref, { ref });
   }
 }
 
@@ -422,23 +424,19 @@ export async function resolveFromBlobs(
   manifestDigest: string,
 ): Promise<ResolvedImage> {
   if (!DIGEST_RE.test(manifestDigest))
-    throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, {
-      reference,
-      manifestDigest,
-    });
+    throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'not-a-digest', reference, manifestDigest });
   const source = new DirSource(root);
   try {
     const size = await source.size(blobName(manifestDigest));
     if (size === undefined)
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_BLOB_MISSING',
-        `manifest ${manifestDigest} of ${reference} is not in the blob store ${root}`,
-        { reference, manifestDigest, location: root },
+        { source: 'blob-store', reference, manifestDigest, location: root },
         { hint: 'pull the image again' },
       );
     const { desc, doc } = await resolveToManifest(source, { digest: manifestDigest, size }, 0);
     return await resolveManifestDoc(reference, source, desc, doc);
   } catch (err) {
-    return await resolutionFailed(source, err, `reading ${reference} from ${root} failed`, { reference });
+    return await resolutionFailed(source, err, `${reference} from ${root}`, { reference });
   }
 }

@@ -97,10 +97,7 @@ export class RootfsCache {
     onlyVersion?: number,
   ): Promise<{ flattenerVersion: number; diskBytes: number }[]> {
     const m = DIGEST_RE.exec(manifestDigest);
-    if (!m)
-      throw new EmbersError('EMB_IMAGE_NOT_FOUND', `not a manifest digest: ${JSON.stringify(manifestDigest)}`, {
-        manifestDigest,
-      });
+    if (!m) throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'not-a-digest', manifestDigest });
     const names = await readdir(this.dir).catch(() => [] as string[]);
     const removed: { flattenerVersion: number; diskBytes: number }[] = [];
     for (const name of names) {

@@ -187,10 +187,9 @@ export class ImageStore {
       return { entry, stillNamed };
     });
     if (!outcome) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_NOT_FOUND',
-        `${key} is not in the image cache of this node`,
-        { reference: refOrDigest, key },
+        { problem: 'not-cached', reference: refOrDigest, key },
         { hint: 'list the cached images with `embers image ls`' },
       );
     }
@@ -418,10 +417,9 @@ export class ImageStore {
     const manifestDigest = entry?.manifestDigest ?? resolved?.manifestDigest ?? (DIGEST_RE.test(ref) ? ref : undefined);
     const rootfs = manifestDigest ? await this.get(manifestDigest) : undefined;
     if (!manifestDigest || (!resolved && !rootfs)) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_NOT_FOUND',
-        `${reference} is not in the image cache of this node`,
-        { reference: ref },
+        { problem: 'not-cached', reference: ref, key: reference },
         { hint: `pull it first: \`embers image pull ${ref}\`; list the cached images with \`embers image ls\`` },
       );
     }

@@ -51,12 +51,14 @@ export interface TarEntry {
 
 const BLOCK = 512;
 
-function invalid(message: string, details: Record<string, unknown> = {}): EmbersError {
-  return new EmbersError('EMB_IMAGE_LAYER_INVALID', `invalid tar archive: ${message}`, details);
+/** A malformed archive: `defect` says what is wrong ("truncated archive (…)"). */
+function invalid(defect: string, details: { offset?: number } = {}): EmbersError {
+  return EmbersError.of('EMB_IMAGE_LAYER_INVALID', { problem: 'tar', defect, ...details });
 }
 
-function unsupported(message: string, details: Record<string, unknown> = {}): EmbersError {
-  return new EmbersError('EMB_IMAGE_LAYER_UNSUPPORTED', `unsupported tar archive: ${message}`, details);
+/** An archive using a feature the reader refuses: `defect` names it ("GNU sparse files"). */
+function unsupported(defect: string): EmbersError {
+  return EmbersError.of('EMB_IMAGE_LAYER_UNSUPPORTED', { problem: 'tar', defect });
 }
 
 /** Pulls exact byte counts out of an async stream of chunks. */

@@ -57,10 +57,14 @@ export async function createSnapshot(
   const rec = await deps.instances.get(instance);
   const image = await deps.images.get(rec.image.manifestDigest);
   if (!image) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_IMAGE_NOT_FOUND',
-      `the rootfs of ${rec.image.reference} (${rec.image.manifestDigest}) is no longer cached`,
-      { instance },
+      {
+        problem: 'rootfs-gone',
+        instance,
+        reference: rec.image.reference,
+        manifestDigest: rec.image.manifestDigest,
+      },
       {
         hint: `pull the image again (\`embers image pull ${rec.image.reference}\`), then retry`,
       },

@@ -15,13 +15,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
-import { run } from '../../src/util/exec.js';
+import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import { FirecrackerDriver } from '../../src/vmm/firecracker/driver.js';
 import { fixedDrivePath, DEFAULT_FIXED_DIR } from '../../src/vmm/firecracker/mount-namespace.js';
 import { ensureUffdHandler, startUffdHandler } from '../../src/vmm/firecracker/uffd-handler.js';
 import { openTestNode } from '../helpers/node.js';
 import { findRealFirecracker, guestUnavailable } from '../helpers/real-firecracker.js';
+import { assertReadsBack, stopAndFsck, writeTestFile } from '../helpers/test-function.js';
 
 const CLONES = Number(process.env.EMBERS_FC_CONFORMANCE_CLONES ?? 3);
 
@@ -42,12 +42,8 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
     assert.equal(node.driver.kind, 'firecracker');
     const image = await buildTestFunctionImage(join(tn.home, 'fn'));
     await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
-    assert.equal(
-      reportedSha256(
-        (await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body,
-      ),
-      expectedFileSha256('a', 300000),
-    );
+    const synced = { name: 'synced.bin', size: 300000, seed: 'a' };
+    await writeTestFile(node, 'origin', synced);
     const snap = await node.snapshots.create('origin', { stop: true });
     const m = snap.manifest;
     assert.equal(m.vmm.kind, 'firecracker');
@@ -59,16 +55,8 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
       const name = c.record.name;
       assert.equal(c.diskVerified, true);
       assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-      assert.equal(
-        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
-        expectedFileSha256('a', 300000),
-      );
-      assert.equal(
-        reportedSha256(
-          (await node.invoke(name, { path: `/cgi-bin/write?name=own-${i}.bin&size=50000&seed=c${i}&sync=1` })).body,
-        ),
-        expectedFileSha256(`c${i}`, 50000),
-      );
+      await assertReadsBack(node, name, synced);
+      await writeTestFile(node, name, { name: `own-${i}.bin`, size: 50000, seed: `c${i}` });
       // Mount-namespace isolation: this clone's Firecracker holds its own disk at the fixed path, no other clone's.
       const pid = c.record.vm.pid;
       const held: { path: string; ino: number }[] = [];
@@ -81,13 +69,7 @@ test(`Firecracker conformance: boot, snapshot, restore ${CLONES} clones at once;
         [{ path: fixedDrivePath(DEFAULT_FIXED_DIR), ino: disks[i] }],
       );
     }
-    for (const c of restored.clones) {
-      const rec = await node.instances.get(c.record.name);
-      await node.driver.stop(rec.vm);
-      const fsck = await run('e2fsck', ['-fn', rec.diskPath], { okCodes: [1, 4, 8] });
-      assert.equal(fsck.code, 0, `e2fsck -fn on ${rec.name}'s disk:\n${fsck.stdout}`);
-      await node.stop(rec.name);
-    }
+    for (const c of restored.clones) await stopAndFsck(node, c.record.name);
 
     // The page server: one more VM loaded from the snapshot's files with the Uffd backend.
     const driver = node.driver as FirecrackerDriver;

@@ -4,50 +4,26 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  TEST_FUNCTION_REF_NAME,
-  buildTestFunctionImage,
-  expectedFileSha256,
-  reportedSha256,
-} from '../../src/examples/test-function.js';
+import { TEST_FUNCTION_REF_NAME, buildTestFunctionImage } from '../../src/examples/test-function.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { startPeerServer } from '../../src/snapshot/peer-server.js';
-import { run } from '../../src/util/exec.js';
 import { openTestNode } from '../helpers/node.js';
 import { startRegistry } from '../helpers/registry.js';
 import { startS3Server } from '../helpers/s3-server.js';
+import { assertReadsBack, stopAndFsck, writeTestFile } from '../helpers/test-function.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 /** Every clone answers, reads back the files written before the snapshot, keeps working, and its disk is clean after stop. */
 async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-  assert.equal(
-    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
-    expectedFileSha256('remote-a', 500000),
-  );
-  assert.equal(
-    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body),
-    expectedFileSha256('remote-b', 60000),
-  );
+  await assertReadsBack(node, name, { name: 'synced.bin', size: 500000, seed: 'remote-a' });
+  await assertReadsBack(node, name, { name: 'cached.bin', size: 60000, seed: 'remote-b' });
   for (let i = 0; i < 3; i++) {
-    assert.equal(
-      reportedSha256(
-        (
-          await node.invoke(name, {
-            path: `/cgi-bin/write?name=more-${i}.bin&size=40000&seed=${name}-${i}&sync=${i % 2}`,
-          })
-        ).body,
-      ),
-      expectedFileSha256(`${name}-${i}`, 40000),
-    );
+    await writeTestFile(node, name, { name: `more-${i}.bin`, size: 40000, seed: `${name}-${i}` }, i % 2 === 1);
   }
   assert.match((await node.invoke(name, { path: '/cgi-bin/files' })).body, /more-2\.bin/);
-  const rec = await node.instances.get(name);
-  await node.driver.stop(rec.vm);
-  const fsck = await run('e2fsck', ['-fn', rec.diskPath], { okCodes: [1, 4, 8] });
-  assert.equal(fsck.code, 0, `e2fsck -fn on ${name}:\n${fsck.stdout}`);
-  await node.stop(name);
+  await stopAndFsck(node, name);
 }
 
 test('remote snapshots: node A snapshots and uploads; clean node B restores 3 clones from S3 and 1 straight from A as a peer', async () => {

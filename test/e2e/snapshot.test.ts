@@ -3,20 +3,11 @@ import assert from 'node:assert/strict';
 import { cp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import { run } from '../../src/util/exec.js';
 import { sha256File } from '../../src/util/fs.js';
-import type { EmbersNode } from '../../src/node/node.js';
 import { openTestNode } from '../helpers/node.js';
-
-/** Stops a clone's VM, checks its disk with e2fsck -fn, then releases the instance. */
-async function stopAndFsck(node: EmbersNode, name: string): Promise<void> {
-  const rec = await node.instances.get(name);
-  await node.driver.stop(rec.vm);
-  const fsck = await run('e2fsck', ['-fn', rec.diskPath], { okCodes: [1, 4, 8] });
-  assert.equal(fsck.code, 0, `e2fsck -fn on ${name}'s disk:\n${fsck.stdout}\n${fsck.stderr}`);
-  await node.stop(name);
-}
+import { assertReadsBack, stopAndFsck, writeTestFile } from '../helpers/test-function.js';
 
 test('local snapshots: create once, restore 3 clones concurrently; files written before the snapshot survive, disks bit-identical and clean', async () => {
   const t = await openTestNode();
@@ -25,18 +16,10 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     const image = await buildTestFunctionImage(join(t.home, 'fn'));
     const rec = await node.run({ image, vcpus: 1, memoryMiB: 128, port: 8080, env: [] }, { name: 'origin' });
     // one file synced to disk, one only in the guest's page cache at snapshot time
-    assert.equal(
-      reportedSha256(
-        (await node.invoke('origin', { path: '/cgi-bin/write?name=synced.bin&size=300000&seed=a&sync=1' })).body,
-      ),
-      expectedFileSha256('a', 300000),
-    );
-    assert.equal(
-      reportedSha256(
-        (await node.invoke('origin', { path: '/cgi-bin/write?name=cached.bin&size=70000&seed=b&sync=0' })).body,
-      ),
-      expectedFileSha256('b', 70000),
-    );
+    const synced = { name: 'synced.bin', size: 300000, seed: 'a' };
+    const cached = { name: 'cached.bin', size: 70000, seed: 'b' };
+    await writeTestFile(node, 'origin', synced);
+    await writeTestFile(node, 'origin', cached, false);
 
     const snap = await node.snapshots.create('origin');
     const m = snap.manifest;
@@ -56,21 +39,10 @@ test('local snapshots: create once, restore 3 clones concurrently; files written
     for (const c of restored.clones) {
       assert.equal(c.diskVerified, true);
       const name = c.record.name;
-      assert.equal(
-        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
-        expectedFileSha256('a', 300000),
-      );
-      assert.equal(
-        reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=cached.bin' })).body),
-        expectedFileSha256('b', 70000),
-      );
+      await assertReadsBack(node, name, synced);
+      await assertReadsBack(node, name, cached);
       // each clone keeps working: more writes, on its own disk
-      assert.equal(
-        reportedSha256(
-          (await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=50000&seed=${name}&sync=1` })).body,
-        ),
-        expectedFileSha256(name, 50000),
-      );
+      await writeTestFile(node, name, { name: `${name}.bin`, size: 50000, seed: name });
       const files = (await node.invoke(name, { path: '/cgi-bin/files' })).body;
       assert.match(files, new RegExp(`${name}\\.bin`));
       for (const other of restored.clones)

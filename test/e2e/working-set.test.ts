@@ -5,7 +5,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
-import { buildTestFunctionImage, expectedFileSha256, reportedSha256 } from '../../src/examples/test-function.js';
+import { buildTestFunctionImage } from '../../src/examples/test-function.js';
 import { WORKING_SET_FILES, readWorkingSetRanges, totalPages } from '../../src/memory/working-set.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { MANIFEST_NAME, SNAPSHOT_FILES, fileEntry } from '../../src/snapshot/manifest.js';
@@ -14,22 +14,15 @@ import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
 import { openTestNode } from '../helpers/node.js';
 import { startS3Server } from '../helpers/s3-server.js';
 import { workingSetBytes } from '../helpers/snapshots.js';
+import { assertReadsBack, writeTestFile } from '../helpers/test-function.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 /** The clone answers, reads back the file written before the snapshot, writes a new one; then it is stopped. */
 async function checkClone(node: EmbersNode, name: string): Promise<void> {
   assert.equal((await node.invoke(name, { path: '/' })).body.trim(), 'hello from embers');
-  assert.equal(
-    reportedSha256((await node.invoke(name, { path: '/cgi-bin/read?name=synced.bin' })).body),
-    expectedFileSha256('ws-a', 200000),
-  );
-  assert.equal(
-    reportedSha256(
-      (await node.invoke(name, { path: `/cgi-bin/write?name=${name}.bin&size=30000&seed=${name}&sync=1` })).body,
-    ),
-    expectedFileSha256(name, 30000),
-  );
+  await assertReadsBack(node, name, { name: 'synced.bin', size: 200000, seed: 'ws-a' });
+  await writeTestFile(node, name, { name: `${name}.bin`, size: 30000, seed: name });
   await node.stop(name);
 }
 

@@ -14,15 +14,15 @@ test('error catalogue: stable EMB_ codes, each with a summary, a hint and an exi
 });
 
 test('EmbersError carries code, hint, details and serialises to JSON', () => {
-  const e = new EmbersError('EMB_IMAGE_NOT_FOUND', 'no image at /x', { ref: '/x' });
+  const e = EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'no-image', ref: '/x' });
   assert.equal(e.code, 'EMB_IMAGE_NOT_FOUND');
   assert.equal(e.hint, ERRORS.EMB_IMAGE_NOT_FOUND.hint);
   assert.equal(e.exitCode, 66);
   assert.deepEqual(JSON.parse(JSON.stringify(e)), {
     code: 'EMB_IMAGE_NOT_FOUND',
-    message: 'no image at /x',
+    message: 'no image at "/x": not an OCI layout directory or docker save archive',
     hint: e.hint,
-    details: { ref: '/x' },
+    details: { problem: 'no-image', ref: '/x' },
   });
   assert.ok(isEmbersError(e, 'EMB_IMAGE_NOT_FOUND'));
   assert.ok(!isEmbersError(e, 'EMB_INTERNAL'));

@@ -180,39 +180,18 @@ export class TokenCache {
     const realm = challenge.params.realm;
     const service = challenge.params.service ?? '';
     if (!realm)
-      throw new EmbersError(
-        'EMB_REGISTRY_REQUEST_FAILED',
-        `registry ${ctx.registry} asked for a bearer token without naming a realm`,
-        {
-          registry: ctx.registry,
-          challenge,
-        },
-      );
+      throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', { problem: 'no-realm', registry: ctx.registry, challenge });
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new EmbersError(
-        'EMB_REGISTRY_REQUEST_FAILED',
-        `registry ${ctx.registry} named an invalid token realm ${JSON.stringify(realm)}`,
-        {
-          registry: ctx.registry,
-          realm,
-        },
-      );
+      throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', { problem: 'invalid-realm', registry: ctx.registry, realm });
     }
     if (url.protocol === 'http:' && !isInsecure(url.host, ctx.insecure)) {
-      throw new EmbersError(
-        'EMB_REGISTRY_TLS',
-        `the token realm ${realm} of registry ${ctx.registry} is plain HTTP and ${url.host} is not an insecure registry: credentials are not sent in clear`,
-        { registry: ctx.registry, realm },
-      );
+      throw EmbersError.of('EMB_REGISTRY_TLS', { problem: 'plain-http-realm', registry: ctx.registry, realm });
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `unsupported token realm ${realm}`, {
-        registry: ctx.registry,
-        realm,
-      });
+      throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', { problem: 'realm-scheme', registry: ctx.registry, realm });
     if (service) url.searchParams.set('service', service);
     const scopes = new Set([scope, ...(challenge.params.scope ? challenge.params.scope.split(' ') : [])]);
     for (const s of scopes) url.searchParams.append('scope', s);
@@ -224,28 +203,39 @@ export class TokenCache {
     const status = res.statusCode ?? 0;
     if (status === 401 || status === 403) {
       const err = await errorBody(res, url, what);
-      throw new EmbersError(
-        'EMB_REGISTRY_AUTH',
-        creds
-          ? `${what} (${url.origin}${url.pathname}) refused the credentials of ${JSON.stringify(creds.username)} for ${scope}: HTTP ${status}${err.message ? ` (${err.message})` : ''}`
-          : `${what} (${url.origin}${url.pathname}) refused anonymous access to ${scope}: HTTP ${status}; credentials are needed`,
-        { registry: ctx.registry, realm, scope, status, username: creds?.username },
-      );
+      throw EmbersError.of('EMB_REGISTRY_AUTH', {
+        problem: 'token',
+        server: what,
+        url: `${url.origin}${url.pathname}`,
+        registry: ctx.registry,
+        realm,
+        scope,
+        status,
+        username: creds?.username,
+        ...(err.message ? { registryMessage: err.message } : {}),
+      });
     }
     if (status !== 200) {
       const err = await errorBody(res, url, what);
-      throw new EmbersError(
-        status >= 500 || status === 429 ? 'EMB_REGISTRY_UNAVAILABLE' : 'EMB_REGISTRY_REQUEST_FAILED',
-        `${what} answered HTTP ${status}${err.message ? ` (${err.message})` : ''}`,
-        { registry: ctx.registry, realm, status },
-      );
+      const details = {
+        server: what,
+        registry: ctx.registry,
+        realm,
+        status,
+        ...(err.message ? { registryMessage: err.message } : {}),
+      };
+      throw status >= 500 || status === 429
+        ? EmbersError.of('EMB_REGISTRY_UNAVAILABLE', details)
+        : EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', details);
     }
     const body = await readBody(res, url, what, 1 << 20);
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       doc = JSON.parse(body.toString('utf8')) as typeof doc;
     } catch {
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered with a body that is not JSON`, {
+      throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+        problem: 'not-json',
+        server: what,
         registry: ctx.registry,
         realm,
       });
@@ -257,7 +247,9 @@ export class TokenCache {
           ? doc.access_token
           : '';
     if (!token)
-      throw new EmbersError('EMB_REGISTRY_REQUEST_FAILED', `${what} answered without a token`, {
+      throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+        problem: 'no-token',
+        server: what,
         registry: ctx.registry,
         realm,
       });

@@ -21,8 +21,7 @@ const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
 
 export function digestHex(digest: string): string {
   const m = DIGEST_RE.exec(digest);
-  if (!m)
-    throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `not a sha256 digest: ${JSON.stringify(digest)}`, { digest });
+  if (!m) throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', { problem: 'not-sha256', digest });
   return m[1]!;
 }
 
@@ -68,10 +67,7 @@ export class BlobStore {
   /** Stores bytes already read whole (manifests, configs), after checking them against `digest`. */
   async putBytes(digest: string, bytes: Buffer): Promise<void> {
     const hex = digestHex(digest);
-    if (sha256(bytes) !== hex)
-      throw new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', `refusing to store bytes that do not match ${digest}`, {
-        digest,
-      });
+    if (sha256(bytes) !== hex) throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', { problem: 'refused-store', digest });
     if (await this.has(digest, bytes.length)) return;
     await this.ensureDirs();
     await writeFileAtomic(this.path(digest), bytes, { tmpDir: this.partialDir });

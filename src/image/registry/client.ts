@@ -92,14 +92,13 @@ export class RegistryClient {
       await drain(res);
       const location = res.headers.location;
       if (!location || hop >= MAX_REDIRECTS) {
-        throw new EmbersError(
-          'EMB_REGISTRY_REQUEST_FAILED',
-          `${this.what} redirected ${url.pathname} ${location ? 'too many times' : 'without a Location'}`,
-          {
-            url: url.href,
-            status,
-          },
-        );
+        throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+          problem: 'redirect',
+          server: this.what,
+          url: url.href,
+          status,
+          ...(location ? { location } : {}),
+        });
       }
       const next = new URL(location, current);
       if (
@@ -107,14 +106,12 @@ export class RegistryClient {
         current.protocol === 'https:' &&
         !isInsecure(next.host, this.opts.insecureRegistries)
       ) {
-        throw new EmbersError(
-          'EMB_REGISTRY_TLS',
-          `${this.what} redirected ${url.pathname} to plain HTTP (${next.host})`,
-          {
-            url: url.href,
-            location: next.href,
-          },
-        );
+        throw EmbersError.of('EMB_REGISTRY_TLS', {
+          problem: 'redirect-to-http',
+          server: this.what,
+          url: url.href,
+          location: next.href,
+        });
       }
       current = next;
     }
@@ -145,27 +142,24 @@ export class RegistryClient {
       const refused = method === 'GET' ? await errorBody(res, url, this.what) : (await drain(res), {});
       const bearer = challenges.find((c) => c.scheme === 'bearer');
       const basic = challenges.find((c) => c.scheme === 'basic');
-      const user = this.credentials ? ` as ${JSON.stringify(this.credentials.username)}` : ' without credentials';
       const details = {
+        server: this.what,
         registry: this.registry,
         repository,
         url: url.href,
         status,
         username: this.credentials?.username,
         ...(refused.code ? { registryCode: refused.code } : {}),
+        ...(refused.message ? { registryMessage: refused.message } : {}),
       };
       if (status === 403 || answered !== undefined) {
         if (answered === 'bearer' && this.bearer)
           this.tokens.forget(this.bearer.params.realm ?? '', this.bearer.params.service ?? '', scope, this.credentials);
-        const maybeMissing =
-          answered === 'bearer'
-            ? ' (registries such as Docker Hub also answer so for a repository that does not exist)'
-            : '';
-        throw new EmbersError(
-          'EMB_REGISTRY_AUTH',
-          `${this.what} refused access to ${repository}${user}: HTTP ${status}${refused.message ? ` (${refused.message})` : ''}${maybeMissing}`,
-          details,
-        );
+        throw EmbersError.of('EMB_REGISTRY_AUTH', {
+          ...details,
+          problem: 'refused',
+          ...(answered === 'bearer' ? { bearer: true } : {}),
+        });
       }
       if (bearer) {
         this.bearer = bearer;
@@ -181,27 +175,23 @@ export class RegistryClient {
       }
       if (basic) {
         if (!this.credentials) {
-          throw new EmbersError(
-            'EMB_REGISTRY_AUTH',
-            `${this.what} needs credentials for ${repository} (basic auth, realm ${JSON.stringify(basic.params.realm ?? '')}) and the credentials file has none for it`,
-            details,
-          );
+          throw EmbersError.of('EMB_REGISTRY_AUTH', {
+            ...details,
+            problem: 'no-credentials',
+            realm: basic.params.realm ?? '',
+          });
         }
-        if (this.basic)
-          throw new EmbersError(
-            'EMB_REGISTRY_AUTH',
-            `${this.what} refused the credentials${user}: HTTP ${status}`,
-            details,
-          );
+        if (this.basic) throw EmbersError.of('EMB_REGISTRY_AUTH', { ...details, problem: 'credentials-refused' });
         this.basic = true;
         answered = 'basic';
         continue;
       }
-      throw new EmbersError(
-        'EMB_REGISTRY_AUTH',
-        `${this.what} answered HTTP ${status} for ${repository} with no challenge embers can answer (${String(res.headers['www-authenticate'] ?? 'no WWW-Authenticate')})`,
-        details,
-      );
+      const challenge = res.headers['www-authenticate'];
+      throw EmbersError.of('EMB_REGISTRY_AUTH', {
+        ...details,
+        problem: 'no-challenge',
+        ...(challenge !== undefined ? { challenge: String(challenge) } : {}),
+      });
     }
   }
 
@@ -213,18 +203,25 @@ export class RegistryClient {
     const status = res.statusCode ?? 0;
     if (status === 404) {
       const err = await errorBody(res, url, this.what);
-      const name = `${this.registry}/${repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`;
       const tags = err.code === 'NAME_UNKNOWN' ? undefined : await this.tags(repository);
-      const why =
+      const missing =
         err.code === 'NAME_UNKNOWN' || tags === null
-          ? 'the repository does not exist'
+          ? 'repository'
           : reference.startsWith('sha256:')
-            ? 'no manifest has that digest'
-            : `the tag does not exist${tags?.length ? ` (tags: ${tags.slice(0, 10).join(', ')}${tags.length > 10 ? ', …' : ''})` : ''}`;
-      throw new EmbersError(
+            ? 'manifest'
+            : 'tag';
+      throw EmbersError.of(
         'EMB_IMAGE_NOT_FOUND',
-        `${name} is not on the registry: ${why}${err.code ? ` (${err.code})` : ''}`,
-        { registry: this.registry, repository, reference, status, ...(err.code ? { registryCode: err.code } : {}) },
+        {
+          problem: 'not-on-registry',
+          missing,
+          registry: this.registry,
+          repository,
+          reference,
+          status,
+          ...(err.code ? { registryCode: err.code } : {}),
+          ...(missing === 'tag' && tags?.length ? { tags } : {}),
+        },
         {
           hint: `check the repository and the ${reference.startsWith('sha256:') ? 'digest' : 'tag'} on ${this.registry}`,
         },
@@ -241,17 +238,14 @@ export class RegistryClient {
     const header = res.headers['docker-content-digest'];
     const claimed = typeof header === 'string' && header.startsWith('sha256:') ? header : undefined;
     if ((expected && digest !== expected) || (!expected && claimed && digest !== claimed)) {
-      throw new EmbersError(
-        'EMB_IMAGE_DIGEST_MISMATCH',
-        `the manifest ${this.registry}/${repository}${expected ? `@${expected}` : `:${reference}`} does not match its digest (got ${digest}, expected ${expected ?? claimed})`,
-        {
-          registry: this.registry,
-          repository,
-          reference,
-          digest: expected ?? claimed,
-          actual: digest,
-        },
-      );
+      throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+        problem: 'manifest-digest',
+        registry: this.registry,
+        repository,
+        reference,
+        digest: expected ?? claimed,
+        actual: digest,
+      });
     }
     const contentType = String(res.headers['content-type'] ?? '')
       .split(';')[0]!
@@ -291,10 +285,16 @@ export class RegistryClient {
   }
 
   private blobNotFound(repository: string, digest: string, status: number, registryCode?: string): EmbersError {
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_IMAGE_BLOB_MISSING',
-      `${this.registry}/${repository} has no blob ${digest} though its manifest names it (HTTP ${status}${registryCode ? `, ${registryCode}` : ''})`,
-      { registry: this.registry, repository, digest, status },
+      {
+        source: 'registry',
+        registry: this.registry,
+        repository,
+        digest,
+        status,
+        ...(registryCode ? { registryCode } : {}),
+      },
       {
         hint: 'the image on the registry is incomplete: push it again',
       },
@@ -304,7 +304,10 @@ export class RegistryClient {
   /** GETs a small blob (a config) whole and checks it against its descriptor. */
   async getBlobBytes(repository: string, desc: Descriptor, what: string): Promise<Buffer> {
     if (desc.size > MAX_JSON_BYTES)
-      throw new EmbersError('EMB_IMAGE_MANIFEST_INVALID', `${what} ${desc.digest} is too large (${desc.size} bytes)`, {
+      throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', {
+        problem: 'too-large',
+        subject: `${what} ${desc.digest}`,
+        size: desc.size,
         digest: desc.digest,
       });
     const path = `${repository}/blobs/${desc.digest}`;
@@ -322,18 +325,17 @@ export class RegistryClient {
     const bytes = await readBody(res, url, this.what, MAX_JSON_BYTES);
     const actual = `sha256:${sha256(bytes)}`;
     if (actual !== desc.digest || bytes.length !== desc.size) {
-      throw new EmbersError(
-        'EMB_IMAGE_DIGEST_MISMATCH',
-        `${what} ${desc.digest} from ${this.registry}/${repository} does not match its descriptor (sha256 ${actual}, ${bytes.length} bytes, expected ${desc.size})`,
-        {
-          registry: this.registry,
-          repository,
-          digest: desc.digest,
-          actual,
-          size: bytes.length,
-          expectedSize: desc.size,
-        },
-      );
+      throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+        problem: 'descriptor',
+        blob: `${what} ${desc.digest}`,
+        from: `${this.registry}/${repository}`,
+        registry: this.registry,
+        repository,
+        digest: desc.digest,
+        actual,
+        size: bytes.length,
+        expectedSize: desc.size,
+      });
     }
     return bytes;
   }
@@ -349,25 +351,28 @@ export class RegistryClient {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
       if (!m) {
         await drain(res);
-        throw new EmbersError(
-          'EMB_REGISTRY_REQUEST_FAILED',
-          `${this.what} answered a range request for ${digest} without a valid Content-Range`,
-          {
-            url: url.href,
-            contentRange: res.headers['content-range'],
-          },
-        );
+        throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+          problem: 'content-range',
+          server: this.what,
+          url: url.href,
+          digest,
+          contentRange: res.headers['content-range'],
+        });
       }
       return { res, status, start: Number(m[1]) };
     }
     const err = await errorBody(res, url, this.what);
     if (status === 404) throw this.blobNotFound(repository, digest, status, err.code);
     if (status === 416) {
-      throw new EmbersError(
-        'EMB_IMAGE_DIGEST_MISMATCH',
-        `blob ${digest} on ${this.registry}/${repository} is shorter than the ${offset} bytes already downloaded`,
-        { registry: this.registry, repository, digest, offset, status },
-      );
+      throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+        problem: 'shorter-than-downloaded',
+        from: `${this.registry}/${repository}`,
+        registry: this.registry,
+        repository,
+        digest,
+        offset,
+        status,
+      });
     }
     throw statusError(status, url, this.what, err, { registry: this.registry, repository, digest });
   }

@@ -63,8 +63,8 @@ async function hashPrefix(path: string): Promise<PartState> {
   return { hash, offset };
 }
 
-function mismatch(message: string, details: ErrorDetails<'EMB_IMAGE_DIGEST_MISMATCH'>): EmbersError {
-  return new EmbersError('EMB_IMAGE_DIGEST_MISMATCH', message, details, {
+function mismatch(details: ErrorDetails<'EMB_IMAGE_DIGEST_MISMATCH'>): EmbersError {
+  return EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', details, {
     hint: 'the blob on the registry is corrupt or was tampered with: push the image again',
   });
 }
@@ -109,10 +109,9 @@ async function fetchWithResume(
   const initial = (await stat(part).catch(() => undefined))?.size ?? 0;
   const resumedFrom = initial <= desc.size ? initial : 0;
   const broken = (e: EmbersError<'EMB_REGISTRY_UNREACHABLE'>, got: number) =>
-    new EmbersError(
-      e.code,
-      `the download of ${desc.digest} from ${where} broke after ${got} of ${desc.size} bytes: ${e.message}`,
-      { ...e.details, digest: desc.digest, got, want: desc.size },
+    EmbersError.of(
+      'EMB_REGISTRY_UNREACHABLE',
+      { ...e.details, digest: desc.digest, from: where, got, want: desc.size },
       { cause: e },
     );
   const report = (offset: number) => opts.onProgress?.({ bytesDone: offset, bytesTotal: desc.size, resumedFrom });
@@ -142,14 +141,13 @@ async function fetchWithResume(
         state = cur;
         if (start !== 0) {
           res.destroy();
-          throw new EmbersError(
-            'EMB_REGISTRY_REQUEST_FAILED',
-            `${where} answered a range request for ${desc.digest} from byte ${start}`,
-            {
-              digest: desc.digest,
-              start,
-            },
-          );
+          throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+            problem: 'range-start',
+            registry: client.registry,
+            repository,
+            digest: desc.digest,
+            start,
+          });
         }
       }
       const fh = await open(part, 'a', 0o644);
@@ -162,7 +160,9 @@ async function fetchWithResume(
             await fh.close().catch(() => {});
             await rm(part, { force: true });
             state = undefined;
-            throw mismatch(`${where} sent more than the ${desc.size} bytes of blob ${desc.digest}`, {
+            throw mismatch({
+              problem: 'too-long',
+              from: where,
               digest: desc.digest,
               expectedSize: desc.size,
             });
@@ -192,7 +192,9 @@ async function fetchWithResume(
         await rm(part, { force: true });
         const got = cur.offset;
         state = undefined;
-        throw mismatch(`blob ${desc.digest} on ${where} is ${got} bytes, but its descriptor says ${desc.size}`, {
+        throw mismatch({
+          problem: 'too-short',
+          from: where,
           digest: desc.digest,
           size: got,
           expectedSize: desc.size,
@@ -207,7 +209,9 @@ async function fetchWithResume(
         restartedAfterResume = true;
         return attempt();
       }
-      throw mismatch(`blob ${desc.digest} from ${where} does not match its digest (sha256 ${actual})`, {
+      throw mismatch({
+        problem: 'blob-digest',
+        from: where,
         digest: desc.digest,
         actual,
         size: desc.size,

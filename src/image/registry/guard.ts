@@ -46,11 +46,13 @@ export class CacheGuard {
       heldHere.delete(path);
       await rm(path, { force: true });
       if (Date.now() - started > this.waitMs) {
-        throw new EmbersError(
-          'EMB_IMAGE_CACHE_BUSY',
-          `the image cache ${this.imagesDir} is being garbage-collected by process ${(await lockOwner(this.gcLockPath)) ?? '?'}`,
-          { lock: this.gcLockPath },
-        );
+        const pid = await lockOwner(this.gcLockPath);
+        throw EmbersError.of('EMB_IMAGE_CACHE_BUSY', {
+          problem: 'gc',
+          resource: `the image cache ${this.imagesDir}`,
+          lock: this.gcLockPath,
+          ...(pid !== undefined ? { pid } : {}),
+        });
       }
       await delay(100, signal);
     }
@@ -81,11 +83,11 @@ export class CacheGuard {
         const pins = await this.livePins();
         if (pins.length === 0) return release;
         if (Date.now() - started > this.waitMs) {
-          throw new EmbersError(
-            'EMB_IMAGE_CACHE_BUSY',
-            `the image cache ${this.imagesDir} is in use by ${pins.length} running pull(s) or ensure(s)`,
-            { pins },
-          );
+          throw EmbersError.of('EMB_IMAGE_CACHE_BUSY', {
+            problem: 'pins',
+            resource: `the image cache ${this.imagesDir}`,
+            pins,
+          });
         }
         await delay(100);
       }

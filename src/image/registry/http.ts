@@ -49,19 +49,17 @@ export function transportError(err: unknown, url: URL, what: string): unknown {
   const e = err as NodeJS.ErrnoException;
   const endpoint = url.host;
   if (isTlsError(e)) {
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_REGISTRY_TLS',
-      `the TLS connection to ${what} (${endpoint}) failed: ${e.message}`,
-      { endpoint, url: url.href, errno: e.code },
+      { problem: 'handshake', server: what, reason: e.message, endpoint, url: url.href, errno: e.code },
       { cause: err },
     );
   }
   const code = e.code && TIMEOUT_CODES.has(e.code) ? 'ETIMEDOUT' : e.code;
   const why = isNetworkErrorCode(code) ? code : e.message;
-  return new EmbersError(
+  return EmbersError.of(
     'EMB_REGISTRY_UNREACHABLE',
-    `${what} (${endpoint}) could not be reached: ${why}`,
-    { endpoint, url: url.href, errno: code, transient: code !== 'ENOTFOUND' },
+    { server: what, endpoint, reason: why, url: url.href, errno: code, transient: code !== 'ENOTFOUND' },
     { cause: err },
   );
 }
@@ -121,11 +119,12 @@ export async function readBody(res: RegistryResponse, url: URL, what: string, ma
       size += (chunk as Buffer).length;
       if (size > maxBytes) {
         res.destroy();
-        throw new EmbersError(
-          'EMB_REGISTRY_REQUEST_FAILED',
-          `${what} sent more than ${maxBytes} bytes for ${url.pathname}`,
-          { url: url.href, maxBytes },
-        );
+        throw EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', {
+          problem: 'too-large',
+          server: what,
+          url: url.href,
+          maxBytes,
+        });
       }
       chunks.push(chunk as Buffer);
     }
@@ -133,7 +132,9 @@ export async function readBody(res: RegistryResponse, url: URL, what: string, ma
     throw transportError(err, url, what);
   }
   if (!res.complete)
-    throw new EmbersError('EMB_REGISTRY_UNREACHABLE', `the connection to ${what} broke while reading ${url.pathname}`, {
+    throw EmbersError.of('EMB_REGISTRY_UNREACHABLE', {
+      problem: 'body',
+      server: what,
       endpoint: url.host,
       url: url.href,
       transient: true,
@@ -196,17 +197,19 @@ export function statusError(
   registryError: { code?: string; message?: string },
   details: RegistryRequestDetails = {},
 ): EmbersError<'EMB_REGISTRY_AUTH' | 'EMB_REGISTRY_UNAVAILABLE' | 'EMB_REGISTRY_REQUEST_FAILED'> {
-  const said = registryError.code
-    ? ` (${registryError.code}${registryError.message ? `: ${registryError.message}` : ''})`
-    : '';
-  const d = { ...details, url: url.href, status, ...(registryError.code ? { registryCode: registryError.code } : {}) };
-  if (status === 401 || status === 403)
-    return new EmbersError('EMB_REGISTRY_AUTH', `${what} refused access to ${url.pathname}: HTTP ${status}${said}`, d);
-  if (status === 429 || status >= 500)
-    return new EmbersError('EMB_REGISTRY_UNAVAILABLE', `${what} answered HTTP ${status} for ${url.pathname}${said}`, d);
-  return new EmbersError(
-    'EMB_REGISTRY_REQUEST_FAILED',
-    `${what} answered HTTP ${status} for ${url.pathname}${said}`,
-    d,
-  );
+  const d = {
+    ...details,
+    server: what,
+    url: url.href,
+    status,
+    ...(registryError.code
+      ? {
+          registryCode: registryError.code,
+          ...(registryError.message ? { registryMessage: registryError.message } : {}),
+        }
+      : {}),
+  };
+  if (status === 401 || status === 403) return EmbersError.of('EMB_REGISTRY_AUTH', d);
+  if (status === 429 || status >= 500) return EmbersError.of('EMB_REGISTRY_UNAVAILABLE', d);
+  return EmbersError.of('EMB_REGISTRY_REQUEST_FAILED', d);
 }

@@ -28,10 +28,6 @@ export async function acquireLock(path: string, what: string, opts: LockOptions 
     pollMs: opts.pollMs ?? 100,
     signal: opts.signal,
     busy: (pid, waitedMs) =>
-      new EmbersError(
-        'EMB_IMAGE_CACHE_BUSY',
-        `${what} is locked by process ${pid} (waited ${Math.round(waitedMs / 1000)} s)`,
-        { lock: path, pid },
-      ),
+      EmbersError.of('EMB_IMAGE_CACHE_BUSY', { problem: 'locked', resource: what, lock: path, pid, waitedMs }),
   });
 }

@@ -91,7 +91,7 @@ export async function pullImage(
     manifests.push(current);
     const parsed = parseJson(current.bytes, `manifest ${current.digest}`, reference);
     if (!isObject(parsed))
-      throw manifestInvalid(`manifest ${current.digest} of ${reference} is not a JSON object`, {
+      throw manifestInvalid(`manifest ${current.digest} of ${reference}`, 'is not a JSON object', {
         reference,
         digest: current.digest,
       });
@@ -107,7 +107,7 @@ export async function pullImage(
       break;
     }
     if (depth >= MAX_INDEX_DEPTH)
-      throw manifestInvalid(`the indexes of ${reference} nest too deeply`, { reference, digest: current.digest });
+      throw manifestInvalid(`the indexes of ${reference}`, 'nest too deeply', { reference, digest: current.digest });
     if (depth === 0) indexDigest = current.digest;
     const where = `index ${current.digest} of ${reference}`;
     const chosen = pickPlatform(checkIndex(parsed, where), where);
@@ -115,18 +115,20 @@ export async function pullImage(
     const child = await withRetry(() => client.getManifest(ref.repository, chosen.digest));
     bytesDownloaded += child.bytes.length;
     if (child.bytes.length !== chosen.size) {
-      throw new EmbersError(
-        'EMB_IMAGE_DIGEST_MISMATCH',
-        `manifest ${chosen.digest} of ${reference} is ${child.bytes.length} bytes, its index says ${chosen.size}`,
-        { reference, digest: chosen.digest, size: child.bytes.length, expectedSize: chosen.size },
-      );
+      throw EmbersError.of('EMB_IMAGE_DIGEST_MISMATCH', {
+        problem: 'manifest-size',
+        reference,
+        digest: chosen.digest,
+        size: child.bytes.length,
+        expectedSize: chosen.size,
+      });
     }
     current = child;
   }
   const manifestDigest = current.digest;
   const where = `manifest ${manifestDigest} of ${reference}`;
   const { configDesc, layers } = checkManifest(doc, where, { reference, digest: manifestDigest });
-  layers.forEach((d, i) => layerMediaType(d, i, ` of ${reference}`, { reference }));
+  layers.forEach((d, i) => layerMediaType(d, i, reference));
 
   // 2. config: checked before any layer is fetched (platform, diff_ids)
   let configBytes: Buffer;

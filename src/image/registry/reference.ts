@@ -9,7 +9,7 @@
  * and digest the tag is `latest`; with a digest the digest alone selects the image (a tag
  * beside it is kept for display only). Repositories are lowercase.
  */
-import { EmbersError } from '../../errors.js';
+import { EmbersError, type ErrorDetails } from '../../errors.js';
 
 export interface ImageReference {
   /** Registry as named: `docker.io`, `ghcr.io`, `localhost:5000`, `[::1]:5000`. */
@@ -33,10 +33,10 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const OTHER_DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const MAX_NAME = 255;
 
-function invalid(ref: string, why: string): EmbersError {
-  return new EmbersError('EMB_IMAGE_REFERENCE_INVALID', `invalid image reference ${JSON.stringify(ref)}: ${why}`, {
-    reference: ref,
-  });
+type ReferenceProblem = Omit<ErrorDetails<'EMB_IMAGE_REFERENCE_INVALID'>, 'reference'>;
+
+function invalid(reference: string, problem: ReferenceProblem): EmbersError {
+  return EmbersError.of('EMB_IMAGE_REFERENCE_INVALID', { reference, ...problem });
 }
 
 function validRegistry(registry: string): boolean {
@@ -60,8 +60,8 @@ function validRegistry(registry: string): boolean {
 /** Parses a registry reference; throws EMB_IMAGE_REFERENCE_INVALID with the reason. */
 export function parseImageReference(input: string): ImageReference {
   const ref = input.startsWith('docker://') ? input.slice('docker://'.length) : input;
-  if (ref === '') throw invalid(input, 'it is empty');
-  if (/\s/.test(ref)) throw invalid(input, 'it contains white space');
+  if (ref === '') throw invalid(input, { problem: 'empty' });
+  if (/\s/.test(ref)) throw invalid(input, { problem: 'white-space' });
 
   let rest = ref;
   let digest: string | undefined;
@@ -71,8 +71,8 @@ export function parseImageReference(input: string): ImageReference {
     rest = rest.slice(0, at);
     if (!DIGEST.test(digest)) {
       if (OTHER_DIGEST.test(digest) && !digest.startsWith('sha256:'))
-        throw invalid(input, `embers verifies sha256 digests only, not ${digest.split(':')[0]}`);
-      throw invalid(input, `the digest ${JSON.stringify(digest)} is not sha256:<64 lowercase hex>`);
+        throw invalid(input, { problem: 'digest-algorithm', digest });
+      throw invalid(input, { problem: 'digest', digest });
     }
   }
   let tag: string | undefined;
@@ -80,13 +80,9 @@ export function parseImageReference(input: string): ImageReference {
   if (colon > rest.lastIndexOf('/')) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag))
-      throw invalid(
-        input,
-        `the tag ${JSON.stringify(tag)} is not valid (letters, digits, _ . -, at most 128, not starting with . or -)`,
-      );
+    if (!TAG.test(tag)) throw invalid(input, { problem: 'tag', tag });
   }
-  if (rest === '') throw invalid(input, 'it names no repository');
+  if (rest === '') throw invalid(input, { problem: 'no-repository' });
 
   let registry: string;
   let repository: string;
@@ -98,22 +94,18 @@ export function parseImageReference(input: string): ImageReference {
   } else {
     registry = first;
     repository = rest.slice(slash + 1);
-    if (!validRegistry(registry)) throw invalid(input, `${JSON.stringify(registry)} is not a registry host[:port]`);
+    if (!validRegistry(registry)) throw invalid(input, { problem: 'registry', registry });
   }
   registry = canonicalRegistry(registry);
   if (registry === DOCKER_HUB && !repository.includes('/')) repository = `library/${repository}`;
-  if (repository === '') throw invalid(input, 'it names no repository');
+  if (repository === '') throw invalid(input, { problem: 'no-repository' });
   for (const component of repository.split('/')) {
     if (!PATH_COMPONENT.test(component)) {
-      const why =
-        component.toLowerCase() !== component
-          ? 'repositories are lowercase'
-          : 'components are lowercase letters and digits joined by . _ __ or dashes';
-      throw invalid(input, `the repository component ${JSON.stringify(component)} is not valid (${why})`);
+      throw invalid(input, { problem: 'component', component });
     }
   }
   if (registry.length + 1 + repository.length > MAX_NAME)
-    throw invalid(input, `the name is longer than ${MAX_NAME} characters`);
+    throw invalid(input, { problem: 'too-long', maxLength: MAX_NAME });
   if (tag === undefined && digest === undefined) tag = 'latest';
   return { registry, repository, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) };
 }

@@ -57,10 +57,14 @@ export class RefStore {
     try {
       doc = JSON.parse(text) as RefsFile;
     } catch (err) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_IMAGE_MANIFEST_INVALID',
-        `the image refs file ${this.path} is not valid JSON: ${(err as Error).message}`,
-        { path: this.path },
+        {
+          problem: 'not-json',
+          subject: `the image refs file ${this.path}`,
+          reason: (err as Error).message,
+          path: this.path,
+        },
         { hint: 'move the file away; pulled images then need `embers image pull` again to be listed' },
       );
     }

@@ -9,7 +9,6 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { EmbersError, isEmbersError } from '../../errors.js';
-import { manifestInvalid } from '../manifest.js';
 import { readTar } from '../tar.js';
 import type { ByteSource } from './byte-source.js';
 
@@ -56,12 +55,20 @@ export class ArchiveSource implements ByteSource {
   async read(name: string, maxBytes: number): Promise<Buffer> {
     const m = this.member(name);
     if (!m)
-      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, {
+      throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+        source: 'archive',
+        blob: name,
         name,
         location: this.location,
       });
     if (m.size > maxBytes)
-      throw manifestInvalid(`${name} is too large (${m.size} bytes)`, { name, location: this.location });
+      throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', {
+        problem: 'too-large',
+        subject: name,
+        size: m.size,
+        name,
+        location: this.location,
+      });
     const buf = Buffer.alloc(m.size);
     if (m.size > 0) await this.fh.read(buf, 0, m.size, m.offset);
     return buf;
@@ -70,7 +77,9 @@ export class ArchiveSource implements ByteSource {
   stream(name: string): Readable {
     const m = this.member(name);
     if (!m)
-      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from the archive ${this.location}`, {
+      throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+        source: 'archive',
+        blob: name,
         name,
         location: this.location,
       });
@@ -102,12 +111,7 @@ async function indexArchive(path: string): Promise<Map<string, TarMember>> {
     }
   } catch (err) {
     if (!isEmbersError(err)) throw err;
-    throw new EmbersError(
-      'EMB_IMAGE_NOT_FOUND',
-      `${path} is not an OCI image layout or a docker save archive (${err.message})`,
-      { path },
-      { cause: err },
-    );
+    throw EmbersError.of('EMB_IMAGE_NOT_FOUND', { problem: 'not-an-image', path, reason: err.message }, { cause: err });
   }
   return members;
 }

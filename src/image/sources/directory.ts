@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EmbersError } from '../../errors.js';
 import { regularFileSize } from '../../util/fs.js';
-import { manifestInvalid } from '../manifest.js';
 import type { ByteSource } from './byte-source.js';
 
 export class DirSource implements ByteSource {
@@ -19,12 +18,20 @@ export class DirSource implements ByteSource {
   async read(name: string, maxBytes: number): Promise<Buffer> {
     const size = await this.size(name);
     if (size === undefined)
-      throw new EmbersError('EMB_IMAGE_BLOB_MISSING', `${name} is missing from ${this.location}`, {
+      throw EmbersError.of('EMB_IMAGE_BLOB_MISSING', {
+        source: 'layout',
+        blob: name,
         name,
         location: this.location,
       });
     if (size > maxBytes)
-      throw manifestInvalid(`${name} is too large (${size} bytes)`, { name, location: this.location });
+      throw EmbersError.of('EMB_IMAGE_MANIFEST_INVALID', {
+        problem: 'too-large',
+        subject: name,
+        size,
+        name,
+        location: this.location,
+      });
     return readFile(this.path(name));
   }
   stream(name: string): Readable {
