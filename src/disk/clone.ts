@@ -18,11 +18,6 @@ export async function cloneDisk(source: string, target: string): Promise<CloneMe
     await run('cp', ['--sparse=always', source, target]);
     return 'sparse-copy';
   } catch (err) {
-    throw new EmbersError(
-      'EMB_DISK_CLONE_FAILED',
-      `could not copy ${source} to ${target}: ${(err as Error).message}`,
-      { source, target },
-      { cause: err },
-    );
+    throw EmbersError.of('EMB_DISK_CLONE_FAILED', { source, target, reason: (err as Error).message }, { cause: err });
   }
 }

@@ -134,7 +134,7 @@ export async function applyDelta(deltaPath: string, target: string): Promise<Del
   try {
     const size = (await d.stat()).size;
     const corrupt = (why: string) =>
-      new EmbersError('EMB_SNAPSHOT_CORRUPT', `disk delta ${deltaPath} is corrupt: ${why}`, { path: deltaPath });
+      EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'delta', path: deltaPath, reason: why });
     if (size < HEADER + 32) throw corrupt('file too short');
     // verify the trailing checksum
     const hash = createHash('sha256');

@@ -181,14 +181,7 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
         o.onRequest?.(index);
         wakeWorkers();
       } else if (verb === 'bad') {
-        refused = new EmbersError(
-          'EMB_SNAPSHOT_CORRUPT',
-          `chunk ${arg} of ${o.target} does not match its sha256: the page server refused it`,
-          {
-            file: o.target,
-            chunk: index,
-          },
-        );
+        refused = EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'chunk-refused', file: o.target, chunk: index });
         abort.abort(refused);
         settle?.();
         wakeWorkers();
@@ -227,14 +220,13 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
       const data = await o.fetchChunk(c, abort.signal);
       const expected = Math.min(o.chunkSize, o.sizeBytes - c * o.chunkSize);
       if (data.length !== expected) {
-        throw new EmbersError(
-          'EMB_SNAPSHOT_CORRUPT',
-          `chunk ${c} of ${o.target} came with ${data.length} bytes instead of ${expected}`,
-          {
-            file: o.target,
-            chunk: c,
-          },
-        );
+        throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+          problem: 'chunk-length',
+          file: o.target,
+          chunk: c,
+          actualBytes: data.length,
+          sizeBytes: expected,
+        });
       }
       await fh.write(data, 0, data.length, c * o.chunkSize);
       bytes += data.length;
@@ -251,11 +243,12 @@ export async function feedChunks(o: ChunkFeedOptions): Promise<ChunkFeed> {
       if (o.sha256) {
         const whole = await fileSha256(o.target);
         if (whole !== o.sha256) {
-          throw new EmbersError(
-            'EMB_SNAPSHOT_CORRUPT',
-            `${o.target} arrived whole with sha256 ${whole}, not ${o.sha256}`,
-            { file: o.target },
-          );
+          throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+            problem: 'whole-digest',
+            file: o.target,
+            actual: whole,
+            expected: o.sha256,
+          });
         }
       }
       return { chunks, bytes, requested };

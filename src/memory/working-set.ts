@@ -1,6 +1,6 @@
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 
 /**
  * The working set of a snapshot (REAP): the guest memory pages a restored function touched on
@@ -43,8 +43,9 @@ export function totalPages(ws: WorkingSetRanges): number {
   return ws.ranges.reduce((n, r) => n + r.pageCount, 0);
 }
 
-function invalid(source: string, why: string, details: ErrorDetails<'EMB_WORKING_SET_INVALID'> = {}): EmbersError {
-  return new EmbersError('EMB_WORKING_SET_INVALID', `working set ${source} is invalid: ${why}`, { source, ...details });
+/** EMB_WORKING_SET_INVALID for the ranges or pages file `source`, saying in `reason` what is malformed. */
+function invalid(source: string, reason: string, details: { memoryBytes?: number } = {}): EmbersError {
+  return EmbersError.of('EMB_WORKING_SET_INVALID', { problem: 'invalid', source, reason, ...details });
 }
 
 /**

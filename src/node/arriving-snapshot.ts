@@ -210,20 +210,26 @@ async function fetchChunk(
         let at = s - start;
         for await (const part of await source.readRange(id, f, s, e, signal)) {
           if (at + part.length > e - start)
-            throw new EmbersError(
-              'EMB_SNAPSHOT_CORRUPT',
-              `${source.location} sent more than bytes ${s}-${e - 1} of ${f.name} of ${id}`,
-              { id },
-            );
+            throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+              problem: 'overrun',
+              source: source.location,
+              id,
+              file: f.name,
+              start: s,
+              end: e,
+            });
           out.set(part, at);
           at += part.length;
         }
         if (at !== e - start)
-          throw new EmbersError(
-            'EMB_REMOTE_UNREACHABLE',
-            `${source.location} ended bytes ${s}-${e - 1} of ${f.name} of ${id} early`,
-            { id },
-          );
+          throw EmbersError.of('EMB_REMOTE_UNREACHABLE', {
+            problem: 'ended-early',
+            endpoint: source.location,
+            id,
+            file: f.name,
+            start: s,
+            end: e,
+          });
       },
       isTransientTransferError,
       policy,
@@ -243,11 +249,16 @@ async function downloadWhole(
 ): Promise<number> {
   const { got, digest } = await readRemoteFile(source, id, f, path, signal);
   if (got !== f.sizeBytes || digest !== f.sha256) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `snapshot ${id} from ${source.location}: ${f.name} does not match its manifest (${got} of ${f.sizeBytes} bytes, sha256 ${digest}); nothing was published`,
-      { id, file: f.name, source: source.location, expected: f.sha256, actual: digest },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+      problem: 'fetched-mismatch',
+      id,
+      file: f.name,
+      source: source.location,
+      expected: f.sha256,
+      actual: digest,
+      actualBytes: got,
+      sizeBytes: f.sizeBytes,
+    });
   }
   return got;
 }

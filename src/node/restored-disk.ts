@@ -98,24 +98,22 @@ export class RestoredDisks {
     const pinned = await pinImageReference(m.image.reference, m.image.manifestDigest);
     const image = await this.deps.images.ensure(pinned, { onProgress: this.deps.onProgress });
     if (image.manifestDigest !== m.image.manifestDigest) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_DISK_MISMATCH',
-        `image ${m.image.reference} now resolves to ${image.manifestDigest}, the snapshot was made from ${m.image.manifestDigest}`,
-        {
-          id: m.id,
-          which: 'image manifest digest',
-        },
-      );
+      throw EmbersError.of('EMB_SNAPSHOT_DISK_MISMATCH', {
+        id: m.id,
+        which: 'image manifest digest',
+        reference: m.image.reference,
+        expected: m.image.manifestDigest,
+        actual: image.manifestDigest,
+      });
     }
     if (image.rootfsSha256 !== m.image.rootfsSha256) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_DISK_MISMATCH',
-        `the rootfs built here for ${m.image.manifestDigest} has sha256 ${image.rootfsSha256}, the snapshot's was ${m.image.rootfsSha256}`,
-        {
-          id: m.id,
-          which: 'rootfs sha256',
-        },
-      );
+      throw EmbersError.of('EMB_SNAPSHOT_DISK_MISMATCH', {
+        id: m.id,
+        which: 'rootfs sha256',
+        manifestDigest: m.image.manifestDigest,
+        expected: m.image.rootfsSha256,
+        actual: image.rootfsSha256,
+      });
     }
 
     await mkdir(dir, { recursive: true });
@@ -135,16 +133,12 @@ export class RestoredDisks {
       const digest = await sha256File(tmp);
       verified = digest === m.disk.sha256AtPause;
       if (!verified && m.disk.diff === 'block') {
-        throw new EmbersError(
-          'EMB_SNAPSHOT_DISK_MISMATCH',
-          `restored disk of ${m.id} has sha256 ${digest}, the disk at pause had ${m.disk.sha256AtPause}`,
-          {
-            id: m.id,
-            which: 'disk sha256',
-            expected: m.disk.sha256AtPause,
-            actual: digest,
-          },
-        );
+        throw EmbersError.of('EMB_SNAPSHOT_DISK_MISMATCH', {
+          id: m.id,
+          which: 'disk sha256',
+          expected: m.disk.sha256AtPause,
+          actual: digest,
+        });
       }
       await crashPoint('snapshot.restore.disk.before-rename');
       await rename(tmp, disk);
@@ -157,9 +151,8 @@ export class RestoredDisks {
   }
 
   private unverified(m: SnapshotManifest): EmbersError {
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_SNAPSHOT_DISK_MISMATCH',
-      `snapshot ${m.id} captured its disk with rsync: the patched disk has the same files but not the same bytes as the disk at pause, so the guest's cached filesystem state would not match it`,
       { id: m.id, which: 'disk sha256', diff: m.disk.diff },
       {
         hint: 'create the snapshot with --disk-diff block (the default); pass --allow-unverified-disk only to study the rsync method',

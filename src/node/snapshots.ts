@@ -134,21 +134,18 @@ export class SnapshotService {
   async checkCompatible(m: SnapshotManifest): Promise<void> {
     const driver = this.driver;
     const accel = await driver.accelerator();
-    const foreign = (why: string) =>
-      new EmbersError('EMB_SNAPSHOT_INCOMPATIBLE', `snapshot ${m.id} cannot be restored here: ${why}`, {
-        id: m.id,
-        vmm: m.vmm,
-        here: { kind: driver.kind, accelerator: accel.accelerator },
-      });
-    if (m.vmm.kind !== driver.kind) throw foreign(`it was made by ${m.vmm.kind}, this node runs ${driver.kind}`);
-    if (m.vmm.accelerator !== accel.accelerator)
-      throw foreign(`it was made under ${m.vmm.accelerator}, this node uses ${accel.accelerator} (CPU state differs)`);
+    const foreign = (
+      problem: 'vmm' | 'accelerator' | 'guest-network',
+      recorded: string,
+      here: string,
+      setting?: string,
+    ) => EmbersError.of('EMB_SNAPSHOT_INCOMPATIBLE', { problem, id: m.id, vmm: m.vmm, recorded, here, setting });
+    if (m.vmm.kind !== driver.kind) throw foreign('vmm', m.vmm.kind, driver.kind);
+    if (m.vmm.accelerator !== accel.accelerator) throw foreign('accelerator', m.vmm.accelerator, accel.accelerator);
     await driver.checkSnapshotFormat(m.vmm.snapshotFormat, `snapshot ${m.id}`);
     for (const [k, v] of Object.entries(GUEST_NET)) {
       if ((m.guestNetwork as Record<string, unknown>)[k] !== v)
-        throw foreign(
-          `its guest network ${k} is ${String((m.guestNetwork as Record<string, unknown>)[k])}, slots here use ${v}`,
-        );
+        throw foreign('guest-network', String((m.guestNetwork as Record<string, unknown>)[k]), String(v), k);
     }
   }
 
@@ -211,11 +208,7 @@ export class SnapshotService {
     await this.checkCompatible(m);
     const hostWarnings = await this.checkHost(m, { allowHostMismatch: opts.allowHostMismatch });
     if (!fileEntry(m, m.disk.diff === 'block' ? SNAPSHOT_FILES.blockDelta : SNAPSHOT_FILES.rsyncBatch)) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_CORRUPT',
-        `snapshot ${id} lists no disk ${m.disk.diff === 'block' ? 'delta' : 'batch'}`,
-        { id },
-      );
+      throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'no-disk', id, diff: m.disk.diff });
     }
     let disk: RestoredDisk;
     try {

@@ -93,11 +93,7 @@ export class NodeWorkingSets {
     );
     const left = await cache.evict();
     if (left > 0) {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `${left} pages of ${m.id}'s memory file stay in the page cache after posix_fadvise(DONTNEED): running clones of it map them`,
-        { id: m.id, residentPages: left },
-      );
+      throw EmbersError.of('EMB_WORKING_SET_RECORD_FAILED', { id: m.id, residentPages: left });
     }
   }
 

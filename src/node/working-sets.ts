@@ -107,22 +107,14 @@ export async function publishRecordedWorkingSet(
     bytes = await readFile(recordPath).catch(() => undefined);
     if (bytes) break;
     if (Date.now() > deadline) {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `the page server recording the working set of ${m.id} wrote nothing to ${recordPath} within ${timeoutMs} ms of its VM stopping`,
-        { id: m.id, recordPath },
-      );
+      throw EmbersError.of('EMB_WORKING_SET_RECORD_FAILED', { id: m.id, recordPath, timeoutMs });
     }
     await sleep(20);
   }
   try {
     const ws = parseWorkingSetRanges(bytes, recordPath, { memoryBytes });
     if (ws.ranges.length === 0) {
-      throw new EmbersError(
-        'EMB_WORKING_SET_RECORD_FAILED',
-        `the page server recorded no page of ${m.id}: the clone touched no guest memory`,
-        { id: m.id },
-      );
+      throw EmbersError.of('EMB_WORKING_SET_RECORD_FAILED', { id: m.id });
     }
     const sets = new WorkingSetStore(store);
     const existing = await sets.get(m.id);

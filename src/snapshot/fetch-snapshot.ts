@@ -271,16 +271,13 @@ class SnapshotFetch {
         }
         const chunk = r.value;
         if (pos + chunk.length > end) {
-          throw new EmbersError(
-            'EMB_REMOTE_REQUEST_FAILED',
-            `${this.source.location} sent more than the ${end - start} bytes asked for ${f.name} [${start}, ${end})`,
-            {
-              source: this.source.location,
-              file: f.name,
-              start,
-              end,
-            },
-          );
+          throw EmbersError.of('EMB_REMOTE_REQUEST_FAILED', {
+            problem: 'too-many-bytes',
+            source: this.source.location,
+            file: f.name,
+            start,
+            end,
+          });
         }
         await fh.write(chunk, 0, chunk.length, pos);
         pos += chunk.length;
@@ -308,18 +305,16 @@ class SnapshotFetch {
     if (st.size === f.sizeBytes && digest === f.sha256) return;
     await journal.forget(f.name);
     await rm(path, { force: true });
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `snapshot ${this.id} from ${this.source.location}: ${f.name} does not match the sha256 in its manifest (corrupt or tampered at the source); nothing was published`,
-      {
-        id: this.id,
-        file: f.name,
-        source: this.source.location,
-        expected: f.sha256,
-        actual: digest,
-        sizeBytes: st.size,
-      },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+      problem: 'fetched-mismatch',
+      id: this.id,
+      file: f.name,
+      source: this.source.location,
+      expected: f.sha256,
+      actual: digest,
+      actualBytes: st.size,
+      sizeBytes: f.sizeBytes,
+    });
   }
 }
 
@@ -339,11 +334,10 @@ export function spansToFetch(f: SnapshotFile, start: number, end: number): [numb
 }
 
 function brokenStream(location: string, f: SnapshotFile, got: number, want: number, cause?: unknown): EmbersError {
-  const why = cause instanceof Error ? `: ${cause.message}` : '';
-  return new EmbersError(
+  const reason = cause instanceof Error ? cause.message : undefined;
+  return EmbersError.of(
     'EMB_REMOTE_UNREACHABLE',
-    `the connection to ${location} broke after ${got} of ${want} bytes of ${f.name}${why}`,
-    { endpoint: location, file: f.name, got, want },
+    { problem: 'broken', endpoint: location, file: f.name, got, want, reason },
     cause === undefined ? undefined : { cause },
   );
 }
@@ -360,11 +354,12 @@ export async function readRemoteManifest(
   const text = await retry(() => source.readManifest(id, o.signal), isTransientTransferError, o.retry, o.signal);
   const manifest = parseManifest(text, `${source.location} ${id}/${MANIFEST_NAME}`);
   if (manifest.id !== id) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `${source.location}: the manifest stored for ${id} is the manifest of ${manifest.id}`,
-      { id, manifestId: manifest.id, source: source.location },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+      problem: 'manifest-of-another',
+      id,
+      manifestId: manifest.id,
+      source: source.location,
+    });
   }
   return { text, manifest };
 }

@@ -19,6 +19,7 @@
  * is harmless.
  */
 import { EmbersError } from '../errors.js';
+import { describeMismatch, type HostMismatch } from '../error-catalogue/snapshot.js';
 import type { HypervisorDriver } from '../vmm/driver.js';
 import { readHostCpu, type GuestCpu } from '../vmm/host-cpu.js';
 import type { SnapshotManifest } from './manifest.js';
@@ -32,15 +33,9 @@ export interface HostDescription {
   kernelVersion: string;
 }
 
-export type HostMismatchKind = 'vmm' | 'kernel' | 'cpu-model' | 'cpu-vendor' | 'cpu-flags' | 'drive-layout';
-
-export interface HostMismatch {
-  what: HostMismatchKind;
-  recorded: string;
-  here: string;
-  /** For cpu-flags: the flags this host lacks. */
-  missing?: string[];
-}
+// The kinds of mismatch and their one-line descriptions live with the error that names them.
+export type { HostMismatch, HostMismatchKind } from '../error-catalogue/snapshot.js';
+export { describeMismatch };
 
 export interface HostComparison {
   mismatches: HostMismatch[];
@@ -120,26 +115,6 @@ export function compareHost(m: SnapshotManifest, here: HostDescription): HostCom
   return { mismatches, unknown };
 }
 
-/** One line per mismatch, e.g. "CPU vendor: GenuineIntel (…) recorded, AuthenticAMD (…) here". */
-export function describeMismatch(x: HostMismatch): string {
-  switch (x.what) {
-    case 'vmm':
-      return `VMM: ${x.recorded} recorded, ${x.here} here (another kind or major version)`;
-    case 'kernel':
-      return `guest kernel: ${x.recorded} recorded, ${x.here} here`;
-    case 'cpu-model':
-      return `guest CPU model: ${x.recorded} recorded, ${x.here} here`;
-    case 'cpu-vendor':
-      return `CPU vendor: ${x.recorded} recorded, ${x.here} here`;
-    case 'cpu-flags': {
-      const list = x.missing ?? [];
-      return `CPU flags: this host (${x.here}) lacks ${list.length} the snapshot's (${x.recorded}) had: ${list.slice(0, 12).join(' ')}${list.length > 12 ? ' …' : ''}`;
-    }
-    case 'drive-layout':
-      return `drive layout: ${x.recorded} recorded, ${x.here} here`;
-  }
-}
-
 /**
  * Refuses (EMB_SNAPSHOT_HOST_MISMATCH) to restore `m` on `here` when a rule fails, unless
  * `allowHostMismatch`; returns warnings to show: mismatches that were allowed, fields the
@@ -155,17 +130,13 @@ export function checkHostCompat(
   if (mismatches.length > 0) {
     const lines = mismatches.map(describeMismatch);
     if (!opts.allowHostMismatch) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_HOST_MISMATCH',
-        `snapshot ${m.id} was made on a host that differs from this one: ${lines.join('; ')}`,
-        {
-          id: m.id,
-          mismatches,
-          unknown,
-          recorded: { vmm: m.vmm, host: m.host, kernelVersion: m.guestKit?.kernelVersion },
-          here,
-        },
-      );
+      throw EmbersError.of('EMB_SNAPSHOT_HOST_MISMATCH', {
+        id: m.id,
+        mismatches,
+        unknown,
+        recorded: { vmm: m.vmm, host: m.host, kernelVersion: m.guestKit?.kernelVersion },
+        here,
+      });
     }
     warnings.push(`restoring snapshot ${m.id} although its host differs (allowed): ${lines.join('; ')}`);
   }

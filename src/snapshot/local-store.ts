@@ -93,11 +93,13 @@ export class LocalSnapshotStore {
       const chunks = opts.chunks?.[name];
       if (chunks) {
         if (chunks.sha256.length !== Math.ceil(scan.size / chunks.chunkSize)) {
-          throw new EmbersError(
-            'EMB_SNAPSHOT_CORRUPT',
-            `${chunks.sha256.length} chunk digests of ${chunks.chunkSize} bytes do not cover ${name} (${scan.size} bytes): it changed while it was hashed`,
-            { name, sizeBytes: scan.size, chunkSize: chunks.chunkSize, chunks: chunks.sha256.length },
-          );
+          throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+            problem: 'chunks-cover',
+            file: name,
+            sizeBytes: scan.size,
+            chunkSize: chunks.chunkSize,
+            chunks: chunks.sha256.length,
+          });
         }
         entry.chunkSha256 = chunks.sha256;
         entry.chunkSize = chunks.chunkSize;
@@ -128,29 +130,20 @@ export class LocalSnapshotStore {
     const target = this.pathOf(m.id);
     const staged = (await readdir(stagingDir)).sort();
     const listed = m.files.map((f) => f.name).sort();
-    if (staged.join('/') !== listed.join('/')) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_CORRUPT',
-        `fetched snapshot ${m.id}: the staged files (${staged.join(', ')}) are not the files its manifest lists (${listed.join(', ')})`,
-        {
-          id: m.id,
-          staged,
-          listed,
-        },
-      );
-    }
+    if (staged.join('/') !== listed.join('/'))
+      throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'staged-files', id: m.id, staged, listed });
     for (const f of m.files) {
       const path = join(stagingDir, f.name);
       const st = await stat(path);
       if (st.size !== f.sizeBytes) {
-        throw new EmbersError(
-          'EMB_SNAPSHOT_CORRUPT',
-          `fetched snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes}`,
-          {
-            id: m.id,
-            file: f.name,
-          },
-        );
+        throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+          problem: 'size',
+          fetched: true,
+          id: m.id,
+          file: f.name,
+          actualBytes: st.size,
+          sizeBytes: f.sizeBytes,
+        });
       }
       await fsyncPath(path);
     }
@@ -182,15 +175,12 @@ export class LocalSnapshotStore {
     });
     if (bytes === undefined) {
       if (await exists(dir))
-        throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} has no ${MANIFEST_NAME}`, { id });
-      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.dir}`, { id });
+        throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'manifest-missing', id, file: MANIFEST_NAME });
+      throw EmbersError.of('EMB_SNAPSHOT_NOT_FOUND', { id, store: this.dir });
     }
     const m = parseManifest(bytes.toString('utf8'), `${id}/${MANIFEST_NAME}`);
     if (m.id !== id)
-      throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot dir ${id} holds the manifest of ${m.id}`, {
-        id,
-        manifestId: m.id,
-      });
+      throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'manifest-of-another', id, manifestId: m.id });
     return { manifest: m, bytes };
   }
 
@@ -226,11 +216,7 @@ export class LocalSnapshotStore {
     );
     for (const name of present) {
       if (!m.files.some((f) => f.name === name)) {
-        throw new EmbersError(
-          'EMB_SNAPSHOT_CORRUPT',
-          `snapshot ${m.id} holds a file its manifest does not list: ${name}`,
-          { id: m.id, file: name },
-        );
+        throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'unlisted-file', id: m.id, file: name });
       }
     }
     const out: Record<string, FileStamp> = {};
@@ -238,20 +224,15 @@ export class LocalSnapshotStore {
       m.files.map(async (f) => {
         const path = join(dir, f.name);
         const st = await stat(path, { bigint: true }).catch(() => undefined);
-        if (!st)
-          throw new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${m.id} is missing ${f.name}`, {
+        if (!st) throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'missing-file', id: m.id, file: f.name });
+        if (Number(st.size) !== f.sizeBytes) {
+          throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+            problem: 'size',
             id: m.id,
             file: f.name,
+            actualBytes: Number(st.size),
+            sizeBytes: f.sizeBytes,
           });
-        if (Number(st.size) !== f.sizeBytes) {
-          throw new EmbersError(
-            'EMB_SNAPSHOT_CORRUPT',
-            `snapshot ${m.id}: ${f.name} is ${st.size} bytes, the manifest says ${f.sizeBytes} (truncated or replaced)`,
-            {
-              id: m.id,
-              file: f.name,
-            },
-          );
         }
         const stamp = stampFromStats(st);
         const known = stamps?.[f.name];
@@ -263,24 +244,29 @@ export class LocalSnapshotStore {
           if (bad >= 0 || (f.chunkSha256 && chunks.length !== f.chunkSha256.length)) {
             const chunk = bad >= 0 ? bad : Math.min(chunks.length, f.chunkSha256!.length);
             const start = chunk * f.chunkSize!;
-            throw new EmbersError(
+            throw EmbersError.of(
               'EMB_SNAPSHOT_CORRUPT',
-              `snapshot ${m.id}: chunk ${chunk} of ${f.name} (bytes ${start}-${Math.min(start + f.chunkSize!, f.sizeBytes) - 1}) does not match its sha256 (corrupt or tampered)`,
-              { id: m.id, file: f.name, chunk, expected: f.chunkSha256![chunk], actual: chunks[chunk] },
+              {
+                problem: 'chunk-digest',
+                id: m.id,
+                file: f.name,
+                chunk,
+                start,
+                end: Math.min(start + f.chunkSize!, f.sizeBytes),
+                expected: f.chunkSha256![chunk],
+                actual: chunks[chunk],
+              },
               { hint: `remove it (\`embers snapshot rm ${m.id}\`) and pull or create it again` },
             );
           }
           if (digest !== f.sha256) {
-            throw new EmbersError(
-              'EMB_SNAPSHOT_CORRUPT',
-              `snapshot ${m.id}: ${f.name} does not match its sha256 (corrupt or tampered)`,
-              {
-                id: m.id,
-                file: f.name,
-                expected: f.sha256,
-                actual: digest,
-              },
-            );
+            throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+              problem: 'digest',
+              id: m.id,
+              file: f.name,
+              expected: f.sha256,
+              actual: digest,
+            });
           }
         }
         out[f.name] = stamp;

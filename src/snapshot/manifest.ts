@@ -107,8 +107,7 @@ export function isSnapshotId(id: string): boolean {
 
 /** Refuses anything that is not a snapshot id before it reaches a path, a key or a URL. */
 export function requireSnapshotId(id: string): void {
-  if (!isSnapshotId(id))
-    throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `"${id}" is not a snapshot id (snap-<hex>)`, { id });
+  if (!isSnapshotId(id)) throw EmbersError.of('EMB_SNAPSHOT_NOT_FOUND', { id, problem: 'not-an-id' });
 }
 
 /** What a bundle file may be named. */
@@ -120,25 +119,18 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   try {
     m = JSON.parse(text) as SnapshotManifest;
   } catch (err) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `snapshot manifest ${source} is not valid JSON`,
-      { source },
-      { cause: err },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'manifest-json', source }, { cause: err });
   }
   const bad = (why: string) =>
-    new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot manifest ${source} is invalid: ${why}`, { source });
+    EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'manifest-invalid', source, reason: why });
   if (typeof m !== 'object' || m === null) throw bad('not an object');
   if (m.formatVersion !== MANIFEST_FORMAT) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_INCOMPATIBLE',
-      `snapshot ${source} has format ${String(m.formatVersion)}; this embers reads format ${MANIFEST_FORMAT}`,
-      {
-        source,
-        formatVersion: m.formatVersion,
-      },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_INCOMPATIBLE', {
+      problem: 'format',
+      source,
+      formatVersion: m.formatVersion,
+      readsFormat: MANIFEST_FORMAT,
+    });
   }
   if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');

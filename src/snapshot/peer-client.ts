@@ -136,11 +136,20 @@ export class PeerClient extends SnapshotRemote {
     signal: AbortSignal | undefined,
   ): Promise<AsyncIterable<Uint8Array>> {
     const path = `${PEER_API_PATH}/${id}/${f.name}`;
-    const mismatch = (what: string) =>
-      new EmbersError('EMB_SNAPSHOT_CORRUPT', `snapshot ${id} at the peer ${this.url}: ${f.name} ${what}`, {
+    const mismatch = (found: {
+      problem: 'remote-missing' | 'remote-size' | 'remote-short' | 'remote-digest';
+      actualBytes?: number;
+      actual?: string;
+      serviceCode?: string;
+    }) =>
+      EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+        ...found,
+        remote: 'peer',
         id,
         file: f.name,
         endpoint: this.url,
+        sizeBytes: f.sizeBytes,
+        expected: f.sha256,
       });
     const empty = start === end;
     const res = await this.request(
@@ -153,43 +162,39 @@ export class PeerClient extends SnapshotRemote {
       await res.body?.cancel().catch(() => {});
       throw err;
     };
-    if (res.status === 404)
-      return fail(mismatch(`is listed in its manifest but the peer does not serve it (${await errorCode(res)})`));
-    if (res.status === 416) return fail(mismatch(`is shorter there than the ${f.sizeBytes} bytes the manifest says`));
+    if (res.status === 404) return fail(mismatch({ problem: 'remote-missing', serviceCode: await errorCode(res) }));
+    if (res.status === 416) return fail(mismatch({ problem: 'remote-short' }));
     const sha = res.headers.get(PEER_SHA256_HEADER);
-    if (sha !== null && sha !== f.sha256)
-      return fail(mismatch(`has sha256 ${sha} there, the manifest says ${f.sha256}`));
+    if (sha !== null && sha !== f.sha256) return fail(mismatch({ problem: 'remote-digest', actual: sha }));
     if (empty) {
       if (res.status !== 200) return fail(await this.unexpected(res, `HEAD ${path}`));
       const size = Number(res.headers.get('content-length'));
-      if (size !== f.sizeBytes) return fail(mismatch(`is ${size} bytes there, the manifest says ${f.sizeBytes}`));
+      if (size !== f.sizeBytes) return fail(mismatch({ problem: 'remote-size', actualBytes: size }));
       return emptyBody();
     }
     if (res.status !== 206) return fail(await this.unexpected(res, `GET ${path} bytes=${start}-${end - 1}`));
     const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
     if (!cr)
       return fail(
-        new EmbersError(
-          'EMB_REMOTE_REQUEST_FAILED',
-          `the peer ${this.url} answered a ranged GET of ${path} without a valid Content-Range`,
-          {
-            endpoint: this.url,
-            path,
-          },
-        ),
+        EmbersError.of('EMB_REMOTE_REQUEST_FAILED', {
+          problem: 'no-content-range',
+          remote: 'peer',
+          endpoint: this.url,
+          path,
+        }),
       );
-    if (Number(cr[3]) !== f.sizeBytes)
-      return fail(mismatch(`is ${cr[3]} bytes there, the manifest says ${f.sizeBytes}`));
+    if (Number(cr[3]) !== f.sizeBytes) return fail(mismatch({ problem: 'remote-size', actualBytes: Number(cr[3]) }));
     if (Number(cr[1]) !== start || Number(cr[2]) !== end - 1) {
       return fail(
-        new EmbersError(
-          'EMB_REMOTE_REQUEST_FAILED',
-          `the peer ${this.url} sent bytes ${cr[1]}-${cr[2]} of ${path} for bytes=${start}-${end - 1}`,
-          {
-            endpoint: this.url,
-            path,
-          },
-        ),
+        EmbersError.of('EMB_REMOTE_REQUEST_FAILED', {
+          problem: 'wrong-range',
+          remote: 'peer',
+          endpoint: this.url,
+          path,
+          contentRange: `bytes ${cr[1]}-${cr[2]}`,
+          start,
+          end,
+        }),
       );
     }
     if (!res.body) return fail(this.broken(path, undefined));
@@ -216,15 +221,14 @@ export class PeerClient extends SnapshotRemote {
       clearTimeout(timer);
       timer = setTimeout(() => {
         ac.abort(
-          new EmbersError(
-            'EMB_REMOTE_UNREACHABLE',
-            `the peer ${this.url} sent nothing for ${this.stallTimeoutMs} ms during ${method} ${path}: stalled`,
-            {
-              endpoint: this.url,
-              path,
-              stallTimeoutMs: this.stallTimeoutMs,
-            },
-          ),
+          EmbersError.of('EMB_REMOTE_UNREACHABLE', {
+            problem: 'stalled',
+            remote: 'peer',
+            request: `${method} ${path}`,
+            endpoint: this.url,
+            path,
+            stallTimeoutMs: this.stallTimeoutMs,
+          }),
         );
       }, this.stallTimeoutMs);
       timer.unref();
@@ -254,56 +258,55 @@ export class PeerClient extends SnapshotRemote {
       if (signal?.aborted) throw signal.reason;
       if (ac.signal.aborted && ac.signal.reason instanceof EmbersError) throw ac.signal.reason;
       const code = errnoCode(err);
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_REMOTE_UNREACHABLE',
-        `cannot reach the peer ${this.url} (${code ?? (err as Error).message})`,
-        { endpoint: this.url, path, cause: code ?? null },
+        {
+          problem: 'connect',
+          remote: 'peer',
+          endpoint: this.url,
+          path,
+          cause: code ?? null,
+          reason: (err as Error).message,
+        },
         { cause: err },
       );
     }
     if (res.status === 401) {
       await res.body?.cancel();
-      throw new EmbersError('EMB_PEER_AUTH', `the peer ${this.url} refused the token (401) for ${method} ${path}`, {
-        endpoint: this.url,
-        path,
-      });
+      throw EmbersError.of('EMB_PEER_AUTH', { endpoint: this.url, path, request: `${method} ${path}` });
     }
     if (res.status >= 500 || res.status === 429) {
       const code = await errorCode(res);
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
-      throw new EmbersError(
-        'EMB_REMOTE_UNAVAILABLE',
-        `the peer ${this.url} failed ${method} ${path} (${res.status} ${code})`,
-        {
-          endpoint: this.url,
-          path,
-          status: res.status,
-          serviceCode: code,
-          ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-        },
-      );
+      throw EmbersError.of('EMB_REMOTE_UNAVAILABLE', {
+        remote: 'peer',
+        request: `${method} ${path}`,
+        endpoint: this.url,
+        path,
+        status: res.status,
+        serviceCode: code,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      });
     }
     return res;
   }
 
   private async unexpected(res: Response, what: string): Promise<EmbersError> {
     const code = await errorCode(res);
-    return new EmbersError(
-      'EMB_REMOTE_REQUEST_FAILED',
-      `the peer ${this.url} refused ${what} (${res.status} ${code})`,
-      {
-        endpoint: this.url,
-        status: res.status,
-        serviceCode: code,
-      },
-    );
+    return EmbersError.of('EMB_REMOTE_REQUEST_FAILED', {
+      problem: 'refused',
+      remote: 'peer',
+      request: what,
+      endpoint: this.url,
+      status: res.status,
+      serviceCode: code,
+    });
   }
 
   private broken(what: string, cause: unknown): EmbersError {
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_REMOTE_UNREACHABLE',
-      `the connection to the peer ${this.url} broke while reading ${what}`,
-      { endpoint: this.url },
+      { problem: 'broken', remote: 'peer', endpoint: this.url, reading: what },
       cause === undefined ? undefined : { cause },
     );
   }

@@ -176,6 +176,7 @@ export class S3Bucket {
     const status = httpStatus(err);
     const name = errorName(err);
     const details = {
+      remote: 's3' as const,
       endpoint: this.endpoint,
       bucket: this.config.bucket,
       request: what,
@@ -187,27 +188,17 @@ export class S3Bucket {
       status === undefined &&
       (isNetworkErrorCode(errnoCode(err)) || name === 'TimeoutError' || /socket hang up|ECONNRESET|EPIPE/.test(text))
     ) {
-      return new EmbersError(
+      return EmbersError.of(
         'EMB_REMOTE_UNREACHABLE',
-        `cannot reach the S3 endpoint ${this.endpoint} (${errnoCode(err) ?? name}) for ${what}`,
-        { ...details, cause: errnoCode(err) ?? name },
+        { ...details, problem: 'connect', cause: errnoCode(err) ?? name },
         { cause: err },
       );
     }
     if (name === 'CredentialsProviderError') {
-      return new EmbersError('EMB_REMOTE_AUTH', `no S3 credentials for ${this.endpoint}: ${text}`, details, {
-        cause: err,
-      });
+      return EmbersError.of('EMB_REMOTE_AUTH', { ...details, problem: 'no-credentials', reason: text }, { cause: err });
     }
     if (status === 401 || status === 403 || AUTH_CODES.has(name)) {
-      return new EmbersError(
-        'EMB_REMOTE_AUTH',
-        `the S3 endpoint ${this.endpoint} refused the credentials for ${what} (${status ?? '?'} ${name})`,
-        details,
-        {
-          cause: err,
-        },
-      );
+      return EmbersError.of('EMB_REMOTE_AUTH', details, { cause: err });
     }
     if (name === 'NoSuchBucket') {
       return EmbersError.of('EMB_REMOTE_NOT_FOUND', details, {
@@ -219,23 +210,27 @@ export class S3Bucket {
       const retryAfterMs = parseRetryAfter(
         (err as { $response?: { headers?: Record<string, string> } }).$response?.headers?.['retry-after'],
       );
-      return new EmbersError(
+      return EmbersError.of(
         'EMB_REMOTE_UNAVAILABLE',
-        `the S3 endpoint ${this.endpoint} failed ${what} (${status ?? '?'} ${name})`,
         retryAfterMs === undefined ? details : { ...details, retryAfterMs },
-        { cause: err },
+        {
+          cause: err,
+        },
       );
     }
-    return new EmbersError(
+    return EmbersError.of(
       'EMB_REMOTE_REQUEST_FAILED',
-      `the S3 endpoint ${this.endpoint} refused ${what} (${status ?? 'no status'} ${name}: ${text})`,
-      details,
+      { ...details, problem: 'refused', reason: text },
       { cause: err },
     );
   }
 
+  /** EMB_REMOTE_REQUEST_FAILED for an answer to `what` that embers cannot use, saying in `why` what is off. */
   unexpected(what: string, why: string): EmbersError {
-    return new EmbersError('EMB_REMOTE_REQUEST_FAILED', `the S3 endpoint ${this.endpoint}, ${what}: ${why}`, {
+    return EmbersError.of('EMB_REMOTE_REQUEST_FAILED', {
+      problem: 'unexpected',
+      reason: why,
+      remote: 's3',
       endpoint: this.endpoint,
       bucket: this.config.bucket,
       request: what,
@@ -273,12 +268,7 @@ function errorName(err: unknown): string {
 }
 
 function brokenConnection(endpoint: string, key: string, cause: unknown): EmbersError {
-  return new EmbersError(
-    'EMB_REMOTE_UNREACHABLE',
-    `the connection to ${endpoint} broke while reading ${key}`,
-    { endpoint, key },
-    { cause },
-  );
+  return EmbersError.of('EMB_REMOTE_UNREACHABLE', { problem: 'broken', remote: 's3', endpoint, key }, { cause });
 }
 
 export function md5(data: Buffer): { hex: string; base64: string } {

@@ -28,16 +28,13 @@ export function readS3Manifest(bucket: S3Bucket, id: string, signal: AbortSignal
   requireSnapshotId(id);
   const key = bucket.keyOf(id, MANIFEST_NAME);
   return bucket.getText(key, signal, () => {
-    throw new EmbersError(
-      'EMB_REMOTE_NOT_FOUND',
-      `no snapshot ${id} in ${bucket.location} (${bucket.endpoint}): ${key} does not exist`,
-      {
-        id,
-        key,
-        endpoint: bucket.endpoint,
-        bucket: bucket.config.bucket,
-      },
-    );
+    throw EmbersError.of('EMB_REMOTE_NOT_FOUND', {
+      id,
+      key,
+      location: bucket.location,
+      endpoint: bucket.endpoint,
+      bucket: bucket.config.bucket,
+    });
   });
 }
 
@@ -50,28 +47,18 @@ export async function readS3Range(
   signal: AbortSignal | undefined,
 ): Promise<AsyncIterable<Uint8Array>> {
   const key = bucket.keyOf(id, f.name);
+  const where = { remote: 's3', id, file: f.name, key, source: bucket.location, endpoint: bucket.endpoint } as const;
   const missing = () => {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `remote snapshot ${id} in ${bucket.location} is incomplete: its manifest lists ${f.name}, but the object ${key} does not exist`,
-      { id, file: f.name, key, endpoint: bucket.endpoint, reason: 'missing' },
-    );
+    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'remote-missing', ...where });
   };
-  const mismatch = (what: string) =>
-    new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `remote snapshot ${id} in ${bucket.location}: the object ${key} ${what} (corrupt or tampered)`,
-      {
-        id,
-        file: f.name,
-        key,
-        endpoint: bucket.endpoint,
-      },
-    );
+  const mismatch = (found: {
+    problem: 'remote-size' | 'remote-short' | 'remote-digest';
+    actualBytes?: number;
+    actual?: string;
+  }) => EmbersError.of('EMB_SNAPSHOT_CORRUPT', { ...found, ...where, sizeBytes: f.sizeBytes, expected: f.sha256 });
   if (start === end) {
     const there = await bucket.call(`HEAD ${key}`, signal, (s) => bucket.headRaw(key, s), missing);
-    if (there.sizeBytes !== f.sizeBytes)
-      throw mismatch(`is ${there.sizeBytes} bytes, the manifest says ${f.sizeBytes}`);
+    if (there.sizeBytes !== f.sizeBytes) throw mismatch({ problem: 'remote-size', actualBytes: there.sizeBytes });
     return emptyBody();
   }
   const res = await bucket.call(
@@ -86,7 +73,7 @@ export async function readS3Range(
           },
         );
       } catch (err) {
-        if (httpStatus(err) === 416) throw mismatch(`is shorter than the ${f.sizeBytes} bytes the manifest says`);
+        if (httpStatus(err) === 416) throw mismatch({ problem: 'remote-short' });
         throw err;
       }
     },
@@ -99,7 +86,7 @@ export async function readS3Range(
   };
   const total = /^bytes \d+-\d+\/(\d+)$/.exec(res.ContentRange ?? '')?.[1];
   if (total !== undefined && Number(total) !== f.sizeBytes)
-    fail(mismatch(`is ${total} bytes, the manifest says ${f.sizeBytes}`));
+    fail(mismatch({ problem: 'remote-size', actualBytes: Number(total) }));
   if (total === undefined && !(start === 0 && end === f.sizeBytes && res.ContentLength === f.sizeBytes)) {
     fail(
       bucket.unexpected(
@@ -109,7 +96,6 @@ export async function readS3Range(
     );
   }
   const stored = res.Metadata?.[SHA256_METADATA];
-  if (stored !== undefined && stored !== f.sha256)
-    fail(mismatch(`carries sha256 ${stored}, the manifest says ${f.sha256}`));
+  if (stored !== undefined && stored !== f.sha256) fail(mismatch({ problem: 'remote-digest', actual: stored }));
   return body;
 }

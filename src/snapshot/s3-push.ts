@@ -238,15 +238,13 @@ async function pushMultipart(
         );
         const etag = r.ETag?.replace(/"/g, '');
         if (etag && /^[0-9a-f]{32}$/.test(etag) && etag !== sum.hex) {
-          throw new EmbersError(
-            'EMB_REMOTE_UNAVAILABLE',
-            `part ${n} of ${key} arrived altered at ${b.endpoint} (ETag ${etag}, sent MD5 ${sum.hex})`,
-            {
-              key,
-              part: n,
-              endpoint: b.endpoint,
-            },
-          );
+          throw EmbersError.of('EMB_REMOTE_UNAVAILABLE', {
+            key,
+            part: n,
+            endpoint: b.endpoint,
+            etag,
+            md5: sum.hex,
+          });
         }
         return r;
       });
@@ -376,11 +374,13 @@ async function readAt(fh: FileHandle, position: number, length: number, path: st
   while (done < length) {
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);
     if (bytesRead === 0) {
-      throw new EmbersError(
-        'EMB_SNAPSHOT_CORRUPT',
-        `${path} is shorter than its snapshot manifest says (it ends at ${position + done}, before ${position + length})`,
-        { path, position, length },
-      );
+      throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
+        problem: 'short-file',
+        path,
+        position,
+        length,
+        actualBytes: position + done,
+      });
     }
     done += bytesRead;
   }

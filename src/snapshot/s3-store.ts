@@ -87,8 +87,9 @@ export class S3SnapshotStore extends SnapshotRemote {
     requireSnapshotId(id);
     const keys = await this.bucket.listKeys(this.keyOf(id, ''), `LIST ${this.keyOf(id, '')}`);
     if (keys.length === 0)
-      throw new EmbersError('EMB_REMOTE_NOT_FOUND', `no snapshot ${id} in ${this.location} (${this.endpoint})`, {
+      throw EmbersError.of('EMB_REMOTE_NOT_FOUND', {
         id,
+        location: this.location,
         endpoint: this.endpoint,
         bucket: this.config.bucket,
       });

@@ -97,12 +97,7 @@ export async function acquireTransferLock(store: LocalSnapshotStore, name: strin
   const path = join(dir, `${name}.lock`);
   await mkdir(dir, { recursive: true });
   return acquireLock(path, {
-    busy: (pid) =>
-      new EmbersError(
-        'EMB_SNAPSHOT_TRANSFER_BUSY',
-        `another transfer (${name}) is running with the store ${store.dir} (pid ${pid})`,
-        { lock: path, pid },
-      ),
+    busy: (pid) => EmbersError.of('EMB_SNAPSHOT_TRANSFER_BUSY', { transfer: name, store: store.dir, lock: path, pid }),
   });
 }
 

@@ -48,17 +48,12 @@ export function workingSetPath(name: string): string {
 /** Parses and checks a working-set manifest; `snapshotId`, when given, must be the one it names. */
 export function parseWorkingSetManifest(text: string, source: string, snapshotId?: string): WorkingSetManifest {
   const bad = (why: string) =>
-    new EmbersError('EMB_WORKING_SET_INVALID', `working-set manifest ${source} is invalid: ${why}`, { source });
+    EmbersError.of('EMB_WORKING_SET_INVALID', { problem: 'manifest-invalid', source, reason: why });
   let m: WorkingSetManifest;
   try {
     m = JSON.parse(text) as WorkingSetManifest;
   } catch (err) {
-    throw new EmbersError(
-      'EMB_WORKING_SET_INVALID',
-      `working-set manifest ${source} is not valid JSON`,
-      { source },
-      { cause: err },
-    );
+    throw EmbersError.of('EMB_WORKING_SET_INVALID', { problem: 'manifest-json', source }, { cause: err });
   }
   if (typeof m !== 'object' || m === null) throw bad('not an object');
   if (m.formatVersion !== WORKING_SET_MANIFEST_FORMAT)
@@ -111,8 +106,7 @@ export class WorkingSetStore {
 
   /** A fresh staging dir inside the snapshot's dir (same filesystem), owned by this process until published or dropped. */
   async staging(id: string): Promise<string> {
-    if (!(await this.store.has(id)))
-      throw new EmbersError('EMB_SNAPSHOT_NOT_FOUND', `no snapshot ${id} in ${this.store.dir}`, { id });
+    if (!(await this.store.has(id))) throw EmbersError.of('EMB_SNAPSHOT_NOT_FOUND', { id, store: this.store.dir });
     const path = join(this.store.pathOf(id), `${WORKING_SET_STAGING}${process.pid}-${randomBytes(4).toString('hex')}`);
     await mkdir(path);
     return path;
@@ -144,18 +138,10 @@ export class WorkingSetStore {
    */
   async publishFetched(id: string, stagingDir: string, manifest: WorkingSetManifest): Promise<WorkingSetManifest> {
     const m = parseWorkingSetManifest(JSON.stringify(manifest), `${id}/${WORKING_SET_DIR} (fetched)`, id);
-    const staged = (await readdir(stagingDir)).sort().join('/');
-    const listed = m.files
-      .map((f) => f.name)
-      .sort()
-      .join('/');
-    if (staged !== listed) {
-      throw new EmbersError(
-        'EMB_WORKING_SET_INVALID',
-        `fetched working set of ${id}: staged files (${staged}) are not the listed ones (${listed})`,
-        { id },
-      );
-    }
+    const staged = (await readdir(stagingDir)).sort();
+    const listed = m.files.map((f) => f.name).sort();
+    if (staged.join('/') !== listed.join('/'))
+      throw EmbersError.of('EMB_WORKING_SET_INVALID', { problem: 'staged-files', id, staged, listed });
     for (const f of m.files) await fsyncPath(join(stagingDir, f.name));
     return this.install(id, stagingDir, m);
   }
@@ -192,31 +178,32 @@ export class WorkingSetStore {
     stamps?: Record<string, FileStamp>,
   ): Promise<{ manifest: WorkingSetManifest; stamps: Record<string, FileStamp> }> {
     const got = await this.getWithBytes(id);
-    if (!got) throw new EmbersError('EMB_WORKING_SET_INVALID', `snapshot ${id} has no working set`, { id });
+    if (!got) throw EmbersError.of('EMB_WORKING_SET_INVALID', { problem: 'none', id });
     const m = got.manifest;
     const dir = this.dirOf(id);
-    const corrupt = (why: string, file: string) =>
-      new EmbersError(
+    const corrupt = (
+      problem: 'unlisted-file' | 'missing-file' | 'size' | 'digest',
+      file: string,
+      sizes?: { actualBytes: number; sizeBytes: number },
+    ) =>
+      EmbersError.of(
         'EMB_WORKING_SET_INVALID',
-        `working set of ${id}: ${why} (corrupt or tampered)`,
-        { id, file },
+        { problem, id, file, ...sizes },
         {
           hint: `remove the snapshot's working set dir (${dir}) and record it again with \`embers snapshot record-ws ${id}\`; the snapshot restores without it`,
         },
       );
     for (const name of await readdir(dir)) {
-      if (name !== MANIFEST_NAME && !m.files.some((f) => f.name === name))
-        throw corrupt(`holds a file its manifest does not list: ${name}`, name);
+      if (name !== MANIFEST_NAME && !m.files.some((f) => f.name === name)) throw corrupt('unlisted-file', name);
     }
     const out: Record<string, FileStamp> = {};
     for (const f of m.files) {
       const path = join(dir, f.name);
       const st = await stampFile(path);
-      if (!st) throw corrupt(`${f.name} is missing`, f.name);
-      if (st.size !== f.sizeBytes)
-        throw corrupt(`${f.name} is ${st.size} bytes, its manifest says ${f.sizeBytes}`, f.name);
+      if (!st) throw corrupt('missing-file', f.name);
+      if (st.size !== f.sizeBytes) throw corrupt('size', f.name, { actualBytes: st.size, sizeBytes: f.sizeBytes });
       if (!stamps?.[f.name] || JSON.stringify(stamps[f.name]) !== JSON.stringify(st)) {
-        if ((await sha256File(path)) !== f.sha256) throw corrupt(`${f.name} does not match its sha256`, f.name);
+        if ((await sha256File(path)) !== f.sha256) throw corrupt('digest', f.name);
       }
       out[f.name] = st;
     }

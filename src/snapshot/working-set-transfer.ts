@@ -142,10 +142,9 @@ export async function readRemoteFile(
     await fh.sync();
   } catch (err) {
     if (isEmbersError(err)) throw err;
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_REMOTE_UNREACHABLE',
-      `the connection to ${source.location} broke while reading ${remote.name} of ${id}`,
-      { id },
+      { problem: 'broken', endpoint: source.location, file: remote.name, id },
       { cause: err },
     );
   } finally {
@@ -165,11 +164,16 @@ async function downloadWhole(
   const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
   const { got, digest } = await readRemoteFile(source, id, remote, path, signal);
   if (got !== f.sizeBytes || digest !== f.sha256) {
-    throw new EmbersError(
-      'EMB_WORKING_SET_INVALID',
-      `working set of ${id} from ${source.location}: ${f.name} does not match its manifest (${got} of ${f.sizeBytes} bytes, sha256 ${digest}); nothing was published`,
-      { id, file: f.name, source: source.location, expected: f.sha256, actual: digest },
-    );
+    throw EmbersError.of('EMB_WORKING_SET_INVALID', {
+      problem: 'fetched-mismatch',
+      id,
+      file: f.name,
+      source: source.location,
+      expected: f.sha256,
+      actual: digest,
+      actualBytes: got,
+      sizeBytes: f.sizeBytes,
+    });
   }
   return got;
 }

@@ -161,15 +161,9 @@ export async function asNoSpaceError(err: unknown, what: string, path: string): 
   const fs = await statfs(path).catch(() => undefined);
   const freeBytes = fs ? fs.bavail * fs.bsize : undefined;
   const totalBytes = fs ? fs.blocks * fs.bsize : undefined;
-  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
-  const room =
-    freeBytes !== undefined && totalBytes !== undefined
-      ? ` (${mib(freeBytes)} free of ${mib(totalBytes)} after cleaning up)`
-      : '';
-  return new EmbersError(
+  return EmbersError.of(
     'EMB_NO_SPACE',
-    `${what} failed: no space left on the filesystem of ${path}${room}; nothing partial was kept`,
-    { path, freeBytes, totalBytes, cause: err instanceof Error ? err.message : String(err) },
+    { step: what, path, freeBytes, totalBytes, cause: err instanceof Error ? err.message : String(err) },
     { cause: err },
   );
 }
@@ -189,10 +183,5 @@ export async function requireFreeSpace(path: string, needBytes: number, what: st
   if (!fs) return; // cannot tell: the step itself reports a full disk
   const freeBytes = fs.bavail * fs.bsize;
   if (freeBytes >= needBytes) return;
-  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
-  throw new EmbersError(
-    'EMB_NO_SPACE',
-    `${what} needs about ${mib(needBytes)} on the filesystem of ${path}, and ${mib(freeBytes)} are free; nothing was started`,
-    { path, needBytes, freeBytes, totalBytes: fs.blocks * fs.bsize },
-  );
+  throw EmbersError.of('EMB_NO_SPACE', { step: what, path, needBytes, freeBytes, totalBytes: fs.blocks * fs.bsize });
 }

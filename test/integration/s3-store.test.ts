@@ -269,7 +269,7 @@ test(
     await remote.client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: remote.keyOf(m.id, 'disk.delta') }));
     await assert.rejects(remote.pull(b, m.id), (err: unknown) => {
       code('EMB_SNAPSHOT_CORRUPT', 'disk.delta', 'does not exist')(err);
-      assert.equal((err as EmbersError).details.reason, 'missing');
+      assert.equal((err as EmbersError).details.problem, 'remote-missing');
       return true;
     });
     assert.deepEqual(await visible(b), { ids: [], staging: [] });

@@ -42,7 +42,12 @@ test('a full filesystem is recognised however it surfaces, and reported as EMB_N
     'EMB_VMM_COMMAND_FAILED',
     'migration failed: Unable to write to file: No space left on device',
   );
-  const wrapped = new EmbersError('EMB_REMOTE_REQUEST_FAILED', 'reading a range failed', {}, { cause: enospc });
+  const wrapped = new EmbersError(
+    'EMB_REMOTE_REQUEST_FAILED',
+    'reading a range failed',
+    { problem: 'refused' },
+    { cause: enospc },
+  );
   for (const err of [enospc, cp, qemu, wrapped]) assert.equal(isNoSpace(err), true, String(err));
   for (const err of [
     new Error('ECONNRESET'),

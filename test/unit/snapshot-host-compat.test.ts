@@ -143,7 +143,7 @@ test('host compat: the refusal names every difference; the override turns it int
   assert.match(caught.message, /lacks 4 .*: avx avx2 sse4_2 xsave/);
   assert.match(caught.hint, /--allow-host-mismatch/);
   assert.deepEqual(
-    (caught.details.mismatches as { what: string }[]).map((x) => x.what),
+    caught.details.mismatches.map((x) => x.what),
     ['kernel', 'cpu-vendor', 'cpu-flags'],
   );
   const warnings = checkHostCompat(manifest(), other, { allowHostMismatch: true });

@@ -13,7 +13,7 @@ import { exists } from '../../src/util/fs.js';
 import { retry, retryPolicy } from '../../src/util/retry.js';
 import { makeSnapshot, snapshotBytes, tempDir } from '../helpers/snapshots.js';
 
-const transient = () => new EmbersError('EMB_REMOTE_UNREACHABLE', 'down', {});
+const transient = () => new EmbersError('EMB_REMOTE_UNREACHABLE', 'down', { problem: 'connect' });
 const policy = retryPolicy({ attempts: 4, baseDelayMs: 1, maxDelayMs: 2 });
 
 test('retry: transient errors are retried up to the attempts, others are thrown at once', async () => {

@@ -188,10 +188,15 @@ export class FirecrackerDriver implements HypervisorDriver {
     await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
     const layout = this.layoutFor(spec, await this.resolveBinary());
     if (opts.snapshotDriveLayout !== undefined && opts.snapshotDriveLayout !== layout.kind) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_SNAPSHOT_INCOMPATIBLE',
-        `snapshot ${files.stateFile} was taken with the ${opts.snapshotDriveLayout} drive layout, this driver runs ${layout.kind}: the drive path it records would not be ${spec.name}'s disk`,
-        { stateFile: files.stateFile, snapshotDriveLayout: opts.snapshotDriveLayout, driveLayout: layout.kind },
+        {
+          problem: 'drive-layout',
+          stateFile: files.stateFile,
+          snapshotDriveLayout: opts.snapshotDriveLayout,
+          driveLayout: layout.kind,
+          vm: spec.name,
+        },
         {
           hint:
             opts.snapshotDriveLayout === 'jail'
@@ -261,11 +266,11 @@ export class FirecrackerDriver implements HypervisorDriver {
           ? err.message
           : String(err);
       const t = await failureTail(layout.launch);
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_SNAPSHOT_LOAD_FAILED',
-        `Firecracker could not load snapshot ${files.stateFile} for ${spec.name}: ${fault}\n${t}`,
         {
           stateFile: files.stateFile,
+          vm: spec.name,
           memoryBackend: backend,
           faultMessage: fault,
           method: 'PUT',

@@ -73,10 +73,9 @@ export async function binarySnapshotVersion(binary: string): Promise<string> {
 /** The data format version recorded in a snapshot state file's header. */
 export async function readSnapshotFormatVersion(stateFile: string): Promise<string> {
   const fh = await open(stateFile, 'r').catch((err: NodeJS.ErrnoException) => {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_SNAPSHOT_CORRUPT',
-      `snapshot state file ${stateFile} cannot be opened: ${err.message}`,
-      { stateFile },
+      { problem: 'state-file-unreadable', stateFile, reason: err.message },
       { cause: err },
     );
   });
@@ -96,9 +95,7 @@ export async function readSnapshotFormatVersion(stateFile: string): Promise<stri
 export function parseSnapshotHeader(head: Buffer, stateFile: string): string {
   const { versionOffset, magicOffset, lengthOffset } = STATE_HEADER;
   const bad = (why: string) =>
-    new EmbersError('EMB_SNAPSHOT_CORRUPT', `${stateFile} is not a Firecracker x86_64 snapshot state file: ${why}`, {
-      stateFile,
-    });
+    EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'state-file', stateFile, reason: why });
   if (head.length < versionOffset) throw bad(`only ${head.length} bytes`);
   const magic = head.readBigUInt64LE(magicOffset);
   if (magic !== SNAPSHOT_MAGIC_X86_64) {
@@ -127,27 +124,8 @@ export function checkSnapshotFormat(
   const snap = parseSemVer(snapshotVersion);
   const bin = parseSemVer(binaryFormat);
   const details = { snapshotVersion, binarySnapshotVersion: binaryFormat, ...context };
-  const by = `${context.binary ?? 'firecracker'}${context.binaryVersion ? ` v${context.binaryVersion}` : ''}`;
-  const from = context.source ? ` (${context.source})` : '';
-  if (!snap)
-    throw new EmbersError(
-      'EMB_SNAPSHOT_CORRUPT',
-      `snapshot format version "${snapshotVersion}"${from} is not MAJOR.MINOR.PATCH`,
-      details,
-    );
+  if (!snap) throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', { problem: 'format-version', ...details });
   if (!bin) throw EmbersError.of('EMB_VMM_NOT_FOUND', { problem: 'snapshot-format', ...details });
-  if (snap.major !== bin.major) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_VERSION_MISMATCH',
-      `snapshot format v${snapshotVersion}${from} has major version ${snap.major}, but ${by} loads snapshot format v${binaryFormat} (major ${bin.major}): refused before load`,
-      details,
-    );
-  }
-  if (snap.minor > bin.minor) {
-    throw new EmbersError(
-      'EMB_SNAPSHOT_VERSION_MISMATCH',
-      `snapshot format v${snapshotVersion}${from} is newer than v${binaryFormat}, the newest ${by} loads: refused before load`,
-      details,
-    );
-  }
+  if (snap.major !== bin.major || snap.minor > bin.minor)
+    throw EmbersError.of('EMB_SNAPSHOT_VERSION_MISMATCH', details);
 }

@@ -142,10 +142,9 @@ export class QemuDriver implements HypervisorDriver {
     const here = await this.snapshotFormat();
     const series = (v: string) => /^qemu-(\d+\.\d+)/.exec(v)?.[1];
     if (!series(recorded) || series(recorded) !== series(here)) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_SNAPSHOT_INCOMPATIBLE',
-        `${source} was written by ${recorded}; this host runs ${here}`,
-        { recorded, here },
+        { problem: 'qemu-release', source, recorded, here },
         {
           hint: 'restore it on a host with the same QEMU release series, or create a new snapshot here',
         },
