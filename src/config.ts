@@ -189,19 +189,24 @@ export function s3Settings(flags: S3Flags = {}, env: Environment = environment()
   const bucket = flags.bucket ?? e.bucket;
   if (!bucket) {
     if (fromFlags)
-      throw new EmbersError('EMB_USAGE', '--s3-bucket (or EMBERS_S3_BUCKET) is needed with the other --s3-* options');
-    throw new EmbersError(
+      throw EmbersError.of('EMB_USAGE', {
+        option: '--s3-bucket (or EMBERS_S3_BUCKET)',
+        problem: 'is needed with the other --s3-* options',
+      });
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      'EMBERS_S3_BUCKET is not set, but other EMBERS_S3_* variables are',
-      {},
+      { option: 'EMBERS_S3_BUCKET', problem: 'is not set, but other EMBERS_S3_* variables are' },
       { hint: 'set EMBERS_S3_BUCKET, or unset every EMBERS_S3_* variable' },
     );
   }
   if ((e.accessKeyId === undefined) !== (e.secretAccessKey === undefined)) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      'set both EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY, or neither',
-      {},
+      {
+        option: e.accessKeyId === undefined ? 'EMBERS_S3_SECRET_ACCESS_KEY' : 'EMBERS_S3_ACCESS_KEY_ID',
+        problem: 'is set without the other of the pair',
+      },
+      { hint: 'set both EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY, or neither' },
     );
   }
   return {
@@ -299,10 +304,7 @@ export function parseDurationMs(value: string | number, option = 'duration'): nu
   if (typeof value === 'number') return value;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
   if (!m)
-    throw new EmbersError('EMB_CONFIG_INVALID', `${option}: "${value}" is not a duration (e.g. 500ms, 10s, 2m)`, {
-      option,
-      value,
-    });
+    throw EmbersError.of('EMB_CONFIG_INVALID', { option, value, problem: 'is not a duration (e.g. 500ms, 10s, 2m)' });
   const n = Number(m[1]);
   const unit = m[2] ?? 'ms';
   return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1000 : n * 60_000);
@@ -314,7 +316,11 @@ export function resolveConfig(opts: ConfigOptions = {}): Config {
   const cacheDir = resolve(opts.cacheDir ?? env.cacheDir ?? '/var/cache/embers');
   const accel = opts.accel ?? (env.accel as Config['accel'] | undefined) ?? 'auto';
   if (!['auto', 'kvm', 'tcg'].includes(accel)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `accel must be auto, kvm or tcg, not "${accel}"`, { accel });
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: opts.accel !== undefined ? 'accel' : 'EMBERS_ACCEL',
+      value: accel,
+      expected: 'auto, kvm or tcg',
+    });
   }
   return {
     home,
@@ -337,10 +343,7 @@ function intFrom(value: number | string | undefined, option: string, min: number
   if (value === undefined || value === '') return undefined;
   const n = typeof value === 'number' ? value : Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `${option} must be an integer from ${min} to ${max}, not "${value}"`, {
-      option,
-      value,
-    });
+    throw EmbersError.of('EMB_CONFIG_INVALID', { option, value, expected: `an integer from ${min} to ${max}` });
   }
   return n;
 }
@@ -354,11 +357,11 @@ export function parseCgroupSettings(text: string, option = 'EMBERS_FC_CGROUPS'):
     .filter(Boolean)) {
     const m = /^([a-z0-9_]+\.[a-z0-9_.]+)=(.+)$/.exec(part);
     if (!m)
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `${option}: "${part}" is not a cgroup v2 setting such as cpu.max=50000 100000`,
-        { option, value: part },
-      );
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option,
+        value: part,
+        problem: 'is not a cgroup v2 setting such as cpu.max=50000 100000',
+      });
     out[m[1]] = m[2];
   }
   return out;

@@ -63,34 +63,38 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const token = opts.token ?? env.apiToken;
   const peerToken = opts.peerToken ?? env.peerToken;
   if (!isLoopback(host) && !token) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      `listening on ${host} (not loopback) needs an API token`,
-      { listen: host },
+      { option: '--listen', value: host, problem: '(not loopback) needs an API token' },
       {
         hint: `set EMBERS_API_TOKEN (${TOKEN_MIN_LENGTH} characters or more); clients send it as Authorization: Bearer <token>`,
       },
     );
   }
   if (token !== undefined && token.length < TOKEN_MIN_LENGTH) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `the API token must be at least ${TOKEN_MIN_LENGTH} characters`, {});
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'the API token (EMBERS_API_TOKEN)',
+      expected: `at least ${TOKEN_MIN_LENGTH} characters`,
+    });
   }
 
   const peers = opts.peers ?? env.peers;
   for (const url of peers) {
     if (!isHttpUrl(url))
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `peer "${url}" is not an http(s) URL`,
-        { peer: url },
+        { option: '--peer', value: url, problem: 'is not an http(s) URL' },
         { hint: 'give each peer as --peer http://HOST:PORT (its embers serve)' },
       );
   }
   if (peers.length > 0 && !peerToken) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      'pulling snapshots from peers needs the peer token they were started with',
-      { peers },
+      {
+        option: '--peer',
+        value: peers.join(','),
+        problem: 'needs the peer token the peers were started with, to pull snapshots from them',
+      },
       { hint: 'set EMBERS_PEER_TOKEN (or --peer-token) to the token the peer nodes share' },
     );
   }
@@ -151,8 +155,7 @@ async function takeLock(lock: string, home: string): Promise<void> {
   await mkdir(join(lock, '..'), { recursive: true });
   // a lock of a process that is gone (killed) is taken over; released by releaseLock
   await acquireLock(lock, {
-    busy: (pid) =>
-      new EmbersError('EMB_NODE_BUSY', `embers serve already runs for ${home} (pid ${pid})`, { home, lock }),
+    busy: (pid) => EmbersError.of('EMB_NODE_BUSY', { home, lock, pid }),
   });
 }
 

@@ -156,9 +156,7 @@ function proxy(req: IncomingMessage, res: ServerResponse, lease: Lease, path: st
       current.destroy();
       sendRawError(
         res,
-        new EmbersError('EMB_API_BODY_TOO_LARGE', `the invocation body is larger than ${bodyLimit} bytes`, {
-          limit: bodyLimit,
-        }),
+        EmbersError.of('EMB_API_BODY_TOO_LARGE', { limit: bodyLimit, what: 'invocation' }),
         embersHeaders,
       );
       finish(false);

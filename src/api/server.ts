@@ -75,7 +75,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     if (path === '/v1/snapshots' && matches(req, peerToken)) return;
     if (apiToken && !matches(req, apiToken)) {
       reply.header('www-authenticate', 'Bearer realm="embers"');
-      throw new EmbersError('EMB_API_AUTH', 'missing or wrong API token', {});
+      throw EmbersError.of('EMB_API_AUTH', {});
     }
   });
 
@@ -90,15 +90,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           : ctx === 'params'
             ? 'EMB_FUNCTION_SPEC_INVALID'
             : 'EMB_USAGE';
-      e = new EmbersError(code, `invalid ${ctx ?? 'request'}: ${err.message}`, {});
+      e = EmbersError.of(code, {
+        option: `the request ${ctx ?? ''}`.trim(),
+        problem: 'is invalid',
+        reason: err.message,
+      });
     } else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      e = new EmbersError(
-        'EMB_API_BODY_TOO_LARGE',
-        `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`,
-        {},
-      );
+      e = EmbersError.of('EMB_API_BODY_TOO_LARGE', { limit: opts.bodyLimit ?? 1024 * 1024 });
     } else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! < 500) {
-      e = new EmbersError('EMB_USAGE', err.message, {});
+      e = EmbersError.of('EMB_USAGE', { reason: err.message }, { cause: err });
     } else e = asEmbersError(err);
     if (isEmbersError(e, 'EMB_FUNCTION_QUEUE_FULL'))
       reply.header('retry-after', String(e.details.retryAfterSeconds ?? 1));
@@ -109,9 +109,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => {
     void reply
       .status(404)
-      .send(
-        errorBody(new EmbersError('EMB_API_ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, {})),
-      );
+      .send(errorBody(EmbersError.of('EMB_API_ROUTE_NOT_FOUND', { method: req.method, url: req.url.split('?')[0] })));
   });
 
   const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, errorRef]));
@@ -332,11 +330,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
     handler: async (req, reply) => {
       if (!peer)
-        throw new EmbersError(
-          'EMB_API_ROUTE_NOT_FOUND',
-          'this node serves no snapshots to peers: start it with EMBERS_PEER_TOKEN',
-          {},
-        );
+        throw EmbersError.of('EMB_API_ROUTE_NOT_FOUND', {
+          method: req.method,
+          url: req.url.split('?')[0],
+          problem: 'this node serves no snapshots to peers: start it with EMBERS_PEER_TOKEN',
+        });
       reply.hijack();
       await peer(req.raw, reply.raw);
     },

@@ -35,7 +35,7 @@ export function parse<T extends Options>(argv: string[], options: T) {
   try {
     return parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...options }, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new EmbersError('EMB_USAGE', (err as Error).message, { argv });
+    throw EmbersError.of('EMB_USAGE', { reason: (err as Error).message, argv }, { cause: err });
   }
 }
 
@@ -50,7 +50,7 @@ export function intOption(
   const n = Number(value);
   if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
-    throw new EmbersError('EMB_USAGE', `--${name} must be an integer ${range}, not "${value}"`, { [name]: value });
+    throw EmbersError.of('EMB_USAGE', { option: `--${name}`, value, expected: `an integer ${range}` });
   }
   return n;
 }

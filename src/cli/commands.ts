@@ -293,19 +293,14 @@ export function hoistGlobalOptions(argv: string[]): { command: string | undefine
       ? (GLOBAL_OPTIONS as Record<string, { type: string }>)[name]
       : undefined;
     if (!spec) {
-      throw new EmbersError(
-        'EMB_USAGE',
-        `unknown option ${arg} before the command; global options are ${Object.keys(GLOBAL_OPTIONS)
-          .map((k) => `--${k}`)
-          .join(' ')}`,
-        {
-          option: arg,
-        },
-      );
+      throw EmbersError.of('EMB_USAGE', {
+        unknownOption: arg,
+        globalOptions: Object.keys(GLOBAL_OPTIONS).map((k) => `--${k}`),
+      });
     }
     globals.push(arg);
     if (spec.type === 'string' && !arg.includes('=')) {
-      if (i + 1 >= argv.length) throw new EmbersError('EMB_USAGE', `option ${arg} needs a value`, { option: arg });
+      if (i + 1 >= argv.length) throw EmbersError.of('EMB_USAGE', { option: arg, problem: 'needs a value' });
       globals.push(argv[++i]);
     }
   }

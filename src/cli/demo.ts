@@ -25,10 +25,14 @@ export async function runDemo(opts: NodeOptions, out: Output, o: { clones: numbe
     // the boot and every clone each need a network slot: refused before anything starts
     const room = await node.pool.room();
     if (o.clones + 1 > room) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `demo --clones ${o.clones} needs ${o.clones + 1} network slots (clone IPs: the boot and ${o.clones} clones), this node has ${room} free`,
-        { clones: o.clones, room },
+        {
+          option: 'demo --clones',
+          value: o.clones,
+          problem: `needs ${o.clones + 1} network slots (clone IPs: the boot and ${o.clones} clones), this node has ${room} free`,
+          room,
+        },
         {
           hint: `pass --clones ${Math.max(1, room - 1)} or less, or stop instances you no longer need (\`embers ps\` lists them)`,
         },

@@ -51,10 +51,10 @@ async function call(
     res = await fetch(`${base}${path}`, { method, headers, body: payload });
   } catch (err) {
     const cause = (err as Error & { cause?: Error }).cause;
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_API_UNREACHABLE',
-      `cannot reach the embers daemon at ${base}: ${cause?.message ?? (err as Error).message}`,
-      { api: base },
+      { api: base, reason: cause?.message ?? (err as Error).message },
+      { cause: err },
     );
   }
   return { status: res.status, headers: res.headers, text: await res.text() };
@@ -66,7 +66,8 @@ function apiError(a: ApiAnswer): EmbersError {
     const e = (JSON.parse(a.text) as { error: { code: ErrorCode; message: string; hint: string } }).error;
     return new EmbersError(e.code, e.message, { status: a.status }, { hint: e.hint });
   } catch {
-    return new EmbersError('EMB_INTERNAL', `the daemon answered ${a.status}: ${a.text.slice(0, 200)}`, {
+    return EmbersError.of('EMB_INTERNAL', {
+      problem: `the daemon answered ${a.status}: ${a.text.slice(0, 200)}`,
       status: a.status,
     });
   }
@@ -91,7 +92,7 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.fn.options);
   const [sub, name, image] = positionals;
   const need = (what: string, v: string | undefined) => {
-    if (!v) throw new EmbersError('EMB_USAGE', `usage: embers fn ${sub} <${what}>\n\n${FN_USAGE}`);
+    if (!v) throw EmbersError.of('EMB_USAGE', { usage: `embers fn ${sub} <${what}>\n\n${FN_USAGE}` });
     return v;
   };
   switch (sub) {
@@ -160,11 +161,12 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
     case 'invoke': {
       const fn = encodeURIComponent(need('name', name));
       const path = values.path ?? '/';
-      if (!path.startsWith('/')) throw new EmbersError('EMB_USAGE', `--path must start with /, not "${path}"`);
+      if (!path.startsWith('/'))
+        throw EmbersError.of('EMB_USAGE', { option: '--path', value: path, expected: 'a path starting with /' });
       const headers: Record<string, string> = {};
       for (const h of values.header ?? []) {
         const colon = h.indexOf(':');
-        if (colon <= 0) throw new EmbersError('EMB_USAGE', `--header must be NAME:VALUE, not "${h}"`);
+        if (colon <= 0) throw EmbersError.of('EMB_USAGE', { option: '--header', value: h, expected: 'NAME:VALUE' });
         headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
       }
       const method = values.method ?? (values.data === undefined ? 'GET' : 'POST');
@@ -186,6 +188,6 @@ export async function fnCommand(argv: string[], out: Output): Promise<number> {
       return a.status < 400 ? 0 : 1;
     }
     default:
-      throw new EmbersError('EMB_USAGE', FN_USAGE);
+      throw EmbersError.of('EMB_USAGE', { usage: FN_USAGE.replace(/^usage: /, '') });
   }
 }

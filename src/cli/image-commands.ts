@@ -16,7 +16,7 @@ export async function imageCommand(argv: string[], out: Output): Promise<number>
   const { values, positionals } = parse(argv, {});
   const [sub, ref] = positionals;
   const need = () => {
-    if (!ref) throw new EmbersError('EMB_USAGE', `usage: embers image ${sub} <reference>`);
+    if (!ref) throw EmbersError.of('EMB_USAGE', { usage: `embers image ${sub} <reference>` });
     return ref;
   };
   const node = await EmbersNode.open(nodeOptions(values, out));
@@ -48,6 +48,6 @@ export async function imageCommand(argv: string[], out: Output): Promise<number>
       return 0;
     }
     default:
-      throw new EmbersError('EMB_USAGE', 'usage: embers image pull|ls|inspect|rm|gc');
+      throw EmbersError.of('EMB_USAGE', { usage: 'embers image pull|ls|inspect|rm|gc' });
   }
 }

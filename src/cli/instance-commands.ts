@@ -13,7 +13,7 @@ import type { Output } from './output.js';
 /** embers run: boots a function microVM from an image and waits until it answers. */
 export async function runCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.run.options);
-  if (positionals.length !== 1) throw new EmbersError('EMB_USAGE', 'usage: embers run <image> [options]');
+  if (positionals.length !== 1) throw EmbersError.of('EMB_USAGE', { usage: 'embers run <image> [options]' });
   const fn: FunctionSpec = {
     image: positionals[0],
     vcpus: intOption(values.vcpus, 'vcpus', 1),
@@ -26,7 +26,7 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
     if (values['restore-hook-timeout'] !== undefined)
       fn.restoreHook.timeoutMs = parseDurationMs(values['restore-hook-timeout'], '--restore-hook-timeout');
   } else if (values['restore-hook-timeout'] !== undefined) {
-    throw new EmbersError('EMB_USAGE', '--restore-hook-timeout needs --restore-hook');
+    throw EmbersError.of('EMB_USAGE', { option: '--restore-hook-timeout', problem: 'needs --restore-hook' });
   }
   const readyTimeoutMs = values['ready-timeout']
     ? parseDurationMs(values['ready-timeout'], '--ready-timeout')
@@ -57,7 +57,7 @@ export async function runCommand(argv: string[], out: Output): Promise<number> {
 export async function invokeCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.invoke.options);
   if (positionals.length !== 1)
-    throw new EmbersError('EMB_USAGE', 'usage: embers invoke <instance> [--path /] [--data TEXT]');
+    throw EmbersError.of('EMB_USAGE', { usage: 'embers invoke <instance> [--path /] [--data TEXT]' });
   const node = await EmbersNode.open(nodeOptions(values, out));
   const res = await node.invoke(positionals[0], { path: values.path, data: values.data, method: values.method });
   out.result(res.body.replace(/\n$/, ''), { status: res.status, body: res.body, latencyMs: res.latencyMs });
@@ -80,7 +80,7 @@ export async function psCommand(argv: string[], out: Output): Promise<number> {
 /** embers logs: an instance's guest console. */
 export async function logsCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, {});
-  if (positionals.length !== 1) throw new EmbersError('EMB_USAGE', 'usage: embers logs <instance>');
+  if (positionals.length !== 1) throw EmbersError.of('EMB_USAGE', { usage: 'embers logs <instance>' });
   const node = await EmbersNode.open(nodeOptions(values, out));
   const text = await node.logs(positionals[0]);
   out.result(text.replace(/\n$/, ''), { name: positionals[0], console: text });
@@ -93,7 +93,7 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
   const { values, positionals } = parse(dd < 0 ? argv : argv.slice(0, dd), COMMANDS.exec.options);
   const command = dd < 0 ? positionals.slice(1) : [...positionals.slice(1), ...argv.slice(dd + 1)];
   if (positionals.length < 1 || command.length === 0)
-    throw new EmbersError('EMB_USAGE', 'usage: embers exec <instance> [options] -- <command> [args]...');
+    throw EmbersError.of('EMB_USAGE', { usage: 'embers exec <instance> [options] -- <command> [args]...' });
   const timeoutMs = values.timeout === undefined ? 60_000 : parseDurationMs(values.timeout, '--timeout');
   const node = await EmbersNode.open(nodeOptions(values, out));
   const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
@@ -126,7 +126,7 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
 export async function stopCommand(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse(argv, COMMANDS.stop.options);
   if (!values.all && positionals.length === 0)
-    throw new EmbersError('EMB_USAGE', 'usage: embers stop <instance>... | --all');
+    throw EmbersError.of('EMB_USAGE', { usage: 'embers stop <instance>... | --all' });
   const node = await EmbersNode.open(nodeOptions(values, out));
   const stopped = values.all ? await node.stopAll() : [];
   for (const name of positionals) {
@@ -151,7 +151,7 @@ export async function guestCommand(argv: string[], out: Output): Promise<number>
   const { values, positionals } = parse(argv, {});
   const sub = positionals[0];
   if (sub !== 'build' && sub !== 'build-kernel')
-    throw new EmbersError('EMB_USAGE', 'usage: embers guest build | build-kernel');
+    throw EmbersError.of('EMB_USAGE', { usage: 'embers guest build | build-kernel' });
   const node = await EmbersNode.open(nodeOptions(values, out));
   const kit = sub === 'build' ? await node.guestKit() : await node.guestKit('firecracker-config');
   out.result(`kernel ${kit.kernelPath}\ninitrd ${kit.initrdPath}\nversion ${kit.kernelVersion} (${kit.kind})`, kit);

@@ -79,7 +79,7 @@ async function dispatch(command: string, argv: string[], out: Output): Promise<n
     case 'doctor':
       return doctorCommand(argv, out);
     default:
-      throw new EmbersError('EMB_USAGE', `unknown command "${command}"; run \`embers --help\``);
+      throw EmbersError.of('EMB_USAGE', { unknownCommand: command });
   }
 }
 

@@ -13,21 +13,29 @@ import type { Output } from './output.js';
 export function nodeOptions(values: Record<string, unknown>, out: Output): NodeOptions {
   const accel = values.accel as string | undefined;
   if (accel !== undefined && !['auto', 'kvm', 'tcg'].includes(accel))
-    throw new EmbersError('EMB_USAGE', `--accel must be auto, kvm or tcg, not "${accel}"`);
+    throw EmbersError.of('EMB_USAGE', { option: '--accel', value: accel, expected: 'auto, kvm or tcg' });
   const vmm = values.vmm as string | undefined;
   if (vmm !== undefined && !['auto', 'qemu', 'firecracker'].includes(vmm))
-    throw new EmbersError('EMB_USAGE', `--vmm must be auto, qemu or firecracker, not "${vmm}"`);
+    throw EmbersError.of('EMB_USAGE', { option: '--vmm', value: vmm, expected: 'auto, qemu or firecracker' });
   const guestKernel = values['guest-kernel'] as string | undefined;
   if (guestKernel !== undefined && !['debian', 'firecracker-config'].includes(guestKernel)) {
-    throw new EmbersError('EMB_USAGE', `--guest-kernel must be debian or firecracker-config, not "${guestKernel}"`);
+    throw EmbersError.of('EMB_USAGE', {
+      option: '--guest-kernel',
+      value: guestKernel,
+      expected: 'debian or firecracker-config',
+    });
   }
   const discovery = values['device-discovery'] as string | undefined;
   if (discovery !== undefined && !['acpi', 'cmdline'].includes(discovery)) {
-    throw new EmbersError('EMB_USAGE', `--device-discovery must be acpi or cmdline, not "${discovery}"`);
+    throw EmbersError.of('EMB_USAGE', { option: '--device-discovery', value: discovery, expected: 'acpi or cmdline' });
   }
   const snapshots = values.snapshots as string | undefined;
   if (snapshots !== undefined && !['disabled', 'local', 'remote'].includes(snapshots)) {
-    throw new EmbersError('EMB_USAGE', `--snapshots must be disabled, local or remote, not "${snapshots}"`);
+    throw EmbersError.of('EMB_USAGE', {
+      option: '--snapshots',
+      value: snapshots,
+      expected: 'disabled, local or remote',
+    });
   }
   const cache = onOff(values['cache-snapshots'] as string | undefined, '--cache-snapshots');
   return {
@@ -60,10 +68,10 @@ function firecrackerFromFlags(values: Record<string, unknown>): NodeOptions['fir
     const envUid = environment().firecracker.jailerUid;
     const uid = int('jailer-uid', 0) ?? (envUid ? Number(envUid) : undefined);
     if (uid === undefined)
-      throw new EmbersError(
-        'EMB_USAGE',
-        'the --fc-jailer-* and --fc-cgroup options need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)',
-      );
+      throw EmbersError.of('EMB_USAGE', {
+        option: 'the --fc-jailer-* and --fc-cgroup options',
+        problem: 'need --fc-jailer-uid (or EMBERS_FC_JAILER_UID)',
+      });
     jailer = {
       uid,
       gid: int('jailer-gid', 0),
@@ -88,13 +96,13 @@ function s3FromFlags(values: Record<string, unknown>): NodeOptions['s3'] {
 export function onOff(value: string | undefined, flag: string): boolean | undefined {
   if (value === undefined) return undefined;
   if (!['true', 'false', 'on', 'off'].includes(value))
-    throw new EmbersError('EMB_USAGE', `${flag} must be on or off, not "${value}"`);
+    throw EmbersError.of('EMB_USAGE', { option: flag, value, expected: 'on or off' });
   return value === 'true' || value === 'on';
 }
 
 export function prefetchMode(value: string | undefined): PrefetchMode | undefined {
   if (value === undefined) return undefined;
   if (value !== 'auto' && value !== 'on' && value !== 'off')
-    throw new EmbersError('EMB_USAGE', `--prefetch must be auto, on or off, not "${value}"`);
+    throw EmbersError.of('EMB_USAGE', { option: '--prefetch', value, expected: 'auto, on or off' });
   return value;
 }

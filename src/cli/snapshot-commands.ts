@@ -18,11 +18,15 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
     const url = values['from-peer'];
     if (!url) return undefined;
     const token = values.token ?? environment().daemon.peerToken;
-    if (!token) throw new EmbersError('EMB_USAGE', '--from-peer needs the peer token: --token or EMBERS_PEER_TOKEN');
+    if (!token)
+      throw EmbersError.of('EMB_USAGE', {
+        option: '--from-peer',
+        problem: 'needs the peer token: --token or EMBERS_PEER_TOKEN',
+      });
     return { kind: 'peer', url, token };
   };
   const need = (what: string) => {
-    if (!arg) throw new EmbersError('EMB_USAGE', `usage: embers snapshot ${sub} <${what}>`);
+    if (!arg) throw EmbersError.of('EMB_USAGE', { usage: `embers snapshot ${sub} <${what}>` });
     return arg;
   };
   const node = await EmbersNode.open(nodeOptions(values, out));
@@ -31,7 +35,7 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
     case 'create': {
       const diff = values['disk-diff'] ?? 'block';
       if (diff !== 'block' && diff !== 'rsync')
-        throw new EmbersError('EMB_USAGE', `--disk-diff must be block or rsync, not "${diff}"`);
+        throw EmbersError.of('EMB_USAGE', { option: '--disk-diff', value: diff, expected: 'block or rsync' });
       const r = await snaps.create(need('instance'), {
         diskDiff: diff,
         stop: values.stop,
@@ -186,6 +190,6 @@ export async function snapshotCommand(argv: string[], out: Output): Promise<numb
       return 0;
     }
     default:
-      throw new EmbersError('EMB_USAGE', 'usage: embers snapshot create|restore|record-ws|ls|inspect|rm|push|pull');
+      throw EmbersError.of('EMB_USAGE', { usage: 'embers snapshot create|restore|record-ws|ls|inspect|rm|push|pull' });
   }
 }

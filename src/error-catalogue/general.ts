@@ -1,46 +1,43 @@
 /** Errors of configuration and usage, the host, functions, the node's API and daemon, and internal errors: the shape of each code's details and its catalogue entry (see shared.ts). */
 import type { AreaCatalogue, NoDetails, HostCommandDetails } from './shared.js';
 
+/**
+ * A value that was refused (EMB_USAGE, EMB_CONFIG_INVALID, EMB_FUNCTION_SPEC_INVALID): the option as
+ * the user names it (a flag, an environment variable, a spec field, a setting), the value given, and
+ * what is accepted or what is wrong with it. The message reads "<option> must be <expected>, not
+ * <value>" or "<option> <value> <problem>", then ": <reason>" when there is one.
+ */
+export interface BadValueDetails {
+  /** The flag, variable, field or setting, as the user names it: '--accel', 'EMBERS_S3_BUCKET', 'S3 endpoint'. */
+  readonly option: string;
+  /** The value given (left out when the option is missing, or its value is a secret). */
+  readonly value?: unknown;
+  /** What is accepted, as the end of "<option> must be …": 'auto, kvm or tcg', 'an integer from 1 to 64'. */
+  readonly expected?: string;
+  /** What is wrong, as the end of "<option> <value> …": 'is not an http(s) URL', 'needs --restore-hook'. */
+  readonly problem?: string;
+  /** The text of the underlying error (from the OS or a library), after a colon. */
+  readonly reason?: string;
+}
+
 export interface GeneralErrorDetails {
-  EMB_USAGE: { readonly argv?: string[]; readonly option?: string };
-  EMB_CONFIG_INVALID: {
-    readonly accel?: 'auto' | 'kvm' | 'tcg';
-    readonly attempts?: number;
-    readonly authFile?: string;
-    readonly bucket?: string;
-    readonly clones?: number;
-    readonly concurrency?: number;
-    readonly count?: number;
-    readonly cpuModel?: string;
-    readonly deviceDiscovery?: string;
-    readonly endpoint?: string;
-    readonly entry?: string;
+  /** A bad command line: a refused option value (BadValueDetails), or a command's synopsis
+   * (`usage`) when its arguments are missing, or the argument parser's own message (`reason`). */
+  EMB_USAGE: Partial<BadValueDetails> & {
+    /** The synopsis of the command, after "usage: ": 'embers run <image> [options]'. */
+    readonly usage?: string;
+    readonly argv?: string[];
+    /** A command the CLI does not have. */
+    readonly unknownCommand?: string;
+    /** An option before the command that is not a global option, and the global options. */
+    readonly unknownOption?: string;
+    readonly globalOptions?: readonly string[];
+  };
+  EMB_CONFIG_INVALID: BadValueDetails & {
+    /** The field of a function spec that is wrong (validateFunctionSpec). */
     readonly field?: string;
-    readonly host?: string;
-    readonly id?: string;
-    readonly image?: string;
-    readonly kind?: 'debian' | 'firecracker-config';
-    readonly length?: number;
-    readonly listen?: string;
-    readonly name?: string;
-    readonly net?: unknown;
-    readonly option?: string;
-    readonly param?: string;
-    readonly partSizeBytes?: number;
-    readonly path?: string;
-    readonly peer?: string;
-    readonly peers?: readonly string[];
-    readonly prefetch?: unknown;
-    readonly prefix?: string;
+    /** Network slots (clone IPs) still free, when more instances were asked for. */
     readonly room?: number;
-    readonly snapshots?: unknown;
-    readonly stallTimeoutMs?: number;
-    readonly target?: string;
-    readonly timeoutMs?: number;
-    readonly url?: string;
-    readonly value?: unknown;
-    readonly vm?: string;
-    readonly vmm?: 'auto' | 'qemu' | 'firecracker';
   };
   EMB_NOT_ROOT: NoDetails;
   EMB_HOST_TOOL_MISSING: {
@@ -51,26 +48,39 @@ export interface GeneralErrorDetails {
   };
   EMB_HOST_COMMAND_FAILED: HostCommandDetails;
   EMB_FUNCTION_NOT_FOUND: { readonly function: string };
-  EMB_FUNCTION_SPEC_INVALID: {
+  /** Like BadValueDetails; the option defaults to the spec field (or "the function spec"). */
+  EMB_FUNCTION_SPEC_INVALID: Partial<BadValueDetails> & {
+    /** The field of the spec that is wrong (clients branch on it). */
     readonly field?: string;
-    readonly value?: unknown;
     readonly name?: unknown;
     readonly hostCpus?: number;
     readonly hostMemoryMiB?: number;
   };
   EMB_FUNCTION_QUEUE_FULL: {
-    readonly function?: string;
-    readonly queued?: number;
+    readonly function: string;
+    readonly queued: number;
     readonly retryAfterSeconds?: number;
+    /** The function's live instances, all busy. */
+    readonly instances: number;
+    readonly maxInstances: number;
   };
   EMB_FUNCTION_TIMEOUT: { readonly function?: string; readonly requestTimeoutSeconds?: number };
   EMB_FUNCTION_DRAINING: { readonly function?: string };
   EMB_API_AUTH: NoDetails;
-  EMB_API_ROUTE_NOT_FOUND: NoDetails;
-  EMB_API_BODY_TOO_LARGE: { readonly limit?: number };
-  EMB_API_UNREACHABLE: { readonly api?: string };
-  EMB_NODE_BUSY: { readonly home?: string; readonly lock?: string };
+  EMB_API_ROUTE_NOT_FOUND: {
+    readonly method?: string;
+    readonly url?: string;
+    /** Why a route that exists is not served here: 'this node serves no snapshots to peers'. */
+    readonly problem?: string;
+  };
+  EMB_API_BODY_TOO_LARGE: { readonly limit: number; readonly what?: string };
+  EMB_API_UNREACHABLE: { readonly api: string; readonly reason: string };
+  EMB_NODE_BUSY: { readonly home: string; readonly lock?: string; readonly pid?: number };
+  /** A bug: `problem` says what broke, as a sentence; the other fields are context. */
   EMB_INTERNAL: {
+    readonly problem: string;
+    /** What was being done, as the start of the message: 'cpio', 'PUT /vm'. */
+    readonly during?: string;
     readonly candidates?: string[];
     readonly dir?: string;
     readonly field?: string;
@@ -88,11 +98,43 @@ export interface GeneralErrorDetails {
   };
 }
 
+/** A value as a message shows it: numbers bare, strings and the rest as JSON. */
+function shown(value: unknown): string {
+  return typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint'
+    ? String(value)
+    : (JSON.stringify(value) ?? String(value));
+}
+
+/** "<option> must be <expected>, not <value>" or "<option> <value> <problem>", then ": <reason>". */
+function badValueMessage(d: Partial<BadValueDetails>, option: string): string {
+  const value = d.value === undefined ? '' : shown(d.value);
+  const head =
+    d.expected !== undefined
+      ? `${option} must be ${d.expected}${value && `, not ${value}`}${d.problem ? ` ${d.problem}` : ''}`
+      : `${option}${value && ` ${value}`} ${d.problem ?? 'is not valid'}`;
+  return d.reason === undefined ? head : `${head}: ${d.reason}`;
+}
+
 export const GENERAL_ERRORS = {
   // configuration and usage
-  EMB_USAGE: { summary: 'bad command-line usage', hint: 'run `embers --help`', exit: 64 },
+  EMB_USAGE: {
+    summary: 'bad command-line usage',
+    message: (d) =>
+      d.option !== undefined
+        ? badValueMessage(d, d.option)
+        : d.unknownCommand !== undefined
+          ? `unknown command ${shown(d.unknownCommand)}`
+          : d.unknownOption !== undefined
+            ? `unknown option ${d.unknownOption} before the command; global options are ${d.globalOptions?.join(' ')}`
+            : d.usage !== undefined
+              ? `usage: ${d.usage}`
+              : (d.reason ?? 'bad command-line usage'),
+    hint: 'run `embers --help`',
+    exit: 64,
+  },
   EMB_CONFIG_INVALID: {
     summary: 'an option has an invalid value',
+    message: (d) => badValueMessage(d, d.option),
     hint: 'check the option against `embers --help`',
     exit: 64,
   },
@@ -114,6 +156,11 @@ export const GENERAL_ERRORS = {
   },
   EMB_HOST_COMMAND_FAILED: {
     summary: 'a host command failed',
+    message: (d) => {
+      if (d.spawnError !== undefined) return `could not run ${d.cmd}: ${d.spawnError}`;
+      const output = d.output ?? d.stderr?.trim();
+      return `${[d.cmd, ...(d.args ?? [])].join(' ')} failed (${d.failure ?? `exit code ${d.exit}`})${output ? `: ${output}` : ''}`;
+    },
     hint: 'see the command output in the error details',
     exit: 70,
   },
@@ -126,11 +173,14 @@ export const GENERAL_ERRORS = {
   },
   EMB_FUNCTION_SPEC_INVALID: {
     summary: 'a function spec or name is invalid',
+    message: (d) => badValueMessage(d, d.option ?? d.field ?? 'the function spec'),
     hint: 'fix the field named in the message (see `embers fn deploy --help` and GET /openapi.json for the ranges)',
     exit: 65,
   },
   EMB_FUNCTION_QUEUE_FULL: {
     summary: 'every instance of the function is busy, maxInstances is reached and its request queue is full',
+    message: (d) =>
+      `function ${d.function}: all ${d.instances} instance(s) are busy (maxInstances ${d.maxInstances}) and ${d.queued} request(s) already wait`,
     hint: 'retry after the time in Retry-After, or raise maxInstances, concurrency or maxQueue in the spec',
     exit: 75,
   },
@@ -151,31 +201,37 @@ export const GENERAL_ERRORS = {
   },
   EMB_API_AUTH: {
     summary: 'the API refused the request: missing or wrong bearer token',
+    message: () => 'missing or wrong API token',
     hint: 'send `Authorization: Bearer <token>` with the EMBERS_API_TOKEN the daemon was started with',
     exit: 77,
   },
   EMB_API_ROUTE_NOT_FOUND: {
     summary: 'the API has no such route',
+    message: (d) => d.problem ?? `no route ${d.method} ${d.url}`,
     hint: 'see GET /openapi.json for the routes',
     exit: 64,
   },
   EMB_API_BODY_TOO_LARGE: {
     summary: 'the request body is larger than the API accepts',
+    message: (d) => `the ${d.what ?? 'request'} body is larger than ${d.limit} bytes`,
     hint: 'send a smaller body (see --body-limit of embers serve)',
     exit: 65,
   },
   EMB_API_UNREACHABLE: {
     summary: 'the embers daemon could not be reached',
+    message: (d) => `cannot reach the embers daemon at ${d.api}: ${d.reason}`,
     hint: 'start it with `embers serve` on this node, or point EMBERS_API at the node that runs it',
     exit: 69,
   },
   EMB_NODE_BUSY: {
     summary: 'another embers daemon already serves this home',
+    message: (d) => `embers serve already runs for ${d.home}${d.pid === undefined ? '' : ` (pid ${d.pid})`}`,
     hint: 'stop it first, use its API (EMBERS_API), or serve another --home',
     exit: 75,
   },
   EMB_INTERNAL: {
     summary: 'an internal error',
+    message: (d) => (d.during === undefined ? d.problem : `${d.during}: ${d.problem}`),
     hint: 'this is a bug in embers: please report it with the details',
     exit: 70,
   },

@@ -45,6 +45,12 @@ export interface HostCommandDetails {
   readonly exit?: number | null;
   /** The tail of the command's stderr. */
   readonly stderr?: string;
+  /** Why the command could not be started at all (the spawn error's text). */
+  readonly spawnError?: string;
+  /** How it failed, when not by its exit code: 'killed by SIGTERM', 'timed out after 1000 ms'. */
+  readonly failure?: string;
+  /** The tail of its output a message shows, when not its stderr (its stdout when stderr is empty). */
+  readonly output?: string;
 }
 
 /** A snapshot's data format against a Firecracker binary's (vmm/firecracker/version.ts). */

@@ -56,10 +56,10 @@ export interface Frame {
 
 export function encodeFrame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   if (payload.length + 1 > MAX_FRAME)
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `an agent message of ${payload.length} bytes is larger than ${MAX_FRAME - 1}`,
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'an agent message',
+      problem: `of ${payload.length} bytes is larger than ${MAX_FRAME - 1}`,
+    });
   const head = Buffer.alloc(5);
   head.writeUInt32LE(payload.length + 1, 0);
   head[4] = type;
@@ -149,12 +149,22 @@ export interface ExecRequest {
 }
 
 export function encodeExec(r: ExecRequest): Buffer {
-  if (r.argv.length === 0 || r.argv[0] === '') throw new EmbersError('EMB_USAGE', 'exec needs a command');
-  if (r.argv.length > 255) throw new EmbersError('EMB_USAGE', `exec takes at most 255 arguments, not ${r.argv.length}`);
+  if (r.argv.length === 0 || r.argv[0] === '')
+    throw EmbersError.of('EMB_USAGE', { option: 'exec', problem: 'needs a command' });
+  if (r.argv.length > 255)
+    throw EmbersError.of('EMB_USAGE', {
+      option: 'the number of exec arguments',
+      value: r.argv.length,
+      expected: 'at most 255',
+    });
   for (const a of r.argv)
-    if (a.includes('\0')) throw new EmbersError('EMB_USAGE', 'an exec argument contains a NUL byte');
+    if (a.includes('\0'))
+      throw EmbersError.of('EMB_USAGE', { option: 'an exec argument', problem: 'contains a NUL byte' });
   if (r.shell && r.argv.length !== 1)
-    throw new EmbersError('EMB_USAGE', 'with --shell, pass the command as one argument (a sh -c script)');
+    throw EmbersError.of('EMB_USAGE', {
+      option: '--shell',
+      problem: 'takes the command as one argument (a sh -c script)',
+    });
   const head = Buffer.alloc(8);
   head.writeUInt32LE(Math.max(0, Math.min(0xffffffff, Math.round(r.timeoutMs))), 0);
   head.writeUInt32LE((r.shell ? EXEC_FLAGS.shell : 0) | (r.kitRoot ? EXEC_FLAGS.kitRoot : 0), 4);

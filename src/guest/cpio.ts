@@ -66,7 +66,9 @@ function pad4(n: number): number {
 
 function hex8(value: number, field: string, name: string): string {
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new EmbersError('EMB_INTERNAL', `cpio: ${field} of "${name}" does not fit in 32 bits: ${value}`, {
+    throw EmbersError.of('EMB_INTERNAL', {
+      during: 'cpio',
+      problem: `${field} of "${name}" does not fit in 32 bits: ${value}`,
       name,
       field,
       value,
@@ -80,7 +82,11 @@ function normaliseName(name: string): string {
   while (n.startsWith('./')) n = n.slice(2);
   n = n.replace(/^\/+/, '');
   if (n === '' || n.includes('\0') || n.split('/').some((part) => part === '..')) {
-    throw new EmbersError('EMB_INTERNAL', `cpio: invalid entry name ${JSON.stringify(name)}`, { name });
+    throw EmbersError.of('EMB_INTERNAL', {
+      during: 'cpio',
+      problem: `invalid entry name ${JSON.stringify(name)}`,
+      name,
+    });
   }
   return n;
 }
@@ -162,7 +168,8 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
   const seen = new Set<string>();
   for (const e of entries) {
     const name = normaliseName(e.name);
-    if (seen.has(name)) throw new EmbersError('EMB_INTERNAL', `cpio: duplicate entry "${name}"`, { name });
+    if (seen.has(name))
+      throw EmbersError.of('EMB_INTERNAL', { during: 'cpio', problem: `duplicate entry "${name}"`, name });
     seen.add(name);
     const perm =
       (e.mode ?? (e.type === 'dir' ? 0o755 : e.type === 'symlink' ? 0o777 : e.type === 'file' ? 0o644 : 0o600)) &
@@ -180,7 +187,12 @@ export function writeCpio(entries: readonly CpioEntry[], opts: { firstIno?: numb
         emit(name, S_IFDIR | perm, uid, gid, 2, mtime, Buffer.alloc(0), 0, 0, ino++);
         break;
       case 'symlink':
-        if (!e.target) throw new EmbersError('EMB_INTERNAL', `cpio: symlink "${name}" has an empty target`, { name });
+        if (!e.target)
+          throw EmbersError.of('EMB_INTERNAL', {
+            during: 'cpio',
+            problem: `symlink "${name}" has an empty target`,
+            name,
+          });
         emit(name, S_IFLNK | perm, uid, gid, 1, mtime, Buffer.from(e.target, 'utf8'), 0, 0, ino++);
         break;
       case 'chardev':
@@ -216,7 +228,7 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
   const field = (at: number, i: number): number => {
     const text = buf.toString('ascii', at + 6 + i * 8, at + 6 + (i + 1) * 8);
     if (!/^[0-9A-Fa-f]{8}$/.test(text))
-      throw new EmbersError('EMB_INTERNAL', `cpio: bad header field at offset ${at}`, { offset: at });
+      throw EmbersError.of('EMB_INTERNAL', { during: 'cpio', problem: `bad header field at offset ${at}`, offset: at });
     return parseInt(text, 16);
   };
   while (pos < buf.length) {
@@ -226,12 +238,22 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
       continue;
     }
     if (pos % 4 !== 0)
-      throw new EmbersError('EMB_INTERNAL', `cpio: header at unaligned offset ${pos}`, { offset: pos });
+      throw EmbersError.of('EMB_INTERNAL', {
+        during: 'cpio',
+        problem: `header at unaligned offset ${pos}`,
+        offset: pos,
+      });
     if (pos + HEADER_LEN > buf.length)
-      throw new EmbersError('EMB_INTERNAL', `cpio: truncated header at offset ${pos}`, { offset: pos });
+      throw EmbersError.of('EMB_INTERNAL', {
+        during: 'cpio',
+        problem: `truncated header at offset ${pos}`,
+        offset: pos,
+      });
     const magic = buf.toString('ascii', pos, pos + 6);
     if (magic !== MAGIC)
-      throw new EmbersError('EMB_INTERNAL', `cpio: bad magic ${JSON.stringify(magic)} at offset ${pos}`, {
+      throw EmbersError.of('EMB_INTERNAL', {
+        during: 'cpio',
+        problem: `bad magic ${JSON.stringify(magic)} at offset ${pos}`,
         offset: pos,
       });
     const ino = field(pos, 0);
@@ -248,13 +270,13 @@ export function parseCpio(buf: Buffer): CpioParsedEntry[] {
     const namesize = field(pos, 11);
     const nameStart = pos + HEADER_LEN;
     if (namesize < 1 || nameStart + namesize > buf.length || buf[nameStart + namesize - 1] !== 0) {
-      throw new EmbersError('EMB_INTERNAL', `cpio: bad name at offset ${pos}`, { offset: pos });
+      throw EmbersError.of('EMB_INTERNAL', { during: 'cpio', problem: `bad name at offset ${pos}`, offset: pos });
     }
     const name = buf.toString('utf8', nameStart, nameStart + namesize - 1);
     let dataStart = nameStart + namesize;
     dataStart += pad4(dataStart);
     if (dataStart + filesize > buf.length)
-      throw new EmbersError('EMB_INTERNAL', `cpio: truncated data of "${name}"`, { name });
+      throw EmbersError.of('EMB_INTERNAL', { during: 'cpio', problem: `truncated data of "${name}"`, name });
     const data = buf.subarray(dataStart, dataStart + filesize);
     const entryOffset = pos;
     pos = dataStart + filesize;

@@ -66,7 +66,11 @@ export async function readGuestSources(): Promise<{
       headers: await Promise.all(GUEST_HEADERS.map(async (name) => ({ name, data: await readFile(join(dir, name)) }))),
     };
   } catch (err) {
-    throw new EmbersError('EMB_INTERNAL', `the guest init sources are missing from ${dir}`, { dir }, { cause: err });
+    throw EmbersError.of(
+      'EMB_INTERNAL',
+      { problem: `the guest init sources are missing from ${dir}`, dir },
+      { cause: err },
+    );
   }
 }
 
@@ -86,11 +90,12 @@ export function runToBuffer(cmd: string, args: string[], input?: Buffer): Promis
       if (code === 0) resolve(Buffer.concat(out));
       else
         reject(
-          new EmbersError(
-            'EMB_HOST_COMMAND_FAILED',
-            `${cmd} ${args.join(' ')} failed (exit code ${code}): ${Buffer.concat(err).toString().trim().slice(-600)}`,
-            { cmd, args, exit: code },
-          ),
+          EmbersError.of('EMB_HOST_COMMAND_FAILED', {
+            cmd,
+            args,
+            exit: code,
+            stderr: Buffer.concat(err).toString().trim().slice(-600),
+          }),
         );
     });
     child.stdin.end(input);
@@ -172,10 +177,9 @@ export async function compileExecHelper(sourcePath: string, outPath: string): Pr
   try {
     await access('/usr/lib/x86_64-linux-gnu/libc.a');
   } catch {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_HOST_TOOL_MISSING',
-      'the static C library is not installed (Debian package libc6-dev)',
-      { debianPackage: 'libc6-dev' },
+      { program: 'the static C library', debianPackage: 'libc6-dev' },
       { hint: 'run `apt-get install libc6-dev` or `scripts/setup.sh`' },
     );
   }

@@ -93,12 +93,22 @@ export function lpjFor(khz: number, hz = GUEST_HZ): number {
 
 function checkNet(net: GuestNetConfig): void {
   if (!IPV4.test(net.guestIp))
-    throw new EmbersError('EMB_CONFIG_INVALID', `guest IP "${net.guestIp}" is not an IPv4 address`, { net });
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'guest IP',
+      value: net.guestIp,
+      problem: 'is not an IPv4 address',
+    });
   if (!IPV4.test(net.gatewayIp))
-    throw new EmbersError('EMB_CONFIG_INVALID', `gateway IP "${net.gatewayIp}" is not an IPv4 address`, { net });
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'gateway IP',
+      value: net.gatewayIp,
+      problem: 'is not an IPv4 address',
+    });
   if (!Number.isInteger(net.prefixLen) || net.prefixLen < 1 || net.prefixLen > 32) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `prefix length ${net.prefixLen} must be an integer from 1 to 32`, {
-      net,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'prefix length',
+      value: net.prefixLen,
+      expected: 'an integer from 1 to 32',
     });
   }
 }
@@ -132,23 +142,20 @@ export function kernelCmdline(net: GuestNetConfig, extra: string[] = []): string
   ];
   for (const p of extra) {
     if (typeof p !== 'string' || p === '' || /[\0\n]/.test(p)) {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `kernel parameter ${JSON.stringify(p)} is empty or contains a NUL or newline`,
-        { param: p },
-      );
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'kernel parameter',
+        value: p,
+        problem: 'is empty or contains a NUL or newline',
+      });
     }
     parts.push(p);
   }
   const line = parts.join(' ');
   if (Buffer.byteLength(line) >= MAX_CMDLINE) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `kernel command line is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`,
-      {
-        length: Buffer.byteLength(line),
-      },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'kernel command line',
+      problem: `is ${Buffer.byteLength(line)} bytes; the limit is ${MAX_CMDLINE - 1}`,
+    });
   }
   return line;
 }

@@ -82,11 +82,11 @@ async function lookupPackages(kind: GuestKitKind, cacheDir: string): Promise<Pac
 /** Resolves the inputs of a kit (local look-ups only: apt-cache, dpkg-query, file hashes). */
 export async function resolveInputs(kind: GuestKitKind, cacheDir: string): Promise<Resolved> {
   if (kind !== 'debian' && kind !== 'firecracker-config') {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `unknown guest kit kind "${String(kind)}" (debian or firecracker-config)`,
-      { kind },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'guest kit kind',
+      value: kind,
+      expected: 'debian or firecracker-config',
+    });
   }
   const sources = await readGuestSources();
   const headers = Object.fromEntries(sources.headers.map((h) => [h.name, sha256(h.data)]));

@@ -201,7 +201,10 @@ async function ensureGuestKitNow(opts: {
     );
     const kit = await readGuestKit(dir, { kind, cacheKey: r.key });
     if (!kit)
-      throw new EmbersError('EMB_INTERNAL', `the guest kit just published in ${dir} does not read back`, { dir });
+      throw EmbersError.of('EMB_INTERNAL', {
+        problem: `the guest kit just published in ${dir} does not read back`,
+        dir,
+      });
     return kit;
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });

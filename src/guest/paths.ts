@@ -18,10 +18,9 @@ export function packageRoot(): string {
     if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'src', 'guest'))) return (root = dir);
     const up = dirname(dir);
     if (up === dir)
-      throw new EmbersError(
-        'EMB_INTERNAL',
-        `cannot find the embers package root above ${fileURLToPath(import.meta.url)}`,
-      );
+      throw EmbersError.of('EMB_INTERNAL', {
+        problem: `cannot find the embers package root above ${fileURLToPath(import.meta.url)}`,
+      });
     dir = up;
   }
 }

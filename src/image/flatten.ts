@@ -99,7 +99,10 @@ export async function mke2fsConfigPath(): Promise<string> {
       /* next */
     }
   }
-  throw new EmbersError('EMB_INTERNAL', 'src/image/mke2fs.conf is missing from the installation', { candidates });
+  throw EmbersError.of('EMB_INTERNAL', {
+    problem: 'src/image/mke2fs.conf is missing from the installation',
+    candidates,
+  });
 }
 
 function derivedUuid(kind: string, manifestDigest: string): string {

@@ -69,16 +69,12 @@ export async function destroySlot(a: SlotAddressing): Promise<void> {
 async function deleteLinkIfPresent(name: string): Promise<void> {
   const { code, stderr } = await run('ip', ['link', 'del', name], { okCodes: [1, 2] });
   if (code !== 0 && !/Cannot find device|No such device/.test(stderr)) {
-    throw new EmbersError(
-      'EMB_HOST_COMMAND_FAILED',
-      `ip link del ${name} failed (exit code ${code}): ${stderr.trim()}`,
-      {
-        cmd: 'ip',
-        args: ['link', 'del', name],
-        exit: code,
-        stderr,
-      },
-    );
+    throw EmbersError.of('EMB_HOST_COMMAND_FAILED', {
+      cmd: 'ip',
+      args: ['link', 'del', name],
+      exit: code,
+      stderr,
+    });
   }
 }
 

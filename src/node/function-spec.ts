@@ -52,38 +52,49 @@ const ENV_ENTRY_RE = /^[A-Za-z_][A-Za-z0-9_]*=/;
  * the VMM fails late and obscurely (a QMP timeout, a refused socket, a 60 s ready timeout).
  */
 export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLimits()): void {
-  const bad = (field: string, message: string, hint: string) =>
-    new EmbersError(
-      'EMB_CONFIG_INVALID',
-      message,
-      { field, value: (fn as unknown as Record<string, unknown>)[field] },
-      { hint },
-    );
   if (typeof fn.image !== 'string' || fn.image === '')
-    throw bad('image', 'the function has no image', 'name an image reference or a local OCI layout');
+    throw EmbersError.of(
+      'EMB_CONFIG_INVALID',
+      { option: 'image', field: 'image', value: fn.image, problem: 'is missing: the function has no image' },
+      { hint: 'name an image reference or a local OCI layout' },
+    );
   if (!Number.isInteger(fn.vcpus) || fn.vcpus < 1 || fn.vcpus > host.cpus) {
-    throw bad(
-      'vcpus',
-      `vcpus ${String(fn.vcpus)} is not possible here: this host has ${host.cpus} CPU(s)`,
-      `pass --vcpus from 1 to ${host.cpus}`,
+    throw EmbersError.of(
+      'EMB_CONFIG_INVALID',
+      {
+        option: 'vcpus',
+        field: 'vcpus',
+        value: fn.vcpus,
+        problem: `is not possible here: this host has ${host.cpus} CPU(s)`,
+      },
+      { hint: `pass --vcpus from 1 to ${host.cpus}` },
     );
   }
   if (!Number.isInteger(fn.memoryMiB) || fn.memoryMiB < MIN_MEMORY_MIB || fn.memoryMiB > host.memoryMiB) {
-    throw bad(
-      'memoryMiB',
-      `memory ${String(fn.memoryMiB)} MiB is not possible here: a guest needs at least ${MIN_MEMORY_MIB} MiB and this host has ${host.memoryMiB} MiB`,
-      `pass --memory from ${MIN_MEMORY_MIB} to ${host.memoryMiB}`,
+    throw EmbersError.of(
+      'EMB_CONFIG_INVALID',
+      {
+        option: 'memory',
+        field: 'memoryMiB',
+        value: fn.memoryMiB,
+        problem: `MiB is not possible here: a guest needs at least ${MIN_MEMORY_MIB} MiB and this host has ${host.memoryMiB} MiB`,
+      },
+      { hint: `pass --memory from ${MIN_MEMORY_MIB} to ${host.memoryMiB}` },
     );
   }
   if (!Number.isInteger(fn.port) || fn.port < 1 || fn.port > 65535) {
-    throw bad(
-      'port',
-      `port ${String(fn.port)} is not a TCP port (1-65535)`,
-      'pass --port with the port the function listens on, from 1 to 65535',
+    throw EmbersError.of(
+      'EMB_CONFIG_INVALID',
+      { option: 'port', field: 'port', value: fn.port, problem: 'is not a TCP port (1-65535)' },
+      { hint: 'pass --port with the port the function listens on, from 1 to 65535' },
     );
   }
   if (!Array.isArray(fn.env))
-    throw bad('env', 'env must be a list of NAME=value entries', 'pass each entry as --env NAME=value');
+    throw EmbersError.of(
+      'EMB_CONFIG_INVALID',
+      { option: 'env', field: 'env', value: fn.env, expected: 'a list of NAME=value entries' },
+      { hint: 'pass each entry as --env NAME=value' },
+    );
   if (fn.restoreHook !== undefined) {
     const h = fn.restoreHook as { path?: unknown; timeoutMs?: unknown };
     if (
@@ -94,29 +105,43 @@ export function validateFunctionSpec(fn: FunctionSpec, host: HostLimits = hostLi
       h.path.includes('\0') ||
       h.path.length > 4096
     ) {
-      throw bad(
-        'restoreHook',
-        "restoreHook.path must be an absolute path in the function's root",
-        'pass --restore-hook /path/to/executable',
+      throw EmbersError.of(
+        'EMB_CONFIG_INVALID',
+        {
+          option: 'restoreHook.path',
+          field: 'restoreHook',
+          value: h?.path,
+          expected: "an absolute path in the function's root",
+        },
+        { hint: 'pass --restore-hook /path/to/executable' },
       );
     }
     if (
       h.timeoutMs !== undefined &&
       (!Number.isInteger(h.timeoutMs) || (h.timeoutMs as number) < 1 || (h.timeoutMs as number) > 3_600_000)
     ) {
-      throw bad(
-        'restoreHook',
-        `restoreHook.timeoutMs ${String(h.timeoutMs)} is not a whole number of ms from 1 to 3600000`,
-        'pass --restore-hook-timeout as a duration (e.g. 30s)',
+      throw EmbersError.of(
+        'EMB_CONFIG_INVALID',
+        {
+          option: 'restoreHook.timeoutMs',
+          field: 'restoreHook',
+          value: h.timeoutMs,
+          problem: 'is not a whole number of ms from 1 to 3600000',
+        },
+        { hint: 'pass --restore-hook-timeout as a duration (e.g. 30s)' },
       );
     }
   }
   for (const entry of fn.env) {
     if (typeof entry !== 'string' || !ENV_ENTRY_RE.test(entry) || entry.includes('\0')) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `env entry ${JSON.stringify(entry)} is not NAME=value (NAME of letters, digits and _, not starting with a digit)`,
-        { field: 'env', value: entry },
+        {
+          option: 'env entry',
+          field: 'env',
+          value: entry,
+          problem: 'is not NAME=value (NAME of letters, digits and _, not starting with a digit)',
+        },
         { hint: 'pass each entry as --env NAME=value' },
       );
     }
@@ -142,11 +167,11 @@ export function runConfigFor(image: FlattenedImage, fn: FunctionSpec, hostname: 
     ? [...fn.entrypoint, ...(fn.cmd ?? [])]
     : [...image.config.entrypoint, ...(fn.cmd ?? image.config.cmd)];
   if (argv.length === 0) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `image ${image.reference} has no entrypoint or cmd, and none was given`,
-      { image: image.reference },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'image',
+      value: image.reference,
+      problem: 'has no entrypoint or cmd, and none was given',
+    });
   }
   return {
     argv,

@@ -9,7 +9,7 @@
  */
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbersError, type ErrorDetails } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { sha256, writeJsonAtomic } from '../util/fs.js';
 import { hostLimits, type FunctionSpec, type HostLimits } from './function-spec.js';
 import type { SnapshotMode } from './remote.js';
@@ -98,12 +98,12 @@ const ENV_RE = /^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/;
 const MAX_ENV = 128;
 const MAX_IMAGE_REF = 512;
 
-const invalid = (message: string, details: ErrorDetails<'EMB_FUNCTION_SPEC_INVALID'> = {}) =>
-  new EmbersError('EMB_FUNCTION_SPEC_INVALID', message, details);
-
 export function validateFunctionName(name: unknown): string {
   if (typeof name !== 'string' || !FUNCTION_NAME_RE.test(name)) {
-    throw invalid(`function name "${String(name)}" is invalid: use 1-40 of a-z, 0-9 and '-', starting with a letter`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      option: 'function name',
+      value: name,
+      problem: "is invalid: use 1-40 of a-z, 0-9 and '-', starting with a letter",
       name,
     });
   }
@@ -122,52 +122,71 @@ export function validateFunctionConfig(
   host: HostLimits = hostLimits(),
 ): FunctionConfig {
   if (typeof input !== 'object' || input === null || Array.isArray(input))
-    throw invalid('the function spec must be a JSON object');
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', { expected: 'a JSON object' });
   const raw = input as Record<string, unknown>;
   const known = new Set([...Object.keys(FUNCTION_DEFAULTS), 'image', 'env', 'snapshots', 'restoreHook']);
   for (const key of Object.keys(raw))
-    if (!known.has(key)) throw invalid(`unknown field "${key}" in the function spec`, { field: key });
+    if (!known.has(key))
+      throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+        option: 'the function spec',
+        problem: `has an unknown field "${key}"`,
+        field: key,
+      });
 
   const image = raw.image;
   if (typeof image !== 'string' || image.length === 0 || image.length > MAX_IMAGE_REF || /[\s\0]/.test(image)) {
-    throw invalid(
-      `image must be an image reference (1-${MAX_IMAGE_REF} characters, no spaces), not ${JSON.stringify(image)}`,
-      { field: 'image' },
-    );
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      field: 'image',
+      value: image,
+      expected: `an image reference (1-${MAX_IMAGE_REF} characters, no spaces)`,
+    });
   }
   const num = (field: keyof typeof FUNCTION_LIMITS): number => {
     const v = raw[field] ?? (FUNCTION_DEFAULTS as Record<string, unknown>)[field];
     const [min, max, integer] = FUNCTION_LIMITS[field];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-      throw invalid(
-        `${field} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, not ${JSON.stringify(v)}`,
-        { field, value: v },
-      );
+      throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+        field,
+        value: v,
+        expected: `${integer ? 'an integer' : 'a number'} from ${min} to ${max}`,
+      });
     }
     return v;
   };
   const env = raw.env ?? [];
   if (!Array.isArray(env) || env.length > MAX_ENV || !env.every((e) => typeof e === 'string' && ENV_RE.test(e))) {
-    throw invalid(`env must be a list of at most ${MAX_ENV} "NAME=value" strings`, { field: 'env' });
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      field: 'env',
+      expected: `a list of at most ${MAX_ENV} "NAME=value" strings`,
+    });
   }
   const snapshots = raw.snapshots ?? nodeMode;
   if (snapshots !== 'disabled' && snapshots !== 'local' && snapshots !== 'remote') {
-    throw invalid(`snapshots must be disabled, local or remote, not ${JSON.stringify(snapshots)}`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
       field: 'snapshots',
+      value: snapshots,
+      expected: 'disabled, local or remote',
     });
   }
   if (snapshots !== 'disabled' && nodeMode === 'disabled')
-    throw invalid('snapshots are disabled on this node: use snapshots "disabled"', { field: 'snapshots' });
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      field: 'snapshots',
+      value: snapshots,
+      problem: 'is not possible: snapshots are disabled on this node (use snapshots "disabled")',
+    });
   if (snapshots === 'remote' && nodeMode !== 'remote') {
-    throw invalid(
-      'snapshots "remote" needs a node with an S3-compatible store (embers serve --snapshots remote, EMBERS_S3_*)',
-      { field: 'snapshots' },
-    );
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      field: 'snapshots',
+      value: snapshots,
+      problem: 'needs a node with an S3-compatible store (embers serve --snapshots remote, EMBERS_S3_*)',
+    });
   }
   const snapshotWhen = raw.snapshotWhen ?? FUNCTION_DEFAULTS.snapshotWhen;
   if (snapshotWhen !== 'first-invocation' && snapshotWhen !== 'ready') {
-    throw invalid(`snapshotWhen must be first-invocation or ready, not ${JSON.stringify(snapshotWhen)}`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
       field: 'snapshotWhen',
+      value: snapshotWhen,
+      expected: 'first-invocation or ready',
     });
   }
   const spec: FunctionConfig = {
@@ -186,14 +205,16 @@ export function validateFunctionConfig(
     requestTimeoutSeconds: num('requestTimeoutSeconds'),
   };
   if (spec.vcpus > host.cpus) {
-    throw invalid(`vcpus ${spec.vcpus} is not possible here: this host has ${host.cpus} CPU(s)`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      problem: `is not possible here: this host has ${host.cpus} CPU(s)`,
       field: 'vcpus',
       value: spec.vcpus,
       hostCpus: host.cpus,
     });
   }
   if (spec.memoryMiB > host.memoryMiB) {
-    throw invalid(`memoryMiB ${spec.memoryMiB} is not possible here: this host has ${host.memoryMiB} MiB`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+      problem: `is not possible here: this host has ${host.memoryMiB} MiB`,
       field: 'memoryMiB',
       value: spec.memoryMiB,
       hostMemoryMiB: host.memoryMiB,
@@ -211,16 +232,19 @@ export function validateFunctionConfig(
       !/^\/[^\0]{0,4095}$/.test(h.path) ||
       !timeoutOk
     ) {
-      throw invalid(
-        'restoreHook must be {"path": an absolute path in the image, "timeoutMs": 1 to 3600000 (optional)}',
-        { field: 'restoreHook' },
-      );
+      throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
+        field: 'restoreHook',
+        value: raw.restoreHook,
+        expected: '{"path": an absolute path in the image, "timeoutMs": 1 to 3600000 (optional)}',
+      });
     }
     spec.restoreHook = { path: h.path, ...(h.timeoutMs !== undefined ? { timeoutMs: h.timeoutMs as number } : {}) };
   }
   if (spec.minInstances > spec.maxInstances) {
-    throw invalid(`minInstances (${spec.minInstances}) must not exceed maxInstances (${spec.maxInstances})`, {
+    throw EmbersError.of('EMB_FUNCTION_SPEC_INVALID', {
       field: 'minInstances',
+      value: spec.minInstances,
+      problem: `must not exceed maxInstances (${spec.maxInstances})`,
     });
   }
   return spec;

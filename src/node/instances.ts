@@ -61,13 +61,11 @@ const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export function validateInstanceName(name: string): void {
   if (!NAME_RE.test(name)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `instance name "${name}" is invalid: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit`,
-      {
-        name,
-      },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'instance name',
+      value: name,
+      problem: "is invalid: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+    });
   }
 }
 

@@ -238,19 +238,22 @@ export class Launcher {
   /** Refuses, before anything is taken, `count` starts at once that this node's network slots cannot hold. */
   async checkRoom(count: number): Promise<void> {
     if (!Number.isInteger(count) || count < 1) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `count must be a whole number ≥ 1, not ${String(count)}`,
-        { count },
+        { option: '--count', value: count, expected: 'a whole number ≥ 1' },
         { hint: 'pass --count 1 or more' },
       );
     }
     const room = await this.deps.pool.room();
     if (count > room) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `${count} instances cannot start at once: this node has network slots (clone IPs) for ${room} more`,
-        { count, room },
+        {
+          option: '--count',
+          value: count,
+          problem: `instances cannot start at once: this node has network slots (clone IPs) for ${room} more`,
+          room,
+        },
         { hint: `pass --count ${room} or less, or stop instances you no longer need (\`embers ps\` lists them)` },
       );
     }

@@ -224,11 +224,13 @@ export class Lifecycle {
     if (f.queue.length - coming >= spec.maxQueue) {
       this.metrics.rejected.inc({ function: name, code: 'EMB_FUNCTION_QUEUE_FULL' });
       return Promise.reject(
-        new EmbersError(
-          'EMB_FUNCTION_QUEUE_FULL',
-          `function ${name}: all ${live.length} instance(s) are busy (maxInstances ${spec.maxInstances}) and ${f.queue.length} request(s) already wait`,
-          { function: name, queued: f.queue.length, retryAfterSeconds: this.retryAfterSeconds(f) },
-        ),
+        EmbersError.of('EMB_FUNCTION_QUEUE_FULL', {
+          function: name,
+          instances: live.length,
+          maxInstances: spec.maxInstances,
+          queued: f.queue.length,
+          retryAfterSeconds: this.retryAfterSeconds(f),
+        }),
       );
     }
     return new Promise<Lease>((resolve, reject) => {

@@ -150,8 +150,7 @@ export class EmbersNode {
   }
 
   static async open(opts: NodeOptions = {}): Promise<EmbersNode> {
-    if (process.getuid?.() !== 0)
-      throw new EmbersError('EMB_NOT_ROOT', 'embers must run as root (network namespaces, tap devices, mounts)');
+    if (process.getuid?.() !== 0) throw EmbersError.of('EMB_NOT_ROOT', {});
     const config = resolveConfig(opts);
     const fc = config.firecracker;
     const chosen = await selectDriver({

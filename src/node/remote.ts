@@ -37,15 +37,16 @@ export class RemoteSnapshots {
     this.mode = opts.snapshots ?? (this.s3Options ? 'remote' : 'local');
     this.cacheSnapshots = opts.cacheSnapshots ?? true;
     if (!['disabled', 'local', 'remote'].includes(this.mode)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `snapshots must be disabled, local or remote, not "${this.mode}"`, {
-        snapshots: this.mode,
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'snapshots',
+        value: this.mode,
+        expected: 'disabled, local or remote',
       });
     }
     if (this.mode === 'remote' && !this.s3Options) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        'remote snapshot mode needs an S3-compatible store',
-        {},
+        { option: 'snapshots', value: 'remote', problem: 'needs an S3-compatible store' },
         {
           hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET, EMBERS_S3_ACCESS_KEY_ID and EMBERS_S3_SECRET_ACCESS_KEY (or pass --s3-endpoint/--s3-bucket)',
         },
@@ -55,10 +56,9 @@ export class RemoteSnapshots {
 
   requireEnabled(): void {
     if (this.mode === 'disabled') {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        'snapshots are disabled on this node',
-        { snapshots: this.mode },
+        { option: 'snapshots', problem: 'are disabled on this node (--snapshots disabled)' },
         { hint: 'run with --snapshots local or remote' },
       );
     }
@@ -67,10 +67,9 @@ export class RemoteSnapshots {
   /** The S3 store (remote mode, or any mode with a store configured for push/pull by hand). */
   s3(): S3SnapshotStore {
     if (!this.s3Options) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        'no S3-compatible store is configured',
-        {},
+        { option: 'EMBERS_S3_BUCKET', problem: 'is not set: no S3-compatible store is configured' },
         {
           hint: 'set EMBERS_S3_ENDPOINT, EMBERS_S3_BUCKET and the EMBERS_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY pair',
         },

@@ -36,20 +36,23 @@ export type PrefetchRoute = 'none' | 'page-cache' | 'page-server';
  */
 export function prefetchRoute(vmm: VmmKind, hasWorkingSet: boolean, mode: PrefetchMode, id: string): PrefetchRoute {
   if (!['auto', 'on', 'off'].includes(mode)) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      `prefetch must be auto, on or off, not "${String(mode)}"`,
-      { prefetch: mode },
+      { option: 'prefetch', value: mode, expected: 'auto, on or off' },
       { hint: 'pass --prefetch auto, on or off' },
     );
   }
   if (mode === 'off') return 'none';
   if (!hasWorkingSet) {
     if (mode === 'auto') return 'none';
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      `snapshot ${id} has no working set to prefetch`,
-      { id },
+      {
+        option: 'prefetch',
+        value: mode,
+        problem: `is not possible: snapshot ${id} has no working set to prefetch`,
+        id,
+      },
       { hint: `record one with \`embers snapshot record-ws ${id}\`, or restore with --prefetch auto or off` },
     );
   }

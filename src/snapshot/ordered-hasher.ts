@@ -37,11 +37,11 @@ export class OrderedHasher {
     this.chain = this.chain.then(() => this.advance());
     await this.chain;
     if (this.next !== this.ranges)
-      throw new EmbersError(
-        'EMB_INTERNAL',
-        `${this.f.name}: ranges ${this.next} to ${this.ranges - 1} were never hashed`,
-        { file: this.f.name },
-      );
+      throw EmbersError.of('EMB_INTERNAL', {
+        during: this.f.name,
+        problem: `ranges ${this.next} to ${this.ranges - 1} were never hashed`,
+        file: this.f.name,
+      });
     return this.hash.digest('hex');
   }
 
@@ -59,7 +59,9 @@ export class OrderedHasher {
       for (let pos = start; pos < end; ) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
         if (bytesRead === 0)
-          throw new EmbersError('EMB_INTERNAL', `${this.f.name}: the partial file ends at ${pos}, before ${end}`, {
+          throw EmbersError.of('EMB_INTERNAL', {
+            during: this.f.name,
+            problem: `the partial file ends at ${pos}, before ${end}`,
             file: this.f.name,
           });
         this.hash.update(buf.subarray(0, bytesRead));

@@ -42,15 +42,21 @@ export class PeerClient extends SnapshotRemote {
   constructor(opts: PeerClientOptions) {
     super();
     if (!isHttpUrl(opts.url)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `peer URL "${opts.url}" is not an http(s) URL`, { url: opts.url });
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'peer URL',
+        value: opts.url,
+        problem: 'is not an http(s) URL',
+      });
     }
     this.url = opts.url.replace(/\/+$/, '');
     this.token = opts.token;
     this.retry = retryPolicy(opts.retry);
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 60_000;
     if (!(this.stallTimeoutMs > 0)) {
-      throw new EmbersError('EMB_CONFIG_INVALID', `stallTimeoutMs must be > 0 ms, not ${opts.stallTimeoutMs}`, {
-        stallTimeoutMs: opts.stallTimeoutMs,
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'stallTimeoutMs',
+        value: opts.stallTimeoutMs,
+        expected: '> 0 ms',
       });
     }
     this.source = {

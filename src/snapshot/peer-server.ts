@@ -97,11 +97,10 @@ export function peerRequestHandler(
   opts: Pick<PeerServerOptions, 'store' | 'token'>,
 ): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   if (typeof opts.token !== 'string' || opts.token.length < PEER_TOKEN_MIN_LENGTH) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `the peer token must be at least ${PEER_TOKEN_MIN_LENGTH} characters`,
-      {},
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'the peer token (EMBERS_PEER_TOKEN)',
+      expected: `at least ${PEER_TOKEN_MIN_LENGTH} characters`,
+    });
   }
   const tokenMatches = bearerTokenCheck(opts.token);
   const { store } = opts;

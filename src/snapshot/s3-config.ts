@@ -43,32 +43,33 @@ export interface S3StoreConfig {
 
 export function resolveS3StoreOptions(opts: S3StoreOptions): S3StoreConfig {
   if (!opts.bucket || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `"${opts.bucket ?? ''}" is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')`,
-      {
-        bucket: opts.bucket,
-      },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'S3 bucket',
+      value: opts.bucket ?? '',
+      problem: "is not a bucket name (3-63 characters: a-z, 0-9, '.', '-')",
+    });
   }
   if (opts.endpoint !== undefined && !isHttpUrl(opts.endpoint)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `S3 endpoint "${opts.endpoint}" is not an http(s) URL`, {
-      endpoint: opts.endpoint,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'S3 endpoint',
+      value: opts.endpoint,
+      problem: 'is not an http(s) URL',
     });
   }
   const prefix = (opts.prefix ?? 'snapshots').replace(/^\/+|\/+$/g, '');
   if (prefix.split('/').some((p) => p === '.' || p === '..') || /\/\//.test(prefix)) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `S3 prefix "${opts.prefix}" has an empty, "." or ".." segment`, {
-      prefix: opts.prefix,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'S3 prefix',
+      value: opts.prefix,
+      problem: 'has an empty, "." or ".." segment',
     });
   }
   const c = opts.credentials;
   if (c && (!c.accessKeyId || !c.secretAccessKey)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      'S3 credentials need both an access key id and a secret access key',
-      {},
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'S3 credentials',
+      problem: 'need both an access key id and a secret access key',
+    });
   }
   return {
     endpoint: opts.endpoint?.replace(/\/+$/, ''),

@@ -67,13 +67,11 @@ export async function pushSnapshot(
 ): Promise<TransferResult> {
   const o = compileTransferOptions(options);
   if (o.partSizeBytes < S3_MIN_PART_BYTES) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `S3 parts must be at least ${S3_MIN_PART_BYTES} bytes (5 MiB), not ${o.partSizeBytes}`,
-      {
-        partSizeBytes: o.partSizeBytes,
-      },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'S3 part size (partSizeBytes)',
+      value: o.partSizeBytes,
+      expected: `at least ${S3_MIN_PART_BYTES} bytes (5 MiB)`,
+    });
   }
   const started = performance.now();
   const { manifest, bytes: manifestBytes } = await store.getWithBytes(id);

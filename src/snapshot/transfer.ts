@@ -48,13 +48,17 @@ export function compileTransferOptions(opts: TransferOptions = {}): CompiledTran
   const partSizeBytes = opts.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
   const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   if (!Number.isSafeInteger(partSizeBytes) || partSizeBytes < 1) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `partSizeBytes must be a positive integer, not ${partSizeBytes}`, {
-      partSizeBytes,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'partSizeBytes',
+      value: partSizeBytes,
+      expected: 'a positive integer',
     });
   }
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `concurrency must be an integer from 1 to 64, not ${concurrency}`, {
-      concurrency,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'concurrency',
+      value: concurrency,
+      expected: 'an integer from 1 to 64',
     });
   }
   return {

@@ -57,9 +57,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       if (e.code === 'ENOENT') {
         reject(EmbersError.of('EMB_HOST_TOOL_MISSING', { cmd }, { cause: e }));
       } else {
-        reject(
-          new EmbersError('EMB_HOST_COMMAND_FAILED', `could not run ${cmd}: ${e.message}`, { cmd, args }, { cause: e }),
-        );
+        reject(EmbersError.of('EMB_HOST_COMMAND_FAILED', { cmd, args, spawnError: e.message }, { cause: e }));
       }
     });
     child.on('close', (code, signal) => {
@@ -71,22 +69,20 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         resolve({ code: exit, stdout, stderr });
         return;
       }
-      const why = timedOut
+      const failure = timedOut
         ? `timed out after ${opts.timeoutMs} ms`
         : signal
           ? `killed by ${signal}`
           : `exit code ${exit}`;
       reject(
-        new EmbersError(
-          'EMB_HOST_COMMAND_FAILED',
-          `${cmd} ${args.join(' ')} failed (${why}): ${tail(stderr.trim() || stdout.trim(), 600)}`,
-          {
-            cmd,
-            args,
-            exit,
-            stderr: tail(stderr),
-          },
-        ),
+        EmbersError.of('EMB_HOST_COMMAND_FAILED', {
+          cmd,
+          args,
+          exit,
+          stderr: tail(stderr),
+          failure,
+          output: tail(stderr.trim() || stdout.trim(), 600),
+        }),
       );
     });
     child.stdin!.on('error', () => {

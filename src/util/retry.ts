@@ -23,16 +23,17 @@ const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 
 export function retryPolicy(opts: RetryOptions = {}): RetryPolicy {
   const p = { ...DEFAULT_RETRY, ...stripUndefined(opts) };
   if (!Number.isInteger(p.attempts) || p.attempts < 1) {
-    throw new EmbersError('EMB_CONFIG_INVALID', `retry attempts must be an integer >= 1, not ${p.attempts}`, {
-      attempts: p.attempts,
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'retry attempts',
+      value: p.attempts,
+      expected: 'an integer >= 1',
     });
   }
   if (!(p.baseDelayMs >= 0) || !(p.maxDelayMs >= 0)) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `retry delays must be >= 0 ms (base ${p.baseDelayMs}, max ${p.maxDelayMs})`,
-      { ...p },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'retry delays',
+      expected: `>= 0 ms (base ${p.baseDelayMs}, max ${p.maxDelayMs})`,
+    });
   }
   return p;
 }

@@ -31,7 +31,7 @@ export async function selectDriver(
   const vmm = opts.vmm ?? 'auto';
   const accel = opts.accel ?? 'auto';
   if (!['auto', 'qemu', 'firecracker'].includes(vmm))
-    throw new EmbersError('EMB_CONFIG_INVALID', `vmm must be auto, qemu or firecracker, not "${vmm}"`, { vmm });
+    throw EmbersError.of('EMB_CONFIG_INVALID', { option: 'vmm', value: vmm, expected: 'auto, qemu or firecracker' });
   const qemu = () => new QemuDriver({ ...opts.qemu, accel });
   if (vmm === 'qemu') return { driver: qemu(), reason: 'QEMU requested' };
 

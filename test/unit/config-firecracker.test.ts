@@ -90,7 +90,7 @@ test('firecracker config: bad values are EMB_CONFIG_INVALID naming the variable'
   for (const [env, name] of [
     [{ EMBERS_FC_VSOCK_CID: '2' }, /EMBERS_FC_VSOCK_CID/],
     [{ EMBERS_FC_JAILER_UID: 'nobody' }, /EMBERS_FC_JAILER_UID/],
-    [{ EMBERS_FC_JAILER_UID: '1', EMBERS_FC_CGROUPS: 'cpu' }, /EMBERS_FC_CGROUPS: "cpu"/],
+    [{ EMBERS_FC_JAILER_UID: '1', EMBERS_FC_CGROUPS: 'cpu' }, /EMBERS_FC_CGROUPS "cpu"/],
   ] as const) {
     assert.throws(
       () => withEnv(env as Record<string, string>, () => resolveConfig({ home: '/h' })),

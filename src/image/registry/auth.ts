@@ -46,18 +46,21 @@ export async function loadAuthFile(path: string): Promise<Map<string, Credential
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      `the registry credentials file ${path} cannot be read: ${(err as Error).message}`,
-      { authFile: path },
+      {
+        option: 'the registry credentials file',
+        value: path,
+        problem: 'cannot be read',
+        reason: (err as Error).message,
+      },
       { cause: err },
     );
   }
   const bad = (why: string) =>
-    new EmbersError(
+    EmbersError.of(
       'EMB_CONFIG_INVALID',
-      `the registry credentials file ${path} is not valid: ${why}`,
-      { authFile: path },
+      { option: 'the registry credentials file', value: path, problem: 'is not valid', reason: why },
       { hint: 'write it in docker config.json format: {"auths": {"REGISTRY": {"auth": "<base64 of user:password>"}}}' },
     );
   let doc: unknown;

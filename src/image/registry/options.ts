@@ -58,21 +58,20 @@ export function compileRegistryOptions(opts: RegistryOptions = {}): CompiledRegi
   const concurrency = opts.concurrency ?? 3;
   const timeoutMs = opts.timeoutMs ?? 30_000;
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32) {
-    throw new EmbersError(
-      'EMB_CONFIG_INVALID',
-      `registry concurrency must be an integer from 1 to 32, not ${concurrency}`,
-      { concurrency },
-    );
+    throw EmbersError.of('EMB_CONFIG_INVALID', {
+      option: 'registry concurrency',
+      value: concurrency,
+      expected: 'an integer from 1 to 32',
+    });
   }
   if (!(timeoutMs > 0))
-    throw new EmbersError('EMB_CONFIG_INVALID', `registry timeout must be > 0 ms, not ${timeoutMs}`, { timeoutMs });
+    throw EmbersError.of('EMB_CONFIG_INVALID', { option: 'registry timeout', value: timeoutMs, expected: '> 0 ms' });
   const insecureRegistries = opts.insecureRegistries ?? insecureFromEnv();
   for (const entry of insecureRegistries) {
     if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d+)?$/.test(entry)) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `insecure registry ${JSON.stringify(entry)} is not host or host:port`,
-        { entry },
+        { option: 'insecure registry', value: entry, problem: 'is not host or host:port' },
         {
           hint: 'set EMBERS_INSECURE_REGISTRIES to a comma-separated list such as localhost,127.0.0.1,myregistry:5000',
         },

@@ -49,12 +49,12 @@ export class FirecrackerClient {
     const path = info.path.replace(/\{([^}]+)\}/g, (_, name: string) => {
       const value = params[name];
       if (typeof value !== 'string' || value === '')
-        throw new EmbersError('EMB_INTERNAL', `${op}: path parameter ${name} is missing`, { op, params });
+        throw EmbersError.of('EMB_INTERNAL', { during: op, problem: `path parameter ${name} is missing`, op, params });
       return encodeURIComponent(value);
     });
     const body = args.body === undefined ? undefined : JSON.stringify(args.body);
     if (info.body === 'required' && body === undefined)
-      throw new EmbersError('EMB_INTERNAL', `${op} needs a body`, { op });
+      throw EmbersError.of('EMB_INTERNAL', { during: op, problem: 'needs a body', op });
     return this.send(info.method, path, body, args.timeoutMs ?? this.timeoutMs) as Promise<
       FirecrackerOperations[K]['response']
     >;
@@ -64,11 +64,11 @@ export class FirecrackerClient {
     const where = { method, path, socket: this.socketPath };
     if (body !== undefined && Buffer.byteLength(body) > MAX_BODY_BYTES) {
       return Promise.reject(
-        new EmbersError(
-          'EMB_INTERNAL',
-          `${method} ${path}: body of ${Buffer.byteLength(body)} bytes exceeds Firecracker's ${MAX_BODY_BYTES}-byte limit`,
-          where,
-        ),
+        EmbersError.of('EMB_INTERNAL', {
+          during: `${method} ${path}`,
+          problem: `body of ${Buffer.byteLength(body)} bytes exceeds Firecracker's ${MAX_BODY_BYTES}-byte limit`,
+          ...where,
+        }),
       );
     }
     return new Promise((resolve, reject) => {

@@ -302,11 +302,11 @@ export class FirecrackerDriver implements HypervisorDriver {
   ): Promise<FirecrackerSnapshotFiles> {
     const type = opts.type ?? 'Full';
     if (type === 'Diff' && !this.options.diffSnapshots) {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `a Diff snapshot of ${vm.name} needs dirty page tracking: enable diffSnapshots in the Firecracker driver options`,
-        { vm: vm.name },
-      );
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'diffSnapshots',
+        value: false,
+        problem: `leaves dirty page tracking off, and a Diff snapshot of ${vm.name} needs it: enable diffSnapshots in the Firecracker driver options (--fc-diff-snapshots)`,
+      });
     }
     const api = this.client(vm);
     const info = await api.call('GET /', {});

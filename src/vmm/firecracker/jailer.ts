@@ -126,10 +126,14 @@ export async function stageIntoJail(plan: JailPlan, entries: JailEntry[]): Promi
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EXDEV' || e.writable) {
-        throw new EmbersError(
+        throw EmbersError.of(
           'EMB_CONFIG_INVALID',
-          `cannot link ${e.host} into the jail at ${target}: ${(err as Error).message}`,
-          { host: e.host, target },
+          {
+            option: 'the jail',
+            value: target,
+            problem: `cannot take a link to ${e.host}`,
+            reason: (err as Error).message,
+          },
           {
             cause: err,
             hint:

@@ -104,13 +104,11 @@ export function vmLayout(spec: VmSpec, o: LayoutOptions): VmLayout {
 
   const fixed = o.mountNamespace;
   if (!fixed) {
-    throw new EmbersError(
-      'EMB_INTERNAL',
-      `${what}: neither the mount namespace nor the jailer is configured: a clone would reopen the source VM's disk`,
-      {
-        vm: spec.name,
-      },
-    );
+    throw EmbersError.of('EMB_INTERNAL', {
+      during: what,
+      problem: "neither the mount namespace nor the jailer is configured: a clone would reopen the source VM's disk",
+      vm: spec.name,
+    });
   }
   const fcArgs = ['--api-sock', inDir(HOST_FILES.apiSocket), '--id', id];
   let cmd: { command: string; args: string[] } = wrapInMountNamespace(o.binary, fcArgs, {

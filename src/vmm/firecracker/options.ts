@@ -80,10 +80,14 @@ export function hostSupportsClockRealtime(release = osRelease(), arch = process.
 
 export function resolveFirecrackerOptions(opts: FirecrackerDriverOptions = {}): ResolvedFirecrackerOptions {
   if ((opts.mountNamespace as unknown) === false) {
-    throw new EmbersError(
+    throw EmbersError.of(
       'EMB_CONFIG_INVALID',
-      "mountNamespace: false is no longer supported: without the mount namespace (or the jailer) a restored clone reopens the snapshotted VM's own disk",
-      { option: 'mountNamespace' },
+      {
+        option: 'mountNamespace',
+        value: false,
+        problem:
+          "is no longer supported: without the mount namespace (or the jailer) a restored clone reopens the snapshotted VM's own disk",
+      },
       { hint: 'leave mountNamespace at its default, or configure the jailer' },
     );
   }

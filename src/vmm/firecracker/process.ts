@@ -75,10 +75,13 @@ export async function failureTail(
 export async function startFirecracker(launch: FirecrackerLaunch, opts: StartOptions): Promise<RunningFirecracker> {
   for (const path of [launch.apiSocket, ...launch.staleSockets]) {
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `socket path ${path} is ${Buffer.byteLength(path)} bytes; Unix sockets allow ${MAX_SOCKET_PATH}`,
-        { path },
+        {
+          option: 'socket path',
+          value: path,
+          problem: `is ${Buffer.byteLength(path)} bytes; Unix sockets allow ${MAX_SOCKET_PATH}`,
+        },
         {
           hint: 'use a shorter embers home (--home) or jailer chroot base dir',
         },

@@ -81,23 +81,19 @@ export class QemuDriver implements HypervisorDriver {
     this.powerdownTimeoutMs = opts.powerdownTimeoutMs ?? 15_000;
     this.deviceDiscovery = opts.deviceDiscovery ?? 'acpi';
     if (this.deviceDiscovery !== 'acpi' && this.deviceDiscovery !== 'cmdline') {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `device discovery must be acpi or cmdline, not "${String(this.deviceDiscovery)}"`,
-        {
-          deviceDiscovery: this.deviceDiscovery,
-        },
-      );
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'device discovery',
+        value: this.deviceDiscovery,
+        expected: 'acpi or cmdline',
+      });
     }
     this.guestKernelArgs = this.deviceDiscovery === 'cmdline' ? ['embers.halt=reboot'] : [];
     if (opts.cpuModel !== undefined && !CPU_MODEL_RE.test(opts.cpuModel)) {
-      throw new EmbersError(
-        'EMB_CONFIG_INVALID',
-        `QEMU CPU model "${opts.cpuModel}" is not a model name with optional ,+flag/,-flag/,prop=value`,
-        {
-          cpuModel: opts.cpuModel,
-        },
-      );
+      throw EmbersError.of('EMB_CONFIG_INVALID', {
+        option: 'QEMU CPU model',
+        value: opts.cpuModel,
+        problem: 'is not a model name with optional ,+flag/,-flag/,prop=value',
+      });
     }
   }
 
@@ -181,10 +177,12 @@ export class QemuDriver implements HypervisorDriver {
     opts: RestoreOptions = {},
   ): Promise<{ vm: VmHandle; timings: VmTimings }> {
     if (opts.pageServer) {
-      throw new EmbersError(
+      throw EmbersError.of(
         'EMB_CONFIG_INVALID',
-        `QEMU maps the memory file of ${spec.name}: it has no page-server (userfaultfd) memory backend`,
-        { vm: spec.name },
+        {
+          option: 'the page-server (userfaultfd) memory backend',
+          problem: `is not possible with QEMU, which maps the memory file of ${spec.name}`,
+        },
         {
           hint: "prefetch a working set through the memory file's page cache instead",
         },
