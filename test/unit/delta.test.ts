@@ -1,21 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { applyDelta, diffByComparison, writeDelta } from '../../src/disk/delta.js';
 import { isEmbersError } from '../../src/errors.js';
 import { sha256File } from '../../src/util/fs.js';
-
-async function withDir(fn: (dir: string) => Promise<void>) {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-delta-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+import { withTempDir } from '../helpers/temp-dir.js';
 
 async function patch(path: string, offset: number, data: Buffer) {
   const fh = await open(path, 'r+');
@@ -24,7 +15,7 @@ async function patch(path: string, offset: number, data: Buffer) {
 }
 
 test('block delta: base + delta is bit-identical to the changed disk, and holds only the changed runs', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('delta', async (dir) => {
     const base = join(dir, 'base.img');
     const disk = join(dir, 'disk.img');
     await writeFile(base, randomBytes(3 * 1024 * 1024 + 1000)); // not block-aligned
@@ -47,7 +38,7 @@ test('block delta: base + delta is bit-identical to the changed disk, and holds 
 });
 
 test('block delta: a disk that shrank or is unchanged', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('delta', async (dir) => {
     const base = join(dir, 'base.img');
     const disk = join(dir, 'disk.img');
     await writeFile(base, randomBytes(64 * 1024));
@@ -64,7 +55,7 @@ test('block delta: a disk that shrank or is unchanged', async () => {
 });
 
 test('block delta: a truncated or modified delta is refused before the target changes', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('delta', async (dir) => {
     const base = join(dir, 'base.img');
     const disk = join(dir, 'disk.img');
     await writeFile(base, randomBytes(256 * 1024));

@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { isEmbersError } from '../../src/errors.js';
 import { assertVmlinux, extractVmlinux, parseElfHeader } from '../../src/guest/vmlinux.js';
+import { withTempDir } from '../helpers/temp-dir.js';
 
 function fakeElf(size = 200_000): Buffer {
   const b = Buffer.concat([Buffer.alloc(64), randomBytes(size)]);
@@ -23,17 +23,8 @@ function xz(data: Buffer): Buffer {
   return r.stdout;
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-vmlinux-test-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 test('extractVmlinux: finds the xz stream after junk (and after a false xz magic)', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('vmlinux-test', async (dir) => {
     const elf = fakeElf();
     // junk holding a false xz magic followed by garbage, then the real stream, then a trailer
     const junk = Buffer.concat([
@@ -52,7 +43,7 @@ test('extractVmlinux: finds the xz stream after junk (and after a false xz magic
 });
 
 test('extractVmlinux: gzip payloads and already-ELF inputs', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('vmlinux-test', async (dir) => {
     const elf = fakeElf(50_000);
     await writeFile(
       join(dir, 'gz'),
@@ -67,7 +58,7 @@ test('extractVmlinux: gzip payloads and already-ELF inputs', async () => {
 });
 
 test('extractVmlinux: no ELF inside is EMB_GUEST_KERNEL_MISSING, and leaves no output', async () => {
-  await withDir(async (dir) => {
+  await withTempDir('vmlinux-test', async (dir) => {
     const notElf = Buffer.concat([randomBytes(100), xz(Buffer.from('not a kernel at all'.repeat(100)))]);
     await writeFile(join(dir, 'vmlinuz'), notElf);
     await assert.rejects(extractVmlinux(join(dir, 'vmlinuz'), join(dir, 'vmlinux')), (e) =>

@@ -45,6 +45,14 @@ export function lsImage(image: string, path: string): DirEntry[] {
   return out.sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
+/** What every flattened rootfs holds at / besides the image's own entries: the runtime mount points, lost+found. */
+export const ROOTFS_SKELETON = ['dev', 'lost+found', 'proc', 'run', 'sys', 'tmp'];
+
+/** The names namesIn lists at / of a rootfs whose image put `own` there: those and the skeleton, sorted. */
+export function rootNames(...own: string[]): string[] {
+  return [...new Set([...ROOTFS_SKELETON, ...own])].sort();
+}
+
 export function namesIn(image: string, path: string): string[] {
   return lsImage(image, path).map((e) => e.name);
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ImageStore } from '../../src/image/store.js';
 import { isEmbersError, type ErrorCode } from '../../src/errors.js';
 import { writeOciLayout, type FixtureLayer } from '../../src/examples/oci-layout.js';
-import { catImage, listTree, namesIn, statImage, tempDir } from './image-helpers.js';
+import { catImage, listTree, namesIn, rootNames, statImage, tempDir } from './image-helpers.js';
 
 interface Env {
   canary: string;
@@ -169,18 +169,7 @@ test('symlinks may point anywhere; replacing a symlink never follows it', async 
   const img = await new ImageStore(env.images, env.tmp).ensure(env.layout);
   await assertCanaryIntact(env);
   assert.deepEqual(await listTree(env.tmp), []);
-  assert.deepEqual(namesIn(img.rootfsPath, '/'), [
-    'dev',
-    'etc',
-    'lost+found',
-    'proc',
-    'run',
-    'sys',
-    'tmp',
-    'todir',
-    'tofile',
-    'up',
-  ]);
+  assert.deepEqual(namesIn(img.rootfsPath, '/'), rootNames('etc', 'todir', 'tofile', 'up'));
   assert.match(statImage(img.rootfsPath, '/up').raw, /Fast link dest: "\.\.\/\.\.\/\.\.\/\.\.\/\.\."/);
   assert.equal(catImage(img.rootfsPath, '/tofile').toString(), 'replaced the link, not the target');
   assert.equal(catImage(img.rootfsPath, '/todir/inside').toString(), 'in the image');

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acquireLock, heldHere, lockHeld } from '../../src/util/lock.js';
+import { withTempDir } from '../helpers/temp-dir.js';
 
 class Busy extends Error {
   constructor(readonly pid: number) {
@@ -12,17 +12,8 @@ class Busy extends Error {
 }
 const busy = (pid: number) => new Busy(pid);
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-lock-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 test('acquireLock: two callers of one process never both take it; the lock file holds our pid until released', () =>
-  withDir(async (dir) => {
+  withTempDir('lock', async (dir) => {
     const path = join(dir, 'a.lock');
     const results = await Promise.allSettled([acquireLock(path, { busy }), acquireLock(path, { busy })]);
     const taken = results.filter((r) => r.status === 'fulfilled');
@@ -40,7 +31,7 @@ test('acquireLock: two callers of one process never both take it; the lock file 
   }));
 
 test('acquireLock: a lock left by a process that is gone, or by an earlier process with our pid, is taken over', () =>
-  withDir(async (dir) => {
+  withTempDir('lock', async (dir) => {
     const dead = join(dir, 'dead.lock');
     await writeFile(dead, '2147483646\n'); // no such process
     const release = await acquireLock(dead, { busy });
@@ -54,7 +45,7 @@ test('acquireLock: a lock left by a process that is gone, or by an earlier proce
   }));
 
 test('acquireLock: with waitMs, a caller waits for the holder to release, then takes it', () =>
-  withDir(async (dir) => {
+  withTempDir('lock', async (dir) => {
     const path = join(dir, 'w.lock');
     const first = await acquireLock(path, { busy });
     const order: string[] = [];
@@ -71,7 +62,7 @@ test('acquireLock: with waitMs, a caller waits for the holder to release, then t
   }));
 
 test('acquireLock: without waitMs, a held lock is refused at once with the busy error', () =>
-  withDir(async (dir) => {
+  withTempDir('lock', async (dir) => {
     const path = join(dir, 'b.lock');
     const release = await acquireLock(path, { busy });
     await assert.rejects(acquireLock(path, { busy }), (err: unknown) => err instanceof Busy && err.pid === process.pid);
