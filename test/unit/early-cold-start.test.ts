@@ -18,9 +18,11 @@ import { copyFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkDigests } from '../../src/memory/chunks.js';
 import { BackgroundTasks } from '../../src/node/background-tasks.js';
-import { snapshotKey } from '../../src/node/functions.js';
 import { functionOfSnapshot } from '../../src/node/function-spec.js';
-import type { KeySnapshot } from '../../src/node/lifecycle-model.js';
+import { FUNCTION_DEFAULTS, snapshotKey, type FunctionConfig } from '../../src/node/functions.js';
+import type { FunctionState, KeySnapshot, Lease } from '../../src/node/lifecycle-model.js';
+import { InstanceScheduler } from '../../src/node/scheduler.js';
+import { exists } from '../../src/util/fs.js';
 import { NodeMetrics } from '../../src/node/metrics.js';
 import type { EmbersNode } from '../../src/node/node.js';
 import { OwnedMarks } from '../../src/node/owned-marks.js';
@@ -305,3 +307,173 @@ test('a cold start waiting on an arrival that fails fetches the snapshot whole, 
     await dir.dispose();
   }
 });
+
+/**
+ * The scheduler on a node whose restoreEarly is played by the test, as above; its `stop` callback
+ * is what runWhileArriving calls before the arrival rejects. Nothing else of the node is reached
+ * on these paths but its stop (recorded).
+ */
+async function schedulerOn(dir: string, idleTimeoutSeconds = 600) {
+  const early: {
+    name: string;
+    stop: (name: string) => Promise<void>;
+    arrival: Deferred<Awaited<EarlyRestore['arrived']>>;
+  }[] = [];
+  const stopped: string[] = [];
+  const logs: string[] = [];
+  const node = {
+    driver: { kind: 'firecracker' },
+    remote: new RemoteSnapshots({ snapshots: 'local' }),
+    config: { home: dir },
+    pool: { stats: async () => ({ free: 1 }) },
+    async stop(name: string) {
+      stopped.push(name);
+    },
+    snapshots: {
+      store: new LocalSnapshotStore(join(dir, 'snapshots')),
+      async restoreEarly(
+        _id: string,
+        opts: RestoreOptions,
+        stop: (name: string) => Promise<void>,
+      ): Promise<EarlyRestore> {
+        const arrival = deferred<Awaited<EarlyRestore['arrived']>>();
+        early.push({ name: opts.names![0], stop, arrival });
+        const record = { name: opts.names![0], cloneIp: '127.0.0.1', timings: { phases: { loadMs: 1 } } };
+        return {
+          result: {
+            clones: [{ record, diskVerified: true }],
+            prepareMs: 2,
+            earlyStart: { startMs: 3, bytesBeforeStart: 1000, requestedChunks: [] },
+          } as unknown as EarlyRestore['result'],
+          arrived: arrival.promise,
+        };
+      },
+    },
+  } as unknown as EmbersNode;
+  const s = new InstanceScheduler({
+    node,
+    log: (level, msg) => void logs.push(`${level} ${msg}`),
+    lookupTtlMs: 10_000,
+    peers: [],
+    recordWorkingSets: false,
+  });
+  const spec: FunctionConfig = {
+    ...FUNCTION_DEFAULTS,
+    image: '/img',
+    env: [],
+    snapshots: 'remote',
+    port: 1, // nothing listens: the spare connection the scheduler opens to a warm instance is refused
+    idleTimeoutSeconds,
+  };
+  const f: FunctionState = {
+    record: {
+      name: 'fn',
+      spec,
+      revision: { id: 'rev-0123456789abcdef', manifestDigest: TEST_META.image.manifestDigest, createdAt: '' },
+      createdAt: '',
+      updatedAt: '',
+    },
+    key: 'key-of-fn',
+    queue: [],
+    draining: false,
+  };
+  s.fns.set('fn', f);
+  const snap = Object.assign(s.snapshots.of(f.key), {
+    state: 'ready',
+    id: 'snap-0123456789abcdef',
+    sources: [S3],
+    found: { memoryChunked: true, workingSet: true },
+  } satisfies KeySnapshot);
+  /** A request: queued, then the scheduler serves it (a cold start). */
+  const invoke = (): Promise<Lease> =>
+    new Promise<Lease>((resolve, reject) => {
+      f.queue.push({ enqueuedAt: performance.now(), resolve, reject, timer: setTimeout(() => undefined, 0) });
+      s.pump(f);
+    });
+  const owned = (name: string) => exists(join(dir, 'daemon', 'owned', name));
+  return { s, f, snap, early, stopped, logs, invoke, owned };
+}
+
+test('scheduler: the cold start is served as soon as the early clone is up; a download that fails then stops the instance through startFailed: the snapshot is not used again', async () => {
+  const dir = await tempDir('early-sched-fail');
+  const d = await schedulerOn(dir.path);
+  try {
+    const lease = await d.invoke();
+    assert.equal(lease.start, 'restore');
+    const inst = d.s.instancesByName.get(lease.instance.name)!;
+    assert.equal(inst.state, 'ready', 'ready while its snapshot is still arriving');
+    assert.equal(inst.arriving, true);
+    assert.deepEqual(
+      d.early.map((e) => e.name),
+      [inst.name],
+    );
+    assert.equal(await d.owned(inst.name), true);
+    // runWhileArriving on a chunk that fails its digest: the clone is stopped, then the arrival rejects
+    await d.early[0].stop(inst.name);
+    d.early[0].arrival.reject(new Error('chunk 3 of memory.bin does not match its sha256: the page server refused it'));
+    lease.release(false);
+    await d.s.background.settle();
+    assert.deepEqual(d.stopped, [inst.name], 'stopped once');
+    assert.equal(d.s.instancesByName.has(inst.name), false);
+    assert.equal(await d.owned(inst.name), false);
+    assert.equal(d.snap.state, 'failed');
+    assert.match(d.snap.error ?? '', /chunk 3 of memory\.bin does not match its sha256/);
+    assert.match(d.logs.join('\n'), new RegExp(`restore of ${inst.name} failed: .*chunk 3`));
+    assert.equal(d.s.snapshots.isArriving(d.snap.id!), false);
+  } finally {
+    d.s.spares.closeAll();
+    await dir.dispose();
+  }
+});
+
+test('scheduler: an instance stopped while its snapshot arrives (drain, shutdown) ends the download: stopped once, logged, the snapshot still usable', async () => {
+  const dir = await tempDir('early-sched-stop');
+  const d = await schedulerOn(dir.path);
+  try {
+    const lease = await d.invoke();
+    const inst = d.s.instancesByName.get(lease.instance.name)!;
+    lease.release(true);
+    d.s.stopInstance(inst, 'drain');
+    // its page server goes with the VM: the download ends, runWhileArriving calls stop, then rejects
+    await d.early[0].stop(inst.name);
+    d.early[0].arrival.reject(new Error('the page server went away after verifying 3 of 16 chunks'));
+    await d.s.background.settle();
+    assert.deepEqual(d.stopped, [inst.name], 'stopped once, by the scheduler');
+    assert.equal(d.s.instancesByName.has(inst.name), false);
+    assert.equal(d.snap.state, 'ready', 'the snapshot is still the one to restore');
+    assert.deepEqual(d.snap.sources, [S3]);
+    assert.match(d.logs.join('\n'), /download of snapshot .* ended with .*stopped before it was complete/);
+  } finally {
+    d.s.spares.closeAll();
+    await dir.dispose();
+  }
+});
+
+test('scheduler: an idle instance whose snapshot is still arriving is kept until it has arrived, then scales to zero', async () => {
+  const dir = await tempDir('early-sched-idle');
+  const d = await schedulerOn(dir.path, 0);
+  try {
+    const lease = await d.invoke();
+    const inst = d.s.instancesByName.get(lease.instance.name)!;
+    lease.release(true);
+    // its idle timeout (0 s) passes many times over
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(inst.state, 'ready', 'not stopped while its snapshot arrives');
+    assert.deepEqual(d.stopped, []);
+    d.early[0].arrival.resolve({ manifest: {} as SnapshotManifest, bytes: 1, requested: [], ms: 1 });
+    await waitUntil(() => d.stopped.includes(inst.name));
+    assert.equal(inst.arriving, false);
+    await d.s.background.settle();
+    assert.equal(d.snap.state, 'ready');
+  } finally {
+    d.s.spares.closeAll();
+    await dir.dispose();
+  }
+});
+
+async function waitUntil(check: () => boolean): Promise<void> {
+  for (let i = 0; !check(); i++) {
+    if (i > 1000) throw new Error('the condition did not hold within 1000 turns of 10 ms');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
