@@ -153,18 +153,19 @@ export class RevisionSnapshots {
    * rest of the memory file has come: resolved once the snapshot is published here (verified
    * whole) and prepared, so later cold starts restore it from here; rejected, nothing published
    * nor prepared, when the download failed (`stop` was called first: it stops the clone) or the
-   * clone stopped first. Undefined when the route is the whole one: restore as before (prepare).
+   * clone stopped first. Undefined when the route is the whole one, or when the early start failed
+   * before its clone was up (logged): restore as before (prepare).
    * While it arrives, prepare() of the same snapshot waits for it (never reading its unverified data).
    */
   async startEarly(
+    id: string,
     snap: KeySnapshot,
     name: string,
     stop: (name: string) => Promise<void>,
   ): Promise<{ restore: RestoreResult; arrived: Promise<void> } | undefined> {
-    const id = snap.id!;
     const route = coldStartRoute({
       vmm: this.node.driver.kind,
-      sources: snap.sources,
+      sources: snap.id === id ? snap.sources : undefined,
       found: snap.found,
       underWay: this.prepared.has(id) || this.arriving.has(id),
     });
@@ -180,8 +181,20 @@ export class RevisionSnapshots {
     try {
       early = await this.node.snapshots.restoreEarly(id, { names: [name], source: route.source }, stop);
     } catch (err) {
+      // before its clone was up (the source unreachable, its manifest refused, the launch failed):
+      // the whole way then, which tries every source in turn and fails the cold start as before
       end();
-      throw err;
+      const e = asEmbersError(err);
+      const where = route.source.kind === 'peer' ? `peer ${route.source.url}` : 'the S3 store';
+      this.log(
+        'warn',
+        `early start of snapshot ${id} from ${where} failed: ${e.code} ${e.message}; fetching it whole`,
+        {
+          snapshot: id,
+          code: e.code,
+        },
+      );
+      return undefined;
     }
     if (!early) {
       end();

@@ -287,7 +287,8 @@ export class InstanceScheduler {
    */
   private async restoreEarly(inst: ManagedInstance): Promise<boolean> {
     let failedHere = false;
-    const early = await this.snapshots.startEarly(this.snapshots.of(inst.key), inst.name, async (name) => {
+    const snap = this.snapshots.of(inst.key);
+    const early = await this.snapshots.startEarly(inst.snapshotId!, snap, inst.name, async (name) => {
       if (inst.state === 'stopping') return; // stopped by the scheduler: that stop ended the download
       failedHere = true;
       clearTimeout(inst.idleTimer);

@@ -145,6 +145,8 @@ async function bookkeeping(dir: string) {
   /** Each preparation of a restored disk, and whether the snapshot was here (published, verified) then. */
   const disks: { id: string; here: boolean }[] = [];
   const logs: string[] = [];
+  /** Errors the next early starts fail with before their clone is up. */
+  const failures: Error[] = [];
   const node = {
     driver: { kind: 'firecracker' },
     remote: new RemoteSnapshots({ snapshots: 'local' }),
@@ -152,6 +154,8 @@ async function bookkeeping(dir: string) {
     snapshots: {
       store,
       async restoreEarly(id: string, opts: RestoreOptions): Promise<EarlyRestore> {
+        const failure = failures.shift();
+        if (failure) throw failure;
         const arrival = deferred<Awaited<EarlyRestore['arrived']>>();
         early.push({ id, opts, arrival });
         return { result: { clones: [] } as unknown as EarlyRestore['result'], arrived: arrival.promise };
@@ -174,7 +178,7 @@ async function bookkeeping(dir: string) {
     recordWorkingSets: false,
     closing: () => false,
   });
-  return { store, snapshots, early, disks, logs, metrics };
+  return { store, snapshots, early, disks, logs, metrics, failures };
 }
 
 /** Publishes `m` (from `from`) into `store` the way an arrival ends: verified files, atomic rename. */
@@ -213,8 +217,8 @@ test('an early start that succeeds: one download for concurrent cold starts, the
 
     // two cold starts at once (one pump): the first starts early, the second sees it (no second download)
     const [first, second] = await Promise.all([
-      b.snapshots.startEarly(snap, 'fn-1', stop),
-      b.snapshots.startEarly(snap, 'fn-2', stop),
+      b.snapshots.startEarly(m.id, snap, 'fn-1', stop),
+      b.snapshots.startEarly(m.id, snap, 'fn-2', stop),
     ]);
     assert.ok(first, 'the first cold start starts early');
     assert.equal(second, undefined, 'the second restores as before: it waits for the snapshot in prepare');
@@ -241,7 +245,7 @@ test('an early start that succeeds: one download for concurrent cold starts, the
       /embers_snapshot_transfer_bytes_total\{direction="download"\} 300000/,
     );
     // later cold starts restore it from here
-    assert.equal(await b.snapshots.startEarly(snap, 'fn-3', stop), undefined);
+    assert.equal(await b.snapshots.startEarly(m.id, snap, 'fn-3', stop), undefined);
     assert.equal(b.early.length, 1);
   } finally {
     await dir.dispose();
@@ -255,7 +259,7 @@ test('an early start that fails: nothing published nor prepared; the next cold s
     const a = new LocalSnapshotStore(join(dir.path, 'a'));
     const m = await publishSnapshot(a, 'fail', true);
     const snap = Object.assign(b.snapshots.of(keyOf(m)), remoteSnap(m, [S3]));
-    const first = await b.snapshots.startEarly(snap, 'fn-1', async () => undefined);
+    const first = await b.snapshots.startEarly(m.id, snap, 'fn-1', async () => undefined);
     assert.ok(first);
     b.early[0].arrival.reject(new Error(`chunk 2 of ${m.id} does not match its sha256`));
     await assert.rejects(first.arrived, /chunk 2 .* does not match its sha256/);
@@ -267,11 +271,31 @@ test('an early start that fails: nothing published nor prepared; the next cold s
       /embers_snapshot_transfer_bytes_total\{direction="download"\} [1-9]/,
     );
     // not prepared: the next cold start is routed as before (early again, here)
-    const again = await b.snapshots.startEarly(snap, 'fn-2', async () => undefined);
+    const again = await b.snapshots.startEarly(m.id, snap, 'fn-2', async () => undefined);
     assert.ok(again, 'not marked prepared: the next cold start starts early again');
     assert.equal(b.early.length, 2);
     b.early[1].arrival.reject(new Error('cancelled'));
     await assert.rejects(again.arrived);
+  } finally {
+    await dir.dispose();
+  }
+});
+
+test('an early start that fails before its clone is up (source unreachable, launch failed) goes the whole way instead, logged', async () => {
+  const dir = await tempDir('early-before-up');
+  try {
+    const b = await bookkeeping(dir.path);
+    const a = new LocalSnapshotStore(join(dir.path, 'a'));
+    const m = await publishSnapshot(a, 'before-up', true);
+    const snap = Object.assign(b.snapshots.of(keyOf(m)), remoteSnap(m, [S3]));
+    b.failures.push(new Error('the S3 store is unreachable'));
+    assert.equal(await b.snapshots.startEarly(m.id, snap, 'fn-1', async () => undefined), undefined);
+    assert.equal(b.snapshots.isArriving(m.id), false, 'nothing arriving: a cold start prepares it as before');
+    assert.match(
+      b.logs.join('\n'),
+      new RegExp(`early start of snapshot ${m.id} from the S3 store failed: .*unreachable; fetching it whole`),
+    );
+    assert.equal(await b.store.has(m.id), false);
   } finally {
     await dir.dispose();
   }
@@ -286,7 +310,7 @@ test('a cold start waiting on an arrival that fails fetches the snapshot whole, 
     const m = await publishSnapshot(a, 'fallback', true);
     const source: SnapshotSource = { kind: 'peer', url: `http://127.0.0.1:${peer.port}`, token: TOKEN };
     const snap = Object.assign(b.snapshots.of(keyOf(m)), remoteSnap(m, [source]));
-    const first = await b.snapshots.startEarly(snap, 'fn-1', async () => undefined);
+    const first = await b.snapshots.startEarly(m.id, snap, 'fn-1', async () => undefined);
     assert.ok(first);
     const prep = b.snapshots.prepare(m.id, snap.sources);
     assert.equal(await settled(prep), false);
