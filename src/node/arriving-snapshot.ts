@@ -263,13 +263,24 @@ async function downloadWhole(
   return got;
 }
 
+/** The end of an arriving snapshot's download (runWhileArriving): the snapshot as published, and what was fetched. */
+export interface Arrival {
+  manifest: SnapshotManifest;
+  /** Bytes downloaded in all. */
+  bytes: number;
+  /** The memory chunks the clone's faults asked for first. */
+  requested: number[];
+}
+
 /**
  * Runs a clone on an arriving snapshot, the way a restore does: the chunk feed is started with
- * the restore (the load itself may fault), `launch` starts the clone (with `a.pageServer`), the
- * rest of the memory file streams in once it is up, and this resolves when the download is
- * complete, checked and published. On any failure the clone (if it started) is stopped with
- * `stop`, the staging is dropped, and the error is thrown: EMB_SNAPSHOT_CORRUPT for a chunk or a
- * file that failed its digest.
+ * the restore (the load itself may fault), `launch` starts the clone (with `a.pageServer`), and
+ * this resolves as soon as the clone is up, with `arrived`, which settles when the rest of the
+ * memory file has streamed in: resolved once the download is complete, checked and published;
+ * rejected (EMB_SNAPSHOT_CORRUPT for a chunk or a file that failed its digest) after the clone was
+ * stopped with `stop` and the staging dropped, nothing published. A clone that stops meanwhile
+ * (its page server goes with it) ends the download the same way. When `launch` fails, the staging
+ * is dropped and its error thrown.
  */
 export async function runWhileArriving<T>(
   a: ArrivingSnapshot,
@@ -278,27 +289,35 @@ export async function runWhileArriving<T>(
 ): Promise<{
   clone: T;
   /** performance.now() when the clone was up */ startedAt: number;
-  bytes: number;
-  requested: number[];
-  manifest: SnapshotManifest;
+  arrived: Promise<Arrival>;
 }> {
   let feed: ChunkFeed | undefined;
   let launched!: () => void;
   const started = new Promise<void>((resolve) => (launched = resolve));
   let clone: { value: T } | undefined;
-  try {
-    const feeding = a.feed(started).then((f) => (feed = f));
-    feeding.catch(() => undefined);
-    clone = { value: await launch() };
-    const startedAt = performance.now();
-    launched();
-    const done = await a.finish(await feeding);
-    return { clone: clone.value, startedAt, ...done };
-  } catch (err) {
+  const fail = async (err: unknown): Promise<never> => {
     launched();
     feed?.cancel();
     if (clone) await stop(clone.value).catch(() => undefined);
     await a.abandon();
     throw err;
+  };
+  const feeding = a.feed(started).then((f) => (feed = f));
+  feeding.catch(() => undefined);
+  try {
+    clone = { value: await launch() };
+  } catch (err) {
+    return fail(err);
   }
+  const startedAt = performance.now();
+  launched();
+  const arrived = (async () => {
+    try {
+      return await a.finish(await feeding);
+    } catch (err) {
+      return fail(err);
+    }
+  })();
+  arrived.catch(() => undefined); // the caller awaits it when it likes; no unhandled rejection meanwhile
+  return { clone: clone.value, startedAt, arrived };
 }

@@ -32,6 +32,8 @@ export interface ManagedInstance {
   concurrency: number;
   /** A boot whose snapshot is still to be taken: it takes one request at a time until then. */
   pendingSnapshot: boolean;
+  /** Restored before its snapshot had arrived: the rest of the memory file is still downloading (scheduler.ts). */
+  arriving?: boolean;
   /** The cold-start phases (ms), reported to the request that first uses the instance. */
   startPhases: Record<string, number>;
   startMs: number;
@@ -61,6 +63,8 @@ export interface KeySnapshot {
   error?: string;
   /** Where a snapshot found on other nodes can be fetched from, in the order to try (absent: it is here). */
   sources?: SnapshotSource[];
+  /** What the search read of a snapshot found on other nodes that an early start needs (see FoundSnapshot). */
+  found?: { memoryChunked: boolean; workingSet: boolean };
   /** A remote lookup is running. */
   lookingUp?: boolean;
   /** When the remote store was last searched for this key (ms since epoch). */

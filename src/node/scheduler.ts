@@ -259,7 +259,7 @@ export class InstanceScheduler {
             await crashPoint('lifecycle.cold-start.after-boot');
             inst.cloneIp = rec.cloneIp;
             inst.startPhases = { ...rec.timings.phases };
-          } else {
+          } else if (!(await this.restoreEarly(inst))) {
             const prep = await this.snapshots.prepare(snapshotId!, this.snapshots.of(inst.key).sources);
             const r = await this.node.snapshots.restore(snapshotId!, { count: 1, names: [inst.name] });
             const rec = r.clones[0].record;
@@ -276,6 +276,59 @@ export class InstanceScheduler {
         }
       })(),
     );
+  }
+
+  /**
+   * Restores `inst` before its snapshot has arrived when RevisionSnapshots.startEarly does (see
+   * coldStartRoute); false when it does not. The instance is ready once its clone is up; the rest
+   * of the memory file keeps coming in the background (tracked, so shutdown waits for it; stopping
+   * the instance ends it). A download that fails stops the instance and goes through startFailed;
+   * one ended by the instance's own stop (drain, shutdown) is only logged: the snapshot stays usable.
+   */
+  private async restoreEarly(inst: ManagedInstance): Promise<boolean> {
+    let failedHere = false;
+    const snap = this.snapshots.of(inst.key);
+    const early = await this.snapshots.startEarly(inst.snapshotId!, snap, inst.name, async (name) => {
+      if (inst.state === 'stopping') return; // stopped by the scheduler: that stop ended the download
+      failedHere = true;
+      clearTimeout(inst.idleTimer);
+      this.spares.drop(inst.name);
+      inst.state = 'stopping';
+      await this.node.stop(name).catch((err: unknown) => {
+        const e = asEmbersError(err);
+        this.log('error', `stopping ${name} failed: ${e.code} ${e.message}`, { instance: name });
+        throw err;
+      });
+    });
+    if (!early) return false;
+    const rec = early.restore.clones[0].record;
+    inst.cloneIp = rec.cloneIp;
+    inst.arriving = true;
+    inst.startPhases = { prepareMs: early.restore.prepareMs, ...rec.timings.phases };
+    this.log('info', `function ${inst.fn}: ${inst.name} started before snapshot ${inst.snapshotId} arrived`, {
+      function: inst.fn,
+      instance: inst.name,
+      snapshot: inst.snapshotId,
+      bytesBeforeStart: early.restore.earlyStart?.bytesBeforeStart,
+    });
+    this.background.track(
+      early.arrived.then(
+        () => {
+          inst.arriving = false;
+        },
+        async (err: unknown) => {
+          inst.arriving = false;
+          const e = asEmbersError(err);
+          if (failedHere) return this.startFailed(inst, 'restore', e);
+          this.log(
+            'warn',
+            `function ${inst.fn}: the download of snapshot ${inst.snapshotId} ended with ${inst.name}, stopped before it was complete: ${e.code} ${e.message}`,
+            { function: inst.fn, snapshot: inst.snapshotId, code: e.code },
+          );
+        },
+      ),
+    );
+    return true;
   }
 
   private async afterStart(inst: ManagedInstance): Promise<void> {
@@ -398,6 +451,8 @@ export class InstanceScheduler {
     inst.idleTimer = setTimeout(() => {
       inst.idleTimer = undefined;
       if (!isIdle(inst)) return;
+      // its snapshot is still arriving, fed through this clone's page server: kept until it is here
+      if (inst.arriving) return this.armIdle(f, inst);
       const current = this.fns.get(inst.fn);
       const keep =
         current &&

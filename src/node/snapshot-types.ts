@@ -91,6 +91,21 @@ export interface RestoreResult {
   earlyStart?: { startMs: number; bytesBeforeStart: number; requestedChunks: number[] };
 }
 
+/**
+ * A restore of one clone that started before its snapshot had arrived (SnapshotService.restoreEarly):
+ * the restore as of the clone being up, and the end of the download.
+ */
+export interface EarlyRestore {
+  /** Its `earlyStart` is set (its requestedChunks come with `arrived`); its `fetch` is not: the memory file is still arriving. */
+  result: RestoreResult;
+  /**
+   * Settles when the download ends: resolved once the snapshot and its working set are published
+   * (verified whole) in the local store; rejected, nothing published, the clone stopped, when a
+   * chunk or a file failed its digest, the source failed, or the clone stopped first.
+   */
+  arrived: Promise<{ manifest: SnapshotManifest; bytes: number; requested: number[]; ms: number }>;
+}
+
 /** What recording a working set sends and waits for (SnapshotService.recordWorkingSet). */
 export interface RecordWorkingSetOptions {
   /** The first request (default GET /). */

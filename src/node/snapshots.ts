@@ -28,6 +28,7 @@ import { NodeWorkingSets } from './working-set-service.js';
 import type {
   CreateSnapshotOptions,
   CreateSnapshotResult,
+  EarlyRestore,
   RecordWorkingSetOptions,
   RecordWorkingSetResult,
   RestoreOptions,
@@ -39,6 +40,7 @@ export type { RestoredDisk } from './restored-disk.js';
 export type {
   CreateSnapshotOptions,
   CreateSnapshotResult,
+  EarlyRestore,
   PrefetchMode,
   RecordWorkingSetOptions,
   RecordWorkingSetResult,
@@ -195,9 +197,52 @@ export class SnapshotService {
     }
   }
 
+  /**
+   * Starts one clone of `id` before the snapshot has arrived, when it can (see startArriving:
+   * Firecracker, not here, `opts.source` gives the memory file's chunk digests and has a working
+   * set); undefined when it cannot, having downloaded nothing but manifests: restore it as usual
+   * then. Resolves once the clone is up; `arrived` settles with the download (the snapshot stays
+   * pinned until then). When the download fails, `stop` stops the clone (by default the node's
+   * stop of that instance) before `arrived` rejects.
+   */
+  async restoreEarly(
+    id: string,
+    opts: RestoreOptions = {},
+    stop?: (name: string) => Promise<void>,
+  ): Promise<EarlyRestore | undefined> {
+    for (const name of opts.names ?? []) validateInstanceName(name);
+    await this.deps.launcher.checkRoom(1);
+    const t0 = performance.now();
+    this.remote.requireEnabled();
+    const unpin = await this.store.pin(id);
+    try {
+      const a = await this.startArriving(id, 1, opts);
+      if (!a) {
+        await unpin();
+        return undefined;
+      }
+      const early = await this.restoreArriving(a, t0, opts, stop ?? ((name) => this.deps.launcher.stop(name)));
+      const arrived = early.arrived.finally(unpin);
+      arrived.catch(() => undefined); // the caller awaits it when it likes
+      return { result: early.result, arrived };
+    } catch (err) {
+      await unpin();
+      throw err;
+    }
+  }
+
   private async restorePinned(id: string, count: number, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
     const arriving = await this.startArriving(id, count, opts);
-    if (arriving) return this.restoreArriving(arriving, t0, opts);
+    if (arriving) {
+      // this restore ends with the download: the snapshot is here, verified, when it resolves
+      const early = await this.restoreArriving(arriving, t0, opts, (name) => this.deps.launcher.stop(name));
+      const done = await early.arrived;
+      return {
+        ...early.result,
+        fetch: { ms: done.ms, bytes: done.bytes, resumedBytes: 0 },
+        earlyStart: { ...early.result.earlyStart!, requestedChunks: done.requested },
+      };
+    }
     const { fetched } = await this.remote.ensureLocal(this.store, id, opts.source ?? { kind: 'local' }, {
       onProgress: opts.onTransferProgress,
     });
@@ -277,10 +322,16 @@ export class SnapshotService {
 
   /**
    * Restores one clone of a snapshot still arriving: it starts from its verified working set while
-   * the memory file streams in; the download's end (whole-file digest, atomic publish) is awaited
-   * before this resolves. A chunk or file that fails its digest stops the clone: EMB_SNAPSHOT_CORRUPT.
+   * the memory file streams in, and this resolves once the clone is up; `arrived` settles with the
+   * download's end (whole-file digest, atomic publish). A chunk or file that fails its digest stops
+   * the clone (`stop`) and rejects `arrived`: EMB_SNAPSHOT_CORRUPT.
    */
-  private async restoreArriving(a: ArrivingSnapshot, t0: number, opts: RestoreOptions): Promise<RestoreResult> {
+  private async restoreArriving(
+    a: ArrivingSnapshot,
+    t0: number,
+    opts: RestoreOptions,
+    stop: (name: string) => Promise<void>,
+  ): Promise<EarlyRestore> {
     const m = a.manifest;
     let prepared: { prepareMs: number; hostWarnings: string[]; disk: RestoredDisk };
     try {
@@ -305,22 +356,29 @@ export class SnapshotService {
           { launch: { via: 'page-server', pageServer: a.pageServer } },
           a.bundleDir,
         ),
-      (clone) => this.deps.launcher.stop(clone.record.name),
+      (clone) => stop(clone.record.name),
     );
-    await this.trustVerified(run.manifest, { keepDisk: true });
-    if (!this.remote.cacheSnapshots) await this.remove(m.id);
+    const arrived = run.arrived.then(async (done) => {
+      await this.trustVerified(done.manifest, { keepDisk: true });
+      if (!this.remote.cacheSnapshots) await this.remove(m.id);
+      return {
+        manifest: done.manifest,
+        bytes: done.bytes,
+        requested: done.requested,
+        ms: roundMs(performance.now() - t0),
+      };
+    });
+    arrived.catch(() => undefined);
     return {
-      manifest: m,
-      clones: [run.clone],
-      prepareMs: prepared.prepareMs,
-      hostWarnings: prepared.hostWarnings,
-      fetch: { ms: roundMs(performance.now() - t0), bytes: run.bytes, resumedBytes: 0 },
-      prefetched: { pages: a.workingSet.pages, bytes: a.workingSet.pages * WORKING_SET_PAGE_SIZE },
-      earlyStart: {
-        startMs: roundMs(run.startedAt - t0),
-        bytesBeforeStart: a.bytesBeforeStart,
-        requestedChunks: run.requested,
+      result: {
+        manifest: m,
+        clones: [run.clone],
+        prepareMs: prepared.prepareMs,
+        hostWarnings: prepared.hostWarnings,
+        prefetched: { pages: a.workingSet.pages, bytes: a.workingSet.pages * WORKING_SET_PAGE_SIZE },
+        earlyStart: { startMs: roundMs(run.startedAt - t0), bytesBeforeStart: a.bytesBeforeStart, requestedChunks: [] },
       },
+      arrived,
     };
   }
 

@@ -12,6 +12,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,7 +139,10 @@ async function restoreArriving(name: string, from: WorkingSetSource, store: Loca
     },
   );
   run.catch(() => undefined);
-  return { a, spec, run, stopped, bytesBeforeStart: a.bytesBeforeStart };
+  // what was published at the moment the clone was up (checked in the same tick)
+  const up = run.then((r) => ({ ...r, publishedWhenUp: existsSync(store.pathOf(m.id)) }));
+  up.catch(() => undefined);
+  return { a, spec, run: up, stopped, bytesBeforeStart: a.bytesBeforeStart };
 }
 
 async function guestResult(dir: string): Promise<{ exit: string; err: string; out: string }> {
@@ -175,8 +179,10 @@ for (const via of ['s3', 'peer'] as const) {
       assert.equal(guest.exit, '0', guest.err);
       const report = JSON.parse(guest.out) as { touched: number; checked: number };
       assert.equal(report.checked, report.touched, 'every page the guest touched was the memory file’s');
-      const done = await run;
-      const vm = done.clone;
+      const up = await run;
+      assert.equal(up.publishedWhenUp, false, 'the clone is handed back before the memory file has arrived');
+      const done = await up.arrived;
+      const vm = up.clone;
       assert.ok(done.requested.length > 0, 'faults outside the working set asked for their chunks');
       t.diagnostic(
         `${via}: the clone could start after ${bytesBeforeStart} bytes (memory file ${fileEntry(m, SNAPSHOT_FILES.memory)!.sizeBytes} bytes); ` +
@@ -220,7 +226,7 @@ test('early restore from S3 with a chunk corrupted in the store: refused by the 
     const store = new LocalSnapshotStore(join(root, 'b-corrupt'));
     const { a, spec, run, stopped } = await restoreArriving('clone-corrupt', remote.source, store, order);
     await assert.rejects(
-      run,
+      run.then((up) => up.arrived),
       (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && new RegExp(`chunk ${bad}`).test(e.message),
     );
     const guest = await guestResult(spec.dir);
