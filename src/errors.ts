@@ -82,6 +82,32 @@ export class EmbersError<C extends ErrorCode = ErrorCode> extends Error {
     return new EmbersError(code, errorMessage(code, details), details, options);
   }
 
+  /**
+   * An error another embers process reported (the daemon's API answer: code, message, hint),
+   * rebuilt as it was told: its message was made from the catalogue over there.
+   */
+  static received(
+    code: ErrorCode,
+    message: string,
+    details: ErrorDetails,
+    options: EmbersErrorOptions & { hint: string },
+  ): EmbersError {
+    return new EmbersError(code, message, details, options);
+  }
+
+  /**
+   * The same failure seen from further out: the same code, `context` (if any) put before the
+   * message, more details, and optionally a better hint. The cause is this error unless given.
+   */
+  within(context: string | undefined, extra: Partial<ErrorDetails<C>>, options?: EmbersErrorOptions): EmbersError<C> {
+    const message = context === undefined ? this.message : `${context}: ${this.message}`;
+    const details = { ...this.details, ...extra } as ErrorDetails<C>;
+    return new EmbersError(this.code, message, details, {
+      cause: options?.cause ?? this,
+      hint: options?.hint ?? this.hint,
+    });
+  }
+
   get exitCode(): number {
     return ERRORS[this.code].exit;
   }

@@ -64,7 +64,7 @@ async function call(
 function apiError(a: ApiAnswer): EmbersError {
   try {
     const e = (JSON.parse(a.text) as { error: { code: ErrorCode; message: string; hint: string } }).error;
-    return new EmbersError(e.code, e.message, { status: a.status }, { hint: e.hint });
+    return EmbersError.received(e.code, e.message, { status: a.status }, { hint: e.hint });
   } catch {
     return EmbersError.of('EMB_INTERNAL', {
       problem: `the daemon answered ${a.status}: ${a.text.slice(0, 200)}`,

@@ -4,7 +4,7 @@
  * The engine itself is lifecycle.ts (the facade) over scheduler.ts.
  */
 import type { Socket } from 'node:net';
-import { EmbersError, type ErrorCode } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import type { SnapshotManifest } from '../snapshot/manifest.js';
 import type { EmbersNode } from './node.js';
 import type { FunctionRecord } from './functions.js';
@@ -166,11 +166,5 @@ export function drainingError(name: string): EmbersError {
 
 /** A start failure as the invoking client sees it: the code of what failed, the function named. */
 export function startError(fn: string, err: EmbersError): EmbersError {
-  const code: ErrorCode = err.code;
-  return new EmbersError(
-    code,
-    `function ${fn} failed to start: ${err.message}`,
-    { ...err.details, function: fn, startFailed: true },
-    { cause: err, hint: err.hint },
-  );
+  return err.within(`function ${fn} failed to start`, { function: fn, startFailed: true });
 }

@@ -189,14 +189,10 @@ export async function createSnapshot(
         await deps.remote.push(deps.store, manifest.id, { onProgress: opts.onTransferProgress });
       } catch (err) {
         const e = asEmbersError(err);
-        throw new EmbersError(
-          e.code,
-          `snapshot ${manifest.id} was created here, but its upload failed: ${e.message}`,
-          { ...e.details, id: manifest.id },
-          {
-            cause: err,
-            hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)`,
-          },
+        throw e.within(
+          `snapshot ${manifest.id} was created here, but its upload failed`,
+          { id: manifest.id },
+          { cause: err, hint: `${e.hint}; then upload it with \`embers snapshot push ${manifest.id}\` (it resumes)` },
         );
       }
       mark('uploadMs', t);

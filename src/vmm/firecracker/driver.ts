@@ -50,7 +50,7 @@ export const DRIVE_ID = 'vda';
  */
 /** The same error with the tail of the VMM's output added (an error's details are never changed after the fact). */
 function withTail(err: EmbersError, tail: string): EmbersError {
-  return new EmbersError(err.code, err.message, { ...err.details, tail }, { cause: err.cause, hint: err.hint });
+  return err.within(undefined, { tail }, { cause: err.cause });
 }
 
 export class FirecrackerDriver implements HypervisorDriver {
