@@ -110,7 +110,7 @@ function badValueMessage(d: Partial<BadValueDetails>, option: string): string {
   const value = d.value === undefined ? '' : shown(d.value);
   const head =
     d.expected !== undefined
-      ? `${option} must be ${d.expected}${value && `, not ${value}`}${d.problem ? ` ${d.problem}` : ''}`
+      ? `${option} must be ${d.expected}${value && `, not ${value}`}`
       : `${option}${value && ` ${value}`} ${d.problem ?? 'is not valid'}`;
   return d.reason === undefined ? head : `${head}: ${d.reason}`;
 }
