@@ -8,7 +8,8 @@ import { EmbersError } from '../errors.js';
 import { environment } from '../config.js';
 import { detectAccelerator } from './accel.js';
 import type { Accelerator, HypervisorDriver } from './driver.js';
-import { FirecrackerDriver, findFirecracker, type FirecrackerDriverOptions } from './firecracker/driver.js';
+import { findFirecracker } from './firecracker/binary.js';
+import { FirecrackerDriver, type FirecrackerDriverOptions } from './firecracker/driver.js';
 import { binarySnapshotVersion, binaryVersion } from './firecracker/version.js';
 import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 

@@ -13,7 +13,7 @@
 import { access, constants } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { detectAccelerator } from '../../src/vmm/accel.js';
-import { findFirecracker } from '../../src/vmm/firecracker/driver.js';
+import { findFirecracker } from '../../src/vmm/firecracker/binary.js';
 import { exists } from '../../src/util/fs.js';
 import { repoPath } from './repo.js';
 

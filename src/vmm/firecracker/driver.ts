@@ -1,7 +1,6 @@
-import { access, constants, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EmbersError, isEmbersError } from '../../errors.js';
-import { which } from '../../util/exec.js';
 import { detectAccelerator } from '../accel.js';
 import type {
   Accelerator,
@@ -15,6 +14,7 @@ import type {
 } from '../driver.js';
 import { pidCommandMentions, terminate } from '../process.js';
 import type { SnapshotLoadParams } from './api-types.js';
+import { FirecrackerBinary } from './binary.js';
 import { FirecrackerClient } from './client.js';
 import { firecrackerId, vmLayout, type VmLayout } from './layout.js';
 import {
@@ -28,7 +28,7 @@ import {
 } from './options.js';
 import { failureTail, startFirecracker, stopFirecracker, type RunningFirecracker, type StopStep } from './process.js';
 import { startUffdHandler, type UffdHandler } from './uffd-handler.js';
-import { binarySnapshotVersion, binaryVersion, checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
+import { checkSnapshotFormat, readSnapshotFormatVersion } from './version.js';
 
 export type {
   FirecrackerDriverOptions,
@@ -42,27 +42,27 @@ export type {
 export const IFACE_ID = 'eth0';
 export const DRIVE_ID = 'vda';
 
+/** The same error with the tail of the VMM's output added (an error's details are never changed after the fact). */
+function withTail(err: EmbersError, tail: string): EmbersError {
+  return err.within(undefined, { tail }, { cause: err.cause });
+}
+
 /**
  * The Firecracker driver: one Firecracker process per VM, configured over its REST API
  * (types generated from the vendored spec), in the slot's netns and a private mount
  * namespace (or the jailer). Guest RAM is anonymous after a boot; snapshots are Firecracker
  * snapshots (state file + memory file); restores load them into a fresh process.
  */
-/** The same error with the tail of the VMM's output added (an error's details are never changed after the fact). */
-function withTail(err: EmbersError, tail: string): EmbersError {
-  return err.within(undefined, { tail }, { cause: err.cause });
-}
-
 export class FirecrackerDriver implements HypervisorDriver {
   readonly kind = 'firecracker' as const;
   /** Firecracker exits when the guest reboots (i8042 reset): the guest halts that way. */
   readonly guestKernelArgs: readonly string[] = ['embers.halt=reboot'];
   readonly options: ResolvedFirecrackerOptions;
-  private binaryPath: Promise<string> | undefined;
-  private versions: Promise<{ binary: string; snapshot: string }> | undefined;
+  private readonly bin: FirecrackerBinary;
 
   constructor(opts: FirecrackerDriverOptions = {}) {
     this.options = resolveFirecrackerOptions(opts);
+    this.bin = new FirecrackerBinary(this.options.binary);
   }
 
   /** The drive layout of every VM of this driver: the jail when the jailer is configured. */
@@ -81,17 +81,17 @@ export class FirecrackerDriver implements HypervisorDriver {
 
   /** The binary this driver runs (resolved on PATH when given as a name). */
   binary(): Promise<string> {
-    return this.resolveBinary();
+    return this.bin.resolve();
   }
 
   /** The binary's version, "1.16.1" (`firecracker --version`). */
   async version(): Promise<string> {
-    return (await this.readVersions()).binary;
+    return (await this.bin.readVersions()).binary;
   }
 
   /** The snapshot data format this binary writes and loads, "8.0.0" (`--snapshot-version`). Record it in snapshot manifests. */
   async snapshotVersion(): Promise<string> {
-    return (await this.readVersions()).snapshot;
+    return (await this.bin.readVersions()).snapshot;
   }
 
   /**
@@ -108,9 +108,9 @@ export class FirecrackerDriver implements HypervisorDriver {
   }
 
   async checkSnapshotVersion(recordedSnapshotVersion: string, source?: string): Promise<void> {
-    const v = await this.readVersions();
+    const v = await this.bin.readVersions();
     checkSnapshotFormat(recordedSnapshotVersion, v.snapshot, {
-      binary: await this.resolveBinary(),
+      binary: await this.bin.resolve(),
       binaryVersion: v.binary,
       source,
     });
@@ -134,7 +134,7 @@ export class FirecrackerDriver implements HypervisorDriver {
    */
   async configure(spec: VmSpec): Promise<{ vm: VmHandle; timings: VmTimings }> {
     const o = this.options;
-    const layout = this.layoutFor(spec, await this.resolveBinary());
+    const layout = this.layoutFor(spec, await this.bin.resolve());
     const vm = this.handle(spec, layout, '', o.vsockCid !== undefined);
     return this.launch(vm, layout, 'boot', async (fc) => {
       await configureLogging(fc, layout, o);
@@ -186,7 +186,7 @@ export class FirecrackerDriver implements HypervisorDriver {
     const o = this.options;
     // Refuse a format this binary cannot load before any process starts: a failed load is fatal to it.
     await this.checkSnapshotVersion(await readSnapshotFormatVersion(files.stateFile), files.stateFile);
-    const layout = this.layoutFor(spec, await this.resolveBinary());
+    const layout = this.layoutFor(spec, await this.bin.resolve());
     if (opts.snapshotDriveLayout !== undefined && opts.snapshotDriveLayout !== layout.kind) {
       throw EmbersError.of(
         'EMB_SNAPSHOT_INCOMPATIBLE',
@@ -425,32 +425,6 @@ export class FirecrackerDriver implements HypervisorDriver {
   private client(vm: VmHandle): FirecrackerClient {
     return new FirecrackerClient(vm.controlSocket, { timeoutMs: this.options.apiTimeoutMs });
   }
-
-  private readVersions(): Promise<{ binary: string; snapshot: string }> {
-    this.versions ??= (async () => {
-      const bin = await this.resolveBinary();
-      return { binary: await binaryVersion(bin), snapshot: await binarySnapshotVersion(bin) };
-    })();
-    this.versions.catch(() => (this.versions = undefined));
-    return this.versions;
-  }
-
-  private resolveBinary(): Promise<string> {
-    this.binaryPath ??= findFirecracker(this.options.binary).then((found) => {
-      if (!found) {
-        throw EmbersError.of(
-          'EMB_VMM_NOT_FOUND',
-          { problem: 'binary', vmm: 'Firecracker', binary: this.options.binary },
-          {
-            hint: 'download a release from https://github.com/firecracker-microvm/firecracker/releases and pass its path (--firecracker-bin or EMBERS_FIRECRACKER_BIN)',
-          },
-        );
-      }
-      return found;
-    });
-    this.binaryPath.catch(() => (this.binaryPath = undefined));
-    return this.binaryPath;
-  }
 }
 
 /** PUT /logger and /metrics: the only calls Firecracker accepts before a snapshot load. */
@@ -463,16 +437,6 @@ async function configureLogging(
     body: { log_path: layout.fc.log, level: o.logLevel, show_level: true, show_log_origin: false },
   });
   await fc.client.call('PUT /metrics', { body: { metrics_path: layout.fc.metrics } });
-}
-
-/** The absolute path of an executable Firecracker: `binary` as a path, or looked up on PATH. */
-export async function findFirecracker(binary: string): Promise<string | undefined> {
-  const candidate = binary.includes('/') ? binary : await which(binary);
-  if (!candidate) return undefined;
-  return access(candidate, constants.X_OK).then(
-    () => candidate,
-    () => undefined,
-  );
 }
 
 /** Removes what a VM leaves on the host (API socket, vsock socket, the layout's own files); returns what could not be removed. */
