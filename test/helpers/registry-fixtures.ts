@@ -5,12 +5,30 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/image/store.js';
 import type { RegistryOptions } from '../../src/image/registry/options.js';
-import type { FixtureImage, FixtureLayer } from '../../src/examples/oci-layout.js';
+import {
+  writeOciLayout,
+  type FixtureImage,
+  type FixtureLayer,
+  type WrittenImage,
+} from '../../src/examples/oci-layout.js';
+import type { TestRegistry } from './registry.js';
 
 export const f = (path: string, content: string | Buffer = path) => ({ path, type: 'file' as const, content });
 
 /** Fast retries for tests: 3 attempts, a few ms apart. */
 export const FAST_RETRY = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
+
+/** Writes `image` as an OCI layout in `layout`, tagged v1, and pushes it to `registry` as `<repository>:v1`. */
+export async function pushFixture(
+  registry: TestRegistry,
+  layout: string,
+  image: FixtureImage,
+  repository: string,
+): Promise<WrittenImage> {
+  const written = await writeOciLayout(layout, image, { refName: 'v1' });
+  await registry.pushLayout(layout, 'v1', `${repository}:v1`);
+  return written;
+}
 
 /** An ImageStore for one test "node" under `base/<name>`, with no credentials unless given. */
 export function nodeStore(base: string, name: string, opts: RegistryOptions = {}): ImageStore {

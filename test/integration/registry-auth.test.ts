@@ -1,11 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import type { TestRegistry } from '../helpers/registry.js';
 import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
-import { marked, nodeStore, writeAuthFile } from '../helpers/registry-fixtures.js';
+import { marked, nodeStore, pushFixture, writeAuthFile } from '../helpers/registry-fixtures.js';
 
 let basic: TestRegistry;
 let token: TestRegistry;
@@ -20,8 +19,7 @@ test(
   { skip },
   async () => {
     const layout = join(base, 'basic');
-    const written = await writeOciLayout(layout, marked('basic'), { refName: 'v1' });
-    await basic.pushLayout(layout, 'v1', 'acme/basic:v1');
+    const written = await pushFixture(basic, layout, marked('basic'), 'acme/basic');
     const [user, password] = Object.entries(basic.users)[0]!;
     // "auth": base64(user:password), keyed by host:port
     const a = await writeAuthFile(join(base, 'a.json'), basic.host, user, password, 'auth');
@@ -54,8 +52,7 @@ test(
   { skip },
   async () => {
     const layout = join(base, 'token');
-    const written = await writeOciLayout(layout, marked('token'), { refName: 'v1' });
-    await token.pushLayout(layout, 'v1', 'acme/token:v1');
+    const written = await pushFixture(token, layout, marked('token'), 'acme/token');
     const [user, password] = Object.entries(token.users)[0]!;
     const authFile = await writeAuthFile(join(base, 't.json'), token.host, user, password);
     const proxy = await startProxy(token.host);

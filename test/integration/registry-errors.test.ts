@@ -3,12 +3,19 @@ import assert from 'node:assert/strict';
 import { open, readdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError, type ErrorCode } from '../../src/errors.js';
-import { writeOciLayout, type WrittenImage } from '../../src/examples/oci-layout.js';
+import type { WrittenImage } from '../../src/examples/oci-layout.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { freePort, type TestRegistry } from '../helpers/registry.js';
 import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
-import { assertNothingHalfWritten, f, nodeStore, noise, writeAuthFile } from '../helpers/registry-fixtures.js';
+import {
+  assertNothingHalfWritten,
+  f,
+  nodeStore,
+  noise,
+  pushFixture,
+  writeAuthFile,
+} from '../helpers/registry-fixtures.js';
 
 let reg: TestRegistry;
 let authReg: TestRegistry;
@@ -23,12 +30,12 @@ const skip = useTestRegistries('registry-errors', [{}, { htpasswd: true }, { tok
 /** Pushes a two-layer image (a small layer and a 256 KiB one) to `repo:v1` of `registry`. */
 async function pushImage(registry: TestRegistry, repo: string): Promise<WrittenImage> {
   const layout = join(base, `layout-${repo.replace(/\//g, '-')}-${++n}`);
-  const written = await writeOciLayout(
+  const written = await pushFixture(
+    registry,
     layout,
     { layers: [{ entries: [f('small', repo)] }, { entries: [f('big', noise(256 * 1024, n))], compression: 'none' }] },
-    { refName: 'v1' },
+    repo,
   );
-  await registry.pushLayout(layout, 'v1', `${repo}:v1`);
   return written;
 }
 

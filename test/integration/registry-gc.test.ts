@@ -8,7 +8,7 @@ import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import type { TestRegistry } from '../helpers/registry.js';
 import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
-import { f, nodeStore, noise, verifiedBlobs } from '../helpers/registry-fixtures.js';
+import { f, nodeStore, noise, pushFixture, verifiedBlobs } from '../helpers/registry-fixtures.js';
 
 let reg: TestRegistry;
 let base: string;
@@ -128,12 +128,12 @@ test('gc drops what no reference and no in-use digest names, and keeps the rest'
 });
 
 test('gc waits for a running pull, which then completes intact', { skip }, async () => {
-  const written = await writeOciLayout(
+  const written = await pushFixture(
+    reg,
     join(base, 'slow'),
     { layers: [{ entries: [f('slow', noise(128 * 1024, 3))] }] },
-    { refName: 'v1' },
+    'acme/slow',
   );
-  await reg.pushLayout(join(base, 'slow'), 'v1', 'acme/slow:v1');
   const proxy = await startProxy(reg.host, { delayMs: ({ url }) => (url.includes('/blobs/') ? 400 : 0) });
   try {
     const store = nodeStore(base, 'node-slow');

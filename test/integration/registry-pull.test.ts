@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { writeOciLayout } from '../../src/examples/oci-layout.js';
 import { blobPath } from '../helpers/docker-save.js';
-import { catImage, namesIn, statImage } from '../unit/image-helpers.js';
+import { catImage, namesIn, rootNames, statImage } from '../unit/image-helpers.js';
 import type { TestRegistry } from '../helpers/registry.js';
 import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
@@ -15,6 +15,7 @@ import {
   layeredImage,
   marked,
   nodeStore,
+  pushFixture,
   verifiedBlobs,
 } from '../helpers/registry-fixtures.js';
 import type { PullEvent } from '../../src/image/registry/progress.js';
@@ -28,8 +29,7 @@ const skip = useTestRegistries('registry-pull', [{}], (dir, [registry]) => {
 
 test('pull by tag and by digest: two nodes get the rootfs of the local layout, byte for byte', { skip }, async () => {
   const layout = join(base, 'layered');
-  const written = await writeOciLayout(layout, layeredImage(), { refName: 'v1' });
-  await reg.pushLayout(layout, 'v1', 'acme/layered:v1');
+  const written = await pushFixture(reg, layout, layeredImage(), 'acme/layered');
 
   const events: PullEvent[] = [];
   const nodeA = nodeStore(base, 'node-a');
@@ -51,7 +51,7 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
 
   // the tree: whiteouts, opaque dirs, later layers win
   const p = a.rootfsPath!;
-  assert.deepEqual(namesIn(p, '/'), ['a', 'c', 'dev', 'e', 'etc', 'h', 'lost+found', 'proc', 'run', 'sys', 'tmp']);
+  assert.deepEqual(namesIn(p, '/'), rootNames('a', 'c', 'e', 'etc', 'h'));
   assert.deepEqual(namesIn(p, '/a'), ['b']);
   assert.deepEqual(namesIn(p, '/a/b'), ['new']);
   assert.deepEqual(namesIn(p, '/c'), ['keep']);
@@ -96,8 +96,7 @@ test('pull by tag and by digest: two nodes get the rootfs of the local layout, b
 
 test('ensure answers from the cache without the registry; pull asks for the manifest only', { skip }, async () => {
   const layout = join(base, 'cached');
-  const written = await writeOciLayout(layout, marked('cached'), { refName: 'v1' });
-  await reg.pushLayout(layout, 'v1', 'acme/cached:v1');
+  const written = await pushFixture(reg, layout, marked('cached'), 'acme/cached');
   const proxy = await startProxy(reg.host);
   try {
     const store = nodeStore(base, 'node-cache');

@@ -8,7 +8,7 @@ import type { PullEvent } from '../../src/image/registry/progress.js';
 import type { TestRegistry } from '../helpers/registry.js';
 import { useTestRegistries } from '../helpers/registry-suite.js';
 import { startProxy } from '../helpers/registry-proxy.js';
-import { f, nodeStore, noise } from '../helpers/registry-fixtures.js';
+import { f, nodeStore, noise, pushFixture } from '../helpers/registry-fixtures.js';
 
 const MiB = 1024 * 1024;
 let reg: TestRegistry;
@@ -20,12 +20,12 @@ const skip = useTestRegistries('registry-resume', [{}], (dir, [registry]) => {
 
 test('a layer download interrupted midway resumes with a Range request, in a later pull', { skip }, async () => {
   const layout = join(base, 'resume');
-  const written = await writeOciLayout(
+  const written = await pushFixture(
+    reg,
     layout,
     { layers: [{ entries: [f('a', 'small')] }, { entries: [f('big', noise(3 * MiB, 1))], compression: 'none' }] },
-    { refName: 'v1' },
+    'acme/resume',
   );
-  await reg.pushLayout(layout, 'v1', 'acme/resume:v1');
   const big = written.layerDigests[1]!;
   const bigSize = (await stat(join(layout, 'blobs', 'sha256', big.slice(7)))).size;
   const proxy = await startProxy(reg.host, {
@@ -65,12 +65,12 @@ test('a layer download interrupted midway resumes with a Range request, in a lat
 
 test('within one pull, a retry after a cut connection continues from the bytes received', { skip }, async () => {
   const layout = join(base, 'retry');
-  const written = await writeOciLayout(
+  const written = await pushFixture(
+    reg,
     layout,
     { layers: [{ entries: [f('big', noise(2 * MiB, 2))], compression: 'none' }] },
-    { refName: 'v1' },
+    'acme/retry',
   );
-  await reg.pushLayout(layout, 'v1', 'acme/retry:v1');
   const big = written.layerDigests[0]!;
   const proxy = await startProxy(reg.host, {
     cut: ({ url, n }) => (url.endsWith(`/blobs/${big}`) && n <= 2 ? 512 * 1024 : undefined),
@@ -94,8 +94,7 @@ test('layers download concurrently, and a layer shared by two images is fetched 
     entries: [f(`l${i}`, noise(256 * 1024, 10 + i))],
     compression: 'none' as const,
   }));
-  const one = await writeOciLayout(join(base, 'conc1'), { layers }, { refName: 'v1' });
-  await reg.pushLayout(join(base, 'conc1'), 'v1', 'acme/conc:v1');
+  const one = await pushFixture(reg, join(base, 'conc1'), { layers }, 'acme/conc');
   await writeOciLayout(
     join(base, 'conc2'),
     { layers: [layers[0]!, { entries: [f('other', 'x')] }] },

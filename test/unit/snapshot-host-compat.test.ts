@@ -6,6 +6,7 @@ import { parseManifest, type SnapshotManifest } from '../../src/snapshot/manifes
 import { HOST_ONLY_FLAGS, parseCpuinfo } from '../../src/vmm/host-cpu.js';
 import { microvmMachine, qemuArgs } from '../../src/vmm/qemu/args.js';
 import { QemuDriver } from '../../src/vmm/qemu/driver.js';
+import { TEST_META } from '../helpers/snapshots.js';
 
 const INTEL_FLAGS = ['avx', 'avx2', 'sse4_2', 'xsave'];
 
@@ -13,17 +14,9 @@ function manifest(
   over: { vmm?: Partial<SnapshotManifest['vmm']>; host?: SnapshotManifest['host'] | null; kernel?: string } = {},
 ): SnapshotManifest {
   const m = {
+    ...TEST_META,
     formatVersion: 1,
     id: 'snap-0123456789abcdef',
-    createdAt: '2026-12-01T00:00:00.000Z',
-    function: { image: 'x', vcpus: 1, memoryMiB: 128, port: 8080, env: [] },
-    image: {
-      reference: 'x',
-      manifestDigest: `sha256:${'a'.repeat(64)}`,
-      rootfsSha256: 'b'.repeat(64),
-      flattenerVersion: 1,
-    },
-    disk: { diff: 'block', sha256AtPause: 'c'.repeat(64), sizeBytes: 1, changedBytes: 1 },
     vmm: {
       kind: 'qemu',
       version: '7.2.22',
@@ -31,15 +24,6 @@ function manifest(
       accelerator: 'kvm',
       driveLayout: 'plain',
       ...over.vmm,
-    },
-    machine: { vcpus: 1, memoryMiB: 128 },
-    guestNetwork: {
-      tapName: 't',
-      guestIp: '1.1.1.1',
-      gatewayIp: '1.1.1.2',
-      prefixLen: 30,
-      guestMac: 'm',
-      gatewayMac: 'g',
     },
     guestKit: { kind: 'debian', kernelVersion: over.kernel ?? '6.1.0-57-amd64', cacheKey: 'k' },
     files: [

@@ -1,22 +1,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isEmbersError } from '../../src/errors.js';
 import { LocalSnapshotStore } from '../../src/snapshot/local-store.js';
 import { WORKING_SET_DIR } from '../../src/snapshot/manifest.js';
-import { WorkingSetStore } from '../../src/snapshot/working-set-store.js';
+import { WorkingSetStore, type WorkingSetManifest } from '../../src/snapshot/working-set-store.js';
 import { WORKING_SET_FILES, readWorkingSetRanges, writeWorkingSet } from '../../src/memory/working-set.js';
 import { makeSnapshot, MiB } from '../helpers/snapshots.js';
+import { withTempDir } from '../helpers/temp-dir.js';
 
 async function withStore(fn: (store: LocalSnapshotStore) => Promise<void>) {
-  const dir = await mkdtemp(join(tmpdir(), 'embers-ws-store-'));
-  try {
-    await fn(new LocalSnapshotStore(join(dir, 'snapshots')));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  await withTempDir('ws-store', (dir) => fn(new LocalSnapshotStore(join(dir, 'snapshots'))));
+}
+
+/** A working set's metadata as this test records it: `pages` pages, in memory-file order. */
+function recordedInFileOrder(pages: number): Omit<WorkingSetManifest, 'formatVersion' | 'snapshotId' | 'files'> {
+  return { recordedAt: new Date().toISOString(), recorder: 'test', order: 'file', pageSize: 4096, pages };
 }
 
 const RANGES = {
@@ -40,13 +40,7 @@ test('working set store: published beside the snapshot without changing a byte o
     const staging = await sets.staging(m.id);
     const pagesBytes = await writeWorkingSet(staging, join(dir, 'memory.bin'), RANGES);
     assert.equal(pagesBytes, 6 * 4096);
-    const wm = await sets.publish(m.id, staging, {
-      recordedAt: new Date().toISOString(),
-      recorder: 'test',
-      order: 'file',
-      pageSize: 4096,
-      pages: 6,
-    });
+    const wm = await sets.publish(m.id, staging, recordedInFileOrder(6));
     assert.equal(wm.snapshotId, m.id);
     assert.deepEqual(wm.files.map((f) => f.name).sort(), [WORKING_SET_FILES.pages, WORKING_SET_FILES.ranges]);
     // the snapshot's own files and manifest are untouched, and it still verifies
@@ -63,13 +57,7 @@ test('working set store: published beside the snapshot without changing a byte o
     // a second publish keeps the first (working sets are immutable)
     const again = await sets.staging(m.id);
     await writeWorkingSet(again, join(dir, 'memory.bin'), { pageSize: 4096, ranges: [{ firstPage: 0, pageCount: 1 }] });
-    const kept = await sets.publish(m.id, again, {
-      recordedAt: new Date().toISOString(),
-      recorder: 'test',
-      order: 'file',
-      pageSize: 4096,
-      pages: 1,
-    });
+    const kept = await sets.publish(m.id, again, recordedInFileOrder(1));
     assert.deepEqual(kept, wm);
     assert.deepEqual(
       (await readdir(dir)).filter((n) => n.startsWith('.')),
