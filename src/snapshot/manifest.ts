@@ -113,6 +113,20 @@ export function requireSnapshotId(id: string): void {
 /** What a bundle file may be named. */
 export const FILE_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
 
+/**
+ * The checks every file a manifest lists passes (a snapshot's, or a working set's): a safe name,
+ * a size, a sha256. `bad` makes the error that names what is off.
+ */
+export function checkListedFile(
+  f: { name: string; sizeBytes: number; sha256: string },
+  bad: (why: string) => Error,
+): void {
+  if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME)
+    throw bad(`file name ${String(f?.name)}`);
+  if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
+  if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
+}
+
 /** Parses and checks a manifest's shape; anything off is EMB_SNAPSHOT_CORRUPT (or _INCOMPATIBLE for a newer format). */
 export function parseManifest(text: string, source: string): SnapshotManifest {
   let m: SnapshotManifest;
@@ -135,10 +149,7 @@ export function parseManifest(text: string, source: string): SnapshotManifest {
   if (typeof m.id !== 'string' || !isSnapshotId(m.id)) throw bad('id');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
   for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME)
-      throw bad(`file name ${String(f?.name)}`);
-    if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
-    if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
+    checkListedFile(f, bad);
     if (f.dataRanges !== undefined && !validDataRanges(f.dataRanges, f.sizeBytes))
       throw bad(`data ranges of ${f.name}`);
     if ((f.chunkSha256 !== undefined || f.chunkSize !== undefined) && !validChunks(f))

@@ -14,7 +14,7 @@ import { EmbersError } from '../errors.js';
 import { fsyncPath, sha256File, writeFileAtomic } from '../util/fs.js';
 import { stampFile, type FileStamp, type LocalSnapshotStore } from './local-store.js';
 import {
-  FILE_NAME_RE,
+  checkListedFile,
   MANIFEST_NAME,
   WORKING_SET_DIR,
   WORKING_SET_STAGING,
@@ -65,12 +65,7 @@ export function parseWorkingSetManifest(text: string, source: string, snapshotId
   if (typeof m.recorder !== 'string' || !Number.isInteger(m.pageSize) || !Number.isSafeInteger(m.pages) || m.pages < 0)
     throw bad('recorder, pageSize or pages');
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files');
-  for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !FILE_NAME_RE.test(f.name) || f.name === MANIFEST_NAME)
-      throw bad(`file name ${String(f?.name)}`);
-    if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) throw bad(`size of ${f.name}`);
-    if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`sha256 of ${f.name}`);
-  }
+  for (const f of m.files) checkListedFile(f, bad);
   return m;
 }
 
