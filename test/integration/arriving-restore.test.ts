@@ -225,13 +225,20 @@ test('early restore from S3 with a chunk corrupted in the store: refused by the 
     await writeRanges(order, [{ firstPage: (bad * CHUNK) / PAGE, pageCount: CHUNK / PAGE }]);
     const store = new LocalSnapshotStore(join(root, 'b-corrupt'));
     const { a, spec, run, stopped } = await restoreArriving('clone-corrupt', remote.source, store, order);
-    await assert.rejects(
-      run.then((up) => up.arrived),
-      (e: unknown) => isEmbersError(e, 'EMB_SNAPSHOT_CORRUPT') && new RegExp(`chunk ${bad}`).test(e.message),
-    );
+    const err = await run
+      .then((up) => up.arrived)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    const statsText = await waitForFile(join(spec.dir, 'uffd-stats.json'));
     const guest = await guestResult(spec.dir);
+    assert.ok(
+      isEmbersError(err, 'EMB_SNAPSHOT_CORRUPT') && new RegExp(`chunk ${bad}`).test(err.message),
+      `expected EMB_SNAPSHOT_CORRUPT naming chunk ${bad}, got ${String(err)}; page server: ${statsText}; guest: ${guest.exit} ${guest.err}`,
+    );
     assert.equal(guest.exit, '2', `the guest must see an error, never wrong data (exit 1): ${guest.err}`);
-    const stats = JSON.parse(await waitForFile(join(spec.dir, 'uffd-stats.json'))) as UffdHandlerStats;
+    const stats = JSON.parse(statsText) as UffdHandlerStats;
     assert.equal(stats.exit, 'chunk-corrupt');
     assert.equal(stats.bad_chunk, bad);
     assert.equal(stopped.length, 1, 'the clone was stopped');
