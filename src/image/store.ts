@@ -16,14 +16,13 @@
  *   .pin-*, .gc.lock                                         gc vs running operations (registry/guard.ts)
  * Staging trees live in `tmpDir/image-flatten-*`. A build (build.ts) publishes with one rename
  * of its complete directory (rootfs-cache.ts): readers see a whole entry or none.
- * `reconcile()` removes what a crash left behind; `gc()` what nothing references (gc.ts).
+ * `reconcile()` removes what a crash left behind; `gc()` what nothing references (gc.ts);
+ * `inspect()` and `listImages()` read the cache without asking a registry (inspect.ts).
  */
-import { readFile } from 'node:fs/promises';
-import { EmbersError, isEmbersError } from '../errors.js';
+import { EmbersError } from '../errors.js';
 import { crashPoint } from '../util/crash-point.js';
 import { asNoSpaceError, sha256File } from '../util/fs.js';
 import { buildImage } from './build.js';
-import { FLATTENER_VERSION } from './flatten.js';
 import { collectGarbage, reconcileImages } from './gc.js';
 import { locateImage } from './locate.js';
 import { loadAuthFile, normalizeAuthKey, TokenCache } from './registry/auth.js';
@@ -35,8 +34,9 @@ import { describePullEvent, type PullEvent } from './registry/progress.js';
 import { pullImage, type PullResult } from './registry/pull.js';
 import { formatImageReference, type ImageReference } from './registry/reference.js';
 import { RefStore, type RefEntry } from './registry/refs.js';
-import { resolveFromBlobs, resolveImage, type ResolvedImage, type ResolvedLayer } from './resolve.js';
+import { resolveFromBlobs, resolveImage, type ResolvedImage } from './resolve.js';
 import { DIGEST_RE, RootfsCache } from './rootfs-cache.js';
+import { inspectImage, layerInfos, listImages, resolveCached, rootfsFields } from './inspect.js';
 import type {
   EnsureOptions,
   FlattenedImage,
@@ -214,13 +214,8 @@ export class ImageStore {
   }
 
   /** Resolves a digest (manifest or index) from the blob store, or undefined when a blob is missing. */
-  private async fromBlobs(reference: string, digest: string): Promise<ResolvedImage | undefined> {
-    try {
-      return await resolveFromBlobs(reference, this.imagesDir, digest);
-    } catch (err) {
-      if (isEmbersError(err, 'EMB_IMAGE_BLOB_MISSING')) return undefined;
-      throw err;
-    }
+  private fromBlobs(reference: string, digest: string): Promise<ResolvedImage | undefined> {
+    return resolveCached(this.imagesDir, reference, digest);
   }
 
   private async ensureRegistry(ref: string, parsed: ImageReference, opts: EnsureOptions): Promise<FlattenedImage> {
@@ -378,108 +373,13 @@ export class ImageStore {
    * pulled or ensured) or a manifest or index digest. EMB_IMAGE_NOT_FOUND when the cache has
    * no such image (pull it first).
    */
-  async inspect(ref: string): Promise<ImageInspect> {
-    const all = await this.refs.all();
-    const byDigest = (d: string) => Object.entries(all).find(([, e]) => e.manifestDigest === d || e.indexDigest === d);
-    let reference = ref;
-    let entry: RefEntry | undefined;
-    let localPath: string | undefined;
-    if (DIGEST_RE.test(ref)) {
-      const hit = byDigest(ref);
-      if (hit) [reference, entry] = hit;
-    } else if (all[ref]) {
-      entry = all[ref];
-    } else {
-      const location = await locateImage(ref);
-      if (location.kind === 'registry') {
-        reference = formatImageReference(location.ref);
-        entry = all[reference];
-        if (!entry && location.ref.digest) entry = byDigest(location.ref.digest)?.[1];
-      } else {
-        entry = all[ref];
-        localPath = location.path;
-      }
-    }
-    if (entry?.source === 'local' && localPath === undefined) {
-      const location = await locateImage(reference).catch(() => undefined);
-      if (location?.kind === 'local') localPath = location.path;
-    }
-
-    let resolved: ResolvedImage | undefined;
-    try {
-      if (localPath !== undefined) resolved = await resolveImage(localPath);
-      else if (entry) resolved = await this.fromBlobs(reference, entry.manifestDigest);
-      else if (DIGEST_RE.test(ref)) resolved = await this.fromBlobs(ref, ref);
-    } catch (err) {
-      if (!entry) throw err; // a local path that is not an image: say why
-    }
-    await resolved?.close();
-    const manifestDigest = entry?.manifestDigest ?? resolved?.manifestDigest ?? (DIGEST_RE.test(ref) ? ref : undefined);
-    const rootfs = manifestDigest ? await this.get(manifestDigest) : undefined;
-    if (!manifestDigest || (!resolved && !rootfs)) {
-      throw EmbersError.of(
-        'EMB_IMAGE_NOT_FOUND',
-        { problem: 'not-cached', reference: ref, key: reference },
-        { hint: `pull it first: \`embers image pull ${ref}\`; list the cached images with \`embers image ls\`` },
-      );
-    }
-    return {
-      reference: rootfs && !entry && !localPath ? rootfs.reference : reference,
-      source: entry?.source ?? (localPath !== undefined ? 'local' : 'registry'),
-      manifestDigest,
-      ...(entry?.indexDigest ? { indexDigest: entry.indexDigest } : {}),
-      platform: entry?.platform ?? 'linux/amd64',
-      config: resolved?.config ?? rootfs!.config,
-      layers: resolved ? layerInfos(resolved.layers) : [],
-      ...rootfsFields(rootfs),
-      ...(entry ? { updatedAt: entry.updatedAt } : {}),
-    };
-  }
-
-  /** Sum of the layer sizes of a manifest in the blob store, if it is there. */
-  private async layersBytes(manifestDigest: string): Promise<number | undefined> {
-    try {
-      const doc = JSON.parse(await readFile(this.blobs.path(manifestDigest), 'utf8')) as {
-        layers?: { size?: unknown }[];
-      };
-      if (!Array.isArray(doc.layers)) return undefined;
-      return doc.layers.reduce((s, l) => s + (typeof l.size === 'number' ? l.size : 0), 0);
-    } catch {
-      return undefined;
-    }
+  inspect(ref: string): Promise<ImageInspect> {
+    return inspectImage(this, ref);
   }
 
   /** `embers image ls`: every reference in the refs file, then every rootfs no reference names. */
-  async listImages(): Promise<ImageListEntry[]> {
-    const all = await this.refs.all();
-    const out: ImageListEntry[] = [];
-    const named = new Set<string>();
-    for (const [reference, e] of Object.entries(all)) {
-      named.add(e.manifestDigest);
-      const rootfs = await this.get(e.manifestDigest);
-      const layersBytes = await this.layersBytes(e.manifestDigest);
-      out.push({
-        reference,
-        source: e.source,
-        manifestDigest: e.manifestDigest,
-        ...(e.indexDigest ? { indexDigest: e.indexDigest } : {}),
-        platform: e.platform,
-        updatedAt: e.updatedAt,
-        ...(rootfs ? { rootfsSha256: rootfs.rootfsSha256, rootfsSizeBytes: rootfs.sizeBytes } : {}),
-        ...(layersBytes !== undefined ? { layersBytes } : {}),
-      });
-    }
-    for (const img of await this.list()) {
-      if (named.has(img.manifestDigest) || img.flattenerVersion !== FLATTENER_VERSION) continue;
-      out.push({
-        reference: img.reference,
-        source: 'unreferenced',
-        manifestDigest: img.manifestDigest,
-        rootfsSha256: img.rootfsSha256,
-        rootfsSizeBytes: img.sizeBytes,
-      });
-    }
-    return out;
+  listImages(): Promise<ImageListEntry[]> {
+    return listImages(this);
   }
 
   /**
@@ -508,27 +408,4 @@ export class ImageStore {
   async reconcile(): Promise<void> {
     await reconcileImages(this);
   }
-}
-
-/** The layers of a resolved image as `inspect` and `pull` report them. */
-function layerInfos(layers: ResolvedLayer[]): ImageLayerInfo[] {
-  return layers.map((l) => ({
-    digest: l.digest,
-    size: l.size,
-    mediaType: l.mediaType,
-    ...(l.diffId ? { diffId: l.diffId } : {}),
-  }));
-}
-
-function rootfsFields(
-  rootfs: FlattenedImage | undefined,
-): Pick<ImageInspect, 'rootfsPath' | 'rootfsSha256' | 'rootfsSizeBytes' | 'flattenerVersion'> {
-  return rootfs
-    ? {
-        rootfsPath: rootfs.rootfsPath,
-        rootfsSha256: rootfs.rootfsSha256,
-        rootfsSizeBytes: rootfs.sizeBytes,
-        flattenerVersion: rootfs.flattenerVersion,
-      }
-    : {};
 }
