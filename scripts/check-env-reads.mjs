@@ -5,21 +5,13 @@
 // from the repository root; test/unit/env-reads.test.ts runs it over small trees that break it.
 //
 // Usage: node scripts/check-env-reads.mjs [DIR]   (DIR defaults to src; run from its parent)
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { join, relative } from 'node:path';
 import ts from 'typescript';
+import { parse, tsFiles } from './source-files.mjs';
 
 const root = process.argv[2] ?? 'src';
 /** The configuration module: the one file allowed to read the environment. */
 const ALLOWED = new Set([join(root, 'config.ts')]);
-
-function* tsFiles(dir) {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) yield* tsFiles(path);
-    else if (entry.name.endsWith('.ts')) yield path;
-  }
-}
 
 /** True for `process`, `globalThis.process` and `global.process`. */
 function isProcess(node) {
@@ -33,13 +25,9 @@ function isProcess(node) {
 }
 
 function readsOf(file) {
-  const text = readFileSync(file, 'utf8');
-  const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const { source, at: where } = parse(file);
   const found = [];
-  const at = (node, what) =>
-    found.push(
-      `${file.split(sep).join('/')}:${source.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${what}`,
-    );
+  const at = (node, what) => found.push(where(node, what));
   const visit = (node) => {
     if (ts.isPropertyAccessExpression(node) && node.name.text === 'env' && isProcess(node.expression))
       at(node, node.getText());

@@ -6,29 +6,20 @@
 // test/unit/error-messages-lint.test.ts runs it over small trees that break it.
 //
 // Usage: node scripts/check-error-messages.mjs [DIR]   (DIR defaults to src; run from its parent)
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
 import ts from 'typescript';
+import { parse, tsFiles } from './source-files.mjs';
 
 const root = process.argv[2] ?? 'src';
 /** The catalogue's module: the one file that constructs EmbersErrors from a message. */
 const ALLOWED = new Set([join(root, 'errors.ts')]);
 
-function* tsFiles(dir) {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) yield* tsFiles(path);
-    else if (entry.name.endsWith('.ts')) yield path;
-  }
-}
-
 function constructionsIn(file) {
-  const source = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const { source, at } = parse(file);
   const found = [];
   const visit = (node) => {
     if (ts.isNewExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === 'EmbersError') {
-      const line = source.getLineAndCharacterOfPosition(node.getStart()).line + 1;
-      found.push(`${file.split(sep).join('/')}:${line}: ${node.getText().split('\n')[0]}`);
+      found.push(at(node, node.getText().split('\n')[0]));
     }
     ts.forEachChild(node, visit);
   };

@@ -247,20 +247,7 @@ async function downloadWhole(
   path: string,
   signal: AbortSignal | undefined,
 ): Promise<number> {
-  const { got, digest } = await readRemoteFile(source, id, f, path, signal);
-  if (got !== f.sizeBytes || digest !== f.sha256) {
-    throw EmbersError.of('EMB_SNAPSHOT_CORRUPT', {
-      problem: 'fetched-mismatch',
-      id,
-      file: f.name,
-      source: source.location,
-      expected: f.sha256,
-      actual: digest,
-      actualBytes: got,
-      sizeBytes: f.sizeBytes,
-    });
-  }
-  return got;
+  return readRemoteFile(source, id, f, path, signal, 'EMB_SNAPSHOT_CORRUPT');
 }
 
 /** The end of an arriving snapshot's download (runWhileArriving): the snapshot as published, and what was fetched. */

@@ -117,8 +117,9 @@ export async function fetchWorkingSet(
 
 /**
  * Reads file `remote` of snapshot `id` whole from `source` into `path` (synced), hashing it on the
- * way: returns the bytes read and their sha256. A connection that breaks is EMB_REMOTE_UNREACHABLE;
- * the caller checks size and digest against what it expects, with its own error code.
+ * way, and checks its size and sha256 against `remote`: a difference is `mismatch` (the caller's
+ * code: EMB_SNAPSHOT_CORRUPT for a snapshot's file, EMB_WORKING_SET_INVALID for a working set's),
+ * naming the file `name`. A connection that breaks is EMB_REMOTE_UNREACHABLE. Returns the size.
  */
 export async function readRemoteFile(
   source: WorkingSetSource,
@@ -126,7 +127,9 @@ export async function readRemoteFile(
   remote: SnapshotFile,
   path: string,
   signal: AbortSignal | undefined,
-): Promise<{ got: number; digest: string }> {
+  mismatch: 'EMB_SNAPSHOT_CORRUPT' | 'EMB_WORKING_SET_INVALID',
+  name = remote.name,
+): Promise<number> {
   const fh = await open(path, 'w', 0o644);
   const hash = createHash('sha256');
   let got = 0;
@@ -150,7 +153,21 @@ export async function readRemoteFile(
   } finally {
     await fh.close();
   }
-  return { got, digest: hash.digest('hex') };
+  const digest = hash.digest('hex');
+  if (got !== remote.sizeBytes || digest !== remote.sha256) {
+    const details = {
+      problem: 'fetched-mismatch',
+      id,
+      file: name,
+      source: source.location,
+      expected: remote.sha256,
+      actual: digest,
+      actualBytes: got,
+      sizeBytes: remote.sizeBytes,
+    } as const;
+    throw mismatch === 'EMB_SNAPSHOT_CORRUPT' ? EmbersError.of(mismatch, details) : EmbersError.of(mismatch, details);
+  }
+  return got;
 }
 
 /** Downloads file `f` of the working set into `path`, checking its size and sha256. */
@@ -162,18 +179,5 @@ async function downloadWhole(
   signal: AbortSignal | undefined,
 ): Promise<number> {
   const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
-  const { got, digest } = await readRemoteFile(source, id, remote, path, signal);
-  if (got !== f.sizeBytes || digest !== f.sha256) {
-    throw EmbersError.of('EMB_WORKING_SET_INVALID', {
-      problem: 'fetched-mismatch',
-      id,
-      file: f.name,
-      source: source.location,
-      expected: f.sha256,
-      actual: digest,
-      actualBytes: got,
-      sizeBytes: f.sizeBytes,
-    });
-  }
-  return got;
+  return readRemoteFile(source, id, remote, path, signal, 'EMB_WORKING_SET_INVALID', f.name);
 }
