@@ -50,16 +50,7 @@ import type {
   RemoveResult,
 } from './types.js';
 
-export type {
-  EnsureOptions,
-  GcResult,
-  ImageInspect,
-  ImageLayerInfo,
-  ImageListEntry,
-  PullImageOptions,
-  RemoveOptions,
-  RemoveResult,
-} from './types.js';
+export type * from './types.js';
 
 export class ImageStore {
   private readonly inflight = new Map<string, Promise<FlattenedImage>>();

@@ -24,13 +24,12 @@ import type { LocalSnapshotStore } from '../snapshot/local-store.js';
 import { SNAPSHOT_FILES, fileEntry, type SnapshotFile, type SnapshotManifest } from '../snapshot/manifest.js';
 import { compileTransferOptions, isTransientTransferError, type TransferOptions } from '../snapshot/transfer.js';
 import { readRemoteManifest, spansToFetch } from '../snapshot/fetch-snapshot.js';
-import { WORKING_SET_MANIFEST_PATH, readRemoteFile, type WorkingSetSource } from '../snapshot/working-set-transfer.js';
 import {
-  WorkingSetStore,
-  parseWorkingSetManifest,
-  workingSetPath,
-  type WorkingSetManifest,
-} from '../snapshot/working-set-store.js';
+  readRemoteFile,
+  readRemoteWorkingSetManifest,
+  type WorkingSetSource,
+} from '../snapshot/working-set-transfer.js';
+import { WorkingSetStore, workingSetPath, type WorkingSetManifest } from '../snapshot/working-set-store.js';
 import { chunkFetchOrder, feedChunks, writeChunkList, type ChunkFeed } from '../memory/chunks.js';
 import { WORKING_SET_FILES, readWorkingSetRanges } from '../memory/working-set.js';
 import type { PageServerOptions } from '../vmm/driver.js';
@@ -82,14 +81,9 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
   const { text, manifest } = await readRemoteManifest(source, id, t);
   const memory = fileEntry(manifest, SNAPSHOT_FILES.memory);
   if (!memory?.chunkSha256 || !memory.chunkSize) return undefined;
-  const wsText = await retry(
-    () => source.readWorkingSetManifest(id, t.signal),
-    isTransientTransferError,
-    t.retry,
-    t.signal,
-  );
-  if (wsText === undefined) return undefined;
-  const workingSet = parseWorkingSetManifest(wsText, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id);
+  const ws = await readRemoteWorkingSetManifest(source, id, t);
+  if (ws === undefined) return undefined;
+  const { text: wsText, manifest: workingSet } = ws;
 
   const scratch = join(o.tmpDir, `arriving-${process.pid}-${randomBytes(3).toString('hex')}`);
   const bundleDir = await store.staging();

@@ -16,6 +16,7 @@ import { MANIFEST_NAME, type SnapshotFile } from './manifest.js';
 import { fetchSnapshot } from './fetch-snapshot.js';
 import {
   compileTransferOptions,
+  type CompiledTransferOptions,
   isTransientTransferError,
   type RangeSource,
   type TransferOptions,
@@ -75,6 +76,22 @@ export async function pullSnapshot(
   return ws ? { ...result, bytes: result.bytes + ws.bytes } : result;
 }
 
+/** The working-set manifest of snapshot `id` at `source`, read (with retries) and checked; undefined when it has none. */
+export async function readRemoteWorkingSetManifest(
+  source: WorkingSetSource,
+  id: string,
+  o: Pick<CompiledTransferOptions, 'retry' | 'signal'>,
+): Promise<{ text: string; manifest: WorkingSetManifest } | undefined> {
+  const text = await retry(
+    () => source.readWorkingSetManifest(id, o.signal),
+    isTransientTransferError,
+    o.retry,
+    o.signal,
+  );
+  if (text === undefined) return undefined;
+  return { text, manifest: parseWorkingSetManifest(text, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id) };
+}
+
 /**
  * Fetches the working set of snapshot `id` (which must be in `store`) from `source`, unless the
  * store already has one. Returns the bytes moved, or undefined when nothing was fetched (here
@@ -89,14 +106,9 @@ export async function fetchWorkingSet(
   const o = compileTransferOptions(options);
   const sets = new WorkingSetStore(store);
   if (await sets.has(id)) return undefined;
-  const text = await retry(
-    () => source.readWorkingSetManifest(id, o.signal),
-    isTransientTransferError,
-    o.retry,
-    o.signal,
-  );
-  if (text === undefined) return undefined;
-  const manifest = parseWorkingSetManifest(text, `${source.location} ${id}/${WORKING_SET_MANIFEST_PATH}`, id);
+  const remote = await readRemoteWorkingSetManifest(source, id, o);
+  if (remote === undefined) return undefined;
+  const { text, manifest } = remote;
   const staging = await sets.staging(id);
   let bytes = Buffer.byteLength(text);
   try {

@@ -69,6 +69,9 @@ function mismatch(details: ErrorDetails<'EMB_IMAGE_DIGEST_MISMATCH'>): EmbersErr
   });
 }
 
+/** The result of a download the store already had. */
+const cachedBlob = (): DownloadResult => ({ cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 });
+
 /** Downloads `desc` of `repository` into `store` (see the file comment). */
 export async function downloadBlob(
   client: RegistryClient,
@@ -77,16 +80,14 @@ export async function downloadBlob(
   store: BlobStore,
   opts: DownloadOptions,
 ): Promise<DownloadResult> {
-  if (await store.has(desc.digest, desc.size))
-    return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+  if (await store.has(desc.digest, desc.size)) return cachedBlob();
   await store.ensureDirs();
   const release = await acquireLock(store.lockPath(desc.digest), `the download of ${desc.digest}`, {
     signal: opts.signal,
   });
   try {
     // Another process may have finished it while we waited for the lock.
-    if (await store.has(desc.digest, desc.size))
-      return { cached: true, bytesReceived: 0, resumedFrom: 0, rangeRequests: 0 };
+    if (await store.has(desc.digest, desc.size)) return cachedBlob();
     return await fetchWithResume(client, repository, desc, store, opts);
   } finally {
     await release();
