@@ -860,6 +860,38 @@ static void drain_uffd(int uffd)
 	}
 }
 
+/*
+ * After "bad N": the VM's connection is closed first (the VM sees the page server gone, served
+ * nothing more), then the downloader is given the time to read the line: our side is half-closed
+ * and its writes are read and dropped until it closes its own (at most 5 s). Closing at once
+ * would reset the connection while the downloader may still be writing ("ready M"), and a reset
+ * can drop the "bad" line it had not read yet.
+ */
+static void linger_control(int *conn)
+{
+	if (*conn >= 0) {
+		close(*conn);
+		*conn = -1;
+	}
+	if (control_fd < 0)
+		return;
+	shutdown(control_fd, SHUT_WR);
+	char b[512];
+	struct pollfd p = { .fd = control_fd, .events = POLLIN };
+	for (int waited_ms = 0; waited_ms < 5000;) {
+		int r = poll(&p, 1, 100);
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r <= 0) {
+			waited_ms += 100;
+			continue;
+		}
+		ssize_t n = read(control_fd, b, sizeof b);
+		if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+			return;
+	}
+}
+
 /* Handles the downloader's lines; returns -1 when a chunk was bad (the handler must stop). */
 static int control_lines(int uffd, char *buf, size_t *len)
 {
@@ -1159,6 +1191,7 @@ int main(int argc, char **argv)
 				if (control_lines(uffd, ctl_buf, &ctl_len) < 0) {
 					exit_reason = "chunk-corrupt";
 					exit_status = 3;
+					linger_control(&conn);
 					break;
 				}
 			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
