@@ -100,7 +100,7 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
     for (const f of workingSet.files) {
       const remote: SnapshotFile = { name: workingSetPath(f.name), sizeBytes: f.sizeBytes, sha256: f.sha256 };
       bytes += await retry(
-        () => downloadWhole(source, id, remote, join(scratch, 'workingset', f.name), t.signal),
+        () => readRemoteFile(source, id, remote, join(scratch, 'workingset', f.name), t.signal, 'EMB_SNAPSHOT_CORRUPT'),
         isTransientTransferError,
         t.retry,
         t.signal,
@@ -109,7 +109,7 @@ export async function startArrivingSnapshot(o: ArrivingSnapshotOptions): Promise
     for (const f of manifest.files) {
       if (f.name === memory.name) continue;
       bytes += await retry(
-        () => downloadWhole(source, id, f, join(bundleDir, f.name), t.signal),
+        () => readRemoteFile(source, id, f, join(bundleDir, f.name), t.signal, 'EMB_SNAPSHOT_CORRUPT'),
         isTransientTransferError,
         t.retry,
         t.signal,
@@ -231,17 +231,6 @@ async function fetchChunk(
     );
   }
   return out;
-}
-
-/** Downloads file `f` of snapshot `id` whole into `path`, checking its size and sha256; returns its size. */
-async function downloadWhole(
-  source: WorkingSetSource,
-  id: string,
-  f: SnapshotFile,
-  path: string,
-  signal: AbortSignal | undefined,
-): Promise<number> {
-  return readRemoteFile(source, id, f, path, signal, 'EMB_SNAPSHOT_CORRUPT');
 }
 
 /** The end of an arriving snapshot's download (runWhileArriving): the snapshot as published, and what was fetched. */

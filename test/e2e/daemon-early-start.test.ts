@@ -42,14 +42,7 @@ test('daemon on Firecracker: the first cold start of a remote snapshot with chun
   const before = await readHostResources();
   const s3 = await startS3Server();
   const work = await mkdtemp(join(tmpdir(), 'embers-early-daemons-'));
-  const env = {
-    EMBERS_S3_ENDPOINT: s3.endpoint,
-    EMBERS_S3_BUCKET: s3.bucket,
-    EMBERS_S3_REGION: s3.region,
-    EMBERS_S3_PREFIX: 'snapshots',
-    EMBERS_S3_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    EMBERS_S3_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-  };
+  const env = s3.env();
   const args = ['--vmm', 'firecracker', '--firecracker-bin', real.binary];
   const daemons: TestDaemon[] = [];
   try {

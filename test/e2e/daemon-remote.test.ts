@@ -20,14 +20,7 @@ test('two daemons sharing an S3-compatible store: node B serves its first cold s
   const before = await readHostResources();
   const s3 = await startS3Server();
   const work = await mkdtemp(join(tmpdir(), 'embers-daemons-'));
-  const env = {
-    EMBERS_S3_ENDPOINT: s3.endpoint,
-    EMBERS_S3_BUCKET: s3.bucket,
-    EMBERS_S3_REGION: s3.region,
-    EMBERS_S3_PREFIX: 'snapshots',
-    EMBERS_S3_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    EMBERS_S3_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-  };
+  const env = s3.env();
   const daemons: TestDaemon[] = [];
   try {
     // one image reference both nodes resolve to the same manifest digest (same spec: same snapshot key)

@@ -24,6 +24,8 @@ export interface S3TestServer {
   objectPath(key: string): string;
   /** Options for an S3SnapshotStore on this server; `overrides` replace single fields. */
   storeOptions(overrides?: Partial<S3StoreOptions>): S3StoreOptions;
+  /** The EMBERS_S3_* variables that point a node (CLI or daemon) at this server, under `prefix`. */
+  env(prefix?: string): Record<string, string>;
   /** The requests refused for their credentials so far, oldest first. */
   refusals(): Promise<{ method: string; url: string; code: string }[]>;
   /** True while the server process runs. */
@@ -135,6 +137,14 @@ export async function startS3Server(opts: S3TestServerOptions = {}): Promise<S3T
       const parts = key.split('/');
       return join(dir, bucket, ...parts.slice(0, -1), `${parts.at(-1)}._S3rver_object`);
     },
+    env: (prefix = 'snapshots') => ({
+      EMBERS_S3_ENDPOINT: endpoint,
+      EMBERS_S3_BUCKET: bucket,
+      EMBERS_S3_REGION: region,
+      EMBERS_S3_PREFIX: prefix,
+      EMBERS_S3_ACCESS_KEY_ID: credentials.accessKeyId,
+      EMBERS_S3_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+    }),
     storeOptions: (overrides = {}) => ({
       endpoint,
       region,

@@ -30,17 +30,6 @@ let peer: PeerServer;
 const token = randomBytes(16).toString('hex');
 const rows: CrashRow[] = [];
 
-function s3Env(prefix: string): Record<string, string> {
-  return {
-    EMBERS_S3_ENDPOINT: s3.endpoint,
-    EMBERS_S3_BUCKET: s3.bucket,
-    EMBERS_S3_REGION: s3.region,
-    EMBERS_S3_PREFIX: prefix,
-    EMBERS_S3_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    EMBERS_S3_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-  };
-}
-
 before(async () => {
   s3 = await startS3Server();
   work = await mkdtemp(join(tmpdir(), 'embers-crash-transfer-'));
@@ -49,7 +38,7 @@ before(async () => {
   earlier = (await makeSnapshot(store, { memoryBytes: 2 * 1024 * 1024 })).id;
   // 20 MiB of memory: three 8 MiB parts on a push, three ranges on a pull
   target = (await makeSnapshot(store)).id;
-  const ok = await embers(homeA, ['snapshot', 'push', target], { env: s3Env('whole') });
+  const ok = await embers(homeA, ['snapshot', 'push', target], { env: s3.env('whole') });
   assert.equal(ok.code, 0, describeRun(ok));
   peer = await startPeerServer({ store, token });
 });
@@ -89,7 +78,7 @@ const PUSH_POINTS: CrashPointName[] = [
 for (const point of PUSH_POINTS) {
   test(`crash matrix: snapshot push killed at ${point}`, async () => {
     const prefix = `push-${point.split('.').pop()}`;
-    const env = s3Env(prefix);
+    const env = s3.env(prefix);
     const killed = await embers(homeA, ['snapshot', 'push', target], { env, crashAt: point });
     assert.equal(killed.signal, 'SIGKILL', describeRun(killed));
 
@@ -142,7 +131,7 @@ for (const via of ['S3', 'peer'] as const) {
         via === 'S3'
           ? ['snapshot', 'pull', target]
           : ['snapshot', 'pull', target, '--from-peer', peer.url, '--token', token];
-      const env = via === 'S3' ? s3Env('whole') : {};
+      const env = via === 'S3' ? s3.env('whole') : {};
       const killed = await embers(home, args, { env, crashAt: point });
       assert.equal(killed.signal, 'SIGKILL', describeRun(killed));
 
@@ -179,7 +168,7 @@ for (const via of ['S3', 'peer'] as const) {
 
 test('concurrency: two pulls of one snapshot into one home: the second gets EMB_SNAPSHOT_TRANSFER_BUSY, the first finishes, then the second finds it here', async () => {
   const home = await mkdtemp(join(work, 'two-pulls-'));
-  const env = s3Env('whole');
+  const env = s3.env('whole');
   const first = await embersPausedAt(home, ['snapshot', 'pull', target], 'snapshot.pull.after-manifest', {
     env,
     pauseFile: join(work, 'go-pull'),
