@@ -2,6 +2,11 @@
  * The host's client of the guest agent (protocol: agent-protocol.ts). One connection per
  * request: connect to the VM's agent socket, send the request, read frames to the final
  * answer, close. The VMM serialises connections (QEMU accepts one chardev client at a time).
+ *
+ * A virtio-serial port is one stream for all connections, and the guest hears of a departed
+ * host only after a grace (embers-channel.h, HOST_GRACE_MS): frames that a connection gave up
+ * waiting for can arrive on the next one. So a virtio-serial connection opens with a HELLO,
+ * and what comes before its answer is dropped. (A vsock connection is a stream of its own.)
  */
 import type { Socket } from 'node:net';
 import { EmbersError } from '../errors.js';
@@ -62,13 +67,36 @@ class AgentConnection {
     w?.();
   }
 
+  /** The agent's banner ("embers-agent 1"), from the HELLO that opens a virtio-serial connection. */
+  banner: string | undefined;
+
   static async open(channel: AgentChannel, timeoutMs: number): Promise<AgentConnection> {
     const sock = await connectWithTimeout(channel.socket, timeoutMs, {
       timeout: () => unreachable(channel, `no connection in ${timeoutMs} ms`),
       refused: (err) => unreachable(channel, err.message, err),
     });
     if (channel.kind === 'vsock') await vsockHandshake(sock, channel, timeoutMs);
-    return new AgentConnection(sock, channel);
+    const c = new AgentConnection(sock, channel);
+    if (channel.kind === 'virtio-serial') {
+      try {
+        c.banner = await c.hello(performance.now() + timeoutMs, { dropEarlier: true });
+      } catch (err) {
+        c.close();
+        throw err;
+      }
+    }
+    return c;
+  }
+
+  /** HELLO, answered with the agent's banner. `dropEarlier`: frames before the answer are dropped (see the file comment). */
+  async hello(deadline: number, opts: { dropEarlier: boolean }): Promise<string> {
+    this.send(encodeFrame(MSG.HELLO));
+    for (;;) {
+      const f = await this.next(deadline, 'HELLO');
+      if (f.type === MSG.HELLO_OK) return f.payload.toString('utf8');
+      if (opts.dropEarlier) continue;
+      throw f.type === MSG.ERROR ? agentRefused(f, 'HELLO') : unexpected(f, 'HELLO');
+    }
   }
 
   send(frame: Buffer): void {
@@ -168,13 +196,11 @@ async function withConnection<T>(
 
 /** Asks the agent who it is: "embers-agent 1". */
 export function agentHello(channel: AgentChannel, timeoutMs = 5000): Promise<string> {
-  return withConnection(channel, timeoutMs, async (c) => {
-    c.send(encodeFrame(MSG.HELLO));
-    const f = await c.next(performance.now() + timeoutMs, 'HELLO');
-    if (f.type === MSG.ERROR) throw agentRefused(f, 'HELLO');
-    if (f.type !== MSG.HELLO_OK) throw unexpected(f, 'HELLO');
-    return f.payload.toString('utf8');
-  });
+  return withConnection(
+    channel,
+    timeoutMs,
+    async (c) => c.banner ?? (await c.hello(performance.now() + timeoutMs, { dropEarlier: false })),
+  );
 }
 
 /**

@@ -211,6 +211,19 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
     }
     assert.equal(new Set(random).size, 3, `/dev/urandom in the three clones: ${random.join(' ')}`);
     assert.equal(new Set([tokenBefore, ...tokens]).size, 4, 'each clone got a fresh token from its restore hook');
+    // execs to the three clones at once, one after another on each: every one is answered, with its own
+    // exit code (a virtio-serial port can see a request before it knows that its host is there)
+    const codes = await Promise.all(
+      restored.clones.map(async (c) => {
+        const got: number[] = [];
+        for (let i = 0; i < 8; i++) got.push((await exec(node, c.record.name, [`exit ${i}`], { shell: true })).code);
+        return got;
+      }),
+    );
+    assert.deepEqual(
+      codes,
+      restored.clones.map(() => [0, 1, 2, 3, 4, 5, 6, 7]),
+    );
     for (const c of restored.clones) await node.stop(c.record.name);
 
     // a failing hook fails the restore, and the clone is gone

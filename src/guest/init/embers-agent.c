@@ -174,7 +174,9 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 		close(out[0]), close(err[0]), close(status_pipe[0]);
 		return res;
 	}
-	struct pollfd pf[3] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}, {.fd = stream ? chan : -1, .events = POLLIN}};
+	/* while streaming, the channel is watched for the host giving up (host_gave_up) */
+	struct host_watch watch = {0};
+	struct pollfd pf[2] = {{.fd = out[0], .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
 	long long deadline = timeout_ms ? now_ms() + timeout_ms : 0;
 	int status = 0, exited = 0, timed_out = 0;
 	long long drain_until = 0;
@@ -182,10 +184,14 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 	for (;;) {
 		long long now = now_ms();
 		if (exited && ((pf[0].fd < 0 && pf[1].fd < 0) || now >= drain_until)) break;
+		if (stream && !broken && host_gave_up(&watch)) {
+			logmsg("EXEC %s: the host gave up: the command is stopped", argv[0]);
+			broken = 1;
+		}
 		int wait = 100; /* also polls waitpid: the command may exit while others hold its pipes */
 		if (!exited && deadline && deadline - now < wait) wait = deadline > now ? (int)(deadline - now) : 0;
 		if (exited) wait = drain_until > now ? (int)(drain_until - now) : 0;
-		int r = poll(pf, 3, wait);
+		int r = poll(pf, 2, wait);
 		if (r < 0 && errno != EINTR) break;
 		for (int i = 0; i < 2 && r > 0; i++) {
 			if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -209,11 +215,6 @@ static struct run_result run_command(char **argv, int shell, int kit_root, uint3
 					*tail_len = keep + (size_t)n;
 				}
 			}
-		}
-		if (stream && r > 0 && pf[2].fd >= 0 && (pf[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-			/* the host sends nothing during an EXEC: data or end-of-file both mean it gave up */
-			broken = 1;
-			pf[2].fd = -1;
 		}
 		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
 			exited = 1;

@@ -45,14 +45,50 @@ static int serial = 0;     /* 1: a virtio-serial port (stays open), 0: an accept
 static int listen_fd = -1; /* vsock listener */
 static int broken = 0;     /* the host went away: abandon the current request */
 
+/*
+ * A virtio-serial port learns that the host connected or left from control messages, which
+ * the guest kernel handles apart from the data. So a request can be read before the port
+ * knows that its host is there, or while it still has the previous connection's departure to
+ * hear of; meanwhile the port polls POLLHUP, reads end-of-file and refuses writes (EAGAIN: the
+ * port is non-blocking) as if the host had gone. So the agent believes a departure only once
+ * it has lasted HOST_GRACE_MS. (Frames a departed host left unread could then reach its next
+ * connection: the host discards what comes before the answer to its HELLO.)
+ */
+#define HOST_GRACE_MS 3000
+
+/* When the port was first seen without its host (0: it has one). */
+struct host_watch {
+	long long hup_since;
+};
+
+/* Whether the host abandoned the request being served: it left for HOST_GRACE_MS, or sent something (a new request). */
+static int host_gave_up(struct host_watch *w) {
+	struct pollfd pf = {.fd = chan, .events = POLLIN};
+	if (poll(&pf, 1, 0) < 0) return 0;
+	if (!(pf.revents & (POLLHUP | POLLERR))) {
+		w->hup_since = 0;
+		return (pf.revents & POLLIN) != 0;
+	}
+	if (!serial) return 1;
+	long long now = now_ms();
+	if (!w->hup_since) w->hup_since = now;
+	return now - w->hup_since > HOST_GRACE_MS;
+}
+
 static int write_all(int fd, const void *p, size_t n) {
 	const char *c = p;
+	struct host_watch watch = {0};
 	while (n > 0) {
 		ssize_t w = write(fd, c, n);
 		if (w < 0 && errno == EINTR) continue;
 		if (w < 0 && errno == EAGAIN) {
 			struct pollfd pf = {.fd = fd, .events = POLLOUT};
 			if (poll(&pf, 1, 5000) <= 0) return -1;
+			if ((pf.revents & POLLHUP) && !(pf.revents & POLLOUT)) {
+				/* the port has no host now: see HOST_GRACE_MS */
+				if (host_gave_up(&watch)) return -1;
+				usleep(10000);
+			}
 			continue;
 		}
 		if (w <= 0) return -1;
@@ -76,6 +112,7 @@ static void send_error(const char *msg) { send_frame(T_ERROR, msg, strlen(msg));
 /* Reads exactly n bytes; -1 when the host closed (or the channel failed). */
 static int read_all(void *p, size_t n) {
 	char *c = p;
+	long long eof_since = 0;
 	while (n > 0) {
 		ssize_t r = read(chan, c, n);
 		if (r < 0 && errno == EINTR) continue;
@@ -83,6 +120,14 @@ static int read_all(void *p, size_t n) {
 			struct pollfd pf = {.fd = chan, .events = POLLIN};
 			poll(&pf, 1, 1000);
 			continue;
+		}
+		if (r == 0 && serial && c != (char *)p) {
+			/* end-of-file inside a frame: the port may not know yet that the host is there */
+			if (!eof_since) eof_since = now_ms();
+			if (now_ms() - eof_since <= HOST_GRACE_MS) {
+				usleep(10000);
+				continue;
+			}
 		}
 		if (r <= 0) return -1;
 		c += r;
@@ -157,6 +202,7 @@ static int open_channel(void) {
 				return -1;
 			}
 			serial = 1;
+			fcntl(chan, F_SETFL, fcntl(chan, F_GETFL) | O_NONBLOCK); /* a write never waits for a host that left */
 			serial_epoll = epoll_create1(EPOLL_CLOEXEC);
 			struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
 			if (serial_epoll < 0 || epoll_ctl(serial_epoll, EPOLL_CTL_ADD, chan, &ev) < 0) {

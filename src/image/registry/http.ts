@@ -9,6 +9,7 @@
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { EmbersError, isEmbersError, type RegistryRequestDetails } from '../../errors.js';
 import { isNetworkErrorCode } from '../../util/errno.js';
+import { everyChunk } from '../../util/stream-read.js';
 
 export interface SendOptions {
   method: 'GET' | 'HEAD';
@@ -106,7 +107,8 @@ export async function send(url: URL, opts: SendOptions): Promise<RegistryRespons
       return complete;
     },
     destroy: () => void body.destroy(),
-    [Symbol.asyncIterator]: () => body[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
+    // every byte that arrived, also after a break: a resumed download then asks only for the rest
+    [Symbol.asyncIterator]: () => everyChunk(body),
   };
 }
 
