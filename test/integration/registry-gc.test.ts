@@ -143,7 +143,8 @@ test('gc waits for a running pull, which then completes intact', { skip }, async
       pulledAt = performance.now();
       return r;
     });
-    await new Promise((r) => setTimeout(r, 200)); // the pull is under way (its blobs are held back)
+    // the pull is under way, its pin taken (before any request) and its blobs held back by the proxy
+    while (!proxy.requests.some((r) => r.url.includes('/blobs/'))) await new Promise((r) => setTimeout(r, 5));
     const gc = await other.gc();
     const gcAt = performance.now();
     const image = await pulling;
