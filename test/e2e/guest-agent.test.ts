@@ -11,7 +11,8 @@ import { isEmbersError } from '../../src/errors.js';
 import { testFunctionImage } from '../../src/examples/test-function.js';
 import { FIXTURE_MTIME, writeOciLayout, type FixtureImage } from '../../src/examples/oci-layout.js';
 import type { EmbersNode } from '../../src/node/node.js';
-import type { ExitStatus } from '../../src/guest/agent-protocol.js';
+import { connect } from 'node:net';
+import { encodeExec, FrameDecoder, MSG, type ExitStatus, type Frame } from '../../src/guest/agent-protocol.js';
 import { openTestNode } from '../helpers/node.js';
 
 const HOOK = `#!/bin/sh
@@ -112,6 +113,37 @@ async function clockOffsetMs(node: EmbersNode, name: string): Promise<{ min: num
   return { min: guest - after, max: guest - before };
 }
 
+/**
+ * A raw connection to an instance's agent socket (virtio-serial), for what the client never
+ * does: `write` the bytes, wait until `until(frames so far)`, then drop the connection.
+ */
+async function rawRequest(
+  node: EmbersNode,
+  name: string,
+  bytes: Buffer,
+  until: (frames: Frame[]) => boolean,
+): Promise<Frame[]> {
+  const socket = (await node.instances.get(name)).vm.agent!.socket;
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    const decoder = new FrameDecoder();
+    const frames: Frame[] = [];
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no such answer in 60 s: ${JSON.stringify(frames.map((f) => f.type))}`));
+    }, 60_000);
+    s.on('data', (c: Buffer) => {
+      frames.push(...decoder.push(c));
+      if (!until(frames)) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(frames);
+    });
+    s.on('error', reject);
+    s.write(bytes);
+  });
+}
+
 /** The error, with the guest init and agent lines of every instance's console appended (what failed in the guest). */
 async function withConsoles(node: EmbersNode, err: unknown): Promise<unknown> {
   if (!(err instanceof Error)) return err;
@@ -157,6 +189,26 @@ test('guest agent: exec, clock and entropy fix-ups on restore, the restore hook 
     assert.equal(r.stdout.length, 0);
     r = await exec(node, 'origin', ['ps', '-o', 'pid,args'], { kitRoot: true });
     assert.doesNotMatch(r.stdout.toString(), /sleep 100[01]/, `left behind:\n${r.stdout}`);
+    // a host that leaves during a command: the command is stopped, and the next request is
+    // answered with its own frames only (the HELLO that opens it drops what came before)
+    const started = await rawRequest(
+      node,
+      'origin',
+      encodeExec({ argv: ['echo started; exec sleep 1002'], timeoutMs: 0, shell: true }),
+      (frames) => frames.some((f) => f.type === MSG.STDOUT),
+    );
+    assert.equal(started[0].payload.toString(), 'started\n');
+    r = await exec(node, 'origin', ['ps', '-o', 'pid,args'], { kitRoot: true });
+    assert.doesNotMatch(r.stdout.toString(), /sleep 1002/, `left behind:\n${r.stdout}`);
+    assert.deepEqual([r.state, r.code], ['exited', 0]);
+    // a bad frame (length 0) is refused, and the agent serves the next connection
+    const refused = await rawRequest(node, 'origin', Buffer.alloc(5), (frames) => frames.length > 0);
+    assert.deepEqual(
+      refused.map((f) => [f.type, f.payload.toString()]),
+      [[MSG.ERROR, 'bad frame length']],
+    );
+    r = await exec(node, 'origin', ['echo', 'still here']);
+    assert.equal(r.stdout.toString(), 'still here\n');
 
     // snapshot S1; then S2 from a disk that makes the hook fail
     const s1 = await node.snapshots.create('origin');

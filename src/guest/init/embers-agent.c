@@ -367,12 +367,16 @@ int main(int argc, char **argv) {
 			continue;
 		}
 		if (len < 1 || len > MAX_FRAME) {
-			logmsg("bad frame length %u: waiting for the host to reconnect", len);
+			logmsg("bad frame length %u: the bytes that came with it are dropped", len);
 			send_error("bad frame length");
 			/* out of step with the host: drop this connection's bytes */
 			if (!serial) {
 				wait_for_host();
 			} else {
+				/*
+				 * what has arrived (the port is non-blocking); waiting for this host to leave
+				 * could swallow the next one's request too (see HOST_GRACE_MS)
+				 */
 				char junk[4096];
 				while (read(chan, junk, sizeof junk) > 0) {
 				}
