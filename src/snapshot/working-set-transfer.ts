@@ -177,7 +177,7 @@ export async function readRemoteFile(
       actualBytes: got,
       sizeBytes: remote.sizeBytes,
     } as const;
-    throw mismatch === 'EMB_SNAPSHOT_CORRUPT' ? EmbersError.of(mismatch, details) : EmbersError.of(mismatch, details);
+    throw EmbersError.of(mismatch, details);
   }
   return got;
 }

@@ -144,7 +144,10 @@ test('gc waits for a running pull, which then completes intact', { skip }, async
       return r;
     });
     // the pull is under way, its pin taken (before any request) and its blobs held back by the proxy
-    while (!proxy.requests.some((r) => r.url.includes('/blobs/'))) await new Promise((r) => setTimeout(r, 5));
+    let settled = false;
+    void pulling.finally(() => (settled = true)).catch(() => {});
+    while (!settled && !proxy.requests.some((r) => r.url.includes('/blobs/')))
+      await new Promise((r) => setTimeout(r, 5));
     const gc = await other.gc();
     const gcAt = performance.now();
     const image = await pulling;

@@ -93,10 +93,6 @@ export async function send(url: URL, opts: SendOptions): Promise<RegistryRespons
   const body = res.body;
   // A body left unread must not crash the process when it fails (its timeout stays armed); readers see the error.
   body.on('error', () => {});
-  let complete = false;
-  body.once('end', () => {
-    complete = true;
-  });
   const headers: Record<string, string | undefined> = {};
   for (const [name, value] of Object.entries(res.headers))
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
@@ -104,7 +100,7 @@ export async function send(url: URL, opts: SendOptions): Promise<RegistryRespons
     statusCode: res.statusCode,
     headers,
     get complete() {
-      return complete;
+      return body.readableEnded;
     },
     destroy: () => void body.destroy(),
     // every byte that arrived, also after a break: a resumed download then asks only for the rest
